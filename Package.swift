@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Each library target is one part of the data path and imports only what sits below it
+// (docs/ARCHITECTURE.md draws the graph). Keep it that way when adding targets.
+let package = Package(
+    name: "sinkd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sinkd", targets: ["sinkd"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
+        .target(
+            name: "SinkdCore",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // The command-line interface: every subcommand, as a library so tests can drive it.
+        .target(
+            name: "SinkdCLI",
+            dependencies: [
+                "SinkdCore",
+                "CSystemd",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "sinkd",
+            dependencies: ["SinkdCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "sinkd"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

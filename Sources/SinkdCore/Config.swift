@@ -1,0 +1,264 @@
+/// sinkd's configuration, schema v1. Every default here is the one documented in
+/// Config/sinkd.yaml and README's Configuration section; `ConfigLoader` fills these values from YAML.
+public struct SinkdConfig: Sendable, Equatable {
+    /// The file this configuration was read from ("" for the built-in defaults).
+    public var sourcePath: String = ""
+    public var ingest = IngestConfig()
+    public var control = ControlConfig()
+    public var wal = WALConfig()
+    public var delivery = DeliveryConfig()
+    public var log = LogConfig()
+    public var metrics = MetricsConfig()
+    public var sinks = SinksConfig()
+
+    public init() {}
+}
+
+public struct IngestConfig: Sendable, Equatable {
+    public var socket = "/run/sinkd/ingest.sock"
+    public var socketMode: UInt32 = 0o660
+    public var maxRecordBytes = 1 << 20
+    public var maxConnections = 1024
+    /// Zero means never.
+    public var idleTimeout: Duration = .zero
+    public var allowedUIDs: [UInt32] = []
+    public var allowedGIDs: [UInt32] = []
+    public init() {}
+}
+
+public struct ControlConfig: Sendable, Equatable {
+    public var socket = "/run/sinkd/control.sock"
+    public init() {}
+}
+
+public enum FsyncMode: String, Sendable, Equatable, CaseIterable {
+    case always, interval, never
+}
+
+public enum WhenFull: String, Sendable, Equatable, CaseIterable {
+    case block, reject
+}
+
+public struct WALConfig: Sendable, Equatable {
+    public var directory = "/var/lib/sinkd/wal"
+    public var segmentSize = 64 << 20
+    public var maxSize = 10 << 30
+    public var fsync: FsyncMode = .always
+    public var fsyncInterval: Duration = .milliseconds(100)
+    public var whenFull: WhenFull = .block
+    public init() {}
+}
+
+/// Exponential backoff with full jitter. Zero `maxAttempts` / `maxAge` mean unlimited.
+public struct RetryPolicy: Sendable, Equatable {
+    public var initialBackoff: Duration = .milliseconds(200)
+    public var maxBackoff: Duration = .seconds(60)
+    public var multiplier: Double = 2.0
+    public var maxAttempts = 0
+    public var maxAge: Duration = .zero
+    public init() {}
+}
+
+public struct DeliveryConfig: Sendable, Equatable {
+    public var dedupeWindow: Duration = .seconds(600)
+    public var dedupeMaxEntries = 1_000_000
+    public var shutdownTimeout: Duration = .seconds(10)
+    public var maxSinks = 1024
+    public var retry = RetryPolicy()
+    public var deadLetterDirectory = "/var/lib/sinkd/dead-letter"
+    public init() {}
+}
+
+public enum LogLevel: String, Sendable, Equatable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public enum LogFormat: String, Sendable, Equatable, CaseIterable {
+    case auto, journal, logfmt, json
+}
+
+public struct LogConfig: Sendable, Equatable {
+    public var level: LogLevel = .info
+    public var format: LogFormat = .auto
+    public init() {}
+}
+
+public struct MetricsConfig: Sendable, Equatable {
+    /// "host:port"; empty means the exporter is off.
+    public var listen = ""
+    public init() {}
+}
+
+public enum OrderingMode: String, Sendable, Equatable, CaseIterable {
+    case relaxed, strict
+}
+
+/// The options every sink family takes, besides its own.
+public struct PipelineOptions: Sendable, Equatable {
+    public var poolSize: Int
+    public var maxInFlight: Int
+    public var batchSize: Int
+    public var idleTimeout: Duration = .seconds(300)
+    public var ordering: OrderingMode = .relaxed
+    /// The delivery-wide policy unless the family overrides it.
+    public var retry: RetryPolicy
+
+    public init(poolSize: Int, maxInFlight: Int, batchSize: Int, retry: RetryPolicy = RetryPolicy()) {
+        self.poolSize = poolSize
+        self.maxInFlight = maxInFlight
+        self.batchSize = batchSize
+        self.retry = retry
+    }
+}
+
+/// The configuration sections of the sink families. `nil` means the family is not configured.
+public struct SinksConfig: Sendable, Equatable {
+    public var file: FileSinkConfig?
+    public var http: HTTPSinkConfig?
+    public var redis: RedisSinkConfig?
+    public var sqs: SQSSinkConfig?
+    public var amqp: AMQPSinkConfig?
+    public var nats: NATSSinkConfig?
+    public var conductor: ConductorSinkConfig?
+    public init() {}
+
+    public var configuredFamilies: Set<ConfigFamily> {
+        var set = Set<ConfigFamily>()
+        if file != nil { set.insert(.file) }
+        if http != nil { set.insert(.http) }
+        if redis != nil { set.insert(.redis) }
+        if sqs != nil { set.insert(.sqs) }
+        if amqp != nil { set.insert(.amqp) }
+        if nats != nil { set.insert(.nats) }
+        if conductor != nil { set.insert(.conductor) }
+        return set
+    }
+
+    public func options(for family: ConfigFamily) -> PipelineOptions? {
+        switch family {
+        case .file: file?.options
+        case .http: http?.options
+        case .redis: redis?.options
+        case .sqs: sqs?.options
+        case .amqp: amqp?.options
+        case .nats: nats?.options
+        case .conductor: conductor?.options
+        }
+    }
+}
+
+/// A section under `sinks:`. One section can serve several sink prefixes (amqp serves
+/// amqp_queue and amqp_exchange; nats serves nats, nats_stream and jsm).
+public enum ConfigFamily: String, Sendable, Hashable, CaseIterable, Comparable {
+    case file, http, redis, sqs, amqp, nats, conductor
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// Defaults of the shared pipeline options, chosen per family by what its broker does well.
+    public var defaultOptions: PipelineOptions {
+        switch self {
+        case .file: PipelineOptions(poolSize: 1, maxInFlight: 1, batchSize: 512)
+        case .http: PipelineOptions(poolSize: 4, maxInFlight: 16, batchSize: 1)
+        case .redis: PipelineOptions(poolSize: 1, maxInFlight: 4, batchSize: 256)
+        case .sqs: PipelineOptions(poolSize: 4, maxInFlight: 8, batchSize: 10)
+        case .amqp: PipelineOptions(poolSize: 2, maxInFlight: 1000, batchSize: 100)
+        case .nats: PipelineOptions(poolSize: 1, maxInFlight: 256, batchSize: 100)
+        case .conductor: PipelineOptions(poolSize: 2, maxInFlight: 2, batchSize: 100)
+        }
+    }
+}
+
+public struct FileSinkConfig: Sendable, Equatable {
+    public var directory = "/var/lib/sinkd/outbox"
+    public var options = ConfigFamily.file.defaultOptions
+    public init() {}
+}
+
+public struct HTTPEndpoint: Sendable, Equatable {
+    public var url: String
+    public var headers: [String: String] = [:]
+    public var timeout: Duration = .seconds(10)
+    public init(url: String) { self.url = url }
+}
+
+public struct HTTPSinkConfig: Sendable, Equatable {
+    public var endpoints: [String: HTTPEndpoint] = [:]
+    public var options = ConfigFamily.http.defaultOptions
+    public init() {}
+}
+
+public struct RedisSinkConfig: Sendable, Equatable {
+    public var url = "redis://127.0.0.1:6379/0"
+    /// Zero means no MAXLEN on XADD.
+    public var maxlen = 0
+    public var options = ConfigFamily.redis.defaultOptions
+    public init() {}
+}
+
+public struct SQSSinkConfig: Sendable, Equatable {
+    public var region = "us-east-1"
+    public var endpoint = ""
+    public var accountID = ""
+    public var accessKeyID = ""
+    public var secretAccessKey = ""
+    public var sessionToken = ""
+    public var maxBatchBytes = 256 << 10
+    /// Zero means "same as max_batch_bytes".
+    public var maxMessageBytes = 0
+    public var createMissingQueues = false
+    public var fifoGroupID = "{{workflowInstanceId}}"
+    public var messageAttributes = true
+    public var options = ConfigFamily.sqs.defaultOptions
+    public init() {}
+}
+
+public enum AMQPQueueType: String, Sendable, Equatable, CaseIterable {
+    case classic, quorum
+}
+
+public struct AMQPSinkConfig: Sendable, Equatable {
+    public var urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+    public var heartbeat: Duration = .seconds(30)
+    public var queueType: AMQPQueueType = .classic
+    public var contentType = "application/json"
+    public var contentEncoding = "UTF-8"
+    public var declare = true
+    public var connections = 1
+    public var tls = TLSConfig()
+    public var options = ConfigFamily.amqp.defaultOptions
+    public init() {}
+}
+
+public struct TLSConfig: Sendable, Equatable {
+    public var caFile = ""
+    public var certificateFile = ""
+    public var keyFile = ""
+    public var verify = true
+
+    public init(caFile: String = "", certificateFile: String = "", keyFile: String = "", verify: Bool = true) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.verify = verify
+    }
+}
+
+public struct NATSSinkConfig: Sendable, Equatable {
+    public var servers = ["nats://127.0.0.1:4222"]
+    public var user = ""
+    public var password = ""
+    public var token = ""
+    public var nkeySeed = ""
+    public var credentialsFile = ""
+    public var tls = TLSConfig()
+    public var jsmSubjectPrefix = ""
+    public var jsmCreateStream = false
+    public var options = ConfigFamily.nats.defaultOptions
+    public init() {}
+}
+
+public struct ConductorSinkConfig: Sendable, Equatable {
+    public var postgresURL = "postgres://conductor@127.0.0.1:5432/conductor"
+    public var options = ConfigFamily.conductor.defaultOptions
+    public init() {}
+}

@@ -1,0 +1,167 @@
+/// Reads the `sinks:` section: one subsection per sink family, each with its own keys plus the
+/// pipeline options every family takes (pool_size, max_in_flight, batch_size, idle_timeout,
+/// ordering, retry).
+struct SinksReader {
+    let section: ConfigSection
+    let delivery: DeliveryConfig
+    let paths: PathResolver
+
+    func read() -> SinksConfig {
+        var sinks = SinksConfig()
+        section.readingAll { s in
+            sinks.file = family(s, .file) { s, options in
+                var c = FileSinkConfig()
+                c.directory = paths.absolute(s.string("directory", default: c.directory))
+                c.options = options
+                return c
+            }
+            sinks.http = family(s, .http) { s, options in
+                var c = HTTPSinkConfig()
+                c.options = options
+                for (name, path, node) in s.namedEntries("endpoints") {
+                    if !SinkName.isValidFileName(name) {
+                        s.diagnostics.report(path, at: node.mark, "endpoint names may use letters, digits, '.', '_' and '-' only, got \"\(name)\"")
+                    }
+                    let e = ConfigSection(node, path: path, diagnostics: s.diagnostics)
+                    let url = e.value("url", default: "", expected: "an http:// or https:// URL") { text in
+                        text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
+                    }
+                    if url.isEmpty, e.node("url") == nil {
+                        s.diagnostics.report(path + ".url", at: node.mark, "is required: the URL records for http:\(name) are POSTed to")
+                    }
+                    var endpoint = HTTPEndpoint(url: url)
+                    for (header, headerPath, headerNode) in e.namedEntries("headers") {
+                        if let (text, _, _) = e.scalar(headerNode, path: headerPath, expected: "a header value") {
+                            endpoint.headers[header] = text
+                        }
+                    }
+                    endpoint.timeout = e.duration("timeout", default: endpoint.timeout)
+                    e.finish()
+                    c.endpoints[name] = endpoint
+                }
+                return c
+            }
+            sinks.redis = family(s, .redis) { s, options in
+                var c = RedisSinkConfig()
+                c.url = s.value("url", default: c.url, expected: "a redis:// URL") { $0.hasPrefix("redis://") ? $0 : nil }
+                c.maxlen = s.int("maxlen", default: c.maxlen, range: 0...Int.max)
+                c.options = options
+                return c
+            }
+            sinks.sqs = family(s, .sqs) { s, options in
+                var c = SQSSinkConfig()
+                c.region = s.value("region", default: c.region, expected: "an AWS region like \"us-east-1\"") { $0.isEmpty ? nil : $0 }
+                c.endpoint = s.value("endpoint", default: c.endpoint, expected: "an http:// or https:// URL, or \"\"") { text in
+                    text.isEmpty || text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
+                }
+                c.accountID = s.value("account_id", default: c.accountID, expected: "a 12-digit AWS account id, or \"\"") { text in
+                    text.isEmpty || (text.count == 12 && text.allSatisfy(\.isASCIIDigit)) ? text : nil
+                }
+                c.accessKeyID = s.string("access_key_id", default: c.accessKeyID)
+                c.secretAccessKey = s.string("secret_access_key", default: c.secretAccessKey)
+                c.sessionToken = s.string("session_token", default: c.sessionToken)
+                c.maxBatchBytes = s.checkRange("max_batch_bytes", s.size("max_batch_bytes", default: c.maxBatchBytes), 1024...(1 << 20), fallback: c.maxBatchBytes)
+                c.maxMessageBytes = s.checkRange("max_message_bytes", s.size("max_message_bytes", default: c.maxMessageBytes), 0...(1 << 20), fallback: c.maxMessageBytes)
+                c.createMissingQueues = s.bool("create_missing_queues", default: c.createMissingQueues)
+                c.fifoGroupID = s.string("fifo_group_id", default: c.fifoGroupID)
+                c.messageAttributes = s.bool("message_attributes", default: c.messageAttributes)
+                c.options = options
+                return c
+            }
+            sinks.amqp = family(s, .amqp) { s, options in
+                var c = AMQPSinkConfig()
+                c.urls = s.list("urls", default: c.urls, expected: "an amqp:// or amqps:// URL") { text in
+                    text.hasPrefix("amqp://") || text.hasPrefix("amqps://") ? text : nil
+                }
+                if let node = s.node("urls"), node.sequence?.count == 0 {
+                    s.diagnostics.report(s.child("urls"), at: node.mark, "needs at least one broker URL")
+                }
+                c.heartbeat = s.duration("heartbeat", default: c.heartbeat)
+                c.queueType = s.choice("queue_type", default: c.queueType)
+                c.contentType = s.string("content_type", default: c.contentType)
+                c.contentEncoding = s.string("content_encoding", default: c.contentEncoding)
+                c.declare = s.bool("declare", default: c.declare)
+                c.connections = s.int("connections", default: c.connections, range: 1...64)
+                c.tls = readTLS(s.section("tls"))
+                c.options = options
+                return c
+            }
+            sinks.nats = family(s, .nats) { s, options in
+                var c = NATSSinkConfig()
+                c.servers = s.list("servers", default: c.servers, expected: "a nats://, tls:// or HOST:PORT server address") { text in
+                    text.hasPrefix("nats://") || text.hasPrefix("tls://") || HostPort(text) != nil ? text : nil
+                }
+                if let node = s.node("servers"), node.sequence?.count == 0 {
+                    s.diagnostics.report(s.child("servers"), at: node.mark, "needs at least one server address")
+                }
+                c.user = s.string("user", default: c.user)
+                c.password = s.string("password", default: c.password)
+                c.token = s.string("token", default: c.token)
+                c.nkeySeed = s.string("nkey_seed", default: c.nkeySeed)
+                c.credentialsFile = paths.absolute(s.string("credentials_file", default: c.credentialsFile))
+                c.tls = readTLS(s.section("tls"))
+                s.section("jsm").readingAll { j in
+                    c.jsmSubjectPrefix = j.string("subject_prefix", default: c.jsmSubjectPrefix)
+                    c.jsmCreateStream = j.bool("create_stream", default: c.jsmCreateStream)
+                }
+                c.options = options
+                return c
+            }
+            sinks.conductor = family(s, .conductor) { s, options in
+                var c = ConductorSinkConfig()
+                s.section("postgres").readingAll { p in
+                    c.postgresURL = p.value("url", default: c.postgresURL, expected: "a postgres:// URL") { text in
+                        text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") ? text : nil
+                    }
+                }
+                c.options = options
+                return c
+            }
+            for key in s.keys where key == "kafka" {
+                _ = s.node(key)
+                s.diagnostics.report(s.child(key), at: s.mark, "the kafka sink family is recognised but not supported yet by sinkd")
+            }
+        }
+        return sinks
+    }
+
+    /// Reads one family's subsection when present: its own keys through `body`, then the shared
+    /// pipeline options; reports unknown keys.
+    private func family<T>(_ parent: ConfigSection, _ family: ConfigFamily, _ body: (ConfigSection, PipelineOptions) -> T) -> T? {
+        guard parent.keys.contains(family.rawValue) else {
+            _ = parent.node(family.rawValue)  // known key, merely absent
+            return nil
+        }
+        let s = parent.section(family.rawValue)
+        var options = family.defaultOptions
+        options.retry = delivery.retry
+        options.poolSize = s.int("pool_size", default: options.poolSize, range: 1...1024)
+        options.maxInFlight = s.int("max_in_flight", default: options.maxInFlight, range: 1...100_000)
+        options.batchSize = s.int("batch_size", default: options.batchSize, range: 1...10_000)
+        options.idleTimeout = s.duration("idle_timeout", default: options.idleTimeout)
+        options.ordering = s.choice("ordering", default: options.ordering)
+        if s.keys.contains("retry") {
+            options.retry = ConfigLoader.readRetry(s.section("retry"), base: delivery.retry)
+        } else {
+            _ = s.node("retry")
+        }
+        let result = body(s, options)
+        s.finish()
+        return result
+    }
+
+    private func readTLS(_ s: ConfigSection) -> TLSConfig {
+        var t = TLSConfig()
+        s.readingAll { s in
+            t.caFile = paths.absolute(s.string("ca_file", default: t.caFile))
+            t.certificateFile = paths.absolute(s.string("certificate_file", default: t.certificateFile))
+            t.keyFile = paths.absolute(s.string("key_file", default: t.keyFile))
+            t.verify = s.bool("verify", default: t.verify)
+        }
+        return t
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}

@@ -1,0 +1,151 @@
+import Testing
+@testable import SinkdCore
+
+/// The sink grammar as a table: Conductor's rules first, then sinkd's validation.
+@Suite struct SinkAddressTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        var sink: String
+        var workflowType: String? = "orderWf"
+        var taskRefName: String? = "notify"
+        /// The normalized identity, or the exact error message.
+        var expected: Result<String, SinkAddressError>
+        var testDescription: String { sink }
+    }
+
+    static let allFamilies: SinksConfig = {
+        var s = SinksConfig()
+        s.file = FileSinkConfig()
+        var http = HTTPSinkConfig()
+        http.endpoints["audit"] = HTTPEndpoint(url: "http://127.0.0.1:1/")
+        s.http = http
+        s.redis = RedisSinkConfig()
+        s.sqs = SQSSinkConfig()
+        s.amqp = AMQPSinkConfig()
+        s.nats = NATSSinkConfig()
+        s.conductor = ConductorSinkConfig()
+        return s
+    }()
+
+    static let cases: [Case] = [
+        // Conductor's expansion of its own queue.
+        Case(sink: "conductor", expected: .success("conductor:orderWf:notify")),
+        Case(sink: "conductor:shipped", expected: .success("conductor:orderWf:shipped")),
+        Case(sink: "conductor:otherWf:q", expected: .success("conductor:orderWf:otherWf:q")),
+        Case(sink: "conductor:conductor:q", expected: .success("conductor:orderWf:q")),
+        Case(sink: "conductor:a:conductor:b", expected: .success("conductor:orderWf:a:b")),
+        Case(sink: "conductorx", expected: .failure(.invalidConductorSink("conductorx"))),
+        Case(sink: "conductor_queue:x", expected: .failure(.invalidConductorSink("conductor_queue:x"))),
+        Case(sink: "conductor:", expected: .failure(.emptyLocation("conductor:"))),
+        Case(sink: "conductor:conductor:", expected: .failure(.emptyLocation("conductor:conductor:"))),
+        Case(sink: "conductor", workflowType: nil, expected: .failure(.missingContext(sink: "conductor", field: "workflowType"))),
+        Case(sink: "conductor", taskRefName: nil, expected: .failure(.missingContext(sink: "conductor", field: "taskRefName"))),
+        Case(sink: "conductor:x", workflowType: "", expected: .failure(.missingContext(sink: "conductor:x", field: "workflowType"))),
+        // Split at the first colon; unknown and missing prefixes.
+        Case(sink: "orders", expected: .failure(.noColon("orders"))),
+        Case(sink: "", expected: .failure(.noColon(""))),
+        Case(sink: "sqss:orders", expected: .failure(.unknownPrefix("sqss"))),
+        Case(sink: "amqp:billing", expected: .failure(.unknownPrefix("amqp"))),
+        Case(sink: "SQS:orders", expected: .failure(.unknownPrefix("SQS"))),
+        Case(sink: ":orders", expected: .failure(.unknownPrefix(""))),
+        Case(sink: "kafka:payments", expected: .failure(.notSupportedYet(.kafka))),
+        Case(sink: "sqs:", expected: .failure(.emptyLocation("sqs:"))),
+        // SQS.
+        Case(sink: "sqs:orders", expected: .success("sqs:orders")),
+        Case(sink: "sqs:orders.fifo", expected: .success("sqs:orders.fifo")),
+        Case(sink: "sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders", expected: .success("sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders")),
+        Case(sink: "sqs:bad name", expected: .failure(.invalidLocation(sink: "sqs:bad name", reason: sqsReason))),
+        Case(sink: "sqs:" + String(repeating: "q", count: 81), expected: .failure(.invalidLocation(sink: "sqs:" + String(repeating: "q", count: 81), reason: sqsReason))),
+        // AMQP, as Conductor's AMQPSettings.
+        Case(sink: "amqp_queue:billing", expected: .success("amqp_queue:billing")),
+        Case(sink: "amqp_exchange:billing?exchangeType=topic&routingKey=paid", expected: .success("amqp_exchange:billing?exchangeType=topic&routingKey=paid")),
+        Case(sink: "amqp_exchange:billing?EXCHANGETYPE=fanout", expected: .success("amqp_exchange:billing?EXCHANGETYPE=fanout")),
+        Case(sink: "amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10", expected: .success("amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10")),
+        Case(sink: "amqp_queue:q?deliveryMode=3", expected: .failure(.invalidLocation(sink: "amqp_queue:q?deliveryMode=3", reason: "deliveryMode must be 1 (transient) or 2 (persistent), got '3'"))),
+        Case(sink: "amqp_queue:q?durable=yes", expected: .failure(.invalidLocation(sink: "amqp_queue:q?durable=yes", reason: "durable must be true or false, got 'yes'"))),
+        Case(sink: "amqp_queue:q?maxPriority=high", expected: .failure(.invalidLocation(sink: "amqp_queue:q?maxPriority=high", reason: "maxPriority must be an integer from 1 to 255, got 'high'"))),
+        Case(sink: "amqp_queue:q?ttl=5", expected: .failure(.invalidLocation(sink: "amqp_queue:q?ttl=5", reason: "unknown AMQP parameter 'ttl' (known: exchangeType, routingKey, durable, autoDelete, exclusive, deliveryMode, maxPriority, bindQueueName)"))),
+        Case(sink: "amqp_exchange:?routingKey=a", expected: .failure(.invalidLocation(sink: "amqp_exchange:?routingKey=a", reason: "the exchange name before '?' is empty"))),
+        Case(sink: "amqp_exchange:x?exchangeType=", expected: .failure(.invalidLocation(sink: "amqp_exchange:x?exchangeType=", reason: "exchangeType must not be empty (direct, fanout, topic, headers, ...)"))),
+        Case(sink: "amqp_exchange:x?routingKey=a&routingkey=b", expected: .failure(.invalidLocation(sink: "amqp_exchange:x?routingKey=a&routingkey=b", reason: "parameter 'routingKey' is given more than once"))),
+        Case(sink: "amqp_exchange:x?routingKey", expected: .failure(.invalidLocation(sink: "amqp_exchange:x?routingKey", reason: "parameter 'routingKey' has no '=value'"))),
+        // NATS family.
+        Case(sink: "nats:alerts", expected: .success("nats:alerts")),
+        Case(sink: "nats:alerts.high:workers", expected: .success("nats:alerts.high:workers")),
+        Case(sink: "nats:alerts:", expected: .failure(.invalidLocation(sink: "nats:alerts:", reason: "the queue group after the subject is empty or contains white space"))),
+        Case(sink: "nats:a..b", expected: .failure(.invalidLocation(sink: "nats:a..b", reason: natsReason))),
+        Case(sink: "jsm:audit", expected: .success("jsm:audit")),
+        Case(sink: "jsm:audit:x", expected: .failure(.invalidLocation(sink: "jsm:audit:x", reason: natsReason))),
+        Case(sink: "nats_stream:legacy", expected: .success("nats_stream:legacy")),
+        // sinkd's own families.
+        Case(sink: "file:events", expected: .success("file:events")),
+        Case(sink: "file:../etc/passwd", expected: .failure(.invalidLocation(sink: "file:../etc/passwd", reason: fileReason))),
+        Case(sink: "file:.hidden", expected: .failure(.invalidLocation(sink: "file:.hidden", reason: fileReason))),
+        Case(sink: "http:audit", expected: .success("http:audit")),
+        Case(sink: "http:billing", expected: .failure(.unknownHTTPEndpoint("billing", known: ["audit"]))),
+        Case(sink: "redis:stream:orders", expected: .success("redis:stream:orders")),
+        Case(sink: "redis:has space", expected: .failure(.invalidLocation(sink: "redis:has space", reason: "a redis stream key must not contain white space and is at most 512 bytes"))),
+    ]
+
+    static let sqsReason = "an SQS queue name has 1 to 80 letters, digits, '-' or '_' (plus '.fifo' for FIFO queues), or is an https:// queue URL"
+    static let natsReason = "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)"
+    static let fileReason = "a file sink name may use letters, digits, '.', '_' and '-', must not start with '.', and is at most 200 bytes"
+
+    @Test(arguments: cases)
+    func grammar(_ c: Case) {
+        let result = Result { () throws(SinkAddressError) -> String in
+            try SinkAddress.parse(c.sink, workflowType: c.workflowType, taskRefName: c.taskRefName, sinks: Self.allFamilies, configPath: "sinkd.yaml").identity
+        }
+        #expect(result == c.expected)
+    }
+
+    @Test func tableIsLargeEnough() {
+        #expect(Self.cases.count >= 40)
+    }
+
+    @Test func unconfiguredFamilyNamesTheFamilyAndFile() throws {
+        var sinks = SinksConfig()
+        sinks.file = FileSinkConfig()
+        let error = #expect(throws: SinkAddressError.self) {
+            try SinkAddress.parse("amqp_exchange:billing", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "/etc/sinkd/sinkd.yaml")
+        }
+        #expect(error?.description == "sink family 'amqp' (which serves amqp_exchange sinks) is not configured in /etc/sinkd/sinkd.yaml")
+        #expect(error?.isConfigurationProblem == true)
+        let sqs = #expect(throws: SinkAddressError.self) {
+            try SinkAddress.parse("sqs:orders", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "/etc/sinkd/sinkd.yaml")
+        }
+        #expect(sqs?.description == "sink family 'sqs' is not configured in /etc/sinkd/sinkd.yaml")
+    }
+
+    @Test func messagesListKnownPrefixes() {
+        #expect(SinkAddressError.unknownPrefix("sqss").description
+            == "unknown sink prefix 'sqss' (known: conductor, sqs, amqp_queue, amqp_exchange, nats, nats_stream, jsm, kafka, file, http, redis)")
+        #expect(SinkAddressError.noColon("orders").description.hasPrefix("sink 'orders' has no ':'"))
+        #expect(SinkAddressError.notSupportedYet(.kafka).description == "sink prefix 'kafka' is recognised but not supported yet by sinkd")
+    }
+
+    @Test func parsesAMQPSettings() throws {
+        let address = try SinkAddress.parse("amqp_exchange:billing?exchangeType=direct&ROUTINGKEY=paid%20now&durable=FALSE&maxPriority=5&bindQueueName=b", workflowType: nil, taskRefName: nil)
+        guard case .amqp(let s) = address.target else {
+            Issue.record("expected an AMQP target, got \(address.target)")
+            return
+        }
+        #expect(s.kind == .exchange)
+        #expect(s.name == "billing")
+        #expect(s.exchangeType == "direct")
+        #expect(s.routingKey == "paid now")
+        #expect(s.durable == false)
+        #expect(s.autoDelete == false)
+        #expect(s.exclusive == false)
+        #expect(s.deliveryMode == 2)
+        #expect(s.maxPriority == 5)
+        #expect(s.bindQueueName == "b")
+        let plain = try SinkAddress.parse("amqp_queue:orders", workflowType: nil, taskRefName: nil)
+        #expect(plain.target == .amqp(AMQPSettings(kind: .queue, name: "orders")))
+    }
+
+    @Test func natsQueueGroupIsSplitOff() throws {
+        let address = try SinkAddress.parse("nats:alerts:workers", workflowType: nil, taskRefName: nil)
+        #expect(address.target == .natsSubject("alerts", queueGroup: "workers"))
+        #expect(try SinkAddress.parse("conductor:q", workflowType: "wf", taskRefName: "t").target == .conductorQueue("wf:q"))
+    }
+}

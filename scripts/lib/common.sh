@@ -1,0 +1,22 @@
+# Shared by scripts/*: run as root or through sudo, install missing Debian packages.
+# shellcheck shell=bash
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_apt PKG...: installs the packages that are not installed yet (apt-get update once, only if needed).
+ensure_apt() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# The Debian packages sinkd needs to build: libsystemd (the CSystemd target) and pkg-config to find it.
+BUILD_PACKAGES=(libsystemd-dev pkg-config)
