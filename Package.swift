@@ -20,6 +20,11 @@ let package = Package(
             name: "SinkdCore",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // The write-ahead log: segments, group commit, recovery, delivery progress, sink readers.
+        .target(
+            name: "SinkdWAL",
+            dependencies: ["SinkdCore", .product(name: "Logging", package: "swift-log")]
+        ),
         // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
         .systemLibrary(
             name: "CSystemd",
@@ -31,6 +36,7 @@ let package = Package(
             name: "SinkdCLI",
             dependencies: [
                 "SinkdCore",
+                "SinkdWAL",
                 "CSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -41,6 +47,7 @@ let package = Package(
             dependencies: ["SinkdCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
+        .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
         .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,113 @@
+/// Which records of each sink are finished (delivered or dead-lettered): I/O-free, persisted by
+/// the WAL as the `progress` file.
+///
+/// Per sink, three values describe the finished set exactly, in memory bounded by what the
+/// pipeline holds in flight, whatever the backlog:
+/// - `readUpTo` (R): every record of the sink with seq ≤ R has been handed to the pipeline;
+/// - `outstanding` (O): the handed-out seqs not finished yet (in flight, or waiting for a retry);
+/// - so a record of the sink with seq s is finished iff s ≤ R and s ∉ O.
+///
+/// `watermark` (min(O) - 1, or R when O is empty) is derived: everything at or below it is finished.
+/// After a restart the pipeline re-reads the records in O first, then everything after R.
+public struct DeliveryProgress: Sendable, Equatable {
+    public struct Sink: Sendable, Equatable {
+        public var readUpTo: UInt64 = 0
+        public var outstanding: Set<UInt64> = []
+
+        public init(readUpTo: UInt64 = 0, outstanding: Set<UInt64> = []) {
+            self.readUpTo = readUpTo
+            self.outstanding = outstanding
+        }
+
+        public var watermark: UInt64 {
+            guard let lowest = outstanding.min() else { return readUpTo }
+            return lowest - 1
+        }
+
+        public func isFinished(_ seq: UInt64) -> Bool {
+            seq <= readUpTo && !outstanding.contains(seq)
+        }
+
+        /// True when every record of the sink with seq in [first, last] is finished.
+        public func isFinished(from first: UInt64, through last: UInt64) -> Bool {
+            last <= readUpTo && !outstanding.contains(where: { $0 >= first && $0 <= last })
+        }
+    }
+
+    public private(set) var sinks: [String: Sink] = [:]
+    /// A seq above every seq ever assigned when this was saved: never reused after a restart.
+    public var nextSeq: UInt64 = 1
+
+    public init() {}
+
+    public func sink(_ name: String) -> Sink { sinks[name] ?? Sink() }
+
+    /// The pipeline took record `seq` of `sink` to deliver it.
+    public mutating func handedOut(sink name: String, seq: UInt64) {
+        var s = sinks[name] ?? Sink()
+        if seq > s.readUpTo {
+            s.readUpTo = seq
+            s.outstanding.insert(seq)
+        }
+        sinks[name] = s
+    }
+
+    /// The record `seq` of `sink` was delivered or dead-lettered.
+    public mutating func finished(sink name: String, seq: UInt64) {
+        sinks[name]?.outstanding.remove(seq)
+    }
+
+    /// Drops sinks with nothing outstanding whose every record precedes `oldestLiveSeq`: their
+    /// records are all gone from the WAL, and a new record will have a larger seq than R anyway.
+    public mutating func prune(oldestLiveSeq: UInt64) {
+        sinks = sinks.filter { !$0.value.outstanding.isEmpty || $0.value.readUpTo >= oldestLiveSeq }
+    }
+
+    // MARK: persistence
+
+    static let magic: [UInt8] = Array("SINKDPRG".utf8)
+
+    /// `"SINKDPRG" u32 version u64 nextSeq u32 sinkCount; per sink: u16 len, name, u64 readUpTo,
+    /// u32 outstandingCount, u64 × count; u32 crc32c of everything before`.
+    public func encode() -> [UInt8] {
+        var out = Self.magic
+        out.appendLE(UInt32(1))
+        out.appendLE(nextSeq)
+        out.appendLE(UInt32(sinks.count))
+        for (name, s) in sinks.sorted(by: { $0.key < $1.key }) {
+            out.appendLE(UInt16(name.utf8.count))
+            out.append(contentsOf: name.utf8)
+            out.appendLE(s.readUpTo)
+            out.appendLE(UInt32(s.outstanding.count))
+            for seq in s.outstanding.sorted() { out.appendLE(seq) }
+        }
+        out.appendLE(CRC32C.checksum(out))
+        return out
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> DeliveryProgress? {
+        guard bytes.count >= 4 else { return nil }
+        let body = bytes.count - 4
+        let stored = bytes[body...].withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+        guard CRC32C.checksum(bytes[..<body]) == stored else { return nil }
+        return bytes.withUnsafeBytes { raw -> DeliveryProgress? in
+            var c = ByteCursor(UnsafeRawBufferPointer(rebasing: raw[0..<body]))
+            do {
+                guard Array(try c.take(8)) == magic, try c.u32() == 1 else { return nil }
+                var p = DeliveryProgress()
+                p.nextSeq = try c.u64()
+                let count = Int(try c.u32())
+                for _ in 0..<count {
+                    let name = try c.string(Int(try c.u16()))
+                    var s = Sink(readUpTo: try c.u64())
+                    let n = Int(try c.u32())
+                    for _ in 0..<n { s.outstanding.insert(try c.u64()) }
+                    p.sinks[name] = s
+                }
+                return c.remaining == 0 ? p : nil
+            } catch {
+                return nil
+            }
+        }
+    }
+}

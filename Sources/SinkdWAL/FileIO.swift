@@ -1,0 +1,250 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call on a path, with errno: what the operator needs to act.
+public struct FileError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var operation: String
+    public var path: String
+    public var errno: CInt
+
+    public init(operation: String, path: String, errno: CInt) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
+    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+
+    public var description: String {
+        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// The file operations the WAL performs, each a thin wrapper that retries EINTR and throws
+/// `FileError`. A seam for fault injection: tests substitute failures through `FaultInjector`.
+public enum FileIO {
+    public static func open(_ path: String, _ flags: CInt, mode: mode_t = 0o640) throws(FileError) -> CInt {
+        while true {
+            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw FileError(operation: "open", path: path, errno: errno) }
+        }
+    }
+
+    public static func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .write) {
+            throw FileError(operation: "write", path: path, errno: injected)
+        }
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "write", path: path, errno: errno)
+            }
+            done += n
+        }
+    }
+
+    /// Writes `bytes[range]` (all of it when `range` is nil).
+    public static func writeAll(_ fd: CInt, _ bytes: [UInt8], range: Range<Int>? = nil, path: String) throws(FileError) {
+        let result: Result<Void, FileError> = bytes.withUnsafeBytes { raw in
+            let slice = range.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } ?? raw
+            do throws(FileError) {
+                try writeAll(fd, slice, path: path)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+    }
+
+    public static func dataSync(_ fd: CInt, path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .fsync) {
+            throw FileError(operation: "fdatasync", path: path, errno: injected)
+        }
+        while fdatasync(fd) != 0 {
+            if errno != EINTR { throw FileError(operation: "fdatasync", path: path, errno: errno) }
+        }
+    }
+
+    public static func sync(_ fd: CInt, path: String) throws(FileError) {
+        while fsync(fd) != 0 {
+            if errno != EINTR { throw FileError(operation: "fsync", path: path, errno: errno) }
+        }
+    }
+
+    /// Makes a directory's entries (creations, renames, unlinks) durable.
+    public static func syncDirectory(_ path: String) throws(FileError) {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try sync(fd, path: path)
+    }
+
+    public static func truncate(_ fd: CInt, to size: Int, path: String) throws(FileError) {
+        while ftruncate(fd, off_t(size)) != 0 {
+            if errno != EINTR { throw FileError(operation: "ftruncate", path: path, errno: errno) }
+        }
+    }
+
+    public static func size(_ fd: CInt, path: String) throws(FileError) -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError(operation: "fstat", path: path, errno: errno) }
+        return Int(st.st_size)
+    }
+
+    public static func rename(_ from: String, _ to: String) throws(FileError) {
+        guard Glibc.rename(from, to) == 0 else { throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: errno) }
+    }
+
+    public static func unlink(_ path: String) throws(FileError) {
+        guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw FileError(operation: "unlink", path: path, errno: errno) }
+    }
+
+    /// mkdir -p.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o750) throws(FileError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, mode) != 0, errno != EEXIST {
+                throw FileError(operation: "mkdir", path: current, errno: errno)
+            }
+        }
+    }
+
+    public static func listDirectory(_ path: String) throws(FileError) -> [String] {
+        guard let dir = opendir(path) else { throw FileError(operation: "opendir", path: path, errno: errno) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Reads a whole (small) file.
+    public static func readFile(_ path: String) throws(FileError) -> [UInt8] {
+        let fd = try open(path, O_RDONLY)
+        defer { close(fd) }
+        let size = try self.size(fd, path: path)
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = bytes.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress! + done, size - done, off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        if done < size { bytes.removeLast(size - done) }
+        return bytes
+    }
+
+    /// Writes `bytes` to `path` atomically and durably: a temporary file, fsync, rename, fsync of
+    /// the directory. A crash leaves either the old file or the new one, never a mix.
+    public static func replaceAtomically(_ path: String, with bytes: [UInt8], directory: String) throws(FileError) {
+        let temporary = path + ".tmp"
+        let fd = try open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
+        do throws(FileError) {
+            try writeAll(fd, bytes, path: temporary)
+            try dataSync(fd, path: temporary)
+        } catch {
+            close(fd)
+            throw error
+        }
+        close(fd)
+        try rename(temporary, path)
+        try syncDirectory(directory)
+    }
+}
+
+/// Test seam: makes the next write or fsync fail with a chosen errno. Off (and free) unless a test
+/// arms it.
+public final class FaultInjector: @unchecked Sendable {
+    public enum Operation: Sendable { case write, fsync }
+    public static let shared = FaultInjector()
+
+    private let lock = Lock()
+    private var armed: [(operation: Operation, errno: CInt, remaining: Int)] = []
+    private var anyArmed = false
+
+    /// The next `times` operations of kind `operation` fail with `errno`.
+    public func arm(_ operation: Operation, errno: CInt, times: Int = 1) {
+        lock.withLock {
+            armed.append((operation, errno, times))
+            anyArmed = true
+        }
+    }
+
+    public func disarm() {
+        lock.withLock {
+            armed.removeAll()
+            anyArmed = false
+        }
+    }
+
+    func failure(for operation: Operation) -> CInt? {
+        guard lock.withLock({ anyArmed }) else { return nil }
+        return lock.withLock {
+            guard let i = armed.firstIndex(where: { $0.operation == operation }) else { return nil }
+            let code = armed[i].errno
+            armed[i].remaining -= 1
+            if armed[i].remaining == 0 { armed.remove(at: i) }
+            anyArmed = !armed.isEmpty
+            return code
+        }
+    }
+}
+
+/// A pthread mutex. (NIO's locks would do; the WAL stays free of NIO so that tools and fuzzers
+/// can link it alone.)
+public final class Lock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        condition = .allocate(capacity: 1)
+        condition.initialize(to: pthread_cond_t())
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        condition.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always) public func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits on the condition; call inside `withLock`.
+    func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Waits at most `nanoseconds`; call inside `withLock`.
+    func wait(nanoseconds: Int) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var deadline = timespec(tv_sec: now.tv_sec + nanoseconds / 1_000_000_000, tv_nsec: now.tv_nsec + nanoseconds % 1_000_000_000)
+        if deadline.tv_nsec >= 1_000_000_000 {
+            deadline.tv_sec += 1
+            deadline.tv_nsec -= 1_000_000_000
+        }
+        pthread_cond_timedwait(condition, mutex, &deadline)
+    }
+
+    func broadcast() { pthread_cond_broadcast(condition) }
+}

@@ -1,0 +1,136 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SinkdCore
+
+/// Reads one sink's unfinished records in seq order, whatever the backlog, with memory bounded
+/// by the batch asked for: the delivery engine's view of the WAL.
+///
+/// A new reader first replays the records the progress file lists as outstanding (handed out
+/// but not finished when sinkd stopped), then continues after `readUpTo`. Each record returned is
+/// recorded as handed out; the engine reports it finished with `markFinished`. Reading does
+/// blocking preads: call it from a thread that may block.
+public final class SinkReader: @unchecked Sendable {
+    public let sink: String
+    private let wal: WriteAheadLog
+    private let sinkBytes: [UInt8]
+    /// Everything at or below this seq was looked at.
+    public private(set) var position: UInt64
+    private var replay: Set<UInt64>
+    private var readUpTo: UInt64
+    private var openSegment: (id: UInt64, fd: CInt, offset: Int)?
+
+    init(wal: WriteAheadLog, sink: String, progress: DeliveryProgress.Sink) {
+        self.wal = wal
+        self.sink = sink
+        self.sinkBytes = Array(sink.utf8)
+        self.replay = progress.outstanding
+        self.readUpTo = progress.readUpTo
+        self.position = progress.watermark
+    }
+
+    deinit {
+        if let openSegment { close(openSegment.fd) }
+    }
+
+    /// Up to `maxRecords` records (and about `maxBytes` of payload) after those returned before.
+    /// Empty when nothing unfinished is readable now: wait with `WriteAheadLog.whenNewData`.
+    public func next(maxRecords: Int, maxBytes: Int = 4 << 20) throws -> [SequencedRecord] {
+        let view = wal.readerView(sink: sink, after: position)
+        var out: [SequencedRecord] = []
+        var bytes = 0
+        for segment in view {
+            guard out.count < maxRecords, bytes < maxBytes else { break }
+            if openSegment?.id != segment.id {
+                if let openSegment { close(openSegment.fd) }
+                openSegment = nil
+                // Deleted since the view was taken: nothing unfinished of ours was in it.
+                guard let fd = try openIfPresent(wal.path(SegmentFormat.fileName(id: segment.id))) else { continue }
+                openSegment = (segment.id, fd, SegmentFormat.headerSize)
+            }
+            var scanner = SegmentScanner(source: FileSegment(fd: openSegment!.fd, size: segment.visibleSize), from: openSegment!.offset, maxBody: wal.options.segmentSize)
+            scan: while out.count < maxRecords, bytes < maxBytes {
+                switch try scanner.next() {
+                case .record(let seq, _, let bodyOffset, let bodyLength):
+                    guard seq > position else { continue }
+                    let wanted = seq > readUpTo || replay.contains(seq)
+                    if wanted, let record = try scanner.withBody(bodyOffset: bodyOffset, length: bodyLength, { body -> EventRecord? in
+                        guard let key = try? RecordCodec.peekKey(body), key.sink.elementsEqual(sinkBytes) else { return nil }
+                        return try RecordCodec.decode(body)
+                    }) {
+                        out.append(SequencedRecord(seq: seq, record: record))
+                        bytes += record.payload.count
+                        replay.remove(seq)
+                    }
+                    position = seq
+                case .corrupt, .tornTail:
+                    continue  // counted and logged at start-up; a reader just passes over
+                case .end:
+                    break scan
+                }
+            }
+            openSegment!.offset = scanner.offset
+            if scanner.offset < segment.visibleSize || !segment.sealed { break }
+        }
+        if !out.isEmpty {
+            readUpTo = max(readUpTo, out.last!.seq)
+            wal.handedOut(sink: sink, seqs: out.map(\.seq))
+        }
+        return out
+    }
+}
+
+private func openIfPresent(_ path: String) throws(FileError) -> CInt? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd >= 0 { return fd }
+    if errno == ENOENT { return nil }
+    throw FileError(operation: "open", path: path, errno: errno)
+}
+
+extension WriteAheadLog {
+    struct ReaderSegment {
+        var id: UInt64
+        var visibleSize: Int
+        var sealed: Bool
+    }
+
+    public func reader(for sink: String) -> SinkReader {
+        SinkReader(wal: self, sink: sink, progress: progress(of: sink))
+    }
+
+    /// The segments that may hold records of `sink` after `seq`, with their readable sizes.
+    func readerView(sink: String, after seq: UInt64) -> [ReaderSegment] {
+        lock.withLock {
+            segments.compactMap { s in
+                if s.sealed {
+                    guard let span = s.summary.sinks[sink], span.lastSeq > seq else { return nil }
+                } else if s.summary.lastSeq <= seq && s.summary.records > 0 {
+                    return nil
+                }
+                return ReaderSegment(id: s.id, visibleSize: s.visibleSize, sealed: s.sealed)
+            }
+        }
+    }
+
+    func handedOut(sink: String, seqs: [UInt64]) {
+        lock.withLock {
+            for seq in seqs { progress.handedOut(sink: sink, seq: seq) }
+            progressDirty = true
+        }
+    }
+
+    /// The sinks with records in the WAL, and how many records and bytes each has there
+    /// (finished ones included until their segment is deleted).
+    public func sinksInLog() -> [String: (records: UInt64, bytes: UInt64)] {
+        lock.withLock {
+            var out: [String: (records: UInt64, bytes: UInt64)] = [:]
+            for s in segments {
+                for (sink, span) in s.summary.sinks {
+                    let current = out[sink] ?? (0, 0)
+                    out[sink] = (current.records + span.records, current.bytes + span.bodyBytes)
+                }
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,264 @@
+import Foundation
+import Testing
+import SinkdCore
+@testable import SinkdWAL
+
+/// The WAL on real files in temporary directories.
+@Suite(.serialized) struct WriteAheadLogTests {
+    @Test func acceptedRecordsSurviveARestartInOrder() throws {
+        let t = try TestWAL()
+        let outcomes = try t.append((1...100).map { record("t-\($0)", sink: $0 % 2 == 0 ? "file:even" : "file:odd") })
+        #expect(outcomes == (1...100).map { .accepted(seq: UInt64($0)) })
+        try t.restart()
+        let even = try readAll(t.wal, sink: "file:even")
+        #expect(even.map(\.record.id) == stride(from: 2, through: 100, by: 2).map { "t-\($0)" })
+        #expect(even.map(\.seq) == stride(from: 2, through: 100, by: 2).map(UInt64.init))
+        #expect(even[0].record.payload == Array(#"{"n":1}"#.utf8))
+        #expect(even[0].record.acceptedAtMillis > 0)
+        #expect(try readAll(t.wal, sink: "file:odd").count == 50)
+        #expect(try readAll(t.wal, sink: "file:none").isEmpty)
+    }
+
+    @Test func seqsKeepGrowingAcrossRestarts() throws {
+        let t = try TestWAL()
+        try t.append([record("a")])
+        try t.restart()
+        let outcomes = try t.append([record("b")])
+        #expect(outcomes == [.accepted(seq: 2)])
+        // Even when every segment was deleted, the progress file keeps the counter.
+        let reader = t.wal.reader(for: "file:a")
+        let all = try reader.next(maxRecords: 10)
+        t.wal.markFinished(sink: "file:a", seqs: all.map(\.seq))
+        try t.restart()
+        #expect(t.segmentFiles().count == 1, "finished segments deleted, a fresh active one open")
+        #expect(try t.append([record("c")]) == [.accepted(seq: 3)])
+    }
+
+    @Test func duplicatesAreAnsweredWithTheOriginalSeqAcrossRestarts() throws {
+        let t = try TestWAL()
+        #expect(try t.append([record("x"), record("x"), record("x", sink: "file:b")]) == [.accepted(seq: 1), .duplicate(seq: 1), .accepted(seq: 2)])
+        try t.restart()
+        #expect(try t.append([record("x")]) == [.duplicate(seq: 1)])
+        // After a crash too: the copy has no summary for its active segment and scans it.
+        try t.append([record("y")])
+        let crashed = try t.crashCopy()
+        #expect(try crashed.append([record("y"), record("z")]) == [.duplicate(seq: 3), .accepted(seq: 4)])
+        #expect(try readAll(crashed.wal, sink: "file:a").map(\.record.id) == ["x", "y", "z"], "duplicates were not written")
+    }
+
+    @Test func dedupeWindowExpires() throws {
+        let t = try TestWAL()
+        let now = WallClock.millis()
+        try t.append([record("x")], now: now)
+        #expect(try t.append([record("x")], now: now + 599_000) == [.duplicate(seq: 1)])
+        #expect(try t.append([record("x")], now: now + 601_000) == [.accepted(seq: 2)])
+    }
+
+    @Test func crashLeavesEveryAcknowledgedRecord() throws {
+        let t = try TestWAL(segmentSize: 64 << 10)
+        for batch in 0..<20 {
+            try t.append((0..<50).map { record("r-\(batch)-\($0)", payload: #"{"pad":"\#(String(repeating: "p", count: 200))"}"#) })
+        }
+        #expect(t.segmentFiles().count > 3, "tiny segments rotate")
+        let crashed = try t.crashCopy()
+        let ids = try readAll(crashed.wal, sink: "file:a").map(\.record.id)
+        #expect(ids.count == 1000)
+        #expect(Set(ids).count == 1000)
+        #expect(crashed.wal.recoveryReport.scannedSegments == 1, "only the unsealed segment is scanned")
+    }
+
+    @Test func finishedRecordsAreNotReadAgainAndSegmentsAreDeleted() throws {
+        let t = try TestWAL(segmentSize: 16 << 10)
+        try t.append((0..<300).map { record("a-\($0)", sink: "file:a", payload: "\"\(String(repeating: "x", count: 100))\"") })
+        try t.append((0..<10).map { record("b-\($0)", sink: "file:b") })
+        let before = t.segmentFiles().count
+        let reader = t.wal.reader(for: "file:a")
+        var delivered: [UInt64] = []
+        while case let batch = try reader.next(maxRecords: 64), !batch.isEmpty {
+            delivered += batch.map(\.seq)
+        }
+        // Finish all but one record in the middle: its segment must stay.
+        let held = delivered[150]
+        t.wal.markFinished(sink: "file:a", seqs: delivered.filter { $0 != held })
+        try t.wal.checkpoint()
+        let after = t.segmentFiles().count
+        #expect(after < before)
+        try t.restart()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.seq) == [held], "only the unfinished record is replayed")
+        #expect(try readAll(t.wal, sink: "file:b").count == 10, "another sink's records are untouched")
+    }
+
+    @Test func outstandingRecordsAreReplayedAfterARestart() throws {
+        let t = try TestWAL()
+        try t.append((1...10).map { record("r\($0)") })
+        let reader = t.wal.reader(for: "file:a")
+        let first = try reader.next(maxRecords: 6)
+        #expect(first.map(\.seq) == [1, 2, 3, 4, 5, 6])
+        t.wal.markFinished(sink: "file:a", seqs: [1, 2, 4, 6])
+        try t.restart()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.seq) == [3, 5, 7, 8, 9, 10])
+    }
+
+    @Test func readerSeesNewRecordsAsTheyBecomeDurable() throws {
+        let t = try TestWAL()
+        let reader = t.wal.reader(for: "file:a")
+        #expect(try reader.next(maxRecords: 10).isEmpty)
+        try t.append([record("1")])
+        #expect(try reader.next(maxRecords: 10).map(\.record.id) == ["1"])
+        try t.append([record("2"), record("3")])
+        #expect(try reader.next(maxRecords: 10).map(\.record.id) == ["2", "3"])
+        #expect(try reader.next(maxRecords: 10).isEmpty)
+    }
+
+    @Test func tornTailOfTheLastSegmentIsTruncatedAtEveryOffset() throws {
+        let t = try TestWAL()
+        try t.append((1...3).map { record("r\($0)") })
+        let segment = t.directory + "/" + t.segmentFiles().last!
+        let full = try Data(contentsOf: URL(fileURLWithPath: segment))
+        let lastFrameLength = SegmentFormat.frameHeaderSize + RecordCodec.encodedSize(record("r3"))
+        let lastStart = full.count - lastFrameLength
+        for cut in lastStart..<full.count {
+            let copy = try t.crashCopy()
+            copy.wal.shutdown()
+            let copied = copy.directory + "/" + t.segmentFiles().last!
+            try full.prefix(cut).write(to: URL(fileURLWithPath: copied))
+            try FileManager.default.removeItem(atPath: copied.replacingOccurrences(of: ".wal", with: ".idx"))
+            try copy.open()
+            #expect(try readAll(copy.wal, sink: "file:a").map(\.record.id) == ["r1", "r2"], "cut at \(cut)")
+            #expect(copy.wal.recoveryReport.tornTails.count == (cut == lastStart ? 0 : 1))
+            let size = try FileManager.default.attributesOfItem(atPath: copied)[.size] as! Int
+            #expect(size == lastStart, "truncated to the last whole record")
+        }
+    }
+
+    @Test func corruptRecordIsSkippedCountedAndTheRestKept() throws {
+        let t = try TestWAL()
+        try t.append((1...5).map { record("r\($0)") })
+        let copy = try t.crashCopy()
+        copy.wal.shutdown()
+        let name = copy.segmentFiles().first(where: { (try? Data(contentsOf: URL(fileURLWithPath: copy.directory + "/" + $0)).count) ?? 0 > 100 })!
+        let file = URL(fileURLWithPath: copy.directory + "/" + name)
+        var bytes = try Data(contentsOf: file)
+        let frameLength = SegmentFormat.frameHeaderSize + RecordCodec.encodedSize(record("r1"))
+        bytes[SegmentFormat.headerSize + frameLength + 30] ^= 0x40  // inside record 2's body
+        try bytes.write(to: file)
+        try FileManager.default.removeItem(atPath: file.path.replacingOccurrences(of: ".wal", with: ".idx"))
+        try copy.open()
+        #expect(try readAll(copy.wal, sink: "file:a").map(\.record.id) == ["r1", "r3", "r4", "r5"])
+        #expect(copy.wal.recoveryReport.corruptFrames.count == 1)
+        #expect(copy.wal.currentStats.corruptFramesAtStart == 1)
+        // A second start does not complain again: the summary was rebuilt.
+        try copy.restart()
+        #expect(copy.wal.recoveryReport.scannedSegments == 0)
+    }
+
+    @Test func unreadableSegmentGoesToQuarantine() throws {
+        let t = try TestWAL()
+        try t.append([record("r1")])
+        t.wal.shutdown()
+        let bogus = t.directory + "/" + SegmentFormat.fileName(id: 0)
+        try Data("this is not a segment at all".utf8).write(to: URL(fileURLWithPath: bogus))
+        try t.open()
+        #expect(t.wal.recoveryReport.quarantined.map(\.segment) == [SegmentFormat.fileName(id: 0)])
+        #expect(FileManager.default.fileExists(atPath: t.directory + "/quarantine/" + SegmentFormat.fileName(id: 0)))
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["r1"])
+        try t.restart()
+        #expect(t.wal.recoveryReport.quarantined.isEmpty, "no crash loop, no repeated quarantine")
+    }
+
+    @Test func emptySegmentFromAnInterruptedCreateIsRemoved() throws {
+        let t = try TestWAL()
+        try t.append([record("r1")])
+        t.wal.shutdown()
+        _ = FileManager.default.createFile(atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data([0x53, 0x49]))
+        try t.open()
+        #expect(try readAll(t.wal, sink: "file:a").count == 1)
+        #expect(!t.files().contains(SegmentFormat.fileName(id: 99)))
+    }
+
+    @Test func rejectWhenFull() throws {
+        let payload = "\"" + String(repeating: "x", count: 1000) + "\""
+        let t = try TestWAL(segmentSize: 16 << 10, maxSize: 40 << 10, whenFull: .reject)
+        var outcomes: [AppendOutcome] = []
+        for i in 0..<60 { outcomes += try t.append([record("r\(i)", payload: payload)]) }
+        #expect(outcomes.contains(.full))
+        #expect(outcomes.prefix(30).allSatisfy { if case .accepted = $0 { true } else { false } })
+        // Delivering everything frees the space.
+        let reader = t.wal.reader(for: "file:a")
+        var seqs: [UInt64] = []
+        while case let b = try reader.next(maxRecords: 100), !b.isEmpty { seqs += b.map(\.seq) }
+        t.wal.markFinished(sink: "file:a", seqs: seqs)
+        try t.restart()  // seals the active segment so that it can be deleted
+        try t.wal.checkpoint()
+        #expect(try t.append([record("after", payload: payload)]) == [.accepted(seq: UInt64(seqs.count + 1))])
+    }
+
+    @Test func blockWhenFullStopsAtTheFirstRecordThatDoesNotFit() throws {
+        let payload = "\"" + String(repeating: "x", count: 1000) + "\""
+        let t = try TestWAL(segmentSize: 16 << 10, maxSize: 40 << 10, whenFull: .block)
+        var batch = (0..<60).map { record("r\($0)", payload: payload) }
+        let (outcomes, ticket) = t.wal.append(batch, nowMillis: WallClock.millis())
+        #expect(outcomes.last == .full)
+        #expect(outcomes.count < 60)
+        _ = t.wait(ticket)
+        let waiting = DispatchSemaphore(value: 0)
+        t.wal.whenSpaceAvailable { waiting.signal() }
+        #expect(waiting.wait(timeout: .now() + .milliseconds(200)) == .timedOut, "no space yet")
+        let reader = t.wal.reader(for: "file:a")
+        var seqs: [UInt64] = []
+        while case let b = try reader.next(maxRecords: 100), !b.isEmpty { seqs += b.map(\.seq) }
+        t.wal.markFinished(sink: "file:a", seqs: seqs)
+        // Rotation seals full segments; the checkpoint deletes them and wakes the waiter.
+        batch = []
+        try t.wal.checkpoint()
+        #expect(waiting.wait(timeout: .now() + .seconds(5)) == .success)
+    }
+
+    @Test func failedFsyncAcknowledgesNothingAndMovesToANewSegment() throws {
+        let t = try TestWAL(whenFull: .reject)
+        try t.append([record("before")])
+        let segmentsBefore = t.segmentFiles()
+        FaultInjector.shared.arm(.fsync, errno: EIO)
+        defer { FaultInjector.shared.disarm() }
+        let (outcomes, ticket) = t.wal.append([record("lost")], nowMillis: WallClock.millis())
+        #expect(outcomes == [.accepted(seq: 2)])
+        let result = t.wait(ticket)
+        #expect(result.isFailure)
+        #expect(t.segmentFiles().count == segmentsBefore.count + 1, "the failed segment was sealed; a new one is active")
+        // The id can be sent again: the failed record left the dedupe table.
+        #expect(try t.append([record("lost")]) == [.accepted(seq: 3)])
+        try t.restart()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["before", "lost"])
+    }
+
+    @Test func noSpaceWithRejectFailsTheRound() throws {
+        let t = try TestWAL(whenFull: .reject)
+        FaultInjector.shared.arm(.write, errno: ENOSPC)
+        defer { FaultInjector.shared.disarm() }
+        let (_, ticket) = t.wal.append([record("x")], nowMillis: WallClock.millis())
+        guard case .failure(let error) = t.wait(ticket) else {
+            Issue.record("expected a failure")
+            return
+        }
+        #expect(error.isNoSpace)
+        #expect(try t.append([record("y")]) == [.accepted(seq: 2)])
+    }
+
+    @Test func noSpaceWithBlockHoldsTheRoundUntilSpaceReturns() throws {
+        let t = try TestWAL(whenFull: .block)
+        FaultInjector.shared.arm(.write, errno: ENOSPC, times: 3)
+        defer { FaultInjector.shared.disarm() }
+        let (_, ticket) = t.wal.append([record("x")], nowMillis: WallClock.millis())
+        #expect(throws: Never.self) { try t.wait(ticket).get() }
+        try t.restart()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["x"])
+    }
+
+    @Test func shutdownRefusesNewAppends() throws {
+        let t = try TestWAL()
+        t.wal.shutdown()
+        let (outcomes, _) = t.wal.append([record("late")], nowMillis: WallClock.millis())
+        #expect(outcomes == [.shuttingDown])
+        try t.open()
+    }
+}
