@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -24,6 +26,19 @@ let package = Package(
         .target(
             name: "SinkdWAL",
             dependencies: ["SinkdCore", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The Unix-socket ingest protocol: framing, request parsing, acknowledgement after durability.
+        .target(
+            name: "SinkdIngest",
+            dependencies: [
+                "SinkdCore",
+                "SinkdWAL",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
         .systemLibrary(
@@ -37,7 +52,10 @@ let package = Package(
             dependencies: [
                 "SinkdCore",
                 "SinkdWAL",
+                "SinkdIngest",
                 "CSystemd",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -48,6 +66,7 @@ let package = Package(
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
+        .testTarget(name: "SinkdIngestTests", dependencies: ["SinkdIngest", "SinkdWAL", "SinkdCore"]),
         .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]

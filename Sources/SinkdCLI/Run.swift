@@ -1,15 +1,80 @@
 import ArgumentParser
+import Logging
+import NIOPosix
+import ServiceLifecycle
 import SinkdCore
+import SinkdIngest
+import SinkdWAL
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the daemon: accept records on the ingest socket and forward them to their sinks."
+        abstract: "Run the daemon: accept records on the ingest socket and forward them to their sinks.",
+        discussion: "Stops gracefully on SIGTERM or SIGINT: stops accepting, makes what it read durable and answers it, then exits 0."
     )
 
     @OptionGroup var options: ConfigOption
 
+    @Option(help: ArgumentHelp("Overrides log.level (trace, debug, info, notice, warning, error, critical).", valueName: "level"))
+    var logLevel: LogLevel?
+
     func run() async throws {
         let config = try options.load()
-        _ = config
+        LogSetup.bootstrap(config.log, levelOverride: logLevel)
+        let logger = Logger(label: "sinkd")
+        let daemon: Daemon
+        do {
+            daemon = try await Daemon.start(config: config, logger: logger)
+        } catch {
+            logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        try await daemon.run()
     }
+}
+
+extension LogLevel: ExpressibleByArgument {}
+
+/// The running daemon: the WAL and the services around it, started in order and stopped in
+/// reverse.
+struct Daemon {
+    let config: SinkdConfig
+    let logger: Logger
+    let wal: WriteAheadLog
+    let ingest: IngestService
+
+    static func start(config: SinkdConfig, logger: Logger) async throws -> Daemon {
+        let wal: WriteAheadLog
+        do {
+            wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
+        } catch {
+            throw DaemonError("cannot open the write-ahead log in \(config.wal.directory): \(error)")
+        }
+        wal.start()
+        let state = ServerState()
+        let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
+        let ingest = IngestService(shared: shared, config: config.ingest, source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
+        do {
+            try await ingest.bind()
+        } catch {
+            wal.shutdown()
+            throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
+        }
+        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest)
+    }
+
+    func run() async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: ingest)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
+        try await group.run()
+        logger.info("sinkd stopped")
+    }
+}
+
+struct DaemonError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

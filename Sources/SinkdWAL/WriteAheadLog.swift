@@ -314,8 +314,8 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Starts the writer and maintenance threads.
     public func start() {
-        writerThread = Self.spawn { [self] in writerLoop() }
-        maintenanceThread = Self.spawn { [self] in maintenanceLoop() }
+        writerThread = BlockingThread.start { [self] in writerLoop() }
+        maintenanceThread = BlockingThread.start { [self] in maintenanceLoop() }
     }
 
     /// Refuses new appends, writes and syncs everything appended so far (their callbacks run),
@@ -338,9 +338,17 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
         for w in waiters { w() }
     }
+}
 
-    static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+/// Threads for blocking work (file I/O, fsync) that must not run on event loops or the
+/// cooperative pool.
+public enum BlockingThread {
+    /// Starts a joinable thread.
+    public static func start(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+        final class Box {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { arg in
@@ -350,5 +358,10 @@ public final class WriteAheadLog: @unchecked Sendable {
         }, box)
         precondition(rc == 0, "pthread_create failed: \(rc)")
         return thread
+    }
+
+    /// Starts a thread nobody joins.
+    public static func detach(_ body: @escaping @Sendable () -> Void) {
+        pthread_detach(start(body))
     }
 }

@@ -1,0 +1,119 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import SinkdCore
+import SinkdIngest
+
+/// Log lines on stderr, one per event: logfmt (`ts=… level=info msg="…" key=value`) or JSON
+/// objects. One write(2) per line so concurrent lines never interleave.
+struct StderrLogHandler: LogHandler {
+    enum Format: Sendable { case logfmt, json }
+
+    let label: String
+    let format: Format
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+
+    init(label: String, format: Format, level: Logger.Level) {
+        self.label = label
+        self.format = format
+        self.logLevel = level
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var fields = metadata
+        if let extra = event.metadata { fields.merge(extra) { $1 } }
+        let timestamp = Self.timestamp()
+        var line: String
+        switch format {
+        case .logfmt:
+            line = "ts=\(timestamp) level=\(event.level) msg=\(Self.logfmtValue(event.message.description))"
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+                line += " \(key)=\(Self.logfmtValue(value.description))"
+            }
+        case .json:
+            var bytes: [UInt8] = []
+            bytes.append(contentsOf: #"{"ts":"#.utf8)
+            JSONText.appendString(timestamp, to: &bytes)
+            bytes.append(contentsOf: #","level":"#.utf8)
+            JSONText.appendString("\(event.level)", to: &bytes)
+            bytes.append(contentsOf: #","msg":"#.utf8)
+            JSONText.appendString(event.message.description, to: &bytes)
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+                bytes.append(UInt8(ascii: ","))
+                JSONText.appendString(key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                JSONText.appendString(value.description, to: &bytes)
+            }
+            bytes.append(UInt8(ascii: "}"))
+            line = String(decoding: bytes, as: UTF8.self)
+        }
+        line += "\n"
+        var data = Array(line.utf8)
+        data.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { if errno == EINTR { continue } else { return } }
+                offset += n
+            }
+        }
+    }
+
+    static func logfmtValue(_ s: String) -> String {
+        let needsQuotes = s.isEmpty || s.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0.isNewline })
+        guard needsQuotes else { return s }
+        var out = "\""
+        for c in s {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default: out.append(c)
+            }
+        }
+        return out + "\""
+    }
+
+    static func timestamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = time_t(ts.tv_sec)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
+    }
+}
+
+extension LogLevel {
+    var swiftLogLevel: Logger.Level {
+        switch self {
+        case .trace: .trace
+        case .debug: .debug
+        case .info: .info
+        case .notice: .notice
+        case .warning: .warning
+        case .error: .error
+        case .critical: .critical
+        }
+    }
+}
+
+enum LogSetup {
+    /// Sets up swift-log once for the process from `log.level` / `log.format` (and `--log-level`).
+    static func bootstrap(_ config: LogConfig, levelOverride: LogLevel?) {
+        let level = (levelOverride ?? config.level).swiftLogLevel
+        let format: StderrLogHandler.Format = config.format == .json ? .json : .logfmt
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: format, level: level) }
+    }
+}

@@ -1,0 +1,323 @@
+import Logging
+import NIOCore
+import SinkdCore
+import SinkdWAL
+
+extension NIOLoopBound {
+    /// Runs `body` with the value on its event loop.
+    func execute(_ body: @escaping @Sendable (Value) -> Void) {
+        eventLoop.execute { body(self.value) }
+    }
+}
+
+/// What the line framer hands on: a whole line, or the news that a line exceeded the limit.
+public enum IngestFrame: Sendable {
+    case line(ByteBuffer)
+    /// A line longer than the limit was dropped; framing resumes after its newline.
+    case tooLarge(bytes: Int)
+}
+
+/// Splits a byte stream at `\n` (a `\r` before it is dropped) and never buffers more than
+/// `maxLineBytes` of one line: a longer line is answered too_large and skipped to its newline.
+/// A partial line at end of stream is discarded.
+public struct LineFramer: ByteToMessageDecoder {
+    public typealias InboundOut = IngestFrame
+    public let maxLineBytes: Int
+    private var discarding = false
+    private var discarded = 0
+    private var searchedUpTo = 0
+
+    public init(maxLineBytes: Int) {
+        self.maxLineBytes = maxLineBytes
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let readable = buffer.readableBytesView
+        if let newline = readable[(readable.startIndex + searchedUpTo)...].firstIndex(of: UInt8(ascii: "\n")) {
+            let length = newline - readable.startIndex
+            searchedUpTo = 0
+            if discarding {
+                buffer.moveReaderIndex(forwardBy: length + 1)
+                let total = discarded + length
+                discarding = false
+                discarded = 0
+                context.fireChannelRead(wrapInboundOut(.tooLarge(bytes: total)))
+                return .continue
+            }
+            var lineLength = length
+            if lineLength > 0, readable[readable.startIndex + lineLength - 1] == UInt8(ascii: "\r") { lineLength -= 1 }
+            if lineLength > maxLineBytes {
+                buffer.moveReaderIndex(forwardBy: length + 1)
+                context.fireChannelRead(wrapInboundOut(.tooLarge(bytes: lineLength)))
+                return .continue
+            }
+            let line = buffer.readSlice(length: lineLength)!
+            buffer.moveReaderIndex(forwardBy: length - lineLength + 1)
+            context.fireChannelRead(wrapInboundOut(.line(line)))
+            return .continue
+        }
+        // No newline yet.
+        if discarding || readable.count > maxLineBytes + 1 {
+            discarding = true
+            discarded += readable.count
+            buffer.moveReaderIndex(forwardBy: readable.count)
+            searchedUpTo = 0
+            return .needMoreData
+        }
+        searchedUpTo = readable.count
+        return .needMoreData
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(forwardBy: buffer.readableBytes)  // a partial last line is discarded
+        return .needMoreData
+    }
+}
+
+/// What the connection handler needs from the daemon, shared by all connections.
+public final class IngestContext: Sendable {
+    public let wal: WriteAheadLog
+    public let sinks: SinksConfig
+    public let configPath: String
+    public let whenFull: WhenFull
+    public let logger: Logger
+    /// Responses a connection may owe before it stops reading (its pipelining window).
+    public let maxPendingResponses: Int
+    public let maxRecordBytes: Int
+    public let state: ServerState
+
+    public init(wal: WriteAheadLog, config: SinkdConfig, logger: Logger, state: ServerState, maxPendingResponses: Int = 4096) {
+        self.wal = wal
+        self.sinks = config.sinks
+        self.configPath = config.sourcePath
+        self.whenFull = config.wal.whenFull
+        self.maxRecordBytes = config.ingest.maxRecordBytes
+        self.logger = logger
+        self.state = state
+        self.maxPendingResponses = maxPendingResponses
+    }
+}
+
+/// One client connection: parses request lines, appends records to the WAL in batches (one per
+/// read burst), and writes exactly one response per request, in request order, each `accepted`
+/// only after its record is durable. Back-pressure by not reading: when it owes too many
+/// responses, when the client does not read them, or while the WAL is full.
+final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = IngestFrame
+    typealias OutboundOut = ByteBuffer
+
+    private enum Slot {
+        case ready([UInt8])
+        case waiting
+    }
+
+    private let shared: IngestContext
+    private var slots: [Slot] = []
+    private var slotsHead = 0
+    /// Absolute number of `slots[slotsHead]`.
+    private var firstSlotNumber: UInt64 = 0
+    private var batch: [EventRecord] = []
+    private var batchSlots: [UInt64] = []
+    /// Records refused with `.full` under `when_full: block`, retried when space returns.
+    private var blocked: (records: [EventRecord], slots: [UInt64])?
+    private var closing = false
+    private var context: ChannelHandlerContext?
+
+    init(shared: IngestContext) {
+        self.shared = shared
+    }
+
+    private var owed: Int { slots.count - slotsHead }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        shared.state.connectionOpened()
+        context.read()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shared.state.connectionClosed()
+        closing = true
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if shared.state.isShuttingDown {
+            appendReady(IngestResponse.rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts")))
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .tooLarge(let bytes):
+            appendReady(.rejected(IngestRejection(.tooLarge, "the request line is \(bytes) bytes; ingest.max_record_bytes allows \(Units.formatSize(shared.maxRecordBytes))")))
+        case .line(let buffer):
+            if buffer.readableBytes == 0 {
+                return  // blank lines are not requests
+            }
+            let parsed = buffer.withUnsafeReadableBytes { RequestParser.parse($0) }
+            switch parsed.flatMap({ $0.record(sinks: shared.sinks, configPath: shared.configPath) }) {
+            case .failure(let rejection):
+                appendReady(.rejected(rejection))
+            case .success(let record):
+                let number = firstSlotNumber + UInt64(owed)
+                slots.append(.waiting)
+                batch.append(record)
+                batchSlots.append(number)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if blocked == nil { submit() }
+        flushReady(context: context)
+        readIfAllowed(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        readIfAllowed(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, owed == 0 {
+            shared.logger.debug("closing an idle ingest connection")
+            context.close(promise: nil)
+            return
+        }
+        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
+            // The client finished sending; answer what it sent, then close.
+            closing = true
+            if owed == 0 { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        shared.logger.debug("ingest connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: internals
+
+    private func appendReady(_ response: IngestResponse) {
+        slots.append(.ready(response.encoded()))
+    }
+
+    private func submit() {
+        guard !batch.isEmpty else { return }
+        let records = batch
+        let numbers = batchSlots
+        batch.removeAll(keepingCapacity: true)
+        batchSlots.removeAll(keepingCapacity: true)
+        append(records, numbers)
+    }
+
+    private func append(_ records: [EventRecord], _ numbers: [UInt64]) {
+        let (outcomes, ticket) = shared.wal.append(records, nowMillis: SystemClock.millis())
+        var durable: [(UInt64, IngestResponse)] = []
+        for (i, outcome) in outcomes.enumerated() {
+            switch outcome {
+            case .accepted(let seq):
+                durable.append((numbers[i], .accepted(id: records[i].id, seq: seq)))
+            case .duplicate(let seq):
+                durable.append((numbers[i], .duplicate(id: records[i].id, seq: seq)))
+            case .full:
+                if shared.whenFull == .block {
+                    blocked = (Array(records[i...]), Array(numbers[i...]))
+                    let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
+                    shared.wal.whenSpaceAvailable {
+                        bound.execute { $0.retryBlocked() }
+                    }
+                } else {
+                    fill(numbers[i], .rejected(IngestRejection(.walFull, "the write-ahead log is full (wal.max_size); send again later", id: records[i].id)))
+                }
+            case .shuttingDown:
+                fill(numbers[i], .rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts", id: records[i].id)))
+            }
+        }
+        guard !durable.isEmpty else { return }
+        let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
+        let answers = durable
+        shared.wal.whenDurable(ticket) { result in
+            bound.execute { handler in handler.complete(answers, result) }
+        }
+    }
+
+    /// Fills the slots of a batch whose WAL round finished, then writes what is ready.
+    private func complete(_ answers: [(UInt64, IngestResponse)], _ result: Result<Void, WALWriteError>) {
+        for (number, response) in answers {
+            switch result {
+            case .success:
+                fill(number, response)
+            case .failure(let error):
+                let id: String? = switch response {
+                case .accepted(let id, _), .duplicate(let id, _): id
+                case .rejected(let r): r.id
+                }
+                let rejection = error.isNoSpace
+                    ? IngestRejection(.walFull, "the disk holding the write-ahead log is full; send again later", id: id)
+                    : IngestRejection(.internal, "the write-ahead log could not make the record durable (\(error)); send again", id: id)
+                fill(number, .rejected(rejection))
+            }
+        }
+        if let context {
+            flushReady(context: context)
+            readIfAllowed(context: context)
+        }
+    }
+
+    private func retryBlocked() {
+        guard let (records, numbers) = blocked, let context else { return }
+        blocked = nil
+        append(records, numbers)
+        if blocked == nil { submit() }
+        flushReady(context: context)
+        readIfAllowed(context: context)
+    }
+
+    private func fill(_ number: UInt64, _ response: IngestResponse) {
+        let index = slotsHead + Int(number - firstSlotNumber)
+        guard index < slots.count else { return }
+        slots[index] = .ready(response.encoded())
+    }
+
+    /// Writes the ready responses at the head, in order, with one flush.
+    private func flushReady(context: ChannelHandlerContext) {
+        var out: [UInt8] = []
+        while slotsHead < slots.count, case .ready(let bytes) = slots[slotsHead] {
+            out.append(contentsOf: bytes)
+            slotsHead += 1
+            firstSlotNumber += 1
+        }
+        if slotsHead > 1024, slotsHead * 2 > slots.count {
+            slots.removeFirst(slotsHead)
+            slotsHead = 0
+        }
+        guard !out.isEmpty, context.channel.isActive else { return }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: out)), promise: nil)
+        if closing, owed == 0 { context.close(promise: nil) }
+    }
+
+    private func readIfAllowed(context: ChannelHandlerContext) {
+        guard !closing, blocked == nil, owed < shared.maxPendingResponses, context.channel.isWritable else { return }
+        context.read()
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum SystemClock {
+    static func millis() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}

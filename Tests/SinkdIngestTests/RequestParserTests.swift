@@ -1,0 +1,125 @@
+import Testing
+@testable import SinkdIngest
+import SinkdCore
+
+/// The request grammar as a table: each line and exactly what it must produce.
+@Suite struct RequestParserTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        var line: [UInt8]
+        var expected: Result<IngestRequest, IngestRejection>
+        var testDescription: String { String(decoding: line.prefix(60), as: UTF8.self) }
+
+        init(_ line: String, _ expected: Result<IngestRequest, IngestRejection>) {
+            self.line = Array(line.utf8)
+            self.expected = expected
+        }
+
+        init(bytes: [UInt8], _ expected: Result<IngestRequest, IngestRejection>) {
+            self.line = bytes
+            self.expected = expected
+        }
+    }
+
+    static func request(_ id: String, _ sink: String, _ payload: String, configure: (inout IngestRequest) -> Void = { _ in }) -> Result<IngestRequest, IngestRejection> {
+        var r = IngestRequest(id: id, sink: sink, payload: Array(payload.utf8))
+        configure(&r)
+        return .success(r)
+    }
+
+    static func reject(_ code: RejectCode, _ message: String, id: String? = nil) -> Result<IngestRequest, IngestRejection> {
+        .failure(IngestRejection(code, message, id: id))
+    }
+
+    static let cases: [Case] = [
+        Case(#"{"id":"t-1","sink":"sqs:orders","payload":{"a":1}}"#, request("t-1", "sqs:orders", #"{"a":1}"#)),
+        // The payload is kept byte for byte: spacing, key order, number spelling, escapes.
+        Case(#"{"payload" : { "b" : 1.50e+3 , "a" : "\u00e9\n" } ,"id":"t","sink":"s:x"}"#, request("t", "s:x", #"{ "b" : 1.50e+3 , "a" : "\u00e9\n" }"#)),
+        Case(#"{"id":"t","sink":"s:x","payload":null}"#, request("t", "s:x", "null")),
+        Case(#"{"id":"t","sink":"s:x","payload":[1,"two",[],{}]}"#, request("t", "s:x", #"[1,"two",[],{}]"#)),
+        Case(#"{"id":"t","sink":"s:x","payload":"é"}"#, request("t", "s:x", #""é""#)),
+        Case(#"  {"id":"t","sink":"s:x","payload":0}  "#, request("t", "s:x", "0")),
+        Case(#"{"id":"t\"1","sink":"s:x","payload":-0.5}"#, request("t\"1", "s:x", "-0.5")),
+        Case(#"{"id":"\ud83d\ude00","sink":"s:x","payload":1}"#, request("😀", "s:x", "1")),
+        Case(#"{"id":"t","sink":"conductor","payload":{},"workflowInstanceId":"w1","workflowType":"wf","workflowVersion":3,"correlationId":"c","taskRefName":"r","priority":99,"extra":{"x":[true,false,null]}}"#,
+             request("t", "conductor", "{}") { r in
+                 r.workflowInstanceId = "w1"; r.workflowType = "wf"; r.workflowVersion = 3
+                 r.correlationId = "c"; r.taskRefName = "r"; r.priority = 99
+             }),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"priority":null,"correlationId":null}"#, request("t", "s:x", "1")),
+        // Not JSON, or not an object.
+        Case("", reject(.malformed, "malformed JSON at byte 0: expected a JSON object, got an empty line")),
+        Case("not json", reject(.malformed, "malformed JSON at byte 0: expected 'null'")),
+        Case("[1,2]", reject(.malformed, "a request must be a JSON object, got an array")),
+        Case(#""text""#, reject(.malformed, "a request must be a JSON object, got a string")),
+        Case("42", reject(.malformed, "a request must be a JSON object, got a number")),
+        Case(#"{"id":"t","sink":"s:x","payload":1"#, reject(.malformed, "malformed JSON at byte 34: expected ',' or '}' after an object member", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1} {}"#, reject(.malformed, "malformed JSON at byte 36: expected the end of the line after the JSON object", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":01}"#, reject(.malformed, "malformed JSON at byte 34: expected ',' or '}' after an object member", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":tru}"#, reject(.malformed, "malformed JSON at byte 33: expected 'true'", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":"a\qb"}"#, reject(.malformed, #"malformed JSON at byte 36: expected a valid escape (\" \\ \/ \b \f \n \r \t \uXXXX)"#, id: "t")),
+        Case("{\"id\":\"t\",\"sink\":\"s:x\",\"payload\":\"a\tb\"}", reject(.malformed, "malformed JSON at byte 35: expected no raw control character inside a string (escape it)", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":[1,]}"#, reject(.malformed, "malformed JSON at byte 36: expected a value (object, array, string, number, true, false or null)", id: "t")),
+        Case(#"{'id':'t'}"#, reject(.malformed, "malformed JSON at byte 1: expected '\"' to start an object key")),
+        Case(#"{"id":"t","sink":"s:x","payload":"#, reject(.malformed, "malformed JSON at byte 33: expected a value", id: "t")),
+        Case(String(repeating: "[", count: 300), reject(.malformed, "malformed JSON at byte 256: expected nesting at most 256 levels deep")),
+        // Invalid UTF-8 anywhere in a string.
+        Case(bytes: Array(#"{"id":"t","sink":"s:x","payload":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8), reject(.malformed, "invalid UTF-8 at byte 34", id: "t")),
+        Case(bytes: Array(#"{"id":"t","sink":"s:x","payload":""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8), reject(.malformed, "invalid UTF-8 at byte 34", id: "t")),
+        Case(bytes: Array(#"{"id":""#.utf8) + [0xFF] + Array(#"","sink":"s:x","payload":1}"#.utf8), reject(.malformed, "invalid UTF-8 at byte 7")),
+        // Missing and invalid fields.
+        Case(#"{"sink":"s:x","payload":1}"#, reject(.missingField, "missing field 'id': the message id (Conductor's taskId)")),
+        Case(#"{"id":"t","payload":1}"#, reject(.missingField, #"missing field 'sink': where to forward the record, e.g. "sqs:orders""#, id: "t")),
+        Case(#"{"id":"t","sink":"s:x"}"#, reject(.missingField, "missing field 'payload': the message body to forward (any JSON value)", id: "t")),
+        Case(#"{"id":"","sink":"s:x","payload":1}"#, reject(.invalidField, "field 'id' must not be empty", id: "")),
+        Case(#"{"id":7,"sink":"s:x","payload":1}"#, reject(.invalidField, "field 'id' must be a string, got a number")),
+        Case(#"{"id":null,"sink":"s:x","payload":1}"#, reject(.invalidField, "field 'id' must be a string, got null")),
+        Case(#"{"id":"t","sink":"","payload":1}"#, reject(.invalidField, "field 'sink' must not be empty", id: "t")),
+        Case(#"{"id":"t","sink":["s"],"payload":1}"#, reject(.invalidField, "field 'sink' must be a string, got an array", id: "t")),
+        Case(#"{"id":"\#(String(repeating: "x", count: 256))","sink":"s:x","payload":1}"#, reject(.invalidField, "field 'id' is 256 bytes long; at most 255 are allowed", id: String(repeating: "x", count: 256))),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"priority":100}"#, reject(.invalidField, "field 'priority' must be from 0 to 99, got 100", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"priority":-1}"#, reject(.invalidField, "field 'priority' must be from 0 to 99, got -1", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"priority":1.5}"#, reject(.invalidField, "field 'priority' must be an integer, got 1.5", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"priority":"5"}"#, reject(.invalidField, "field 'priority' must be an integer, got a string", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"workflowVersion":99999999999999999999}"#, reject(.invalidField, "field 'workflowVersion' must be an integer, got 99999999999999999999", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"workflowType":{}}"#, reject(.invalidField, "field 'workflowType' must be a string, got an object", id: "t")),
+        Case(#"{"id":"t","id":"u","sink":"s:x","payload":1}"#, reject(.invalidField, "field 'id' appears more than once (at byte 10)", id: "t")),
+        Case(#"{"id":"t","sink":"s:x","payload":1,"taskRefName":"\ud800"}"#, reject(.invalidField, "field 'taskRefName' contains an unpaired UTF-16 surrogate escape", id: "t")),
+    ]
+
+    @Test(arguments: cases)
+    func parses(_ c: Case) {
+        #expect(RequestParser.parse(c.line) == c.expected)
+    }
+
+    @Test func sinkResolution() {
+        var sinks = SinksConfig()
+        sinks.file = FileSinkConfig()
+        let ok = IngestRequest(id: "t", sink: "file:events", payload: [0x31]).record(sinks: sinks, configPath: "c.yaml")
+        #expect((try? ok.get())?.sink == "file:events")
+        #expect(IngestRequest(id: "t", sink: "sqss:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink)
+        #expect(IngestRequest(id: "t", sink: "sqs:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
+        #expect(IngestRequest(id: "t", sink: "kafka:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
+        var conductor = IngestRequest(id: "t", sink: "conductor", payload: [])
+        #expect(conductor.record(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink, "needs workflowType and taskRefName")
+        conductor.workflowType = "wf"
+        conductor.taskRefName = "r"
+        sinks.conductor = ConductorSinkConfig()
+        #expect((try? conductor.record(sinks: sinks, configPath: "c.yaml").get())?.sink == "conductor:wf:r")
+    }
+
+    @Test func responsesEncodeAsOneJSONLine() {
+        #expect(String(decoding: IngestResponse.accepted(id: "t-1", seq: 42).encoded(), as: UTF8.self) == "{\"id\":\"t-1\",\"status\":\"accepted\",\"seq\":42}\n")
+        #expect(String(decoding: IngestResponse.duplicate(id: "t-1", seq: 42).encoded(), as: UTF8.self) == "{\"id\":\"t-1\",\"status\":\"duplicate\",\"seq\":42}\n")
+        #expect(String(decoding: IngestResponse.rejected(IngestRejection(.invalidSink, "bad \"x\"\n", id: "t-2")).encoded(), as: UTF8.self)
+            == #"{"id":"t-2","status":"rejected","code":"invalid_sink","retryable":false,"error":"bad \"x\"\n"}"# + "\n")
+        #expect(String(decoding: IngestResponse.rejected(IngestRejection(.walFull, "full")).encoded(), as: UTF8.self)
+            == #"{"id":null,"status":"rejected","code":"wal_full","retryable":true,"error":"full"}"# + "\n")
+    }
+}
+
+extension Result where Failure == IngestRejection {
+    var failureCode: RejectCode? {
+        if case .failure(let r) = self { return r.code }
+        return nil
+    }
+}
