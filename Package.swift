@@ -66,7 +66,10 @@ let package = Package(
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
-        .testTarget(name: "SinkdIngestTests", dependencies: ["SinkdIngest", "SinkdWAL", "SinkdCore"]),
+        .testTarget(
+            name: "SinkdIngestTests",
+            dependencies: ["SinkdIngest", "SinkdWAL", "SinkdCore", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]

@@ -36,6 +36,23 @@ public struct IngestServerError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// Answers a refused connection with one response line, then closes it.
+final class RefusingHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let line: [UInt8]
+
+    init(_ response: IngestResponse) {
+        line = response.encoded()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: line))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}
+
 /// `struct ucred` of <sys/socket.h> (pid_t, uid_t, gid_t), which Glibc's Swift overlay does not
 /// import without _GNU_SOURCE.
 struct PeerCredentials: Sendable {
@@ -136,8 +153,8 @@ public final class IngestService: Service, @unchecked Sendable {
         let id = ObjectIdentifier(channel)
         guard shared.state.reserve(limit: config.maxConnections, reserved: reserved) else {
             shared.logger.warning("refused an ingest connection: ingest.max_connections reached", metadata: ["max_connections": "\(config.maxConnections)"])
-            let line = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has ingest.max_connections (\(config.maxConnections)) connections; retry later")).encoded()
-            return channel.writeAndFlush(channel.allocator.buffer(bytes: line)).flatMap { channel.close() }.flatMapError { _ in channel.eventLoop.makeSucceededVoidFuture() }
+            let refusal = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has ingest.max_connections (\(config.maxConnections)) connections; retry later"))
+            return channel.pipeline.addHandler(RefusingHandler(refusal))
         }
         channels.withLockedValue { $0[id] = channel }
         channel.closeFuture.whenComplete { [self] _ in
@@ -146,8 +163,8 @@ public final class IngestService: Service, @unchecked Sendable {
         }
         return checkPeer(channel).flatMap { [self] allowed in
             guard allowed else {
-                let line = IngestResponse.rejected(IngestRejection(.forbidden, "this user or group may not write to sinkd (ingest.allowed_uids / allowed_gids)")).encoded()
-                return channel.writeAndFlush(channel.allocator.buffer(bytes: line)).flatMap { channel.close() }
+                let refusal = IngestResponse.rejected(IngestRejection(.forbidden, "this user or group may not write to sinkd (ingest.allowed_uids / allowed_gids)"))
+                return channel.pipeline.addHandler(RefusingHandler(refusal))
             }
             return channel.eventLoop.makeCompletedFuture {
                 let sync = channel.pipeline.syncOperations
