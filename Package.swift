@@ -68,9 +68,13 @@ let package = Package(
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
         .testTarget(
             name: "SinkdIngestTests",
-            dependencies: ["SinkdIngest", "SinkdWAL", "SinkdCore", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                "SinkdIngest", "SinkdWAL", "SinkdCore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "sinkd"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdIngest", "SinkdWAL", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -11,6 +11,7 @@ public final class IngestClient: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     public init(path: String) throws {
