@@ -159,7 +159,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 return  // blank lines are not requests
             }
             let parsed = buffer.withUnsafeReadableBytes { RequestParser.parse($0) }
-            switch parsed.flatMap({ $0.record(sinks: shared.sinks, configPath: shared.configPath) }) {
+            switch parsed.flatMap({ resolve($0) }) {
             case .failure(let rejection):
                 appendReady(.rejected(rejection))
             case .success(let record):
@@ -204,6 +204,34 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     // MARK: internals
+
+    /// Validated sinks of this connection: a client sends the same few sinks over and over.
+    /// `conductor` sinks are not cached (their expansion depends on the record).
+    private var sinkCache: [String: Result<String, IngestRejection>] = [:]
+
+    private func resolve(_ request: IngestRequest) -> Result<EventRecord, IngestRejection> {
+        guard !request.sink.hasPrefix("conductor") else {
+            return request.record(sinks: shared.sinks, configPath: shared.configPath)
+        }
+        let identity: Result<String, IngestRejection>
+        if let cached = sinkCache[request.sink] {
+            identity = cached
+        } else {
+            identity = request.record(sinks: shared.sinks, configPath: shared.configPath).map(\.sink).mapError { IngestRejection($0.code, $0.message) }
+            if sinkCache.count >= 256 { sinkCache.removeAll(keepingCapacity: true) }
+            sinkCache[request.sink] = identity
+        }
+        switch identity {
+        case .success(let sink):
+            return .success(EventRecord(
+                id: request.id, sink: sink, payload: request.payload,
+                workflowInstanceId: request.workflowInstanceId, workflowType: request.workflowType, workflowVersion: request.workflowVersion,
+                correlationId: request.correlationId, taskRefName: request.taskRefName, priority: request.priority))
+        case .failure(var rejection):
+            rejection.id = request.id
+            return .failure(rejection)
+        }
+    }
 
     private func appendReady(_ response: IngestResponse) {
         slots.append(.ready(response.encoded()))

@@ -20,6 +20,27 @@ public enum RequestParser {
 
 private enum Field: String, CaseIterable {
     case id, sink, payload, workflowInstanceId, workflowType, workflowVersion, correlationId, taskRefName, priority
+
+    static let names: [(bytes: [UInt8], field: Field)] = allCases.map { (Array($0.rawValue.utf8), $0) }
+
+    /// The field a raw (escape-free) key names, compared byte for byte without making a String.
+    static func matching(_ key: UnsafeRawBufferPointer) -> Field? {
+        for (bytes, field) in names where bytes.count == key.count && bytes.elementsEqual(key) {
+            return field
+        }
+        return nil
+    }
+
+    var index: Int { Self.allCases.firstIndex(of: self)! }
+}
+
+/// The values of the known fields, by field.
+private struct FieldValues {
+    private var storage = [JSONScanner.Value?](repeating: nil, count: Field.allCases.count)
+    subscript(_ field: Field) -> JSONScanner.Value? {
+        get { storage[field.index] }
+        set { storage[field.index] = newValue }
+    }
 }
 
 struct JSONScanner {
@@ -35,7 +56,7 @@ struct JSONScanner {
     }
 
     mutating func parseRequest() -> Result<IngestRequest, IngestRejection> {
-        var values: [Field: Value] = [:]
+        var values = FieldValues()
         do {
             skipWhitespace()
             guard i < bytes.count else { throw Malformed(offset: i, expected: "a JSON object, got an empty line") }
@@ -56,15 +77,17 @@ struct JSONScanner {
                     guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
                     let keyStart = i
                     let key = try string()
+                    let keyEnd = i
                     skipWhitespace()
                     guard peek() == UInt8(ascii: ":") else { throw Malformed(offset: i, expected: "':' after an object key") }
                     i += 1
                     skipWhitespace()
                     let valueStart = i
                     let kind = try value(depth: 1)
-                    if let name = key.decoded, let field = Field(rawValue: name) {
+                    let rawKey = UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(keyEnd - 1)])
+                    if let field = Field.matching(rawKey) ?? key.decoded.flatMap(Field.init(rawValue:)) {
                         if values[field] != nil {
-                            return .failure(IngestRejection(.invalidField, "field '\(name)' appears more than once (at byte \(keyStart))", id: id))
+                            return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' appears more than once (at byte \(keyStart))", id: id))
                         }
                         values[field] = Value(kind: kind, range: valueStart..<i, string: kind == .string ? stringValue(valueStart) : nil)
                         if field == .id, case .string = kind { id = values[field]?.string?.decoded }
@@ -91,7 +114,7 @@ struct JSONScanner {
         return build(values)
     }
 
-    private func build(_ values: [Field: Value]) -> Result<IngestRequest, IngestRejection> {
+    private func build(_ values: FieldValues) -> Result<IngestRequest, IngestRejection> {
         func text(_ field: Field, required: Bool, maxBytes: Int) -> Result<String?, IngestRejection> {
             guard let v = values[field], v.kind != .null || required else { return .success(nil) }
             guard v.kind == .string, let s = v.string else {

@@ -148,7 +148,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     var writing: Round?
     var completedRound: UInt64
     var failedRounds: [UInt64] = []
-    var dedupe: DedupeTable
+    let dedupe: DedupeTable
     var progress = DeliveryProgress()
     var progressDirty = false
     var totalBytes = 0

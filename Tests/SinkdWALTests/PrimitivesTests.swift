@@ -56,7 +56,7 @@ import SinkdCore
     }
 
     @Test func dedupeTableRemembersWithinBounds() {
-        var t = DedupeTable(maxEntries: 3, window: .seconds(10))
+        let t = DedupeTable(maxEntries: 3, window: .seconds(10))
         let k = (0..<5).map { DedupeKey(sink: "s", id: "\($0)") }
         t.insert(k[0], seq: 1, now: 1_000)
         t.insert(k[1], seq: 2, now: 1_000)
@@ -77,7 +77,7 @@ import SinkdCore
     }
 
     @Test func dedupeTableGrowsAndSurvivesChurn() {
-        var t = DedupeTable(maxEntries: 5000, window: .seconds(3600))
+        let t = DedupeTable(maxEntries: 5000, window: .seconds(3600))
         for i in 1...20_000 {
             t.insert(DedupeKey(sink: "s", id: "\(i)"), seq: UInt64(i), now: 1_000)
             if i % 3 == 0 { t.remove(DedupeKey(sink: "s", id: "\(i)"), seq: UInt64(i)) }

@@ -1,0 +1,272 @@
+import ArgumentParser
+import Foundation
+import SinkdIngest
+import SinkdWAL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure sinkd on this machine; prints figures beside a baseline measured in the same run.",
+        subcommands: [BenchIngest.self]
+    )
+}
+
+/// `sinkd bench ingest`: socket → WAL with fsync=always, beside the disk's own sequential
+/// write bandwidth with fdatasync (dd) on the same filesystem.
+struct BenchIngest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Ingest throughput and acknowledgement latency, beside dd's fdatasync bandwidth.",
+        discussion: """
+            Starts `sinkd run` on a temporary configuration whose WAL lives in --directory, then: \
+            (1) dd writes 1 GiB with conv=fdatasync there (the baseline); (2) --connections \
+            clients pipeline --records records of --payload-bytes as fast as sinkd acknowledges \
+            them; (3) one client sends at a steady --steady-rate for --steady-seconds. Prints \
+            records/s, MiB/s, p50/p99 acknowledgement latency, sinkd's CPU and peak RSS.
+            """
+    )
+
+    @Option(help: "Where the WAL is written (its filesystem is what is measured).")
+    var directory = ".sinkd-bench"
+
+    @Option(help: "Client connections for the throughput phase.")
+    var connections = 4
+
+    @Option(help: "Records in the throughput phase.")
+    var records = 400_000
+
+    @Option(help: "Payload bytes per record.")
+    var payloadBytes = 1024
+
+    @Option(help: "Records per second in the steady phase (0 skips it).")
+    var steadyRate = 20_000
+
+    @Option(help: "Seconds of the steady phase.")
+    var steadySeconds = 5
+
+    @Option(help: "Unacknowledged records a client allows itself.")
+    var window = 500
+
+    func run() throws {
+        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        let dd = try ddBandwidth(dir)
+        print("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
+
+        let config = dir + "/sinkd.yaml"
+        try """
+            ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
+            control: {socket: \(dir)/control.sock}
+            wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
+            log: {level: warning, format: logfmt}
+            sinks: {file: {directory: \(dir)/outbox}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        if !FileManager.default.isExecutableFile(atPath: daemon.executableURL!.path) {
+            daemon.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        }
+        daemon.arguments = ["run", "--config", config]
+        try daemon.run()
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        let socket = dir + "/ingest.sock"
+        let deadline = Date().addingTimeInterval(30)
+        while (try? IngestClient(path: socket)) == nil {
+            guard Date() < deadline, daemon.isRunning else { throw ValidationError("sinkd did not start") }
+            usleep(20_000)
+        }
+        let pid = daemon.processIdentifier
+        let sampler = RSSSampler(pid: pid)
+
+        // Throughput.
+        let cpuBefore = cpuSeconds(pid)
+        let started = Date()
+        let perConnection = records / connections
+        let collected = LatencyCollector()
+        let group = DispatchGroup()
+        for c in 0..<connections {
+            group.enter()
+            BlockingThread.detach {
+                collected.add((try? runClient(socket: socket, prefix: "c\(c)-", count: perConnection, rate: 0)) ?? [])
+                group.leave()
+            }
+        }
+        group.wait()
+        let latencies = collected.all
+        let elapsed = Date().timeIntervalSince(started)
+        let cpu = cpuSeconds(pid) - cpuBefore
+        let all = latencies.flatMap { $0 }.sorted()
+        let total = all.count
+        let rate = Double(total) / elapsed
+        let mib = rate * Double(payloadBytes) / 1_048_576
+        print("ingest    \(connections) connections, \(total) records of \(payloadBytes) B, fsync always:")
+        print("          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)")
+        print("          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms")
+        print("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core")
+
+        if steadyRate > 0 {
+            let steady = (try? runClient(socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate)) ?? []
+            let sorted = steady.sorted()
+            print("steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms")
+        }
+        print("memory    sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+    }
+
+    /// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
+    /// window allows), this thread reads the acknowledgements; returns each record's latency (s).
+    private func runClient(socket: String, prefix: String, count: Int, rate: Int) throws -> [Double] {
+        let client = try IngestClient(path: socket)
+        let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
+        defer { sentAt.deallocate() }
+        let acknowledged = ManagedCounter()
+        let pad = String(repeating: "x", count: max(0, payloadBytes - 12))
+        let window = self.window
+        // The request bytes are prepared once, so that the client spends its CPU on sending.
+        let head = Array(#"{"id":"\#(prefix)"#.utf8)
+        let tail = Array(#"","sink":"file:bench","payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+        BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(64 << 10)
+            let start = monotonicSeconds()
+            for i in 0..<count {
+                if rate > 0 {
+                    let due = start + Double(i) / Double(rate)
+                    let now = monotonicSeconds()
+                    if due > now {
+                        if !chunk.isEmpty {
+                            _ = client.write(chunk)
+                            chunk.removeAll(keepingCapacity: true)
+                        }
+                        usleep(useconds_t((due - now) * 1_000_000))
+                    }
+                } else {
+                    while i - acknowledged.value >= window {
+                        if !chunk.isEmpty {
+                            _ = client.write(chunk)
+                            chunk.removeAll(keepingCapacity: true)
+                        }
+                        usleep(50)
+                    }
+                }
+                chunk += head
+                appendDecimal(i, to: &chunk)
+                chunk += tail
+                sentAt.value[i] = monotonicSeconds()
+                if chunk.count >= 32 << 10 || rate > 0 {
+                    _ = client.write(chunk)
+                    chunk.removeAll(keepingCapacity: true)
+                }
+            }
+            _ = client.write(chunk)
+        }
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        while latencies.count < count, let line = client.readLine(timeoutMillis: 60_000) {
+            guard line.count > 20 else { continue }
+            latencies.append(monotonicSeconds() - sentAt[latencies.count])
+            acknowledged.value = latencies.count
+        }
+        return latencies
+    }
+
+    private func ddBandwidth(_ dir: String) throws -> Double {
+        let dd = Process()
+        dd.executableURL = URL(fileURLWithPath: "/bin/dd")
+        dd.arguments = ["if=/dev/zero", "of=\(dir)/dd.tmp", "bs=1M", "count=1024", "conv=fdatasync"]
+        dd.standardError = FileHandle.nullDevice
+        sync()  // earlier dirty pages must not be flushed on dd's clock, nor dd's on ours
+        let started = monotonicSeconds()
+        try dd.run()
+        dd.waitUntilExit()
+        let seconds = monotonicSeconds() - started
+        try? FileManager.default.removeItem(atPath: dir + "/dd.tmp")
+        sync()
+        return Double(1024 << 20) / seconds
+    }
+}
+
+private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+    if value >= 10 { appendDecimal(value / 10, to: &out) }
+    out.append(UInt8(ascii: "0") + UInt8(value % 10))
+}
+
+private func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+private func format(_ v: Double) -> String {
+    v >= 100 ? String(Int(v.rounded())) : String(format: "%.2f", v)
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// utime + stime of a process, in seconds.
+private func cpuSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// Samples a process's resident set every 50 ms; `stop()` returns the peak in KiB.
+private final class RSSSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var peak = 0
+    private var running = true
+
+    init(pid: Int32) {
+        BlockingThread.detach { [self] in
+            while lock.withLock({ running }) {
+                if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                   let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                   let kib = Int(line.split(separator: " ").dropFirst().first ?? "") {
+                    lock.withLock { peak = max(peak, kib) }
+                }
+                usleep(50_000)
+            }
+        }
+    }
+
+    func stop() -> Int {
+        lock.withLock {
+            running = false
+            return peak
+        }
+    }
+}
+
+private final class LatencyCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [[Double]] = []
+    func add(_ v: [Double]) { lock.withLock { values.append(v) } }
+    var all: [[Double]] { lock.withLock { values } }
+}
+
+private final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int {
+        get { lock.withLock { count } }
+        set { lock.withLock { count = newValue } }
+    }
+}
+
+private struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
