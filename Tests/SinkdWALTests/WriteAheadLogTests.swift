@@ -262,3 +262,66 @@ import SinkdCore
         try t.open()
     }
 }
+
+@Suite(.serialized) struct WALModesAndDeletionTests {
+    @Test func intervalModeAcknowledgesAfterTheWriteAndSyncsOnTheInterval() throws {
+        let t = try TestWAL(fsync: .interval)
+        try t.append((1...10).map { record("i\($0)") })
+        let deadline = Date().addingTimeInterval(5)
+        while t.wal.currentStats.fsyncs == 0, Date() < deadline { usleep(10_000) }
+        #expect(t.wal.currentStats.fsyncs >= 1, "a sync follows within fsync_interval")
+        let crashed = try t.crashCopy()
+        #expect(try readAll(crashed.wal, sink: "file:a").count == 10)
+    }
+
+    @Test func neverModeStillKeepsRecordsAcrossAProcessCrash() throws {
+        let t = try TestWAL(fsync: .never)
+        try t.append((1...10).map { record("n\($0)") })
+        #expect(t.wal.currentStats.fsyncs == 0)
+        let crashed = try t.crashCopy()
+        #expect(try readAll(crashed.wal, sink: "file:a").count == 10)
+    }
+
+    @Test func crashAfterSavingProgressButBeforeUnlinkingFinishesTheDeletion() throws {
+        let t = try TestWAL(segmentSize: 8 << 10)
+        try t.append((0..<100).map { record("d\($0)", payload: "\"\(String(repeating: "q", count: 200))\"") })
+        t.wal.shutdown()
+        let segments = t.segmentFiles()
+        #expect(segments.count > 2)
+        // The progress of a run that finished everything, as if it was saved and then sinkd died
+        // before unlinking anything.
+        var progress = DeliveryProgress()
+        for seq in 1...100 as ClosedRange<UInt64> {
+            progress.handedOut(sink: "file:a", seq: seq)
+            progress.finished(sink: "file:a", seq: seq)
+        }
+        progress.nextSeq = 101
+        try Data(progress.encode()).write(to: URL(fileURLWithPath: t.directory + "/progress"))
+        try t.open()
+        #expect(t.wal.recoveryReport.deletedFinishedSegments == segments.count)
+        #expect(try readAll(t.wal, sink: "file:a").isEmpty)
+        #expect(try t.append([record("next")]) == [.accepted(seq: 101)])
+    }
+
+    @Test func crashBetweenUnlinkingASegmentAndItsSummaryIsTidiedUp() throws {
+        let t = try TestWAL(segmentSize: 8 << 10)
+        try t.append((0..<100).map { record("s\($0)", payload: "\"\(String(repeating: "q", count: 200))\"") })
+        t.wal.shutdown()
+        let first = t.segmentFiles().first!
+        try FileManager.default.removeItem(atPath: t.directory + "/" + first)  // the .idx stays behind
+        try t.open()
+        #expect(!t.files().contains(first.replacingOccurrences(of: ".wal", with: ".idx")))
+        #expect(try readAll(t.wal, sink: "file:a").count < 100, "the deleted segment's records are gone, the rest are read")
+    }
+
+    @Test func startUpReadsSummariesNotSegments() throws {
+        let t = try TestWAL(segmentSize: 16 << 10)
+        for batch in 0..<10 {
+            try t.append((0..<100).map { record("b\(batch)-\($0)", payload: "\"\(String(repeating: "w", count: 100))\"") })
+        }
+        try t.restart()
+        #expect(t.segmentFiles().count >= 10)
+        #expect(t.wal.recoveryReport.scannedSegments == 0)
+        #expect(t.wal.recoveryReport.records == 1000)
+    }
+}

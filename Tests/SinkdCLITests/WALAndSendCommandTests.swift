@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sinkd run`, `sinkd send` and `sinkd wal verify|dump` as an operator uses them.
+@Suite(.serialized) struct WALAndSendCommandTests {
+    static func config(_ dir: TemporaryDirectory) throws -> String {
+        try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 64KiB}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal, segment_size: 256KiB}
+            log: {level: warning}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+    }
+
+    @Test func sendThenVerifyAndDumpThenStopGracefully() throws {
+        let dir = try TemporaryDirectory()
+        let config = try Self.config(dir)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+
+        let one = try SinkdProcess.run(["send", "-c", config, "--sink", "file:events", "--id", "t-1", "--payload", #"{"a": 1}"#])
+        #expect(one.status == 0)
+        #expect(one.stdout == #"{"id":"t-1","status":"accepted","seq":1}"# + "\n")
+
+        let input = (2...50).map { #"{"id":"t-\#($0)","sink":"file:events","payload":[\#($0)]}"# }.joined(separator: "\n") + "\n"
+        let many = try SinkdProcess.run(["send", "--socket", dir.path + "/ingest.sock"], stdin: Data(input.utf8))
+        #expect(many.status == 0)
+        #expect(many.stdout.split(separator: "\n").count == 49)
+
+        let bad = try SinkdProcess.run(["send", "-c", config], stdin: Data((#"{"id":"x","sink":"nope","payload":1}"# + "\n" + #"{"id":"t-1","sink":"file:events","payload":1}"# + "\n").utf8))
+        #expect(bad.status == 1, "a rejected record makes send fail")
+        #expect(bad.stdout.contains(#""code":"invalid_sink""#))
+        #expect(bad.stdout.contains(#""status":"duplicate""#))
+
+        daemon.process.terminate()
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0, "SIGTERM stops sinkd gracefully")
+
+        let verify = try SinkdProcess.run(["wal", "verify", dir.path + "/wal"])
+        #expect(verify.status == 0)
+        #expect(verify.stdout.hasSuffix("50 records: OK\n"))
+        let dump = try SinkdProcess.run(["wal", "dump", "-c", config, "--sink", "file:events"])
+        #expect(dump.status == 0)
+        let lines = dump.stdout.split(separator: "\n")
+        #expect(lines.count == 50)
+        #expect(lines.first?.hasPrefix(#"{"seq":1,"sink":"file:events","id":"t-1","acceptedAt":"#) == true)
+        #expect(lines.first?.hasSuffix(#","payload":{"a": 1}}"#) == true, "the payload exactly as sent")
+    }
+
+    @Test func verifyReportsCorruptionWithExitOne() throws {
+        let dir = try TemporaryDirectory()
+        let config = try Self.config(dir)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let input = (1...5).map { #"{"id":"c-\#($0)","sink":"file:events","payload":"\#(String(repeating: "z", count: 100))"}"# }.joined(separator: "\n")
+        _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
+        daemon.process.terminate()
+        daemon.process.waitUntilExit()
+        let segment = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasSuffix(".wal") }.sorted().first!
+        let path = dir.path + "/wal/" + segment
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count - 60] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let verify = try SinkdProcess.run(["wal", "verify", dir.path + "/wal"])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("TORN TAIL") || verify.stdout.contains("CORRUPT"))
+        #expect(verify.stdout.hasSuffix("DAMAGED\n"))
+    }
+
+    @Test func unusableWALDirectoryIsAClearErrorAndExitOne() throws {
+        let dir = try TemporaryDirectory()
+        try dir.write("blocker", "a file where the WAL directory should be")
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/blocker/wal}
+            sinks: {file: {}}
+            """)
+        let run = try SinkdProcess.run(["run", "-c", config])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("cannot open the write-ahead log in \(dir.path)/blocker/wal"))
+    }
+
+    @Test func aSecondSinkdOnTheSameSocketRefusesToStart() throws {
+        let dir = try TemporaryDirectory()
+        let config = try Self.config(dir)
+        let first = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try first.connect(socket: dir.path + "/ingest.sock")
+        defer {
+            first.process.terminate()
+            first.process.waitUntilExit()
+        }
+        let other = try dir.write("other.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control2.sock}
+            wal: {directory: \(dir.path)/wal2}
+            sinks: {file: {}}
+            """)
+        let second = try SinkdProcess.run(["run", "-c", other])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("another process is listening on \(dir.path)/ingest.sock"))
+    }
+}
