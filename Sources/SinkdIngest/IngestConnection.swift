@@ -209,24 +209,23 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     /// `conductor` sinks are not cached (their expansion depends on the record).
     private var sinkCache: [String: Result<String, IngestRejection>] = [:]
 
-    private func resolve(_ request: IngestRequest) -> Result<EventRecord, IngestRejection> {
+    private func resolve(_ request: EventRecord) -> Result<EventRecord, IngestRejection> {
         guard !request.sink.hasPrefix("conductor") else {
-            return request.record(sinks: shared.sinks, configPath: shared.configPath)
+            return request.resolvingSink(sinks: shared.sinks, configPath: shared.configPath)
         }
         let identity: Result<String, IngestRejection>
         if let cached = sinkCache[request.sink] {
             identity = cached
         } else {
-            identity = request.record(sinks: shared.sinks, configPath: shared.configPath).map(\.sink).mapError { IngestRejection($0.code, $0.message) }
+            identity = request.resolvingSink(sinks: shared.sinks, configPath: shared.configPath).map(\.sink).mapError { IngestRejection($0.code, $0.message) }
             if sinkCache.count >= 256 { sinkCache.removeAll(keepingCapacity: true) }
             sinkCache[request.sink] = identity
         }
         switch identity {
         case .success(let sink):
-            return .success(EventRecord(
-                id: request.id, sink: sink, payload: request.payload,
-                workflowInstanceId: request.workflowInstanceId, workflowType: request.workflowType, workflowVersion: request.workflowVersion,
-                correlationId: request.correlationId, taskRefName: request.taskRefName, priority: request.priority))
+            var record = request
+            record.sink = sink
+            return .success(record)
         case .failure(var rejection):
             rejection.id = request.id
             return .failure(rejection)

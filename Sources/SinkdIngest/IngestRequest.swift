@@ -37,33 +37,15 @@ public struct IngestRejection: Error, Sendable, Equatable {
     }
 }
 
-/// The fields of one request line, before its sink is resolved.
-public struct IngestRequest: Sendable, Equatable {
-    public var id: String
-    public var sink: String
-    /// The payload's JSON text, byte for byte as received.
-    public var payload: [UInt8]
-    public var workflowInstanceId: String?
-    public var workflowType: String?
-    public var workflowVersion: Int64?
-    public var correlationId: String?
-    public var taskRefName: String?
-    public var priority: UInt8?
-
-    public init(id: String, sink: String, payload: [UInt8]) {
-        self.id = id
-        self.sink = sink
-        self.payload = payload
-    }
-
-    /// Resolves the sink against the configuration: the record to append, or why not.
-    public func record(sinks: SinksConfig, configPath: String) -> Result<EventRecord, IngestRejection> {
+extension EventRecord {
+    /// Resolves the sink of a parsed request (its `sink` as the client sent it) against the
+    /// configuration: the record to append, with the normalized sink identity, or why not.
+    public func resolvingSink(sinks: SinksConfig, configPath: String) -> Result<EventRecord, IngestRejection> {
         do {
             let address = try SinkAddress.parse(sink, workflowType: workflowType, taskRefName: taskRefName, sinks: sinks, configPath: configPath)
-            return .success(EventRecord(
-                id: id, sink: address.identity, payload: payload,
-                workflowInstanceId: workflowInstanceId, workflowType: workflowType, workflowVersion: workflowVersion,
-                correlationId: correlationId, taskRefName: taskRefName, priority: priority))
+            var resolved = self
+            resolved.sink = address.identity
+            return .success(resolved)
         } catch {
             return .failure(IngestRejection(error.isConfigurationProblem ? .unknownSink : .invalidSink, error.description, id: id))
         }

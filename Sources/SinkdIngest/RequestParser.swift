@@ -1,4 +1,6 @@
-/// Parses one request line (without its newline): a strict JSON validator (RFC 8259) that
+import SinkdCore
+
+/// Parses one request line (without its newline) into a record whose `sink` is as sent: a strict JSON validator (RFC 8259) that
 /// extracts the fields sinkd needs and keeps the payload's bytes as they are. I/O-free.
 ///
 /// Limits: nesting depth 256; `id` 1-255 bytes; `sink` 1-1024 bytes; other string fields at most
@@ -8,12 +10,12 @@ public enum RequestParser {
     public static let maxSinkBytes = 1024
     public static let maxContextBytes = 4096
 
-    public static func parse(_ line: UnsafeRawBufferPointer) -> Result<IngestRequest, IngestRejection> {
+    public static func parse(_ line: UnsafeRawBufferPointer) -> Result<EventRecord, IngestRejection> {
         var p = JSONScanner(line)
         return p.parseRequest()
     }
 
-    public static func parse(_ line: [UInt8]) -> Result<IngestRequest, IngestRejection> {
+    public static func parse(_ line: [UInt8]) -> Result<EventRecord, IngestRejection> {
         line.withUnsafeBytes { parse($0) }
     }
 }
@@ -55,7 +57,7 @@ struct JSONScanner {
         var expected: String
     }
 
-    mutating func parseRequest() -> Result<IngestRequest, IngestRejection> {
+    mutating func parseRequest() -> Result<EventRecord, IngestRejection> {
         var values = FieldValues()
         do {
             skipWhitespace()
@@ -67,43 +69,20 @@ struct JSONScanner {
                 guard i == bytes.count else { throw Malformed(offset: i, expected: "the end of the line after the JSON value") }
                 return .failure(IngestRejection(.malformed, "a request must be a JSON object, got \(kind.description)"))
             }
-            i += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") {
-                i += 1
-            } else {
-                while true {
-                    skipWhitespace()
-                    guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
-                    let keyStart = i
-                    let key = try string()
-                    let keyEnd = i
-                    skipWhitespace()
-                    guard peek() == UInt8(ascii: ":") else { throw Malformed(offset: i, expected: "':' after an object key") }
-                    i += 1
-                    skipWhitespace()
-                    let valueStart = i
-                    let kind = try value(depth: 1)
-                    let rawKey = UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(keyEnd - 1)])
-                    if let field = Field.matching(rawKey) ?? key.decoded.flatMap(Field.init(rawValue:)) {
-                        if values[field] != nil {
-                            return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' appears more than once (at byte \(keyStart))", id: id))
-                        }
-                        values[field] = Value(kind: kind, range: valueStart..<i, string: kind == .string ? stringValue(valueStart) : nil)
-                        if field == .id, case .string = kind { id = values[field]?.string?.decoded }
-                    }
-                    skipWhitespace()
-                    if peek() == UInt8(ascii: ",") {
-                        i += 1
-                        continue
-                    }
-                    guard peek() == UInt8(ascii: "}") else { throw Malformed(offset: i, expected: "',' or '}' after an object member") }
-                    i += 1
-                    break
+            try object(depth: 1) { scanner, member in
+                let rawKey = UnsafeRawBufferPointer(rebasing: scanner.bytes[(member.keyStart + 1)..<(member.keyEnd - 1)])
+                guard let field = Field.matching(rawKey) ?? member.key.decoded.flatMap(Field.init(rawValue:)) else { return }
+                if values[field] != nil {
+                    throw IngestRejection(.invalidField, "field '\(field.rawValue)' appears more than once (at byte \(member.keyStart))", id: scanner.id)
                 }
+                let string = member.kind == .string ? scanner.stringValue(member.value.lowerBound) : nil
+                values[field] = Value(kind: member.kind, range: member.value, string: string)
+                if field == .id, member.kind == .string { scanner.id = string?.decoded }
             }
             skipWhitespace()
             guard i == bytes.count else { throw Malformed(offset: i, expected: "the end of the line after the JSON object") }
+        } catch let rejection as IngestRejection {
+            return .failure(rejection)
         } catch let m as Malformed {
             return .failure(IngestRejection(.malformed, "malformed JSON at byte \(m.offset): expected \(m.expected)", id: id))
         } catch let u as InvalidUTF8 {
@@ -114,7 +93,7 @@ struct JSONScanner {
         return build(values)
     }
 
-    private func build(_ values: FieldValues) -> Result<IngestRequest, IngestRejection> {
+    private func build(_ values: FieldValues) -> Result<EventRecord, IngestRejection> {
         func text(_ field: Field, required: Bool, maxBytes: Int) -> Result<String?, IngestRejection> {
             guard let v = values[field], v.kind != .null || required else { return .success(nil) }
             guard v.kind == .string, let s = v.string else {
@@ -154,7 +133,7 @@ struct JSONScanner {
         do {
             guard let id = try text(.id, required: true, maxBytes: 255).get() else { throw IngestRejection(.missingField, "missing field 'id'") }
             guard let sink = try text(.sink, required: true, maxBytes: RequestParser.maxSinkBytes).get() else { throw IngestRejection(.missingField, "missing field 'sink'", id: id) }
-            var request = IngestRequest(id: id, sink: sink, payload: Array(UnsafeRawBufferPointer(rebasing: bytes[values[.payload]!.range])))
+            var request = EventRecord(id: id, sink: sink, payload: Array(UnsafeRawBufferPointer(rebasing: bytes[values[.payload]!.range])))
             request.workflowInstanceId = try text(.workflowInstanceId, required: false, maxBytes: RequestParser.maxContextBytes).get()
             request.workflowType = try text(.workflowType, required: false, maxBytes: RequestParser.maxContextBytes).get()
             request.correlationId = try text(.correlationId, required: false, maxBytes: RequestParser.maxContextBytes).get()
@@ -223,30 +202,8 @@ struct JSONScanner {
         guard let c = peek() else { throw Malformed(offset: i, expected: "a value") }
         switch c {
         case UInt8(ascii: "{"):
-            i += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") {
-                i += 1
-                return .object
-            }
-            while true {
-                skipWhitespace()
-                guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
-                _ = try string()
-                skipWhitespace()
-                guard peek() == UInt8(ascii: ":") else { throw Malformed(offset: i, expected: "':' after an object key") }
-                i += 1
-                skipWhitespace()
-                _ = try value(depth: depth + 1)
-                skipWhitespace()
-                if peek() == UInt8(ascii: ",") {
-                    i += 1
-                    continue
-                }
-                guard peek() == UInt8(ascii: "}") else { throw Malformed(offset: i, expected: "',' or '}' in an object") }
-                i += 1
-                return .object
-            }
+            try object(depth: depth, nil)
+            return .object
         case UInt8(ascii: "["):
             i += 1
             skipWhitespace()
@@ -284,6 +241,46 @@ struct JSONScanner {
         default:
             if c >= 0x80 { try checkUTF8Sequence() }
             throw Malformed(offset: i, expected: "a value (object, array, string, number, true, false or null)")
+        }
+    }
+
+    struct Member {
+        var key: DecodedString
+        var keyStart: Int
+        var keyEnd: Int
+        var value: Range<Int>
+        var kind: Kind
+    }
+
+    /// Parses the object at `i` (at its '{'), calling `visit` for each member of this level.
+    mutating func object(depth: Int, _ visit: ((inout JSONScanner, Member) throws -> Void)?) throws {
+        i += 1
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") {
+            i += 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
+            let keyStart = i
+            let key = try string()
+            let keyEnd = i
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw Malformed(offset: i, expected: "':' after an object key") }
+            i += 1
+            skipWhitespace()
+            let valueStart = i
+            let kind = try value(depth: depth + 1)
+            try visit?(&self, Member(key: key, keyStart: keyStart, keyEnd: keyEnd, value: valueStart..<i, kind: kind))
+            skipWhitespace()
+            if peek() == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            guard peek() == UInt8(ascii: "}") else { throw Malformed(offset: i, expected: "',' or '}' after an object member") }
+            i += 1
+            return
         }
     }
 

@@ -24,18 +24,17 @@ public enum WALInspector {
         var reports: [SegmentReport] = []
         for name in names {
             let path = directory + "/" + name
-            let fd = try FileIO.open(path, O_RDONLY)
-            defer { close(fd) }
-            let size = try FileIO.size(fd, path: path)
-            var report = SegmentReport(name: name, bytes: size)
-            var header = [UInt8](repeating: 0, count: SegmentFormat.headerSize)
-            let source = FileSegment(fd: fd, size: size)
-            let got = try header.withUnsafeMutableBytes { try source.read(at: 0, into: $0) }
-            guard got == SegmentFormat.headerSize, Array(header[0..<8]) == SegmentFormat.magic else {
-                report.unreadable = size < SegmentFormat.headerSize ? "shorter than a segment header (\(size) bytes)" : "not a sinkd WAL segment (bad header)"
+            let source: FileSegment
+            do {
+                source = try FileSegment.open(path)
+            } catch {
+                var report = SegmentReport(name: name, bytes: 0)
+                report.unreadable = error.description
                 reports.append(report)
                 continue
             }
+            defer { close(source.fd) }
+            var report = SegmentReport(name: name, bytes: source.size)
             var scanner = SegmentScanner(source: source, maxBody: maxBody)
             scan: while true {
                 switch try scanner.next() {

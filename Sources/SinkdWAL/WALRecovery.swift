@@ -30,34 +30,50 @@ struct SegmentScanResult {
     var validEnd = SegmentFormat.headerSize
 }
 
-enum SegmentOpenError: Error {
+public enum SegmentOpenError: Error, CustomStringConvertible {
     case tooShort(Int)
     case badHeader
     case io(FileError)
+
+    public var description: String {
+        switch self {
+        case .tooShort(let size): "shorter than a segment header (\(size) bytes)"
+        case .badHeader: "not a sinkd WAL segment (bad header)"
+        case .io(let error): "unreadable: \(error)"
+        }
+    }
+}
+
+extension FileSegment {
+    /// Opens a segment file for reading and checks its header. The caller closes `fd`.
+    public static func open(_ path: String) throws(SegmentOpenError) -> FileSegment {
+        let fd: CInt
+        do { fd = try FileIO.open(path, O_RDONLY) } catch { throw .io(error) }
+        do throws(SegmentOpenError) {
+            let size: Int
+            do { size = try FileIO.size(fd, path: path) } catch { throw .io(error) }
+            guard size >= SegmentFormat.headerSize else { throw .tooShort(size) }
+            let source = FileSegment(fd: fd, size: size)
+            var header = [UInt8](repeating: 0, count: SegmentFormat.headerSize)
+            let read = header.withUnsafeMutableBytes { try? source.read(at: 0, into: $0) }
+            guard read == SegmentFormat.headerSize else { throw .io(FileError(operation: "read", path: path, errno: EIO)) }
+            guard Array(header[0..<8]) == SegmentFormat.magic,
+                  header[8..<12].withUnsafeBytes({ UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }) == SegmentFormat.version
+            else { throw .badHeader }
+            return source
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
 }
 
 extension WriteAheadLog {
     /// Reads every frame of a segment file, verifying checksums. Memory stays bounded: only keys
     /// and the summary are kept.
     static func scanSegment(path: String, maxBody: Int) throws(SegmentOpenError) -> SegmentScanResult {
-        let fd: CInt
-        do { fd = try FileIO.open(path, O_RDONLY) } catch { throw .io(error) }
-        defer { close(fd) }
-        let size: Int
-        do { size = try FileIO.size(fd, path: path) } catch { throw .io(error) }
-        guard size >= SegmentFormat.headerSize else { throw .tooShort(size) }
-        var header = [UInt8](repeating: 0, count: SegmentFormat.headerSize)
-        let source = FileSegment(fd: fd, size: size)
-        do {
-            _ = try header.withUnsafeMutableBytes { try source.read(at: 0, into: $0) }
-        } catch let error as FileError {
-            throw .io(error)
-        } catch {
-            throw .badHeader
-        }
-        guard Array(header[0..<8]) == SegmentFormat.magic,
-              header[8..<12].withUnsafeBytes({ UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }) == SegmentFormat.version
-        else { throw .badHeader }
+        let source = try FileSegment.open(path)
+        defer { close(source.fd) }
         var result = SegmentScanResult()
         var scanner = SegmentScanner(source: source, maxBody: maxBody)
         do {

@@ -6,27 +6,27 @@ import SinkdCore
 @Suite struct RequestParserTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var line: [UInt8]
-        var expected: Result<IngestRequest, IngestRejection>
+        var expected: Result<EventRecord, IngestRejection>
         var testDescription: String { String(decoding: line.prefix(60), as: UTF8.self) }
 
-        init(_ line: String, _ expected: Result<IngestRequest, IngestRejection>) {
+        init(_ line: String, _ expected: Result<EventRecord, IngestRejection>) {
             self.line = Array(line.utf8)
             self.expected = expected
         }
 
-        init(bytes: [UInt8], _ expected: Result<IngestRequest, IngestRejection>) {
+        init(bytes: [UInt8], _ expected: Result<EventRecord, IngestRejection>) {
             self.line = bytes
             self.expected = expected
         }
     }
 
-    static func request(_ id: String, _ sink: String, _ payload: String, configure: (inout IngestRequest) -> Void = { _ in }) -> Result<IngestRequest, IngestRejection> {
-        var r = IngestRequest(id: id, sink: sink, payload: Array(payload.utf8))
+    static func request(_ id: String, _ sink: String, _ payload: String, configure: (inout EventRecord) -> Void = { _ in }) -> Result<EventRecord, IngestRejection> {
+        var r = EventRecord(id: id, sink: sink, payload: Array(payload.utf8))
         configure(&r)
         return .success(r)
     }
 
-    static func reject(_ code: RejectCode, _ message: String, id: String? = nil) -> Result<IngestRequest, IngestRejection> {
+    static func reject(_ code: RejectCode, _ message: String, id: String? = nil) -> Result<EventRecord, IngestRejection> {
         .failure(IngestRejection(code, message, id: id))
     }
 
@@ -94,17 +94,17 @@ import SinkdCore
     @Test func sinkResolution() {
         var sinks = SinksConfig()
         sinks.file = FileSinkConfig()
-        let ok = IngestRequest(id: "t", sink: "file:events", payload: [0x31]).record(sinks: sinks, configPath: "c.yaml")
+        let ok = EventRecord(id: "t", sink: "file:events", payload: [0x31]).resolvingSink(sinks: sinks, configPath: "c.yaml")
         #expect((try? ok.get())?.sink == "file:events")
-        #expect(IngestRequest(id: "t", sink: "sqss:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink)
-        #expect(IngestRequest(id: "t", sink: "sqs:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
-        #expect(IngestRequest(id: "t", sink: "kafka:x", payload: []).record(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
-        var conductor = IngestRequest(id: "t", sink: "conductor", payload: [])
-        #expect(conductor.record(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink, "needs workflowType and taskRefName")
+        #expect(EventRecord(id: "t", sink: "sqss:x", payload: []).resolvingSink(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink)
+        #expect(EventRecord(id: "t", sink: "sqs:x", payload: []).resolvingSink(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
+        #expect(EventRecord(id: "t", sink: "kafka:x", payload: []).resolvingSink(sinks: sinks, configPath: "c.yaml").failureCode == .unknownSink)
+        var conductor = EventRecord(id: "t", sink: "conductor", payload: [])
+        #expect(conductor.resolvingSink(sinks: sinks, configPath: "c.yaml").failureCode == .invalidSink, "needs workflowType and taskRefName")
         conductor.workflowType = "wf"
         conductor.taskRefName = "r"
         sinks.conductor = ConductorSinkConfig()
-        #expect((try? conductor.record(sinks: sinks, configPath: "c.yaml").get())?.sink == "conductor:wf:r")
+        #expect((try? conductor.resolvingSink(sinks: sinks, configPath: "c.yaml").get())?.sink == "conductor:wf:r")
     }
 
     @Test func responsesEncodeAsOneJSONLine() {
