@@ -40,6 +40,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The delivery engine: the sink interface, per-sink pipelines, retry, dead letters.
+        .target(
+            name: "SinkdDelivery",
+            dependencies: [
+                "SinkdCore",
+                "SinkdWAL",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // file:NAME, appending to NDJSON files.
+        .target(
+            name: "SinkdFileSink",
+            dependencies: ["SinkdCore", "SinkdWAL", "SinkdDelivery", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
         .systemLibrary(
             name: "CSystemd",
@@ -53,6 +70,8 @@ let package = Package(
                 "SinkdCore",
                 "SinkdWAL",
                 "SinkdIngest",
+                "SinkdDelivery",
+                "SinkdFileSink",
                 "CSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -66,6 +85,14 @@ let package = Package(
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
+        .testTarget(
+            name: "SinkdDeliveryTests",
+            dependencies: [
+                "SinkdDelivery", "SinkdFileSink", "SinkdWAL", "SinkdCore",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "SinkdIngestTests",
             dependencies: [

@@ -6,6 +6,8 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 import SinkdCore
+import SinkdDelivery
+import SinkdFileSink
 import SinkdIngest
 import SinkdWAL
 
@@ -47,6 +49,7 @@ struct Daemon {
     let logger: Logger
     let wal: WriteAheadLog
     let ingest: IngestService
+    let delivery: DeliveryService
 
     static func start(config: SinkdConfig, logger: Logger) async throws -> Daemon {
         let wal: WriteAheadLog
@@ -56,6 +59,14 @@ struct Daemon {
             throw DaemonError("cannot open the write-ahead log in \(config.wal.directory): \(error)")
         }
         wal.start()
+        let deadLetters: DeadLetterStore
+        do {
+            deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
+        } catch {
+            wal.shutdown()
+            throw DaemonError("cannot use the dead-letter directory \(config.delivery.deadLetterDirectory): \(error)")
+        }
+        let delivery = DeliveryService(wal: wal, config: config, families: SinkFamilies.make(config), deadLetters: deadLetters, logger: logger)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
         let ingest = IngestService(shared: shared, config: config.ingest, source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
@@ -65,17 +76,25 @@ struct Daemon {
             wal.shutdown()
             throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
         }
-        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest)
+        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery)
     }
 
     func run() async throws {
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: ingest)],
+            // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
+            services: [.init(service: delivery), .init(service: ingest)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
         logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
         try await group.run()
+        // Last: seal the active segment and save delivery progress.
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            BlockingThread.detach { [wal] in
+                wal.shutdown()
+                done.resume()
+            }
+        }
         logger.info("sinkd stopped")
     }
 }
@@ -88,3 +107,12 @@ struct DaemonError: Error, CustomStringConvertible {
 /// glibc's mallopt(3); <malloc.h> is not part of Swift's Glibc module.
 @_silgen_name("mallopt")
 func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+
+/// The sink families sinkd can deliver to, for the families the configuration enables.
+enum SinkFamilies {
+    static func make(_ config: SinkdConfig) -> [ConfigFamily: any SinkFamily] {
+        var families: [ConfigFamily: any SinkFamily] = [:]
+        if let file = config.sinks.file { families[.file] = FileSinkFamily(config: file) }
+        return families
+    }
+}

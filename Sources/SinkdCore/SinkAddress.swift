@@ -138,6 +138,16 @@ extension SinkAddress {
         return SinkAddress(prefix: prefix, location: location, target: target)
     }
 
+    /// Parses a normalized identity (`prefix:location`, as stored in the WAL): no expansion.
+    public static func parse(identity: String) throws(SinkAddressError) -> SinkAddress {
+        guard let colon = identity.firstIndex(of: ":") else { throw .noColon(identity) }
+        let prefixText = String(identity[..<colon])
+        let location = String(identity[identity.index(after: colon)...])
+        guard let prefix = SinkPrefix(rawValue: prefixText) else { throw .unknownPrefix(prefixText) }
+        guard !location.isEmpty else { throw .emptyLocation(identity) }
+        return SinkAddress(prefix: prefix, location: location, target: try parseTarget(prefix, location: location, sink: identity))
+    }
+
     static func expandConductor(_ sink: String, workflowType: String?, taskRefName: String?) throws(SinkAddressError) -> String {
         guard sink.hasPrefix("conductor") else { return sink }
         guard let workflowType, !workflowType.isEmpty else { throw .missingContext(sink: sink, field: "workflowType") }

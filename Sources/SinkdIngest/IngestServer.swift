@@ -68,8 +68,8 @@ public enum ListenSource: Sendable {
 }
 
 /// The ingest listener as a service: accepts connections on the Unix socket until graceful
-/// shutdown, then stops accepting, answers what it read, lets the WAL finish its pending rounds
-/// (their acknowledgements go out), and closes the connections.
+/// shutdown, then stops accepting, answers what it read, waits until the WAL made everything
+/// appended durable (the acknowledgements go out), and closes the connections.
 public final class IngestService: Service, @unchecked Sendable {
     let shared: IngestContext
     let config: IngestConfig
@@ -134,13 +134,9 @@ public final class IngestService: Service, @unchecked Sendable {
             try? await channel.close()
             if case .path(let path, _) = source { unlink(path) }
         }
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let wal = shared.wal
-            BlockingThread.detach {
-                wal.shutdown()
-                done.resume()
-            }
-        }
+        // What was appended becomes durable and is acknowledged; the WAL itself keeps running
+        // for delivery until the daemon closes it.
+        await shared.wal.flush()
         // The last acknowledgements are queued on the event loops; let them go out, then close.
         let open = channels.withLockedValue { Array($0.values) }
         for channel in open {

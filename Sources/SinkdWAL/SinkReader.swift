@@ -16,6 +16,8 @@ public final class SinkReader: @unchecked Sendable {
     private let sinkBytes: [UInt8]
     /// Everything at or below this seq was looked at.
     public private(set) var position: UInt64
+    /// Every record of this sink at or below this seq was returned: wait for data after it.
+    public private(set) var caughtUpTo: UInt64
     private var replay: Set<UInt64>
     private var readUpTo: UInt64
     private var openSegment: (id: UInt64, fd: CInt, offset: Int)?
@@ -27,6 +29,7 @@ public final class SinkReader: @unchecked Sendable {
         self.replay = progress.outstanding
         self.readUpTo = progress.readUpTo
         self.position = progress.watermark
+        self.caughtUpTo = progress.watermark
     }
 
     deinit {
@@ -36,7 +39,7 @@ public final class SinkReader: @unchecked Sendable {
     /// Up to `maxRecords` records (and about `maxBytes` of payload) after those returned before.
     /// Empty when nothing unfinished is readable now: wait with `WriteAheadLog.whenNewData`.
     public func next(maxRecords: Int, maxBytes: Int = 4 << 20) throws -> [SequencedRecord] {
-        let view = wal.readerView(sink: sink, after: position)
+        let (view, visibleSeq) = wal.readerView(sink: sink, after: position)
         var out: [SequencedRecord] = []
         var bytes = 0
         for segment in view {
@@ -72,6 +75,9 @@ public final class SinkReader: @unchecked Sendable {
             openSegment!.offset = scanner.offset
             if scanner.offset < segment.visibleSize || !segment.sealed { break }
         }
+        if out.count < maxRecords, bytes < maxBytes {
+            caughtUpTo = max(caughtUpTo, visibleSeq)  // read to the end of what was visible
+        }
         if !out.isEmpty {
             readUpTo = max(readUpTo, out.last!.seq)
             wal.handedOut(sink: sink, seqs: out.map(\.seq))
@@ -98,17 +104,33 @@ extension WriteAheadLog {
         SinkReader(wal: self, sink: sink, progress: progress(of: sink))
     }
 
-    /// The segments that may hold records of `sink` after `seq`, with their readable sizes.
-    func readerView(sink: String, after seq: UInt64) -> [ReaderSegment] {
+    /// The segments that may hold records of `sink` after `seq`, with their readable sizes, and
+    /// the last seq readable at that moment.
+    func readerView(sink: String, after seq: UInt64) -> ([ReaderSegment], UInt64) {
         lock.withLock {
-            segments.compactMap { s in
-                if s.sealed {
-                    guard let span = s.summary.sinks[sink], span.lastSeq > seq else { return nil }
-                } else if s.summary.lastSeq <= seq && s.summary.records > 0 {
-                    return nil
-                }
+            let view = segments.compactMap { s -> ReaderSegment? in
+                guard let span = s.summary.sinks[sink], span.lastSeq > seq else { return nil }
                 return ReaderSegment(id: s.id, visibleSize: s.visibleSize, sealed: s.sealed)
             }
+            return (view, stats.durableSeq)
+        }
+    }
+
+    /// Whether `sink` has records after `seq` in the WAL (readable or about to be).
+    public func hasRecords(sink: String, after seq: UInt64) -> Bool {
+        lock.withLock { segments.contains { ($0.summary.sinks[sink]?.lastSeq ?? 0) > seq } }
+    }
+
+    /// The sinks that received records since the last `drainNewSinks()`, without clearing them.
+    public func peekNewSinks() -> Set<String> {
+        lock.withLock { newSinks }
+    }
+
+    /// The sinks that received records since the last call.
+    public func drainNewSinks() -> Set<String> {
+        lock.withLock {
+            defer { newSinks.removeAll() }
+            return newSinks
         }
     }
 

@@ -137,6 +137,7 @@ extension WriteAheadLog {
                     stats.durableSeq = last
                     segments[segments.count - 1].visibleSize = activeSize
                 }
+                for e in round.entries { newSinks.insert(e.sink) }
             case .failure(let error):
                 lastFailure = error
                 failedRounds.append(round.number)

@@ -154,6 +154,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     var totalBytes = 0
     var spaceWaiters: [@Sendable () -> Void] = []
     var dataWaiters: [@Sendable () -> Void] = []
+    /// Sinks that received durable records since `drainNewSinks()` was last called.
+    var newSinks = Set<String>()
     var stopping = false
     var stopped = false
     var stats = WALStats()
@@ -280,6 +282,14 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     var lastFailure: WALWriteError?
 
+    /// Returns once everything appended before the call is on disk (or failed).
+    public func flush() async {
+        let ticket = lock.withLock { AppendTicket(rounds: pending.number...pending.number) }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            whenDurable(ticket) { _ in done.resume() }
+        }
+    }
+
     /// Calls `callback` once the WAL has room again (segments were deleted) or is stopping.
     public func whenSpaceAvailable(_ callback: @escaping @Sendable () -> Void) {
         let now: Bool = lock.withLock {
@@ -299,6 +309,9 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
         if now { callback() }
     }
+
+    /// True once `shutdown()` began: callbacks registered now run at once; do not re-register.
+    public var isStopping: Bool { lock.withLock { stopping } }
 
     public var currentStats: WALStats {
         lock.withLock {

@@ -7,8 +7,9 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// The promise: every record answered `accepted` is in the WAL after the daemon is killed with
-/// SIGKILL at a random moment while a client streams records, and restarted.
+/// The promise: every record answered `accepted` is delivered (to the file sink) or still in the
+/// WAL after the daemon is killed with SIGKILL at random moments while a client streams records
+/// and restarted each time.
 @Suite(.serialized) struct CrashDurabilityTests {
     /// A seeded generator so that a failing schedule can be rerun: SINKD_TEST_SEED=<seed>.
     struct SplitMix64: RandomNumberGenerator {
@@ -46,7 +47,7 @@ import Glibc
                 while !stop.isSet {
                     var chunk: [UInt8] = []
                     for _ in 0..<50 {
-                        chunk += Array(#"{"id":"i\#(iteration)-\#(n)","sink":"file:crash","payload":{"pad":"\#(String(repeating: "p", count: payloadSize))"}}"#.utf8)
+                        chunk += Array(#"{"id":"i\#(iteration)-\#(n)","sink":"file:crash","payload":{"id":"i\#(iteration)-\#(n)","pad":"\#(String(repeating: "p", count: payloadSize))"}}"#.utf8)
                         chunk.append(UInt8(ascii: "\n"))
                         n += 1
                     }
@@ -73,10 +74,19 @@ import Glibc
         last.process.waitUntilExit()
         #expect(last.process.terminationStatus == 0)
 
+        // Every accepted record is either delivered (a line in the outbox) or still in the WAL.
         var inWAL = Set<String>()
         let reports = try WALInspector.inspect(directory: dir.path + "/wal") { inWAL.insert($0.record.id) }
-        let lost = accepted.all.subtracting(inWAL)
-        print("crash test: \(iterations) SIGKILLs, \(accepted.all.count) records accepted, \(inWAL.count) in the WAL, \(lost.count) lost, \(reports.count) segments")
+        var delivered: [String: Int] = [:]
+        let outbox = (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/outbox/crash.ndjson"))) ?? Data()
+        for line in outbox.split(separator: UInt8(ascii: "\n")) {
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let id = object["id"] as? String {
+                delivered[id, default: 0] += 1
+            }
+        }
+        let lost = accepted.all.subtracting(inWAL).subtracting(delivered.keys)
+        let duplicates = delivered.values.filter { $0 > 1 }.count
+        print("crash test: \(iterations) SIGKILLs, \(accepted.all.count) records accepted, \(delivered.count) delivered (\(duplicates) more than once), \(inWAL.count) in the WAL, \(lost.count) lost")
         #expect(accepted.all.count > 1000, "the client streamed enough to matter")
         #expect(lost.isEmpty, "lost \(lost.count) acknowledged records, e.g. \(lost.prefix(5)) (seed \(seed))")
         #expect(reports.allSatisfy { $0.corrupt.isEmpty && $0.unreadable == nil }, "recovery left no damaged segment")

@@ -7,13 +7,16 @@ import Glibc
 
 /// `sinkd run`, `sinkd send` and `sinkd wal verify|dump` as an operator uses them.
 @Suite(.serialized) struct WALAndSendCommandTests {
+    /// The file sink's directory lies under a regular file, so delivery fails (the sink pauses
+    /// and retries) and every record stays in the WAL for these tests to inspect.
     static func config(_ dir: TemporaryDirectory) throws -> String {
-        try dir.write("sinkd.yaml", """
+        try dir.write("blocker", "not a directory")
+        return try dir.write("sinkd.yaml", """
             ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 64KiB}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal, segment_size: 256KiB}
-            log: {level: warning}
-            sinks: {file: {directory: \(dir.path)/outbox}}
+            log: {level: critical}
+            sinks: {file: {directory: \(dir.path)/blocker/outbox}}
             """)
     }
 
@@ -104,5 +107,38 @@ import Glibc
         let second = try SinkdProcess.run(["run", "-c", other])
         #expect(second.status == 1)
         #expect(second.stderr.contains("another process is listening on \(dir.path)/ingest.sock"))
+    }
+}
+
+@Suite(.serialized) struct FileSinkEndToEndTests {
+    @Test func recordsReachTheOutboxByteForByteAndLeaveTheWAL() throws {
+        let dir = try TemporaryDirectory()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal, segment_size: 4MiB}
+            log: {level: warning}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let payloads = (0..<300).map { #"{ "n" : \#($0), "s": "caf\u00e9 é", "f": 1.50e2 }"# }
+        let input = payloads.enumerated().map { #"{"id":"f-\#($0.offset)","sink":"file:orders","payload":\#($0.element)}"# }.joined(separator: "\n")
+        let sent = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
+        #expect(sent.status == 0)
+        let outbox = dir.path + "/outbox/orders.ndjson"
+        let deadline = Date().addingTimeInterval(20)
+        var lines: [String] = []
+        while Date() < deadline {
+            lines = ((try? String(contentsOfFile: outbox, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            if lines.count >= 300 { break }
+            usleep(20_000)
+        }
+        #expect(lines == payloads, "every body, in order, exactly as sent")
+        daemon.process.terminate()
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
+        let verify = try SinkdProcess.run(["wal", "verify", dir.path + "/wal"])
+        #expect(verify.stdout.hasSuffix("0 records: OK\n"), "delivered records left the WAL: \(verify.stdout)")
     }
 }

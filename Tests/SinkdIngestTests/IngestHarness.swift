@@ -36,6 +36,7 @@ final class IngestHarness: @unchecked Sendable {
 
     func stop() async {
         await service.shutDown()
+        wal.shutdown()
         try? FileManager.default.removeItem(atPath: directory)
     }
 

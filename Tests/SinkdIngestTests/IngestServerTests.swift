@@ -251,6 +251,7 @@ import Glibc
         c.send((0..<500).map { line("s-\($0)") })
         let first = c.responseObjects(500)
         await h.service.shutDown()
+        h.wal.shutdown()
         #expect(first.allSatisfy { $0["status"] as? String == "accepted" })
         let ids = try readIDs(h)
         #expect(Set(ids) == Set((0..<500).map { "s-\($0)" }))

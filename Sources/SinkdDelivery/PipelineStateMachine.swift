@@ -1,0 +1,221 @@
+import SinkdCore
+
+/// The delivery logic of one sink, free of I/O: records go in, batches to send come out,
+/// outcomes go in, records to mark finished and to dead-letter come out. Times are milliseconds;
+/// randomness (for jitter) is passed in. The runner (`SinkPipeline`) only executes actions.
+///
+/// - Batches respect the family's limits (count, bytes); a record larger than the message limit
+///   is dead-lettered without being sent.
+/// - Relaxed ordering: first attempts leave in WAL order; a record waiting for its retry is
+///   overtaken. Strict ordering: one batch in flight, and a failing record stays at the head
+///   (nothing overtakes it).
+/// - A connection failure pauses the whole sink with reconnect backoff; no record spends an
+///   attempt on it, and until a batch succeeds again only one batch is in flight (a probe).
+public struct PipelineStateMachine: Sendable {
+    public struct Item: Sendable, Equatable {
+        public var entry: SequencedRecord
+        public var attempts = 0
+        public var firstAttemptMillis: UInt64?
+        public var lastAttemptMillis: UInt64?
+        public var notBefore: UInt64 = 0
+        public var lastError: String?
+
+        public var seq: UInt64 { entry.seq }
+        var bytes: Int { entry.record.payload.count }
+    }
+
+    public struct Settings: Sendable {
+        public var limits: SinkLimits
+        public var maxInFlight: Int
+        public var ordering: OrderingMode
+        public var retry: RetrySchedule
+        /// Backoff between reconnection attempts after a connection failure.
+        public var reconnect: RetrySchedule
+        /// Records held in memory (waiting + in flight) before the pipeline stops reading the WAL.
+        public var bufferLimit: Int
+
+        public init(limits: SinkLimits, options: PipelineOptions) {
+            self.limits = limits
+            self.maxInFlight = options.ordering == .strict ? 1 : max(1, options.maxInFlight)
+            self.ordering = options.ordering
+            self.retry = RetrySchedule(options.retry)
+            var reconnectPolicy = RetryPolicy()
+            reconnectPolicy.initialBackoff = .milliseconds(500)
+            reconnectPolicy.maxBackoff = .seconds(30)
+            self.reconnect = RetrySchedule(reconnectPolicy)
+            self.bufferLimit = max(1000, 4 * limits.maxBatchCount * self.maxInFlight)
+        }
+    }
+
+    public enum Health: Sendable, Equatable {
+        case up
+        /// Connection-level failure; paused until the next reconnect attempt.
+        case down(String)
+    }
+
+    public enum Action: Sendable, Equatable {
+        case send(batchID: UInt64, records: [SequencedRecord])
+        /// Nothing to do before this time (nil: before an event: new records or a completion).
+        case wait(untilMillis: UInt64?)
+    }
+
+    public struct DeadLetter: Sendable, Equatable {
+        public var item: Item
+        public var reason: String
+    }
+
+    /// What an event changed, for the runner to carry out: dead letters first (durably), then
+    /// `finished` (delivered or dead-lettered) goes to the WAL's progress.
+    public struct Effects: Sendable, Equatable {
+        public var finished: [UInt64] = []
+        public var deadLetters: [DeadLetter] = []
+        public var delivered = 0
+        public var retried = 0
+        /// Set when the health changed (log it once).
+        public var healthChanged: Health?
+    }
+
+    public let settings: Settings
+    public private(set) var waiting: [Item] = []
+    public private(set) var inFlight: [UInt64: [Item]] = [:]
+    public private(set) var health: Health = .up
+    private var nextBatchID: UInt64 = 1
+    private var pausedUntil: UInt64?
+    private var connectionFailures = 0
+
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    public var heldRecords: Int { waiting.count + inFlight.values.reduce(0) { $0 + $1.count } }
+    public var wantsRecords: Bool { heldRecords < settings.bufferLimit }
+    public var isIdle: Bool { waiting.isEmpty && inFlight.isEmpty }
+    public var inFlightRecords: Int { inFlight.values.reduce(0) { $0 + $1.count } }
+
+    /// New records from the WAL, in seq order. Oversized ones are dead-lettered at once.
+    public mutating func add(_ records: [SequencedRecord]) -> Effects {
+        var effects = Effects()
+        for r in records {
+            let item = Item(entry: r)
+            if r.record.payload.count > settings.limits.maxMessageBytes {
+                effects.deadLetters.append(DeadLetter(item: item, reason: "the message is \(r.record.payload.count) bytes; this sink takes at most \(settings.limits.maxMessageBytes)"))
+                effects.finished.append(r.seq)
+                continue
+            }
+            insert(item)
+        }
+        return effects
+    }
+
+    /// The next thing to do at `now`.
+    public mutating func next(now: UInt64) -> Action {
+        if let until = pausedUntil {
+            if now < until { return .wait(untilMillis: until) }
+            pausedUntil = nil
+        }
+        let maxInFlight = health == .up ? settings.maxInFlight : 1
+        guard inFlight.count < maxInFlight, !waiting.isEmpty else { return .wait(untilMillis: nil) }
+        var picked: [Int] = []
+        var bytes = 0
+        var earliest: UInt64?
+        for (index, item) in waiting.enumerated() {
+            guard item.notBefore <= now else {
+                earliest = min(earliest ?? item.notBefore, item.notBefore)
+                if settings.ordering == .strict { break }  // nothing overtakes the head
+                continue
+            }
+            if !picked.isEmpty, bytes + item.bytes > settings.limits.maxBatchBytes { break }
+            picked.append(index)
+            bytes += item.bytes
+            if picked.count == settings.limits.maxBatchCount { break }
+        }
+        guard !picked.isEmpty else { return .wait(untilMillis: earliest) }
+        var batch: [Item] = []
+        batch.reserveCapacity(picked.count)
+        for index in picked.reversed() {
+            var item = waiting.remove(at: index)
+            item.firstAttemptMillis = item.firstAttemptMillis ?? now
+            item.lastAttemptMillis = now
+            batch.append(item)
+        }
+        batch.reverse()
+        let id = nextBatchID
+        nextBatchID += 1
+        inFlight[id] = batch
+        return .send(batchID: id, records: batch.map(\.entry))
+    }
+
+    /// The broker answered a batch, one outcome per record. `random` gives numbers in [0, 1).
+    public mutating func completed(batchID: UInt64, outcomes: [DeliveryOutcome], now: UInt64, random: () -> Double) -> Effects {
+        guard let batch = inFlight.removeValue(forKey: batchID) else { return Effects() }
+        var effects = Effects()
+        if case .down = health {
+            health = .up
+            effects.healthChanged = .up
+        }
+        connectionFailures = 0
+        for (index, var item) in batch.enumerated() {
+            let outcome = index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
+            switch outcome {
+            case .delivered:
+                effects.finished.append(item.seq)
+                effects.delivered += 1
+            case .permanent(let reason):
+                item.attempts += 1
+                item.lastError = reason
+                effects.deadLetters.append(DeadLetter(item: item, reason: reason))
+                effects.finished.append(item.seq)
+            case .retryable(let reason, let retryAfter):
+                item.attempts += 1
+                item.lastError = reason
+                if settings.retry.isExhausted(attempts: item.attempts, firstAttemptMillis: item.firstAttemptMillis ?? now, nowMillis: now) {
+                    effects.deadLetters.append(DeadLetter(item: item, reason: "gave up after \(item.attempts) attempts: \(reason)"))
+                    effects.finished.append(item.seq)
+                } else {
+                    let delay = settings.retry.delay(afterAttempts: item.attempts, unit: random(), retryAfter: retryAfter)
+                    item.notBefore = now + UInt64(max(0, delay.milliseconds))
+                    insert(item)
+                    effects.retried += 1
+                }
+            }
+        }
+        return effects
+    }
+
+    /// The connection failed while sending a batch: its records wait again without spending an
+    /// attempt, and the sink pauses before reconnecting.
+    public mutating func connectionFailed(batchID: UInt64, error: String, now: UInt64, random: () -> Double) -> Effects {
+        var effects = Effects()
+        if let batch = inFlight.removeValue(forKey: batchID) {
+            for var item in batch {
+                item.lastError = error
+                insert(item)
+            }
+        }
+        connectionFailures += 1
+        let delay = settings.reconnect.delay(afterAttempts: connectionFailures, unit: 0.5 + random() / 2)
+        pausedUntil = max(pausedUntil ?? 0, now + UInt64(max(0, delay.milliseconds)))
+        if health == .up {
+            effects.healthChanged = .down(error)
+        }
+        health = .down(error)
+        return effects
+    }
+
+    /// Takes back every waiting record (shutdown or removal): they stay unfinished in the WAL.
+    public mutating func drainWaiting() -> [Item] {
+        defer { waiting.removeAll() }
+        return waiting
+    }
+
+    private mutating func insert(_ item: Item) {
+        // Binary search by seq: records come back from retries out of order.
+        var low = 0
+        var high = waiting.count
+        while low < high {
+            let mid = (low + high) / 2
+            if waiting[mid].seq < item.seq { low = mid + 1 } else { high = mid }
+        }
+        waiting.insert(item, at: low)
+    }
+}

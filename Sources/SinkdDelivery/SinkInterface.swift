@@ -1,0 +1,51 @@
+import SinkdCore
+
+/// What happened to one record of a batch.
+public enum DeliveryOutcome: Sendable, Equatable {
+    /// The broker confirmed it.
+    case delivered
+    /// Try again later (after `retryAfter` when the broker said so).
+    case retryable(String, retryAfter: Duration? = nil)
+    /// It can never be delivered (too large, unroutable, refused): dead-letter it.
+    case permanent(String)
+}
+
+/// A failure of the connection rather than of a record: the broker is down, refused the
+/// credentials, or the connection broke. The whole sink pauses and reconnects with backoff;
+/// no record spends an attempt on it.
+public struct SinkConnectionError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What a sink family can take at once.
+public struct SinkLimits: Sendable, Equatable {
+    public var maxBatchCount: Int
+    public var maxBatchBytes: Int
+    /// A larger single message is a permanent error without being sent.
+    public var maxMessageBytes: Int
+
+    public init(maxBatchCount: Int, maxBatchBytes: Int, maxMessageBytes: Int) {
+        self.maxBatchCount = maxBatchCount
+        self.maxBatchBytes = maxBatchBytes
+        self.maxMessageBytes = maxMessageBytes
+    }
+}
+
+/// One sink's connection(s) to its broker, owned by the sink's pipeline.
+public protocol SinkClient: Sendable {
+    /// Sends a batch; returns one outcome per record, in order. Throws `SinkConnectionError`
+    /// when the connection itself failed (nothing in the batch counts as attempted).
+    func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome]
+    /// Closes the connections (the pipeline is idle, removed, or sinkd stops).
+    func close() async
+}
+
+/// A sink family (`file`, `http`, `redis`, ...): makes the client of each of its sinks.
+public protocol SinkFamily: Sendable {
+    var name: ConfigFamily { get }
+    /// The limits for a sink of this family, given the configured pipeline options.
+    func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits
+    func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient
+}

@@ -1,0 +1,242 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import SinkdCore
+import SinkdWAL
+
+/// Counters and state of one pipeline, readable while it runs (status, metrics).
+public struct PipelineSnapshot: Sendable, Equatable {
+    public enum State: String, Sendable { case up, down, paused, idle, stopping }
+    public var sink: String
+    public var state: State = .up
+    public var lastError: String?
+    public var delivered: UInt64 = 0
+    public var retried: UInt64 = 0
+    public var deadLettered: UInt64 = 0
+    public var inFlight = 0
+    public var held = 0
+}
+
+/// Runs one sink's `PipelineStateMachine`: reads the sink's records from the WAL, sends batches
+/// through the sink's client, applies outcomes (dead letters first, then progress), waits for
+/// new records, retry times and reconnects. Exits when stopped, or after `idle_timeout` with
+/// nothing to do.
+public final class SinkPipeline: Sendable {
+    public let address: SinkAddress
+    let options: PipelineOptions
+    let family: any SinkFamily
+    let wal: WriteAheadLog
+    let deadLetters: DeadLetterStore
+    let logger: Logger
+    let shutdownTimeout: Duration
+    private let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let snapshotBox: NIOLockedValueBox<PipelineSnapshot>
+    private let stopping = NIOLockedValueBox(false)
+
+    enum Event: Sendable {
+        case completed(UInt64, [DeliveryOutcome])
+        case connectionFailed(UInt64, String)
+        case newData
+        case wake
+        case stop
+    }
+
+    public init(address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog, deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger) {
+        self.address = address
+        self.options = options
+        self.family = family
+        self.wal = wal
+        self.deadLetters = deadLetters
+        self.shutdownTimeout = shutdownTimeout
+        var logger = logger
+        logger[metadataKey: "sink"] = "\(address.identity)"
+        self.logger = logger
+        (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        snapshotBox = NIOLockedValueBox(PipelineSnapshot(sink: address.identity))
+    }
+
+    public var snapshot: PipelineSnapshot { snapshotBox.withLockedValue { $0 } }
+
+    /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
+    /// `delivery.shutdown_timeout`.
+    public func stop() {
+        stopping.withLockedValue { $0 = true }
+        continuation.yield(.stop)
+    }
+
+    public func run() async {
+        let limits = family.limits(for: address, options: options)
+        var machine = PipelineStateMachine(settings: .init(limits: limits, options: options))
+        let reader = wal.reader(for: address.identity)
+        var client: (any SinkClient)?
+        var readerDrained = false
+        var waitingForData = false
+        var timer: Task<Void, Never>?
+        var idleSince: UInt64? = nil
+        var generator = SystemRandomNumberGenerator()
+        let sink = address.identity
+        defer { timer?.cancel() }
+
+        func now() -> UInt64 { Self.nowMillis() }
+        func wake(at millis: UInt64) {
+            timer?.cancel()
+            let delay = millis > now() ? millis - now() : 0
+            let continuation = self.continuation
+            timer = Task {
+                try? await Task.sleep(for: .milliseconds(delay))
+                if !Task.isCancelled { continuation.yield(.wake) }
+            }
+        }
+        func apply(_ effects: PipelineStateMachine.Effects) async {
+            if !effects.deadLetters.isEmpty {
+                let entries = effects.deadLetters.map { d in
+                    DeadLetterStore.Entry(seq: d.item.seq, record: d.item.entry.record, error: d.reason, attempts: d.item.attempts,
+                                          firstAttemptMillis: d.item.firstAttemptMillis, lastAttemptMillis: d.item.lastAttemptMillis, deadLetteredMillis: now())
+                }
+                // A dead letter must be on disk before its record leaves the WAL.
+                while true {
+                    do {
+                        try await NIOThreadPool.singleton.runIfActive { [deadLetters] in try deadLetters.append(sink: sink, entries) }
+                        break
+                    } catch {
+                        logger.error("cannot write dead letters; retrying in 1s (the records stay in the WAL)", metadata: ["error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+                for d in effects.deadLetters {
+                    logger.warning("dead-lettered a record", metadata: ["id": "\(d.item.entry.record.id)", "seq": "\(d.item.seq)", "attempts": "\(d.item.attempts)", "error": "\(d.reason)"])
+                }
+            }
+            if !effects.finished.isEmpty { wal.markFinished(sink: sink, seqs: effects.finished) }
+            if let change = effects.healthChanged {
+                switch change {
+                case .up: logger.notice("sink is up again")
+                case .down(let reason): logger.warning("sink is down; pausing it and reconnecting with backoff", metadata: ["error": "\(reason)"])
+                }
+            }
+            snapshotBox.withLockedValue { s in
+                s.delivered += UInt64(effects.delivered)
+                s.retried += UInt64(effects.retried)
+                s.deadLettered += UInt64(effects.deadLetters.count)
+                switch machine.health {
+                case .up:
+                    s.state = .up
+                    s.lastError = effects.deadLetters.last?.reason ?? s.lastError
+                case .down(let reason):
+                    s.state = .down
+                    s.lastError = reason
+                }
+                s.inFlight = machine.inFlightRecords
+                s.held = machine.heldRecords
+            }
+        }
+
+        var iterator = events.makeAsyncIterator()
+        loop: while true {
+            let isStopping = stopping.withLockedValue { $0 }
+            if isStopping { break }
+            // Read while there is room and the WAL has more.
+            if machine.wantsRecords, !readerDrained {
+                do {
+                    let batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: max(limits.maxBatchCount * 2, 256)) }
+                    if batch.isEmpty {
+                        readerDrained = true
+                    } else {
+                        await apply(machine.add(batch))
+                        idleSince = nil
+                    }
+                } catch {
+                    logger.error("cannot read the WAL for this sink; retrying in 1s", metadata: ["error": "\(error)"])
+                    wake(at: now() + 1000)
+                }
+            }
+            if readerDrained, !waitingForData, machine.wantsRecords {
+                waitingForData = true
+                let continuation = self.continuation
+                wal.whenNewData(after: reader.caughtUpTo) { continuation.yield(.newData) }
+            }
+            // Send what can be sent.
+            var waitUntil: UInt64?
+            sending: while true {
+                switch machine.next(now: now()) {
+                case .send(let id, let records):
+                    if client == nil {
+                        do {
+                            client = try family.makeClient(for: address, options: options)
+                        } catch {
+                            await apply(machine.connectionFailed(batchID: id, error: error.message, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+                            continue sending
+                        }
+                    }
+                    let c = client!
+                    let continuation = self.continuation
+                    Task {
+                        do throws(SinkConnectionError) {
+                            let outcomes = try await c.send(records)
+                            continuation.yield(.completed(id, outcomes))
+                        } catch {
+                            continuation.yield(.connectionFailed(id, error.message))
+                        }
+                    }
+                case .wait(let until):
+                    waitUntil = until
+                    break sending
+                }
+            }
+            if let waitUntil { wake(at: waitUntil) }
+            if machine.isIdle, readerDrained {
+                let since = idleSince ?? now()
+                idleSince = since
+                let deadline = since + UInt64(max(0, options.idleTimeout.milliseconds))
+                if now() >= deadline, !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
+                if waitUntil == nil { wake(at: deadline) }
+                snapshotBox.withLockedValue { $0.state = .idle }
+            }
+            // Wait for something to happen.
+            guard let event = await iterator.next() else { break }
+            switch event {
+            case .completed(let id, let outcomes):
+                await apply(machine.completed(batchID: id, outcomes: outcomes, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+            case .connectionFailed(let id, let error):
+                await apply(machine.connectionFailed(batchID: id, error: error, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+                await client?.close()
+                client = nil
+            case .newData:
+                waitingForData = false
+                readerDrained = false
+            case .wake:
+                readerDrained = false
+            case .stop:
+                break loop
+            }
+        }
+        // Stopping: give in-flight batches their time, then leave the rest in the WAL.
+        snapshotBox.withLockedValue { $0.state = .stopping }
+        let deadline = now() + UInt64(max(0, shutdownTimeout.milliseconds))
+        wake(at: deadline)
+        while !machine.inFlight.isEmpty, now() < deadline, let event = await iterator.next() {
+            switch event {
+            case .completed(let id, let outcomes):
+                await apply(machine.completed(batchID: id, outcomes: outcomes, now: now(), random: { 0.5 }))
+            case .connectionFailed(let id, let error):
+                await apply(machine.connectionFailed(batchID: id, error: error, now: now(), random: { 0.5 }))
+            default:
+                continue
+            }
+        }
+        if !machine.inFlight.isEmpty {
+            logger.warning("stopped with batches still in flight; they will be sent again after the next start", metadata: ["records": "\(machine.inFlightRecords)"])
+        }
+        await client?.close()
+    }
+
+    static func nowMillis() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,167 @@
+import Testing
+import SinkdCore
+@testable import SinkdDelivery
+
+/// The pipeline's decisions with plain values: no sockets, no clocks, no randomness.
+@Suite struct PipelineStateMachineTests {
+    static func records(_ seqs: ClosedRange<UInt64>, bytes: Int = 10) -> [SequencedRecord] {
+        seqs.map { SequencedRecord(seq: $0, record: EventRecord(id: "r\($0)", sink: "t:x", payload: [UInt8](repeating: 0x61, count: bytes))) }
+    }
+
+    static func machine(batch: Int = 3, batchBytes: Int = 1 << 20, messageBytes: Int = 1 << 20, inFlight: Int = 2, ordering: OrderingMode = .relaxed,
+                        maxAttempts: Int = 0, maxAge: Duration = .zero) -> PipelineStateMachine {
+        var options = PipelineOptions(poolSize: 1, maxInFlight: inFlight, batchSize: batch)
+        options.ordering = ordering
+        options.retry.maxAttempts = maxAttempts
+        options.retry.maxAge = maxAge
+        return PipelineStateMachine(settings: .init(limits: SinkLimits(maxBatchCount: batch, maxBatchBytes: batchBytes, maxMessageBytes: messageBytes), options: options))
+    }
+
+    static func seqs(_ action: PipelineStateMachine.Action) -> [UInt64]? {
+        if case .send(_, let records) = action { return records.map(\.seq) }
+        return nil
+    }
+
+    static func id(_ action: PipelineStateMachine.Action) -> UInt64 {
+        if case .send(let id, _) = action { return id }
+        return 0
+    }
+
+    @Test func batchesInWALOrderWithinCountAndInFlightLimits() {
+        var m = Self.machine()
+        _ = m.add(Self.records(1...8))
+        #expect(Self.seqs(m.next(now: 0)) == [1, 2, 3])
+        #expect(Self.seqs(m.next(now: 0)) == [4, 5, 6])
+        #expect(m.next(now: 0) == .wait(untilMillis: nil), "two batches in flight is the limit")
+        let e = m.completed(batchID: 1, outcomes: Array(repeating: .delivered, count: 3), now: 1, random: { 0 })
+        #expect(e.finished == [1, 2, 3])
+        #expect(e.delivered == 3)
+        #expect(Self.seqs(m.next(now: 1)) == [7, 8])
+    }
+
+    @Test func batchesRespectBytes() {
+        var m = Self.machine(batch: 10, batchBytes: 25)
+        _ = m.add(Self.records(1...5, bytes: 10))
+        #expect(Self.seqs(m.next(now: 0)) == [1, 2])
+        #expect(Self.seqs(m.next(now: 0)) == [3, 4])
+    }
+
+    @Test func oversizedRecordIsDeadLetteredWithoutBeingSent() {
+        var m = Self.machine(messageBytes: 5)
+        let e = m.add(Self.records(1...1, bytes: 6) + Self.records(2...2, bytes: 5))
+        #expect(e.finished == [1])
+        #expect(e.deadLetters.map(\.item.seq) == [1])
+        #expect(e.deadLetters.first?.reason == "the message is 6 bytes; this sink takes at most 5")
+        #expect(Self.seqs(m.next(now: 0)) == [2])
+    }
+
+    @Test func retryableRecordsWaitWithBackoffAndOthersOvertakeThem() {
+        var m = Self.machine(batch: 2, inFlight: 1)
+        _ = m.add(Self.records(1...4))
+        let first = m.next(now: 1000)
+        let e = m.completed(batchID: Self.id(first), outcomes: [.retryable("busy"), .delivered], now: 1000, random: { 0.5 })
+        #expect(e.finished == [2])
+        #expect(e.retried == 1)
+        // Attempt 1 failed: delay = 0.5 × 200 ms.
+        #expect(Self.seqs(m.next(now: 1000)) == [3, 4], "relaxed: the retrying record is overtaken")
+        _ = m.completed(batchID: 2, outcomes: [.delivered, .delivered], now: 1050, random: { 0.5 })
+        #expect(m.next(now: 1050) == .wait(untilMillis: 1100))
+        #expect(Self.seqs(m.next(now: 1100)) == [1])
+        let again = m.completed(batchID: 3, outcomes: [.retryable("busy")], now: 1100, random: { 1.0 })
+        #expect(again.retried == 1)
+        #expect(m.next(now: 1100) == .wait(untilMillis: 1500), "attempt 2 failed: ceiling 400 ms")
+    }
+
+    @Test func strictOrderingKeepsAFailingRecordAtTheHead() {
+        var m = Self.machine(batch: 2, inFlight: 5, ordering: .strict)
+        _ = m.add(Self.records(1...4))
+        #expect(Self.seqs(m.next(now: 0)) == [1, 2])
+        #expect(m.next(now: 0) == .wait(untilMillis: nil), "strict: one batch in flight")
+        _ = m.completed(batchID: 1, outcomes: [.retryable("no"), .retryable("no")], now: 0, random: { 0.5 })
+        #expect(m.next(now: 50) == .wait(untilMillis: 100), "nothing overtakes the head")
+        #expect(Self.seqs(m.next(now: 100)) == [1, 2])
+    }
+
+    @Test func retryAfterFromTheBrokerIsHonoured() {
+        var m = Self.machine(batch: 1, inFlight: 1)
+        _ = m.add(Self.records(1...1))
+        _ = m.next(now: 0)
+        _ = m.completed(batchID: 1, outcomes: [.retryable("429", retryAfter: .seconds(5))], now: 0, random: { 0.1 })
+        #expect(m.next(now: 0) == .wait(untilMillis: 5000))
+    }
+
+    @Test func exhaustedRetriesAndPermanentErrorsAreDeadLettered() {
+        var m = Self.machine(batch: 2, inFlight: 1, maxAttempts: 2)
+        _ = m.add(Self.records(1...2))
+        _ = m.next(now: 0)
+        let e1 = m.completed(batchID: 1, outcomes: [.retryable("timeout"), .permanent("NOT_FOUND - no queue 'x'")], now: 0, random: { 0 })
+        #expect(e1.deadLetters.map(\.reason) == ["NOT_FOUND - no queue 'x'"])
+        #expect(e1.finished == [2])
+        _ = m.next(now: 0)
+        let e2 = m.completed(batchID: 2, outcomes: [.retryable("timeout")], now: 10, random: { 0 })
+        #expect(e2.deadLetters.map(\.reason) == ["gave up after 2 attempts: timeout"])
+        #expect(e2.deadLetters.first?.item.attempts == 2)
+        #expect(e2.deadLetters.first?.item.firstAttemptMillis == 0)
+        #expect(e2.deadLetters.first?.item.lastAttemptMillis == 0)
+        #expect(e2.finished == [1])
+        #expect(m.isIdle)
+    }
+
+    @Test func maxAgeEndsRetries() {
+        var m = Self.machine(batch: 1, inFlight: 1, maxAge: .seconds(1))
+        _ = m.add(Self.records(1...1))
+        _ = m.next(now: 0)
+        #expect(m.completed(batchID: 1, outcomes: [.retryable("x")], now: 500, random: { 0 }).deadLetters.isEmpty)
+        _ = m.next(now: 500)
+        #expect(m.completed(batchID: 2, outcomes: [.retryable("x")], now: 1000, random: { 0 }).deadLetters.count == 1)
+    }
+
+    @Test func connectionFailurePausesTheSinkWithoutSpendingAttempts() {
+        var m = Self.machine(batch: 2, inFlight: 3, maxAttempts: 1)
+        _ = m.add(Self.records(1...6))
+        _ = m.next(now: 0)
+        _ = m.next(now: 0)
+        let down = m.connectionFailed(batchID: 1, error: "connection refused", now: 0, random: { 0 })
+        #expect(down.healthChanged == .down("connection refused"))
+        #expect(m.connectionFailed(batchID: 2, error: "connection refused", now: 0, random: { 0 }).healthChanged == nil, "logged once per state change")
+        #expect(m.health == .down("connection refused"))
+        // Reconnect backoff: 0.5 × 500 ms for the first failure (jitter in [0.5, 1)).
+        guard case .wait(let until?) = m.next(now: 0) else {
+            Issue.record("expected a pause")
+            return
+        }
+        #expect(until >= 250)
+        #expect(Self.seqs(m.next(now: until)) == [1, 2], "a probe batch, attempts untouched")
+        #expect(m.next(now: until) == .wait(untilMillis: nil), "one batch at a time while down")
+        let up = m.completed(batchID: 3, outcomes: [.delivered, .delivered], now: until, random: { 0 })
+        #expect(up.healthChanged == .up)
+        #expect(up.deadLetters.isEmpty, "max_attempts 1 was not spent by the connection failure")
+        #expect(Self.seqs(m.next(now: until)) == [3, 4])
+        #expect(Self.seqs(m.next(now: until)) == [5, 6])
+    }
+
+    @Test func readingStopsAtTheBufferLimit() {
+        var m = Self.machine(batch: 10, inFlight: 1)
+        #expect(m.settings.bufferLimit == 1000)
+        _ = m.add(Self.records(1...999))
+        #expect(m.wantsRecords)
+        _ = m.add(Self.records(1000...1000))
+        #expect(!m.wantsRecords)
+    }
+
+    @Test func retrySchedule() {
+        var policy = RetryPolicy()
+        policy.initialBackoff = .milliseconds(200)
+        policy.multiplier = 2
+        policy.maxBackoff = .seconds(60)
+        let s = RetrySchedule(policy)
+        #expect(s.ceiling(afterAttempts: 1) == .milliseconds(200))
+        #expect(s.ceiling(afterAttempts: 2) == .milliseconds(400))
+        #expect(s.ceiling(afterAttempts: 5) == .milliseconds(3200))
+        #expect(s.ceiling(afterAttempts: 20) == .seconds(60))
+        #expect(s.ceiling(afterAttempts: 10_000) == .seconds(60))
+        #expect(s.delay(afterAttempts: 3, unit: 0.25) == .milliseconds(200))
+        #expect(s.delay(afterAttempts: 1, unit: 0, retryAfter: .seconds(3)) == .seconds(3))
+        #expect(!s.isExhausted(attempts: 1_000_000, firstAttemptMillis: 0, nowMillis: 1 << 40), "unlimited by default")
+    }
+}
