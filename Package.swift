@@ -57,6 +57,18 @@ let package = Package(
             name: "SinkdFileSink",
             dependencies: ["SinkdCore", "SinkdWAL", "SinkdDelivery", .product(name: "NIOPosix", package: "swift-nio")]
         ),
+        // The control socket: status, dead-letter replay and purge (later: reload).
+        .target(
+            name: "SinkdControl",
+            dependencies: [
+                "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdDelivery",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
         .systemLibrary(
             name: "CSystemd",
@@ -72,6 +84,7 @@ let package = Package(
                 "SinkdIngest",
                 "SinkdDelivery",
                 "SinkdFileSink",
+                "SinkdControl",
                 "CSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,7 +114,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdIngest", "SinkdWAL", "sinkd"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,6 +5,7 @@ import Glibc
 import Logging
 import NIOPosix
 import ServiceLifecycle
+import SinkdControl
 import SinkdCore
 import SinkdDelivery
 import SinkdFileSink
@@ -50,6 +51,7 @@ struct Daemon {
     let wal: WriteAheadLog
     let ingest: IngestService
     let delivery: DeliveryService
+    let control: ControlService
 
     static func start(config: SinkdConfig, logger: Logger) async throws -> Daemon {
         let wal: WriteAheadLog
@@ -70,19 +72,26 @@ struct Daemon {
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
         let ingest = IngestService(shared: shared, config: config.ingest, source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
+        let control = ControlService(config: config, wal: wal, delivery: delivery, deadLetters: deadLetters, ingestState: state, logger: logger)
+        do {
+            try await control.bind()
+        } catch {
+            wal.shutdown()
+            throw DaemonError("cannot listen on the control socket \(config.control.socket): \(error)")
+        }
         do {
             try await ingest.bind()
         } catch {
             wal.shutdown()
             throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
         }
-        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery)
+        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery, control: control)
     }
 
     func run() async throws {
         let group = ServiceGroup(configuration: .init(
             // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
-            services: [.init(service: delivery), .init(service: ingest)],
+            services: [.init(service: delivery), .init(service: control), .init(service: ingest)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

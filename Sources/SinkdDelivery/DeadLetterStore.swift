@@ -114,7 +114,7 @@ public final class DeadLetterStore: @unchecked Sendable {
 
     // MARK: encoding
 
-    static func encode(_ e: Entry, into out: inout [UInt8]) {
+    public static func encode(_ e: Entry, into out: inout [UInt8]) {
         func string(_ name: String, _ value: String?) {
             guard let value else { return }
             out += Array(",\"\(name)\":".utf8)

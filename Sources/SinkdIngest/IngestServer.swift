@@ -189,7 +189,7 @@ public final class IngestService: Service, @unchecked Sendable {
 
     /// A socket file left by a crashed sinkd is replaced; a live one (another sinkd answering)
     /// is an error, and so is a path that is not a socket.
-    static func prepareSocketPath(_ path: String) throws {
+    public static func prepareSocketPath(_ path: String) throws {
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !directory.isEmpty { try FileIO.makeDirectories(directory) }
         var st = stat()

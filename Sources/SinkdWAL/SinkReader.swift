@@ -141,6 +141,26 @@ extension WriteAheadLog {
         }
     }
 
+    /// Per sink: records and payload bytes not yet finished, and the acceptance time of the oldest
+    /// of them, counted by segment (a segment partly finished counts whole: an upper bound).
+    public func backlog() -> [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] {
+        lock.withLock {
+            var out: [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] = [:]
+            for s in segments {
+                for (sink, span) in s.summary.sinks {
+                    let p = progress.sink(sink)
+                    guard !p.isFinished(from: span.firstSeq, through: span.lastSeq) else { continue }
+                    var current = out[sink] ?? (0, 0, nil)
+                    current.records += span.records
+                    current.bytes += span.bodyBytes
+                    current.oldestMillis = min(current.oldestMillis ?? .max, s.summary.minAcceptedMillis)
+                    out[sink] = current
+                }
+            }
+            return out
+        }
+    }
+
     /// The sinks with records in the WAL, and how many records and bytes each has there
     /// (finished ones included until their segment is deleted).
     public func sinksInLog() -> [String: (records: UInt64, bytes: UInt64)] {

@@ -198,7 +198,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// completes (see `whenDurable`). With `when_full: block`, stops at the first record that does
     /// not fit: its outcome is `.full` and the records after it are left for the caller to retry
     /// once `whenSpaceAvailable` fires.
-    public func append(_ records: [EventRecord], nowMillis: UInt64) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
+    /// `checkDuplicates: false` appends even records whose (sink, id) was seen recently (a replay
+    /// of dead letters); they are still remembered for later duplicates.
+    public func append(_ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
         // Encoding and the body checksum happen outside the lock.
         var bodies: [(body: [UInt8], crc: CRC32C, key: DedupeKey)] = []
         bodies.reserveCapacity(records.count)
@@ -221,7 +223,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                     outcomes.append(.shuttingDown)
                     continue
                 }
-                if let seq = dedupe.lookUp(item.key, now: nowMillis) {
+                if checkDuplicates, let seq = dedupe.lookUp(item.key, now: nowMillis) {
                     outcomes.append(.duplicate(seq: seq))
                     let round = roundHolding(seq)
                     lowRound = min(lowRound, round)

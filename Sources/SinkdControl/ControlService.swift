@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import SinkdCore
+import SinkdDelivery
+import SinkdIngest
+import SinkdWAL
+
+/// What `sinkd status` shows: the daemon, the WAL and every sink.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Sink: Codable, Sendable, Equatable {
+        public var sink: String
+        /// up, down, paused, idle (no pipeline running), stopping, waiting (family not configured).
+        public var state: String
+        public var backlogRecords: UInt64
+        public var backlogBytes: UInt64
+        public var oldestUndeliveredSeconds: Double?
+        public var delivered: UInt64
+        public var retried: UInt64
+        public var deadLettered: UInt64
+        public var inFlight: Int
+        public var lastError: String?
+    }
+
+    public var version: String
+    public var uptimeSeconds: Double
+    public var configGeneration: Int
+    public var configPath: String
+    public var walSegments: Int
+    public var walBytes: Int
+    public var walNextSeq: UInt64
+    public var ingestConnections: Int
+    public var sinks: [Sink]
+}
+
+/// The control socket: one JSON request per line, one JSON response per line.
+///
+/// Requests: `{"command":"status"}`; `{"command":"dlq-replay","sink":S?,"since":ms?,"until":ms?}`
+/// (appends matching dead letters to the WAL again, then removes them from the store);
+/// `{"command":"dlq-purge", ...same filters}`. Responses: `{"ok":true,...}` or
+/// `{"ok":false,"error":"..."}`.
+public final class ControlService: Service, Sendable {
+    let path: String
+    let wal: WriteAheadLog
+    let delivery: DeliveryService
+    let deadLetters: DeadLetterStore
+    let ingestState: ServerState
+    let config: SinkdConfig
+    let logger: Logger
+    let started = Date()
+    private let channel = NIOLockedValueBox<Channel?>(nil)
+
+    public init(config: SinkdConfig, wal: WriteAheadLog, delivery: DeliveryService, deadLetters: DeadLetterStore, ingestState: ServerState, logger: Logger) {
+        self.path = config.control.socket
+        self.config = config
+        self.wal = wal
+        self.delivery = delivery
+        self.deadLetters = deadLetters
+        self.ingestState = ingestState
+        self.logger = logger
+    }
+
+    public func bind() async throws {
+        try IngestService.prepareSocketPath(path)
+        let bound = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLineBytes: 64 << 10)))
+                    try channel.pipeline.syncOperations.addHandler(ControlHandler(service: self))
+                }
+            }
+            .bind(unixDomainSocketPath: path).get()
+        chmod(path, 0o600)
+        channel.withLockedValue { $0 = bound }
+    }
+
+    public func run() async throws {
+        if channel.withLockedValue({ $0 }) == nil { try await bind() }
+        try? await gracefulShutdown()
+        try? await channel.withLockedValue({ $0 })?.close()
+        unlink(path)
+    }
+
+    public func status() -> StatusReport {
+        let stats = wal.currentStats
+        let backlog = wal.backlog()
+        let live = Dictionary(uniqueKeysWithValues: delivery.snapshots.map { ($0.sink, $0) })
+        let now = Date().timeIntervalSince1970 * 1000
+        var sinks: [StatusReport.Sink] = []
+        for name in Set(backlog.keys).union(live.keys).sorted() {
+            let b = backlog[name]
+            let p = live[name]
+            let state: String
+            if let p {
+                state = p.state.rawValue
+            } else if let address = try? SinkAddress.parse(identity: name), let family = address.prefix.configFamily, config.sinks.configuredFamilies.contains(family) {
+                state = "idle"
+            } else {
+                state = "waiting"
+            }
+            sinks.append(StatusReport.Sink(
+                sink: name, state: state, backlogRecords: b?.records ?? 0, backlogBytes: b?.bytes ?? 0,
+                oldestUndeliveredSeconds: b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) },
+                delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
+                inFlight: p?.inFlight ?? 0, lastError: p?.lastError))
+        }
+        return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: 1,
+                            configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,
+                            ingestConnections: ingestState.openConnections, sinks: sinks)
+    }
+
+    /// Handles one request line; returns the response line (without newline).
+    func handle(_ line: [UInt8]) -> [UInt8] {
+        guard let request = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let command = request["command"] as? String else {
+            return Self.error("expected a JSON object with \"command\" (status, dlq-replay, dlq-purge)")
+        }
+        let sink = request["sink"] as? String
+        let since = (request["since"] as? NSNumber)?.uint64Value
+        let until = (request["until"] as? NSNumber)?.uint64Value
+        switch command {
+        case "status":
+            guard let data = try? JSONEncoder().encode(status()) else { return Self.error("cannot encode the status") }
+            return Array(#"{"ok":true,"status":"#.utf8) + Array(data) + [UInt8(ascii: "}")]
+        case "dlq-purge":
+            do {
+                let removed = try deadLetters.purge(sink: sink, since: since, until: until)
+                logger.notice("dead letters purged", metadata: ["count": "\(removed)", "sink": "\(sink ?? "*")"])
+                return Array(#"{"ok":true,"purged":\#(removed)}"#.utf8)
+            } catch {
+                return Self.error("cannot purge dead letters: \(error)")
+            }
+        case "dlq-replay":
+            do {
+                let entries = try deadLetters.entries(sink: sink, since: since, until: until)
+                guard !entries.isEmpty else { return Array(#"{"ok":true,"replayed":0}"#.utf8) }
+                let (outcomes, ticket) = wal.append(entries.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
+                let accepted = outcomes.filter { if case .accepted = $0 { true } else { false } }.count
+                guard accepted == entries.count else {
+                    return Self.error("the WAL took \(accepted) of \(entries.count) records (it is full or stopping); nothing was removed from the dead-letter store, replay again later")
+                }
+                let done = DispatchSemaphore(value: 0)
+                let failure = NIOLockedValueBox<String?>(nil)
+                wal.whenDurable(ticket) { result in
+                    if case .failure(let e) = result { failure.withLockedValue { $0 = "\(e)" } }
+                    done.signal()
+                }
+                done.wait()
+                if let error = failure.withLockedValue({ $0 }) { return Self.error("the WAL could not store the replayed records: \(error)") }
+                // In the WAL now: safe to remove from the store.
+                try deadLetters.purge(sink: sink, since: since, until: until, seqs: Set(entries.map(\.seq)))
+                logger.notice("dead letters replayed into the WAL", metadata: ["count": "\(entries.count)", "sink": "\(sink ?? "*")"])
+                return Array(#"{"ok":true,"replayed":\#(entries.count)}"#.utf8)
+            } catch {
+                return Self.error("cannot replay dead letters: \(error)")
+            }
+        default:
+            return Self.error("unknown command '\(command)' (known: status, dlq-replay, dlq-purge)")
+        }
+    }
+
+    static func error(_ message: String) -> [UInt8] {
+        var out = Array(#"{"ok":false,"error":"#.utf8)
+        JSONText.appendString(message, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+}
+
+final class ControlHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = IngestFrame
+    typealias OutboundOut = ByteBuffer
+    let service: ControlService
+
+    init(service: ControlService) {
+        self.service = service
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .line(let buffer) = unwrapInboundIn(data) else {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: ControlService.error("request too large") + [0x0A])), promise: nil)
+            return
+        }
+        let line = Array(buffer.readableBytesView)
+        let service = self.service
+        let channel = context.channel
+        // Requests may block (dead-letter files, WAL durability): off the event loop.
+        NIOThreadPool.singleton.submit { _ in
+            let response = service.handle(line) + [0x0A]
+            channel.writeAndFlush(channel.allocator.buffer(bytes: response), promise: nil)
+        }
+    }
+}
