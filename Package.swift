@@ -69,6 +69,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // redis:STREAM, XADD over a small RESP client on SwiftNIO.
+        .target(
+            name: "SinkdRedisSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // libsystemd (sd_notify, sd_listen_fds_with_names, sd_journal_sendv) from Debian's libsystemd-dev.
         .systemLibrary(
             name: "CSystemd",
@@ -84,6 +94,7 @@ let package = Package(
                 "SinkdIngest",
                 "SinkdDelivery",
                 "SinkdFileSink",
+                "SinkdRedisSink",
                 "SinkdControl",
                 "CSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -98,6 +109,14 @@ let package = Package(
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
+        .testTarget(
+            name: "SinkdRedisSinkTests",
+            dependencies: [
+                "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdWAL",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "SinkdDeliveryTests",
             dependencies: [

@@ -10,6 +10,7 @@ import SinkdCore
 import SinkdDelivery
 import SinkdFileSink
 import SinkdIngest
+import SinkdRedisSink
 import SinkdWAL
 
 struct Run: AsyncParsableCommand {
@@ -122,6 +123,7 @@ enum SinkFamilies {
     static func make(_ config: SinkdConfig) -> [ConfigFamily: any SinkFamily] {
         var families: [ConfigFamily: any SinkFamily] = [:]
         if let file = config.sinks.file { families[.file] = FileSinkFamily(config: file) }
+        if let redis = config.sinks.redis { families[.redis] = RedisSinkFamily(config: redis) }
         return families
     }
 }

@@ -1,0 +1,192 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SinkdCore
+import SinkdDelivery
+
+/// Where and how to reach Redis: `redis://[[user]:password@]host[:port][/db]`.
+public struct RedisEndpoint: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port = 6379
+    public var user: String?
+    public var password: String?
+    public var database = 0
+
+    public init(url: String) throws(SinkConnectionError) {
+        guard url.hasPrefix("redis://") else { throw SinkConnectionError("sinks.redis.url must start with redis://") }
+        var rest = Substring(url.dropFirst("redis://".count))
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = userInfo.firstIndex(of: ":") {
+                let u = String(userInfo[..<colon])
+                user = u.isEmpty ? nil : u
+                password = String(userInfo[userInfo.index(after: colon)...]).removingPercentEncodingLite
+            } else if !userInfo.isEmpty {
+                password = String(userInfo)
+            }
+        }
+        if let slash = rest.firstIndex(of: "/") {
+            let db = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !db.isEmpty {
+                guard let n = Int(db), n >= 0 else { throw SinkConnectionError("sinks.redis.url: database '\(db)' is not a number") }
+                database = n
+            }
+        }
+        if let colon = rest.lastIndex(of: ":") {
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else { throw SinkConnectionError("sinks.redis.url: bad port") }
+            port = p
+            rest = rest[..<colon]
+        }
+        if !rest.isEmpty { host = String(rest) }
+    }
+}
+
+extension String {
+    var removingPercentEncodingLite: String {
+        guard contains("%") else { return self }
+        var bytes: [UInt8] = []
+        var i = utf8.startIndex
+        while i < utf8.endIndex {
+            let b = utf8[i]
+            if b == UInt8(ascii: "%"), let h = utf8.index(i, offsetBy: 2, limitedBy: utf8.endIndex), h < utf8.endIndex,
+               let v = UInt8(String(decoding: utf8[utf8.index(after: i)...h], as: UTF8.self), radix: 16) {
+                bytes.append(v)
+                i = utf8.index(after: h)
+            } else {
+                bytes.append(b)
+                i = utf8.index(after: i)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// `redis:STREAM`: `XADD STREAM [MAXLEN ~ maxlen] * id <id> payload <body>` plus the context
+/// fields that are present, pipelined, over `pool_size` connections.
+public struct RedisSinkFamily: SinkFamily {
+    public let name = ConfigFamily.redis
+    let config: RedisSinkConfig
+    let group: EventLoopGroup
+
+    public init(config: RedisSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.config = config
+        self.group = group
+    }
+
+    public func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits {
+        // Redis takes bulk strings up to 512 MB; the request line limit comes first in practice.
+        SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 16 << 20, maxMessageBytes: 512 << 20)
+    }
+
+    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
+        guard case .redisStream(let stream) = address.target else { throw SinkConnectionError("not a redis sink: \(address)") }
+        return RedisStreamClient(stream: stream, endpoint: try RedisEndpoint(url: config.url), maxlen: config.maxlen, poolSize: options.poolSize, group: group)
+    }
+}
+
+final class RedisStreamClient: SinkClient, Sendable {
+    let stream: [UInt8]
+    let endpoint: RedisEndpoint
+    let maxlen: Int
+    let group: EventLoopGroup
+    private let pool: NIOLockedValueBox<(connections: [RedisConnection?], next: Int)>
+
+    init(stream: String, endpoint: RedisEndpoint, maxlen: Int, poolSize: Int, group: EventLoopGroup) {
+        self.stream = Array(stream.utf8)
+        self.endpoint = endpoint
+        self.maxlen = maxlen
+        self.group = group
+        self.pool = NIOLockedValueBox((Array(repeating: nil, count: max(1, poolSize)), 0))
+    }
+
+    func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+        let (slot, existing) = pool.withLockedValue { p -> (Int, RedisConnection?) in
+            let slot = p.next
+            p.next = (p.next + 1) % p.connections.count
+            return (slot, p.connections[slot])
+        }
+        let connection: RedisConnection
+        if let existing, existing.isActive {
+            connection = existing
+        } else {
+            connection = try await connect()
+            pool.withLockedValue { $0.connections[slot] = connection }
+        }
+        let commands = batch.map(command)
+        let replies: [RESPValue]
+        do {
+            replies = try await connection.send(commands)
+        } catch {
+            await connection.close()
+            pool.withLockedValue { if $0.connections[slot] === connection { $0.connections[slot] = nil } }
+            throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port): \(error)")
+        }
+        return replies.map(Self.outcome)
+    }
+
+    private func connect() async throws(SinkConnectionError) -> RedisConnection {
+        let connection: RedisConnection
+        do {
+            connection = try await RedisConnection.connect(host: endpoint.host, port: endpoint.port, group: group, timeout: .seconds(5))
+        } catch {
+            throw SinkConnectionError("cannot connect to redis \(endpoint.host):\(endpoint.port): \(error)")
+        }
+        var setup: [[[UInt8]]] = []
+        if let password = endpoint.password {
+            setup.append([Array("AUTH".utf8)] + (endpoint.user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)])
+        }
+        if endpoint.database != 0 { setup.append([Array("SELECT".utf8), Array(String(endpoint.database).utf8)]) }
+        guard !setup.isEmpty else { return connection }
+        do {
+            for reply in try await connection.send(setup) {
+                if case .error(let message) = reply {
+                    await connection.close()
+                    // Authentication and database errors pause the sink; they are not about a record.
+                    throw SinkConnectionError("redis refused the connection setup: \(message)")
+                }
+            }
+        } catch let error as SinkConnectionError {
+            throw error
+        } catch {
+            await connection.close()
+            throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port): \(error)")
+        }
+        return connection
+    }
+
+    func command(_ item: SequencedRecord) -> [[UInt8]] {
+        let r = item.record
+        var parts: [[UInt8]] = [Array("XADD".utf8), stream]
+        if maxlen > 0 { parts += [Array("MAXLEN".utf8), [UInt8(ascii: "~")], Array(String(maxlen).utf8)] }
+        parts += [[UInt8(ascii: "*")], Array("id".utf8), Array(r.id.utf8), Array("payload".utf8), r.payload]
+        for (name, value) in [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType), ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)] {
+            if let value { parts += [Array(name.utf8), Array(value.utf8)] }
+        }
+        if let v = r.workflowVersion { parts += [Array("workflowVersion".utf8), Array(String(v).utf8)] }
+        if let p = r.priority { parts += [Array("priority".utf8), Array(String(p).utf8)] }
+        return parts
+    }
+
+    /// An XADD reply: the entry id means delivered; errors that pass are retryable, others permanent.
+    static func outcome(_ reply: RESPValue) -> DeliveryOutcome {
+        switch reply {
+        case .bulkString(.some), .simpleString: return .delivered
+        case .error(let message):
+            let transient = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN", "NOREPLICAS"]
+            if transient.contains(where: { message.hasPrefix($0) }) { return .retryable("redis: \(message)") }
+            return .permanent("redis: \(message)")
+        default:
+            return .retryable("redis answered XADD with an unexpected \(reply)")
+        }
+    }
+
+    func close() async {
+        let connections = pool.withLockedValue { p -> [RedisConnection] in
+            defer { p.connections = Array(repeating: nil, count: p.connections.count) }
+            return p.connections.compactMap { $0 }
+        }
+        for c in connections { await c.close() }
+    }
+}

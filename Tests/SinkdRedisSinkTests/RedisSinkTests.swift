@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+import SinkdCore
+import SinkdDelivery
+@testable import SinkdRedisSink
+
+@Suite struct RESPTests {
+    static func parse(_ text: String) throws -> RESPValue? {
+        try Array(text.utf8).withUnsafeBytes { try RESP.parse($0)?.0 }
+    }
+
+    @Test func parsesEveryType() throws {
+        #expect(try Self.parse("+OK\r\n") == .simpleString("OK"))
+        #expect(try Self.parse("-WRONGTYPE Operation against a key\r\n") == .error("WRONGTYPE Operation against a key"))
+        #expect(try Self.parse(":42\r\n") == .integer(42))
+        #expect(try Self.parse("$5\r\nhe\r\no\r\n") == .bulkString(Array("he\r\no".utf8)), "binary-safe")
+        #expect(try Self.parse("$-1\r\n") == .bulkString(nil))
+        #expect(try Self.parse("*2\r\n$1\r\na\r\n*1\r\n:1\r\n") == .array([.bulkString([0x61]), .array([.integer(1)])]))
+        #expect(try Self.parse("*-1\r\n") == .array(nil))
+    }
+
+    @Test func needsMoreDataAtEverySplit() throws {
+        let whole = "*2\r\n$3\r\nfoo\r\n:7\r\n"
+        let bytes = Array(whole.utf8)
+        for cut in 0..<bytes.count {
+            #expect(try Array(bytes.prefix(cut)).withUnsafeBytes { try RESP.parse($0) } == nil, "cut at \(cut)")
+        }
+        #expect(try Self.parse(whole) == .array([.bulkString(Array("foo".utf8)), .integer(7)]))
+    }
+
+    @Test func rejectsGarbage() {
+        #expect(throws: RESP.ProtocolError.self) { try Self.parse("?what\r\n") }
+        #expect(throws: RESP.ProtocolError.self) { try Self.parse(":x\r\n") }
+        #expect(throws: RESP.ProtocolError.self) { try Self.parse("$3\r\nabcd\r\n") }
+    }
+
+    @Test func encodesCommandsAsBulkArrays() {
+        var out: [UInt8] = []
+        RESP.encodeCommand([Array("XADD".utf8), Array("s".utf8)], into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "*2\r\n$4\r\nXADD\r\n$1\r\ns\r\n")
+    }
+
+    @Test func urls() throws {
+        let e = try RedisEndpoint(url: "redis://user:p%40ss@redis.local:6380/3")
+        #expect(e == { var x = try! RedisEndpoint(url: "redis://x"); x.host = "redis.local"; x.port = 6380; x.user = "user"; x.password = "p@ss"; x.database = 3; return x }())
+        let plain = try RedisEndpoint(url: "redis://127.0.0.1:6379/0")
+        #expect(plain.password == nil && plain.database == 0)
+        #expect(throws: SinkConnectionError.self) { try RedisEndpoint(url: "redis://h:99999") }
+    }
+
+    @Test func replyOutcomes() {
+        #expect(RedisStreamClient.outcome(.bulkString(Array("1-0".utf8))) == .delivered)
+        #expect(RedisStreamClient.outcome(.error("LOADING Redis is loading")) == .retryable("redis: LOADING Redis is loading"))
+        #expect(RedisStreamClient.outcome(.error("WRONGTYPE Operation against a key holding the wrong kind of value")) == .permanent("redis: WRONGTYPE Operation against a key holding the wrong kind of value"))
+    }
+}
+
+@Suite(.serialized) struct RedisSinkTests {
+    static func records(_ n: Int, prefix: String = "r") -> [SequencedRecord] {
+        (1...n).map { i in
+            var r = EventRecord(id: "\(prefix)\(i)", sink: "redis:orders", payload: Array(#"{"n": \#(i)}"#.utf8))
+            r.workflowInstanceId = "wf-\(i)"
+            r.correlationId = "c"
+            return SequencedRecord(seq: UInt64(i), record: r)
+        }
+    }
+
+    static func client(_ server: RedisServer, url: String? = nil, stream: String = "orders", maxlen: Int = 0) throws -> any SinkClient {
+        var config = RedisSinkConfig()
+        config.url = url ?? server.url
+        config.maxlen = maxlen
+        let family = RedisSinkFamily(config: config)
+        return try family.makeClient(for: try SinkAddress.parse(identity: "redis:\(stream)"), options: ConfigFamily.redis.defaultOptions)
+    }
+
+    @Test func xaddsEveryRecordWithItsFields() async throws {
+        let server = try RedisServer()
+        let client = try Self.client(server)
+        let outcomes = try await client.send(Self.records(5))
+        #expect(outcomes == Array(repeating: .delivered, count: 5))
+        guard case .array(let entries?) = try await server.command(["XRANGE", "orders", "-", "+"]) else {
+            Issue.record("no stream")
+            return
+        }
+        #expect(entries.count == 5)
+        guard case .array(let first?) = entries[0], case .array(let fields?) = first[1] else {
+            Issue.record("unexpected entry shape")
+            return
+        }
+        let strings = fields.compactMap { if case .bulkString(let b?) = $0 { String(decoding: b, as: UTF8.self) } else { nil } }
+        #expect(strings == ["id", "r1", "payload", #"{"n": 1}"#, "workflowInstanceId", "wf-1", "correlationId", "c"])
+        await client.close()
+    }
+
+    @Test func maxlenTrimsTheStream() async throws {
+        let server = try RedisServer()
+        let client = try Self.client(server, maxlen: 10)
+        for chunk in 0..<20 { _ = try await client.send(Self.records(100, prefix: "c\(chunk)-")) }
+        guard case .integer(let length) = try await server.command(["XLEN", "orders"]) else { return }
+        #expect(length < 2000, "trimmed (approximately) to about 10 entries, got \(length)")
+        await client.close()
+    }
+
+    @Test func aKeyOfTheWrongTypeIsAPermanentError() async throws {
+        let server = try RedisServer()
+        _ = try await server.command(["SET", "orders", "a string"])
+        let client = try Self.client(server)
+        let outcomes = try await client.send(Self.records(1))
+        guard case .permanent(let reason) = outcomes[0] else {
+            Issue.record("expected permanent, got \(outcomes)")
+            return
+        }
+        #expect(reason.hasPrefix("redis: WRONGTYPE"))
+        await client.close()
+    }
+
+    @Test func authenticationAndDatabase() async throws {
+        let server = try RedisServer(arguments: ["--requirepass", "s3cret"])
+        let good = try Self.client(server, url: "redis://:s3cret@127.0.0.1:\(server.port)/2")
+        #expect(try await good.send(Self.records(2)) == [.delivered, .delivered])
+        let c = try await RedisConnection.connect(host: "127.0.0.1", port: server.port, group: .singletonMultiThreadedEventLoopGroup, timeout: .seconds(5))
+        let replies = try await c.send([[Array("AUTH".utf8), Array("s3cret".utf8)], [Array("SELECT".utf8), Array("2".utf8)], [Array("XLEN".utf8), Array("orders".utf8)]])
+        #expect(replies.last == .integer(2), "written to database 2")
+        await c.close()
+        let bad = try Self.client(server, url: "redis://:wrong@127.0.0.1:\(server.port)/0")
+        await #expect(throws: SinkConnectionError.self, "a refused password pauses the sink instead of failing records") {
+            _ = try await bad.send(Self.records(1))
+        }
+        await good.close()
+    }
+
+    @Test func aStoppedServerIsAConnectionErrorAndTheClientReconnects() async throws {
+        let server = try RedisServer()
+        let client = try Self.client(server)
+        #expect(try await client.send(Self.records(3)) == Array(repeating: .delivered, count: 3))
+        server.stop()
+        await #expect(throws: SinkConnectionError.self) { _ = try await client.send(Self.records(3, prefix: "x")) }
+        try server.start()
+        var delivered = false
+        for _ in 0..<50 where !delivered {
+            delivered = (try? await client.send(Self.records(3, prefix: "y"))) == Array(repeating: .delivered, count: 3)
+            if !delivered { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(delivered)
+        await client.close()
+    }
+}
