@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -25,7 +27,7 @@ let package = Package(
         // The write-ahead log: segments, group commit, recovery, delivery progress, sink readers.
         .target(
             name: "SinkdWAL",
-            dependencies: ["SinkdCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SinkdCore", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]
         ),
         // The Unix-socket ingest protocol: framing, request parsing, acknowledgement after durability.
         .target(
@@ -34,6 +36,7 @@ let package = Package(
                 "SinkdCore",
                 "SinkdWAL",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -47,6 +50,7 @@ let package = Package(
                 "SinkdCore",
                 "SinkdWAL",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -63,6 +67,9 @@ let package = Package(
             dependencies: [
                 "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdDelivery",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import SinkdControl
 import SinkdCore
@@ -30,10 +31,12 @@ struct Run: AsyncParsableCommand {
         _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
         let config = try options.load()
         LogSetup.bootstrap(config.log, levelOverride: logLevel)
+        // Metrics are recorded from the first record on: the backend goes in before anything starts.
+        let registry = config.metrics.listen.isEmpty ? nil : MetricsService.bootstrap()
         let logger = Logger(label: "sinkd")
         let daemon: Daemon
         do {
-            daemon = try await Daemon.start(config: config, logger: logger)
+            daemon = try await Daemon.start(config: config, logger: logger, registry: registry)
         } catch {
             logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
@@ -53,8 +56,9 @@ struct Daemon {
     let ingest: IngestService
     let delivery: DeliveryService
     let control: ControlService
+    let metrics: MetricsService?
 
-    static func start(config: SinkdConfig, logger: Logger) async throws -> Daemon {
+    static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws -> Daemon {
         let wal: WriteAheadLog
         do {
             wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
@@ -80,19 +84,30 @@ struct Daemon {
             wal.shutdown()
             throw DaemonError("cannot listen on the control socket \(config.control.socket): \(error)")
         }
+        var metrics: MetricsService?
+        if let registry, let listen = HostPort(config.metrics.listen) {
+            let service = MetricsService(listen: listen, registry: registry, wal: wal, delivery: delivery, logger: logger)
+            do {
+                try await service.bind()
+            } catch {
+                wal.shutdown()
+                throw DaemonError("cannot listen for metrics on \(config.metrics.listen): \(error)")
+            }
+            metrics = service
+        }
         do {
             try await ingest.bind()
         } catch {
             wal.shutdown()
             throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
         }
-        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery, control: control)
+        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery, control: control, metrics: metrics)
     }
 
     func run() async throws {
         let group = ServiceGroup(configuration: .init(
             // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
-            services: [.init(service: delivery), .init(service: control), .init(service: ingest)],
+            services: [.init(service: delivery), .init(service: control)] + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -70,6 +70,8 @@ public struct PipelineStateMachine: Sendable {
         public var finished: [UInt64] = []
         public var deadLetters: [DeadLetter] = []
         public var delivered = 0
+        /// When each delivered record was accepted (for the delivery latency).
+        public var deliveredAcceptedAt: [UInt64] = []
         public var retried = 0
         /// Set when the health changed (log it once).
         public var healthChanged: Health?
@@ -160,6 +162,7 @@ public struct PipelineStateMachine: Sendable {
             case .delivered:
                 effects.finished.append(item.seq)
                 effects.delivered += 1
+                effects.deliveredAcceptedAt.append(item.entry.record.acceptedAtMillis)
             case .permanent(let reason):
                 item.attempts += 1
                 item.lastError = reason

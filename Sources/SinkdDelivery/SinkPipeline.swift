@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import NIOPosix
 import SinkdCore
@@ -36,6 +37,7 @@ public final class SinkPipeline: Sendable {
     private let continuation: AsyncStream<Event>.Continuation
     private let snapshotBox: NIOLockedValueBox<PipelineSnapshot>
     private let stopping = NIOLockedValueBox(false)
+    private let metrics: PipelineMetrics
 
     enum Event: Sendable {
         case completed(UInt64, [DeliveryOutcome])
@@ -57,6 +59,7 @@ public final class SinkPipeline: Sendable {
         self.logger = logger
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
         snapshotBox = NIOLockedValueBox(PipelineSnapshot(sink: address.identity))
+        metrics = PipelineMetrics(sink: address.identity)
     }
 
     public var snapshot: PipelineSnapshot { snapshotBox.withLockedValue { $0 } }
@@ -112,6 +115,15 @@ public final class SinkPipeline: Sendable {
                 }
             }
             if !effects.finished.isEmpty { wal.markFinished(sink: sink, seqs: effects.finished) }
+            if effects.delivered > 0 {
+                metrics.delivered.increment(by: effects.delivered)
+                let t = now()
+                for accepted in effects.deliveredAcceptedAt where accepted > 0 && t >= accepted {
+                    metrics.latency.recordMilliseconds(Int64(t - accepted))
+                }
+            }
+            if effects.retried > 0 { metrics.retried.increment(by: effects.retried) }
+            if !effects.deadLetters.isEmpty { metrics.deadLettered.increment(by: effects.deadLetters.count) }
             if let change = effects.healthChanged {
                 switch change {
                 case .up: logger.notice("sink is up again")
@@ -238,5 +250,20 @@ public final class SinkPipeline: Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// Per-sink counters and the delivery latency histogram (README, Metrics).
+struct PipelineMetrics: Sendable {
+    let delivered: Counter
+    let retried: Counter
+    let deadLettered: Counter
+    let latency: Metrics.Timer
+
+    init(sink: String) {
+        delivered = Counter(label: "sinkd_delivered_total", dimensions: [("sink", sink)])
+        retried = Counter(label: "sinkd_retried_total", dimensions: [("sink", sink)])
+        deadLettered = Counter(label: "sinkd_dead_lettered_total", dimensions: [("sink", sink)])
+        latency = Metrics.Timer(label: "sinkd_delivery_latency_seconds", dimensions: [("sink", sink)])
     }
 }

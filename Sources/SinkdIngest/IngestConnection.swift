@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOCore
 import SinkdCore
 import SinkdWAL
@@ -233,6 +234,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func appendReady(_ response: IngestResponse) {
+        if case .rejected(let r) = response { IngestMetrics.rejected(r.code).increment() }
         slots.append(.ready(response.encoded()))
     }
 
@@ -262,12 +264,18 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                         bound.execute { $0.retryBlocked() }
                     }
                 } else {
+                    IngestMetrics.rejected(.walFull).increment()
                     fill(numbers[i], .rejected(IngestRejection(.walFull, "the write-ahead log is full (wal.max_size); send again later", id: records[i].id)))
                 }
             case .shuttingDown:
+                IngestMetrics.rejected(.shuttingDown).increment()
                 fill(numbers[i], .rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts", id: records[i].id)))
             }
         }
+        var accepted = 0
+        for (_, response) in durable { if case .accepted = response { accepted += 1 } }
+        if accepted > 0 { IngestMetrics.accepted.increment(by: accepted) }
+        if durable.count > accepted { IngestMetrics.duplicate.increment(by: durable.count - accepted) }
         guard !durable.isEmpty else { return }
         let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
         let answers = durable
@@ -290,6 +298,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 let rejection = error.isNoSpace
                     ? IngestRejection(.walFull, "the disk holding the write-ahead log is full; send again later", id: id)
                     : IngestRejection(.internal, "the write-ahead log could not make the record durable (\(error)); send again", id: id)
+                IngestMetrics.rejected(rejection.code).increment()
                 fill(number, .rejected(rejection))
             }
         }
@@ -347,4 +356,14 @@ enum SystemClock {
         clock_gettime(CLOCK_REALTIME, &ts)
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
+}
+
+/// Counters of the ingest protocol (README, Metrics).
+enum IngestMetrics {
+    static let accepted = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "accepted")])
+    static let duplicate = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "duplicate")])
+    private static let rejectedByCode: [RejectCode: Counter] = Dictionary(uniqueKeysWithValues: RejectCode.allCases.map {
+        ($0, Counter(label: "sinkd_ingest_rejected_total", dimensions: [("code", $0.rawValue)]))
+    })
+    static func rejected(_ code: RejectCode) -> Counter { rejectedByCode[code]! }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Metrics
 
 /// The writer thread: takes the pending round, writes it, syncs it, reports it.
 extension WriteAheadLog {
@@ -116,6 +117,7 @@ extension WriteAheadLog {
         let started = ContinuousClock.now
         try FileIO.dataSync(activeFD, path: activePath)
         let elapsed = ContinuousClock.now - started
+        WALMetrics.fsync.recordNanoseconds(Int64(elapsed.nanoseconds))
         lastSync = ContinuousClock.now
         dirtySinceSync = false
         activeDurableSize = activeSize
@@ -304,4 +306,8 @@ extension Duration {
         let (seconds, attoseconds) = components
         return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
+}
+
+enum WALMetrics {
+    static let fsync = Metrics.Timer(label: "sinkd_wal_fsync_seconds")
 }

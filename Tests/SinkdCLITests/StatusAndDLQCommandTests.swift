@@ -97,3 +97,77 @@ import Glibc
         #expect(bad.stderr.contains("'yesterday' is neither an age like 2h nor an ISO 8601 time"))
     }
 }
+
+@Suite(.serialized) struct MetricsEndpointTests {
+    /// GET over a plain TCP socket: the response's body.
+    static func get(port: Int, path: String) -> (status: String, body: String) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        guard withUnsafePointer(to: &address, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else {
+            return ("connect failed", "")
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, 0) }
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n <= 0 { break }
+            response += chunk[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        let status = text.components(separatedBy: "\r\n").first ?? ""
+        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        return (status, body)
+    }
+
+    @Test func everyDocumentedMetricIsExported() throws {
+        let dir = try TemporaryDirectory()
+        let port = 20_000 + Int(getpid() % 20_000)
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: warning}
+            metrics: {listen: "127.0.0.1:\(port)"}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        defer {
+            daemon.process.terminate()
+            daemon.process.waitUntilExit()
+        }
+        let input = [#"{"id":"m1","sink":"file:m","payload":1}"#, #"{"id":"m1","sink":"file:m","payload":1}"#, #"{"id":"m2","sink":"nope","payload":1}"#].joined(separator: "\n")
+        _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
+        var body = ""
+        let deadline = Date().addingTimeInterval(10)
+        while !body.contains(#"sinkd_delivered_total{sink="file:m"} 1"#), Date() < deadline {
+            body = Self.get(port: port, path: "/metrics").body
+            usleep(50_000)
+        }
+        for line in [
+            #"sinkd_ingest_records_total{result="accepted"} 1"#,
+            #"sinkd_ingest_records_total{result="duplicate"} 1"#,
+            #"sinkd_ingest_rejected_total{code="invalid_sink"} 1"#,
+            #"sinkd_delivered_total{sink="file:m"} 1"#,
+            #"sinkd_retried_total{sink="file:m"} 0"#,
+            #"sinkd_dead_lettered_total{sink="file:m"} 0"#,
+            #"sinkd_delivery_latency_seconds_count{sink="file:m"} 1"#,
+            #"sinkd_backlog_records{sink="file:m"} 0"#,
+            #"sinkd_backlog_bytes{sink="file:m"} 0"#,
+            #"sinkd_backlog_oldest_seconds{sink="file:m"} 0"#,
+            #"sinkd_sink_up{sink="file:m"} 1"#,
+            "sinkd_wal_bytes ", "sinkd_wal_segments ", "sinkd_wal_fsync_seconds_count ", "sinkd_wal_corrupt_frames_at_start 0", "sinkd_wal_next_seq 2",
+        ] {
+            #expect(body.contains(line), "missing: \(line)")
+        }
+        #expect(Self.get(port: port, path: "/elsewhere").status == "HTTP/1.1 404 Not Found")
+    }
+}
