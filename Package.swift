@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -76,6 +77,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // http:NAME, POSTs with async-http-client.
+        .target(
+            name: "SinkdHTTPSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // redis:STREAM, XADD over a small RESP client on SwiftNIO.
         .target(
             name: "SinkdRedisSink",
@@ -102,6 +114,7 @@ let package = Package(
                 "SinkdDelivery",
                 "SinkdFileSink",
                 "SinkdRedisSink",
+                "SinkdHTTPSink",
                 "SinkdControl",
                 "CSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -116,6 +129,16 @@ let package = Package(
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
+        .testTarget(
+            name: "SinkdHTTPSinkTests",
+            dependencies: [
+                "SinkdHTTPSink", "SinkdDelivery", "SinkdCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "SinkdRedisSinkTests",
             dependencies: [

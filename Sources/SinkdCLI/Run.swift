@@ -10,6 +10,7 @@ import SinkdControl
 import SinkdCore
 import SinkdDelivery
 import SinkdFileSink
+import SinkdHTTPSink
 import SinkdIngest
 import SinkdRedisSink
 import SinkdWAL
@@ -73,7 +74,8 @@ struct Daemon {
             wal.shutdown()
             throw DaemonError("cannot use the dead-letter directory \(config.delivery.deadLetterDirectory): \(error)")
         }
-        let delivery = DeliveryService(wal: wal, config: config, families: SinkFamilies.make(config), deadLetters: deadLetters, logger: logger)
+        let families = SinkFamilies.make(config)
+        let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
         let ingest = IngestService(shared: shared, config: config.ingest, source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
@@ -113,6 +115,7 @@ struct Daemon {
         ))
         logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
         try await group.run()
+        for family in delivery.families.values { await family.shutdown() }
         // Last: seal the active segment and save delivery progress.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             BlockingThread.detach { [wal] in
@@ -139,6 +142,7 @@ enum SinkFamilies {
         var families: [ConfigFamily: any SinkFamily] = [:]
         if let file = config.sinks.file { families[.file] = FileSinkFamily(config: file) }
         if let redis = config.sinks.redis { families[.redis] = RedisSinkFamily(config: redis) }
+        if let http = config.sinks.http { families[.http] = HTTPSinkFamily(config: http) }
         return families
     }
 }

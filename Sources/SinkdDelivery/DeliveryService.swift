@@ -9,7 +9,7 @@ import SinkdWAL
 public final class DeliveryService: Service, Sendable {
     let wal: WriteAheadLog
     let config: SinkdConfig
-    let families: [ConfigFamily: any SinkFamily]
+    public let families: [ConfigFamily: any SinkFamily]
     let deadLetters: DeadLetterStore
     let logger: Logger
     private let pipelines = NIOLockedValueBox<[String: SinkPipeline]>([:])

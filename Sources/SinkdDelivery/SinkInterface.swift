@@ -48,4 +48,10 @@ public protocol SinkFamily: Sendable {
     /// The limits for a sink of this family, given the configured pipeline options.
     func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits
     func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient
+    /// Releases what the family shares between its sinks (a connection pool), at daemon stop.
+    func shutdown() async
+}
+
+extension SinkFamily {
+    public func shutdown() async {}
 }
