@@ -10,7 +10,7 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure sinkd on this machine; prints figures beside a baseline measured in the same run.",
-        subcommands: [BenchIngest.self]
+        subcommands: [BenchIngest.self, BenchRedis.self]
     )
 }
 
@@ -57,7 +57,7 @@ struct BenchIngest: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
         let dd = try ddBandwidth(dir)
-        print("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
+        say("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
 
         let config = dir + "/sinkd.yaml"
         try """
@@ -67,23 +67,12 @@ struct BenchIngest: ParsableCommand {
             log: {level: warning, format: logfmt}
             sinks: {file: {directory: \(dir)/outbox}}
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-        if !FileManager.default.isExecutableFile(atPath: daemon.executableURL!.path) {
-            daemon.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        }
-        daemon.arguments = ["run", "--config", config]
-        try daemon.run()
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
             daemon.waitUntilExit()
         }
         let socket = dir + "/ingest.sock"
-        let deadline = Date().addingTimeInterval(30)
-        while (try? IngestClient(path: socket)) == nil {
-            guard Date() < deadline, daemon.isRunning else { throw ValidationError("sinkd did not start") }
-            usleep(20_000)
-        }
         let pid = daemon.processIdentifier
         let sampler = RSSSampler(pid: pid)
 
@@ -96,7 +85,7 @@ struct BenchIngest: ParsableCommand {
         for c in 0..<connections {
             group.enter()
             BlockingThread.detach {
-                collected.add((try? runClient(socket: socket, prefix: "c\(c)-", count: perConnection, rate: 0)) ?? [])
+                collected.add((try? runBenchClient(socket: socket, prefix: "c\(c)-", count: perConnection, rate: 0, payloadBytes: payloadBytes, window: window)) ?? [])
                 group.leave()
             }
         }
@@ -108,74 +97,17 @@ struct BenchIngest: ParsableCommand {
         let total = all.count
         let rate = Double(total) / elapsed
         let mib = rate * Double(payloadBytes) / 1_048_576
-        print("ingest    \(connections) connections, \(total) records of \(payloadBytes) B, fsync always:")
-        print("          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)")
-        print("          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms")
-        print("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core")
+        say("ingest    \(connections) connections, \(total) records of \(payloadBytes) B, fsync always:")
+        say("          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)")
+        say("          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms")
+        say("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core")
 
         if steadyRate > 0 {
-            let steady = (try? runClient(socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate)) ?? []
+            let steady = (try? runBenchClient(socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []
             let sorted = steady.sorted()
-            print("steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms")
+            say("steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms")
         }
-        print("memory    sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
-    }
-
-    /// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
-    /// window allows), this thread reads the acknowledgements; returns each record's latency (s).
-    private func runClient(socket: String, prefix: String, count: Int, rate: Int) throws -> [Double] {
-        let client = try IngestClient(path: socket)
-        let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
-        defer { sentAt.deallocate() }
-        let acknowledged = ManagedCounter()
-        let pad = String(repeating: "x", count: max(0, payloadBytes - 12))
-        let window = self.window
-        // The request bytes are prepared once, so that the client spends its CPU on sending.
-        let head = Array(#"{"id":"\#(prefix)"#.utf8)
-        let tail = Array(#"","sink":"file:bench","payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
-        BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
-            var chunk: [UInt8] = []
-            chunk.reserveCapacity(64 << 10)
-            let start = monotonicSeconds()
-            for i in 0..<count {
-                if rate > 0 {
-                    let due = start + Double(i) / Double(rate)
-                    let now = monotonicSeconds()
-                    if due > now {
-                        if !chunk.isEmpty {
-                            _ = client.write(chunk)
-                            chunk.removeAll(keepingCapacity: true)
-                        }
-                        usleep(useconds_t((due - now) * 1_000_000))
-                    }
-                } else {
-                    while i - acknowledged.value >= window {
-                        if !chunk.isEmpty {
-                            _ = client.write(chunk)
-                            chunk.removeAll(keepingCapacity: true)
-                        }
-                        usleep(50)
-                    }
-                }
-                chunk += head
-                appendDecimal(i, to: &chunk)
-                chunk += tail
-                sentAt.value[i] = monotonicSeconds()
-                if chunk.count >= 32 << 10 || rate > 0 {
-                    _ = client.write(chunk)
-                    chunk.removeAll(keepingCapacity: true)
-                }
-            }
-            _ = client.write(chunk)
-        }
-        var latencies: [Double] = []
-        latencies.reserveCapacity(count)
-        while latencies.count < count, let line = client.readLine(timeoutMillis: 60_000) {
-            guard line.count > 20 else { continue }
-            latencies.append(monotonicSeconds() - sentAt[latencies.count])
-            acknowledged.value = latencies.count
-        }
-        return latencies
+        say("memory    sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
     }
 
     private func ddBandwidth(_ dir: String) throws -> Double {
@@ -194,17 +126,88 @@ struct BenchIngest: ParsableCommand {
     }
 }
 
+/// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
+/// window allows), this thread reads the acknowledgements; returns each record's latency (s).
+func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench") throws -> [Double] {
+    let client = try IngestClient(path: socket)
+    let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
+    defer { sentAt.deallocate() }
+    let acknowledged = ManagedCounter()
+    let pad = String(repeating: "x", count: max(0, payloadBytes - 12))
+    // The request bytes are prepared once, so that the client spends its CPU on sending.
+    let head = Array(#"{"id":"\#(prefix)"#.utf8)
+    let tail = Array(#"","sink":"\#(sink)","payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+    BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(64 << 10)
+        let start = monotonicSeconds()
+        for i in 0..<count {
+            if rate > 0 {
+                let due = start + Double(i) / Double(rate)
+                let now = monotonicSeconds()
+                if due > now {
+                    if !chunk.isEmpty {
+                        _ = client.write(chunk)
+                        chunk.removeAll(keepingCapacity: true)
+                    }
+                    usleep(useconds_t((due - now) * 1_000_000))
+                }
+            } else {
+                while i - acknowledged.value >= window {
+                    if !chunk.isEmpty {
+                        _ = client.write(chunk)
+                        chunk.removeAll(keepingCapacity: true)
+                    }
+                    usleep(50)
+                }
+            }
+            chunk += head
+            appendDecimal(i, to: &chunk)
+            chunk += tail
+            sentAt.value[i] = monotonicSeconds()
+            if chunk.count >= 32 << 10 || rate > 0 {
+                _ = client.write(chunk)
+                chunk.removeAll(keepingCapacity: true)
+            }
+        }
+        _ = client.write(chunk)
+    }
+    var latencies: [Double] = []
+    latencies.reserveCapacity(count)
+    while latencies.count < count, let line = client.readLine(timeoutMillis: 60_000) {
+        guard line.count > 20 else { continue }
+        latencies.append(monotonicSeconds() - sentAt[latencies.count])
+        acknowledged.value = latencies.count
+    }
+    return latencies
+}
+
+
 private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
     if value >= 10 { appendDecimal(value / 10, to: &out) }
     out.append(UInt8(ascii: "0") + UInt8(value % 10))
 }
 
-private func percentile(_ sorted: [Double], _ p: Double) -> Double {
+/// `sinkd run` on `config`, once its ingest socket accepts.
+func startBenchDaemon(config: String, socket: String) throws -> Process {
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    daemon.arguments = ["run", "--config", config]
+    try daemon.run()
+    let deadline = Date().addingTimeInterval(30)
+    while (try? IngestClient(path: socket)) == nil {
+        guard Date() < deadline, daemon.isRunning else { throw ValidationError("sinkd did not start") }
+        usleep(20_000)
+    }
+    return daemon
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }
     return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
-private func format(_ v: Double) -> String {
+func format(_ v: Double) -> String {
     v >= 100 ? String(Int(v.rounded())) : String(format: "%.2f", v)
 }
 
@@ -215,7 +218,7 @@ func monotonicSeconds() -> Double {
 }
 
 /// utime + stime of a process, in seconds.
-private func cpuSeconds(_ pid: Int32) -> Double {
+func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return 0 }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -224,7 +227,7 @@ private func cpuSeconds(_ pid: Int32) -> Double {
 }
 
 /// Samples a process's resident set every 50 ms; `stop()` returns the peak in KiB.
-private final class RSSSampler: @unchecked Sendable {
+final class RSSSampler: @unchecked Sendable {
     private let lock = NSLock()
     private var peak = 0
     private var running = true
@@ -250,7 +253,7 @@ private final class RSSSampler: @unchecked Sendable {
     }
 }
 
-private final class LatencyCollector: @unchecked Sendable {
+final class LatencyCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var values: [[Double]] = []
     func add(_ v: [Double]) { lock.withLock { values.append(v) } }
@@ -269,4 +272,9 @@ private final class ManagedCounter: @unchecked Sendable {
 private struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// One line on stdout at once (unbuffered), so that figures appear as they are measured.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

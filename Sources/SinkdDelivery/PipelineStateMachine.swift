@@ -132,15 +132,30 @@ public struct PipelineStateMachine: Sendable {
             if picked.count == settings.limits.maxBatchCount { break }
         }
         guard !picked.isEmpty else { return .wait(untilMillis: earliest) }
+        // One pass over `waiting`, never one shift per picked record.
         var batch: [Item] = []
         batch.reserveCapacity(picked.count)
-        for index in picked.reversed() {
-            var item = waiting.remove(at: index)
+        for index in picked {
+            var item = waiting[index]
             item.firstAttemptMillis = item.firstAttemptMillis ?? now
             item.lastAttemptMillis = now
             batch.append(item)
         }
-        batch.reverse()
+        if picked.last! == picked.count - 1 {
+            waiting.removeFirst(picked.count)  // the usual case: a run from the head
+        } else {
+            var keep: [Item] = []
+            keep.reserveCapacity(waiting.count - picked.count)
+            var next = 0
+            for (index, item) in waiting.enumerated() {
+                if next < picked.count, picked[next] == index {
+                    next += 1
+                } else {
+                    keep.append(item)
+                }
+            }
+            waiting = keep
+        }
         let id = nextBatchID
         nextBatchID += 1
         inFlight[id] = batch

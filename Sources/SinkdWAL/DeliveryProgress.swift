@@ -44,17 +44,34 @@ public struct DeliveryProgress: Sendable, Equatable {
 
     /// The pipeline took record `seq` of `sink` to deliver it.
     public mutating func handedOut(sink name: String, seq: UInt64) {
-        var s = sinks[name] ?? Sink()
-        if seq > s.readUpTo {
-            s.readUpTo = seq
-            s.outstanding.insert(seq)
+        handedOut(sink: name, seqs: CollectionOfOne(seq))
+    }
+
+    /// Records of `sink` taken by the pipeline, in seq order. (Mutates in place: copying the
+    /// sink's set per record would make a large in-flight window quadratic.)
+    public mutating func handedOut(sink name: String, seqs: some Sequence<UInt64>) {
+        Self.update(&sinks[name, default: Sink()]) { s in
+            for seq in seqs where seq > s.readUpTo {
+                s.readUpTo = seq
+                s.outstanding.insert(seq)
+            }
         }
-        sinks[name] = s
     }
 
     /// The record `seq` of `sink` was delivered or dead-lettered.
     public mutating func finished(sink name: String, seq: UInt64) {
-        sinks[name]?.outstanding.remove(seq)
+        finished(sink: name, seqs: CollectionOfOne(seq))
+    }
+
+    public mutating func finished(sink name: String, seqs: some Sequence<UInt64>) {
+        guard sinks[name] != nil else { return }
+        Self.update(&sinks[name, default: Sink()]) { s in
+            for seq in seqs { s.outstanding.remove(seq) }
+        }
+    }
+
+    private static func update(_ sink: inout Sink, _ body: (inout Sink) -> Void) {
+        body(&sink)
     }
 
     /// Drops sinks with nothing outstanding whose every record precedes `oldestLiveSeq`: their

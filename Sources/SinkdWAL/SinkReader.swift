@@ -136,7 +136,7 @@ extension WriteAheadLog {
 
     func handedOut(sink: String, seqs: [UInt64]) {
         lock.withLock {
-            for seq in seqs { progress.handedOut(sink: sink, seq: seq) }
+            progress.handedOut(sink: sink, seqs: seqs)
             progressDirty = true
         }
     }

@@ -8,7 +8,7 @@ extension WriteAheadLog {
     /// Records of `sink` were delivered or dead-lettered. Saved by the next checkpoint.
     public func markFinished(sink: String, seqs: some Sequence<UInt64>) {
         lock.withLock {
-            for seq in seqs { progress.finished(sink: sink, seq: seq) }
+            progress.finished(sink: sink, seqs: seqs)
             progressDirty = true
         }
     }

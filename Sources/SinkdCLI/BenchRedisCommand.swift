@@ -1,0 +1,162 @@
+import ArgumentParser
+import Foundation
+import SinkdIngest
+import SinkdWAL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sinkd bench redis`: socket → WAL (fsync always) → redis XADD, beside redis-benchmark's own
+/// pipelined XADD of the same payload size against the same server, in the same run.
+struct BenchRedis: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redis",
+        abstract: "End-to-end records/s into a Redis stream, beside redis-benchmark's pipelined XADD.",
+        discussion: """
+            Starts a private redis-server (Debian's, on a free 127.0.0.1 port, no persistence), \
+            measures `redis-benchmark -P 64 XADD` with a --payload-bytes argument, then sends \
+            --records records through sinkd and times until all are in the stream. With \
+            --backlog-records, also: ingest that many with Redis down, start Redis, time the drain.
+            """
+    )
+
+    @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
+    @Option(help: "Client connections.") var connections = 4
+    @Option(help: "Records sent end to end.") var records = 200_000
+    @Option(help: "Payload bytes per record.") var payloadBytes = 1024
+    @Option(help: "Unacknowledged records a client allows itself.") var window = 500
+    @Option(help: "Records in the sink-down backlog phase (0 skips it).") var backlogRecords = 0
+
+    func run() throws {
+        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = freeTCPPort()
+        var redis = try startRedis(port: port, dir: dir)
+        defer {
+            kill(redis.processIdentifier, SIGKILL)
+            redis.waitUntilExit()
+        }
+
+        // Baseline.
+        let value = String(repeating: "x", count: payloadBytes)
+        let baselineCount = max(records, 100_000)
+        let rb = Process()
+        rb.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
+        rb.arguments = ["-p", "\(port)", "-q", "-n", "\(baselineCount)", "-P", "64", "-c", "\(connections)", "XADD", "baseline", "*", "payload", value]
+        rb.standardOutput = FileHandle.nullDevice
+        rb.standardInput = FileHandle.nullDevice
+        let started = monotonicSeconds()
+        try rb.run()
+        rb.waitUntilExit()
+        let baseline = Double(baselineCount) / (monotonicSeconds() - started)
+        say("baseline  redis-benchmark -P 64 -c \(connections) XADD with a \(payloadBytes) B field: \(format(baseline)) XADD/s")
+
+        // End to end.
+        let config = dir + "/sinkd.yaml"
+        try """
+            ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
+            control: {socket: \(dir)/control.sock}
+            wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
+            log: {level: warning, format: logfmt}
+            sinks: {redis: {url: "redis://127.0.0.1:\(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        var daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        var sampler = RSSSampler(pid: daemon.processIdentifier)
+        let t0 = monotonicSeconds()
+        let group = DispatchGroup()
+        for c in 0..<connections {
+            group.enter()
+            BlockingThread.detach { [payloadBytes, window, records, connections] in
+                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "e\(c)-", count: records / connections, rate: 0,
+                                        payloadBytes: payloadBytes, window: window, sink: "redis:e2e")
+                group.leave()
+            }
+        }
+        group.wait()
+        let acked = monotonicSeconds() - t0
+        let total = (records / connections) * connections
+        while xlen(port: port, key: "e2e") < total { usleep(20_000) }
+        let elapsed = monotonicSeconds() - t0
+        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → XADD:")
+        say("          \(format(Double(total) / elapsed)) records/s delivered (\(format(100 * Double(total) / elapsed / baseline)) % of redis-benchmark); all acknowledged after \(format(acked)) s")
+        say("          sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+
+        guard backlogRecords > 0 else { return }
+        // Backlog: Redis down while records pile up, then up again.
+        kill(redis.processIdentifier, SIGKILL)
+        redis.waitUntilExit()
+        sampler = RSSSampler(pid: daemon.processIdentifier)
+        let perClient = backlogRecords / connections
+        let b0 = monotonicSeconds()
+        for c in 0..<connections {
+            group.enter()
+            BlockingThread.detach { [payloadBytes, window] in
+                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "b\(c)-", count: perClient, rate: 0,
+                                        payloadBytes: payloadBytes, window: window, sink: "redis:backlog")
+                group.leave()
+            }
+        }
+        group.wait()
+        let ingested = perClient * connections
+        let bytes = Double(ingested * payloadBytes) / 1_073_741_824
+        say("backlog   \(ingested) records (\(format(bytes)) GiB of payload) accepted with Redis down in \(format(monotonicSeconds() - b0)) s; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        sampler = RSSSampler(pid: daemon.processIdentifier)
+        redis = try startRedis(port: port, dir: dir)
+        let d0 = monotonicSeconds()
+        while xlen(port: port, key: "backlog") < ingested { usleep(100_000) }
+        let drain = monotonicSeconds() - d0
+        say("drain     \(format(Double(ingested) / drain)) records/s once Redis was back (\(format(drain)) s); peak RSS while draining \(format(Double(sampler.stop()) / 1024)) MiB")
+        daemon.terminate()
+        daemon.waitUntilExit()
+        daemon = Process()
+    }
+
+    private func startRedis(port: Int, dir: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/redis.log"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(10)
+        while xlen(port: port, key: "none") < 0 {
+            guard Date() < deadline else { throw ValidationError("redis-server did not start") }
+            usleep(20_000)
+        }
+        return p
+    }
+}
+
+/// XLEN through redis-cli: -1 when Redis cannot be reached.
+func xlen(port: Int, key: String) -> Int {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+    p.arguments = ["-p", "\(port)", "XLEN", key]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return -1 }
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return p.terminationStatus == 0 ? Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 : -1
+}
+
+func freeTCPPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
