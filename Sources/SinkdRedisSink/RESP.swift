@@ -10,12 +10,30 @@ public enum RESPValue: Sendable, Equatable {
 public enum RESP {
     /// A command as an array of bulk strings.
     public static func encodeCommand(_ parts: [[UInt8]], into out: inout [UInt8]) {
-        out += Array("*\(parts.count)\r\n".utf8)
-        for p in parts {
-            out += Array("$\(p.count)\r\n".utf8)
-            out += p
-            out += [0x0D, 0x0A]
-        }
+        appendHeader(UInt8(ascii: "*"), parts.count, into: &out)
+        for p in parts { appendBulk(p, into: &out) }
+    }
+
+    /// `*N\r\n` or `$N\r\n`, without going through String.
+    @inline(__always)
+    public static func appendHeader(_ type: UInt8, _ n: Int, into out: inout [UInt8]) {
+        out.append(type)
+        appendDecimal(n, into: &out)
+        out.append(0x0D)
+        out.append(0x0A)
+    }
+
+    @inline(__always)
+    public static func appendBulk<C: Collection>(_ bytes: C, into out: inout [UInt8]) where C.Element == UInt8 {
+        appendHeader(UInt8(ascii: "$"), bytes.count, into: &out)
+        out.append(contentsOf: bytes)
+        out.append(0x0D)
+        out.append(0x0A)
+    }
+
+    static func appendDecimal(_ n: Int, into out: inout [UInt8]) {
+        if n >= 10 { appendDecimal(n / 10, into: &out) }
+        out.append(UInt8(ascii: "0") + UInt8(n % 10))
     }
 
     public struct ProtocolError: Error, Equatable, CustomStringConvertible {

@@ -94,10 +94,15 @@ final class RedisConnection: Sendable {
     func send(_ commands: [[[UInt8]]]) async throws -> [RESPValue] {
         var bytes: [UInt8] = []
         for c in commands { RESP.encodeCommand(c, into: &bytes) }
+        return try await send(encoded: bytes, replies: commands.count)
+    }
+
+    /// Sends already encoded commands and returns their `replies` replies, in order.
+    func send(encoded bytes: [UInt8], replies: Int) async throws -> [RESPValue] {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }  // closed before the write: never left
-        channel.writeAndFlush((bytes: bytes, replies: commands.count, promise: promise), promise: written)
+        channel.writeAndFlush((bytes: bytes, replies: replies, promise: promise), promise: written)
         return try await promise.futureResult.get()
     }
 

@@ -114,10 +114,12 @@ final class RedisStreamClient: SinkClient, Sendable {
             connection = try await connect()
             pool.withLockedValue { $0.connections[slot] = connection }
         }
-        let commands = batch.map(command)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(batch.reduce(0) { $0 + $1.record.payload.count + 160 })
+        for item in batch { encodeXADD(item.record, into: &bytes) }
         let replies: [RESPValue]
         do {
-            replies = try await connection.send(commands)
+            replies = try await connection.send(encoded: bytes, replies: batch.count)
         } catch {
             await connection.close()
             pool.withLockedValue { if $0.connections[slot] === connection { $0.connections[slot] = nil } }
@@ -156,17 +158,42 @@ final class RedisStreamClient: SinkClient, Sendable {
         return connection
     }
 
-    func command(_ item: SequencedRecord) -> [[UInt8]] {
-        let r = item.record
-        var parts: [[UInt8]] = [Array("XADD".utf8), stream]
-        if maxlen > 0 { parts += [Array("MAXLEN".utf8), [UInt8(ascii: "~")], Array(String(maxlen).utf8)] }
-        parts += [[UInt8(ascii: "*")], Array("id".utf8), Array(r.id.utf8), Array("payload".utf8), r.payload]
-        for (name, value) in [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType), ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)] {
-            if let value { parts += [Array(name.utf8), Array(value.utf8)] }
+    /// The XADD of one record, appended to `out` (no intermediate arrays: this is the hot path).
+    func encodeXADD(_ r: EventRecord, into out: inout [UInt8]) {
+        let context: [(StaticString, String?)] = [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType),
+                                                  ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)]
+        let version = r.workflowVersion.map { String($0) }
+        let priority = r.priority.map { String($0) }
+        var parts = 7 + (maxlen > 0 ? 3 : 0)
+        for (_, v) in context where v != nil { parts += 2 }
+        if version != nil { parts += 2 }
+        if priority != nil { parts += 2 }
+        RESP.appendHeader(UInt8(ascii: "*"), parts, into: &out)
+        RESP.appendBulk("XADD".utf8, into: &out)
+        RESP.appendBulk(stream, into: &out)
+        if maxlen > 0 {
+            RESP.appendBulk("MAXLEN".utf8, into: &out)
+            RESP.appendBulk("~".utf8, into: &out)
+            RESP.appendBulk(String(maxlen).utf8, into: &out)
         }
-        if let v = r.workflowVersion { parts += [Array("workflowVersion".utf8), Array(String(v).utf8)] }
-        if let p = r.priority { parts += [Array("priority".utf8), Array(String(p).utf8)] }
-        return parts
+        RESP.appendBulk("*".utf8, into: &out)
+        RESP.appendBulk("id".utf8, into: &out)
+        RESP.appendBulk(r.id.utf8, into: &out)
+        RESP.appendBulk("payload".utf8, into: &out)
+        RESP.appendBulk(r.payload, into: &out)
+        for (name, value) in context {
+            guard let value else { continue }
+            RESP.appendBulk(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), into: &out)
+            RESP.appendBulk(value.utf8, into: &out)
+        }
+        if let version {
+            RESP.appendBulk("workflowVersion".utf8, into: &out)
+            RESP.appendBulk(version.utf8, into: &out)
+        }
+        if let priority {
+            RESP.appendBulk("priority".utf8, into: &out)
+            RESP.appendBulk(priority.utf8, into: &out)
+        }
     }
 
     /// An XADD reply: the entry id means delivered; errors that pass are retryable, others permanent.

@@ -48,6 +48,18 @@ import SinkdDelivery
         #expect(throws: SinkConnectionError.self) { try RedisEndpoint(url: "redis://h:99999") }
     }
 
+    @Test func xaddEncodingIsTheBulkArrayOfItsParts() throws {
+        var r = EventRecord(id: "t-1", sink: "redis:s", payload: Array(#"{"a":1}"#.utf8))
+        r.workflowType = "wf"
+        r.workflowVersion = 3
+        let client = RedisStreamClient(stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 100, poolSize: 1, group: .singletonMultiThreadedEventLoopGroup)
+        var fast: [UInt8] = []
+        client.encodeXADD(r, into: &fast)
+        var expected: [UInt8] = []
+        RESP.encodeCommand(["XADD", "s", "MAXLEN", "~", "100", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowType", "wf", "workflowVersion", "3"].map { Array($0.utf8) }, into: &expected)
+        #expect(fast == expected)
+    }
+
     @Test func replyOutcomes() {
         #expect(RedisStreamClient.outcome(.bulkString(Array("1-0".utf8))) == .delivered)
         #expect(RedisStreamClient.outcome(.error("LOADING Redis is loading")) == .retryable("redis: LOADING Redis is loading"))
