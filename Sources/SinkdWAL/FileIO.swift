@@ -33,7 +33,7 @@ public enum FileIO {
     }
 
     public static func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, path: String) throws(FileError) {
-        if let injected = FaultInjector.shared.failure(for: .write) {
+        if let injected = FaultInjector.shared.failure(for: .write, path: path) {
             throw FileError(operation: "write", path: path, errno: injected)
         }
         var done = 0
@@ -62,7 +62,7 @@ public enum FileIO {
     }
 
     public static func dataSync(_ fd: CInt, path: String) throws(FileError) {
-        if let injected = FaultInjector.shared.failure(for: .fsync) {
+        if let injected = FaultInjector.shared.failure(for: .fsync, path: path) {
             throw FileError(operation: "fdatasync", path: path, errno: injected)
         }
         while fdatasync(fd) != 0 {
@@ -165,35 +165,37 @@ public enum FileIO {
     }
 }
 
-/// Test seam: makes the next write or fsync fail with a chosen errno. Off (and free) unless a test
-/// arms it.
+/// Test seam: makes the next writes or fsyncs of files under a directory fail with a chosen errno.
+/// Off (and free) unless a test arms it. Scoped by path so that tests running in parallel never
+/// see each other's faults.
 public final class FaultInjector: @unchecked Sendable {
     public enum Operation: Sendable { case write, fsync }
     public static let shared = FaultInjector()
 
     private let lock = Lock()
-    private var armed: [(operation: Operation, errno: CInt, remaining: Int)] = []
+    private var armed: [(operation: Operation, errno: CInt, remaining: Int, under: String)] = []
     private var anyArmed = false
 
-    /// The next `times` operations of kind `operation` fail with `errno`.
-    public func arm(_ operation: Operation, errno: CInt, times: Int = 1) {
+    /// The next `times` operations of kind `operation` on files under `directory` fail with `errno`.
+    public func arm(_ operation: Operation, errno: CInt, times: Int = 1, under directory: String) {
         lock.withLock {
-            armed.append((operation, errno, times))
+            armed.append((operation, errno, times, directory.hasSuffix("/") ? directory : directory + "/"))
             anyArmed = true
         }
     }
 
-    public func disarm() {
+    public func disarm(under directory: String) {
+        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
         lock.withLock {
-            armed.removeAll()
-            anyArmed = false
+            armed.removeAll { $0.under == prefix }
+            anyArmed = !armed.isEmpty
         }
     }
 
-    func failure(for operation: Operation) -> CInt? {
+    func failure(for operation: Operation, path: String) -> CInt? {
         guard lock.withLock({ anyArmed }) else { return nil }
         return lock.withLock {
-            guard let i = armed.firstIndex(where: { $0.operation == operation }) else { return nil }
+            guard let i = armed.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else { return nil }
             let code = armed[i].errno
             armed[i].remaining -= 1
             if armed[i].remaining == 0 { armed.remove(at: i) }

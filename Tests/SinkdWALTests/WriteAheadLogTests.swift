@@ -218,8 +218,8 @@ import SinkdCore
         let t = try TestWAL(whenFull: .reject)
         try t.append([record("before")])
         let segmentsBefore = t.segmentFiles()
-        FaultInjector.shared.arm(.fsync, errno: EIO)
-        defer { FaultInjector.shared.disarm() }
+        FaultInjector.shared.arm(.fsync, errno: EIO, under: t.directory)
+        defer { FaultInjector.shared.disarm(under: t.directory) }
         let (outcomes, ticket) = t.wal.append([record("lost")], nowMillis: WallClock.millis())
         #expect(outcomes == [.accepted(seq: 2)])
         let result = t.wait(ticket)
@@ -233,8 +233,8 @@ import SinkdCore
 
     @Test func noSpaceWithRejectFailsTheRound() throws {
         let t = try TestWAL(whenFull: .reject)
-        FaultInjector.shared.arm(.write, errno: ENOSPC)
-        defer { FaultInjector.shared.disarm() }
+        FaultInjector.shared.arm(.write, errno: ENOSPC, under: t.directory)
+        defer { FaultInjector.shared.disarm(under: t.directory) }
         let (_, ticket) = t.wal.append([record("x")], nowMillis: WallClock.millis())
         guard case .failure(let error) = t.wait(ticket) else {
             Issue.record("expected a failure")
@@ -246,8 +246,8 @@ import SinkdCore
 
     @Test func noSpaceWithBlockHoldsTheRoundUntilSpaceReturns() throws {
         let t = try TestWAL(whenFull: .block)
-        FaultInjector.shared.arm(.write, errno: ENOSPC, times: 3)
-        defer { FaultInjector.shared.disarm() }
+        FaultInjector.shared.arm(.write, errno: ENOSPC, times: 3, under: t.directory)
+        defer { FaultInjector.shared.disarm(under: t.directory) }
         let (_, ticket) = t.wal.append([record("x")], nowMillis: WallClock.millis())
         #expect(throws: Never.self) { try t.wait(ticket).get() }
         try t.restart()
