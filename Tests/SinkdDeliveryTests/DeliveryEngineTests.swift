@@ -128,16 +128,31 @@ import SinkdCore
         await h.finish()
     }
 
-    @Test func aLargeBacklogWithTheSinkDownStaysBoundedAndDrainsWhenItReturns() async throws {
-        let h = try EngineHarness { $0.wal.segmentSize = 1 << 20 }
-        h.family.script("http:b", Array(repeating: .connectionError("broker down"), count: 4))
-        for chunk in 0..<20 { h.append("http:b", (0..<1000).map { "b\(chunk)-\($0)" }) }
-        #expect(await h.eventually { (h.service.snapshots.first?.held ?? 0) > 0 })
+    @Test func aMillionRecordBacklogWithTheSinkDownStaysBoundedAndDrainsWhenItReturns() async throws {
+        let h = try EngineHarness {
+            $0.wal.segmentSize = 8 << 20
+            $0.wal.maxSize = 4 << 30
+            $0.sinks.http?.options.batchSize = 500
+        }
+        h.family.batchLimit = 500
+        h.family.script("http:b", Array(repeating: .connectionError("broker down"), count: 3))
+        let total = 1_000_000
+        let rssBefore = Self.residentMiB()
+        for chunk in 0..<(total / 10_000) { h.append("http:b", (0..<10_000).map { "b\(chunk)-\($0)" }, payloadBytes: 8) }
         let held = h.service.snapshots.first?.held ?? 0
-        print("backlog of 20,000 records with the sink down: \(held) held in memory")
-        #expect(held <= 1000)
-        #expect(await h.eventually { Set(h.family.deliveredRecords("http:b").map(\.record.id)).count == 20_000 })
+        let rssBacklog = Self.residentMiB()
+        print("backlog of \(total) records with the sink down: \(held) held in memory, test process RSS \(rssBefore) MiB before, \(rssBacklog) MiB with the backlog")
+        #expect(held <= 4 * 500 * 4)
+        #expect(await h.eventually(timeout: .seconds(120)) { h.family.deliveredRecords("http:b").count >= total })
+        #expect(Set(h.family.deliveredRecords("http:b").map(\.record.id)).count == total)
+        print("drained; test process RSS \(Self.residentMiB()) MiB")
         await h.finish()
+    }
+
+    static func residentMiB() -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
     }
 }
 
