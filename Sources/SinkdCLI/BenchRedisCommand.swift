@@ -63,7 +63,7 @@ struct BenchRedis: ParsableCommand {
             log: {level: warning, format: logfmt}
             sinks: {redis: {url: "redis://127.0.0.1:\(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        var daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
             daemon.waitUntilExit()
@@ -113,9 +113,6 @@ struct BenchRedis: ParsableCommand {
         while xlen(port: port, key: "backlog") < ingested { usleep(100_000) }
         let drain = monotonicSeconds() - d0
         say("drain     \(format(Double(ingested) / drain)) records/s once Redis was back (\(format(drain)) s); peak RSS while draining \(format(Double(sampler.stop()) / 1024)) MiB")
-        daemon.terminate()
-        daemon.waitUntilExit()
-        daemon = Process()
     }
 
     private func startRedis(port: Int, dir: String) throws -> Process {
