@@ -59,14 +59,7 @@ struct BenchIngest: ParsableCommand {
         let dd = try ddBandwidth(dir)
         say("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
 
-        let config = dir + "/sinkd.yaml"
-        try """
-            ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
-            control: {socket: \(dir)/control.sock}
-            wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
-            log: {level: warning, format: logfmt}
-            sinks: {file: {directory: \(dir)/outbox}}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try writeBenchConfig(dir: dir, sinks: "{file: {directory: \(dir)/outbox}}")
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -186,6 +179,19 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
 private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
     if value >= 10 { appendDecimal(value / 10, to: &out) }
     out.append(UInt8(ascii: "0") + UInt8(value % 10))
+}
+
+/// The benchmarks' configuration: everything under `dir`, fsync always, the given `sinks:` section.
+func writeBenchConfig(dir: String, sinks: String) throws -> String {
+    let config = dir + "/sinkd.yaml"
+    try """
+        ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
+        control: {socket: \(dir)/control.sock}
+        wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
+        log: {level: warning, format: logfmt}
+        sinks: \(sinks)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+    return config
 }
 
 /// `sinkd run` on `config`, once its ingest socket accepts.

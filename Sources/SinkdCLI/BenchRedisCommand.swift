@@ -55,14 +55,7 @@ struct BenchRedis: ParsableCommand {
         say("baseline  redis-benchmark -P 64 -c \(connections) XADD with a \(payloadBytes) B field: \(format(baseline)) XADD/s")
 
         // End to end.
-        let config = dir + "/sinkd.yaml"
-        try """
-            ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
-            control: {socket: \(dir)/control.sock}
-            wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
-            log: {level: warning, format: logfmt}
-            sinks: {redis: {url: "redis://127.0.0.1:\(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try writeBenchConfig(dir: dir, sinks: #"{redis: {url: "redis://127.0.0.1:\#(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}"#)
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
