@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,6 +33,8 @@ struct Run: AsyncParsableCommand {
         _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
         let config = try options.load()
         LogSetup.bootstrap(config.log, levelOverride: logLevel)
+        // From here on SIGTERM/SIGINT mean "stop gracefully", even while sinkd is still starting.
+        let stopSignals = StopSignals()
         // Metrics are recorded from the first record on: the backend goes in before anything starts.
         let registry = config.metrics.listen.isEmpty ? nil : MetricsService.bootstrap()
         let logger = Logger(label: "sinkd")
@@ -42,7 +45,7 @@ struct Run: AsyncParsableCommand {
             logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        try await daemon.run()
+        try await daemon.run(stopSignals: stopSignals)
     }
 }
 
@@ -106,11 +109,11 @@ struct Daemon {
         return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery, control: control, metrics: metrics)
     }
 
-    func run() async throws {
+    func run(stopSignals: StopSignals) async throws {
         let group = ServiceGroup(configuration: .init(
             // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
-            services: [.init(service: delivery), .init(service: control)] + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            services: [.init(service: stopSignals, successTerminationBehavior: .gracefullyShutdownGroup), .init(service: delivery), .init(service: control)]
+                + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)],
             logger: logger
         ))
         logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
@@ -144,5 +147,29 @@ enum SinkFamilies {
         if let redis = config.sinks.redis { families[.redis] = RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = HTTPSinkFamily(config: http) }
         return families
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the start of `sinkd run` (before any socket is bound), so that a
+/// stop requested while sinkd is still starting is honoured gracefully once it runs: this service
+/// returns on the first signal, and the group then shuts down gracefully.
+final class StopSignals: Service, @unchecked Sendable {
+    private let stream: AsyncStream<Int32>
+    private let sources: [DispatchSourceSignal]
+
+    init() {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        self.stream = stream
+        sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+    }
+
+    func run() async throws {
+        for await _ in stream.cancelOnGracefulShutdown() { return }
     }
 }
