@@ -40,7 +40,6 @@ final class ConfigSection {
         }
     }
 
-    var isPresent: Bool { !entries.isEmpty || mark != nil }
     var keys: [String] { entries.map(\.key) }
 
     func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }

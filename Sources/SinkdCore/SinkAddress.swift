@@ -128,14 +128,8 @@ extension SinkAddress {
 
     /// The grammar alone, without looking at which families are configured.
     public static func parse(_ sink: String, workflowType: String?, taskRefName: String?) throws(SinkAddressError) -> SinkAddress {
-        let expanded = try expandConductor(sink, workflowType: workflowType, taskRefName: taskRefName)
-        guard let colon = expanded.firstIndex(of: ":") else { throw .noColon(sink) }
-        let prefixText = String(expanded[..<colon])
-        let location = String(expanded[expanded.index(after: colon)...])
-        guard let prefix = SinkPrefix(rawValue: prefixText) else { throw .unknownPrefix(prefixText) }
-        guard !location.isEmpty else { throw .emptyLocation(sink) }
-        let target = try parseTarget(prefix, location: location, sink: sink)
-        return SinkAddress(prefix: prefix, location: location, target: target)
+        // After expansion only `conductor` sinks change, and their errors are raised by the expansion.
+        try parse(identity: try expandConductor(sink, workflowType: workflowType, taskRefName: taskRefName))
     }
 
     /// Parses a normalized identity (`prefix:location`, as stored in the WAL): no expansion.
