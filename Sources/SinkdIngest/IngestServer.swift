@@ -22,14 +22,6 @@ public final class ServerState: Sendable {
     func connectionOpened() { connections.withLockedValue { $0 += 1 } }
     func connectionClosed() { connections.withLockedValue { $0 -= 1 } }
 
-    /// Reserves a connection slot if fewer than `limit` are taken.
-    func reserve(limit: Int, reserved: NIOLockedValueBox<Int>) -> Bool {
-        reserved.withLockedValue { n in
-            guard n < limit else { return false }
-            n += 1
-            return true
-        }
-    }
 }
 
 public struct IngestServerError: Error, CustomStringConvertible {
@@ -147,7 +139,12 @@ public final class IngestService: Service, @unchecked Sendable {
 
     private func initialize(_ channel: Channel) -> EventLoopFuture<Void> {
         let id = ObjectIdentifier(channel)
-        guard shared.state.reserve(limit: config.maxConnections, reserved: reserved) else {
+        let admitted = reserved.withLockedValue { n in
+            guard n < config.maxConnections else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
             shared.logger.warning("refused an ingest connection: ingest.max_connections reached", metadata: ["max_connections": "\(config.maxConnections)"])
             let refusal = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has ingest.max_connections (\(config.maxConnections)) connections; retry later"))
             return channel.pipeline.addHandler(RefusingHandler(refusal))
