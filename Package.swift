@@ -25,10 +25,12 @@ let package = Package(
             name: "SinkdCore",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // CRC-32C with the CPU's instruction where there is one (x86-64 SSE4.2).
+        .target(name: "CCRC32C"),
         // The write-ahead log: segments, group commit, recovery, delivery progress, sink readers.
         .target(
             name: "SinkdWAL",
-            dependencies: ["SinkdCore", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]
+            dependencies: ["SinkdCore", "CCRC32C", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]
         ),
         // The Unix-socket ingest protocol: framing, request parsing, acknowledgement after durability.
         .target(

@@ -43,7 +43,7 @@ public struct PipelineStateMachine: Sendable {
             reconnectPolicy.initialBackoff = .milliseconds(500)
             reconnectPolicy.maxBackoff = .seconds(30)
             self.reconnect = RetrySchedule(reconnectPolicy)
-            self.bufferLimit = max(1000, 4 * limits.maxBatchCount * self.maxInFlight)
+            self.bufferLimit = max(1000, 2 * limits.maxBatchCount * self.maxInFlight)
         }
     }
 
@@ -78,7 +78,11 @@ public struct PipelineStateMachine: Sendable {
     }
 
     public let settings: Settings
-    public private(set) var waiting: [Item] = []
+    /// Records not in flight, in seq order: `queue[head...]`. Taking a batch from the front moves
+    /// `head` instead of shifting the whole buffer (thousands of items) once per batch.
+    private var queue: [Item] = []
+    private var head = 0
+    public var waiting: ArraySlice<Item> { queue[head...] }
     public private(set) var inFlight: [UInt64: [Item]] = [:]
     public private(set) var health: Health = .up
     private var nextBatchID: UInt64 = 1
@@ -91,7 +95,7 @@ public struct PipelineStateMachine: Sendable {
 
     public var heldRecords: Int { waiting.count + inFlight.values.reduce(0) { $0 + $1.count } }
     public var wantsRecords: Bool { heldRecords < settings.bufferLimit }
-    public var isIdle: Bool { waiting.isEmpty && inFlight.isEmpty }
+    public var isIdle: Bool { head == queue.count && inFlight.isEmpty }
     public var inFlightRecords: Int { inFlight.values.reduce(0) { $0 + $1.count } }
 
     /// New records from the WAL, in seq order. Oversized ones are dead-lettered at once.
@@ -120,7 +124,8 @@ public struct PipelineStateMachine: Sendable {
         var picked: [Int] = []
         var bytes = 0
         var earliest: UInt64?
-        for (index, item) in waiting.enumerated() {
+        for index in head..<queue.count {
+            let item = queue[index]
             guard item.notBefore <= now else {
                 earliest = min(earliest ?? item.notBefore, item.notBefore)
                 if settings.ordering == .strict { break }  // nothing overtakes the head
@@ -132,29 +137,38 @@ public struct PipelineStateMachine: Sendable {
             if picked.count == settings.limits.maxBatchCount { break }
         }
         guard !picked.isEmpty else { return .wait(untilMillis: earliest) }
-        // One pass over `waiting`, never one shift per picked record.
         var batch: [Item] = []
         batch.reserveCapacity(picked.count)
         for index in picked {
-            var item = waiting[index]
+            var item = queue[index]
             item.firstAttemptMillis = item.firstAttemptMillis ?? now
             item.lastAttemptMillis = now
             batch.append(item)
         }
-        if picked.last! == picked.count - 1 {
-            waiting.removeFirst(picked.count)  // the usual case: a run from the head
+        if picked.last! == head + picked.count - 1 {
+            // The usual case, a run from the front: move the head; compact now and then.
+            head += picked.count
+            if head == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 1024, head * 2 >= queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
         } else {
+            // One pass, never one shift per picked record.
             var keep: [Item] = []
-            keep.reserveCapacity(waiting.count - picked.count)
+            keep.reserveCapacity(queue.count - head - picked.count)
             var next = 0
-            for (index, item) in waiting.enumerated() {
+            for index in head..<queue.count {
                 if next < picked.count, picked[next] == index {
                     next += 1
                 } else {
-                    keep.append(item)
+                    keep.append(queue[index])
                 }
             }
-            waiting = keep
+            queue = keep
+            head = 0
         }
         let id = nextBatchID
         nextBatchID += 1
@@ -222,18 +236,26 @@ public struct PipelineStateMachine: Sendable {
 
     /// Takes back every waiting record (shutdown or removal): they stay unfinished in the WAL.
     public mutating func drainWaiting() -> [Item] {
-        defer { waiting.removeAll() }
-        return waiting
+        defer {
+            queue.removeAll()
+            head = 0
+        }
+        return Array(waiting)
     }
 
     private mutating func insert(_ item: Item) {
         // Binary search by seq: records come back from retries out of order.
-        var low = 0
-        var high = waiting.count
+        var low = head
+        var high = queue.count
         while low < high {
             let mid = (low + high) / 2
-            if waiting[mid].seq < item.seq { low = mid + 1 } else { high = mid }
+            if queue[mid].seq < item.seq { low = mid + 1 } else { high = mid }
         }
-        waiting.insert(item, at: low)
+        if low == head, head > 0 {
+            head -= 1  // a new front: reuse the slot the last batch left
+            queue[head] = item
+        } else {
+            queue.insert(item, at: low)
+        }
     }
 }

@@ -224,7 +224,7 @@ struct JSONScanner {
                 return .array
             }
         case UInt8(ascii: "\""):
-            _ = try string()
+            _ = try string(decode: false)  // validated here; decoded later only if a field needs it
             return .string
         case UInt8(ascii: "t"):
             try literal("true")
@@ -264,7 +264,8 @@ struct JSONScanner {
             skipWhitespace()
             guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
             let keyStart = i
-            let key = try string()
+            // Keys are decoded only where a visitor reads them (the request's top level).
+            let key = try string(decode: visit != nil)
             let keyEnd = i
             skipWhitespace()
             guard peek() == UInt8(ascii: ":") else { throw Malformed(offset: i, expected: "':' after an object key") }
@@ -318,17 +319,20 @@ struct JSONScanner {
         _ = start
     }
 
-    /// Validates and decodes a string starting at the opening quote.
-    mutating func string() throws -> DecodedString {
+    /// Validates a string starting at the opening quote and, when `decode`, decodes it
+    /// (without, `decoded` is nil: payload strings need validation, not a copy).
+    mutating func string(decode: Bool = true) throws -> DecodedString {
         i += 1  // opening quote
         let start = i
         var hasEscapes = false
-        // Fast path: scan plain bytes.
         while i < bytes.count {
+            skipPlainASCII()
+            guard i < bytes.count else { break }
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<i])
                 i += 1
+                if !decode { return DecodedString(decoded: nil) }
                 if !hasEscapes { return DecodedString(decoded: String(decoding: raw, as: UTF8.self)) }
                 return DecodedString(decoded: Self.unescape(raw))
             }
@@ -359,6 +363,22 @@ struct JSONScanner {
             i += 1
         }
         throw Malformed(offset: bytes.count, expected: "'\"' to close the string that starts at byte \(start - 1)")
+    }
+
+    /// Moves `i` past bytes that need no attention inside a string (printable ASCII other than
+    /// '"' and '\\'), eight at a time: payload strings are most of what ingest reads.
+    @inline(__always) mutating func skipPlainASCII() {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while i + 8 <= bytes.count {
+            let w = bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            let quote = w ^ (ones &* 0x22)
+            let backslash = w ^ (ones &* 0x5C)
+            // A byte is zero (haszero), below 0x20 (hasless) or at least 0x80 (high bit).
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
+            guard special & highs == 0 else { return }
+            i += 8
+        }
     }
 
     /// Validates one multi-byte UTF-8 sequence at `i` (RFC 3629: no overlongs, no surrogates,

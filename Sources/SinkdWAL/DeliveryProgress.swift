@@ -85,7 +85,7 @@ public struct DeliveryProgress: Sendable, Equatable {
     static let magic: [UInt8] = Array("SINKDPRG".utf8)
 
     /// `"SINKDPRG" u32 version u64 nextSeq u32 sinkCount; per sink: u16 len, name, u64 readUpTo,
-    /// u32 outstandingCount, u64 × count; u32 crc32c of everything before`.
+    /// u32 outstandingCount, u64 × count (unordered); u32 crc32c of everything before`.
     public func encode() -> [UInt8] {
         var out = Self.magic
         out.appendLE(UInt32(1))
@@ -96,7 +96,7 @@ public struct DeliveryProgress: Sendable, Equatable {
             out.append(contentsOf: name.utf8)
             out.appendLE(s.readUpTo)
             out.appendLE(UInt32(s.outstanding.count))
-            for seq in s.outstanding.sorted() { out.appendLE(seq) }
+            for seq in s.outstanding { out.appendLE(seq) }  // any order: decode builds a set
         }
         out.appendLE(CRC32C.checksum(out))
         return out

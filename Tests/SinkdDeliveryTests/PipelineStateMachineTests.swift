@@ -39,6 +39,34 @@ import SinkdCore
         #expect(Self.seqs(m.next(now: 1)) == [7, 8])
     }
 
+    /// A long run of batches taken from the front (the queue's head moves and is compacted now and
+    /// then), with a retried record going back in front of it: order and counts stay exact.
+    @Test func longRunsKeepOrderAcrossCompactionsAndRetries() {
+        var m = Self.machine(batch: 7, inFlight: 1)
+        _ = m.add(Self.records(1...5000))
+        var sent: [UInt64] = []
+        var retriedOnce = false
+        while case .send(let id, let records) = m.next(now: 10) {
+            sent += records.map(\.seq)
+            var outcomes = Array(repeating: DeliveryOutcome.delivered, count: records.count)
+            if !retriedOnce, records.first!.seq > 2000 {
+                outcomes[0] = .retryable("once", retryAfter: .zero)
+                retriedOnce = true
+            }
+            _ = m.completed(batchID: id, outcomes: outcomes, now: 10, random: { 0 })
+            #expect(m.heldRecords == m.waiting.count)
+        }
+        #expect(retriedOnce)
+        #expect(sent.count == 5001)
+        #expect(Set(sent).count == 5000)
+        #expect(m.isIdle)
+        // The retried record left again first, right after its own batch (nothing was in front).
+        // (Batches of 7 from seq 1: the first to start above 2000 starts at 2003.)
+        let retried = sent.firstIndex(of: 2003)!
+        #expect(sent[retried + 7] == 2003)
+        #expect(sent[retried + 8] == 2010)
+    }
+
     @Test func batchesRespectBytes() {
         var m = Self.machine(batch: 10, batchBytes: 25)
         _ = m.add(Self.records(1...5, bytes: 10))

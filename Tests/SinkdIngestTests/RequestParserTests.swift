@@ -91,6 +91,31 @@ import SinkdCore
         #expect(RequestParser.parse(c.line) == c.expected)
     }
 
+    /// Strings are scanned eight bytes at a time: a byte that needs attention must be found at
+    /// every position of the word, and at every distance from the end of the line.
+    @Test func stringScanFindsSpecialBytesAtEveryPosition() {
+        let prefix = #"{"id":"t","sink":"s:x","payload":""#
+        for length in 0..<20 {
+            for position in 0..<max(length, 1) where position < length {
+                var body = Array(repeating: UInt8(ascii: "a"), count: length)
+                body[position] = 0x09  // a raw tab
+                let line = Array(prefix.utf8) + body + Array("\"}".utf8)
+                #expect(RequestParser.parse(line) == Self.reject(.malformed, "malformed JSON at byte \(prefix.utf8.count + position): expected no raw control character inside a string (escape it)", id: "t"),
+                        "tab at \(position) of \(length)")
+                body[position] = 0xFF  // never valid UTF-8
+                #expect(RequestParser.parse(Array(prefix.utf8) + body + Array("\"}".utf8)).failureCode == .malformed, "0xFF at \(position) of \(length)")
+                body[position] = UInt8(ascii: "\\")
+                body.insert(UInt8(ascii: "\""), at: position + 1)  // an escaped quote does not end it
+                let payload = "\"" + String(decoding: body, as: UTF8.self) + "\""
+                #expect(RequestParser.parse(Array(prefix.utf8) + body + Array("\"}".utf8)) == Self.request("t", "s:x", payload))
+            }
+            // Plain text of every length, and an unterminated string of every length.
+            let plain = String(repeating: "b", count: length)
+            #expect(RequestParser.parse(Array((prefix + plain + "\"}").utf8)) == Self.request("t", "s:x", "\"" + plain + "\""))
+            #expect(RequestParser.parse(Array((prefix + plain).utf8)).failureCode == .malformed)
+        }
+    }
+
     @Test func sinkResolution() {
         var sinks = SinksConfig()
         sinks.file = FileSinkConfig()
