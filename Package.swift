@@ -106,6 +106,17 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // systemd integration through libsystemd: sd_notify, the watchdog, socket activation, the journal.
+        .target(
+            name: "SinkdSystemd",
+            dependencies: [
+                "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The command-line interface: every subcommand, as a library so tests can drive it.
         .target(
             name: "SinkdCLI",
@@ -118,7 +129,7 @@ let package = Package(
                 "SinkdRedisSink",
                 "SinkdHTTPSink",
                 "SinkdControl",
-                "CSystemd",
+                "SinkdSystemd",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -165,7 +176,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),
+        .testTarget(name: "SinkdSystemdTests", dependencies: ["SinkdSystemd"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -6,6 +6,7 @@ import Glibc
 import Logging
 import NIOPosix
 import Prometheus
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SinkdControl
 import SinkdCore
@@ -14,6 +15,7 @@ import SinkdFileSink
 import SinkdHTTPSink
 import SinkdIngest
 import SinkdRedisSink
+import SinkdSystemd
 import SinkdWAL
 
 struct Run: AsyncParsableCommand {
@@ -31,21 +33,37 @@ struct Run: AsyncParsableCommand {
         // Few malloc arenas: sinkd's threads allocate small buffers at a high rate, and glibc's
         // default (8 arenas per core) lets fragmentation, not data, decide the resident size.
         _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
+        // Sockets passed by systemd are taken first (and their variables cleared for children).
+        let passed = ListenFDs.take()
         let config = try options.load()
-        LogSetup.bootstrap(config.log, levelOverride: logLevel)
-        // From here on SIGTERM/SIGINT mean "stop gracefully", even while sinkd is still starting.
-        let stopSignals = StopSignals()
+        let logLevel = LogSetup.bootstrap(config.log, levelOverride: logLevel)
+        // From here on SIGTERM/SIGINT mean "stop gracefully", and SIGHUP "reload", even while
+        // sinkd is still starting (a reload waits until it runs).
+        let notifier = SystemdNotifier()
+        let stopSignals = StopSignals(notifier: notifier)
+        let coordinator = NIOLockedValueBox<ReloadCoordinator?>(nil)
+        let hangups = HangupSignals { coordinator.withLockedValue { $0 } }
         // Metrics are recorded from the first record on: the backend goes in before anything starts.
         let registry = config.metrics.listen.isEmpty ? nil : MetricsService.bootstrap()
         let logger = Logger(label: "sinkd")
+        let sockets = ListenFDs.assign(passed)
+        for unused in sockets.unused {
+            logger.warning("systemd passed a socket sinkd does not use; closing it", metadata: ["name": "\(unused.name)", "fd": "\(unused.fd)"])
+            close(unused.fd)
+        }
         let daemon: Daemon
         do {
-            daemon = try await Daemon.start(config: config, logger: logger, registry: registry)
+            daemon = try await Daemon.start(config: config, logger: logger, registry: registry, notifier: notifier,
+                                            inherited: (sockets.ingest, sockets.control), reload: { await coordinator.withLockedValue { $0 }?.reload() })
         } catch {
             logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
+            notifier.status("could not start: \(error)")
             throw ExitCode(1)
         }
-        try await daemon.run(stopSignals: stopSignals)
+        coordinator.withLockedValue {
+            $0 = ReloadCoordinator(configPath: options.path, daemon: daemon, notifier: notifier, logLevel: logLevel, levelOverride: self.logLevel, logger: logger)
+        }
+        try await daemon.run(stopSignals: stopSignals, hangups: hangups, notifier: notifier)
     }
 }
 
@@ -53,18 +71,24 @@ extension LogLevel: ExpressibleByArgument {}
 
 /// The running daemon: the WAL and the services around it, started in order and stopped in
 /// reverse.
-struct Daemon {
+struct Daemon: Sendable {
     let config: SinkdConfig
     let logger: Logger
     let wal: WriteAheadLog
+    let ingestContext: IngestContext
     let ingest: IngestService
     let delivery: DeliveryService
     let control: ControlService
     let metrics: MetricsService?
 
-    static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws -> Daemon {
+    static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?, notifier: SystemdNotifier = SystemdNotifier(),
+                      inherited: (ingest: CInt?, control: CInt?) = (nil, nil), reload: (@Sendable () async -> ReloadOutcome?)? = nil) async throws -> Daemon {
         let wal: WriteAheadLog
         do {
+            // Recovery reads segment summaries, so it is normally quick; while it runs, systemd is
+            // asked for more start-up time every 10 s so a large or damaged WAL is not killed.
+            let recovering = StartupExtender(notifier: notifier, status: "recovering the write-ahead log in \(config.wal.directory)")
+            defer { recovering.stop() }
             wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
         } catch {
             throw DaemonError("cannot open the write-ahead log in \(config.wal.directory): \(error)")
@@ -81,10 +105,17 @@ struct Daemon {
         let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
-        let ingest = IngestService(shared: shared, config: config.ingest, source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
-        let control = ControlService(config: config, wal: wal, delivery: delivery, deadLetters: deadLetters, ingestState: state, logger: logger)
+        let source: ListenSource = inherited.ingest.map { .inherited(fd: $0, path: config.ingest.socket) } ?? .path(config.ingest.socket, mode: config.ingest.socketMode)
+        let ingest = IngestService(shared: shared, config: config.ingest, source: source, group: MultiThreadedEventLoopGroup.singleton)
+        var controlReload: (@Sendable () async -> ReloadOutcome)?
+        if let reload {
+            controlReload = { @Sendable in
+                await reload() ?? ReloadOutcome(applied: false, generation: 1, messages: ["sinkd is still starting; retry in a moment"])
+            }
+        }
+        let control = ControlService(config: config, wal: wal, delivery: delivery, deadLetters: deadLetters, ingestState: state, logger: logger, reload: controlReload)
         do {
-            try await control.bind()
+            try await control.bind(inherited: inherited.control)
         } catch {
             wal.shutdown()
             throw DaemonError("cannot listen on the control socket \(config.control.socket): \(error)")
@@ -106,19 +137,27 @@ struct Daemon {
             wal.shutdown()
             throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
         }
-        return Daemon(config: config, logger: logger, wal: wal, ingest: ingest, delivery: delivery, control: control, metrics: metrics)
+        return Daemon(config: config, logger: logger, wal: wal, ingestContext: shared, ingest: ingest, delivery: delivery, control: control, metrics: metrics)
     }
 
-    func run(stopSignals: StopSignals) async throws {
-        let group = ServiceGroup(configuration: .init(
-            // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
-            services: [.init(service: stopSignals, successTerminationBehavior: .gracefullyShutdownGroup), .init(service: delivery), .init(service: control)]
-                + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)],
-            logger: logger
-        ))
+    func run(stopSignals: StopSignals, hangups: HangupSignals? = nil, notifier: SystemdNotifier = SystemdNotifier()) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: stopSignals, successTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        if let interval = SystemdNotifier.watchdogInterval() {
+            let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+            services.append(.init(service: WatchdogService(interval: interval, loops: loops, walWritingSince: { [wal] in wal.currentStats.writingSinceNanos },
+                                                           now: { MonotonicClock.nanos() }, notifier: notifier, logger: logger)))
+        }
+        if let hangups { services.append(.init(service: hangups)) }
+        if notifier.isActive { services.append(.init(service: StatusReporter(daemon: self, notifier: notifier))) }
+        // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
+        services += [.init(service: delivery), .init(service: control)] + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)]
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
         logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
+        notifier.ready(status: StatusLine.make(daemon: self))
         try await group.run()
-        for family in delivery.families.values { await family.shutdown() }
+        for family in delivery.allFamilies { await family.shutdown() }
         // Last: seal the active segment and save delivery progress.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             BlockingThread.detach { [wal] in
@@ -128,6 +167,29 @@ struct Daemon {
         }
         logger.info("sinkd stopped")
     }
+}
+
+/// While it lives, asks systemd for 30 s more start-up time every 10 s (EXTEND_TIMEOUT_USEC).
+final class StartupExtender: Sendable {
+    private let stopped = NIOLockedValueBox(false)
+
+    init(notifier: SystemdNotifier, status: String) {
+        guard notifier.isActive else { return }
+        notifier.extendTimeout(microseconds: 30_000_000, status: status)
+        let stopped = self.stopped
+        BlockingThread.detach {
+            var waited = 0
+            while !stopped.withLockedValue({ $0 }) {
+                usleep(100_000)
+                waited += 1
+                if waited % 100 == 0, !stopped.withLockedValue({ $0 }) {
+                    notifier.extendTimeout(microseconds: 30_000_000, status: status)
+                }
+            }
+        }
+    }
+
+    func stop() { stopped.withLockedValue { $0 = true } }
 }
 
 struct DaemonError: Error, CustomStringConvertible {
@@ -141,11 +203,13 @@ func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 
 /// The sink families sinkd can deliver to, for the families the configuration enables.
 enum SinkFamilies {
-    static func make(_ config: SinkdConfig) -> [ConfigFamily: any SinkFamily] {
+    /// The families `config` enables; those in `reusing` (running instances of unchanged
+    /// sections, on a reload) are kept rather than created again.
+    static func make(_ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:]) -> [ConfigFamily: any SinkFamily] {
         var families: [ConfigFamily: any SinkFamily] = [:]
-        if let file = config.sinks.file { families[.file] = FileSinkFamily(config: file) }
-        if let redis = config.sinks.redis { families[.redis] = RedisSinkFamily(config: redis) }
-        if let http = config.sinks.http { families[.http] = HTTPSinkFamily(config: http) }
+        if let file = config.sinks.file { families[.file] = reusing[.file] ?? FileSinkFamily(config: file) }
+        if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
+        if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
         return families
     }
 }
@@ -156,8 +220,10 @@ enum SinkFamilies {
 final class StopSignals: Service, @unchecked Sendable {
     private let stream: AsyncStream<Int32>
     private let sources: [DispatchSourceSignal]
+    private let notifier: SystemdNotifier
 
-    init() {
+    init(notifier: SystemdNotifier = SystemdNotifier()) {
+        self.notifier = notifier
         let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
         self.stream = stream
         sources = [SIGTERM, SIGINT].map { number in
@@ -170,6 +236,9 @@ final class StopSignals: Service, @unchecked Sendable {
     }
 
     func run() async throws {
-        for await _ in stream.cancelOnGracefulShutdown() { return }
+        for await number in stream.cancelOnGracefulShutdown() {
+            notifier.stopping(status: "stopping (\(number == SIGTERM ? "SIGTERM" : "SIGINT")): finishing in-flight records")
+            return
+        }
     }
 }

@@ -7,6 +7,15 @@ import SinkdIngest
 /// A request to the running daemon's control socket.
 enum Control {
     static func request(_ object: [String: Any], socket: String) throws -> [String: Any] {
+        let response = try exchange(object, socket: socket)
+        if response["ok"] as? Bool != true {
+            throw ControlError(response["error"] as? String ?? "sinkd refused the request")
+        }
+        return response
+    }
+
+    /// Sends one request and returns the response, whether `ok` or not.
+    static func exchange(_ object: [String: Any], socket: String) throws -> [String: Any] {
         let client: IngestClient
         do {
             client = try IngestClient(path: socket)
@@ -19,9 +28,6 @@ enum Control {
         }
         guard let response = try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
             throw ControlError("sinkd answered something that is not JSON")
-        }
-        if response["ok"] as? Bool != true {
-            throw ControlError(response["error"] as? String ?? "sinkd refused the request")
         }
         return response
     }

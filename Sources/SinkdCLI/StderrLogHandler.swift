@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import SinkdCore
 import SinkdIngest
+import SinkdSystemd
 
 /// Log lines on stderr, one per event: logfmt (`ts=… level=info msg="…" key=value`) or JSON
 /// objects. One write(2) per line so concurrent lines never interleave.
@@ -12,13 +13,20 @@ struct StderrLogHandler: LogHandler {
 
     let label: String
     let format: Format
-    var logLevel: Logger.Level
+    private let level: LogLevelControl
+    private var ownLevel: Logger.Level?
     var metadata: Logger.Metadata = [:]
 
-    init(label: String, format: Format, level: Logger.Level) {
+    init(label: String, format: Format, level: LogLevelControl) {
         self.label = label
         self.format = format
-        self.logLevel = level
+        self.level = level
+    }
+
+    /// The shared, reloadable level unless a logger set its own.
+    var logLevel: Logger.Level {
+        get { ownLevel ?? level.level }
+        set { ownLevel = newValue }
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -110,10 +118,32 @@ extension LogLevel {
 }
 
 enum LogSetup {
-    /// Sets up swift-log once for the process from `log.level` / `log.format` (and `--log-level`).
-    static func bootstrap(_ config: LogConfig, levelOverride: LogLevel?) {
-        let level = (levelOverride ?? config.level).swiftLogLevel
-        let format: StderrLogHandler.Format = config.format == .json ? .json : .logfmt
-        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: format, level: level) }
+    /// Sets up swift-log once for the process from `log.level` / `log.format` (and `--log-level`):
+    /// the journal when `log.format` is journal, or auto and stderr is the journal stream systemd
+    /// gave us (JOURNAL_STREAM); otherwise lines on stderr. Returns the level a reload changes.
+    @discardableResult
+    static func bootstrap(_ config: LogConfig, levelOverride: LogLevel?) -> LogLevelControl {
+        let level = LogLevelControl((levelOverride ?? config.level).swiftLogLevel)
+        switch destination(config.format, stderrIsJournal: JournalStream.stderrIsJournal()) {
+        case .journal:
+            LoggingSystem.bootstrap { _ in JournalLogHandler(level: level) }
+        case .stderr(let format):
+            LoggingSystem.bootstrap { label in StderrLogHandler(label: label, format: format, level: level) }
+        }
+        return level
+    }
+
+    enum Destination: Equatable {
+        case journal
+        case stderr(StderrLogHandler.Format)
+    }
+
+    static func destination(_ format: LogFormat, stderrIsJournal: Bool) -> Destination {
+        switch format {
+        case .journal: .journal
+        case .json: .stderr(.json)
+        case .logfmt: .stderr(.logfmt)
+        case .auto: stderrIsJournal ? .journal : .stderr(.logfmt)
+        }
     }
 }

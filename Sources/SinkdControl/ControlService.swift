@@ -43,7 +43,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
 ///
 /// Requests: `{"command":"status"}`; `{"command":"dlq-replay","sink":S?,"since":ms?,"until":ms?}`
 /// (appends matching dead letters to the WAL again, then removes them from the store);
-/// `{"command":"dlq-purge", ...same filters}`. Responses: `{"ok":true,...}` or
+/// `{"command":"dlq-purge", ...same filters}`; `{"command":"reload"}` (re-reads the configuration,
+/// answers once it is applied or rejected). Responses: `{"ok":true,...}` or
 /// `{"ok":false,"error":"..."}`.
 public final class ControlService: Service, Sendable {
     let path: String
@@ -51,14 +52,17 @@ public final class ControlService: Service, Sendable {
     let delivery: DeliveryService
     let deadLetters: DeadLetterStore
     let ingestState: ServerState
-    let config: SinkdConfig
     let logger: Logger
+    /// Runs a configuration reload and reports its outcome (nil: reloading is not available).
+    let reload: (@Sendable () async -> ReloadOutcome)?
     let started = Date()
-    private let channel = NIOLockedValueBox<Channel?>(nil)
+    /// The listening channel, and whether sinkd created its socket file.
+    private let channel = NIOLockedValueBox<(Channel, Bool)?>(nil)
 
-    public init(config: SinkdConfig, wal: WriteAheadLog, delivery: DeliveryService, deadLetters: DeadLetterStore, ingestState: ServerState, logger: Logger) {
+    public init(config: SinkdConfig, wal: WriteAheadLog, delivery: DeliveryService, deadLetters: DeadLetterStore, ingestState: ServerState, logger: Logger,
+                reload: (@Sendable () async -> ReloadOutcome)? = nil) {
         self.path = config.control.socket
-        self.config = config
+        self.reload = reload
         self.wal = wal
         self.delivery = delivery
         self.deadLetters = deadLetters
@@ -66,28 +70,38 @@ public final class ControlService: Service, Sendable {
         self.logger = logger
     }
 
-    public func bind() async throws {
-        try IngestService.prepareSocketPath(path)
-        let bound = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    /// Listens on `control.socket`, or on `inherited`, a listening socket passed by systemd
+    /// (socket activation: systemd owns its file, so sinkd never unlinks it).
+    public func bind(inherited: CInt? = nil) async throws {
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLineBytes: 64 << 10)))
                     try channel.pipeline.syncOperations.addHandler(ControlHandler(service: self))
                 }
             }
-            .bind(unixDomainSocketPath: path).get()
-        chmod(path, 0o600)
-        channel.withLockedValue { $0 = bound }
+        let bound: Channel
+        if let inherited {
+            bound = try await bootstrap.withBoundSocket(inherited).get()
+        } else {
+            try IngestService.prepareSocketPath(path)
+            bound = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            chmod(path, 0o600)
+        }
+        channel.withLockedValue { $0 = (bound, inherited == nil) }
     }
 
     public func run() async throws {
         if channel.withLockedValue({ $0 }) == nil { try await bind() }
         try? await gracefulShutdown()
-        try? await channel.withLockedValue({ $0 })?.close()
-        unlink(path)
+        let (bound, ownsPath) = channel.withLockedValue { $0! }
+        try? await bound.close()
+        if ownsPath { unlink(path) }
     }
 
     public func status() -> StatusReport {
+        let generation = delivery.generation
+        let config = generation.config
         let stats = wal.currentStats
         let backlog = wal.backlog()
         let live = Dictionary(uniqueKeysWithValues: delivery.snapshots.map { ($0.sink, $0) })
@@ -110,7 +124,7 @@ public final class ControlService: Service, Sendable {
                 delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
                 inFlight: p?.inFlight ?? 0, lastError: p?.lastError))
         }
-        return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: 1,
+        return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: generation.number,
                             configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,
                             ingestConnections: ingestState.openConnections, sinks: sinks)
     }
@@ -118,7 +132,7 @@ public final class ControlService: Service, Sendable {
     /// Handles one request line; returns the response line (without newline).
     func handle(_ line: [UInt8]) -> [UInt8] {
         guard let request = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let command = request["command"] as? String else {
-            return Self.error("expected a JSON object with \"command\" (status, dlq-replay, dlq-purge)")
+            return Self.error("expected a JSON object with \"command\" (status, reload, dlq-replay, dlq-purge)")
         }
         let sink = request["sink"] as? String
         let since = (request["since"] as? NSNumber)?.uint64Value
@@ -127,6 +141,24 @@ public final class ControlService: Service, Sendable {
         case "status":
             guard let data = try? JSONEncoder().encode(status()) else { return Self.error("cannot encode the status") }
             return Array(#"{"ok":true,"status":"#.utf8) + Array(data) + [UInt8(ascii: "}")]
+        case "test-wedge-event-loops" where ProcessInfo.processInfo.environment["SINKD_TEST_SEAMS"] == "1":
+            // Test seam (only with SINKD_TEST_SEAMS=1): blocks every event loop for a while, so
+            // tests can check that the watchdog pings stop. The answer comes once they run again.
+            let micros = UInt32(max(0, min(60, (request["seconds"] as? NSNumber)?.doubleValue ?? 1)) * 1_000_000)
+            for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() { loop.execute { usleep(micros) } }
+            return Array(#"{"ok":true}"#.utf8)
+        case "reload":
+            guard let reload else { return Self.error("this sinkd cannot reload its configuration") }
+            // The control handler runs on a thread-pool thread: waiting here blocks no event loop.
+            let outcome = NIOLockedValueBox<ReloadOutcome?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                let result = await reload()
+                outcome.withLockedValue { $0 = result }
+                done.signal()
+            }
+            done.wait()
+            return outcome.withLockedValue { $0! }.encoded()
         case "dlq-purge":
             do {
                 let removed = try deadLetters.purge(sink: sink, since: since, until: until)
@@ -168,6 +200,34 @@ public final class ControlService: Service, Sendable {
         var out = Array(#"{"ok":false,"error":"#.utf8)
         JSONText.appendString(message, to: &out)
         out.append(UInt8(ascii: "}"))
+        return out
+    }
+}
+
+/// The outcome of a configuration reload, as the control socket reports it.
+public struct ReloadOutcome: Sendable, Equatable {
+    public var applied: Bool
+    /// The generation running after the reload (unchanged when rejected).
+    public var generation: Int
+    /// Why the new configuration was rejected (each error, positioned), or warnings about
+    /// settings that only take effect at the next restart.
+    public var messages: [String]
+
+    public init(applied: Bool, generation: Int, messages: [String]) {
+        self.applied = applied
+        self.generation = generation
+        self.messages = messages
+    }
+
+    func encoded() -> [UInt8] {
+        var out = Array(#"{"ok":"#.utf8) + Array((applied ? "true" : "false").utf8)
+        out += Array(#","generation":\#(generation),"#.utf8)
+        out += Array((applied ? #""warnings":["# : #""error":"the new configuration was rejected; sinkd keeps running on the old one","errors":["#).utf8)
+        for (i, m) in messages.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONText.appendString(m, to: &out)
+        }
+        out += Array("]}".utf8)
         return out
     }
 }

@@ -134,6 +134,19 @@ public struct SinksConfig: Sendable, Equatable {
         return set
     }
 
+    /// Whether `family`'s section is the same in both (a reload keeps its running family then).
+    public func sameSection(_ family: ConfigFamily, as other: SinksConfig) -> Bool {
+        switch family {
+        case .file: file == other.file
+        case .http: http == other.http
+        case .redis: redis == other.redis
+        case .sqs: sqs == other.sqs
+        case .amqp: amqp == other.amqp
+        case .nats: nats == other.nats
+        case .conductor: conductor == other.conductor
+        }
+    }
+
     public func options(for family: ConfigFamily) -> PipelineOptions? {
         switch family {
         case .file: file?.options

@@ -8,19 +8,85 @@ import SinkdWAL
 /// at once (the others wait, never dropped); reaps idle ones; stops them all on graceful shutdown.
 public final class DeliveryService: Service, Sendable {
     let wal: WriteAheadLog
-    let config: SinkdConfig
-    public let families: [ConfigFamily: any SinkFamily]
     let deadLetters: DeadLetterStore
     let logger: Logger
     private let pipelines = NIOLockedValueBox<[String: SinkPipeline]>([:])
     private let signal = AsyncSignal()
 
+    /// The configuration and families pipelines start with; replaced by `apply` on a reload.
+    public struct Generation: Sendable {
+        public var number: Int
+        public var config: SinkdConfig
+        public var families: [ConfigFamily: any SinkFamily]
+    }
+
+    private struct Reloadable {
+        var generation: Generation
+        /// Families replaced or removed by a reload, shut down once their pipelines have left.
+        var retired: [(family: any SinkFamily, sinks: Set<String>)] = []
+        var reloadPending = false
+    }
+
+    private let state: NIOLockedValueBox<Reloadable>
+
     public init(wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore, logger: Logger) {
         self.wal = wal
-        self.config = config
-        self.families = families
+        self.state = NIOLockedValueBox(Reloadable(generation: Generation(number: 1, config: config, families: families)))
         self.deadLetters = deadLetters
         self.logger = logger
+    }
+
+    public var generation: Generation { state.withLockedValue { $0.generation } }
+    public var config: SinkdConfig { generation.config }
+    public var families: [ConfigFamily: any SinkFamily] { generation.families }
+
+    /// Switches to a new configuration (a reload). `families` holds the new configuration's
+    /// families; pass the running instance for a family whose section did not change, so its
+    /// connections stay. Pipelines whose family or options changed finish their in-flight batches
+    /// and stop; their records stay in the WAL and a new pipeline (or none, for a removed family)
+    /// takes them over. Returns the new generation number.
+    @discardableResult
+    public func apply(config: SinkdConfig, families: [ConfigFamily: any SinkFamily]) -> Int {
+        let (number, stopping) = state.withLockedValue { s -> (Int, [SinkPipeline]) in
+            let old = s.generation
+            s.generation = Generation(number: old.number + 1, config: config, families: families)
+            s.reloadPending = true
+            let live = pipelines.withLockedValue { Array($0.values) }
+            var stopping: [SinkPipeline] = []
+            for pipeline in live {
+                guard let family = pipeline.address.prefix.configFamily else { continue }
+                let sameFamily = families[family].map { $0 === pipeline.family } ?? false
+                let sameOptions = config.sinks.options(for: family) == pipeline.options
+                    && config.delivery.shutdownTimeout == old.config.delivery.shutdownTimeout
+                if !sameFamily || !sameOptions { stopping.append(pipeline) }
+            }
+            for (name, family) in old.families where families[name].map({ $0 !== family }) ?? true {
+                let users = Set(live.filter { $0.family === family }.map(\.address.identity))
+                s.retired.append((family, users))
+            }
+            return (s.generation.number, stopping)
+        }
+        for pipeline in stopping { pipeline.stop() }
+        signal.fire()
+        retireIdleFamilies()
+        return number
+    }
+
+    /// Shuts down retired families no pipeline uses any more.
+    private func retireIdleFamilies(exited sink: String? = nil) {
+        let done: [any SinkFamily] = state.withLockedValue { s in
+            if let sink { for i in s.retired.indices { s.retired[i].sinks.remove(sink) } }
+            let idle = s.retired.filter { $0.sinks.isEmpty }.map(\.family)
+            s.retired.removeAll { $0.sinks.isEmpty }
+            return idle
+        }
+        for family in done { Task { await family.shutdown() } }
+    }
+
+    /// Every family still owned: the current ones and retired ones not yet shut down (for the
+    /// daemon's final shutdown).
+    public var allFamilies: [any SinkFamily] {
+        state.withLockedValue { s in Array(s.generation.families.values) + s.retired.map(\.family) }
     }
 
     /// The live pipelines' counters and states.
@@ -48,18 +114,19 @@ public final class DeliveryService: Service, Sendable {
                         }
                         return
                     }
-                    guard let familyName = address.prefix.configFamily, let family = families[familyName], let options = config.sinks.options(for: familyName) else {
+                    let current = generation
+                    guard let familyName = address.prefix.configFamily, let family = current.families[familyName], let options = current.config.sinks.options(for: familyName) else {
                         if parked.insert(sink).inserted {
                             logger.warning("records wait in the WAL: their sink family is not configured or has no delivery yet", metadata: ["sink": "\(sink)"])
                         }
                         return
                     }
-                    guard pipelines.withLockedValue({ $0.count }) < config.delivery.maxSinks else {
+                    guard pipelines.withLockedValue({ $0.count }) < current.config.delivery.maxSinks else {
                         if !waitingSinks.contains(sink) { waitingSinks.append(sink) }
                         return
                     }
                     let pipeline = SinkPipeline(address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
-                                                shutdownTimeout: config.delivery.shutdownTimeout, logger: logger)
+                                                shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger)
                     pipelines.withLockedValue { $0[sink] = pipeline }
                     group.addTask {
                         await pipeline.run()
@@ -69,8 +136,12 @@ public final class DeliveryService: Service, Sendable {
                 func awaitNewSinks() {
                     let signal = self.signal
                     group.addTask {
-                        await signal.wait()
-                        return stopped.withLockedValue { $0 } ? .shutdown : .newSinks
+                        await withTaskCancellationHandler {
+                            await signal.wait()
+                        } onCancel: {
+                            signal.fire()
+                        }
+                        return stopped.withLockedValue { $0 } || Task.isCancelled ? .shutdown : .newSinks
                     }
                 }
                 // Sinks with records from before this start.
@@ -79,12 +150,28 @@ public final class DeliveryService: Service, Sendable {
                 watchNewSinks()
                 awaitNewSinks()
                 for await event in group {
+                    // Cancelled (the service group is going down hard): stop like a shutdown,
+                    // never restart a pipeline that only left because of it.
+                    if Task.isCancelled, !stopped.withLockedValue({ $0 }) {
+                        stopped.withLockedValue { $0 = true }
+                        for pipeline in self.pipelines.withLockedValue({ Array($0.values) }) { pipeline.stop() }
+                    }
                     if stopped.withLockedValue({ $0 }) {
-                        if case .exited(let sink) = event { pipelines.withLockedValue { $0[sink] = nil } }
+                        if case .exited(let sink) = event {
+                            pipelines.withLockedValue { $0[sink] = nil }
+                            retireIdleFamilies(exited: sink)
+                        }
                         continue
                     }
                     switch event {
                     case .newSinks:
+                        if state.withLockedValue({ s in defer { s.reloadPending = false }; return s.reloadPending }) {
+                            // A reload: sinks parked for a missing family may have one now.
+                            parked.removeAll()
+                            for sink in wal.sinksInLog().keys.sorted() where pipelines.withLockedValue({ $0[sink] == nil }) {
+                                start(sink)
+                            }
+                        }
                         for sink in wal.drainNewSinks().sorted() where pipelines.withLockedValue({ $0[sink] == nil }) {
                             start(sink)
                         }
@@ -93,9 +180,12 @@ public final class DeliveryService: Service, Sendable {
                     case .exited(let sink):
                         pipelines.withLockedValue { $0[sink] = nil }
                         logger.debug("pipeline stopped", metadata: ["sink": "\(sink)"])
-                        // A record may have arrived while it was leaving.
-                        if wal.hasRecords(sink: sink, after: wal.progress(of: sink).readUpTo) { start(sink) }
-                        while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < config.delivery.maxSinks {
+                        retireIdleFamilies(exited: sink)
+                        // Records handed out but not finished (a pipeline stopped by a reload), or
+                        // a record that arrived while it was leaving: a new pipeline takes over.
+                        let progress = wal.progress(of: sink)
+                        if !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo) { start(sink) }
+                        while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < generation.config.delivery.maxSinks {
                             start(waitingSinks.removeFirst())
                         }
                     case .shutdown:

@@ -42,8 +42,9 @@ public protocol SinkClient: Sendable {
     func close() async
 }
 
-/// A sink family (`file`, `http`, `redis`, ...): makes the client of each of its sinks.
-public protocol SinkFamily: Sendable {
+/// A sink family (`file`, `http`, `redis`, ...): makes the client of each of its sinks. A class:
+/// a reload keeps the running instance of an unchanged family (identity tells them apart).
+public protocol SinkFamily: AnyObject, Sendable {
     var name: ConfigFamily { get }
     /// The limits for a sink of this family, given the configured pipeline options.
     func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits

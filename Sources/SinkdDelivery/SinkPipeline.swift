@@ -150,7 +150,7 @@ public final class SinkPipeline: Sendable {
         var iterator = events.makeAsyncIterator()
         loop: while true {
             let isStopping = stopping.withLockedValue { $0 }
-            if isStopping { break }
+            if isStopping || Task.isCancelled { break }
             // Read while there is room and the WAL has more.
             if machine.wantsRecords, !readerDrained {
                 do {

@@ -9,7 +9,7 @@ import SinkdWAL
 /// `file:NAME`: appends each message body as one line to `sinks.file.directory/NAME.ndjson`,
 /// one fdatasync per batch. A record is delivered once its line is on disk; after a crash between
 /// the write and the progress save the line can appear twice (at-least-once).
-public struct FileSinkFamily: SinkFamily {
+public final class FileSinkFamily: SinkFamily {
     public let name = ConfigFamily.file
     public let directory: String
     let pool: NIOThreadPool

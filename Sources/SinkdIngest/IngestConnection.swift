@@ -1,8 +1,10 @@
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import SinkdCore
 import SinkdWAL
+import Synchronization
 
 extension NIOLoopBound {
     /// Runs `body` with the value on its event loop.
@@ -79,7 +81,12 @@ public struct LineFramer: ByteToMessageDecoder {
 /// What the connection handler needs from the daemon, shared by all connections.
 public final class IngestContext: Sendable {
     public let wal: WriteAheadLog
-    public let sinks: SinksConfig
+    /// The configured sinks records are checked against; replaced by a config reload.
+    public var sinks: SinksConfig { sinksBox.withLockedValue { $0 } }
+    private let sinksBox: NIOLockedValueBox<SinksConfig>
+    /// Bumped by every reload: connections drop their cached sink checks when it changes.
+    public var sinksGeneration: Int { generation.load(ordering: .acquiring) }
+    private let generation = Atomic(0)
     public let configPath: String
     public let whenFull: WhenFull
     public let logger: Logger
@@ -90,13 +97,19 @@ public final class IngestContext: Sendable {
 
     public init(wal: WriteAheadLog, config: SinkdConfig, logger: Logger, state: ServerState, maxPendingResponses: Int = 4096) {
         self.wal = wal
-        self.sinks = config.sinks
+        self.sinksBox = NIOLockedValueBox(config.sinks)
         self.configPath = config.sourcePath
         self.whenFull = config.wal.whenFull
         self.maxRecordBytes = config.ingest.maxRecordBytes
         self.logger = logger
         self.state = state
         self.maxPendingResponses = maxPendingResponses
+    }
+
+    /// A reload: records read from now on are checked against `sinks`.
+    public func updateSinks(_ sinks: SinksConfig) {
+        sinksBox.withLockedValue { $0 = sinks }
+        generation.add(1, ordering: .releasing)
     }
 }
 
@@ -209,8 +222,14 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     /// Validated sinks of this connection: a client sends the same few sinks over and over.
     /// `conductor` sinks are not cached (their expansion depends on the record).
     private var sinkCache: [String: Result<String, IngestRejection>] = [:]
+    private var sinkCacheGeneration = 0
 
     private func resolve(_ request: EventRecord) -> Result<EventRecord, IngestRejection> {
+        let generation = shared.sinksGeneration
+        if generation != sinkCacheGeneration {
+            sinkCache.removeAll()  // the configuration was reloaded
+            sinkCacheGeneration = generation
+        }
         guard !request.sink.hasPrefix("conductor") else {
             return request.resolvingSink(sinks: shared.sinks, configPath: shared.configPath)
         }

@@ -65,7 +65,7 @@ extension String {
 
 /// `redis:STREAM`: `XADD STREAM [MAXLEN ~ maxlen] * id <id> payload <body>` plus the context
 /// fields that are present, pipelined, over `pool_size` connections.
-public struct RedisSinkFamily: SinkFamily {
+public final class RedisSinkFamily: SinkFamily {
     public let name = ConfigFamily.redis
     let config: RedisSinkConfig
     let group: EventLoopGroup

@@ -23,6 +23,7 @@ extension WriteAheadLog {
                 var round = Round(number: pending.number + 1)
                 swap(&round, &pending)
                 writing = round
+                stats.writingSinceNanos = UInt64(MonotonicClock.nanos())
                 return round
             }
             guard var round = next else {
@@ -155,6 +156,7 @@ extension WriteAheadLog {
             completedRound = round.number
             writing = nil
             stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
+            stats.writingSinceNanos = 0
             let waiters = round.entries.isEmpty || result.isFailure ? [] : dataWaiters
             if !waiters.isEmpty { dataWaiters.removeAll() }
             return (callbacks, waiters)
@@ -293,8 +295,8 @@ extension Result {
     }
 }
 
-enum MonotonicClock {
-    static func nanos() -> UInt64 {
+public enum MonotonicClock {
+    public static func nanos() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

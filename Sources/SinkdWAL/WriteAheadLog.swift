@@ -109,6 +109,9 @@ public struct WALStats: Sendable, Equatable {
     public var quarantinedSegments: Int = 0
     /// Time of the last round the writer finished: the watchdog's proof of progress.
     public var lastProgressNanos: UInt64 = 0
+    /// When the round being written now was taken (CLOCK_MONOTONIC ns); 0 while the writer is
+    /// idle. A round in writing for long means a stuck write or fsync.
+    public var writingSinceNanos: UInt64 = 0
 }
 
 public final class WriteAheadLog: @unchecked Sendable {

@@ -103,10 +103,22 @@ import Glibc
         let process: Process
         let log: String
 
-        static func start(config: String, log: String) throws -> Daemon {
+        /// `launcher` runs sinkd through another program (e.g. systemd-socket-activate and its
+        /// options); `environment` adds variables.
+        static func start(config: String, log: String, environment: [String: String] = [:], launcher: [String] = []) throws -> Daemon {
             let process = Process()
-            process.executableURL = SinkdProcess.executable
-            process.arguments = ["run", "--config", config]
+            if launcher.isEmpty {
+                process.executableURL = SinkdProcess.executable
+                process.arguments = ["run", "--config", config]
+            } else {
+                process.executableURL = URL(fileURLWithPath: launcher[0])
+                process.arguments = Array(launcher.dropFirst()) + [SinkdProcess.executable.path, "run", "--config", config]
+            }
+            if !environment.isEmpty {
+                var env = ProcessInfo.processInfo.environment
+                for (k, v) in environment { env[k] = v }
+                process.environment = env
+            }
             process.standardOutput = FileHandle.nullDevice
             if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))

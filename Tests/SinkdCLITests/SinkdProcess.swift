@@ -17,8 +17,13 @@ struct SinkdProcess {
     }
 
     static func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws -> Output {
+        try runTool(executable.path, arguments, environment: environment, stdin: stdin)
+    }
+
+    /// Runs any program the same way (journalctl, pgrep, systemd-analyze).
+    static func runTool(_ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws -> Output {
         let process = Process()
-        process.executableURL = executable
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "SINKD_CONFIG")

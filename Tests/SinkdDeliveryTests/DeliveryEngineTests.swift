@@ -102,6 +102,55 @@ import SinkdCore
         await h.finish()
     }
 
+    /// A reload that changes a family's options, one that removes the family and one that adds it
+    /// back, while records stream: every record delivered, none twice.
+    @Test func reloadsChangeRemoveAndRestoreAFamilyWithoutLossOrDuplicates() async throws {
+        let h = try EngineHarness()
+        h.family.delay = .milliseconds(2)
+        let writer = Task.detached {
+            for chunk in 0..<40 {
+                h.append("http:r", (0..<50).map { "r-\(chunk)-\($0)" })
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        #expect(await h.eventually { h.family.deliveredRecords("http:r").count > 100 })
+        var changed = h.config
+        changed.sinks.http?.options.batchSize = 7
+        #expect(h.service.apply(config: changed, families: [.http: h.family]) == 2)
+        #expect(await h.eventually { h.family.deliveredRecords("http:r").count > 600 })
+        var removed = h.config
+        removed.sinks.http = nil
+        #expect(h.service.apply(config: removed, families: [:]) == 3)
+        #expect(await h.eventually { h.service.snapshots.isEmpty }, "the removed family's pipeline stopped")
+        let whileRemoved = h.family.deliveredRecords("http:r").count
+        _ = await writer.value
+        #expect(h.family.deliveredRecords("http:r").count == whileRemoved, "nothing is sent while the family is gone")
+        #expect(h.wal.backlog()["http:r"] != nil, "the records wait in the WAL")
+        #expect(h.service.apply(config: h.config, families: [.http: h.family]) == 4)
+        #expect(await h.eventually { Set(h.family.deliveredRecords("http:r").map(\.record.id)).count == 2000 })
+        let all = h.family.deliveredRecords("http:r")
+        #expect(all.count == 2000, "\(all.count - 2000) records were sent twice")
+        await h.finish()
+    }
+
+    /// The service group cancelled (not a graceful shutdown): delivery ends promptly and does not
+    /// restart pipelines that only left because of the cancellation.
+    @Test func cancellationEndsDeliveryWithoutRestartingPipelines() async throws {
+        let h = try EngineHarness()
+        h.family.delay = .milliseconds(20)
+        h.append("http:c", Self.ids("c", 500))
+        #expect(await h.eventually { h.family.deliveredRecords("http:c").count > 0 })
+        h.runTask?.cancel()
+        let ended = LockedBox(false)
+        Task { [task = h.runTask] in
+            _ = try? await task?.value
+            ended.set(true)
+        }
+        #expect(await h.eventually(timeout: .seconds(10)) { ended.get() }, "the service returned after cancellation")
+        #expect(h.service.snapshots.isEmpty)
+        await h.finish()
+    }
+
     @Test func idlePipelinesAreReapedAndComeBackOnDemand() async throws {
         let h = try EngineHarness { $0.sinks.http?.options.idleTimeout = .milliseconds(100) }
         h.append("http:i", ["one"])

@@ -162,3 +162,11 @@ final class EngineHarness: @unchecked Sendable {
         return condition()
     }
 }
+
+/// A value shared between test tasks.
+final class LockedBox<Value: Sendable>: Sendable {
+    private let box: NIOLockedValueBox<Value>
+    init(_ value: Value) { box = NIOLockedValueBox(value) }
+    func get() -> Value { box.withLockedValue { $0 } }
+    func set(_ value: Value) { box.withLockedValue { $0 = value } }
+}

@@ -1,0 +1,199 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import ServiceLifecycle
+import SinkdControl
+import SinkdCore
+import SinkdDelivery
+import SinkdIngest
+import SinkdSystemd
+
+/// Configuration reloads, from SIGHUP or `sinkd reload`: one at a time, and requests that arrive
+/// while one runs coalesce into a single next one (all of them get its outcome).
+///
+/// A reload re-reads the file the daemon started with. Rejected (any error): nothing changes, each
+/// error is logged, STATUS= says so. Accepted: RELOADING=1, then the parts that can change live
+/// are applied (sink families and their settings, delivery retry and limits, `log.level`), then
+/// READY=1. Settings that need a restart (sockets, WAL, metrics, log format, dedupe, dead-letter
+/// directory) keep their running value, with a warning naming them.
+actor ReloadCoordinator {
+    private let configPath: String
+    private let daemon: Daemon
+    private let notifier: SystemdNotifier
+    private let logLevel: LogLevelControl
+    private let levelOverride: LogLevel?
+    private let logger: Logger
+    private var running = false
+    private var queued: [CheckedContinuation<ReloadOutcome, Never>]?
+
+    init(configPath: String, daemon: Daemon, notifier: SystemdNotifier, logLevel: LogLevelControl, levelOverride: LogLevel?, logger: Logger) {
+        self.configPath = configPath
+        self.daemon = daemon
+        self.notifier = notifier
+        self.logLevel = logLevel
+        self.levelOverride = levelOverride
+        self.logger = logger
+    }
+
+    /// Reloads (or joins the reload queued next) and returns its outcome.
+    func reload() async -> ReloadOutcome {
+        if running {
+            return await withCheckedContinuation { continuation in
+                queued = (queued ?? []) + [continuation]
+            }
+        }
+        running = true
+        var outcome = reloadOnce()
+        while let waiters = queued {
+            queued = nil
+            outcome = reloadOnce()
+            for waiter in waiters { waiter.resume(returning: outcome) }
+        }
+        running = false
+        return outcome
+    }
+
+    private func reloadOnce() -> ReloadOutcome {
+        let current = daemon.delivery.generation
+        logger.notice("reloading the configuration", metadata: ["config": "\(configPath)"])
+        let config: SinkdConfig
+        do {
+            config = try ConfigLoader.load(path: configPath)
+        } catch {
+            for e in error.errors {
+                logger.error("reload rejected: invalid configuration; sinkd keeps running on the old one", metadata: ["error": "\(e.description)"])
+            }
+            let summary = "reload failed: \(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(configPath) (\(error.errors.first?.description ?? "")); running generation \(current.number)"
+            notifier.status(summary)
+            return ReloadOutcome(applied: false, generation: current.number, messages: error.errors.map(\.description))
+        }
+        notifier.reloading()
+        var warnings: [String] = []
+        for name in Self.restartOnlyChanges(from: current.config, to: config) {
+            let warning = "\(name) changed; it takes effect at the next restart (the running value is kept)"
+            warnings.append(warning)
+            logger.warning("reload: a setting needs a restart", metadata: ["setting": "\(name)"])
+        }
+        // Unchanged sections keep their running family (and its connections).
+        let unchanged = current.families.filter { config.sinks.sameSection($0.key, as: current.config.sinks) }
+        let families = SinkFamilies.make(config, reusing: unchanged)
+        var effective = config
+        Self.keepRestartOnly(from: current.config, in: &effective)
+        logLevel.level = (levelOverride ?? config.log.level).swiftLogLevel
+        daemon.ingestContext.updateSinks(config.sinks)
+        let number = daemon.delivery.apply(config: effective, families: families)
+        let added = Set(families.keys).subtracting(current.families.keys).map(\.rawValue).sorted()
+        let removed = Set(current.families.keys).subtracting(families.keys).map(\.rawValue).sorted()
+        logger.notice("configuration reloaded", metadata: [
+            "generation": "\(number)", "added": "\(added.joined(separator: ","))", "removed": "\(removed.joined(separator: ","))",
+        ])
+        notifier.ready(status: StatusLine.make(daemon: daemon))
+        return ReloadOutcome(applied: true, generation: number, messages: warnings)
+    }
+
+    /// Settings a running sinkd cannot change, by their config key.
+    static func restartOnlyChanges(from old: SinkdConfig, to new: SinkdConfig) -> [String] {
+        var out: [String] = []
+        if old.ingest != new.ingest { out.append("ingest") }
+        if old.control != new.control { out.append("control") }
+        if old.wal != new.wal { out.append("wal") }
+        if old.metrics != new.metrics { out.append("metrics") }
+        if old.log.format != new.log.format { out.append("log.format") }
+        if old.delivery.dedupeWindow != new.delivery.dedupeWindow || old.delivery.dedupeMaxEntries != new.delivery.dedupeMaxEntries { out.append("delivery.dedupe") }
+        if old.delivery.deadLetterDirectory != new.delivery.deadLetterDirectory { out.append("delivery.dead_letter.directory") }
+        return out
+    }
+
+    static func keepRestartOnly(from old: SinkdConfig, in new: inout SinkdConfig) {
+        new.ingest = old.ingest
+        new.control = old.control
+        new.wal = old.wal
+        new.metrics = old.metrics
+        new.log.format = old.log.format
+        new.delivery.dedupeWindow = old.delivery.dedupeWindow
+        new.delivery.dedupeMaxEntries = old.delivery.dedupeMaxEntries
+        new.delivery.deadLetterDirectory = old.delivery.deadLetterDirectory
+    }
+}
+
+/// SIGHUP asks for a reload (caught from the start of `sinkd run`; one at a time, coalesced).
+final class HangupSignals: Service, @unchecked Sendable {
+    private let stream: AsyncStream<Void>
+    private let source: DispatchSourceSignal
+    private let coordinator: @Sendable () -> ReloadCoordinator?
+
+    init(coordinator: @escaping @Sendable () -> ReloadCoordinator?) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.stream = stream
+        self.coordinator = coordinator
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { continuation.yield() }
+        source.resume()
+    }
+
+    func run() async throws {
+        for await _ in stream.cancelOnGracefulShutdown() {
+            _ = await coordinator()?.reload()
+        }
+    }
+}
+
+/// The one-line summary systemd shows (STATUS=): sinks, how many are down, backlog, WAL size.
+enum StatusLine {
+    static func make(daemon: Daemon) -> String {
+        let snapshots = daemon.delivery.snapshots
+        let backlog = daemon.wal.backlog()
+        let sinks = Set(snapshots.map(\.sink)).union(backlog.keys).count
+        let down = snapshots.filter { $0.state == .down }.count
+        let records = backlog.values.reduce(0) { $0 + $1.records }
+        let stats = daemon.wal.currentStats
+        let downText = down > 0 ? " (\(down) down)" : ""
+        return "\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))"
+    }
+
+    static func grouped(_ n: UInt64) -> String {
+        let digits = Array(String(n))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0, (digits.count - i) % 3 == 0 { out.append(",") }
+            out.append(d)
+        }
+        return out
+    }
+}
+
+/// Keeps STATUS= current while systemd listens.
+final class StatusReporter: Service, Sendable {
+    let daemon: Daemon
+    let notifier: SystemdNotifier
+    let period: Duration
+
+    init(daemon: Daemon, notifier: SystemdNotifier, period: Duration = .seconds(5)) {
+        self.daemon = daemon
+        self.notifier = notifier
+        self.period = period
+    }
+
+    func run() async throws {
+        guard notifier.isActive else {
+            try? await gracefulShutdown()  // returning early would end the whole service group
+            return
+        }
+        var last = ""
+        while !Task.isShuttingDownGracefully {
+            let line = StatusLine.make(daemon: daemon)
+            if line != last {
+                notifier.status(line)
+                last = line
+            }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.period) }
+            } catch {
+                return
+            }
+        }
+    }
+}
