@@ -125,6 +125,14 @@ final class NotifySocket {
         #expect(reloadApplied.status == 0, "\(reloadApplied.stderr)")
         #expect(reloadApplied.stdout.contains("configuration reloaded (generation 3)"), "\(reloadApplied.stdout)")
 
+        // A burst of SIGHUPs coalesces: one reload runs, the rest become one more.
+        let reloadsBefore = notify.messages.filter { $0.text.contains("RELOADING=1") }.count
+        for _ in 0..<20 { kill(daemon.process.processIdentifier, SIGHUP) }
+        try #require(notify.waitFor(timeout: 20) { $0.contains("RELOADING=1") } != nil)
+        notify.collect(for: 1.0)
+        let burst = notify.messages.filter { $0.text.contains("RELOADING=1") }.count - reloadsBefore
+        #expect(burst >= 1 && burst <= 3, "20 SIGHUPs gave \(burst) reloads")
+
         daemon.process.terminate()
         let stopping = notify.waitFor(timeout: 20) { $0.contains("STOPPING=1") }
         #expect(stopping != nil, "STOPPING=1 on SIGTERM")
