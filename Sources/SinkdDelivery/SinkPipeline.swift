@@ -94,27 +94,57 @@ public final class SinkPipeline: Sendable {
                 if !Task.isCancelled { continuation.yield(.wake) }
             }
         }
+        // Dead letters are logged one by one up to 5 per 10 s, then as one summary line per
+        // window: a sink refusing everything must not log a line per record.
+        var deadLetterWindowStart: UInt64 = 0
+        var deadLettersLoggedInWindow = 0
+        var deadLettersUnlogged = 0
+        func logDeadLetters(_ letters: [PipelineStateMachine.DeadLetter]) {
+            let t = now()
+            if t >= deadLetterWindowStart + 10_000 {
+                if deadLettersUnlogged > 0 {
+                    logger.warning("dead-lettered more records (not logged one by one)", metadata: ["count": "\(deadLettersUnlogged)", "seconds": "10"])
+                }
+                deadLetterWindowStart = t
+                deadLettersLoggedInWindow = 0
+                deadLettersUnlogged = 0
+            }
+            for d in letters {
+                guard deadLettersLoggedInWindow < 5 else {
+                    deadLettersUnlogged += 1
+                    continue
+                }
+                deadLettersLoggedInWindow += 1
+                logger.warning("dead-lettered a record", metadata: ["id": "\(d.item.entry.record.id)", "seq": "\(d.item.seq)", "attempts": "\(d.item.attempts)", "error": "\(d.reason)"])
+            }
+        }
         func apply(_ effects: PipelineStateMachine.Effects) async {
+            var finished = effects.finished
             if !effects.deadLetters.isEmpty {
                 let entries = effects.deadLetters.map { d in
                     DeadLetterStore.Entry(seq: d.item.seq, record: d.item.entry.record, error: d.reason, attempts: d.item.attempts,
                                           firstAttemptMillis: d.item.firstAttemptMillis, lastAttemptMillis: d.item.lastAttemptMillis, deadLetteredMillis: now())
                 }
                 // A dead letter must be on disk before its record leaves the WAL.
-                while true {
+                var written = false
+                while !written {
                     do {
                         try await NIOThreadPool.singleton.runIfActive { [deadLetters] in try deadLetters.append(sink: sink, entries) }
-                        break
+                        written = true
                     } catch {
+                        if Task.isCancelled { break }  // not written: the records stay unfinished in the WAL
                         logger.error("cannot write dead letters; retrying in 1s (the records stay in the WAL)", metadata: ["error": "\(error)"])
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
-                for d in effects.deadLetters {
-                    logger.warning("dead-lettered a record", metadata: ["id": "\(d.item.entry.record.id)", "seq": "\(d.item.seq)", "attempts": "\(d.item.attempts)", "error": "\(d.reason)"])
+                if written {
+                    logDeadLetters(effects.deadLetters)
+                } else {
+                    let unwritten = Set(effects.deadLetters.map(\.item.seq))
+                    finished.removeAll { unwritten.contains($0) }
                 }
             }
-            if !effects.finished.isEmpty { wal.markFinished(sink: sink, seqs: effects.finished) }
+            if !finished.isEmpty { wal.markFinished(sink: sink, seqs: finished) }
             if effects.delivered > 0 {
                 metrics.delivered.increment(by: effects.delivered)
                 let t = now()

@@ -133,6 +133,20 @@ import SinkdCore
         await h.finish()
     }
 
+    /// A sink that refuses every record: dead letters are logged one by one only up to a few per
+    /// window, then summed up; never a line per record.
+    @Test func deadLettersAreNotLoggedOnePerRecord() async throws {
+        let logs = CapturedLogs()
+        let h = try EngineHarness(logger: logs.logger())
+        h.family.script("http:refused", Array(repeating: .outcomes({ _ in .permanent("no such queue") }), count: 100))
+        h.append("http:refused", Self.ids("x", 400))
+        #expect(await h.eventually { (try? h.deadLetters.entries(sink: "http:refused", since: nil, until: nil).count) == 400 })
+        let lines = logs.entries.filter { $0.message.hasPrefix("dead-lettered") }
+        #expect(lines.filter { $0.message == "dead-lettered a record" }.count == 5)
+        #expect(lines.count <= 6, "\(lines.count) dead-letter lines for 400 records")
+        await h.finish()
+    }
+
     /// The service group cancelled (not a graceful shutdown): delivery ends promptly and does not
     /// restart pipelines that only left because of the cancellation.
     @Test func cancellationEndsDeliveryWithoutRestartingPipelines() async throws {

@@ -87,9 +87,11 @@ final class EngineHarness: @unchecked Sendable {
     var group: ServiceGroup!
     var runTask: Task<Void, Error>?
     let family: ScriptedFamily
+    let logger: Logger
 
-    init(family: ScriptedFamily = ScriptedFamily(), _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
+    init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger, _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
         self.family = family
+        self.logger = logger
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
         var config = SinkdConfig()
         config.wal.directory = directory + "/wal"
@@ -119,7 +121,7 @@ final class EngineHarness: @unchecked Sendable {
         wal = try WriteAheadLog(options: options, logger: Self.logger)
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
-        service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: Self.logger)
+        service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Self.logger))
         let group = self.group!
         runTask = Task { try await group.run() }
@@ -169,4 +171,29 @@ final class LockedBox<Value: Sendable>: Sendable {
     init(_ value: Value) { box = NIOLockedValueBox(value) }
     func get() -> Value { box.withLockedValue { $0 } }
     func set(_ value: Value) { box.withLockedValue { $0 = value } }
+}
+
+/// Log events kept in memory, to check what sinkd logs (and how often).
+final class CapturedLogs: Sendable {
+    private let box = NIOLockedValueBox<[(level: Logger.Level, message: String, metadata: Logger.Metadata)]>([])
+
+    var entries: [(level: Logger.Level, message: String, metadata: Logger.Metadata)] { box.withLockedValue { $0 } }
+
+    func logger() -> Logger {
+        Logger(label: "sinkd.test.captured") { _ in Handler(logs: self) }
+    }
+
+    struct Handler: LogHandler {
+        let logs: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            logs.box.withLockedValue { $0.append((event.level, event.message.description, merged)) }
+        }
+    }
 }
