@@ -128,6 +128,13 @@ import Glibc
             return Daemon(process: process, log: log)
         }
 
+        /// SIGTERM and wait, if it still runs (for `defer`).
+        func stopIfRunning() {
+            guard process.isRunning else { return }
+            process.terminate()
+            process.waitUntilExit()
+        }
+
         func connect(socket: String) throws -> IngestClient {
             let deadline = Date().addingTimeInterval(20)
             while true {

@@ -87,14 +87,23 @@ final class NotifySocket {
         return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
     }
 
+    /// sinkd started with a NOTIFY_SOCKET of the test's (plus `environment`), once it said READY=1.
+    static func startNotified(_ dir: TemporaryDirectory, config: String, environment: [String: String] = [:]) throws -> (CrashDurabilityTests.Daemon, NotifySocket, ready: String) {
+        let notify = try NotifySocket(path: dir.path + "/notify.sock")
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
+                                                           environment: environment.merging(["NOTIFY_SOCKET": notify.path]) { $1 })
+        guard let ready = notify.waitFor(timeout: 30, { $0.contains("READY=1") }) else {
+            daemon.stopIfRunning()
+            throw IngestClient.Failure(description: "no READY=1 within 30 s")
+        }
+        return (daemon, notify, ready)
+    }
+
     @Test func notifyReadyStatusReloadingAndStopping() throws {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
-        let notify = try NotifySocket(path: dir.path + "/notify.sock")
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", environment: ["NOTIFY_SOCKET": notify.path])
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
-
-        let ready = try #require(notify.waitFor(timeout: 30) { $0.contains("READY=1") }, "READY=1 within 30 s")
+        let (daemon, notify, ready) = try Self.startNotified(dir, config: config)
+        defer { daemon.stopIfRunning() }
         #expect(notify.messages.first?.text.contains("EXTEND_TIMEOUT_USEC=30000000") == true, "start-up time extended while the WAL is recovered")
         #expect(NotifySocket.field("STATUS", in: ready)?.hasPrefix("0 sinks, backlog 0 records, WAL ") == true, "\(ready)")
         // READY means the socket accepts.
@@ -145,11 +154,8 @@ final class NotifySocket {
     @Test func watchdogPingsAtHalfTheIntervalAndStopsWhileAnEventLoopIsWedged() throws {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
-        let notify = try NotifySocket(path: dir.path + "/notify.sock")
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
-                                                           environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000", "SINKD_TEST_SEAMS": "1"])
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
-        try #require(notify.waitFor(timeout: 30) { $0.contains("READY=1") } != nil)
+        let (daemon, notify, _) = try Self.startNotified(dir, config: config, environment: ["WATCHDOG_USEC": "1000000", "SINKD_TEST_SEAMS": "1"])
+        defer { daemon.stopIfRunning() }
 
         let start = Date()
         notify.collect(for: 2.6)
@@ -173,11 +179,8 @@ final class NotifySocket {
     @Test func noWatchdogPingsWhenWatchdogPIDIsAnotherProcess() throws {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
-        let notify = try NotifySocket(path: dir.path + "/notify.sock")
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
-                                                           environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
-        try #require(notify.waitFor(timeout: 30) { $0.contains("READY=1") } != nil)
+        let (daemon, notify, _) = try Self.startNotified(dir, config: config, environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
+        defer { daemon.stopIfRunning() }
         notify.collect(for: 1.5)  // 15 ping periods if the variable were (wrongly) honoured
         #expect(!notify.messages.contains { $0.text.contains("WATCHDOG=1") })
     }
@@ -188,7 +191,7 @@ final class NotifySocket {
         let socket = dir.path + "/ingest.sock"
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
                                                            launcher: ["/usr/bin/systemd-socket-activate", "-l", socket, "--fdname=ingest"])
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
+        defer { daemon.stopIfRunning() }
         // The socket exists before sinkd runs: connect and write at once, the kernel queues it.
         var client: IngestClient?
         let deadline = Date().addingTimeInterval(10)
@@ -239,7 +242,7 @@ final class NotifySocket {
         let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "format: logfmt", with: "format: journal")
         try text.write(toFile: config, atomically: true, encoding: .utf8)
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
+        defer { daemon.stopIfRunning() }
         let client = try daemon.connect(socket: dir.path + "/ingest.sock")
         #expect(client.write(Array(#"{"id":"j-1","sink":"http:\#(tag)","payload":1}"#.utf8) + [0x0A]))
         #expect(client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "j-1")
@@ -270,7 +273,7 @@ final class NotifySocket {
         let config = try Self.config(dir, extra: "")
         let good = try String(contentsOfFile: config, encoding: .utf8)
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
-        defer { if daemon.process.isRunning { daemon.process.terminate(); daemon.process.waitUntilExit() } }
+        defer { daemon.stopIfRunning() }
         let client = try daemon.connect(socket: dir.path + "/ingest.sock")
         let accepted = LockedIDs()
         let rejected = LockedIDs()
