@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -106,6 +107,17 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // sqs:NAME, the AWS JSON protocol signed with SigV4, on async-http-client and swift-crypto.
+        .target(
+            name: "SinkdSQSSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // systemd integration through libsystemd: sd_notify, the watchdog, socket activation, the journal.
         .target(
             name: "SinkdSystemd",
@@ -130,6 +142,7 @@ let package = Package(
                 "SinkdHTTPSink",
                 "SinkdControl",
                 "SinkdSystemd",
+                "SinkdSQSSink",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -177,6 +190,16 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SinkdSystemdTests", dependencies: ["SinkdSystemd"]),
+        .testTarget(
+            name: "SinkdSQSSinkTests",
+            dependencies: [
+                "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]

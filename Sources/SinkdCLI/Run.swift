@@ -15,6 +15,7 @@ import SinkdFileSink
 import SinkdHTTPSink
 import SinkdIngest
 import SinkdRedisSink
+import SinkdSQSSink
 import SinkdSystemd
 import SinkdWAL
 
@@ -210,6 +211,7 @@ enum SinkFamilies {
         if let file = config.sinks.file { families[.file] = reusing[.file] ?? FileSinkFamily(config: file) }
         if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
+        if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs) }
         return families
     }
 }

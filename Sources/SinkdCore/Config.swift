@@ -209,7 +209,8 @@ public struct RedisSinkConfig: Sendable, Equatable {
 }
 
 public struct SQSSinkConfig: Sendable, Equatable {
-    public var region = "us-east-1"
+    /// Empty means AWS_REGION, else us-east-1.
+    public var region = ""
     public var endpoint = ""
     public var accountID = ""
     public var accessKeyID = ""

@@ -50,7 +50,7 @@ struct SinksReader {
             }
             sinks.sqs = family(s, .sqs) { s, options in
                 var c = SQSSinkConfig()
-                c.region = s.value("region", default: c.region, expected: "an AWS region like \"us-east-1\"") { $0.isEmpty ? nil : $0 }
+                c.region = s.string("region", default: c.region)
                 c.endpoint = s.value("endpoint", default: c.endpoint, expected: "an http:// or https:// URL, or \"\"") { text in
                     text.isEmpty || text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
                 }

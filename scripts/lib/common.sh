@@ -20,3 +20,17 @@ ensure_apt() {
 
 # The Debian packages sinkd needs to build: libsystemd (the CSystemd target) and pkg-config to find it.
 BUILD_PACKAGES=(libsystemd-dev pkg-config)
+
+# ensure_pip MODULE=REQUIREMENT...: pip-installs each requirement whose Python module does not
+# import yet (e.g. moto=moto[server]). Uses the python3 on PATH (and its pip).
+ensure_pip() {
+    local missing=()
+    for pair in "$@"; do
+        python3 -c "import ${pair%%=*}" 2>/dev/null || missing+=("${pair#*=}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing (pip): ${missing[*]}" >&2
+        python3 -m pip install --quiet "${missing[@]}" 2>/dev/null \
+            || python3 -m pip install --quiet --break-system-packages "${missing[@]}"
+    fi
+}

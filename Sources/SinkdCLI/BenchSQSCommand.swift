@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import SinkdCore
+import SinkdSQSSink
+import SinkdWAL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sinkd bench sqs`: socket → WAL (fsync always) → SendMessageBatch into a standard queue of a
+/// private moto server, beside boto3 sending the same messages with SendMessageBatch sequentially
+/// from Python against the same server, in the same run.
+struct BenchSQS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sqs",
+        abstract: "End-to-end messages/s into an SQS queue (moto), beside boto3's sequential SendMessageBatch.",
+        discussion: "Needs moto_server and boto3 (scripts/test installs them)."
+    )
+
+    @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
+    @Option(help: "Messages for each of the two runs.") var messages = 20_000
+    @Option(help: "Payload bytes per message.") var payloadBytes = 1024
+    @Option(help: "Client connections to sinkd.") var connections = 4
+
+    func run() throws {
+        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = freeTCPPort()
+        let moto = Process()
+        moto.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        moto.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+        moto.standardOutput = FileHandle.nullDevice
+        moto.standardError = FileHandle.nullDevice
+        try moto.run()
+        defer { kill(-moto.processIdentifier, SIGKILL) }  // its own process group (pyenv may wrap it)
+        let endpoint = "http://127.0.0.1:\(port)"
+        var sqs = SQSSinkConfig()
+        sqs.endpoint = endpoint
+        sqs.accessKeyID = "bench"
+        sqs.secretAccessKey = "bench"
+        sqs.region = "us-east-1"
+        sqs.createMissingQueues = true
+        let counter = SQSSinkFamily(config: sqs, environment: [:])
+        defer { BlockingAsync.run { await counter.shutdown() } }
+        let ready = Date().addingTimeInterval(30)
+        while BlockingAsync.run({ try? await counter.approximateMessages(queue: "probe", create: true) }) == nil {
+            guard Date() < ready else { throw ValidationError("moto_server did not start (pip install 'moto[server]')") }
+            usleep(100_000)
+        }
+
+        // Baseline: boto3, SendMessageBatch of 10, sequentially.
+        let script = """
+            import boto3, sys, time
+            c = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+            url = c.create_queue(QueueName="baseline")["QueueUrl"]
+            n, size = int(sys.argv[2]), int(sys.argv[3])
+            body = "x" * size
+            t = time.monotonic()
+            for i in range(0, n, 10):
+                c.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": body} for k in range(min(10, n - i))])
+            print(n / (time.monotonic() - t))
+            """
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "-c", script, endpoint, "\(messages)", "\(payloadBytes)"]
+        let out = Pipe()
+        python.standardOutput = out
+        try python.run()
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        python.waitUntilExit()
+        guard python.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ValidationError("the boto3 baseline failed (pip install boto3)")
+        }
+        say("baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s")
+
+        // End to end through sinkd.
+        let config = try writeBenchConfig(dir: dir, sinks: #"{sqs: {endpoint: "\#(endpoint)", region: us-east-1, access_key_id: bench, secret_access_key: bench, create_missing_queues: true, pool_size: 8, max_in_flight: 16}}"#)
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        let sampler = RSSSampler(pid: daemon.processIdentifier)
+        let t0 = monotonicSeconds()
+        let group = DispatchGroup()
+        for c in 0..<connections {
+            group.enter()
+            BlockingThread.detach { [payloadBytes, messages, connections] in
+                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "s\(c)-", count: messages / connections, rate: 0,
+                                        payloadBytes: payloadBytes, window: 500, sink: "sqs:e2e")
+                group.leave()
+            }
+        }
+        group.wait()
+        let total = (messages / connections) * connections
+        while (BlockingAsync.run({ try? await counter.approximateMessages(queue: "e2e", create: false) }) ?? 0) < total { usleep(50_000) }
+        let elapsed = monotonicSeconds() - t0
+        let rate = Double(total) / elapsed
+        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → SendMessageBatch:")
+        say("          \(format(rate)) messages/s in the queue (\(format(rate / baseline))× boto3); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+    }
+}
+
+/// Runs async work from synchronous benchmark code (a thread of its own waits).
+enum BlockingAsync {
+    static func run<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            box.value = await body()
+            done.signal()
+        }
+        done.wait()
+        return box.value!
+    }
+
+    final class ResultBox<T>: @unchecked Sendable {
+        var value: T?
+    }
+}

@@ -1,0 +1,292 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Testing
+import SinkdCore
+import SinkdWAL
+@testable import SinkdDelivery
+@testable import SinkdSQSSink
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// moto's server mode (PyPI moto[server]): an SQS-compatible server on a free 127.0.0.1 port,
+/// one per test. It does not check signatures (SigV4Tests does, against botocore).
+final class MotoServer {
+    let port: Int
+    private(set) var process: Process
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    init(port: Int? = nil) throws {
+        self.port = port ?? Self.freePort()
+        process = try Self.launch(port: self.port)
+    }
+
+    deinit { stop() }
+
+    /// SIGTERM, then reaps it with waitpid (Foundation's waitUntilExit can hang when called from
+    /// a test's deinit on a concurrency thread); the port is free again when this returns.
+    func stop() {
+        guard process.isRunning else { return }
+        let pid = process.processIdentifier
+        // The whole process group: pyenv's shim may run the server as a child of its own.
+        kill(-pid, SIGKILL)  // a test server: nothing of its state matters, and it is quick
+        var status: Int32 = 0
+        for _ in 0..<500 {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r == -1 && errno == ECHILD) || !process.isRunning { break }
+            usleep(10_000)
+        }
+        while Self.canConnect(port: port) { usleep(10_000) }
+    }
+
+    func restart() throws {
+        stop()
+        process = try Self.launch(port: port)
+    }
+
+    static func launch(port: Int) throws -> Process {
+        let p = Process()
+        // Foundation starts the child in a process group of its own (checked in launch), so
+        // stop() reaches the server through whatever wraps it (pyenv's shim runs it as a child).
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        guard getpgid(p.processIdentifier) == p.processIdentifier else {
+            p.terminate()
+            throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "moto_server is not in a process group of its own; stop() could not reach it"])
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while !canConnect(port: port) {
+            guard p.isRunning, Date() < deadline else {
+                throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "moto_server did not start on port \(port) (is moto[server] installed? scripts/test installs it)"])
+            }
+            usleep(50_000)
+        }
+        return p
+    }
+
+    static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+struct ReceivedMessage {
+    var body: String
+    var attributes: [String: String]
+    var system: [String: String]
+}
+
+extension SQSSinkFamily {
+    static func forMoto(_ moto: MotoServer, _ configure: (inout SQSSinkConfig) -> Void = { _ in }) -> SQSSinkFamily {
+        var config = SQSSinkConfig()
+        config.endpoint = moto.endpoint
+        config.accessKeyID = "test"
+        config.secretAccessKey = "test"
+        config.region = "us-east-1"
+        configure(&config)
+        return SQSSinkFamily(config: config, environment: [:])
+    }
+
+    var testSigner: SigV4Signer { SigV4Signer(credentials: credentials!.credentials, region: region, service: "sqs") }
+
+    /// Receives (and deletes) messages until `count` arrived or `timeout` passed.
+    func receiveAll(queue: String, count: Int, timeout: TimeInterval = 20) async throws -> [ReceivedMessage] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var url: String?
+        while url == nil, Date() < deadline {  // sinkd may not have created it yet
+            let lookup = try? await call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: testSigner)
+            url = lookup.flatMap { SQSProtocol.parseQueueURL($0.body) }
+            if url == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        guard let url else { return [] }
+        var out: [ReceivedMessage] = []
+        while out.count < count, Date() < deadline {
+            let request = SQSProtocol.json(["QueueUrl": url, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"], "AttributeNames": ["All"],
+                                            "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 600])
+            let response = try await call(.receiveMessage, body: request, signer: testSigner)
+            let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+            let messages = object?["Messages"] as? [[String: Any]] ?? []
+            if messages.isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            var handles: [[String: String]] = []
+            for (i, m) in messages.enumerated() {
+                let attributes = (m["MessageAttributes"] as? [String: [String: Any]] ?? [:]).compactMapValues { $0["StringValue"] as? String }
+                out.append(ReceivedMessage(body: m["Body"] as? String ?? "", attributes: attributes, system: m["Attributes"] as? [String: String] ?? [:]))
+                handles.append(["Id": "\(i)", "ReceiptHandle": m["ReceiptHandle"] as? String ?? ""])
+            }
+            _ = try await call(.deleteMessageBatch, body: SQSProtocol.json(["QueueUrl": url, "Entries": handles]), signer: testSigner)
+        }
+        return out
+    }
+}
+
+@Suite(.serialized) struct MotoTests {
+    static func records(_ prefix: String, _ n: Int, sink: String, configure: (Int, inout EventRecord) -> Void = { _, _ in }) -> [SequencedRecord] {
+        (0..<n).map { i in
+            var r = EventRecord(id: "\(prefix)-\(i)", sink: sink, payload: Array(#"{"n":\#(i)}"#.utf8))
+            configure(i, &r)
+            return SequencedRecord(seq: UInt64(i + 1), record: r)
+        }
+    }
+
+    static func client(_ family: SQSSinkFamily, _ sink: String) throws -> any SinkClient {
+        try family.makeClient(for: try SinkAddress.parse(identity: sink), options: ConfigFamily.sqs.defaultOptions)
+    }
+
+    @Test func standardQueueGetsBodiesAndAttributes() async throws {
+        let moto = try MotoServer()
+        let family = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
+        let client = try Self.client(family, "sqs:orders")
+        let batch = Self.records("o", 10, sink: "sqs:orders") { i, r in
+            r.workflowInstanceId = "wf-\(i)"
+            r.workflowType = "checkout"
+        }
+        #expect(try await client.send(batch) == Array(repeating: .delivered, count: 10))
+        let received = try await family.receiveAll(queue: "orders", count: 10)
+        #expect(Set(received.map(\.body)) == Set((0..<10).map { #"{"n":\#($0)}"# }))
+        let first = try #require(received.first { $0.body == #"{"n":3}"# })
+        #expect(first.attributes == ["sinkd-message-id": "o-3", "workflowInstanceId": "wf-3", "workflowType": "checkout"])
+        await family.shutdown()
+    }
+
+    @Test func fifoQueueGroupsByWorkflowAndDeduplicatesRetries() async throws {
+        let moto = try MotoServer()
+        let family = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
+        let client = try Self.client(family, "sqs:audit.fifo")
+        let batch = Self.records("f", 6, sink: "sqs:audit.fifo") { i, r in r.workflowInstanceId = i % 2 == 0 ? "wf-even" : "wf-odd" }
+        #expect(try await client.send(batch) == Array(repeating: .delivered, count: 6))
+        // A retry of the same records (same ids): SQS drops them as duplicates.
+        #expect(try await client.send(batch) == Array(repeating: .delivered, count: 6))
+        let received = try await family.receiveAll(queue: "audit.fifo", count: 12, timeout: 3)
+        #expect(received.count == 6, "the resent batch was deduplicated by MessageDeduplicationId")
+        for m in received {
+            let n = Int(m.body.dropFirst(5).dropLast())!
+            #expect(m.system["MessageGroupId"] == (n % 2 == 0 ? "wf-even" : "wf-odd"))
+            #expect(m.system["MessageDeduplicationId"] == "f-\(n)")
+        }
+        let evens = received.filter { $0.system["MessageGroupId"] == "wf-even" }.map(\.body)
+        #expect(evens == [#"{"n":0}"#, #"{"n":2}"#, #"{"n":4}"#], "in order within a group")
+        await family.shutdown()
+    }
+
+    @Test func missingQueueIsPermanentUnlessCreated() async throws {
+        let moto = try MotoServer()
+        let strict = SQSSinkFamily.forMoto(moto)
+        let outcomes = try await Self.client(strict, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere"))
+        #expect(outcomes.count == 3)
+        for outcome in outcomes {
+            guard case .permanent(let reason) = outcome else { Issue.record("expected permanent, got \(outcome)"); continue }
+            #expect(reason.contains("queue nowhere does not exist"))
+            #expect(reason.contains("create_missing_queues is false"))
+        }
+        let creating = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
+        #expect(try await Self.client(creating, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere")) == Array(repeating: .delivered, count: 3))
+        #expect(try await creating.receiveAll(queue: "nowhere", count: 3).count == 3)
+        // A queue URL as the location is used as is.
+        let url = "\(moto.endpoint)/123456789012/nowhere"
+        #expect(try await Self.client(strict, "sqs:\(url)").send(Self.records("u", 2, sink: "sqs:\(url)")) == [.delivered, .delivered])
+        await strict.shutdown()
+        await creating.shutdown()
+    }
+
+    @Test func limitsFollowTheConfiguration() async throws {
+        let moto = try MotoServer()
+        let family = SQSSinkFamily.forMoto(moto) { $0.maxBatchBytes = 64 << 10 }
+        var options = ConfigFamily.sqs.defaultOptions
+        options.batchSize = 50
+        let limits = family.limits(for: try SinkAddress.parse(identity: "sqs:q"), options: options)
+        #expect(limits.maxBatchCount == 10, "SQS takes at most 10 entries")
+        #expect(limits.maxBatchBytes == 64 << 10)
+        #expect(limits.maxMessageBytes == 64 << 10, "max_message_bytes 0 = max_batch_bytes")
+        await family.shutdown()
+    }
+
+    @Test func noServerIsAConnectionFailure() async throws {
+        var config = SQSSinkConfig()
+        config.endpoint = "http://127.0.0.1:\(MotoServer.freePort())"
+        config.accessKeyID = "test"
+        config.secretAccessKey = "test"
+        let family = SQSSinkFamily(config: config, environment: [:])
+        await #expect(throws: SinkConnectionError.self) { try await Self.client(family, "sqs:x").send(Self.records("x", 1, sink: "sqs:x")) }
+        await family.shutdown()
+    }
+
+    /// Through the delivery engine over a real WAL: one record too large for the queue goes to the
+    /// dead-letter store beside the others; then the server stops mid-stream and comes back
+    /// (empty: moto keeps nothing), and every record is delivered.
+    @Test func engineDeadLettersOversizedAndSurvivesAServerRestart() async throws {
+        let moto = try MotoServer()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-sqs-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SinkdConfig()
+        config.wal.directory = dir + "/wal"
+        config.delivery.deadLetterDirectory = dir + "/dlq"
+        var sqs = SQSSinkConfig()
+        sqs.endpoint = moto.endpoint
+        sqs.accessKeyID = "test"
+        sqs.secretAccessKey = "test"
+        sqs.createMissingQueues = true
+        sqs.maxBatchBytes = 4096
+        sqs.options.retry.initialBackoff = .milliseconds(20)
+        sqs.options.retry.maxBackoff = .milliseconds(200)
+        config.sinks.sqs = sqs
+        let family = SQSSinkFamily(config: sqs, environment: [:])
+        var logger = Logger(label: "sinkd.test.sqs")
+        logger.logLevel = .critical
+        let wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
+        wal.start()
+        let deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
+        let service = DeliveryService(wal: wal, config: config, families: [.sqs: family], deadLetters: deadLetters, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
+        let run = Task { try await group.run() }
+        func append(_ records: [EventRecord]) {
+            let (_, ticket) = wal.append(records, nowMillis: SinkPipeline.nowMillis())
+            let done = DispatchSemaphore(value: 0)
+            wal.whenDurable(ticket) { _ in done.signal() }
+            done.wait()
+        }
+        var first = (0..<60).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) }
+        first[30].payload = Array(("\"" + String(repeating: "x", count: 5000) + "\"").utf8)
+        append(first)
+        let before = try await family.receiveAll(queue: "engine", count: 59)
+        #expect(before.count == 59)
+        let dead = try deadLetters.entries(sink: "sqs:engine")
+        #expect(dead.map(\.record.id) == ["e-30"])
+        #expect(dead.first?.error.contains("this sink takes at most 4096") == true)
+
+        moto.stop()
+        append((60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
+        try await Task.sleep(for: .milliseconds(300))  // let the pipeline meet the dead server
+        try moto.restart()
+        let after = try await family.receiveAll(queue: "engine", count: 60, timeout: 60)
+        #expect(Set(after.map(\.body)) == Set((60..<120).map { #"{"n":\#($0)}"# }), "every record sent while the server was down arrived")
+        await group.triggerGracefulShutdown()
+        _ = try? await run.value
+        await family.shutdown()
+        wal.shutdown()
+    }
+}
