@@ -143,6 +143,7 @@ let package = Package(
                 "SinkdControl",
                 "SinkdSystemd",
                 "SinkdSQSSink",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

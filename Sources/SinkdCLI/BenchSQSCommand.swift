@@ -14,12 +14,13 @@ import Glibc
 struct BenchSQS: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sqs",
-        abstract: "End-to-end messages/s into an SQS queue (moto), beside boto3's sequential SendMessageBatch.",
-        discussion: "Needs moto_server and boto3 (scripts/test installs them)."
+        abstract: "End-to-end messages/s into SQS, beside boto3's sequential SendMessageBatch: against moto, then against an endpoint that answers at once.",
+        discussion: "Needs moto_server and boto3 (scripts/test installs them). Against moto both clients wait for moto's Python; the instant endpoint shows what each client costs itself."
     )
 
     @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
-    @Option(help: "Messages for each of the two runs.") var messages = 20_000
+    @Option(help: "Messages per run against moto (slow: about 8 ms of Python per 1 KiB message).") var messages = 1000
+    @Option(help: "Messages per run against the instant endpoint.") var instantMessages = 50_000
     @Option(help: "Payload bytes per message.") var payloadBytes = 1024
     @Option(help: "Client connections to sinkd.") var connections = 4
 
@@ -28,6 +29,7 @@ struct BenchSQS: ParsableCommand {
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 1. Against moto: a real SQS implementation, but slow (Python): both clients wait for it.
         let port = freeTCPPort()
         let moto = Process()
         moto.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -42,7 +44,6 @@ struct BenchSQS: ParsableCommand {
         sqs.accessKeyID = "bench"
         sqs.secretAccessKey = "bench"
         sqs.region = "us-east-1"
-        sqs.createMissingQueues = true
         let counter = SQSSinkFamily(config: sqs, environment: [:])
         defer { BlockingAsync.run { await counter.shutdown() } }
         let ready = Date().addingTimeInterval(30)
@@ -50,8 +51,21 @@ struct BenchSQS: ParsableCommand {
             guard Date() < ready else { throw ValidationError("moto_server did not start (pip install 'moto[server]')") }
             usleep(100_000)
         }
+        try compare(label: "moto", endpoint: endpoint, messages: messages, dir: dir + "/moto") {
+            BlockingAsync.run { (try? await counter.approximateMessages(queue: "e2e", create: false)) ?? 0 }
+        }
 
-        // Baseline: boto3, SendMessageBatch of 10, sequentially.
+        // 2. Against an endpoint that answers at once: what each client itself costs.
+        let (instant, instantPort) = try InstantSQSEndpoint.start()
+        defer { try? instant.close().wait() }
+        try compare(label: "instant", endpoint: "http://127.0.0.1:\(instantPort)", messages: instantMessages, dir: dir + "/instant") {
+            InstantSQSEndpoint.delivered.load(ordering: .relaxed)
+        }
+    }
+
+    /// boto3's sequential SendMessageBatch, then sinkd end to end, against `endpoint`.
+    private func compare(label: String, endpoint: String, messages: Int, dir: String, delivered: () -> Int) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let script = """
             import boto3, sys, time
             c = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
@@ -74,9 +88,8 @@ struct BenchSQS: ParsableCommand {
         guard python.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw ValidationError("the boto3 baseline failed (pip install boto3)")
         }
-        say("baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s")
+        say("\(label): baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s")
 
-        // End to end through sinkd.
         let config = try writeBenchConfig(dir: dir, sinks: #"{sqs: {endpoint: "\#(endpoint)", region: us-east-1, access_key_id: bench, secret_access_key: bench, create_missing_queues: true, pool_size: 8, max_in_flight: 16}}"#)
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
@@ -84,6 +97,7 @@ struct BenchSQS: ParsableCommand {
             daemon.waitUntilExit()
         }
         let sampler = RSSSampler(pid: daemon.processIdentifier)
+        let before = delivered()
         let t0 = monotonicSeconds()
         let group = DispatchGroup()
         for c in 0..<connections {
@@ -96,11 +110,10 @@ struct BenchSQS: ParsableCommand {
         }
         group.wait()
         let total = (messages / connections) * connections
-        while (BlockingAsync.run({ try? await counter.approximateMessages(queue: "e2e", create: false) }) ?? 0) < total { usleep(50_000) }
-        let elapsed = monotonicSeconds() - t0
-        let rate = Double(total) / elapsed
-        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → SendMessageBatch:")
-        say("          \(format(rate)) messages/s in the queue (\(format(rate / baseline))× boto3); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        while delivered() - before < total { usleep(20_000) }
+        let rate = Double(total) / (monotonicSeconds() - t0)
+        say("\(label): e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → SendMessageBatch:")
+        say("\(label):           \(format(rate)) messages/s delivered (\(format(rate / baseline))× boto3); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
     }
 }
 

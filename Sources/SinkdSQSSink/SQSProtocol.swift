@@ -181,6 +181,7 @@ public enum SQSProtocol {
                  "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled":
                 return .retryable
             default:
+                if status == 401 || status == 403 { return .credentials }
                 return status == 429 || status >= 500 ? .retryable : .permanent
             }
         }
@@ -194,9 +195,17 @@ public enum SQSProtocol {
            code.isEmpty || legacy.hasPrefix("AWS.SimpleQueueService.") {
             code = String(legacy)
         }
+        // Some servers (and AWS's query protocol) answer errors in XML: <Code>…</Code><Message>…</Message>.
+        let text = String(decoding: body.prefix(4096), as: UTF8.self)
+        if code.isEmpty, let xmlCode = xmlElement("Code", in: text) { code = xmlCode }
         if code.isEmpty { code = "HTTP\(status)" }
-        let message = object["message"] as? String ?? object["Message"] as? String ?? String(decoding: body.prefix(200), as: UTF8.self)
+        let message = object["message"] as? String ?? object["Message"] as? String ?? xmlElement("Message", in: text) ?? String(text.prefix(200))
         return ServiceError(status: status, code: code, message: message)
+    }
+
+    static func xmlElement(_ name: String, in text: String) -> String? {
+        guard let open = text.range(of: "<\(name)>"), let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex) else { return nil }
+        return String(text[open.upperBound..<close.lowerBound])
     }
 
     public static func parseQueueURL(_ body: [UInt8]) -> String? {

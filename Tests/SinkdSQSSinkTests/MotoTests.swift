@@ -18,9 +18,12 @@ final class MotoServer {
     private(set) var process: Process
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
-    init(port: Int? = nil) throws {
+    let environment: [String: String]
+
+    init(port: Int? = nil, environment: [String: String] = [:]) throws {
         self.port = port ?? Self.freePort()
-        process = try Self.launch(port: self.port)
+        self.environment = environment
+        process = try Self.launch(port: self.port, environment: environment)
     }
 
     deinit { stop() }
@@ -43,11 +46,14 @@ final class MotoServer {
 
     func restart() throws {
         stop()
-        process = try Self.launch(port: port)
+        process = try Self.launch(port: port, environment: environment)
     }
 
-    static func launch(port: Int) throws -> Process {
+    static func launch(port: Int, environment: [String: String]) throws -> Process {
         let p = Process()
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         // Foundation starts the child in a process group of its own (checked in launch), so
         // stop() reaches the server through whatever wraps it (pyenv's shim runs it as a child).
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -232,6 +238,19 @@ extension SQSSinkFamily {
         config.secretAccessKey = "test"
         let family = SQSSinkFamily(config: config, environment: [:])
         await #expect(throws: SinkConnectionError.self) { try await Self.client(family, "sqs:x").send(Self.records("x", 1, sink: "sqs:x")) }
+        await family.shutdown()
+    }
+
+    /// moto with authentication on (INITIAL_NO_AUTH_ACTION_COUNT=0) refuses unknown keys: the sink
+    /// must pause (a connection-level error), never turn the records into dead letters.
+    @Test func refusedCredentialsPauseTheSink() async throws {
+        let moto = try MotoServer(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "0"])
+        let family = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
+        let error = await #expect(throws: SinkConnectionError.self) {
+            try await Self.client(family, "sqs:secure").send(Self.records("c", 2, sink: "sqs:secure"))
+        }
+        #expect(error?.message.contains("SQS refused the credentials") == true)
+        #expect(error?.message.contains("InvalidClientTokenId") == true)
         await family.shutdown()
     }
 
