@@ -97,6 +97,16 @@ enum Python {
         #expect(plainEntry?["MessageAttributes"] == nil && plainEntry?["MessageGroupId"] == nil)
     }
 
+    @Test func queueLookupAndCreation() throws {
+        let lookup = try #require(try JSONSerialization.jsonObject(with: Data(SQSProtocol.getQueueUrl(name: "orders", ownerAccountID: "123456789012"))) as? [String: String])
+        #expect(lookup == ["QueueName": "orders", "QueueOwnerAWSAccountId": "123456789012"])
+        let own = try #require(try JSONSerialization.jsonObject(with: Data(SQSProtocol.getQueueUrl(name: "orders", ownerAccountID: ""))) as? [String: String])
+        #expect(own == ["QueueName": "orders"], "no account id: the caller's own queue, by its exact name")
+        let fifo = try #require(try JSONSerialization.jsonObject(with: Data(SQSProtocol.createQueue(name: "a.fifo"))) as? [String: Any])
+        #expect(fifo["Attributes"] as? [String: String] == ["FifoQueue": "true", "ContentBasedDeduplication": "false"])
+        #expect((try JSONSerialization.jsonObject(with: Data(SQSProtocol.createQueue(name: "a"))) as? [String: Any])?["Attributes"] == nil)
+    }
+
     @Test func groupAndDeduplicationIDs() {
         var r = EventRecord(id: "id 1", sink: "s", payload: [])
         r.workflowType = "wt"
