@@ -169,7 +169,7 @@ let package = Package(
         .testTarget(
             name: "SinkdRedisSinkTests",
             dependencies: [
-                "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdWAL",
+                "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -194,7 +194,7 @@ let package = Package(
         .testTarget(
             name: "SinkdSQSSinkTests",
             dependencies: [
-                "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL",
+                "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SinkdCore
+import SinkdIngest
 import SinkdSQSSink
 import SinkdWAL
 
@@ -30,7 +31,7 @@ struct BenchSQS: ParsableCommand {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // 1. Against moto: a real SQS implementation, but slow (Python): both clients wait for it.
-        let port = freeTCPPort()
+        let port = LoopbackTCP.freePort()
         let moto = Process()
         moto.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         moto.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
