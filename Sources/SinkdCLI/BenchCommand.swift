@@ -51,9 +51,7 @@ struct BenchIngest: ParsableCommand {
     var window = 500
 
     func run() throws {
-        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
         let dd = try ddBandwidth(dir)
@@ -182,6 +180,14 @@ private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
 }
 
 /// The benchmarks' configuration: everything under `dir`, fsync always, the given `sinks:` section.
+/// `directory` as an absolute path, emptied and created: each benchmark starts from nothing.
+func freshBenchDirectory(_ directory: String) throws -> String {
+    let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
+    try? FileManager.default.removeItem(atPath: dir)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
 func writeBenchConfig(dir: String, sinks: String) throws -> String {
     let config = dir + "/sinkd.yaml"
     try """

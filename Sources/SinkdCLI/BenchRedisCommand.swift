@@ -29,9 +29,7 @@ struct BenchRedis: ParsableCommand {
     @Option(help: "Records in the sink-down backlog phase (0 skips it).") var backlogRecords = 0
 
     func run() throws {
-        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = LoopbackTCP.freePort()
         var redis = try startRedis(port: port, dir: dir)

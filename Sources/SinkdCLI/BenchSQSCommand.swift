@@ -26,9 +26,7 @@ struct BenchSQS: ParsableCommand {
     @Option(help: "Client connections to sinkd.") var connections = 4
 
     func run() throws {
-        let dir = URL(fileURLWithPath: directory).standardizedFileURL.path
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // 1. Against moto: a real SQS implementation, but slow (Python): both clients wait for it.
         let port = LoopbackTCP.freePort()
