@@ -93,10 +93,7 @@ public enum SQSProtocol {
     /// [A-Za-z0-9!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~]); otherwise the hex spelling of its UTF-8 bytes (cut at 128).
     static func deduplicationID(_ id: String) -> String {
         let allowed = id.utf8.count <= 128 && id.utf8.allSatisfy { $0 >= 0x21 && $0 <= 0x7E }
-        if allowed { return id }
-        var hex = ""
-        for b in id.utf8 { hex += String(format: "%02x", b) }
-        return String(hex.prefix(128))
+        return allowed ? id : String(SigV4Signer.hex(id.utf8).prefix(128))
     }
 
     public static func getQueueUrl(name: String, ownerAccountID: String) -> [UInt8] {
