@@ -64,6 +64,8 @@ public final class DeliveryService: Service, Sendable {
                 let users = Set(live.filter { $0.family === family }.map(\.address.identity))
                 s.retired.append((family, users))
             }
+            // A family retired by an earlier reload and handed back now is in use again.
+            s.retired.removeAll { retired in families.values.contains { $0 === retired.family } }
             return (s.generation.number, stopping)
         }
         for pipeline in stopping { pipeline.stop() }

@@ -130,6 +130,7 @@ import SinkdCore
         #expect(await h.eventually { Set(h.family.deliveredRecords("http:r").map(\.record.id)).count == 2000 })
         let all = h.family.deliveredRecords("http:r")
         #expect(all.count == 2000, "\(all.count - 2000) records were sent twice")
+        #expect(h.family.shutdowns == 1, "the removed family was shut down once its pipeline had left, and only then")
         await h.finish()
     }
 

@@ -37,6 +37,10 @@ final class ScriptedFamily: SinkFamily, @unchecked Sendable {
         Client(family: self, sink: address.identity)
     }
 
+    private var shutdownCount = 0
+    var shutdowns: Int { lock.withLock { shutdownCount } }
+    func shutdown() async { lock.withLock { shutdownCount += 1 } }
+
     func nextStep(_ sink: String) -> Step? {
         lock.withLock {
             attempts[sink, default: 0] += 1
