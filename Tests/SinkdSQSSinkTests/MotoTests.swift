@@ -282,7 +282,10 @@ extension SQSSinkFamily {
 
         moto.stop()
         append((60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
-        try await Task.sleep(for: .milliseconds(300))  // let the pipeline meet the dead server
+        // The pipeline meets the dead server and pauses the sink before the server comes back.
+        let downBy = Date().addingTimeInterval(30)
+        while service.snapshots.first?.state != .down, Date() < downBy { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(service.snapshots.first?.state == .down, "the sink paused while the server was gone")
         try moto.restart()
         let after = try await family.receiveAll(queue: "engine", count: 60, timeout: 60)
         #expect(Set(after.map(\.body)) == Set((60..<120).map { #"{"n":\#($0)}"# }), "every record sent while the server was down arrived")
