@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -118,6 +119,20 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // nats:, jsm:, nats_stream: over a NATS client on SwiftNIO (TLS with swift-nio-ssl, NKeys with swift-crypto).
+        .target(
+            name: "SinkdNATSSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+            ]
+        ),
         // systemd integration through libsystemd: sd_notify, the watchdog, socket activation, the journal.
         .target(
             name: "SinkdSystemd",
@@ -143,11 +158,21 @@ let package = Package(
                 "SinkdControl",
                 "SinkdSystemd",
                 "SinkdSQSSink",
+                "SinkdNATSSink",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // What the sink families' integration tests share: the delivery engine over a real WAL.
+        .target(
+            name: "SinkdTestSupport",
+            dependencies: [
+                "SinkdCore", "SinkdWAL", "SinkdDelivery",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -196,6 +221,17 @@ let package = Package(
             dependencies: [
                 "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "SinkdNATSSinkTests",
+            dependencies: [
+                "SinkdNATSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -78,7 +78,7 @@ actor ReloadCoordinator {
         }
         // Unchanged sections keep their running family (and its connections).
         let unchanged = current.families.filter { config.sinks.sameSection($0.key, as: current.config.sinks) }
-        let families = SinkFamilies.make(config, reusing: unchanged)
+        let families = SinkFamilies.make(config, reusing: unchanged, logger: logger)
         var effective = config
         Self.keepRestartOnly(from: current.config, in: &effective)
         logLevel.level = (levelOverride ?? config.log.level).swiftLogLevel

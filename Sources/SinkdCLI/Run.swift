@@ -14,6 +14,7 @@ import SinkdDelivery
 import SinkdFileSink
 import SinkdHTTPSink
 import SinkdIngest
+import SinkdNATSSink
 import SinkdRedisSink
 import SinkdSQSSink
 import SinkdSystemd
@@ -102,7 +103,7 @@ struct Daemon: Sendable {
             wal.shutdown()
             throw DaemonError("cannot use the dead-letter directory \(config.delivery.deadLetterDirectory): \(error)")
         }
-        let families = SinkFamilies.make(config)
+        let families = SinkFamilies.make(config, logger: logger)
         let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
@@ -206,12 +207,13 @@ func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 enum SinkFamilies {
     /// The families `config` enables; those in `reusing` (running instances of unchanged
     /// sections, on a reload) are kept rather than created again.
-    static func make(_ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:]) -> [ConfigFamily: any SinkFamily] {
+    static func make(_ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:], logger: Logger) -> [ConfigFamily: any SinkFamily] {
         var families: [ConfigFamily: any SinkFamily] = [:]
         if let file = config.sinks.file { families[.file] = reusing[.file] ?? FileSinkFamily(config: file) }
         if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
         if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs) }
+        if let nats = config.sinks.nats { families[.nats] = reusing[.nats] ?? NATSSinkFamily(config: nats, logger: logger) }
         return families
     }
 }

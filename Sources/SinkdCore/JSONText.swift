@@ -17,4 +17,11 @@ public enum JSONText {
         }
         out.append(UInt8(ascii: "\""))
     }
+
+    /// `s` as a JSON string literal.
+    public static func quoted(_ s: String) -> String {
+        var out: [UInt8] = []
+        appendString(s, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
 }

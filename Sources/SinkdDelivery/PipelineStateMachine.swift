@@ -36,7 +36,7 @@ public struct PipelineStateMachine: Sendable {
 
         public init(limits: SinkLimits, options: PipelineOptions) {
             self.limits = limits
-            self.maxInFlight = options.ordering == .strict ? 1 : max(1, options.maxInFlight)
+            self.maxInFlight = options.ordering == .strict ? 1 : max(1, limits.maxBatchesInFlight ?? options.maxInFlight)
             self.ordering = options.ordering
             self.retry = RetrySchedule(options.retry)
             var reconnectPolicy = RetryPolicy()

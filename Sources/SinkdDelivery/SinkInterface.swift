@@ -25,11 +25,24 @@ public struct SinkLimits: Sendable, Equatable {
     public var maxBatchBytes: Int
     /// A larger single message is a permanent error without being sent.
     public var maxMessageBytes: Int
+    /// Batches outstanding at once; nil means the sink's `max_in_flight`. Families whose
+    /// `max_in_flight` counts messages (NATS, AMQP) derive it from the batch size.
+    public var maxBatchesInFlight: Int?
 
-    public init(maxBatchCount: Int, maxBatchBytes: Int, maxMessageBytes: Int) {
+    public init(maxBatchCount: Int, maxBatchBytes: Int, maxMessageBytes: Int, maxBatchesInFlight: Int? = nil) {
         self.maxBatchCount = maxBatchCount
         self.maxBatchBytes = maxBatchBytes
         self.maxMessageBytes = maxMessageBytes
+        self.maxBatchesInFlight = maxBatchesInFlight
+    }
+
+    /// Limits for a family whose `max_in_flight` counts unacknowledged messages: batches of at
+    /// most `batch_size` and never more than `max_in_flight` messages, and as many batches as
+    /// fit in that window.
+    public static func messageWindow(_ options: PipelineOptions, maxBatchBytes: Int, maxMessageBytes: Int) -> SinkLimits {
+        let count = max(1, min(options.batchSize, options.maxInFlight))
+        return SinkLimits(maxBatchCount: count, maxBatchBytes: maxBatchBytes, maxMessageBytes: maxMessageBytes,
+                          maxBatchesInFlight: max(1, options.maxInFlight / count))
     }
 }
 

@@ -276,7 +276,7 @@ public final class SinkPipeline: Sendable {
         await client?.close()
     }
 
-    static func nowMillis() -> UInt64 {
+    public static func nowMillis() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000

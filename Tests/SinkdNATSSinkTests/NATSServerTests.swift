@@ -1,0 +1,238 @@
+import Foundation
+import Logging
+import Testing
+import SinkdCore
+import SinkdDelivery
+import SinkdTestSupport
+@testable import SinkdNATSSink
+
+/// The NATS sinks against a real nats-server (with JetStream) on 127.0.0.1.
+@Suite(.serialized) struct NATSServerTests {
+    static func records(_ sink: String, _ range: Range<Int>, prefix: String = "r") -> [EventRecord] {
+        range.map { EventRecord(id: "\(prefix)-\($0)", sink: sink, payload: Array(#"{"n":\#($0)}"#.utf8)) }
+    }
+
+    static func config(_ server: NATSServer, _ configure: (inout NATSSinkConfig) -> Void = { _ in }) -> NATSSinkConfig {
+        var nats = NATSSinkConfig()
+        nats.servers = [server.url]
+        nats.options.retry.initialBackoff = .milliseconds(20)
+        nats.options.retry.maxBackoff = .milliseconds(200)
+        configure(&nats)
+        return nats
+    }
+
+    static func engine(_ nats: NATSSinkConfig, family: NATSSinkFamily? = nil) throws -> RunningEngine {
+        try RunningEngine(families: [.nats: family ?? NATSSinkFamily(config: nats, ackTimeout: .seconds(3))]) { $0.sinks.nats = nats }
+    }
+
+    @Test func corePublishReachesASubscriber() async throws {
+        let server = try NATSServer()
+        let subscriber = try NATSSubscriber(port: server.port, subject: "alerts")
+        let engine = try Self.engine(Self.config(server))
+        await engine.append(Self.records("nats:alerts", 0..<500))
+        // Conductor's `subject:queueGroup` form publishes to the subject.
+        await engine.append(Self.records("nats:alerts:workers", 500..<510))
+        let got = subscriber.waitFor(count: 510)
+        #expect(got.count == 510)
+        #expect(Set(got) == Set((0..<510).map { #"{"n":\#($0)}"# }))
+        #expect(engine.snapshot(of: "nats:alerts")?.delivered == 500)
+        await engine.stop()
+    }
+
+    @Test func jetStreamPublishIsDeliveredAtThePubAckWithTheRecordIdAsNatsMsgId() async throws {
+        let server = try NATSServer()
+        try await server.createStream("AUDIT", subjects: ["audit"])
+        let engine = try Self.engine(Self.config(server))
+        await engine.append(Self.records("jsm:audit", 0..<300))
+        #expect(try await server.waitForStream("AUDIT", count: 300) == 300)
+        let first = try await server.streamMessage("AUDIT", seq: 1)
+        #expect(first.data.hasPrefix(#"{"n":"#))
+        #expect(first.headers.contains("Nats-Msg-Id: r-"))
+        #expect(engine.snapshot(of: "jsm:audit")?.delivered == 300)
+        await engine.stop()
+        #expect(try await server.streamCount("AUDIT") == 300, "nothing sent twice")
+    }
+
+    @Test func theSameIdAcrossARestartOfSinkdIsStoredOnce() async throws {
+        let server = try NATSServer()
+        try await server.createStream("ORDERS", subjects: ["orders"])
+        let nats = Self.config(server)
+        for run in 0..<2 {
+            // Each run is a fresh sinkd (its own WAL) sending the same ids.
+            let engine = try Self.engine(nats)
+            await engine.append(Self.records("jsm:orders", 0..<50, prefix: "same"))
+            let deadline = ContinuousClock.now + .seconds(20)
+            while engine.snapshot(of: "jsm:orders")?.delivered ?? 0 < 50, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(engine.snapshot(of: "jsm:orders")?.delivered == 50, "run \(run): every record acknowledged")
+            await engine.stop()
+        }
+        #expect(try await server.streamCount("ORDERS") == 50, "the stream deduplicated on Nats-Msg-Id")
+    }
+
+    @Test func withoutAStreamTheSinkPausesWithAClearErrorAndResumesOnceOneExists() async throws {
+        let server = try NATSServer()
+        let engine = try Self.engine(Self.config(server))
+        await engine.append(Self.records("jsm:billing.paid", 0..<20))
+        #expect(await engine.wait(for: "jsm:billing.paid", state: .down))
+        let error = engine.snapshot(of: "jsm:billing.paid")?.lastError ?? ""
+        #expect(error.contains("no JetStream stream captures subject 'billing.paid'"), "\(error)")
+        #expect(error.contains("create_stream"))
+        #expect(try engine.deadLetters.entries().isEmpty, "a missing stream dead-letters nothing")
+        try await server.createStream("BILLING", subjects: ["billing.>"])
+        #expect(try await server.waitForStream("BILLING", count: 20) == 20)
+        await engine.stop()
+    }
+
+    @Test func createStreamMakesTheStreamNamedAsConductorDoes() async throws {
+        let server = try NATSServer()
+        let nats = Self.config(server) {
+            $0.jsmCreateStream = true
+            $0.jsmSubjectPrefix = "conductor_jsm_notify_test_"
+        }
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("jsm:audit.events", 0..<40))
+        #expect(try await server.waitForStream("CONDUCTOR_JSM_NOTIFY_TEST_AUDIT_EVENTS", count: 40) == 40)
+        let message = try await server.streamMessage("CONDUCTOR_JSM_NOTIFY_TEST_AUDIT_EVENTS", seq: 1)
+        #expect(message.data.hasPrefix(#"{"n":"#))
+        await engine.stop()
+    }
+
+    @Test func natsStreamSinksArePublishedToJetStream() async throws {
+        let server = try NATSServer()
+        try await server.createStream("LEGACY", subjects: ["legacy"])
+        let engine = try Self.engine(Self.config(server))
+        await engine.append(Self.records("nats_stream:legacy", 0..<10))
+        #expect(try await server.waitForStream("LEGACY", count: 10) == 10)
+        await engine.stop()
+    }
+
+    @Test func natsServerKilledAndRestartedMidStreamLosesNothingForJetStream() async throws {
+        let server = try NATSServer()
+        try await server.createStream("EVENTS", subjects: ["events"])
+        let engine = try Self.engine(Self.config(server))
+        let total = 2000
+        for chunk in 0..<20 {
+            await engine.append(Self.records("jsm:events", (chunk * 100)..<((chunk + 1) * 100)))
+            if chunk == 7 { server.kill() }
+            if chunk == 14 { try server.start() }
+            try await Task.sleep(for: .milliseconds(30))
+        }
+        #expect(try await server.waitForStream("EVENTS", count: total, timeout: .seconds(60)) == total, "every record stored exactly once (deduplicated)")
+        #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
+        await engine.stop()
+    }
+
+    @Test func aMessageAboveMaxPayloadIsDeadLettered() async throws {
+        let server = try NATSServer(config: "max_payload: 2048")
+        let subscriber = try NATSSubscriber(port: server.port, subject: "big")
+        let engine = try Self.engine(Self.config(server))
+        var records = Self.records("nats:big", 0..<5)
+        records[2].payload = Array(("\"" + String(repeating: "x", count: 3000) + "\"").utf8)
+        await engine.append(records)
+        #expect(subscriber.waitFor(count: 4).count == 4)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let dead = try engine.deadLetters.entries(sink: "nats:big")
+        #expect(dead.map(\.record.id) == ["r-2"])
+        #expect(dead.first?.error.contains("more than the server's max_payload of 2048 bytes") == true)
+        await engine.stop()
+    }
+
+    @Test(arguments: ["password", "token", "nkey"])
+    func authenticates(_ method: String) async throws {
+        let serverConfig: String
+        switch method {
+        case "password": serverConfig = #"authorization { user: "sinkd", password: "s3cret" }"#
+        case "token": serverConfig = #"authorization { token: "t0ken" }"#
+        default: serverConfig = #"authorization { users: [ { nkey: "\#(NATSProtocolTests.publicKey)" } ] }"#
+        }
+        let server = try NATSServer(config: serverConfig)
+        let nats = Self.config(server) {
+            switch method {
+            case "password": $0.user = "sinkd"; $0.password = "s3cret"
+            case "token": $0.token = "t0ken"
+            default: $0.nkeySeed = NATSProtocolTests.seed
+            }
+        }
+        let subscriberConnect: String
+        switch method {
+        case "password": subscriberConnect = #"{"user":"sinkd","pass":"s3cret"}"#
+        case "token": subscriberConnect = #"{"auth_token":"t0ken"}"#
+        default: subscriberConnect = ""
+        }
+        let subscriber = method == "nkey" ? nil : try NATSSubscriber(port: server.port, subject: "secure", connect: subscriberConnect)
+        try await server.createStream("SECURE", subjects: ["secure.js"], authenticated: nats)
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("jsm:secure.js", 0..<10))
+        #expect(try await server.waitForStream("SECURE", count: 10, authenticated: nats) == 10)
+        if let subscriber {
+            await engine.append(Self.records("nats:secure", 0..<10))
+            #expect(subscriber.waitFor(count: 10).count == 10)
+        }
+        await engine.stop()
+    }
+
+    @Test func refusedCredentialsPauseTheSinkAndSayWhy() async throws {
+        let server = try NATSServer(config: #"authorization { user: "sinkd", password: "s3cret" }"#)
+        let engine = try Self.engine(Self.config(server) { $0.user = "sinkd"; $0.password = "wrong" })
+        await engine.append(Self.records("nats:x", 0..<3))
+        #expect(await engine.wait(for: "nats:x", state: .down))
+        let error = engine.snapshot(of: "nats:x")?.lastError ?? ""
+        #expect(error.contains("refused the credentials"), "\(error)")
+        #expect(!error.contains("wrong"), "the password is never shown")
+        #expect(try engine.deadLetters.entries().isEmpty)
+        await engine.stop()
+    }
+
+    @Test func failsOverToTheNextServerAndLeavesALameDuck() async throws {
+        let first = try NATSServer()
+        let second = try NATSServer()
+        let onFirst = try NATSSubscriber(port: first.port, subject: "moving")
+        let onSecond = try NATSSubscriber(port: second.port, subject: "moving")
+        let nats = Self.config(first) { $0.servers = [first.url, second.url] }
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("nats:moving", 0..<10))
+        #expect(onFirst.waitFor(count: 10).count == 10, "the first server is used first")
+        first.enterLameDuckMode()
+        // Give the lame-duck INFO time to arrive; then new batches go to the other server.
+        let deadline = ContinuousClock.now + .seconds(10)
+        var batch = 10
+        while onSecond.received.isEmpty, ContinuousClock.now < deadline {
+            await engine.append(Self.records("nats:moving", batch..<(batch + 1)))
+            batch += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(!onSecond.received.isEmpty, "after lame-duck mode, publishing moved to the second server")
+        first.kill()
+        await engine.append(Self.records("nats:moving", 1000..<1010))
+        let got = onSecond.waitFor(count: onSecond.received.count + 10)
+        #expect(Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }))
+        await engine.stop()
+    }
+
+    @Test func tlsWithTheConfiguredCAAndVerificationOn() async throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-tls-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let certificates = try TestCertificates(in: scratch)
+        let server = try NATSServer(config: #"tls { cert_file: "\#(certificates.certificateFile)", key_file: "\#(certificates.keyFile)" }"#)
+        // Verified against the configured CA: delivered.
+        let trusted = Self.config(server) {
+            $0.servers = ["tls://127.0.0.1:\(server.port)"]
+            $0.tls.caFile = certificates.caFile
+            $0.jsmCreateStream = true
+        }
+        let engine = try Self.engine(trusted)
+        await engine.append(Self.records("jsm:secure", 0..<25))
+        #expect(try await server.waitForStream("SECURE", count: 25, authenticated: trusted) == 25)
+        await engine.stop()
+        // Without the CA the server's certificate is not trusted: the sink pauses and says why.
+        let untrusted = Self.config(server) { $0.servers = ["tls://127.0.0.1:\(server.port)"] }
+        let refusing = try Self.engine(untrusted)
+        await refusing.append(Self.records("jsm:secure", 100..<101))
+        #expect(await refusing.wait(for: "jsm:secure", state: .down))
+        let error = refusing.snapshot(of: "jsm:secure")?.lastError ?? ""
+        #expect(error.lowercased().contains("certificate"), "\(error)")
+        await refusing.stop()
+    }
+}
