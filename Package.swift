@@ -194,9 +194,8 @@ let package = Package(
         .testTarget(
             name: "SinkdRedisSinkTests",
             dependencies: [
-                "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest",
+                "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
@@ -219,7 +218,7 @@ let package = Package(
         .testTarget(
             name: "SinkdSQSSinkTests",
             dependencies: [
-                "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest",
+                "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

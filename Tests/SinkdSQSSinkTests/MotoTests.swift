@@ -4,6 +4,7 @@ import ServiceLifecycle
 import Testing
 import SinkdCore
 import SinkdIngest
+import SinkdTestSupport
 import SinkdWAL
 @testable import SinkdDelivery
 @testable import SinkdSQSSink
@@ -242,11 +243,6 @@ extension SQSSinkFamily {
     /// (empty: moto keeps nothing), and every record is delivered.
     @Test func engineDeadLettersOversizedAndSurvivesAServerRestart() async throws {
         let moto = try MotoServer()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-sqs-\(UUID().uuidString.prefix(8))").path
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var config = SinkdConfig()
-        config.wal.directory = dir + "/wal"
-        config.delivery.deadLetterDirectory = dir + "/dlq"
         var sqs = SQSSinkConfig()
         sqs.endpoint = moto.endpoint
         sqs.accessKeyID = "test"
@@ -255,25 +251,13 @@ extension SQSSinkFamily {
         sqs.maxBatchBytes = 4096
         sqs.options.retry.initialBackoff = .milliseconds(20)
         sqs.options.retry.maxBackoff = .milliseconds(200)
-        config.sinks.sqs = sqs
         let family = SQSSinkFamily(config: sqs, environment: [:])
-        var logger = Logger(label: "sinkd.test.sqs")
-        logger.logLevel = .critical
-        let wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
-        wal.start()
-        let deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
-        let service = DeliveryService(wal: wal, config: config, families: [.sqs: family], deadLetters: deadLetters, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
-        let run = Task { try await group.run() }
-        func append(_ records: [EventRecord]) {
-            let (_, ticket) = wal.append(records, nowMillis: SinkPipeline.nowMillis())
-            let done = DispatchSemaphore(value: 0)
-            wal.whenDurable(ticket) { _ in done.signal() }
-            done.wait()
-        }
+        let engine = try RunningEngine(families: [.sqs: family]) { $0.sinks.sqs = sqs }
+        let deadLetters = engine.deadLetters
+        func append(_ records: [EventRecord]) async { await engine.append(records) }
         var first = (0..<60).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) }
         first[30].payload = Array(("\"" + String(repeating: "x", count: 5000) + "\"").utf8)
-        append(first)
+        await append(first)
         let before = try await family.receiveAll(queue: "engine", count: 59)
         #expect(before.count == 59)
         let dead = try deadLetters.entries(sink: "sqs:engine")
@@ -281,17 +265,13 @@ extension SQSSinkFamily {
         #expect(dead.first?.error.contains("this sink takes at most 4096") == true)
 
         moto.stop()
-        append((60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
+        await append((60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
         // The pipeline meets the dead server and pauses the sink before the server comes back.
-        let downBy = Date().addingTimeInterval(30)
-        while service.snapshots.first?.state != .down, Date() < downBy { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(service.snapshots.first?.state == .down, "the sink paused while the server was gone")
+        #expect(await engine.wait(for: "sqs:engine", state: .down), "the sink paused while the server was gone")
         try moto.restart()
         let after = try await family.receiveAll(queue: "engine", count: 60, timeout: 60)
         #expect(Set(after.map(\.body)) == Set((60..<120).map { #"{"n":\#($0)}"# }), "every record sent while the server was down arrived")
-        await group.triggerGracefulShutdown()
-        _ = try? await run.value
+        await engine.stop()
         await family.shutdown()
-        wal.shutdown()
     }
 }
