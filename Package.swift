@@ -159,6 +159,7 @@ let package = Package(
                 "SinkdSystemd",
                 "SinkdSQSSink",
                 "SinkdNATSSink",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -59,11 +59,14 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pingHead = 0
     private var requests: [UInt64: (replies: [NATSReply?], remaining: Int, promise: EventLoopPromise<[NATSReply?]>, timer: Scheduled<Void>?)] = [:]
     private var closeWhenIdle = false
+    /// Messages of subscriptions other than the inbox (benchmarks and tools subscribe).
+    private let onMessage: (@Sendable (String, [UInt8]) -> Void)?
 
     init(tlsWanted: Bool, inbox: String, connected: EventLoopPromise<NATSServerInfo>,
          connectOptions: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
          makeTLSHandler: (@Sendable () throws -> NIOSSLClientHandler)?,
-         events: @escaping @Sendable (NATSServerInfo) -> Void) {
+         events: @escaping @Sendable (NATSServerInfo) -> Void, onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil) {
+        self.onMessage = onMessage
         self.machine = NATSConnectionStateMachine(tlsWanted: tlsWanted)
         self.inbox = inbox
         self.connected = connected
@@ -121,8 +124,11 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             promise.succeed(error)
             closeIfIdle(context: context)
         case .reply(let subject, let headers, let payload):
-            guard let (batch, index) = Self.token(subject, inbox: inbox), var pending = requests[batch], index < pending.replies.count,
-                  pending.replies[index] == nil else { break }
+            guard let (batch, index) = Self.token(subject, inbox: inbox) else {
+                onMessage?(subject, payload)
+                break
+            }
+            guard var pending = requests[batch], index < pending.replies.count, pending.replies[index] == nil else { break }
             pending.replies[index] = NATSReply(headers: headers, payload: payload)
             pending.remaining -= 1
             if pending.remaining == 0 {
@@ -208,15 +214,34 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// `<inbox>.<batch>.<index>` → (batch, index).
+    /// `<inbox>.<batch>.<index>` → (batch, index), read from the bytes (once per reply).
     static func token(_ subject: String, inbox: String) -> (UInt64, Int)? {
-        let utf8 = subject.utf8
-        guard utf8.count > inbox.utf8.count + 1, subject.hasPrefix(inbox) else { return nil }
-        let rest = utf8.dropFirst(inbox.utf8.count + 1)
-        guard let dot = rest.firstIndex(of: UInt8(ascii: ".")),
-              let batch = UInt64(String(decoding: rest[..<dot], as: UTF8.self)),
-              let index = Int(String(decoding: rest[rest.index(after: dot)...], as: UTF8.self)) else { return nil }
-        return (batch, index)
+        guard subject.utf8.starts(with: inbox.utf8) else { return nil }
+        var subject = subject
+        return subject.withUTF8 { bytes -> (UInt64, Int)? in
+            let prefix = inbox.utf8.count
+            guard bytes.count > prefix + 3, bytes[prefix] == UInt8(ascii: ".") else { return nil }
+            var batch: UInt64 = 0
+            var index = 0
+            var i = prefix + 1
+            var digits = 0
+            while i < bytes.count, bytes[i] != UInt8(ascii: ".") {
+                guard bytes[i] >= 48, bytes[i] <= 57, digits < 19 else { return nil }
+                batch = batch * 10 + UInt64(bytes[i] - 48)
+                digits += 1
+                i += 1
+            }
+            guard digits > 0, i < bytes.count else { return nil }
+            i += 1
+            digits = 0
+            while i < bytes.count {
+                guard bytes[i] >= 48, bytes[i] <= 57, digits < 18 else { return nil }
+                index = index * 10 + Int(bytes[i] - 48)
+                digits += 1
+                i += 1
+            }
+            return digits > 0 ? (batch, index) : nil
+        }
     }
 }
 
@@ -242,7 +267,8 @@ public final class NATSConnection: Sendable {
     /// `onInfo` hears later INFOs (cluster members, lame-duck mode).
     static func connect(to server: NATSServerAddress, tls: NIOSSLContext?, tlsWanted: Bool, group: EventLoopGroup, timeout: TimeAmount,
                         options: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
-                        onInfo: @escaping @Sendable (NATSServerInfo) -> Void) async throws -> NATSConnection {
+                        onInfo: @escaping @Sendable (NATSServerInfo) -> Void,
+                        onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil) async throws -> NATSConnection {
         let inbox = "_INBOX." + randomToken()
         let eventLoop = group.next()
         let handshake = eventLoop.makePromise(of: NATSServerInfo.self)
@@ -261,7 +287,7 @@ public final class NATSConnection: Sendable {
                     }
                     return channel.eventLoop.makeCompletedFuture {
                         let handler = NATSClientHandler(tlsWanted: tlsWanted, inbox: inbox, connected: handshake, connectOptions: options,
-                                                        makeTLSHandler: makeTLS, events: onInfo)
+                                                        makeTLSHandler: makeTLS, events: onInfo, onMessage: onMessage)
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NATSDecoder()))
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }

@@ -133,14 +133,19 @@ public struct NATSParser: Sendable {
         return nil
     }
 
-    /// The upper-cased operation name and where its arguments start.
+    /// The upper-cased operation name and where its arguments start. The common names are
+    /// recognised without building a String (this runs once per server operation).
     static func opName(_ line: UnsafeRawBufferPointer) -> (String, Int) {
         var end = 0
         while end < line.count, line[end] != 32, line[end] != 9 { end += 1 }
-        let name = String(decoding: line[0..<end], as: UTF8.self).uppercased()
         var args = end
         while args < line.count, line[args] == 32 || line[args] == 9 { args += 1 }
-        return (name, args)
+        @inline(__always) func upper(_ b: UInt8) -> UInt8 { b >= 97 && b <= 122 ? b - 32 : b }
+        switch end {
+        case 3 where upper(line[0]) == 77 && upper(line[1]) == 83 && upper(line[2]) == 71: return ("MSG", args)
+        case 4 where upper(line[0]) == 72 && upper(line[1]) == 77 && upper(line[2]) == 83 && upper(line[3]) == 71: return ("HMSG", args)
+        default: return (String(decoding: line[0..<end], as: UTF8.self).uppercased(), args)
+        }
     }
 
     static func split(_ bytes: Slice<UnsafeRawBufferPointer>) -> [String] {
@@ -176,6 +181,29 @@ public enum NATSEncoder {
         out.append(contentsOf: payload)
         out.append(contentsOf: [13, 10])
     }
+
+    /// The JetStream publish of one record: HPUB to `subject`, replies to `replyPrefix` + `index`,
+    /// with the `Nats-Msg-Id` header, written straight into `out` (the hot path: no temporaries).
+    public static func jetStreamPublish(subject: [UInt8], replyPrefix: [UInt8], index: Int, messageID: String, payload: [UInt8], into out: inout [UInt8]) {
+        let headerCount = messageIDHeaderPrefix.count + messageID.utf8.count + 4
+        out.append(contentsOf: "HPUB ".utf8)
+        out.append(contentsOf: subject)
+        out.append(32)
+        out.append(contentsOf: replyPrefix)
+        appendDecimal(index, into: &out)
+        out.append(32)
+        appendDecimal(headerCount, into: &out)
+        out.append(32)
+        appendDecimal(headerCount + payload.count, into: &out)
+        out.append(contentsOf: [13, 10])
+        out.append(contentsOf: messageIDHeaderPrefix)
+        out.append(contentsOf: messageID.utf8)
+        out.append(contentsOf: [13, 10, 13, 10])
+        out.append(contentsOf: payload)
+        out.append(contentsOf: [13, 10])
+    }
+
+    static let messageIDHeaderPrefix = Array("NATS/1.0\r\nNats-Msg-Id: ".utf8)
 
     /// PUB with a reply subject (requests to the JetStream API).
     public static func request(subject: String, replyTo: String, payload: [UInt8], into out: inout [UInt8]) {

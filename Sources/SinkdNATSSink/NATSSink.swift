@@ -206,16 +206,16 @@ final class NATSSinkClient: SinkClient, Sendable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(batch.reduce(0) { $0 + $1.record.payload.count + $1.record.id.utf8.count + subjectBytes.count + 96 })
         let batchNumber = connection.nextBatch()
-        let replyPrefix = connection.inbox + ".\(batchNumber)."
+        let replyPrefix = Array((connection.inbox + ".\(batchNumber).").utf8)
         var sentIndex: [Int] = []
         for (i, item) in batch.enumerated() {
-            let headers = NATSEncoder.messageIDHeaders(item.record.id)
-            if item.record.payload.count + headers.count > maxPayload {
-                outcomes[i] = .permanent(Self.tooLarge(item.record.payload.count + headers.count, maxPayload))
+            let size = item.record.payload.count + NATSEncoder.messageIDHeaderPrefix.count + item.record.id.utf8.count + 4
+            if size > maxPayload {
+                outcomes[i] = .permanent(Self.tooLarge(size, maxPayload))
                 continue
             }
-            NATSEncoder.hpub(subject: subjectBytes, replyTo: Array((replyPrefix + String(sentIndex.count)).utf8), headers: headers,
-                             payload: item.record.payload, into: &bytes)
+            NATSEncoder.jetStreamPublish(subject: subjectBytes, replyPrefix: replyPrefix, index: sentIndex.count, messageID: item.record.id,
+                                         payload: item.record.payload, into: &bytes)
             sentIndex.append(i)
         }
         guard !sentIndex.isEmpty else { return outcomes.map { $0! } }
@@ -336,7 +336,9 @@ enum JetStreamPubAck {
                 ? .outcome(.delivered)
                 : .outcome(.retryable("nats: a PubAck that is not JSON: \(String(decoding: reply.payload.prefix(120), as: UTF8.self))"))
         }
-        if error.code == 503 { return .noStream }
+        // 10039: JetStream not enabled (for the account); other 503s (10077 store failed, e.g.
+        // the stream is full) are about the stream's state, retried.
+        if error.errCode == 10039 { return .noStream }
         if permanentErrCodes.contains(error.errCode) { return .outcome(.permanent("nats JetStream: \(error)")) }
         return .outcome(.retryable("nats JetStream: \(error)"))
     }

@@ -83,49 +83,30 @@ final class NATSServer: @unchecked Sendable {
     }
 
     /// A plain connection for the test's own requests (JetStream API).
-    /// `client`: the sink configuration whose credentials, server address and TLS to use.
-    func connection(_ client: NATSSinkConfig? = nil) async throws -> NATSConnection {
+    /// An admin connection; `client`: the sink configuration whose credentials, server and TLS to use.
+    func admin(_ client: NATSSinkConfig? = nil) async throws -> NATSAdmin {
         var config = client ?? NATSSinkConfig()
         if client == nil { config.servers = [url] }
-        let family = NATSSinkFamily(config: config)
-        let server = try NATSServerAddress(parsing: config.servers[0])
-        let tls = server.tls ? try family.tlsContext() : nil
-        return try await NATSConnection.connect(to: server, tls: tls, tlsWanted: server.tls, group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5),
-                                                options: { info in try family.connectOptions(for: server, info: info) }, onInfo: { _ in })
+        return try await NATSAdmin.connect(config)
     }
 
-    /// A JetStream API request; the reply's JSON object.
     func jetStream(_ subject: String, _ body: String = "", authenticated: NATSSinkConfig? = nil) async throws -> [String: Any] {
-        let c = try await connection(authenticated)
-        defer { Task { await c.close() } }
-        let batch = c.nextBatch()
-        var bytes: [UInt8] = []
-        NATSEncoder.request(subject: subject, replyTo: c.inbox + ".\(batch).0", payload: Array(body.utf8), into: &bytes)
-        guard let reply = try await c.requests(bytes, batch: batch, count: 1, timeout: .seconds(5))[0] else {
-            throw Failure(description: "no reply to \(subject)")
-        }
-        guard let object = try JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any] else {
-            throw Failure(description: "\(subject) answered \(String(decoding: reply.payload, as: UTF8.self))")
-        }
-        return object
+        let admin = try await admin(authenticated)
+        defer { Task { await admin.close() } }
+        return try await admin.jetStream(subject, body)
     }
 
-    func createStream(_ name: String, subjects: [String], duplicateWindowSeconds: Int = 120, authenticated: NATSSinkConfig? = nil) async throws {
-        let config: [String: Any] = ["name": name, "subjects": subjects, "storage": "file", "num_replicas": 1,
-                                     "duplicate_window": duplicateWindowSeconds * 1_000_000_000]
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: config), as: UTF8.self)
-        let reply = try await jetStream("$JS.API.STREAM.CREATE.\(name)", body, authenticated: authenticated)
-        if let error = reply["error"] { throw Failure(description: "cannot create stream \(name): \(error)") }
+    func createStream(_ name: String, subjects: [String], authenticated: NATSSinkConfig? = nil) async throws {
+        let admin = try await admin(authenticated)
+        defer { Task { await admin.close() } }
+        try await admin.createStream(name, subjects: subjects)
     }
 
     /// Messages in a stream (0 when it does not exist).
     func streamCount(_ name: String, authenticated: NATSSinkConfig? = nil) async throws -> Int {
-        let reply = try await jetStream("$JS.API.STREAM.INFO.\(name)", authenticated: authenticated)
-        return ((reply["state"] as? [String: Any])?["messages"] as? NSNumber)?.intValue ?? 0
-    }
-
-    func streamExists(_ name: String) async throws -> Bool {
-        try await jetStream("$JS.API.STREAM.INFO.\(name)")["error"] == nil
+        let admin = try await admin(authenticated)
+        defer { Task { await admin.close() } }
+        return try await admin.streamMessageCount(name)
     }
 
     /// Message `seq` of a stream: its payload and headers block.

@@ -1,0 +1,167 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import SinkdCore
+import SinkdIngest
+import SinkdNATSSink
+import SinkdWAL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sinkd bench nats`: socket → WAL (fsync always) → a private nats-server with JetStream, beside
+/// nats-py's async JetStream publish with the same in-flight window in the same run; then core
+/// NATS end to end, and the drain of a backlog accepted while the server was down.
+struct BenchNATS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nats",
+        abstract: "End-to-end messages/s into JetStream (beside nats-py's publish_async) and core NATS.",
+        discussion: "Needs nats-server (Debian) and nats-py (PyPI); scripts/test installs both."
+    )
+
+    @Option(help: "Where sinkd's WAL and the server's store are written.") var directory = ".sinkd-bench"
+    @Option(help: "JetStream messages per client (nats-py and sinkd).") var jsmMessages = 100_000
+    @Option(help: "Core NATS messages end to end.") var coreMessages = 400_000
+    @Option(help: "Payload bytes per message.") var payloadBytes = 1024
+    @Option(help: "Unacknowledged JetStream publishes allowed (both clients): max_in_flight.") var window = 256
+    @Option(help: "Client connections to sinkd.") var connections = 4
+    @Option(help: "sinkd's batch_size (max_in_flight / batch_size batches are outstanding).") var batchSize = 64
+
+    func run() throws {
+        let dir = try freshBenchDirectory(directory)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = LoopbackTCP.freePort()
+        var server = try startServer(port: port, dir: dir)
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        var adminConfig = NATSSinkConfig()
+        adminConfig.servers = ["nats://127.0.0.1:\(port)"]
+        let admin = adminConfig
+        let subscriber = CountingSubscriber()
+        let tools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
+            do {
+                let a = try await NATSAdmin.connect(admin) { _, _ in subscriber.increment() }
+                try await a.createStream("BASELINE", subjects: ["baseline"])
+                try await a.createStream("E2E", subjects: ["e2e"])
+                try await a.subscribe("core")
+                return .success(a)
+            } catch {
+                return .failure(error)
+            }
+        }.get()
+        defer { BlockingAsync.run { await tools.close() } }
+
+        // Baseline: nats-py, JetStream publish_async with Nats-Msg-Id, `window` pending at most.
+        let script = """
+            import asyncio, sys, time, nats
+            async def main():
+                nc = await nats.connect(sys.argv[1])
+                js = nc.jetstream(publish_async_max_pending=int(sys.argv[3]))
+                n, body = int(sys.argv[2]), b"x" * int(sys.argv[4])
+                t = time.monotonic()
+                for i in range(n):
+                    await js.publish_async("baseline", body, headers={"Nats-Msg-Id": "b-%d" % i})
+                await js.publish_async_completed()
+                print(n / (time.monotonic() - t))
+                await nc.close()
+            asyncio.run(main())
+            """
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "-c", script, "nats://127.0.0.1:\(port)", "\(jsmMessages)", "\(window)", "\(payloadBytes)"]
+        let out = Pipe()
+        python.standardOutput = out
+        try python.run()
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        python.waitUntilExit()
+        guard python.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ValidationError("the nats-py baseline failed (pip install nats-py)")
+        }
+        say("baseline  nats-py publish_async, \(jsmMessages) messages of \(payloadBytes) B, \(window) pending at most: \(format(baseline)) messages/s")
+
+        let config = try writeBenchConfig(dir: dir, sinks: #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#)
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        // JetStream end to end.
+        var sampler = RSSSampler(pid: daemon.processIdentifier)
+        var t0 = monotonicSeconds()
+        send(dir: dir, sink: "jsm:e2e", prefix: "j", total: jsmMessages)
+        let jsmTotal = (jsmMessages / connections) * connections
+        while BlockingAsync.run({ (try? await tools.streamMessageCount("E2E")) ?? 0 }) < jsmTotal { usleep(20_000) }
+        let jsmRate = Double(jsmTotal) / (monotonicSeconds() - t0)
+        say("jsm e2e   \(connections) connections, \(jsmTotal) records of \(payloadBytes) B, fsync always, socket → WAL → HPUB → PubAck (max_in_flight \(window)):")
+        say("          \(format(jsmRate)) messages/s stored (\(format(jsmRate / baseline))× nats-py); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+
+        // Core NATS end to end (a batch counts once its PING is answered).
+        sampler = RSSSampler(pid: daemon.processIdentifier)
+        t0 = monotonicSeconds()
+        send(dir: dir, sink: "nats:core", prefix: "c", total: coreMessages)
+        let coreTotal = (coreMessages / connections) * connections
+        while subscriber.value < coreTotal { usleep(10_000) }
+        let coreRate = Double(coreTotal) / (monotonicSeconds() - t0)
+        say("core e2e  \(connections) connections, \(coreTotal) records of \(payloadBytes) B, fsync always, socket → WAL → PUB + PING/PONG:")
+        say("          \(format(coreRate)) messages/s received by a subscriber; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+
+        // Delivery alone: a backlog accepted with the server down, then drained.
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        send(dir: dir, sink: "nats:drain", prefix: "d", total: coreMessages)
+        server = try startServer(port: port, dir: dir)
+        let counter = CountingSubscriber()
+        let drainTools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
+            do {
+                let a = try await NATSAdmin.connect(admin) { _, _ in counter.increment() }
+                try await a.subscribe("drain")
+                return .success(a)
+            } catch {
+                return .failure(error)
+            }
+        }.get()
+        defer { BlockingAsync.run { await drainTools.close() } }
+        while counter.value == 0 { usleep(5_000) }
+        let d0 = monotonicSeconds()
+        let first = counter.value
+        while counter.value < coreTotal { usleep(10_000) }
+        say("core drain \(coreTotal) records accepted with nats-server down: \(format(Double(coreTotal - first) / (monotonicSeconds() - d0))) messages/s once reconnected")
+    }
+
+    private func send(dir: String, sink: String, prefix: String, total: Int) {
+        let group = DispatchGroup()
+        for c in 0..<connections {
+            group.enter()
+            BlockingThread.detach { [payloadBytes, connections] in
+                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "\(prefix)\(c)-", count: total / connections, rate: 0,
+                                        payloadBytes: payloadBytes, window: 500, sink: sink)
+                group.leave()
+            }
+        }
+        group.wait()
+    }
+
+    private func startServer(port: Int, dir: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/nats-server")
+        p.arguments = ["-a", "127.0.0.1", "-p", "\(port)", "-js", "-sd", dir + "/nats"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(10)
+        while !LoopbackTCP.canConnect(port: port) {
+            guard Date() < deadline, p.isRunning else { throw ValidationError("nats-server did not start (apt-get install nats-server)") }
+            usleep(20_000)
+        }
+        return p
+    }
+}
+
+final class CountingSubscriber: Sendable {
+    private let count = NIOLockedValueBox(0)
+    func increment() { count.withLockedValue { $0 += 1 } }
+    var value: Int { count.withLockedValue { $0 } }
+}
