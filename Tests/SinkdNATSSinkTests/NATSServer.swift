@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import SinkdCore
@@ -198,6 +199,8 @@ struct TestCertificates {
     var caFile: String { directory + "/ca.pem" }
     var certificateFile: String { directory + "/server.pem" }
     var keyFile: String { directory + "/server-key.pem" }
+    var clientCertificateFile: String { directory + "/client.pem" }
+    var clientKeyFile: String { directory + "/client-key.pem" }
 
     init(in directory: String) throws {
         self.directory = directory
@@ -208,6 +211,9 @@ struct TestCertificates {
             openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=localhost 2>/dev/null
             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext
             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -keyout client-key.pem -out client.csr -subj /CN=sinkd-client 2>/dev/null
+            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
             """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -216,4 +222,23 @@ struct TestCertificates {
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { throw NATSServer.Failure(description: "openssl could not make the test certificates") }
     }
+}
+
+/// Collects log messages (for the one-warning-per-sink checks).
+final class CapturedLogs: LogHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [(Logger.Level, String)] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        lock.withLock { lines.append((event.level, event.message.description)) }
+    }
+
+    func messages(at level: Logger.Level) -> [String] { lock.withLock { lines.filter { $0.0 == level }.map(\.1) } }
 }

@@ -97,13 +97,20 @@ import SinkdTestSupport
         await engine.stop()
     }
 
-    @Test func natsStreamSinksArePublishedToJetStream() async throws {
+    @Test func natsStreamSinksArePublishedToJetStreamWithOneWarning() async throws {
         let server = try NATSServer()
         try await server.createStream("LEGACY", subjects: ["legacy"])
-        let engine = try Self.engine(Self.config(server))
-        await engine.append(Self.records("nats_stream:legacy", 0..<10))
-        #expect(try await server.waitForStream("LEGACY", count: 10) == 10)
+        let logs = CapturedLogs()
+        let nats = Self.config(server)
+        let family = NATSSinkFamily(config: nats, logger: Logger(label: "test") { _ in logs }, ackTimeout: .seconds(3))
+        let engine = try Self.engine(nats, family: family)
+        for chunk in 0..<3 { await engine.append(Self.records("nats_stream:legacy", (chunk * 10)..<((chunk + 1) * 10))) }
+        #expect(try await server.waitForStream("LEGACY", count: 30) == 30)
         await engine.stop()
+        // A second client for the same sink (a restarted pipeline) does not warn again.
+        _ = try family.makeClient(for: try SinkAddress.parse(identity: "nats_stream:legacy"), options: nats.options)
+        let warnings = logs.messages(at: .warning).filter { $0.contains("NATS Streaming is end of life") }
+        #expect(warnings.count == 1)
     }
 
     @Test func natsServerKilledAndRestartedMidStreamLosesNothingForJetStream() async throws {
@@ -234,5 +241,31 @@ import SinkdTestSupport
         let error = refusing.snapshot(of: "jsm:secure")?.lastError ?? ""
         #expect(error.lowercased().contains("certificate"), "\(error)")
         await refusing.stop()
+    }
+
+    @Test func mutualTLSWithAClientCertificate() async throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-mtls-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let c = try TestCertificates(in: scratch)
+        let server = try NATSServer(config: #"tls { cert_file: "\#(c.certificateFile)", key_file: "\#(c.keyFile)", ca_file: "\#(c.caFile)", verify: true }"#)
+        let withCertificate = Self.config(server) {
+            $0.servers = ["tls://127.0.0.1:\(server.port)"]
+            $0.tls = TLSConfig(caFile: c.caFile, certificateFile: c.clientCertificateFile, keyFile: c.clientKeyFile)
+            $0.jsmCreateStream = true
+        }
+        let engine = try Self.engine(withCertificate)
+        await engine.append(Self.records("jsm:mutual", 0..<5))
+        #expect(try await server.waitForStream("MUTUAL", count: 5, authenticated: withCertificate) == 5)
+        await engine.stop()
+        // The same without a client certificate: the server refuses the handshake.
+        let without = Self.config(server) {
+            $0.servers = ["tls://127.0.0.1:\(server.port)"]
+            $0.tls = TLSConfig(caFile: c.caFile)
+        }
+        let refused = try Self.engine(without)
+        await refused.append(Self.records("jsm:mutual", 10..<11))
+        #expect(await refused.wait(for: "jsm:mutual", state: .down))
+        await refused.stop()
     }
 }
