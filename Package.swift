@@ -119,11 +119,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Client TLS contexts from a family's `tls` section (swift-nio-ssl), for the NATS and AMQP sinks.
+        .target(
+            name: "SinkdTLS",
+            dependencies: ["SinkdCore", "SinkdDelivery", .product(name: "NIOSSL", package: "swift-nio-ssl")]
+        ),
         // nats:, jsm:, nats_stream: over a NATS client on SwiftNIO (TLS with swift-nio-ssl, NKeys with swift-crypto).
         .target(
             name: "SinkdNATSSink",
             dependencies: [
-                "SinkdCore", "SinkdDelivery",
+                "SinkdCore", "SinkdDelivery", "SinkdTLS",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -131,6 +136,18 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+            ]
+        ),
+        // amqp_queue:, amqp_exchange: over an AMQP 0-9-1 client on SwiftNIO, with publisher confirms.
+        .target(
+            name: "SinkdAMQPSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery", "SinkdTLS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // systemd integration through libsystemd: sd_notify, the watchdog, socket activation, the journal.
@@ -159,6 +176,7 @@ let package = Package(
                 "SinkdSystemd",
                 "SinkdSQSSink",
                 "SinkdNATSSink",
+                "SinkdAMQPSink",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -235,6 +253,14 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "SinkdAMQPSinkTests",
+            dependencies: [
+                "SinkdAMQPSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),

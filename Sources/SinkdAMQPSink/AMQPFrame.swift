@@ -536,9 +536,9 @@ struct AMQPWriter {
             longString([])
         case .channelFlow(let active), .channelFlowOk(let active):
             octet(active ? 1 : 0)
-        case .exchangeDeclare(let exchange, let type, let passive, let durable, let autoDelete, let internal, let noWait, let arguments):
+        case .exchangeDeclare(let exchange, let type, let passive, let durable, let autoDelete, let isInternal, let noWait, let arguments):
             short(0); shortString(exchange); shortString(type)
-            octet((passive ? 1 : 0) | (durable ? 2 : 0) | (autoDelete ? 4 : 0) | (internal ? 8 : 0) | (noWait ? 16 : 0))
+            octet((passive ? 1 : 0) | (durable ? 2 : 0) | (autoDelete ? 4 : 0) | (isInternal ? 8 : 0) | (noWait ? 16 : 0))
             table(arguments)
         case .queueDeclare(let queue, let passive, let durable, let exclusive, let autoDelete, let noWait, let arguments):
             short(0); shortString(queue)

@@ -14,6 +14,7 @@ import SinkdDelivery
 import SinkdFileSink
 import SinkdHTTPSink
 import SinkdIngest
+import SinkdAMQPSink
 import SinkdNATSSink
 import SinkdRedisSink
 import SinkdSQSSink
@@ -213,6 +214,7 @@ enum SinkFamilies {
         if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
         if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs) }
+        if let amqp = config.sinks.amqp { families[.amqp] = reusing[.amqp] ?? AMQPSinkFamily(config: amqp, logger: logger) }
         if let nats = config.sinks.nats { families[.nats] = reusing[.nats] ?? NATSSinkFamily(config: nats, logger: logger) }
         return families
     }

@@ -238,6 +238,9 @@ public final class SinkPipeline: Sendable {
                 if waitUntil == nil { wake(at: deadline) }
                 snapshotBox.withLockedValue { $0.state = .idle }
             }
+            // More may be read right away (the last read filled a batch): do not wait for an
+            // event, which might be a completion that takes long (a broker blocking publishes).
+            if machine.wantsRecords, !readerDrained { continue loop }
             // Wait for something to happen.
             guard let event = await iterator.next() else { break }
             switch event {

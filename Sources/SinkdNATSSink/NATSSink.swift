@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import SinkdCore
 import SinkdDelivery
+import SinkdTLS
 
 /// `nats:SUBJECT`, `jsm:SUBJECT` and `nats_stream:SUBJECT` over sinkd's own NATS client.
 ///
@@ -106,42 +107,6 @@ public final class NATSSinkFamily: SinkFamily {
     }
 
     var tlsConfigured: Bool { !config.tls.caFile.isEmpty || !config.tls.certificateFile.isEmpty }
-}
-
-/// Builds client TLS contexts from a `tls` section (CA file, client certificate and key,
-/// verification on by default).
-public enum TLSContexts {
-    public static func client(_ tls: TLSConfig, section: String) throws(SinkConnectionError) -> NIOSSLContext {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        do {
-            if !tls.caFile.isEmpty {
-                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(tls.caFile))
-            }
-        } catch {
-            throw SinkConnectionError("\(section).ca_file \(tls.caFile): not a readable PEM certificate file (\(error))")
-        }
-        if !tls.certificateFile.isEmpty || !tls.keyFile.isEmpty {
-            guard !tls.certificateFile.isEmpty, !tls.keyFile.isEmpty else {
-                throw SinkConnectionError("\(section): certificate_file and key_file go together (a client certificate needs its key)")
-            }
-            do {
-                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { .certificate($0) }
-            } catch {
-                throw SinkConnectionError("\(section).certificate_file \(tls.certificateFile): not a readable PEM certificate file (\(error))")
-            }
-            do {
-                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem))
-            } catch {
-                throw SinkConnectionError("\(section).key_file \(tls.keyFile): not a readable PEM private key (\(error))")
-            }
-        }
-        configuration.certificateVerification = tls.verify ? .fullVerification : .none
-        do {
-            return try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw SinkConnectionError("\(section): cannot build the TLS context (\(error))")
-        }
-    }
 }
 
 final class NATSSinkClient: SinkClient, Sendable {

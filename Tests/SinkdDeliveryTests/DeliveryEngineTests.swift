@@ -72,6 +72,18 @@ import SinkdCore
         await h.finish()
     }
 
+    /// Found by the RabbitMQ alarm test: with one batch in flight that never completes (a broker
+    /// blocking publishes), records appended later must still be read and sent in other batches.
+    @Test func aBatchThatNeverCompletesDoesNotStopLaterRecords() async throws {
+        let h = try EngineHarness()
+        h.family.script("http:slow", [.hang])
+        h.append("http:slow", Self.ids("first", 5))
+        #expect(await h.eventually { h.family.batches("http:slow") == 1 }, "the first batch is in flight")
+        h.append("http:slow", Self.ids("later", 30))
+        #expect(await h.eventually { h.family.deliveredRecords("http:slow").count == 30 }, "later records went out beside the stuck batch")
+        await h.finish()
+    }
+
     @Test func strictOrderingDeliversInWALOrderDespiteFailures() async throws {
         let h = try EngineHarness { $0.sinks.http?.options.ordering = .strict }
         h.family.batchLimit = 3

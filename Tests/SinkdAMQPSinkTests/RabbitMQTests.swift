@@ -1,0 +1,201 @@
+import Foundation
+import Logging
+import Testing
+import SinkdCore
+import SinkdDelivery
+import SinkdTestSupport
+@testable import SinkdAMQPSink
+
+/// The AMQP sinks against a real RabbitMQ on 127.0.0.1, read back by an independent client (pika).
+@Suite(.serialized) struct RabbitMQTests {
+    static func server() throws -> RabbitMQServer { try RabbitMQServer.shared.get() }
+
+    static func config(_ server: RabbitMQServer, _ configure: (inout AMQPSinkConfig) -> Void = { _ in }) -> AMQPSinkConfig {
+        var amqp = AMQPSinkConfig()
+        amqp.urls = [server.url]
+        amqp.options.retry.initialBackoff = .milliseconds(20)
+        amqp.options.retry.maxBackoff = .milliseconds(200)
+        configure(&amqp)
+        return amqp
+    }
+
+    static func engine(_ amqp: AMQPSinkConfig) throws -> (RunningEngine, AMQPSinkFamily) {
+        let family = AMQPSinkFamily(config: amqp)
+        return (try RunningEngine(families: [.amqp: family]) { $0.sinks.amqp = amqp }, family)
+    }
+
+    static func records(_ sink: String, _ range: Range<Int>, prefix: String = "r") -> [EventRecord] {
+        range.map { EventRecord(id: "\(prefix)-\($0)", sink: sink, payload: Array(#"{"n":\#($0)}"#.utf8)) }
+    }
+
+    static func unique(_ name: String) -> String { "\(name)-\(UUID().uuidString.prefix(6))" }
+
+    @Test func queueSinkSetsEveryProperty() async throws {
+        let server = try Self.server()
+        let queue = Self.unique("orders")
+        let (engine, family) = try Self.engine(Self.config(server))
+        var record = EventRecord(id: "evt-1", sink: "amqp_queue:\(queue)?maxPriority=10", payload: Array(#"{"order":1}"#.utf8),
+                                 workflowInstanceId: "wf-1", workflowType: "checkout", correlationId: "corr-9", priority: 7)
+        let acceptedAround = Int(Date().timeIntervalSince1970)
+        await engine.append([record])
+        record.id = "evt-2"
+        record.priority = nil
+        record.workflowInstanceId = nil
+        await engine.append([record])
+        #expect(try server.waitForCount(queue, 2) == 2)
+        let messages = try server.get(queue, max: 2).sorted { ($0["message_id"] as? String ?? "") < ($1["message_id"] as? String ?? "") }
+        #expect(messages.count == 2)
+        let m = try #require(messages.first)
+        #expect(m["body"] as? String == #"{"order":1}"#)
+        #expect(m["exchange"] as? String == "" && m["routing_key"] as? String == queue, "the default exchange, routing key = queue")
+        #expect(m["message_id"] as? String == "evt-1")
+        #expect(m["correlation_id"] as? String == "evt-1")
+        #expect(m["content_type"] as? String == "application/json")
+        #expect(m["content_encoding"] as? String == "UTF-8")
+        #expect(m["delivery_mode"] as? Int == 2)
+        #expect(m["priority"] as? Int == 7)
+        let timestamp = m["timestamp"] as? Int ?? 0
+        #expect(abs(timestamp - acceptedAround) <= 5, "timestamp = when sinkd accepted the record (seconds): \(timestamp)")
+        let headers = m["headers"] as? [String: Any] ?? [:]
+        #expect(headers["workflowInstanceId"] as? String == "wf-1")
+        #expect(headers["workflowType"] as? String == "checkout")
+        #expect(headers["correlationId"] as? String == "corr-9")
+        let second = messages[1]
+        #expect(second["priority"] is NSNull, "no priority when the record has none")
+        #expect((second["headers"] as? [String: Any])?["workflowInstanceId"] == nil)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test(arguments: ["topic", "direct", "fanout"])
+    func exchangeSinkRoutesAsTheBindingsSay(_ type: String) async throws {
+        let server = try Self.server()
+        let exchange = Self.unique("billing-\(type)")
+        let matching = Self.unique("paid")
+        let other = Self.unique("refunded")
+        try server.peer(["bind", exchange, type, matching, type == "topic" ? "invoice.*" : "invoice.paid"])
+        try server.peer(["bind", exchange, type, other, "invoice.refunded"])
+        let (engine, family) = try Self.engine(Self.config(server))
+        await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=\(type)&routingKey=invoice.paid&deliveryMode=1", 0..<20))
+        #expect(try server.waitForCount(matching, 20) == 20)
+        let got = try server.get(matching, max: 20)
+        #expect(Set(got.compactMap { $0["body"] as? String }) == Set((0..<20).map { #"{"n":\#($0)}"# }))
+        #expect(got.allSatisfy { $0["routing_key"] as? String == "invoice.paid" && $0["delivery_mode"] as? Int == 1 })
+        // Only fanout also delivers to the queue bound with another key.
+        #expect(try server.count(other) == (type == "fanout" ? 20 : 0))
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func unroutableMessagesAreDeadLettered() async throws {
+        let server = try Self.server()
+        let exchange = Self.unique("nowhere")
+        let (engine, family) = try Self.engine(Self.config(server))
+        await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=nobody", 0..<3))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try engine.deadLetters.entries().count < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let dead = try engine.deadLetters.entries()
+        #expect(dead.count == 3)
+        #expect(dead.first?.error.contains("unroutable") == true)
+        #expect(dead.first?.error.contains("312 NO_ROUTE") == true, "\(dead.first?.error ?? "")")
+        #expect(engine.snapshot(of: dead.first?.record.sink ?? "")?.delivered == 0)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func aDurableMismatchIsAPermanentErrorWithTheBrokersText() async throws {
+        let server = try Self.server()
+        let queue = Self.unique("transient")
+        try server.peer(["declare", queue, "0"])  // exists, not durable
+        let (engine, family) = try Self.engine(Self.config(server))
+        await engine.append(Self.records("amqp_queue:\(queue)", 0..<4))  // durable=true by default
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try engine.deadLetters.entries().count < 4, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let dead = try engine.deadLetters.entries()
+        #expect(dead.count == 4)
+        let error = dead.first?.error ?? ""
+        #expect(error.contains("406") && error.contains("PRECONDITION_FAILED") && error.contains("durable"), "\(error)")
+        #expect(try server.count(queue) == 0)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func declareFalsePublishesWithoutDeclaring() async throws {
+        let server = try Self.server()
+        let queue = Self.unique("undeclared")
+        let (engine, family) = try Self.engine(Self.config(server) { $0.declare = false })
+        // Without a declaration nothing creates the queue: the default exchange returns it.
+        await engine.append(Self.records("amqp_queue:\(queue)", 0..<1))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try server.count(queue) == -1, "sinkd declared nothing")
+        #expect(try engine.deadLetters.entries().first?.error.contains("NO_ROUTE") == true)
+        try server.peer(["declare", queue, "1"])
+        await engine.append(Self.records("amqp_queue:\(queue)", 1..<3))
+        #expect(try server.waitForCount(queue, 2) == 2)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func refusedCredentialsPauseTheSink() async throws {
+        let server = try Self.server()
+        let (engine, family) = try Self.engine(Self.config(server) { $0.urls = ["amqp://guest:wrong@127.0.0.1:\(server.port)/%2f"] })
+        await engine.append(Self.records("amqp_queue:\(Self.unique("x"))", 0..<2))
+        let sink = engine.service.snapshots.first?.sink ?? ""
+        let deadline = ContinuousClock.now + .seconds(20)
+        while engine.service.snapshots.first?.state != .down, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let error = engine.snapshot(of: engine.service.snapshots.first?.sink ?? sink)?.lastError ?? ""
+        #expect(error.contains("refused"), "\(error)")
+        #expect(!error.contains("wrong"), "the password is never shown")
+        #expect(try engine.deadLetters.entries().isEmpty)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func aMemoryAlarmPausesTheSinkUntilItClears() async throws {
+        let server = try Self.server()
+        let queue = Self.unique("alarm")
+        let (engine, family) = try Self.engine(Self.config(server))
+        let sink = "amqp_queue:\(queue)"
+        await engine.append(Self.records(sink, 0..<10))
+        #expect(try server.waitForCount(queue, 10) == 10)
+        try server.ctl(["set_vm_memory_high_watermark", "0.0000001"])
+        defer { _ = try? server.ctl(["set_vm_memory_high_watermark", "0.4"]) }
+        // Publishing meets the alarm: the broker blocks the connection, the sink pauses.
+        var n = 10
+        let deadline = ContinuousClock.now + .seconds(30)
+        while engine.state(of: sink) != .down, ContinuousClock.now < deadline {
+            await engine.append(Self.records(sink, n..<(n + 5)))
+            n += 5
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(engine.state(of: sink) == .down)
+        #expect(engine.snapshot(of: sink)?.lastError?.contains("blocked") == true, "\(engine.snapshot(of: sink)?.lastError ?? "")")
+        try server.ctl(["set_vm_memory_high_watermark", "0.4"])
+        let arrived = try server.waitForCount(queue, n, timeout: 60)
+        #expect(arrived == n, "everything arrives once the alarm clears: \(arrived) of \(n); \(String(describing: engine.snapshot(of: sink)))")
+        #expect(try engine.deadLetters.entries().isEmpty)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func rabbitMQKilledAndRestartedMidStreamLosesNothing() async throws {
+        let server = try RabbitMQServer()  // its own node: this test kills it
+        let queue = "events"
+        let (engine, family) = try Self.engine(Self.config(server))
+        let sink = "amqp_queue:\(queue)"
+        let total = 2000
+        for chunk in 0..<20 {
+            await engine.append(Self.records(sink, (chunk * 100)..<((chunk + 1) * 100)))
+            if chunk == 6 { server.kill() }
+            if chunk == 13 { try server.start() }
+            try await Task.sleep(for: .milliseconds(30))
+        }
+        #expect(try server.waitForCount(queue, total, timeout: 90) >= total)
+        let ids = Set(try server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
+        #expect(ids.count == total, "every record arrived (at least once)")
+        #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
+        await engine.stop()
+        await family.shutdown()
+    }
+}
