@@ -66,3 +66,14 @@ public final class RunningEngine: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
+
+/// Runs blocking work (starting a server, running a helper process, polling with sleeps) on a
+/// Dispatch thread, so that it never occupies one of Swift concurrency's few cooperative threads:
+/// on 2 cores, two tests blocking there would starve every engine running beside them.
+public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try body() })
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import SinkdIngest
+import SinkdTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,9 @@ import Glibc
 final class RabbitMQServer: @unchecked Sendable {
     static let bin = "/usr/lib/rabbitmq/bin"
     let port: Int
+    /// The TLS listener (amqps), with `certificates` (a test CA and a certificate for 127.0.0.1).
+    let tlsPort: Int
+    let certificates: TestCertificates
     let directory: String
     let node: String
     private var process: Process?
@@ -20,9 +24,19 @@ final class RabbitMQServer: @unchecked Sendable {
         var description: String
     }
 
-    static let shared: Result<RabbitMQServer, Failure> = {
+    private static let sharedNode: Result<RabbitMQServer, Failure> = {
         do { return .success(try RabbitMQServer()) } catch let error as Failure { return .failure(error) } catch { return .failure(Failure(description: "\(error)")) }
     }()
+
+    /// The node the tests share (started by the first caller, off the cooperative pool).
+    static func shared() async throws -> RabbitMQServer {
+        try await offThePool { try sharedNode.get() }
+    }
+
+    /// A node of the test's own (for tests that kill it).
+    static func make() async throws -> RabbitMQServer {
+        try await offThePool { try RabbitMQServer() }
+    }
 
     init() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.bin + "/rabbitmq-server") else {
@@ -33,8 +47,17 @@ final class RabbitMQServer: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-rabbitmq-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try "[].".write(toFile: directory + "/enabled_plugins", atomically: true, encoding: .utf8)
+        tlsPort = LoopbackTCP.freePort()
+        try FileManager.default.createDirectory(atPath: directory + "/tls", withIntermediateDirectories: true)
+        certificates = try TestCertificates(in: directory + "/tls")
         try """
             listeners.tcp.default = 127.0.0.1:\(port)
+            listeners.ssl.default = 127.0.0.1:\(tlsPort)
+            ssl_options.cacertfile = \(certificates.caFile)
+            ssl_options.certfile = \(certificates.certificateFile)
+            ssl_options.keyfile = \(certificates.keyFile)
+            ssl_options.verify = verify_none
+            ssl_options.fail_if_no_peer_cert = false
             loopback_users = none
             """.write(toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
         try start()
@@ -70,7 +93,7 @@ final class RabbitMQServer: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, p.isRunning {
-            if LoopbackTCP.canConnect(port: port), (try? ctl(["await_startup", "--timeout", "30"])) != nil { return }
+            if LoopbackTCP.canConnect(port: port), (try? run(Self.bin + "/rabbitmqctl", ["-n", node, "await_startup", "--timeout", "30"])) != nil { return }
             usleep(200_000)
         }
         throw Failure(description: "rabbitmq-server did not start on port \(port) (logs in \(directory)/log)")
@@ -95,15 +118,19 @@ final class RabbitMQServer: @unchecked Sendable {
 
     /// rabbitmqctl against this node; its standard output.
     @discardableResult
-    func ctl(_ arguments: [String]) throws -> String {
-        try run(Self.bin + "/rabbitmqctl", ["-n", node] + arguments)
+    func ctl(_ arguments: [String]) async throws -> String {
+        try await offThePool { try self.run(Self.bin + "/rabbitmqctl", ["-n", self.node] + arguments) }
     }
 
     /// The pika peer (Fixtures/amqp_peer.py); its standard output.
     @discardableResult
-    func peer(_ arguments: [String]) throws -> String {
+    func peer(_ arguments: [String]) async throws -> String {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/amqp_peer.py").path
-        return try run("/usr/bin/env", ["python3", script, url] + arguments)
+        return try await offThePool { try self.run("/usr/bin/env", ["python3", script, self.url] + arguments) }
+    }
+
+    func restart() async throws {
+        try await offThePool { try self.start() }
     }
 
     private func run(_ executable: String, _ arguments: [String]) throws -> String {
@@ -126,24 +153,24 @@ final class RabbitMQServer: @unchecked Sendable {
     }
 
     /// Messages ready in `queue` (-1: no such queue).
-    func count(_ queue: String) throws -> Int {
-        Int(try peer(["count", queue]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    func count(_ queue: String) async throws -> Int {
+        Int(try await peer(["count", queue]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
     /// Waits until `queue` holds at least `count` messages; what it holds.
-    func waitForCount(_ queue: String, _ expected: Int, timeout: TimeInterval = 30) throws -> Int {
-        let deadline = Date().addingTimeInterval(timeout)
-        var n = (try? count(queue)) ?? -1
-        while n < expected, Date() < deadline {
-            usleep(100_000)
-            n = (try? count(queue)) ?? -1
+    func waitForCount(_ queue: String, _ expected: Int, timeout: Duration = .seconds(30)) async throws -> Int {
+        let deadline = ContinuousClock.now + timeout
+        var n = (try? await count(queue)) ?? -1
+        while n < expected, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            n = (try? await count(queue)) ?? -1
         }
         return n
     }
 
     /// Takes up to `max` messages off `queue`, with their properties.
-    func get(_ queue: String, max: Int) throws -> [[String: Any]] {
-        try peer(["get", queue, "\(max)"]).split(separator: "\n").compactMap {
+    func get(_ queue: String, max: Int) async throws -> [[String: Any]] {
+        try await peer(["get", queue, "\(max)"]).split(separator: "\n").compactMap {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }
     }

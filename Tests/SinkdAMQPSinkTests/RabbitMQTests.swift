@@ -8,7 +8,7 @@ import SinkdTestSupport
 
 /// The AMQP sinks against a real RabbitMQ on 127.0.0.1, read back by an independent client (pika).
 @Suite(.serialized) struct RabbitMQTests {
-    static func server() throws -> RabbitMQServer { try RabbitMQServer.shared.get() }
+    static func server() async throws -> RabbitMQServer { try await RabbitMQServer.shared() }
 
     static func config(_ server: RabbitMQServer, _ configure: (inout AMQPSinkConfig) -> Void = { _ in }) -> AMQPSinkConfig {
         var amqp = AMQPSinkConfig()
@@ -31,7 +31,7 @@ import SinkdTestSupport
     static func unique(_ name: String) -> String { "\(name)-\(UUID().uuidString.prefix(6))" }
 
     @Test func queueSinkSetsEveryProperty() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let queue = Self.unique("orders")
         let (engine, family) = try Self.engine(Self.config(server))
         var record = EventRecord(id: "evt-1", sink: "amqp_queue:\(queue)?maxPriority=10", payload: Array(#"{"order":1}"#.utf8),
@@ -42,8 +42,8 @@ import SinkdTestSupport
         record.priority = nil
         record.workflowInstanceId = nil
         await engine.append([record])
-        #expect(try server.waitForCount(queue, 2) == 2)
-        let messages = try server.get(queue, max: 2).sorted { ($0["message_id"] as? String ?? "") < ($1["message_id"] as? String ?? "") }
+        #expect(try await server.waitForCount(queue, 2) == 2)
+        let messages = try await server.get(queue, max: 2).sorted { ($0["message_id"] as? String ?? "") < ($1["message_id"] as? String ?? "") }
         #expect(messages.count == 2)
         let m = try #require(messages.first)
         #expect(m["body"] as? String == #"{"order":1}"#)
@@ -69,26 +69,26 @@ import SinkdTestSupport
 
     @Test(arguments: ["topic", "direct", "fanout"])
     func exchangeSinkRoutesAsTheBindingsSay(_ type: String) async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let exchange = Self.unique("billing-\(type)")
         let matching = Self.unique("paid")
         let other = Self.unique("refunded")
-        try server.peer(["bind", exchange, type, matching, type == "topic" ? "invoice.*" : "invoice.paid"])
-        try server.peer(["bind", exchange, type, other, "invoice.refunded"])
+        try await server.peer(["bind", exchange, type, matching, type == "topic" ? "invoice.*" : "invoice.paid"])
+        try await server.peer(["bind", exchange, type, other, "invoice.refunded"])
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=\(type)&routingKey=invoice.paid&deliveryMode=1", 0..<20))
-        #expect(try server.waitForCount(matching, 20) == 20)
-        let got = try server.get(matching, max: 20)
+        #expect(try await server.waitForCount(matching, 20) == 20)
+        let got = try await server.get(matching, max: 20)
         #expect(Set(got.compactMap { $0["body"] as? String }) == Set((0..<20).map { #"{"n":\#($0)}"# }))
         #expect(got.allSatisfy { $0["routing_key"] as? String == "invoice.paid" && $0["delivery_mode"] as? Int == 1 })
         // Only fanout also delivers to the queue bound with another key.
-        #expect(try server.count(other) == (type == "fanout" ? 20 : 0))
+        #expect(try await server.count(other) == (type == "fanout" ? 20 : 0))
         await engine.stop()
         await family.shutdown()
     }
 
     @Test func unroutableMessagesAreDeadLettered() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let exchange = Self.unique("nowhere")
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=nobody", 0..<3))
@@ -104,9 +104,9 @@ import SinkdTestSupport
     }
 
     @Test func aDurableMismatchIsAPermanentErrorWithTheBrokersText() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let queue = Self.unique("transient")
-        try server.peer(["declare", queue, "0"])  // exists, not durable
+        try await server.peer(["declare", queue, "0"])  // exists, not durable
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(Self.records("amqp_queue:\(queue)", 0..<4))  // durable=true by default
         let deadline = ContinuousClock.now + .seconds(20)
@@ -115,30 +115,30 @@ import SinkdTestSupport
         #expect(dead.count == 4)
         let error = dead.first?.error ?? ""
         #expect(error.contains("406") && error.contains("PRECONDITION_FAILED") && error.contains("durable"), "\(error)")
-        #expect(try server.count(queue) == 0)
+        #expect(try await server.count(queue) == 0)
         await engine.stop()
         await family.shutdown()
     }
 
     @Test func declareFalsePublishesWithoutDeclaring() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let queue = Self.unique("undeclared")
         let (engine, family) = try Self.engine(Self.config(server) { $0.declare = false })
         // Without a declaration nothing creates the queue: the default exchange returns it.
         await engine.append(Self.records("amqp_queue:\(queue)", 0..<1))
         let deadline = ContinuousClock.now + .seconds(20)
         while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(try server.count(queue) == -1, "sinkd declared nothing")
+        #expect(try await server.count(queue) == -1, "sinkd declared nothing")
         #expect(try engine.deadLetters.entries().first?.error.contains("NO_ROUTE") == true)
-        try server.peer(["declare", queue, "1"])
+        try await server.peer(["declare", queue, "1"])
         await engine.append(Self.records("amqp_queue:\(queue)", 1..<3))
-        #expect(try server.waitForCount(queue, 2) == 2)
+        #expect(try await server.waitForCount(queue, 2) == 2)
         await engine.stop()
         await family.shutdown()
     }
 
     @Test func refusedCredentialsPauseTheSink() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let (engine, family) = try Self.engine(Self.config(server) { $0.urls = ["amqp://guest:wrong@127.0.0.1:\(server.port)/%2f"] })
         await engine.append(Self.records("amqp_queue:\(Self.unique("x"))", 0..<2))
         let sink = engine.service.snapshots.first?.sink ?? ""
@@ -153,14 +153,14 @@ import SinkdTestSupport
     }
 
     @Test func aMemoryAlarmPausesTheSinkUntilItClears() async throws {
-        let server = try Self.server()
+        let server = try await Self.server()
         let queue = Self.unique("alarm")
         let (engine, family) = try Self.engine(Self.config(server))
         let sink = "amqp_queue:\(queue)"
         await engine.append(Self.records(sink, 0..<10))
-        #expect(try server.waitForCount(queue, 10) == 10)
-        try server.ctl(["set_vm_memory_high_watermark", "0.0000001"])
-        defer { _ = try? server.ctl(["set_vm_memory_high_watermark", "0.4"]) }
+        #expect(try await server.waitForCount(queue, 10) == 10)
+        try await server.ctl(["set_vm_memory_high_watermark", "0.0000001"])
+        
         // Publishing meets the alarm: the broker blocks the connection, the sink pauses.
         var n = 10
         let deadline = ContinuousClock.now + .seconds(30)
@@ -171,8 +171,8 @@ import SinkdTestSupport
         }
         #expect(engine.state(of: sink) == .down)
         #expect(engine.snapshot(of: sink)?.lastError?.contains("blocked") == true, "\(engine.snapshot(of: sink)?.lastError ?? "")")
-        try server.ctl(["set_vm_memory_high_watermark", "0.4"])
-        let arrived = try server.waitForCount(queue, n, timeout: 60)
+        try await server.ctl(["set_vm_memory_high_watermark", "0.4"])
+        let arrived = try await server.waitForCount(queue, n, timeout: .seconds(60))
         #expect(arrived == n, "everything arrives once the alarm clears: \(arrived) of \(n); \(String(describing: engine.snapshot(of: sink)))")
         #expect(try engine.deadLetters.entries().isEmpty)
         await engine.stop()
@@ -180,22 +180,46 @@ import SinkdTestSupport
     }
 
     @Test func rabbitMQKilledAndRestartedMidStreamLosesNothing() async throws {
-        let server = try RabbitMQServer()  // its own node: this test kills it
+        let server = try await RabbitMQServer.make()  // its own node: this test kills it
         let queue = "events"
         let (engine, family) = try Self.engine(Self.config(server))
         let sink = "amqp_queue:\(queue)"
         let total = 2000
         for chunk in 0..<20 {
             await engine.append(Self.records(sink, (chunk * 100)..<((chunk + 1) * 100)))
-            if chunk == 6 { server.kill() }
-            if chunk == 13 { try server.start() }
+            if chunk == 6 { try await offThePool { server.kill() } }
+            if chunk == 13 { try await server.restart() }
             try await Task.sleep(for: .milliseconds(30))
         }
-        #expect(try server.waitForCount(queue, total, timeout: 90) >= total)
-        let ids = Set(try server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
+        #expect(try await server.waitForCount(queue, total, timeout: .seconds(90)) >= total)
+        let ids = Set(try await server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
         #expect(ids.count == total, "every record arrived (at least once)")
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
         await engine.stop()
         await family.shutdown()
+    }
+
+    @Test func amqpsVerifiesTheBrokerAgainstTheConfiguredCA() async throws {
+        let server = try await Self.server()
+        let queue = Self.unique("secure")
+        let trusted = Self.config(server) {
+            $0.urls = ["amqps://guest:guest@127.0.0.1:\(server.tlsPort)/%2f"]
+            $0.tls = TLSConfig(caFile: server.certificates.caFile)
+        }
+        let (engine, family) = try Self.engine(trusted)
+        await engine.append(Self.records("amqp_queue:\(queue)", 0..<5))
+        #expect(try await server.waitForCount(queue, 5) == 5)
+        await engine.stop()
+        await family.shutdown()
+        // Verification is on by default: without the CA the broker is not trusted.
+        let untrusted = Self.config(server) { $0.urls = ["amqps://guest:guest@127.0.0.1:\(server.tlsPort)/%2f"] }
+        let (refusing, refusingFamily) = try Self.engine(untrusted)
+        let sink = "amqp_queue:\(queue)"
+        await refusing.append(Self.records(sink, 10..<11))
+        #expect(await refusing.wait(for: sink, state: .down))
+        let error = refusing.snapshot(of: sink)?.lastError ?? ""
+        #expect(error.lowercased().contains("certificate"), "\(error)")
+        await refusing.stop()
+        await refusingFamily.shutdown()
     }
 }

@@ -162,9 +162,9 @@ final class NATSSubscriber: @unchecked Sendable {
 
     var received: [String] { lock.withLock { payloads } }
 
-    func waitFor(count: Int, timeout: TimeInterval = 20) -> [String] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while received.count < count, Date() < deadline { usleep(10_000) }
+    func waitFor(count: Int, timeout: Duration = .seconds(20)) async -> [String] {
+        let deadline = ContinuousClock.now + timeout
+        while received.count < count, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
         return received
     }
 
@@ -190,37 +190,6 @@ final class NATSSubscriber: @unchecked Sendable {
                 }
             }
         }
-    }
-}
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, made with openssl for one test.
-struct TestCertificates {
-    let directory: String
-    var caFile: String { directory + "/ca.pem" }
-    var certificateFile: String { directory + "/server.pem" }
-    var keyFile: String { directory + "/server-key.pem" }
-    var clientCertificateFile: String { directory + "/client.pem" }
-    var clientKeyFile: String { directory + "/client-key.pem" }
-
-    init(in directory: String) throws {
-        self.directory = directory
-        let script = """
-            set -e
-            cd '\(directory)'
-            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=sinkd-test-ca 2>/dev/null
-            openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=localhost 2>/dev/null
-            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext
-            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
-            openssl req -newkey rsa:2048 -nodes -keyout client-key.pem -out client.csr -subj /CN=sinkd-client 2>/dev/null
-            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
-            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
-            """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", script]
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw NATSServer.Failure(description: "openssl could not make the test certificates") }
     }
 }
 

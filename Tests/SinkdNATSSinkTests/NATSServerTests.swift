@@ -32,7 +32,7 @@ import SinkdTestSupport
         await engine.append(Self.records("nats:alerts", 0..<500))
         // Conductor's `subject:queueGroup` form publishes to the subject.
         await engine.append(Self.records("nats:alerts:workers", 500..<510))
-        let got = subscriber.waitFor(count: 510)
+        let got = await subscriber.waitFor(count: 510)
         #expect(got.count == 510)
         #expect(Set(got) == Set((0..<510).map { #"{"n":\#($0)}"# }))
         #expect(engine.snapshot(of: "nats:alerts")?.delivered == 500)
@@ -136,7 +136,7 @@ import SinkdTestSupport
         var records = Self.records("nats:big", 0..<5)
         records[2].payload = Array(("\"" + String(repeating: "x", count: 3000) + "\"").utf8)
         await engine.append(records)
-        #expect(subscriber.waitFor(count: 4).count == 4)
+        #expect(await subscriber.waitFor(count: 4).count == 4)
         let deadline = ContinuousClock.now + .seconds(10)
         while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         let dead = try engine.deadLetters.entries(sink: "nats:big")
@@ -174,7 +174,7 @@ import SinkdTestSupport
         #expect(try await server.waitForStream("SECURE", count: 10, authenticated: nats) == 10)
         if let subscriber {
             await engine.append(Self.records("nats:secure", 0..<10))
-            #expect(subscriber.waitFor(count: 10).count == 10)
+            #expect(await subscriber.waitFor(count: 10).count == 10)
         }
         await engine.stop()
     }
@@ -199,7 +199,7 @@ import SinkdTestSupport
         let nats = Self.config(first) { $0.servers = [first.url, second.url] }
         let engine = try Self.engine(nats)
         await engine.append(Self.records("nats:moving", 0..<10))
-        #expect(onFirst.waitFor(count: 10).count == 10, "the first server is used first")
+        #expect(await onFirst.waitFor(count: 10).count == 10, "the first server is used first")
         first.enterLameDuckMode()
         // Give the lame-duck INFO time to arrive; then new batches go to the other server.
         let deadline = ContinuousClock.now + .seconds(10)
@@ -212,7 +212,7 @@ import SinkdTestSupport
         #expect(!onSecond.received.isEmpty, "after lame-duck mode, publishing moved to the second server")
         first.kill()
         await engine.append(Self.records("nats:moving", 1000..<1010))
-        let got = onSecond.waitFor(count: onSecond.received.count + 10)
+        let got = await onSecond.waitFor(count: onSecond.received.count + 10)
         #expect(Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }))
         await engine.stop()
     }
