@@ -58,6 +58,14 @@ public final class RunningEngine: @unchecked Sendable {
         return self.state(of: sink) == state
     }
 
+    /// Waits (up to `timeout`) until `sink` counts `count` delivered records; what it counts.
+    /// (The broker may hold a record a moment before its confirmation reaches the pipeline.)
+    public func waitForDelivered(_ sink: String, _ count: UInt64, timeout: Duration = .seconds(30)) async -> UInt64 {
+        let deadline = ContinuousClock.now + timeout
+        while snapshot(of: sink)?.delivered ?? 0 < count, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return snapshot(of: sink)?.delivered ?? 0
+    }
+
     /// Stops the engine gracefully and closes the WAL; the directory is removed.
     public func stop() async {
         await group.triggerGracefulShutdown()

@@ -6,6 +6,8 @@ import SinkdTestSupport
 import Glibc
 #endif
 
+nonisolated(unsafe) private var sharedNodeProcessGroup: pid_t = 0
+
 /// A private RabbitMQ node (Debian's rabbitmq-server, installed by scripts/test) on a free
 /// 127.0.0.1 port, with its own data directory, Erlang cookie and node name. Starting one takes
 /// several seconds, so the tests share one (`shared`) and start their own only to kill it.
@@ -25,7 +27,17 @@ final class RabbitMQServer: @unchecked Sendable {
     }
 
     private static let sharedNode: Result<RabbitMQServer, Failure> = {
-        do { return .success(try RabbitMQServer()) } catch let error as Failure { return .failure(error) } catch { return .failure(Failure(description: "\(error)")) }
+        do {
+            let node = try RabbitMQServer()
+            // A static is never deinitialized: kill the shared node when the test process exits.
+            sharedNodeProcessGroup = node.process?.processIdentifier ?? 0
+            atexit { if sharedNodeProcessGroup > 0 { Glibc.kill(-sharedNodeProcessGroup, SIGKILL) } }
+            return .success(node)
+        } catch let error as Failure {
+            return .failure(error)
+        } catch {
+            return .failure(Failure(description: "\(error)"))
+        }
     }()
 
     /// The node the tests share (started by the first caller, off the cooperative pool).

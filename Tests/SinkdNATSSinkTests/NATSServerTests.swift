@@ -35,7 +35,7 @@ import SinkdTestSupport
         let got = await subscriber.waitFor(count: 510)
         #expect(got.count == 510)
         #expect(Set(got) == Set((0..<510).map { #"{"n":\#($0)}"# }))
-        #expect(engine.snapshot(of: "nats:alerts")?.delivered == 500)
+        #expect(await engine.waitForDelivered("nats:alerts", 500) == 500)
         await engine.stop()
     }
 
@@ -48,7 +48,7 @@ import SinkdTestSupport
         let first = try await server.streamMessage("AUDIT", seq: 1)
         #expect(first.data.hasPrefix(#"{"n":"#))
         #expect(first.headers.contains("Nats-Msg-Id: r-"))
-        #expect(engine.snapshot(of: "jsm:audit")?.delivered == 300)
+        #expect(await engine.waitForDelivered("jsm:audit", 300) == 300)
         await engine.stop()
         #expect(try await server.streamCount("AUDIT") == 300, "nothing sent twice")
     }
@@ -61,9 +61,7 @@ import SinkdTestSupport
             // Each run is a fresh sinkd (its own WAL) sending the same ids.
             let engine = try Self.engine(nats)
             await engine.append(Self.records("jsm:orders", 0..<50, prefix: "same"))
-            let deadline = ContinuousClock.now + .seconds(20)
-            while engine.snapshot(of: "jsm:orders")?.delivered ?? 0 < 50, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(engine.snapshot(of: "jsm:orders")?.delivered == 50, "run \(run): every record acknowledged")
+            #expect(await engine.waitForDelivered("jsm:orders", 50) == 50, "run \(run): every record acknowledged")
             await engine.stop()
         }
         #expect(try await server.streamCount("ORDERS") == 50, "the stream deduplicated on Nats-Msg-Id")
