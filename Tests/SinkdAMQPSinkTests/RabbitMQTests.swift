@@ -3,6 +3,7 @@ import Logging
 import Testing
 import SinkdCore
 import SinkdDelivery
+import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdAMQPSink
 
@@ -221,5 +222,38 @@ import SinkdTestSupport
         #expect(error.lowercased().contains("certificate"), "\(error)")
         await refusing.stop()
         await refusingFamily.shutdown()
+    }
+
+    @Test func nackedMessagesAreRetriedThenDeadLettered() async throws {
+        let server = try await Self.server()
+        let queue = Self.unique("full")
+        // A queue that holds 3 messages and nacks publishes beyond (x-overflow: reject-publish).
+        try await server.peer(["declare", queue, "1", "3"])
+        let (engine, family) = try Self.engine(Self.config(server) {
+            $0.declare = false
+            $0.options.retry.maxAttempts = 3
+        })
+        await engine.append(Self.records("amqp_queue:\(queue)", 0..<5))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try engine.deadLetters.entries().count < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let dead = try engine.deadLetters.entries()
+        #expect(dead.count == 2, "the two that did not fit, after 3 attempts each")
+        #expect(dead.allSatisfy { $0.attempts == 3 && $0.error.contains("nacked") }, "\(dead.map(\.error))")
+        #expect(try await server.count(queue) == 3)
+        #expect(engine.snapshot(of: "amqp_queue:\(queue)")?.retried ?? 0 >= 4)
+        await engine.stop()
+        await family.shutdown()
+    }
+
+    @Test func failsOverToTheNextURL() async throws {
+        let server = try await Self.server()
+        let queue = Self.unique("failover")
+        let dead = "amqp://guest:guest@127.0.0.1:\(LoopbackTCP.freePort())/%2f"
+        let (engine, family) = try Self.engine(Self.config(server) { $0.urls = [dead, server.url] })
+        await engine.append(Self.records("amqp_queue:\(queue)", 0..<10))
+        #expect(try await server.waitForCount(queue, 10) == 10)
+        #expect(try engine.deadLetters.entries().isEmpty)
+        await engine.stop()
+        await family.shutdown()
     }
 }

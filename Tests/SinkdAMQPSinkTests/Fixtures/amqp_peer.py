@@ -4,7 +4,8 @@ reads back what sinkd published with every property.
     amqp_peer.py URL bind EXCHANGE TYPE QUEUE BINDING_KEY   declare the exchange and a queue, bind them
     amqp_peer.py URL get QUEUE MAX                          up to MAX messages, one JSON object per line
     amqp_peer.py URL count QUEUE                            messages ready in QUEUE (-1 if it does not exist)
-    amqp_peer.py URL declare QUEUE DURABLE                  declare a classic queue (DURABLE 0 or 1)
+    amqp_peer.py URL declare QUEUE DURABLE [MAX_LENGTH]     declare a classic queue (DURABLE 0 or 1); with
+                                                            MAX_LENGTH, publishes beyond it are nacked
 """
 import base64, json, sys
 import pika
@@ -18,8 +19,9 @@ if command == "bind":
     channel.queue_declare(queue=queue, durable=True)
     channel.queue_bind(queue=queue, exchange=exchange, routing_key=key)
 elif command == "declare":
-    queue, durable = args
-    channel.queue_declare(queue=queue, durable=durable == "1")
+    queue, durable = args[0], args[1]
+    arguments = {"x-max-length": int(args[2]), "x-overflow": "reject-publish"} if len(args) > 2 else None
+    channel.queue_declare(queue=queue, durable=durable == "1", arguments=arguments)
 elif command == "count":
     try:
         print(channel.queue_declare(queue=args[0], passive=True).method.message_count)
