@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.21.0"),
     ],
     targets: [
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
@@ -150,6 +151,19 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // conductor, conductor:NAME: into Conductor's PostgreSQL queue tables with postgres-nio.
+        .target(
+            name: "SinkdConductorSink",
+            dependencies: [
+                "SinkdCore", "SinkdDelivery", "SinkdTLS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
         // systemd integration through libsystemd: sd_notify, the watchdog, socket activation, the journal.
         .target(
             name: "SinkdSystemd",
@@ -177,6 +191,7 @@ let package = Package(
                 "SinkdSQSSink",
                 "SinkdNATSSink",
                 "SinkdAMQPSink",
+                "SinkdConductorSink",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -260,6 +275,15 @@ let package = Package(
             dependencies: [
                 "SinkdAMQPSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "SinkdConductorSinkTests",
+            dependencies: [
+                "SinkdConductorSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

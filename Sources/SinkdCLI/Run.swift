@@ -15,6 +15,7 @@ import SinkdFileSink
 import SinkdHTTPSink
 import SinkdIngest
 import SinkdAMQPSink
+import SinkdConductorSink
 import SinkdNATSSink
 import SinkdRedisSink
 import SinkdSQSSink
@@ -214,6 +215,9 @@ enum SinkFamilies {
         if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
         if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs) }
+        if let conductor = config.sinks.conductor {
+            families[.conductor] = reusing[.conductor] ?? ConductorSinkFamily(config: conductor, logger: logger)
+        }
         if let amqp = config.sinks.amqp { families[.amqp] = reusing[.amqp] ?? AMQPSinkFamily(config: amqp, logger: logger) }
         if let nats = config.sinks.nats { families[.nats] = reusing[.nats] ?? NATSSinkFamily(config: nats, logger: logger) }
         return families

@@ -271,8 +271,28 @@ public struct NATSSinkConfig: Sendable, Equatable {
     public init() {}
 }
 
+public enum PostgresSSLMode: String, Sendable, Equatable, CaseIterable {
+    /// No TLS.
+    case disable
+    /// TLS when the server offers it, without verifying its certificate (libpq's prefer).
+    case prefer
+    /// TLS always, without verifying the certificate (libpq's require).
+    case require
+    /// TLS always, the certificate verified against `ca_file` (or the system roots) and the host name.
+    case verifyFull = "verify-full"
+}
+
 public struct ConductorSinkConfig: Sendable, Equatable {
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=...]`; the explicit keys below
+    /// override its parts.
     public var postgresURL = "postgres://conductor@127.0.0.1:5432/conductor"
+    public var host: String?
+    public var port: Int?
+    public var database: String?
+    public var user: String?
+    public var password: String?
+    public var sslMode: PostgresSSLMode?
+    public var caFile = ""
     public var options = ConfigFamily.conductor.defaultOptions
     public init() {}
 }

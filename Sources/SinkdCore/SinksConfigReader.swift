@@ -113,6 +113,13 @@ struct SinksReader {
                     c.postgresURL = p.value("url", default: c.postgresURL, expected: "a postgres:// URL") { text in
                         text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") ? text : nil
                     }
+                    if p.node("host") != nil { c.host = p.string("host", default: "") }
+                    if p.node("port") != nil { c.port = p.int("port", default: 5432, range: 1...65_535) }
+                    if p.node("database") != nil { c.database = p.string("database", default: "") }
+                    if p.node("user") != nil { c.user = p.string("user", default: "") }
+                    if p.node("password") != nil { c.password = p.string("password", default: "") }
+                    if p.node("sslmode") != nil { c.sslMode = p.choice("sslmode", default: PostgresSSLMode.prefer) }
+                    c.caFile = paths.absolute(p.string("ca_file", default: c.caFile))
                 }
                 c.options = options
                 return c

@@ -48,6 +48,17 @@ public final class DeadLetterStore: @unchecked Sendable {
                 out += "%" + String(b, radix: 16, uppercase: true).leftPadded(to: 2)
             }
         }
+        // A file name has at most 255 bytes (NAME_MAX) and sink names may be longer (a conductor
+        // sink with a long workflow type): keep a readable prefix and tell long names apart by a
+        // hash of the whole name.
+        if out.utf8.count > 200 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a, 64 bit: stable across runs and builds
+            for b in sink.utf8 {
+                hash ^= UInt64(b)
+                hash = hash &* 0x0000_0100_0000_01B3
+            }
+            out = String(out.utf8.prefix(180))! + "~" + String(hash, radix: 16).leftPadded(to: 16)
+        }
         return out + ".ndjson"
     }
 

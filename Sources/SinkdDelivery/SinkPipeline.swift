@@ -132,7 +132,8 @@ public final class SinkPipeline: Sendable {
                         try await NIOThreadPool.singleton.runIfActive { [deadLetters] in try deadLetters.append(sink: sink, entries) }
                         written = true
                     } catch {
-                        if Task.isCancelled { break }  // not written: the records stay unfinished in the WAL
+                        // Not written: the records stay unfinished in the WAL (sent again after a restart).
+                        if Task.isCancelled || stopping.withLockedValue({ $0 }) { break }
                         logger.error("cannot write dead letters; retrying in 1s (the records stay in the WAL)", metadata: ["error": "\(error)"])
                         try? await Task.sleep(for: .seconds(1))
                     }

@@ -234,6 +234,24 @@ import SinkdCore
 }
 
 @Suite struct DeadLetterStoreTests {
+    /// Found by the conductor tests: a sink named after a long workflow type made a file name above
+    /// NAME_MAX, and the dead letter could never be written.
+    @Test func sinksWithLongNamesGetShortDistinctFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try DeadLetterStore(directory: dir)
+        let a = "conductor:" + String(repeating: "w", count: 300) + ":a"
+        let b = "conductor:" + String(repeating: "w", count: 300) + ":b"
+        #expect(DeadLetterStore.fileName(for: a).utf8.count <= 255)
+        #expect(DeadLetterStore.fileName(for: a) != DeadLetterStore.fileName(for: b))
+        #expect(DeadLetterStore.fileName(for: a) == DeadLetterStore.fileName(for: a), "stable")
+        let entry = DeadLetterStore.Entry(seq: 1, record: EventRecord(id: "x", sink: a, payload: Array("{}".utf8)), error: "e", attempts: 1,
+                                          firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
+        try store.append(sink: a, [entry])
+        #expect(try store.entries(sink: a) == [entry])
+        #expect(try store.entries(sink: b).isEmpty)
+    }
+
     @Test func appendListPurge() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

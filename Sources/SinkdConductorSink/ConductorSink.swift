@@ -1,0 +1,345 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import SinkdCore
+import SinkdDelivery
+import SinkdTLS
+
+/// `conductor` and `conductor:NAME` sinks, delivered into Conductor's PostgreSQL queue tables
+/// (the QueueDAO layout) so that Conductor's event handlers on `conductor:<workflow>:<name>` fire
+/// as if Conductor had published in-process. One transaction per batch; a pool of `pool_size`
+/// connections shared by all conductor sinks.
+public final class ConductorSinkFamily: SinkFamily {
+    public let name = ConfigFamily.conductor
+    let config: ConductorSinkConfig
+    let endpoint: Result<PostgresEndpoint, SinkConnectionError>
+    let pool: PostgresLeasePool
+    let logger: Logger
+
+    public init(config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.conductor")) {
+        self.config = config
+        self.logger = logger
+        let endpoint: Result<PostgresEndpoint, SinkConnectionError>
+        do throws(SinkConnectionError) {
+            endpoint = .success(try PostgresEndpoint(config))
+        } catch {
+            endpoint = .failure(error)
+        }
+        self.endpoint = endpoint
+        pool = PostgresLeasePool(size: max(1, config.options.poolSize), group: group, logger: logger) { () throws(SinkConnectionError) in
+            switch endpoint {
+            case .success(let e): return try Self.connectionConfiguration(e)
+            case .failure(let error): throw error
+            }
+        }
+    }
+
+    public func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits {
+        // A batch is one transaction; PostgreSQL takes text values up to 1 GB.
+        SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 32 << 20, maxMessageBytes: 64 << 20)
+    }
+
+    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
+        guard case .conductorQueue = address.target else { throw SinkConnectionError("not a conductor sink: \(address)") }
+        _ = try endpoint.get()
+        return ConductorQueueClient(family: self, queue: ConductorQueue.queueName(of: address.identity))
+    }
+
+    public func shutdown() async {
+        await pool.closeAll()
+    }
+
+    static func connectionConfiguration(_ e: PostgresEndpoint) throws(SinkConnectionError) -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS
+        switch e.sslMode {
+        case .disable:
+            tls = .disable
+        case .prefer:
+            tls = .prefer(try TLSContexts.client(TLSConfig(verify: false), section: "sinks.conductor.postgres"))
+        case .require:
+            tls = .require(try TLSContexts.client(TLSConfig(verify: false), section: "sinks.conductor.postgres"))
+        case .verifyFull:
+            tls = .require(try TLSContexts.client(TLSConfig(caFile: e.caFile, verify: true), section: "sinks.conductor.postgres"))
+        }
+        var c = PostgresConnection.Configuration(host: e.host, port: e.port, username: e.user, password: e.password, database: e.database, tls: tls)
+        c.options.connectTimeout = .seconds(5)
+        if e.sslMode == .verifyFull, !e.host.isIPAddressLiteral { c.options.tlsServerName = e.host }
+        return c
+    }
+}
+
+extension String {
+    var isIPAddressLiteral: Bool { (try? SocketAddress(ipAddress: self, port: 0)) != nil }
+}
+
+/// The shared connections: at most `size` open, each leased by one batch at a time (a batch is a
+/// transaction). A connection whose tables were not checked yet is checked before its first use.
+final class PostgresLeasePool: Sendable {
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var open = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var closed = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let size: Int
+    private let group: EventLoopGroup
+    private let logger: Logger
+    private let configuration: @Sendable () throws(SinkConnectionError) -> PostgresConnection.Configuration
+    private let ids = ManagedAtomicCounter()
+
+    init(size: Int, group: EventLoopGroup, logger: Logger, configuration: @escaping @Sendable () throws(SinkConnectionError) -> PostgresConnection.Configuration) {
+        self.size = size
+        self.group = group
+        self.logger = logger
+        self.configuration = configuration
+    }
+
+    /// Runs `body` on a leased connection. A connection `body` reports broken (by throwing
+    /// `Broken`) is closed instead of returned.
+    func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await lease()
+        do {
+            let value = try await body(connection)
+            release(connection, broken: false)
+            return value
+        } catch {
+            release(connection, broken: error is Broken || connection.isClosed)
+            throw error
+        }
+    }
+
+    struct Broken: Error {
+        var underlying: any Error
+    }
+
+    private func lease() async throws -> PostgresConnection {
+        while true {
+            enum Next { case use(PostgresConnection), connect, wait }
+            let next = state.withLockedValue { s -> Next in
+                while let c = s.idle.popLast() {
+                    if !c.isClosed { return .use(c) }
+                    s.open -= 1
+                }
+                if s.open < size {
+                    s.open += 1
+                    return .connect
+                }
+                return .wait
+            }
+            switch next {
+            case .use(let c):
+                return c
+            case .connect:
+                do {
+                    let c = try await PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: ids.next(), logger: logger)
+                    do {
+                        try await Self.checkTables(c, logger: logger)
+                    } catch {
+                        try? await c.close()
+                        throw error
+                    }
+                    return c
+                } catch {
+                    state.withLockedValue { $0.open -= 1 }
+                    wakeOne()
+                    throw error
+                }
+            case .wait:
+                await withCheckedContinuation { continuation in
+                    state.withLockedValue { $0.waiters.append(continuation) }
+                }
+            }
+        }
+    }
+
+    private func release(_ c: PostgresConnection, broken: Bool) {
+        let closeIt = state.withLockedValue { s -> Bool in
+            if broken || s.closed || c.isClosed {
+                s.open -= 1
+                return true
+            }
+            s.idle.append(c)
+            return false
+        }
+        if closeIt { Task { try? await c.close() } }
+        wakeOne()
+    }
+
+    private func wakeOne() {
+        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
+        waiter?.resume()
+    }
+
+    func closeAll() async {
+        let (idle, waiters) = state.withLockedValue { s -> ([PostgresConnection], [CheckedContinuation<Void, Never>]) in
+            s.closed = true
+            defer {
+                s.open -= s.idle.count
+                s.idle = []
+                s.waiters = []
+            }
+            return (s.idle, s.waiters)
+        }
+        for w in waiters { w.resume() }
+        for c in idle { try? await c.close() }
+    }
+
+    /// Conductor's migrations create the tables; sinkd only checks they are there.
+    static func checkTables(_ c: PostgresConnection, logger: Logger) async throws {
+        var found: [String: Set<String>] = [:]
+        for try await (table, column) in try await c.query(PostgresQuery(unsafeSQL: ConductorQueue.columnsQuery), logger: logger).decode((String, String).self) {
+            found[table, default: []].insert(column)
+        }
+        var missing: [String] = []
+        for (table, columns) in ConductorQueue.requiredColumns {
+            guard let have = found[table] else {
+                missing.append("table \(table)")
+                continue
+            }
+            let absent = columns.filter { !have.contains($0) }
+            if !absent.isEmpty { missing.append("\(table) columns \(absent.joined(separator: ", "))") }
+        }
+        if !missing.isEmpty {
+            throw SinkConnectionError("Conductor's queue tables are missing in this database (\(missing.joined(separator: "; "))): sinkd never creates them; start Conductor once with PostgreSQL persistence (its migrations create them) or point sinks.conductor.postgres at Conductor's database")
+        }
+    }
+}
+
+/// A counter for connection ids (logging only).
+final class ManagedAtomicCounter: Sendable {
+    private let value = NIOLockedValueBox(0)
+    func next() -> Int { value.withLockedValue { $0 += 1; return $0 } }
+}
+
+struct InsertQueues: PostgresPreparedStatement {
+    static let name = "sinkd_insert_queues"
+    static let sql = ConductorQueue.insertQueues
+    typealias Row = ()
+    var queues: [String]
+    func makeBindings() throws -> PostgresBindings {
+        var b = PostgresBindings(capacity: 1)
+        b.append(queues)
+        return b
+    }
+    func decodeRow(_ row: PostgresRow) throws -> () {}
+}
+
+struct UpsertMessages: PostgresPreparedStatement {
+    static let name = "sinkd_upsert_messages"
+    static let sql = ConductorQueue.upsertMessages
+    typealias Row = ()
+    var rows: [ConductorQueue.Row]
+    func makeBindings() throws -> PostgresBindings {
+        var b = PostgresBindings(capacity: 4)
+        b.append(rows.map(\.queue))
+        b.append(rows.map(\.messageID))
+        b.append(rows.map(\.priority))
+        b.append(rows.map(\.payload))
+        return b
+    }
+    func decodeRow(_ row: PostgresRow) throws -> () {}
+}
+
+final class ConductorQueueClient: SinkClient, Sendable {
+    let family: ConductorSinkFamily
+    let queue: String
+
+    init(family: ConductorSinkFamily, queue: String) {
+        self.family = family
+        self.queue = queue
+    }
+
+    func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+        let plan = ConductorQueue.plan(batch, queue: queue)
+        let failure = await write(plan.rows)
+        switch failure {
+        case nil:
+            return Self.outcomes(plan, rowFailed: { _ in nil })
+        case .connection(let error):
+            throw error
+        case .rows(let outcome):
+            return Self.outcomes(plan, rowFailed: { _ in outcome })
+        case .valueTooLong:
+            // Rare (the lengths were checked): write row by row to find which cannot be stored.
+            var failed: [Int: DeliveryOutcome] = [:]
+            for (i, row) in plan.rows.enumerated() {
+                switch await write([row]) {
+                case nil: break
+                case .connection(let error): throw error
+                case .rows(let outcome): failed[i] = outcome
+                case .valueTooLong(let message): failed[i] = .permanent("conductor: \(message)")
+                }
+            }
+            return Self.outcomes(plan, rowFailed: { failed[$0] })
+        }
+    }
+
+    static func outcomes(_ plan: ConductorQueue.Plan, rowFailed: (Int) -> DeliveryOutcome?) -> [DeliveryOutcome] {
+        plan.rowOfRecord.map { result in
+            switch result {
+            case .success(let row): rowFailed(row) ?? .delivered
+            case .failure(let refusal): .permanent(refusal.reason)
+            }
+        }
+    }
+
+    enum WriteFailure: Sendable {
+        case connection(SinkConnectionError)
+        case rows(DeliveryOutcome)
+        case valueTooLong(String)
+    }
+
+    /// One transaction: the queue rows, then every message. nil when committed.
+    private func write(_ rows: [ConductorQueue.Row]) async -> WriteFailure? {
+        guard !rows.isEmpty else { return nil }
+        let logger = family.logger
+        let queues = Array(Set(rows.map(\.queue)))
+        do {
+            try await family.pool.withConnection { connection -> Void in
+                do {
+                    try await connection.query("BEGIN", logger: logger)
+                    _ = try await connection.execute(InsertQueues(queues: queues), logger: logger)
+                    _ = try await connection.execute(UpsertMessages(rows: rows), logger: logger)
+                    try await connection.query("COMMIT", logger: logger)
+                } catch {
+                    if !connection.isClosed { _ = try? await connection.query("ROLLBACK", logger: logger) }
+                    throw connection.isClosed ? PostgresLeasePool.Broken(underlying: error) : error
+                }
+            }
+            return nil
+        } catch let error as SinkConnectionError {
+            return .connection(error)
+        } catch {
+            return Self.classify((error as? PostgresLeasePool.Broken)?.underlying ?? error, endpoint: family.endpoint)
+        }
+    }
+
+    static func classify(_ error: any Error, endpoint: Result<PostgresEndpoint, SinkConnectionError>) -> WriteFailure {
+        let place = (try? endpoint.get().description) ?? "postgres"
+        guard let psql = error as? PSQLError else {
+            return .connection(SinkConnectionError("\(place): \(error)"))
+        }
+        guard let state = psql.serverInfo?[.sqlState] else {
+            // No server answer: the connection failed (refused, closed, timed out, TLS).
+            return .connection(SinkConnectionError("\(place): \(psql.code.description)\(psql.underlying.map { ": \($0)" } ?? "")"))
+        }
+        let message = psql.serverInfo?[.message] ?? "error"
+        switch ConductorQueue.kind(sqlState: state) {
+        case .missingSchema:
+            return .connection(SinkConnectionError("\(place): Conductor's queue tables are missing (\(state) \(message)): sinkd never creates them"))
+        case .refused:
+            return .connection(SinkConnectionError("\(place) refused sinkd (\(state)): \(message)"))
+        case .valueTooLong:
+            return .valueTooLong("\(state) \(message)")
+        case .retryable, .other:
+            return .rows(.retryable("\(place): \(state) \(message)"))
+        }
+    }
+
+    func close() async {}
+}
