@@ -10,7 +10,7 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure sinkd on this machine; prints figures beside a baseline measured in the same run.",
-        subcommands: [BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self]
+        subcommands: [BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self]
     )
 }
 
@@ -119,7 +119,8 @@ struct BenchIngest: ParsableCommand {
 
 /// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
 /// window allows), this thread reads the acknowledgements; returns each record's latency (s).
-func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench") throws -> [Double] {
+func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench",
+                    workflowType: String? = nil, taskRefName: String? = nil) throws -> [Double] {
     let client = try IngestClient(path: socket)
     let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
     defer { sentAt.deallocate() }
@@ -127,7 +128,8 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
     let pad = String(repeating: "x", count: max(0, payloadBytes - 12))
     // The request bytes are prepared once, so that the client spends its CPU on sending.
     let head = Array(#"{"id":"\#(prefix)"#.utf8)
-    let tail = Array(#"","sink":"\#(sink)","payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+    let context = (workflowType.map { #","workflowType":"\#($0)""# } ?? "") + (taskRefName.map { #","taskRefName":"\#($0)""# } ?? "")
+    let tail = Array(#"","sink":"\#(sink)"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
     BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
         var chunk: [UInt8] = []
         chunk.reserveCapacity(64 << 10)

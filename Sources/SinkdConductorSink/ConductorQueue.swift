@@ -91,8 +91,9 @@ public struct PostgresEndpoint: Sendable, Equatable {
 }
 
 /// Conductor's QueueDAO layout (postgres-persistence, migrations V1..V6) and what sinkd writes
-/// into it: the effect of `PostgresQueueDAO.push` for every record of a batch, in one transaction
-/// of two multi-row statements (arrays unnested), whatever the batch size. No I/O.
+/// into it: the effect of `PostgresQueueDAO.push` for every record of a batch, as one prepared
+/// statement over unnested arrays (one transaction, one round trip), whatever the batch size.
+/// No I/O.
 public enum ConductorQueue {
     /// The columns sinkd needs, by table (checked at connect: sinkd never creates or alters them).
     public static let requiredColumns: [(table: String, columns: [String])] = [
@@ -105,14 +106,15 @@ public enum ConductorQueue {
         WHERE table_schema = current_schema() AND table_name IN ('queue', 'queue_message')
         """
 
-    /// Makes sure each queue row exists.
-    public static let insertQueues = """
-        INSERT INTO queue (queue_name) SELECT DISTINCT q FROM unnest($1::text[]) AS t(q) ON CONFLICT (queue_name) DO NOTHING
-        """
-
-    /// Upserts every message: deliver_on now, offset 0, not popped; a message already there gets
-    /// the new payload and deliver_on (Conductor's push replaces).
-    public static let upsertMessages = """
+    /// The whole batch in one statement, so in one transaction and one round trip: a
+    /// data-modifying CTE makes sure each queue row exists (ON CONFLICT DO NOTHING), then every
+    /// message is upserted: deliver_on now, offset 0, not popped; a message already there gets the
+    /// new payload and deliver_on (Conductor's push replaces). $1 queue names, $2 message ids,
+    /// $3 priorities, $4 payloads, one element per row.
+    public static let upsertBatch = """
+        WITH queues AS (
+          INSERT INTO queue (queue_name) SELECT DISTINCT q FROM unnest($1::text[]) AS t(q) ON CONFLICT (queue_name) DO NOTHING
+        )
         INSERT INTO queue_message (deliver_on, queue_name, message_id, priority, offset_time_seconds, popped, payload)
         SELECT current_timestamp, q, m, p, 0, false, b FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[]) AS t(q, m, p, b)
         ON CONFLICT (queue_name, message_id) DO UPDATE SET payload = excluded.payload, deliver_on = excluded.deliver_on

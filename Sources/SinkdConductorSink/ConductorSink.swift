@@ -216,22 +216,9 @@ final class ManagedAtomicCounter: Sendable {
     func next() -> Int { value.withLockedValue { $0 += 1; return $0 } }
 }
 
-struct InsertQueues: PostgresPreparedStatement {
-    static let name = "sinkd_insert_queues"
-    static let sql = ConductorQueue.insertQueues
-    typealias Row = ()
-    var queues: [String]
-    func makeBindings() throws -> PostgresBindings {
-        var b = PostgresBindings(capacity: 1)
-        b.append(queues)
-        return b
-    }
-    func decodeRow(_ row: PostgresRow) throws -> () {}
-}
-
-struct UpsertMessages: PostgresPreparedStatement {
-    static let name = "sinkd_upsert_messages"
-    static let sql = ConductorQueue.upsertMessages
+struct UpsertBatch: PostgresPreparedStatement {
+    static let name = "sinkd_upsert_batch"
+    static let sql = ConductorQueue.upsertBatch
     typealias Row = ()
     var rows: [ConductorQueue.Row]
     func makeBindings() throws -> PostgresBindings {
@@ -294,20 +281,15 @@ final class ConductorQueueClient: SinkClient, Sendable {
         case valueTooLong(String)
     }
 
-    /// One transaction: the queue rows, then every message. nil when committed.
+    /// One statement (its own transaction): the queue rows, then every message. nil when committed.
     private func write(_ rows: [ConductorQueue.Row]) async -> WriteFailure? {
         guard !rows.isEmpty else { return nil }
         let logger = family.logger
-        let queues = Array(Set(rows.map(\.queue)))
         do {
             try await family.pool.withConnection { connection -> Void in
                 do {
-                    try await connection.query("BEGIN", logger: logger)
-                    _ = try await connection.execute(InsertQueues(queues: queues), logger: logger)
-                    _ = try await connection.execute(UpsertMessages(rows: rows), logger: logger)
-                    try await connection.query("COMMIT", logger: logger)
+                    _ = try await connection.execute(UpsertBatch(rows: rows), logger: logger)
                 } catch {
-                    if !connection.isClosed { _ = try? await connection.query("ROLLBACK", logger: logger) }
                     throw connection.isClosed ? PostgresLeasePool.Broken(underlying: error) : error
                 }
             }
