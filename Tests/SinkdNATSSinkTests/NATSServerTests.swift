@@ -3,6 +3,7 @@ import Logging
 import Testing
 import SinkdCore
 import SinkdDelivery
+import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdNATSSink
 
@@ -265,5 +266,31 @@ import SinkdTestSupport
         await refused.append(Self.records("jsm:mutual", 10..<11))
         #expect(await refused.wait(for: "jsm:mutual", state: .down))
         await refused.stop()
+    }
+
+    /// Only the first server is configured; it announces the second (a cluster route) in INFO's
+    /// connect_urls; when the first dies, sinkd publishes through the one it discovered.
+    @Test func discoversClusterMembersFromINFOAndFailsOverToThem() async throws {
+        let routeA = LoopbackTCP.freePort()
+        let routeB = LoopbackTCP.freePort()
+        let a = try NATSServer(config: "server_name: a\ncluster { name: sinkd, listen: 127.0.0.1:\(routeA), routes: [nats-route://127.0.0.1:\(routeB)] }")
+        let b = try NATSServer(config: "server_name: b\ncluster { name: sinkd, listen: 127.0.0.1:\(routeB), routes: [nats-route://127.0.0.1:\(routeA)] }")
+        let onB = try NATSSubscriber(port: b.port, subject: "clustered")
+        let family = NATSSinkFamily(config: Self.config(a), ackTimeout: .seconds(3))
+        let engine = try Self.engine(Self.config(a), family: family)
+        // Wait for the route, then for sinkd to have heard of b.
+        let deadline = ContinuousClock.now + .seconds(20)
+        var n = 0
+        while !family.servers.servers.contains(where: { $0.port == b.port }), ContinuousClock.now < deadline {
+            await engine.append(Self.records("nats:clustered", n..<(n + 1)))
+            n += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(family.servers.servers.map(\.port).contains(b.port), "b was learnt from connect_urls: \(family.servers.servers)")
+        a.kill()
+        await engine.append(Self.records("nats:clustered", 1000..<1010))
+        let got = await onB.waitFor(count: 10, timeout: .seconds(30))
+        #expect(Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }), "published through the discovered server")
+        await engine.stop()
     }
 }
