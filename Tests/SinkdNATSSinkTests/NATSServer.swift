@@ -25,7 +25,11 @@ final class NATSServer: @unchecked Sendable {
         var description: String
     }
 
-    init(config: String = "") throws {
+    /// Operator-mode servers without a system account cannot run JetStream: `jetStream: false`.
+    let jetStream: Bool
+
+    init(config: String = "", jetStream: Bool = true) throws {
+        self.jetStream = jetStream
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             throw Failure(description: "nats-server is not installed (scripts/test installs it: apt-get install nats-server)")
         }
@@ -46,7 +50,7 @@ final class NATSServer: @unchecked Sendable {
     func start() throws {
         let conf = """
             listen: 127.0.0.1:\(port)
-            jetstream { store_dir: "\(directory)/js" }
+            \(jetStream ? "jetstream { store_dir: \"\(directory)/js\" }" : "")
             lame_duck_grace_period: 1s
             lame_duck_duration: 30s
             \(extraConfig)

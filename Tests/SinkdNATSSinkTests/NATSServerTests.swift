@@ -293,4 +293,62 @@ import SinkdTestSupport
         #expect(Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }), "published through the discovered server")
         await engine.stop()
     }
+
+    /// Decentralized auth: an operator-mode server (memory resolver) and a user credentials file
+    /// (user JWT + seed): sinkd presents the JWT and signs the nonce with the seed.
+    @Test func authenticatesWithACredentialsFile() async throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/operator_jwts.py").path
+        let made = try await offThePool { () throws -> [String: String] in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", fixture]
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0, let json = try JSONSerialization.jsonObject(with: data) as? [String: String] else {
+                throw NATSServer.Failure(description: "operator_jwts.py failed (pip install nkeys)")
+            }
+            return json
+        }
+        let server = try NATSServer(config: "operator: \(made["operator"]!)\nresolver: MEMORY\nresolver_preload: { \(made["account_pub"]!): \(made["account"]!) }", jetStream: false)
+        let creds = server.directory + "/user.creds"
+        try """
+            -----BEGIN NATS USER JWT-----
+            \(made["user"]!)
+            ------END NATS USER JWT------
+
+            ************************* IMPORTANT *************************
+            NKEY Seed printed below can be used to sign and prove identity.
+
+            -----BEGIN USER NKEY SEED-----
+            \(made["seed"]!)
+            ------END USER NKEY SEED------
+            """.write(toFile: creds, atomically: true, encoding: .utf8)
+        let nats = Self.config(server) { $0.credentialsFile = creds }
+        let received = LockedCounter()
+        let admin = try await NATSAdmin.connect(nats) { _, _ in received.increment() }
+        try await admin.subscribe("secure")
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("nats:secure", 0..<20))
+        #expect(await engine.waitForDelivered("nats:secure", 20) == 20)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while received.value < 20, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(received.value == 20, "a subscriber of the same account got every message")
+        await admin.close()
+        await engine.stop()
+        // Without the credentials the operator-mode server refuses the connection.
+        let refused = try Self.engine(Self.config(server))
+        await refused.append(Self.records("nats:secure", 100..<101))
+        #expect(await refused.wait(for: "nats:secure", state: .down))
+        await refused.stop()
+    }
+}
+
+final class LockedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }
