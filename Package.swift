@@ -123,7 +123,7 @@ let package = Package(
         // Client TLS contexts from a family's `tls` section (swift-nio-ssl), for the NATS and AMQP sinks.
         .target(
             name: "SinkdTLS",
-            dependencies: ["SinkdCore", "SinkdDelivery", .product(name: "NIOSSL", package: "swift-nio-ssl")]
+            dependencies: ["SinkdCore", "SinkdDelivery", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
         ),
         // nats:, jsm:, nats_stream: over a NATS client on SwiftNIO (TLS with swift-nio-ssl, NKeys with swift-crypto).
         .target(

@@ -2,6 +2,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SinkdCore
+import SinkdTLS
 
 /// Splits the byte stream into frames (bounded by the negotiated frame_max).
 struct AMQPFrameByteDecoder: ByteToMessageDecoder {
@@ -287,7 +289,7 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
             let path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !path.isEmpty {
-                guard let decoded = Self.percentDecoded(path) else { throw AMQPProtocolError("'\(Self.redacted(url))': the vhost has an invalid percent-encoding") }
+                guard let decoded = PercentDecoding.decode(path) else { throw AMQPProtocolError("'\(Self.redacted(url))': the vhost has an invalid percent-encoding") }
                 virtualHost = decoded
             }
         }
@@ -295,8 +297,8 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
             let userInfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
             let parts = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            user = Self.percentDecoded(parts[0]) ?? String(parts[0])
-            if parts.count == 2 { password = Self.percentDecoded(parts[1]) ?? String(parts[1]) }
+            user = PercentDecoding.decode(parts[0]) ?? String(parts[0])
+            if parts.count == 2 { password = PercentDecoding.decode(parts[1]) ?? String(parts[1]) }
         }
         if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
             host = String(rest[rest.index(after: rest.startIndex)..<close])
@@ -325,27 +327,6 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
         let userInfo = url[scheme.upperBound..<at]
         let user = userInfo.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
         return url[..<scheme.upperBound] + user + ":(hidden)" + url[at...]
-    }
-
-    static func percentDecoded(_ s: Substring) -> String? {
-        var bytes: [UInt8] = []
-        var i = s.utf8.startIndex
-        let utf8 = s.utf8
-        while i < utf8.endIndex {
-            let b = utf8[i]
-            if b == UInt8(ascii: "%") {
-                let h1 = utf8.index(after: i)
-                guard h1 < utf8.endIndex else { return nil }
-                let h2 = utf8.index(after: h1)
-                guard h2 < utf8.endIndex, let v = UInt8(String(decoding: [utf8[h1], utf8[h2]], as: UTF8.self), radix: 16) else { return nil }
-                bytes.append(v)
-                i = utf8.index(after: h2)
-            } else {
-                bytes.append(b)
-                i = utf8.index(after: i)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
@@ -445,11 +426,5 @@ public final class AMQPConnection: Sendable {
                 channel.close(promise: nil)
             }
         }.get()
-    }
-}
-
-extension String {
-    var isIPAddress: Bool {
-        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }

@@ -68,22 +68,7 @@ public struct PostgresEndpoint: Sendable, Equatable {
     }
 
     static func decoded(_ s: Substring) -> String {
-        guard s.contains("%") else { return String(s) }
-        var bytes: [UInt8] = []
-        var i = s.utf8.startIndex
-        while i < s.utf8.endIndex {
-            let b = s.utf8[i]
-            let h1 = s.utf8.index(after: i)
-            if b == UInt8(ascii: "%"), h1 < s.utf8.endIndex, s.utf8.index(after: h1) < s.utf8.endIndex,
-               let v = UInt8(String(decoding: [s.utf8[h1], s.utf8[s.utf8.index(after: h1)]], as: UTF8.self), radix: 16) {
-                bytes.append(v)
-                i = s.utf8.index(i, offsetBy: 3)
-            } else {
-                bytes.append(b)
-                i = h1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        PercentDecoding.decode(s) ?? String(s)
     }
 
     /// For logs and errors: never the password.

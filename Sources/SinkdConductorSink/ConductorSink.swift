@@ -66,13 +66,9 @@ public final class ConductorSinkFamily: SinkFamily {
         }
         var c = PostgresConnection.Configuration(host: e.host, port: e.port, username: e.user, password: e.password, database: e.database, tls: tls)
         c.options.connectTimeout = .seconds(5)
-        if e.sslMode == .verifyFull, !e.host.isIPAddressLiteral { c.options.tlsServerName = e.host }
+        if e.sslMode == .verifyFull, !e.host.isIPAddress { c.options.tlsServerName = e.host }
         return c
     }
-}
-
-extension String {
-    var isIPAddressLiteral: Bool { (try? SocketAddress(ipAddress: self, port: 0)) != nil }
 }
 
 /// The shared connections: at most `size` open, each leased by one batch at a time (a batch is a

@@ -43,7 +43,7 @@ public struct AMQPSettings: Sendable, Hashable {
             guard kv.count == 2 else {
                 throw ParseError(reason: "parameter '\(rawKey)' has no '=value'")
             }
-            guard let value = percentDecoded(kv[1]) else {
+            guard let value = PercentDecoding.decode(kv[1], plusAsSpace: true) else {
                 throw ParseError(reason: "parameter '\(rawKey)' has an invalid percent-encoding")
             }
             let key = rawKey.lowercased()
@@ -88,30 +88,4 @@ public struct AMQPSettings: Sendable, Hashable {
         }
     }
 
-    static func percentDecoded(_ text: Substring) -> String? {
-        guard text.contains("%") || text.contains("+") else { return String(text) }
-        var bytes: [UInt8] = []
-        var iterator = text.utf8.makeIterator()
-        while let b = iterator.next() {
-            switch b {
-            case UInt8(ascii: "%"):
-                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l) else { return nil }
-                bytes.append(hi << 4 | lo)
-            case UInt8(ascii: "+"):
-                bytes.append(UInt8(ascii: " "))
-            default:
-                bytes.append(b)
-            }
-        }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import SinkdTLS
 
 /// Splits the byte stream into server operations.
 struct NATSDecoder: ByteToMessageDecoder {
@@ -378,11 +379,5 @@ public final class NATSConnection: Sendable {
         let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
         var generator = SystemRandomNumberGenerator()
         return String(decoding: (0..<22).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] }, as: UTF8.self)
-    }
-}
-
-extension String {
-    var isIPAddress: Bool {
-        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }

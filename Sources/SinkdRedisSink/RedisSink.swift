@@ -21,7 +21,8 @@ public struct RedisEndpoint: Sendable, Equatable {
             if let colon = userInfo.firstIndex(of: ":") {
                 let u = String(userInfo[..<colon])
                 user = u.isEmpty ? nil : u
-                password = String(userInfo[userInfo.index(after: colon)...]).removingPercentEncodingLite
+                let raw = userInfo[userInfo.index(after: colon)...]
+                password = PercentDecoding.decode(raw) ?? String(raw)
             } else if !userInfo.isEmpty {
                 password = String(userInfo)
             }
@@ -40,26 +41,6 @@ public struct RedisEndpoint: Sendable, Equatable {
             rest = rest[..<colon]
         }
         if !rest.isEmpty { host = String(rest) }
-    }
-}
-
-extension String {
-    var removingPercentEncodingLite: String {
-        guard contains("%") else { return self }
-        var bytes: [UInt8] = []
-        var i = utf8.startIndex
-        while i < utf8.endIndex {
-            let b = utf8[i]
-            if b == UInt8(ascii: "%"), let h = utf8.index(i, offsetBy: 2, limitedBy: utf8.endIndex), h < utf8.endIndex,
-               let v = UInt8(String(decoding: utf8[utf8.index(after: i)...h], as: UTF8.self), radix: 16) {
-                bytes.append(v)
-                i = utf8.index(after: h)
-            } else {
-                bytes.append(b)
-                i = utf8.index(after: i)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

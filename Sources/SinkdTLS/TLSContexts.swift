@@ -1,3 +1,4 @@
+import NIOCore
 import NIOSSL
 import SinkdCore
 import SinkdDelivery
@@ -35,5 +36,12 @@ public enum TLSContexts {
         } catch {
             throw SinkConnectionError("\(section): cannot build the TLS context (\(error))")
         }
+    }
+}
+
+extension String {
+    /// An IPv4 or IPv6 literal: TLS sends no SNI for it, and verifies the certificate's IP address.
+    public var isIPAddress: Bool {
+        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }

@@ -192,7 +192,9 @@ import SinkdTestSupport
             if chunk == 13 { try await server.restart() }
             try await Task.sleep(for: .milliseconds(30))
         }
-        #expect(try await server.waitForCount(queue, total, timeout: .seconds(90)) >= total)
+        let arrived = try await server.waitForCount(queue, total, timeout: .seconds(90))
+        // What the pipeline was doing, should it not have arrived (a CI run once saw 1400 of 2000).
+        #expect(arrived >= total, "\(arrived) of \(total) in the queue; pipeline: \(String(describing: engine.snapshot(of: sink)))")
         let ids = Set(try await server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
         #expect(ids.count == total, "every record arrived (at least once)")
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
