@@ -399,8 +399,18 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Opens a channel in confirm mode and runs `declarations` on it; its number.
-    public func openChannel(declarations: [AMQPMethod]) async throws -> UInt16 {
+    /// Without an answer within `timeout` (a broker still recovering its queues after a crash can
+    /// leave channel.open or a declaration unanswered) the connection is closed: the sink pauses
+    /// and reconnects instead of waiting forever.
+    public func openChannel(declarations: [AMQPMethod], timeout: TimeAmount = .seconds(30)) async throws -> UInt16 {
         let promise = channel.eventLoop.makePromise(of: UInt16.self)
+        let channel = self.channel
+        // The handler completes the promise (here: fails it with everything else it holds).
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            channel.pipeline.fireErrorCaught(AMQPConnectionStateMachine.Failure.protocolViolation(
+                "no answer to channel.open or a declaration within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
         channel.writeAndFlush(AMQPOutbound.openChannel(declarations: declarations, promise)).cascadeFailure(to: promise)
         return try await promise.futureResult.get()
     }

@@ -77,7 +77,7 @@ final class PostgresLeasePool: Sendable {
     private struct State {
         var idle: [PostgresConnection] = []
         var open = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var waiters: [CheckedContinuation<Next, Never>] = []
         var closed = false
     }
 
@@ -113,43 +113,73 @@ final class PostgresLeasePool: Sendable {
         var underlying: any Error
     }
 
+    private enum Next { case use(PostgresConnection), connect, retry, shutDown }
+
     private func lease() async throws -> PostgresConnection {
         while true {
-            enum Next { case use(PostgresConnection), connect, wait }
-            let next = state.withLockedValue { s -> Next in
-                while let c = s.idle.popLast() {
-                    if !c.isClosed { return .use(c) }
-                    s.open -= 1
+            // The decision and, when there is nothing to take, the registration as a waiter happen
+            // under one lock: a release between the two would otherwise wake nobody.
+            let next: Next = await withCheckedContinuation { continuation in
+                let decided = state.withLockedValue { s -> Next? in
+                    if s.closed { return .shutDown }
+                    while let c = s.idle.popLast() {
+                        if !c.isClosed { return .use(c) }
+                        s.open -= 1
+                    }
+                    if s.open < size {
+                        s.open += 1
+                        return .connect
+                    }
+                    s.waiters.append(continuation)
+                    return nil
                 }
-                if s.open < size {
-                    s.open += 1
-                    return .connect
-                }
-                return .wait
+                if let decided { continuation.resume(returning: decided) }
             }
             switch next {
             case .use(let c):
                 return c
             case .connect:
                 do {
-                    let c = try await PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: ids.next(), logger: logger)
-                    do {
-                        try await Self.checkTables(c, logger: logger)
-                    } catch {
-                        try? await c.close()
-                        throw error
-                    }
-                    return c
+                    return try await connect()
                 } catch {
                     state.withLockedValue { $0.open -= 1 }
                     wakeOne()
                     throw error
                 }
-            case .wait:
-                await withCheckedContinuation { continuation in
-                    state.withLockedValue { $0.waiters.append(continuation) }
-                }
+            case .retry:
+                continue
+            case .shutDown:
+                throw SinkConnectionError("the conductor sinks are shutting down")
             }
+        }
+    }
+
+    /// Connects and checks the tables, within 10 s: a server that accepts the TCP connection but
+    /// never answers the startup (a postmaster dying after SIGQUIT, say) must not hold the
+    /// sink's only probe forever. postgres-nio's connect honours task cancellation.
+    private func connect() async throws -> PostgresConnection {
+        let configuration = try self.configuration()
+        let (group, ids, logger) = (self.group, self.ids, self.logger)
+        return try await withThrowingTaskGroup(of: PostgresConnection?.self) { tasks in
+            tasks.addTask {
+                let c = try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: ids.next(), logger: logger)
+                do {
+                    try await Self.checkTables(c, logger: logger)
+                } catch {
+                    try? await c.close()
+                    throw error
+                }
+                return c
+            }
+            tasks.addTask {
+                try await Task.sleep(for: .seconds(10))
+                return nil
+            }
+            defer { tasks.cancelAll() }
+            guard let first = try await tasks.next(), let connection = first else {
+                throw SinkConnectionError("PostgreSQL did not complete the connection within 10 s")
+            }
+            return connection
         }
     }
 
@@ -167,12 +197,12 @@ final class PostgresLeasePool: Sendable {
     }
 
     private func wakeOne() {
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
-        waiter?.resume()
+        let waiter = state.withLockedValue { s -> CheckedContinuation<Next, Never>? in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
+        waiter?.resume(returning: .retry)
     }
 
     func closeAll() async {
-        let (idle, waiters) = state.withLockedValue { s -> ([PostgresConnection], [CheckedContinuation<Void, Never>]) in
+        let (idle, waiters) = state.withLockedValue { s -> ([PostgresConnection], [CheckedContinuation<Next, Never>]) in
             s.closed = true
             defer {
                 s.open -= s.idle.count
@@ -181,7 +211,7 @@ final class PostgresLeasePool: Sendable {
             }
             return (s.idle, s.waiters)
         }
-        for w in waiters { w.resume() }
+        for w in waiters { w.resume(returning: .retry) }
         for c in idle { try? await c.close() }
     }
 

@@ -183,6 +183,7 @@ public final class SinkPipeline: Sendable {
             let isStopping = stopping.withLockedValue { $0 }
             if isStopping || Task.isCancelled { break }
             // Read while there is room and the WAL has more.
+            var readRecords = false
             if machine.wantsRecords, !readerDrained {
                 do {
                     let batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: max(limits.maxBatchCount * 2, 256)) }
@@ -191,6 +192,7 @@ public final class SinkPipeline: Sendable {
                     } else {
                         await apply(machine.add(batch))
                         idleSince = nil
+                        readRecords = true
                     }
                 } catch {
                     logger.error("cannot read the WAL for this sink; retrying in 1s", metadata: ["error": "\(error)"])
@@ -241,7 +243,10 @@ public final class SinkPipeline: Sendable {
             }
             // More may be read right away (the last read filled a batch): do not wait for an
             // event, which might be a completion that takes long (a broker blocking publishes).
-            if machine.wantsRecords, !readerDrained { continue loop }
+            // The last read returned records and there is room for more: read on rather than wait
+            // for an event, which might be a completion that takes long (a broker blocking
+            // publishes). Only after records: a failing read waits for its retry time.
+            if readRecords, machine.wantsRecords, !readerDrained { continue loop }
             // Wait for something to happen.
             guard let event = await iterator.next() else { break }
             switch event {
