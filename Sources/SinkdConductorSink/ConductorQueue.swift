@@ -165,7 +165,9 @@ public enum ConductorQueue {
         case refused
         /// A value does not fit the column: find the record, dead-letter it.
         case valueTooLong
-        /// Serialization failures, deadlocks, the server shutting down, too many connections: retry.
+        /// The server is shutting down, starting up, out of connections, or the connection failed.
+        case unavailable
+        /// Serialization failures, deadlocks, lock timeouts: retry the records.
         case retryable
         /// Anything else about the data: retry (bounded by the retry policy), with the server's message.
         case other
@@ -175,8 +177,11 @@ public enum ConductorQueue {
         switch sqlState {
         case "42P01", "42703", "3F000": .missingSchema  // undefined table / column, invalid schema
         case "28P01", "28000", "3D000", "42501": .refused  // password, authorization, no database, privilege
+        // The server shutting down, crashed, starting up, or the connection failing: not about the
+        // records; the sink pauses and reconnects.
+        case "57P01", "57P02", "57P03", "08000", "08003", "08006", "53300": .unavailable
         case "22001": .valueTooLong
-        case "40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006": .retryable
+        case "40001", "40P01", "55P03": .retryable
         default: .other
         }
     }

@@ -342,6 +342,8 @@ final class ConductorQueueClient: SinkClient, Sendable {
             return .connection(SinkConnectionError("\(place): Conductor's queue tables are missing (\(state) \(message)): sinkd never creates them"))
         case .refused:
             return .connection(SinkConnectionError("\(place) refused sinkd (\(state)): \(message)"))
+        case .unavailable:
+            return .connection(SinkConnectionError("\(place) is unavailable (\(state)): \(message)"))
         case .valueTooLong:
             return .valueTooLong("\(state) \(message)")
         case .retryable, .other:

@@ -42,7 +42,7 @@ import SinkdTestSupport
 
     @Test(arguments: [
         ("42P01", ConductorQueue.ErrorKind.missingSchema), ("42703", .missingSchema), ("28P01", .refused), ("3D000", .refused),
-        ("22001", .valueTooLong), ("40001", .retryable), ("40P01", .retryable), ("57P01", .retryable), ("23502", .other),
+        ("22001", .valueTooLong), ("40001", .retryable), ("40P01", .retryable), ("57P01", .unavailable), ("57P03", .unavailable), ("23502", .other),
     ])
     func sqlStatesAreClassified(_ state: String, _ kind: ConductorQueue.ErrorKind) {
         #expect(ConductorQueue.kind(sqlState: state) == kind)
@@ -181,8 +181,10 @@ import SinkdTestSupport
 
     /// Known failure (issue #9 stays open): about one run in three under parallel load, the sink
     /// stays stuck after PostgreSQL's crash (600 of 2000 rows, nothing after the kill, for 60 s).
-    /// Not yet understood; disabled so that CI reports it as skipped with this reason.
-    @Test(.disabled("#9: the conductor sink sometimes stays stuck after a PostgreSQL crash (600/2000); under investigation"))
+    /// What a failing run shows: the sink down, one batch of 100 in flight forever (the probe),
+    /// 1000 held. So one send never returns, most likely waiting in the lease pool or in a connect
+    /// that ignores cancellation. Disabled so that CI reports it as skipped with this reason.
+    @Test(.disabled("#9: after a PostgreSQL crash the conductor sink's probe batch sometimes never returns (600/2000); under investigation"))
     func postgresKilledAndRestartedMidStreamLosesNothing() async throws {
         let server = try await PostgresServer.make()
         try await server.createConductorTables()
