@@ -321,7 +321,7 @@ public struct AMQPFrameDecoder: Sendable {
     }
 
     static func properties(_ r: inout AMQPReader) throws(AMQPProtocolError) -> AMQPProperties {
-        var flags = try r.short()
+        let flags = try r.short()
         // A set bit 0 means another flags word follows (never with basic's 14 properties).
         var more = flags & 1 == 1
         while more { more = try r.short() & 1 == 1 }
@@ -341,7 +341,6 @@ public struct AMQPFrameDecoder: Sendable {
         if bit(4) { p.userID = try r.shortString() }
         if bit(3) { p.appID = try r.shortString() }
         if bit(2) { _ = try r.shortString() }  // cluster-id (deprecated)
-        flags = 0
         return p
     }
 

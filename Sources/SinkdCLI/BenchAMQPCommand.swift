@@ -87,16 +87,7 @@ struct BenchAMQP: ParsableCommand {
         }
         let sampler = RSSSampler(pid: daemon.processIdentifier)
         let t0 = monotonicSeconds()
-        let group = DispatchGroup()
-        for c in 0..<connections {
-            group.enter()
-            BlockingThread.detach { [payloadBytes, messages, connections] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "a\(c)-", count: messages / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: 500, sink: "amqp_queue:e2e")
-                group.leave()
-            }
-        }
-        group.wait()
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "a", payloadBytes: payloadBytes, sink: "amqp_queue:e2e")
         waiter.waitUntilExit()
         let rate = Double(total) / (monotonicSeconds() - t0)
         say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → basic.publish → confirm (pool_size \(poolSize) × max_in_flight \(window / poolSize), batch_size \(batchSize)):")

@@ -181,6 +181,22 @@ private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
     out.append(UInt8(ascii: "0") + UInt8(value % 10))
 }
 
+/// `total` records of `payloadBytes` to `sink` over `connections` pipelining clients (ids
+/// `<prefix><client>-<n>`); returns once every one was answered.
+func sendThroughClients(socket: String, connections: Int, total: Int, prefix: String, payloadBytes: Int, sink: String,
+                        workflowType: String? = nil, taskRefName: String? = nil) {
+    let group = DispatchGroup()
+    for c in 0..<connections {
+        group.enter()
+        BlockingThread.detach {
+            _ = try? runBenchClient(socket: socket, prefix: "\(prefix)\(c)-", count: total / connections, rate: 0, payloadBytes: payloadBytes,
+                                    window: 500, sink: sink, workflowType: workflowType, taskRefName: taskRefName)
+            group.leave()
+        }
+    }
+    group.wait()
+}
+
 /// The benchmarks' configuration: everything under `dir`, fsync always, the given `sinks:` section.
 /// `directory` as an absolute path, emptied and created: each benchmark starts from nothing.
 func freshBenchDirectory(_ directory: String) throws -> String {

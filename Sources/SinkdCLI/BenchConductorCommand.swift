@@ -93,17 +93,9 @@ struct BenchConductor: ParsableCommand {
         let sampler = RSSSampler(pid: daemon.processIdentifier)
         let t0 = monotonicSeconds()
         try waiter.run()
-        let group = DispatchGroup()
-        for c in 0..<connections {
-            group.enter()
-            BlockingThread.detach { [payloadBytes, messages, connections] in
-                // conductor:e2e for workflowType "bench" → DAO queue bench:e2e.
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "c\(c)-", count: messages / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: 500, sink: "conductor:e2e", workflowType: "bench", taskRefName: "t")
-                group.leave()
-            }
-        }
-        group.wait()
+        // conductor:e2e for workflowType "bench" → DAO queue bench:e2e.
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "c", payloadBytes: payloadBytes,
+                           sink: "conductor:e2e", workflowType: "bench", taskRefName: "t")
         waiter.waitUntilExit()
         let rate = Double(total) / (monotonicSeconds() - t0)
         say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → one transaction per batch of \(batchSize) (pool_size \(poolSize)):")
@@ -112,16 +104,8 @@ struct BenchConductor: ParsableCommand {
         // Delivery alone: the table is hidden (the sink pauses: "tables missing"), the records
         // pile up in the WAL, the table comes back, the drain is timed from its first row.
         try psql(url, "ALTER TABLE queue_message RENAME TO queue_message_hidden")
-        let group2 = DispatchGroup()
-        for c in 0..<connections {
-            group2.enter()
-            BlockingThread.detach { [payloadBytes, messages, connections] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "d\(c)-", count: messages / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: 500, sink: "conductor:drain", workflowType: "bench", taskRefName: "t")
-                group2.leave()
-            }
-        }
-        group2.wait()
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d", payloadBytes: payloadBytes,
+                           sink: "conductor:drain", workflowType: "bench", taskRefName: "t")
         usleep(500_000)
         try psql(url, "ALTER TABLE queue_message_hidden RENAME TO queue_message")
         let drained = try psql(url, """

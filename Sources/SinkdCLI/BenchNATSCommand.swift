@@ -91,7 +91,7 @@ struct BenchNATS: ParsableCommand {
         // JetStream end to end.
         var sampler = RSSSampler(pid: daemon.processIdentifier)
         var t0 = monotonicSeconds()
-        send(dir: dir, sink: "jsm:e2e", prefix: "j", total: jsmMessages)
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: jsmMessages, prefix: "j", payloadBytes: payloadBytes, sink: "jsm:e2e")
         let jsmTotal = (jsmMessages / connections) * connections
         while BlockingAsync.run({ (try? await tools.streamMessageCount("E2E")) ?? 0 }) < jsmTotal { usleep(20_000) }
         let jsmRate = Double(jsmTotal) / (monotonicSeconds() - t0)
@@ -101,7 +101,7 @@ struct BenchNATS: ParsableCommand {
         // Core NATS end to end (a batch counts once its PING is answered).
         sampler = RSSSampler(pid: daemon.processIdentifier)
         t0 = monotonicSeconds()
-        send(dir: dir, sink: "nats:core", prefix: "c", total: coreMessages)
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "c", payloadBytes: payloadBytes, sink: "nats:core")
         let coreTotal = (coreMessages / connections) * connections
         while subscriber.value < coreTotal { usleep(10_000) }
         let coreRate = Double(coreTotal) / (monotonicSeconds() - t0)
@@ -111,7 +111,7 @@ struct BenchNATS: ParsableCommand {
         // Delivery alone: a backlog accepted with the server down, then drained.
         kill(server.processIdentifier, SIGKILL)
         server.waitUntilExit()
-        send(dir: dir, sink: "nats:drain", prefix: "d", total: coreMessages)
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "d", payloadBytes: payloadBytes, sink: "nats:drain")
         server = try startServer(port: port, dir: dir)
         let counter = CountingSubscriber()
         let drainTools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
@@ -129,19 +129,6 @@ struct BenchNATS: ParsableCommand {
         let first = counter.value
         while counter.value < coreTotal { usleep(10_000) }
         say("core drain \(coreTotal) records accepted with nats-server down: \(format(Double(coreTotal - first) / (monotonicSeconds() - d0))) messages/s once reconnected")
-    }
-
-    private func send(dir: String, sink: String, prefix: String, total: Int) {
-        let group = DispatchGroup()
-        for c in 0..<connections {
-            group.enter()
-            BlockingThread.detach { [payloadBytes, connections] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "\(prefix)\(c)-", count: total / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: 500, sink: sink)
-                group.leave()
-            }
-        }
-        group.wait()
     }
 
     private func startServer(port: Int, dir: String) throws -> Process {
