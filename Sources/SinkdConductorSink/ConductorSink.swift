@@ -154,32 +154,58 @@ final class PostgresLeasePool: Sendable {
         }
     }
 
-    /// Connects and checks the tables, within 10 s: a server that accepts the TCP connection but
-    /// never answers the startup (a postmaster dying after SIGQUIT, say) must not hold the
-    /// sink's only probe forever. postgres-nio's connect honours task cancellation.
+    /// Connects (postgres-nio bounds the TCP connect and the startup by `connectTimeout`), then
+    /// checks the tables within `operationLimit`.
     private func connect() async throws -> PostgresConnection {
         let configuration = try self.configuration()
-        let (group, ids, logger) = (self.group, self.ids, self.logger)
-        return try await withThrowingTaskGroup(of: PostgresConnection?.self) { tasks in
-            tasks.addTask {
-                let c = try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: ids.next(), logger: logger)
+        let c = try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: ids.next(), logger: logger)
+        do {
+            let logger = self.logger
+            try await Self.bounded(c, limit: Self.operationLimit) { try await Self.checkTables($0, logger: logger) }
+        } catch {
+            try? await c.close()
+            throw error
+        }
+        return c
+    }
+
+    /// How long one statement (a batch's upsert, the table check) may take before its connection
+    /// is given up as broken.
+    static let operationLimit: Duration = .seconds(30)
+
+    /// Runs `operation` on `connection`, but returns (throwing `Broken`) as soon as the connection
+    /// closes or `limit` passes, without waiting for the operation itself. postgres-nio never
+    /// completes a request written just after its channel closed (the server crashed between the
+    /// lease and the write): awaiting it, as a task group would, hangs the batch forever.
+    static func bounded<T: Sendable>(_ connection: PostgresConnection, limit: Duration,
+                                     _ operation: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let waiter = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+        let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+            waiter.withLockedValue { w -> CheckedContinuation<T, any Error>? in
+                defer { w = nil }
+                return w
+            }?.resume(with: result)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            waiter.withLockedValue { $0 = continuation }
+            let timer = connection.eventLoop.scheduleTask(in: TimeAmount(limit)) {
+                finish(.failure(Broken(underlying: SinkConnectionError("PostgreSQL did not answer within \(limit)"))))
+                connection.close().whenComplete { _ in }
+            }
+            connection.closeFuture.whenComplete { _ in
+                timer.cancel()
+                finish(.failure(Broken(underlying: SinkConnectionError("the connection to PostgreSQL closed"))))
+            }
+            Task {
                 do {
-                    try await Self.checkTables(c, logger: logger)
+                    let value = try await operation(connection)
+                    timer.cancel()
+                    finish(.success(value))
                 } catch {
-                    try? await c.close()
-                    throw error
+                    timer.cancel()
+                    finish(.failure(error))
                 }
-                return c
             }
-            tasks.addTask {
-                try await Task.sleep(for: .seconds(10))
-                return nil
-            }
-            defer { tasks.cancelAll() }
-            guard let first = try await tasks.next(), let connection = first else {
-                throw SinkConnectionError("PostgreSQL did not complete the connection within 10 s")
-            }
-            return connection
         }
     }
 
@@ -314,9 +340,11 @@ final class ConductorQueueClient: SinkClient, Sendable {
         do {
             try await family.pool.withConnection { connection -> Void in
                 do {
-                    _ = try await connection.execute(UpsertBatch(rows: rows), logger: logger)
+                    _ = try await PostgresLeasePool.bounded(connection, limit: PostgresLeasePool.operationLimit) {
+                        try await $0.execute(UpsertBatch(rows: rows), logger: logger)
+                    }
                 } catch {
-                    throw connection.isClosed ? PostgresLeasePool.Broken(underlying: error) : error
+                    throw connection.isClosed && !(error is PostgresLeasePool.Broken) ? PostgresLeasePool.Broken(underlying: error) : error
                 }
             }
             return nil

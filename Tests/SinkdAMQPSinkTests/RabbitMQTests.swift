@@ -29,6 +29,19 @@ import SinkdTestSupport
         range.map { EventRecord(id: "\(prefix)-\($0)", sink: sink, payload: Array(#"{"n":\#($0)}"#.utf8)) }
     }
 
+    /// 0, 1, 2, 5, 6 → "0-2, 5-6": which records are missing, readable in a failure message.
+    static func ranges(_ numbers: [Int]) -> String {
+        var runs: [(first: Int, last: Int)] = []
+        for n in numbers.sorted() {
+            if let run = runs.last, run.last + 1 == n {
+                runs[runs.count - 1].last = n
+            } else {
+                runs.append((n, n))
+            }
+        }
+        return runs.map { $0.first == $0.last ? "\($0.first)" : "\($0.first)-\($0.last)" }.joined(separator: ", ")
+    }
+
     static func unique(_ name: String) -> String { "\(name)-\(UUID().uuidString.prefix(6))" }
 
     @Test func queueSinkSetsEveryProperty() async throws {
@@ -196,7 +209,13 @@ import SinkdTestSupport
         // What the pipeline was doing, should it not have arrived (a CI run once saw 1400 of 2000).
         #expect(arrived >= total, "\(arrived) of \(total) in the queue; pipeline: \(String(describing: engine.snapshot(of: sink)))")
         let ids = Set(try await server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
-        #expect(ids.count == total, "every record arrived (at least once)")
+        #expect(ids.count == total, "every record arrived (at least once); missing: \(Self.ranges((0..<total).filter { !ids.contains("r-\($0)") }))")
+        if ids.count != total {
+            // Seen once in about 20 runs under load (1400 of 2000): keep the broker's log.
+            let kept = FileManager.default.temporaryDirectory.path + "/sinkd-rabbitmq-log-\(server.port)"
+            try? FileManager.default.copyItem(atPath: server.directory + "/log", toPath: kept)
+            Issue.record("the broker's log is kept in \(kept)")
+        }
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
         await engine.stop()
         await family.shutdown()
