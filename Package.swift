@@ -213,8 +213,14 @@ let package = Package(
             name: "sinkd",
             dependencies: ["SinkdCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Fuzzing: what every untrusted byte reaches (FuzzTarget), and the libFuzzer binary
+        // scripts/fuzz builds from it; the test suite replays the committed corpora.
+        .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink"]),
+        .systemLibrary(name: "CFuzzDriver"),
+        .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
-        .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL"]),
+        .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL", "SinkdTestSupport"]),
+        .testTarget(name: "SinkdFuzzTargetsTests", dependencies: ["SinkdFuzzTargets"]),
         .testTarget(
             name: "SinkdHTTPSinkTests",
             dependencies: [
@@ -290,7 +296,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "sinkd"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "SinkdTestSupport", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]
 )

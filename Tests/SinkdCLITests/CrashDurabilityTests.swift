@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SinkdIngest
 import SinkdWAL
+import SinkdTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -11,22 +12,10 @@ import Glibc
 /// WAL after the daemon is killed with SIGKILL at random moments while a client streams records
 /// and restarted each time.
 @Suite(.serialized) struct CrashDurabilityTests {
-    /// A seeded generator so that a failing schedule can be rerun: SINKD_TEST_SEED=<seed>.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test func sigkillAtRandomMomentsLosesNoAcknowledgedRecord() throws {
         let seed = ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("crash test seed: \(seed) (rerun with SINKD_TEST_SEED=\(seed))")
-        var rng = SplitMix64(state: seed)
+        var rng = SeededGenerator(seed: seed)
         let dir = try TemporaryDirectory()
         let config = try dir.write("sinkd.yaml", """
             ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 64KiB}
