@@ -82,7 +82,10 @@ public final class IngestService: Service, @unchecked Sendable {
     /// only once the socket accepts.
     public func bind() async throws {
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            // Room for every allowed connection to arrive at once (a Conductor fleet restarting):
+            // a full backlog makes a Unix-socket connect fail with EAGAIN. The kernel caps it at
+            // net.core.somaxconn.
+            .serverChannelOption(.backlog, value: Int32(clamping: max(256, config.maxConnections)))
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 << 10, high: 256 << 10))
