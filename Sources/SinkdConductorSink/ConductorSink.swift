@@ -192,19 +192,21 @@ final class PostgresLeasePool: Sendable {
                 finish(.failure(Broken(underlying: SinkConnectionError("PostgreSQL did not answer within \(limit)"))))
                 connection.close().whenComplete { _ in }
             }
-            connection.closeFuture.whenComplete { _ in
+            let watch = CloseWatch.of(connection)
+            watch.onClose {
                 timer.cancel()
                 finish(.failure(Broken(underlying: SinkConnectionError("the connection to PostgreSQL closed"))))
             }
             Task {
+                let result: Result<T, any Error>
                 do {
-                    let value = try await operation(connection)
-                    timer.cancel()
-                    finish(.success(value))
+                    result = .success(try await operation(connection))
                 } catch {
-                    timer.cancel()
-                    finish(.failure(error))
+                    result = .failure(error)
                 }
+                timer.cancel()
+                watch.clear()
+                finish(result)
             }
         }
     }
@@ -259,6 +261,54 @@ final class PostgresLeasePool: Sendable {
         if !missing.isEmpty {
             throw SinkConnectionError("Conductor's queue tables are missing in this database (\(missing.joined(separator: "; "))): sinkd never creates them; start Conductor once with PostgreSQL persistence (its migrations create them) or point sinks.conductor.postgres at Conductor's database")
         }
+    }
+}
+
+/// What to do when a connection closes, registered once per connection: a callback per statement
+/// on the connection's closeFuture would pile up for as long as the connection lives.
+final class CloseWatch: Sendable {
+    private let state = NIOLockedValueBox<(closed: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+    private static let watches = NIOLockedValueBox<[ObjectIdentifier: CloseWatch]>([:])
+
+    /// The watch of `connection`, created (and hooked to its closeFuture) on first use.
+    static func of(_ connection: PostgresConnection) -> CloseWatch {
+        let key = ObjectIdentifier(connection)
+        let (watch, created) = watches.withLockedValue { all -> (CloseWatch, Bool) in
+            if let existing = all[key] { return (existing, false) }
+            let watch = CloseWatch()
+            all[key] = watch
+            return (watch, true)
+        }
+        if created {
+            connection.closeFuture.whenComplete { _ in
+                _ = watches.withLockedValue { $0.removeValue(forKey: key) }
+                watch.fire()
+            }
+        }
+        return watch
+    }
+
+    /// Runs `action` when the connection closes (at once if this watch saw it close). One action at a time (a
+    /// connection runs one statement at a time); a later call replaces it.
+    func onClose(_ action: @escaping @Sendable () -> Void) {
+        let closed = state.withLockedValue { s -> Bool in
+            if !s.closed { s.action = action }
+            return s.closed
+        }
+        if closed { action() }
+    }
+
+    func clear() {
+        state.withLockedValue { $0.action = nil }
+    }
+
+    private func fire() {
+        let action = state.withLockedValue { s -> (@Sendable () -> Void)? in
+            s.closed = true
+            defer { s.action = nil }
+            return s.action
+        }
+        action?()
     }
 }
 

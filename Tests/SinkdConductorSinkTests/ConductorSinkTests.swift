@@ -223,6 +223,25 @@ import PostgresNIO
         await server.stop()
     }
 
+    /// Statements on a long-lived connection share one close watch (one closeFuture callback),
+    /// and an action registered after the close still runs.
+    @Test(.timeLimit(.minutes(1)))
+    func statementsShareOneCloseWatchPerConnection() async throws {
+        let server = try await PostgresServer.make()
+        _ = try await server.admin { c in
+            for _ in 0..<50 {
+                try await PostgresLeasePool.bounded(c, limit: .seconds(30)) { c in
+                    for try await _ in try await c.query("SELECT 1", logger: PostgresServer.logger) {}
+                }
+            }
+            #expect(CloseWatch.of(c) === CloseWatch.of(c))
+            try await c.close()
+            // On a closed connection a new action still runs (the time limit fails the test if not).
+            await withCheckedContinuation { done in CloseWatch.of(c).onClose { done.resume() } }
+        }
+        await server.stop()
+    }
+
     /// The connection closing (here: the server crashing) ends the wait at once, however long the
     /// limit, even for an operation that would never finish by itself: what postgres-nio does to
     /// a request written just after its channel closed.
