@@ -78,21 +78,16 @@ public final class SinkPipeline: Sendable {
         var client: (any SinkClient)?
         var readerDrained = false
         var waitingForData = false
-        var timer: Task<Void, Never>?
+        var timer = WakeTimer(loop: MultiThreadedEventLoopGroup.singleton.any())
         var idleSince: UInt64? = nil
         var generator = SystemRandomNumberGenerator()
         let sink = address.identity
-        defer { timer?.cancel() }
+        defer { timer.cancel() }
 
         func now() -> UInt64 { Self.nowMillis() }
         func wake(at millis: UInt64) {
-            timer?.cancel()
-            let delay = millis > now() ? millis - now() : 0
             let continuation = self.continuation
-            timer = Task {
-                try? await Task.sleep(for: .milliseconds(delay))
-                if !Task.isCancelled { continuation.yield(.wake) }
-            }
+            timer.arm(at: millis, now: now()) { continuation.yield(.wake) }
         }
         // Dead letters are logged one by one up to 5 per 10 s, then as one summary line per
         // window: a sink refusing everything must not log a line per record.
@@ -260,6 +255,7 @@ public final class SinkPipeline: Sendable {
                 waitingForData = false
                 readerDrained = false
             case .wake:
+                timer.delivered(now: now())
                 readerDrained = false
             case .stop:
                 break loop

@@ -1,0 +1,73 @@
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import Testing
+@testable import SinkdDelivery
+
+/// The pipeline's wake-up timer on an embedded loop, whose clock only moves when told to.
+@Suite struct WakeTimerTests {
+    final class Fired: Sendable {
+        let count = Atomic(0)
+        var value: Int { count.load(ordering: .relaxed) }
+        func callback() -> @Sendable () -> Void { { self.count.add(1, ordering: .relaxed) } }
+    }
+
+    @Test func armingTheArmedDeadlineAgainSchedulesNothing() {
+        let loop = EmbeddedEventLoop()
+        let fired = Fired()
+        var timer = WakeTimer(loop: loop)
+        for _ in 0..<1000 { timer.arm(at: 5_000, now: 0, fired.callback()) }
+        #expect(timer.scheduled == 1)
+        loop.advanceTime(by: .milliseconds(4_999))
+        #expect(fired.value == 0)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(fired.value == 1)
+    }
+
+    @Test func aNewDeadlineReplacesTheArmedOneWhichNeverFires() {
+        let loop = EmbeddedEventLoop()
+        let fired = Fired()
+        var timer = WakeTimer(loop: loop)
+        timer.arm(at: 1_000, now: 0, fired.callback())
+        timer.arm(at: 300, now: 0, fired.callback())
+        #expect(timer.scheduled == 2)
+        #expect(timer.deadline == 300)
+        loop.advanceTime(by: .milliseconds(300))
+        #expect(fired.value == 1)
+        loop.advanceTime(by: .seconds(10))
+        #expect(fired.value == 1)
+    }
+
+    @Test func aDeadlineInThePastFiresOnTheNextTick() {
+        let loop = EmbeddedEventLoop()
+        let fired = Fired()
+        var timer = WakeTimer(loop: loop)
+        timer.arm(at: 100, now: 900, fired.callback())
+        loop.advanceTime(by: .zero)
+        #expect(fired.value == 1)
+    }
+
+    @Test func onlyADueWakeUpIsForgottenWhenAWakeIsDelivered() {
+        let loop = EmbeddedEventLoop()
+        let fired = Fired()
+        var timer = WakeTimer(loop: loop)
+        timer.arm(at: 1_000, now: 0, fired.callback())
+        timer.delivered(now: 400)  // a wake from a replaced timer: the armed one stays
+        #expect(timer.deadline == 1_000)
+        timer.delivered(now: 1_000)
+        #expect(timer.deadline == nil)
+        timer.arm(at: 1_000, now: 1_000, fired.callback())  // armed again after it was due
+        #expect(timer.scheduled == 2)
+    }
+
+    @Test func cancelledWakeUpsNeverFire() {
+        let loop = EmbeddedEventLoop()
+        let fired = Fired()
+        var timer = WakeTimer(loop: loop)
+        timer.arm(at: 50, now: 0, fired.callback())
+        timer.cancel()
+        #expect(timer.deadline == nil)
+        loop.advanceTime(by: .seconds(1))
+        #expect(fired.value == 0)
+    }
+}
