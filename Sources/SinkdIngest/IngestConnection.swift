@@ -124,6 +124,8 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     private enum Slot {
         case ready([UInt8])
         case waiting
+        /// Before `slotsHead`: answered.
+        case written
     }
 
     private let shared: IngestContext
@@ -259,10 +261,12 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func submit() {
         guard !batch.isEmpty else { return }
+        // Handed over, not copied: `removeAll(keepingCapacity:)` on a buffer just shared with the
+        // WAL would allocate a fresh one at the largest burst's size, kept per connection.
         let records = batch
         let numbers = batchSlots
-        batch.removeAll(keepingCapacity: true)
-        batchSlots.removeAll(keepingCapacity: true)
+        batch = []
+        batchSlots = []
         append(records, numbers)
     }
 
@@ -347,10 +351,14 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
         var out: [UInt8] = []
         while slotsHead < slots.count, case .ready(let bytes) = slots[slotsHead] {
             out.append(contentsOf: bytes)
+            slots[slotsHead] = .written  // the answer's bytes are freed now, not when the slots are compacted
             slotsHead += 1
             firstSlotNumber += 1
         }
-        if slotsHead > 1024, slotsHead * 2 > slots.count {
+        if slotsHead == slots.count {
+            slots.removeAll(keepingCapacity: true)  // all answered: start over at the front
+            slotsHead = 0
+        } else if slotsHead > 1024, slotsHead * 2 > slots.count {
             slots.removeFirst(slotsHead)
             slotsHead = 0
         }
