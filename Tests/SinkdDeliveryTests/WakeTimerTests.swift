@@ -12,10 +12,14 @@ import Testing
         func callback() -> @Sendable () -> Void { { self.count.add(1, ordering: .relaxed) } }
     }
 
-    @Test func armingTheArmedDeadlineAgainSchedulesNothing() {
+    /// A timer on a fresh embedded loop, and the counter its callbacks bump.
+    static func timer() -> (EmbeddedEventLoop, Fired, WakeTimer) {
         let loop = EmbeddedEventLoop()
-        let fired = Fired()
-        var timer = WakeTimer(loop: loop)
+        return (loop, Fired(), WakeTimer(loop: loop))
+    }
+
+    @Test func armingTheArmedDeadlineAgainSchedulesNothing() {
+        var (loop, fired, timer) = Self.timer()
         for _ in 0..<1000 { timer.arm(at: 5_000, now: 0, fired.callback()) }
         #expect(timer.scheduled == 1)
         loop.advanceTime(by: .milliseconds(4_999))
@@ -25,9 +29,7 @@ import Testing
     }
 
     @Test func aNewDeadlineReplacesTheArmedOneWhichNeverFires() {
-        let loop = EmbeddedEventLoop()
-        let fired = Fired()
-        var timer = WakeTimer(loop: loop)
+        var (loop, fired, timer) = Self.timer()
         timer.arm(at: 1_000, now: 0, fired.callback())
         timer.arm(at: 300, now: 0, fired.callback())
         #expect(timer.scheduled == 2)
@@ -39,18 +41,14 @@ import Testing
     }
 
     @Test func aDeadlineInThePastFiresOnTheNextTick() {
-        let loop = EmbeddedEventLoop()
-        let fired = Fired()
-        var timer = WakeTimer(loop: loop)
+        var (loop, fired, timer) = Self.timer()
         timer.arm(at: 100, now: 900, fired.callback())
         loop.advanceTime(by: .zero)
         #expect(fired.value == 1)
     }
 
     @Test func onlyADueWakeUpIsForgottenWhenAWakeIsDelivered() {
-        let loop = EmbeddedEventLoop()
-        let fired = Fired()
-        var timer = WakeTimer(loop: loop)
+        var (_, fired, timer) = Self.timer()
         timer.arm(at: 1_000, now: 0, fired.callback())
         timer.delivered(now: 400)  // a wake from a replaced timer: the armed one stays
         #expect(timer.deadline == 1_000)
@@ -61,9 +59,7 @@ import Testing
     }
 
     @Test func cancelledWakeUpsNeverFire() {
-        let loop = EmbeddedEventLoop()
-        let fired = Fired()
-        var timer = WakeTimer(loop: loop)
+        var (loop, fired, timer) = Self.timer()
         timer.arm(at: 50, now: 0, fired.callback())
         timer.cancel()
         #expect(timer.deadline == nil)
