@@ -43,7 +43,8 @@ public final class SinkPipeline: Sendable {
         case completed(UInt64, [DeliveryOutcome])
         case connectionFailed(UInt64, String)
         case newData
-        case wake
+        /// The armed wake-up for this deadline fired.
+        case wake(UInt64)
         case stop
     }
 
@@ -87,7 +88,7 @@ public final class SinkPipeline: Sendable {
         func now() -> UInt64 { Self.nowMillis() }
         func wake(at millis: UInt64) {
             let continuation = self.continuation
-            timer.arm(at: millis, now: now()) { continuation.yield(.wake) }
+            timer.arm(at: millis, now: now()) { continuation.yield(.wake(millis)) }
         }
         // Dead letters are logged one by one up to 5 per 10 s, then as one summary line per
         // window: a sink refusing everything must not log a line per record.
@@ -254,8 +255,8 @@ public final class SinkPipeline: Sendable {
             case .newData:
                 waitingForData = false
                 readerDrained = false
-            case .wake:
-                timer.delivered(now: now())
+            case .wake(let deadline):
+                timer.fired(deadline)
                 readerDrained = false
             case .stop:
                 break loop

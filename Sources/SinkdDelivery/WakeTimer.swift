@@ -31,10 +31,12 @@ struct WakeTimer {
         scheduled += 1
     }
 
-    /// A wake-up was delivered at `now`: forget the armed one if it is due (a wake from a
-    /// replaced timer that fired just before it was cancelled leaves a later one armed).
-    mutating func delivered(now: UInt64) {
-        if let armed, armed.deadline <= now { self.armed = nil }
+    /// The wake-up armed for `deadline` fired: it is no longer armed, so arming that deadline
+    /// again schedules a new one. A wake from a replaced timer (one that fired just before it was
+    /// cancelled) names another deadline and leaves the armed one alone. Matched by deadline, not
+    /// by comparing clocks: the pipeline's clock is the wall clock, which can step back.
+    mutating func fired(_ deadline: UInt64) {
+        if armed?.deadline == deadline { armed = nil }
     }
 
     mutating func cancel() {
