@@ -58,7 +58,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 if case .end = event { break }
             }
             _ = DeliveryProgress.decode(bytes)
-            if let (_, keysOffset) = SegmentSummary.decode(bytes) { _ = SegmentSummary.decodeKeys(bytes, from: keysOffset) }
+            if let (_, keysOffset) = SegmentSummary.decode(bytes), let keysOffset { _ = SegmentSummary.decodeKeys(bytes, from: keysOffset) }
         case .amqpFrame:
             let decoder = AMQPFrameDecoder(maxFrameSize: 1 << 20)
             var rest = data

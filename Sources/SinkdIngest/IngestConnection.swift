@@ -279,11 +279,13 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 durable.append((numbers[i], .accepted(id: records[i].id, seq: seq)))
             case .duplicate(let seq):
                 durable.append((numbers[i], .duplicate(id: records[i].id, seq: seq)))
-            case .full:
-                if shared.whenFull == .block {
+            case .full, .busy:
+                if shared.whenFull == .block || outcome == .busy {
+                    // Wait for room for this record (never at once while it does not fit, so
+                    // this cannot spin), then append it and the rest again.
                     blocked = (Array(records[i...]), Array(numbers[i...]))
                     let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
-                    shared.wal.whenSpaceAvailable {
+                    shared.wal.whenSpaceAvailable(bytes: WriteAheadLog.frameLength(of: records[i])) {
                         bound.execute { $0.retryBlocked() }
                     }
                 } else {

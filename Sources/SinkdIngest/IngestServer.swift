@@ -130,7 +130,10 @@ public final class IngestService: Service, @unchecked Sendable {
             if case .path(let path, _) = source { unlink(path) }
         }
         // What was appended becomes durable and is acknowledged; the WAL itself keeps running
-        // for delivery until the daemon closes it.
+        // for delivery until the daemon closes it. Closing appends first means a connection
+        // waiting for space is answered shutting_down, and a round held by a full disk is
+        // answered wal_full, instead of the stop waiting for the disk.
+        shared.wal.closeAppends()
         await shared.wal.flush()
         // The last acknowledgements are queued on the event loops; let them go out, then close.
         let open = channels.withLockedValue { Array($0.values) }

@@ -7,17 +7,21 @@ public struct FileError: Error, Sendable, Equatable, CustomStringConvertible {
     public var operation: String
     public var path: String
     public var errno: CInt
+    /// What the operator should know or do, when there is more to say than errno.
+    public var detail: String?
 
-    public init(operation: String, path: String, errno: CInt) {
+    public init(operation: String, path: String, errno: CInt, detail: String? = nil) {
         self.operation = operation
         self.path = path
         self.errno = errno
+        self.detail = detail
     }
 
     public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        let base = "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        return detail.map { base + ": " + $0 } ?? base
     }
 }
 
@@ -45,6 +49,35 @@ public enum FileIO {
             }
             done += n
         }
+    }
+
+    /// Writes all of `bytes` at `offset` (pwrite; the file offset does not move).
+    public static func writeAll(_ fd: CInt, _ bytes: [UInt8], at offset: Int, path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .write, path: path) {
+            throw FileError(operation: "write", path: path, errno: injected)
+        }
+        let failure: CInt? = bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                done += n
+            }
+            return nil
+        }
+        if let failure { throw FileError(operation: "write", path: path, errno: failure) }
+    }
+
+    /// Allocates the file's blocks up to `size` bytes, so that writes within it need no free space.
+    public static func allocate(_ fd: CInt, size: Int, path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .write, path: path) {
+            throw FileError(operation: "fallocate", path: path, errno: injected)
+        }
+        let rc = posix_fallocate(fd, 0, off_t(size))
+        if rc != 0 { throw FileError(operation: "fallocate", path: path, errno: rc) }
     }
 
     /// Writes `bytes[range]` (all of it when `range` is nil).
@@ -78,12 +111,18 @@ public enum FileIO {
 
     /// Makes a directory's entries (creations, renames, unlinks) durable.
     public static func syncDirectory(_ path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .directorySync, path: path + "/") {
+            throw FileError(operation: "fsync", path: path, errno: injected)
+        }
         let fd = try open(path, O_RDONLY | O_DIRECTORY)
         defer { close(fd) }
         try sync(fd, path: path)
     }
 
     public static func truncate(_ fd: CInt, to size: Int, path: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .truncate, path: path) {
+            throw FileError(operation: "ftruncate", path: path, errno: injected)
+        }
         while ftruncate(fd, off_t(size)) != 0 {
             if errno != EINTR { throw FileError(operation: "ftruncate", path: path, errno: errno) }
         }
@@ -96,6 +135,9 @@ public enum FileIO {
     }
 
     public static func rename(_ from: String, _ to: String) throws(FileError) {
+        if let injected = FaultInjector.shared.failure(for: .rename, path: from) {
+            throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: injected)
+        }
         guard Glibc.rename(from, to) == 0 else { throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: errno) }
     }
 
@@ -128,8 +170,8 @@ public enum FileIO {
     }
 
     /// Reads a whole (small) file.
-    public static func readFile(_ path: String) throws(FileError) -> [UInt8] {
-        let fd = try open(path, O_RDONLY)
+    public static func readFile(_ path: String, noFollow: Bool = false) throws(FileError) -> [UInt8] {
+        let fd = try open(path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
         defer { close(fd) }
         let size = try self.size(fd, path: path)
         var bytes = [UInt8](repeating: 0, count: size)
@@ -151,7 +193,9 @@ public enum FileIO {
     /// the directory. A crash leaves either the old file or the new one, never a mix.
     public static func replaceAtomically(_ path: String, with bytes: [UInt8], directory: String) throws(FileError) {
         let temporary = path + ".tmp"
-        let fd = try open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
+        // Never through a planted link, never into a file someone else created.
+        try unlink(temporary)
+        let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
         do throws(FileError) {
             try writeAll(fd, bytes, path: temporary)
             try dataSync(fd, path: temporary)
@@ -169,7 +213,7 @@ public enum FileIO {
 /// Off (and free) unless a test arms it. Scoped by path so that tests running in parallel never
 /// see each other's faults.
 public final class FaultInjector: @unchecked Sendable {
-    public enum Operation: Sendable { case write, fsync }
+    public enum Operation: Sendable { case write, fsync, truncate, rename, directorySync }
     public static let shared = FaultInjector()
 
     private let lock = Lock()

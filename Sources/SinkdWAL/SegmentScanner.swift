@@ -27,19 +27,29 @@ public enum ScanEvent: Equatable {
 /// seq follows the last good one, and whose checksum matches; what lies between is `corrupt`.
 /// Finding none, the rest of the file is a `tornTail`. So one damaged frame costs one record, never
 /// the rest of the file.
+///
+/// Resynchronising is linear in the file's size: the window only moves forward while candidates
+/// are tried (a candidate's body is checksummed from a scratch buffer, not loaded into the
+/// window), and before the first good frame a candidate's seq must lie within 2^32 of `nearSeq`
+/// (the segment's id), which random bytes pass once in 2^31 tries.
 public struct SegmentScanner<Source: SegmentSource> {
     public let source: Source
     public private(set) var offset: Int
     private let maxBody: Int
     private var lastSeq: UInt64
+    private let nearSeq: UInt64
     private var window: [UInt8] = []
     private var windowStart = 0
+    private var scratch: [UInt8] = []
+    /// Bytes read from the source so far: what a resynchronisation cost.
+    public private(set) var bytesRead = 0
 
-    public init(source: Source, from offset: Int = SegmentFormat.headerSize, maxBody: Int, afterSeq: UInt64 = 0) {
+    public init(source: Source, from offset: Int = SegmentFormat.headerSize, maxBody: Int, afterSeq: UInt64 = 0, nearSeq: UInt64 = 0) {
         self.source = source
         self.offset = offset
         self.maxBody = maxBody
         self.lastSeq = afterSeq
+        self.nearSeq = nearSeq
     }
 
     /// The body bytes of the frame `next()` just returned (valid until the next call).
@@ -51,7 +61,7 @@ public struct SegmentScanner<Source: SegmentSource> {
     public mutating func next() throws -> ScanEvent {
         let size = source.size
         if offset >= size { return .end(offset: offset) }
-        if let frame = try validFrame(at: offset) {
+        if let frame = try validFrame(at: offset, searching: false) {
             offset = frame.bodyOffset + frame.bodyLength
             lastSeq = frame.seq
             return .record(seq: frame.seq, frameOffset: frame.bodyOffset - SegmentFormat.frameHeaderSize, bodyOffset: frame.bodyOffset, bodyLength: frame.bodyLength)
@@ -59,7 +69,7 @@ public struct SegmentScanner<Source: SegmentSource> {
         let bad = offset
         var candidate = offset + 1
         while candidate + SegmentFormat.frameHeaderSize <= size {
-            if try validFrame(at: candidate) != nil {
+            if try validFrame(at: candidate, searching: true) != nil {
                 offset = candidate
                 return .corrupt(offset: bad, length: candidate - bad)
             }
@@ -69,7 +79,7 @@ public struct SegmentScanner<Source: SegmentSource> {
         return .tornTail(offset: bad, length: size - bad)
     }
 
-    private mutating func validFrame(at position: Int) throws -> (seq: UInt64, bodyOffset: Int, bodyLength: Int)? {
+    private mutating func validFrame(at position: Int, searching: Bool) throws -> (seq: UInt64, bodyOffset: Int, bodyLength: Int)? {
         let size = source.size
         guard position + SegmentFormat.frameHeaderSize <= size else { return nil }
         try ensure(position, SegmentFormat.frameHeaderSize)
@@ -81,7 +91,19 @@ public struct SegmentScanner<Source: SegmentSource> {
         }
         let bodyOffset = position + SegmentFormat.frameHeaderSize
         guard length > 0, length <= maxBody, bodyOffset + length <= size else { return nil }
-        guard seq > lastSeq, seq - lastSeq <= UInt64(UInt32.max) || lastSeq == 0 else { return nil }
+        guard seq > lastSeq else { return nil }
+        if lastSeq == 0 {
+            if nearSeq > 0, (seq > nearSeq ? seq - nearSeq : nearSeq - seq) > UInt64(UInt32.max) { return nil }
+        } else if seq - lastSeq > UInt64(UInt32.max) {
+            return nil
+        }
+        let inWindow = bodyOffset >= windowStart && bodyOffset + length <= windowStart + window.count
+        if searching && !inWindow {
+            // Checksum the candidate without moving the window back and forth.
+            guard try streamedChecksum(bodyOffset, length, seq: seq) == stored else { return nil }
+            try ensure(bodyOffset, length)
+            return (seq, bodyOffset, length)
+        }
         try ensure(bodyOffset, length)
         let computed = window.withUnsafeBytes { w -> UInt32 in
             var crc = CRC32C()
@@ -89,6 +111,22 @@ public struct SegmentScanner<Source: SegmentSource> {
             return SegmentFormat.frameChecksum(bodyCRC: crc, seq: seq)
         }
         return computed == stored ? (seq, bodyOffset, length) : nil
+    }
+
+    private mutating func streamedChecksum(_ start: Int, _ length: Int, seq: UInt64) throws -> UInt32 {
+        if scratch.isEmpty { scratch = [UInt8](repeating: 0, count: 256 * 1024) }
+        var crc = CRC32C()
+        var done = 0
+        let source = self.source
+        while done < length {
+            let chunk = min(scratch.count, length - done)
+            let n = try scratch.withUnsafeMutableBytes { try source.read(at: start + done, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<chunk])) }
+            bytesRead += n
+            guard n == chunk else { throw ScanError.shortRead(offset: start + done, wanted: chunk, got: n) }
+            scratch.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[0..<chunk])) }
+            done += chunk
+        }
+        return SegmentFormat.frameChecksum(bodyCRC: crc, seq: seq)
     }
 
     /// Makes bytes [position, position + count) available in `window`.
@@ -101,6 +139,7 @@ public struct SegmentScanner<Source: SegmentSource> {
         if buffer.count != available { buffer = [UInt8](repeating: 0, count: available) }
         let source = self.source
         let read = try buffer.withUnsafeMutableBytes { try source.read(at: position, into: $0) }
+        bytesRead += read
         if read < available { buffer.removeLast(available - read) }
         window = buffer
         windowStart = position

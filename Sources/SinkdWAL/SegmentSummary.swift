@@ -6,9 +6,26 @@
 /// u64 firstSeq, lastSeq, minAcceptedMillis, maxAcceptedMillis, records, corruptFrames, fileSize
 /// u32 sinkCount; per sink: u16 length, name, u64 firstSeq, lastSeq, records, bodyBytes
 /// u32 crc32c of all of the above                      <- part 1: read at every start
-/// u32 keyCount; per record: u64 keyA, u64 keyB, u64 seq  (dedupe keys, in seq order)
+/// u32 keyCount; per record: u64 keyA, u64 keyB, u64 seq, u64 acceptedAtMillis  (in seq order)
 /// u32 crc32c of part 2                                 <- part 2: read only within the dedupe window
 /// ```
+/// Version 2. Version 1 (written before 2026-12) had no acceptance time per key and hashed keys
+/// the old way (`sink ‖ 0 ‖ id`, ambiguous when either contains a NUL byte): its part 1 is read as
+/// before, its keys are not loaded (a resend within the dedupe window of an upgrade is accepted
+/// again rather than answered `duplicate`).
+/// One record's dedupe key in a summary.
+public struct SummaryKey: Sendable, Equatable {
+    public var key: DedupeKey
+    public var seq: UInt64
+    public var acceptedAtMillis: UInt64
+
+    public init(key: DedupeKey, seq: UInt64, acceptedAtMillis: UInt64) {
+        self.key = key
+        self.seq = seq
+        self.acceptedAtMillis = acceptedAtMillis
+    }
+}
+
 public struct SegmentSummary: Sendable, Equatable {
     public struct SinkSpan: Sendable, Equatable {
         public var firstSeq: UInt64
@@ -53,9 +70,11 @@ public struct SegmentSummary: Sendable, Equatable {
 
     static let magic: [UInt8] = Array("SINKDIDX".utf8)
 
-    public func encode(keys: [(DedupeKey, UInt64)]) -> [UInt8] {
+    public static let version: UInt32 = 2
+
+    public func encode(keys: [SummaryKey]) -> [UInt8] {
         var out = Self.magic
-        out.appendLE(UInt32(1))
+        out.appendLE(Self.version)
         out.appendLE(UInt32(0))
         for v in [firstSeq, lastSeq, minAcceptedMillis, maxAcceptedMillis, records, corruptFrames, fileSize] { out.appendLE(v) }
         out.appendLE(UInt32(sinks.count))
@@ -67,21 +86,25 @@ public struct SegmentSummary: Sendable, Equatable {
         out.appendLE(CRC32C.checksum(out))
         let part2Start = out.count
         out.appendLE(UInt32(keys.count))
-        for (key, seq) in keys {
-            out.appendLE(key.a)
-            out.appendLE(key.b)
-            out.appendLE(seq)
+        for k in keys {
+            out.appendLE(k.key.a)
+            out.appendLE(k.key.b)
+            out.appendLE(k.seq)
+            out.appendLE(k.acceptedAtMillis)
         }
         out.appendLE(CRC32C.checksum(out[part2Start...]))
         return out
     }
 
-    /// Decodes part 1. Returns the summary and where part 2 starts; nil if damaged.
-    public static func decode(_ bytes: [UInt8]) -> (summary: SegmentSummary, keysOffset: Int)? {
-        bytes.withUnsafeBytes { raw -> (SegmentSummary, Int)? in
+    /// Decodes part 1. Returns the summary and where part 2 starts (nil for a version-1 file,
+    /// whose keys are not used); nil if damaged.
+    public static func decode(_ bytes: [UInt8]) -> (summary: SegmentSummary, keysOffset: Int?)? {
+        bytes.withUnsafeBytes { raw -> (SegmentSummary, Int?)? in
             var c = ByteCursor(raw)
             do {
-                guard Array(try c.take(8)) == magic, try c.u32() == 1 else { return nil }
+                guard Array(try c.take(8)) == magic else { return nil }
+                let version = try c.u32()
+                guard version == 1 || version == 2 else { return nil }
                 _ = try c.u32()
                 var s = SegmentSummary()
                 s.firstSeq = try c.u64()
@@ -98,7 +121,7 @@ public struct SegmentSummary: Sendable, Equatable {
                 }
                 let end = c.offset
                 guard try c.u32() == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<end])) else { return nil }
-                return (s, c.offset)
+                return (s, version == 2 ? c.offset : nil)
             } catch {
                 return nil
             }
@@ -106,17 +129,17 @@ public struct SegmentSummary: Sendable, Equatable {
     }
 
     /// Decodes part 2, the dedupe keys; nil if damaged.
-    public static func decodeKeys(_ bytes: [UInt8], from offset: Int) -> [(DedupeKey, UInt64)]? {
-        bytes.withUnsafeBytes { raw -> [(DedupeKey, UInt64)]? in
+    public static func decodeKeys(_ bytes: [UInt8], from offset: Int) -> [SummaryKey]? {
+        bytes.withUnsafeBytes { raw -> [SummaryKey]? in
             var c = ByteCursor(raw)
             c.offset = offset
             do {
                 let count = Int(try c.u32())
-                guard count <= c.remaining / 24 else { return nil }
-                var keys: [(DedupeKey, UInt64)] = []
+                guard count <= c.remaining / 32 else { return nil }
+                var keys: [SummaryKey] = []
                 keys.reserveCapacity(count)
                 for _ in 0..<count {
-                    keys.append((DedupeKey(a: try c.u64(), b: try c.u64()), try c.u64()))
+                    keys.append(SummaryKey(key: DedupeKey(a: try c.u64(), b: try c.u64()), seq: try c.u64(), acceptedAtMillis: try c.u64()))
                 }
                 let end = c.offset
                 guard try c.u32() == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[offset..<end])) else { return nil }

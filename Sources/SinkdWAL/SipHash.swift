@@ -10,11 +10,17 @@ public struct DedupeKey: Hashable, Sendable {
         self.b = b
     }
 
-    /// The key of (sink, id): SipHash-128 over the sink bytes, a 0 byte, the id bytes.
+    /// The key of (sink, id): SipHash-128 over the sink's length (u64 little-endian), the sink
+    /// bytes, the id bytes. The length prefix makes the encoding unambiguous: sinks and ids may
+    /// both contain any byte, NUL included, so no separator could.
     public init(sink: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer) {
         var h = SipHash128()
+        var length = UInt64(sink.count).littleEndian
+        for _ in 0..<8 {
+            h.update(byte: UInt8(truncatingIfNeeded: length))
+            length >>= 8
+        }
         h.update(sink)
-        h.update(byte: 0)
         h.update(id)
         (a, b) = h.finalize()
     }

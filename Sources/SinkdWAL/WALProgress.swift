@@ -29,7 +29,7 @@ extension WriteAheadLog {
         }
         guard let snapshot else { return }
         do {
-            try FileIO.replaceAtomically(path("progress"), with: snapshot.encode(), directory: directory)
+            try progressStore.save(snapshot)
         } catch {
             lock.withLock { progressDirty = true }
             throw error
@@ -55,13 +55,9 @@ extension WriteAheadLog {
         try FileIO.syncDirectory(directory)
         let waiters: [@Sendable () -> Void] = lock.withLock {
             let gone = Set(finished)
-            for s in segments where gone.contains(s.id) { totalBytes -= s.visibleSize }
+            for s in segments where gone.contains(s.id) { diskBytes -= s.fileBytes }
             segments.removeAll { gone.contains($0.id) }
-            if totalBytes < options.maxSize - options.segmentSize / 16 {
-                defer { spaceWaiters.removeAll() }
-                return spaceWaiters
-            }
-            return []
+            return takeSpaceWaiters()
         }
         for w in waiters { w() }
         return finished.count
@@ -77,7 +73,7 @@ extension WriteAheadLog {
             do {
                 try checkpoint()
             } catch {
-                logger.error("could not save WAL progress; will retry", metadata: ["error": "\(error)"])
+                progressLog.log(logger, key: "checkpoint", "could not save WAL progress or delete finished segments; will retry", metadata: ["error": "\(error)"])
             }
             if stop { return }
             if lock.withLock({ stopping }) {

@@ -4,77 +4,175 @@ import Glibc
 import Logging
 import Metrics
 
-/// The writer thread: takes the pending round, writes it, syncs it, reports it.
+// # The writer thread
+//
+// Takes the pending round, writes it into the active segment (rolling over as needed), syncs it
+// per `fsync`, reports it.
+//
+// ## Failures
+// A write, fdatasync, rollover or segment creation can fail at any step (ENOSPC, EIO, ...).
+// What holds afterwards, in every mode:
+// - No record already reported durable is removed by sinkd. Only the failed round's own frames
+//   are cut from the active segment (it is cut back to `activeRoundStart`), and the segment is
+//   closed: writing goes on in a fresh file, whose header is synced before use.
+// - `fsync: interval`: the frames reported durable since the last successful fdatasync may have
+//   been dropped from the page cache by the failed sync (Linux marks them clean: the PostgreSQL
+//   "fsyncgate" lesson), so the writer keeps its own copy of them (`unsynced`). After a failure
+//   the copy is written again into the fresh segment and synced before any new round; only then
+//   is the old segment cut back to its last synced size. Until that rewrite succeeds nothing new
+//   is written, and the records stay readable from the old segment. Logged with the seq range,
+//   counted (`sinkd_wal_rewritten_records_total`).
+// - `fsync: never`: no copy is kept (it would be a segment's worth); a failed fdatasync at a
+//   rollover is logged with the seq range at risk and counted (`sinkd_wal_records_at_risk_total`).
+// - Records of the failed round that a rollover already sealed (synced) stay: they are durable,
+//   stay in the dedupe table, and a client that resends one is answered `duplicate`. The rest of
+//   the round leaves the dedupe table and the byte count, and is answered with an error.
+// - `when_full: block` and ENOSPC: the round is kept and written again after a backoff (at most
+//   1 s), with no system call in progress meanwhile (the watchdog measures only those); appends
+//   wait behind `pendingBudget`. The state is reported (`diskFullSinceMillis`, logged once when it
+//   starts and once when it ends). `closeAppends()` or `shutdown()` ends the wait: the round fails.
 extension WriteAheadLog {
     func writerLoop() {
-        var retryDelayMillis = 0
+        var backoffMillis = 0
+        var held: Round?
         while true {
-            let next: Round? = lock.withLock {
-                while pending.entries.isEmpty && pending.callbacks.isEmpty && !stopping && !intervalSyncDue() {
-                    if options.fsync == .interval && dirtySinceSync {
-                        lock.wait(nanoseconds: Int(options.fsyncInterval.milliseconds) * 1_000_000)
-                    } else {
-                        lock.wait()
-                    }
-                }
-                if pending.entries.isEmpty && pending.callbacks.isEmpty {
-                    return nil
-                }
-                var round = Round(number: pending.number + 1)
-                swap(&round, &pending)
-                writing = round
-                stats.writingSinceNanos = UInt64(MonotonicClock.nanos())
-                return round
-            }
-            guard var round = next else {
-                if intervalSyncDueUnlocked() {
-                    try? syncActive()
+            // A rewrite after a failure comes before any new round.
+            if !rewrite.entries.isEmpty {
+                do throws(FileError) {
+                    try performRewrite()
+                } catch {
+                    handleFailure(error)
+                    // Nothing new can be written before it: clients wait only where they would
+                    // for a full disk; otherwise what is pending is answered with the error.
+                    let hold = options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
+                    if hold { markDiskFull(error) } else { failPendingRound(error) }
+                    if lock.withLock({ stopping }) { break }
+                    _ = waitBeforeRetry(&backoffMillis)
                     continue
                 }
-                // Stopping with nothing pending.
-                break
             }
-            while true {
-                do throws(FileError) {
-                    try write(round)
-                    retryDelayMillis = 0
-                    finish(&round, result: .success(()))
-                    break
-                } catch {
-                    let walError = WALWriteError(underlying: error)
-                    logger.error("WAL write failed; no record of this round is acknowledged", metadata: [
-                        "error": "\(error)", "records": "\(round.entries.count)",
-                    ])
-                    recoverAfterWriteFailure()
-                    let retry = options.whenFull == .block && walError.isNoSpace && !lock.withLock({ stopping })
-                    if retry {
-                        // Behave like a full WAL: hold the round (clients wait, nothing is acknowledged) and retry.
-                        retryDelayMillis = min(max(retryDelayMillis * 2, 50), 1000)
-                        usleep(useconds_t(retryDelayMillis * 1000))
-                        continue
+            let next: Round?
+            if let round = held {
+                next = round
+                held = nil
+            } else {
+                next = lock.withLock {
+                    while pending.entries.isEmpty && pending.callbacks.isEmpty && !stopping && !intervalSyncDue() {
+                        if options.fsync == .interval && dirtySinceSync {
+                            lock.wait(nanoseconds: Int(options.fsyncInterval.milliseconds) * 1_000_000)
+                        } else {
+                            lock.wait()
+                        }
                     }
-                    finish(&round, result: .failure(walError))
-                    break
+                    if pending.entries.isEmpty && pending.callbacks.isEmpty {
+                        return nil
+                    }
+                    var round = Round(number: pending.number + 1)
+                    swap(&round, &pending)
+                    writing = round
+                    return round
                 }
+            }
+            guard var round = next else {
+                if options.fsync == .interval && dirtySinceSync {
+                    do throws(FileError) {
+                        try syncActive()
+                    } catch {
+                        handleFailure(error)
+                    }
+                    if !lock.withLock({ stopping }) { continue }
+                }
+                break  // stopping with nothing pending
+            }
+            lock.withLock { stats.writingSinceNanos = UInt64(MonotonicClock.nanos()) }
+            do throws(FileError) {
+                try write(&round)
+                backoffMillis = 0
+                finish(&round, result: .success(()))
+            } catch {
+                handleFailure(error, round: &round)
+                let retry = options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
+                if retry {
+                    markDiskFull(error)
+                    held = round
+                    if !waitBeforeRetry(&backoffMillis) {
+                        held = nil
+                        finish(&round, result: .failure(WALWriteError(underlying: error)))
+                    }
+                    continue
+                }
+                finish(&round, result: .failure(WALWriteError(underlying: error)))
             }
         }
         drainForShutdown()
     }
 
-    private func intervalSyncDue() -> Bool {
-        options.fsync == .interval && dirtySinceSync && ContinuousClock.now - lastSync >= options.fsyncInterval
-    }
-
-    private func intervalSyncDueUnlocked() -> Bool {
-        options.fsync == .interval && dirtySinceSync
-    }
-
-    /// Writes the round's frames into the active segment (rotating as needed) and syncs per `fsync`.
-    private func write(_ round: Round) throws(FileError) {
-        if activeFD < 0, let first = round.entries.first {
-            try openNewActiveSegment(id: first.seq)
+    /// Waits the next backoff step (50 ms doubling to 1 s) with no system call in progress, so the
+    /// watchdog keeps pinging; `closeAppends()` and `shutdown()` wake it. Returns false when
+    /// stopping or ingest closed: give up holding a round.
+    private func waitBeforeRetry(_ backoffMillis: inout Int) -> Bool {
+        backoffMillis = min(max(backoffMillis * 2, 50), 1000)
+        let wait = backoffMillis
+        return lock.withLock {
+            stats.writingSinceNanos = 0
+            if stopping { return false }
+            if !appendsClosed { lock.wait(nanoseconds: wait * 1_000_000) }
+            return !stopping && !appendsClosed
         }
-        var index = 0
+    }
+
+    /// Answers the pending round with `error` without writing it.
+    private func failPendingRound(_ error: FileError) {
+        let taken: Round? = lock.withLock {
+            guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
+            var round = Round(number: pending.number + 1)
+            swap(&round, &pending)
+            writing = round
+            return round
+        }
+        if var round = taken { finish(&round, result: .failure(WALWriteError(underlying: error))) }
+    }
+
+    private func markDiskFull(_ error: FileError) {
+        let first: Bool = lock.withLock {
+            guard stats.diskFullSinceMillis == 0 else { return false }
+            stats.diskFullSinceMillis = WallClock.millis()
+            return true
+        }
+        if first {
+            logger.error("the disk holding the WAL is full: records are held (and clients wait) until space returns", metadata: [
+                "directory": "\(directory)", "error": "\(error)", "held_bytes": "\(lock.withLock { reservedBytes })",
+            ])
+        }
+    }
+
+    private func clearDiskFull() {
+        let since: UInt64 = lock.withLock {
+            defer { stats.diskFullSinceMillis = 0 }
+            return stats.diskFullSinceMillis
+        }
+        if since > 0 {
+            let seconds = Double(WallClock.millis() - min(since, WallClock.millis())) / 1000
+            logger.notice("the WAL can write again", metadata: ["directory": "\(directory)", "full_for_seconds": "\(seconds)"])
+        }
+    }
+
+    private func intervalSyncDue() -> Bool {
+        options.fsync == .interval && dirtySinceSync
+            && (ContinuousClock.now - lastSync >= options.fsyncInterval || unsynced.frames.count >= options.pendingBudget)
+    }
+
+    /// Writes the round's frames (from `durableEntries` on) into the active segment, rotating as
+    /// needed, and syncs per `fsync`. Keeps `round.durableEntries` and `writtenEntries` current so
+    /// that a failure knows exactly which frames are where.
+    private func write(_ round: inout Round) throws(FileError) {
+        round.writtenEntries = round.durableEntries
+        guard round.durableEntries < round.entries.count else { return }
+        if activeFD < 0 {
+            try openNewActiveSegment(id: round.entries[round.durableEntries].seq)
+        }
+        activeRoundStart = activeSize
+        var index = round.durableEntries
         while index < round.entries.count {
             // The run of frames that fits in the active segment.
             var end = index
@@ -87,7 +185,9 @@ extension WriteAheadLog {
                 // The next frame does not fit: seal this segment and start another.
                 if activeSize > SegmentFormat.headerSize {
                     try sealActive()
+                    round.durableEntries = index  // what the sealed segment holds is synced
                     try openNewActiveSegment(id: round.entries[index].seq)
+                    activeRoundStart = activeSize
                     continue
                 }
                 end = index + 1  // a frame larger than a segment gets a segment of its own
@@ -95,17 +195,26 @@ extension WriteAheadLog {
             }
             let start = round.entries[index].frameOffset
             try FileIO.writeAll(activeFD, round.frames, range: start..<(start + bytes), path: activePath)
+            var offset = activeSize
+            for e in round.entries[index..<end] {
+                offset += e.frameLength
+                activeEntries.append(ActiveEntry(e, end: offset))
+            }
             activeSize += bytes
-            for e in round.entries[index..<end] { activeKeys.append((e.key, e.seq)) }
+            let added = round.entries[index..<end]
             lock.withLock {
                 var s = segments[segments.count - 1]
-                for e in round.entries[index..<end] {
+                for e in added {
                     s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
                 }
                 s.summary.fileSize = UInt64(activeSize)
+                s.fileBytes += bytes
+                diskBytes += bytes
+                reservedBytes -= bytes
                 segments[segments.count - 1] = s
             }
             index = end
+            round.writtenEntries = end
             dirtySinceSync = true
         }
         if options.fsync == .always {
@@ -114,14 +223,16 @@ extension WriteAheadLog {
     }
 
     func syncActive() throws(FileError) {
-        guard dirtySinceSync else { return }
+        guard dirtySinceSync, activeFD >= 0 else { return }
         let started = ContinuousClock.now
+        lock.withLock { if stats.writingSinceNanos == 0 { stats.writingSinceNanos = UInt64(MonotonicClock.nanos()) } }
         try FileIO.dataSync(activeFD, path: activePath)
         let elapsed = ContinuousClock.now - started
         WALMetrics.fsync.recordNanoseconds(Int64(elapsed.nanoseconds))
         lastSync = ContinuousClock.now
         dirtySinceSync = false
         activeDurableSize = activeSize
+        unsynced.removeAll()
         lock.withLock {
             stats.fsyncs += 1
             stats.fsyncNanosTotal += elapsed.nanoseconds
@@ -133,23 +244,34 @@ extension WriteAheadLog {
 
     /// Reports a round: readers may see it, callbacks run, failed seqs leave the dedupe table.
     private func finish(_ round: inout Round, result: Result<Void, WALWriteError>) {
-        let (callbacks, waiters): ([(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)], [@Sendable () -> Void]) = lock.withLock {
+        if case .success = result {
+            clearDiskFull()
+            if options.fsync == .interval, dirtySinceSync {
+                // Reported durable now, synced later: keep a copy until then.
+                unsynced.append(round, from: round.durableEntries)
+            }
+        }
+        let (callbacks, waiters, space): ([(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)], [@Sendable () -> Void], [@Sendable () -> Void]) = lock.withLock {
+            let keep: Int
             switch result {
             case .success:
-                if let last = round.entries.last?.seq {
-                    stats.durableSeq = last
-                    segments[segments.count - 1].visibleSize = activeSize
-                }
-                for e in round.entries { newSinks.insert(e.sink) }
+                keep = round.entries.count
+                if activeFD >= 0, !segments.isEmpty { segments[segments.count - 1].visibleSize = activeSize }
             case .failure(let error):
+                keep = round.durableEntries
                 lastFailure = error
-                failedRounds.append(round.number)
-                if failedRounds.count > 64 { failedRounds.removeFirst() }
+                recordFailure(round: round.number)
                 stats.failedRounds += 1
-                for e in round.entries {
+                // handleFailure put the frames it cut back among the reserved: none of these is
+                // in a file now.
+                for e in round.entries[keep...] {
                     dedupe.remove(e.key, seq: e.seq)
-                    totalBytes -= e.frameLength
+                    reservedBytes -= e.frameLength
                 }
+            }
+            if keep > 0 {
+                stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
+                for e in round.entries[..<keep] { newSinks.insert(e.sink) }
             }
             // Callbacks registered while the round was being written went to `writing`.
             let callbacks = writing?.number == round.number ? writing!.callbacks : round.callbacks
@@ -157,12 +279,12 @@ extension WriteAheadLog {
             writing = nil
             stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
             stats.writingSinceNanos = 0
-            let waiters = round.entries.isEmpty || result.isFailure ? [] : dataWaiters
+            let waiters = keep == 0 ? [] : dataWaiters
             if !waiters.isEmpty { dataWaiters.removeAll() }
-            return (callbacks, waiters)
+            return (callbacks, waiters, takeSpaceWaiters())
         }
         for (rounds, callback) in callbacks {
-            let failedEarlier = lock.withLock { failedRounds.contains(where: { rounds.contains($0) && $0 != round.number }) }
+            let failedEarlier = lock.withLock { anyFailed(rounds) }
             if case .success = result, failedEarlier {
                 callback(.failure(lock.withLock { lastFailure! }))
             } else {
@@ -170,59 +292,183 @@ extension WriteAheadLog {
             }
         }
         for w in waiters { w() }
+        for w in space { w() }
     }
 
-    /// After a failed write or sync: cut the segment back to what was durable and seal it, so
-    /// the next round starts on a fresh file (invariant 2).
-    private func recoverAfterWriteFailure() {
+    /// After a failed write, sync, rollover or rewrite: cut the failed round's frames off the
+    /// active segment, close it, and queue a rewrite of what was reported durable but is not
+    /// synced (interval). `round`'s entries that were cut go back to being reserved, so that a
+    /// retry or `finish` accounts for them exactly.
+    private func handleFailure(_ error: FileError, round: inout Round) {
+        // Frames of the round written into the active segment by this attempt are cut below.
+        let cut = round.entries[round.durableEntries..<round.writtenEntries]
+        let bytes = cut.reduce(0) { $0 + $1.frameLength }
+        lock.withLock { reservedBytes += bytes }
+        round.writtenEntries = round.durableEntries
+        handleFailure(error, records: round.entries.count - round.durableEntries)
+    }
+
+    private func handleFailure(_ error: FileError, records: Int = 0) {
+        lock.withLock {
+            stats.writeFailures += 1
+            stats.writingSinceNanos = 0
+        }
+        WALMetrics.writeFailures.increment()
+        failureLog.log(logger, key: "\(error.operation) \(error.errno)", "a WAL write or fdatasync failed; no record of the failed round is acknowledged", metadata: [
+            "error": "\(error)", "records": "\(records)",
+        ])
         guard activeFD >= 0 else { return }
-        do {
-            try FileIO.truncate(activeFD, to: activeDurableSize, path: activePath)
-            activeSize = activeDurableSize
-            // The keys and summary of frames that did not survive must go.
-            let keep = lock.withLock { stats.durableSeq }
-            activeKeys.removeAll { $0.1 > keep }
-            lock.withLock {
-                var s = segments[segments.count - 1]
-                s.summary = rebuiltSummary(s.summary, keepingThrough: keep)
-                s.summary.fileSize = UInt64(activeSize)
-                s.visibleSize = activeSize
-                segments[segments.count - 1] = s
-            }
-            dirtySinceSync = true
-            try sealActive()
-            try openNewActiveSegment(id: lock.withLock { nextSeq })
+        let keep = activeRoundStart
+        var truncated = true
+        do throws(FileError) {
+            try FileIO.truncate(activeFD, to: keep, path: activePath)
         } catch {
-            logger.error("could not reopen the WAL after a failed write; will retry on the next round", metadata: ["error": "\(error)"])
+            truncated = false
+            logger.error("could not cut a failed round off the WAL segment; a restart scans it (its frames may then be delivered though they were answered with an error)", metadata: [
+                "segment": "\(activePath)", "error": "\(error)",
+            ])
+        }
+        let kept = activeEntries.prefix { $0.end <= keep }
+        activeEntries.removeAll()
+        if options.fsync == .interval, !unsynced.entries.isEmpty {
+            let first = unsynced.entries.first!.seq, last = unsynced.entries.last!.seq
+            logger.error("records reported durable were not synced when the WAL failed; writing them again from sinkd's copy into a new segment", metadata: [
+                "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)", "records": "\(unsynced.entries.count)",
+            ])
+            let id = lock.withLock { segments[segments.count - 1].id }
+            // The records stay readable from here until the rewrite is synced; then this segment
+            // is cut back to what its last successful fdatasync covered.
+            cutAfterRewrite = (id, activeDurableSize, kept.filter { $0.end <= activeDurableSize })
+            rewrite.append(unsynced)
+            unsynced.removeAll()
+        } else if options.fsync == .never, keep > SegmentFormat.headerSize {
+            do throws(FileError) {
+                try FileIO.dataSync(activeFD, path: activePath)
+            } catch {
+                reportAtRisk(Array(kept), error: error)
+            }
+        }
+        close(activeFD)
+        activeFD = -1
+        dirtySinceSync = false
+        let summary = SegmentSummary(entries: kept)
+        lock.withLock {
+            var s = segments[segments.count - 1]
+            s.summary = summary
+            s.summary.fileSize = UInt64(keep)
+            s.visibleSize = keep
+            s.sealed = true
+            if truncated {
+                diskBytes -= s.fileBytes - keep
+                s.fileBytes = keep
+            }
+            segments[segments.count - 1] = s
+        }
+        // No summary file: a restart scans this segment (it may hold what the truncate missed).
+    }
+
+    /// Records reported durable whose fdatasync failed with no copy to write again.
+    private func reportAtRisk(_ entries: [ActiveEntry], error: FileError) {
+        guard let first = entries.first?.seq, let last = entries.last?.seq else { return }
+        lock.withLock { stats.recordsAtRisk += UInt64(entries.count) }
+        WALMetrics.recordsAtRisk.increment(by: entries.count)
+        logger.critical("fdatasync failed for records already reported durable (fsync: never): they survive a sinkd crash but may not survive a power loss", metadata: [
+            "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)", "records": "\(entries.count)", "error": "\(error)",
+        ])
+    }
+
+    /// Writes `rewrite` into a fresh segment and syncs it; then cuts the segment it came from back
+    /// to what was synced there.
+    private func performRewrite() throws(FileError) {
+        if activeFD < 0 || activeSize > SegmentFormat.headerSize {
+            if activeFD >= 0 { try sealActive() }
+            try openNewActiveSegment(id: rewrite.entries[0].seq)
+        }
+        lock.withLock { stats.writingSinceNanos = UInt64(MonotonicClock.nanos()) }
+        try FileIO.writeAll(activeFD, rewrite.frames, path: activePath)
+        var offset = activeSize
+        var added: [ActiveEntry] = []
+        for e in rewrite.entries {
+            offset += e.frameLength
+            added.append(ActiveEntry(e, end: offset))
+        }
+        activeSize = offset
+        dirtySinceSync = true
+        activeRoundStart = activeSize
+        let bytes = rewrite.frames.count
+        lock.withLock {
+            var s = segments[segments.count - 1]
+            for e in rewrite.entries {
+                s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+            }
+            s.summary.fileSize = UInt64(activeSize)
+            s.fileBytes += bytes
+            diskBytes += bytes
+            segments[segments.count - 1] = s
+        }
+        activeEntries += added
+        try syncActive()
+        let count = rewrite.entries.count
+        lock.withLock {
+            segments[segments.count - 1].visibleSize = activeSize
+            stats.rewrittenRecords += UInt64(count)
+            stats.writingSinceNanos = 0
+        }
+        WALMetrics.rewritten.increment(by: count)
+        logger.notice("records reported durable before a WAL failure are synced again in a new segment", metadata: [
+            "segment": "\(activePath)", "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(count)",
+        ])
+        rewrite.removeAll()
+        if let cut = cutAfterRewrite {
+            cutAfterRewrite = nil
+            cutBack(cut)
         }
     }
 
-    /// A summary without the records above `seq` (their frames were cut off). Per-sink spans are
-    /// recomputed only roughly (their last seq is clamped), which errs towards keeping segments.
-    private func rebuiltSummary(_ s: SegmentSummary, keepingThrough seq: UInt64) -> SegmentSummary {
-        var out = s
-        if out.lastSeq > seq { out.lastSeq = max(out.firstSeq, seq) }
-        out.sinks = out.sinks.compactMapValues { span in
-            if span.firstSeq > seq { return nil }
-            var span = span
-            span.lastSeq = min(span.lastSeq, seq)
-            return span
+    /// Cuts a closed segment back to `size`: its frames after it were written again elsewhere.
+    private func cutBack(_ cut: (id: UInt64, size: Int, keep: [ActiveEntry])) {
+        let file = path(SegmentFormat.fileName(id: cut.id))
+        do throws(FileError) {
+            let fd = try FileIO.open(file, O_WRONLY | O_NOFOLLOW)
+            defer { close(fd) }
+            try FileIO.truncate(fd, to: cut.size, path: file)
+            try FileIO.dataSync(fd, path: file)
+        } catch where error.errno == ENOENT {
+            return  // every record in it was finished and the segment deleted meanwhile
+        } catch {
+            // Its copies of the rewritten seqs stay; readers skip a seq they have passed, so
+            // they are delivered once. A restart rescans it (it has no summary).
+            logger.warning("could not cut a WAL segment back after rewriting its unsynced records", metadata: ["segment": "\(file)", "error": "\(error)"])
+            return
         }
-        return out
+        let summary = SegmentSummary(entries: cut.keep)
+        lock.withLock {
+            guard let i = segments.firstIndex(where: { $0.id == cut.id }) else { return }
+            segments[i].summary = summary
+            segments[i].summary.fileSize = UInt64(cut.size)
+            segments[i].visibleSize = cut.size
+            diskBytes -= segments[i].fileBytes - cut.size
+            segments[i].fileBytes = cut.size
+        }
     }
 
-    /// Makes the active segment durable and writes its summary beside it.
+    /// Makes the active segment durable and writes its summary beside it. Only the sync can
+    /// fail: the summary is an optimisation (without it the next start scans the segment), so a
+    /// full disk never stops a rollover that the data itself fits.
     func sealActive() throws(FileError) {
         if dirtySinceSync || options.fsync != .never {
             try syncActive()
         }
-        let summary = lock.withLock { segments[segments.count - 1].summary }
-        let bytes = summary.encode(keys: activeKeys)
-        let id = lock.withLock { segments[segments.count - 1].id }
-        try FileIO.replaceAtomically(path(SegmentFormat.summaryFileName(id: id)), with: bytes, directory: directory)
+        let (summary, id) = lock.withLock { (segments[segments.count - 1].summary, segments[segments.count - 1].id) }
+        let bytes = summary.encode(entries: activeEntries)
+        do throws(FileError) {
+            try FileIO.replaceAtomically(path(SegmentFormat.summaryFileName(id: id)), with: bytes, directory: directory)
+        } catch {
+            failureLog.log(logger, key: "summary", "could not write a WAL segment's summary; the next start scans the segment instead", metadata: ["segment": "\(activePath)", "error": "\(error)"])
+        }
         close(activeFD)
         activeFD = -1
-        activeKeys.removeAll(keepingCapacity: true)
+        activeEntries.removeAll(keepingCapacity: true)
         lock.withLock {
             segments[segments.count - 1].sealed = true
             segments[segments.count - 1].visibleSize = activeSize
@@ -237,7 +483,7 @@ extension WriteAheadLog {
         let file = path(name)
         // A leftover from an earlier failed attempt with the same id holds no durable record.
         try FileIO.unlink(file)
-        let fd = try FileIO.open(file, O_WRONLY | O_CREAT | O_EXCL | O_APPEND)
+        let fd = try FileIO.open(file, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW)
         do throws(FileError) {
             let header = SegmentFormat.header()
             try FileIO.writeAll(fd, header, path: file)
@@ -245,23 +491,37 @@ extension WriteAheadLog {
             try FileIO.syncDirectory(directory)
         } catch {
             close(fd)
+            _ = Glibc.unlink(file)
             throw error
         }
         activeFD = fd
         activePath = file
         activeSize = SegmentFormat.headerSize
         activeDurableSize = activeSize
+        activeRoundStart = activeSize
+        activeEntries.removeAll(keepingCapacity: true)
         dirtySinceSync = false
         lock.withLock {
             var summary = SegmentSummary()
             summary.fileSize = UInt64(SegmentFormat.headerSize)
-            segments.append(Segment(id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false))
-            totalBytes += SegmentFormat.headerSize
+            segments.append(Segment(id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false, fileBytes: SegmentFormat.headerSize))
+            diskBytes += SegmentFormat.headerSize
         }
     }
 
-    /// Shutdown: everything appended is written; the active segment is sealed; progress saved.
+    /// Shutdown: everything appended is written (one attempt); the active segment is sealed;
+    /// progress saved. Never waits for disk space.
     func drainForShutdown() {
+        if !rewrite.entries.isEmpty {
+            do throws(FileError) {
+                try performRewrite()
+            } catch {
+                logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
+                    "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(rewrite.entries.count)", "error": "\(error)",
+                ])
+                lock.withLock { stats.recordsAtRisk += UInt64(rewrite.entries.count) }
+            }
+        }
         let leftover: Round? = lock.withLock {
             guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
             var round = Round(number: pending.number + 1)
@@ -271,20 +531,118 @@ extension WriteAheadLog {
         }
         if var round = leftover {
             do throws(FileError) {
-                try write(round)
+                try write(&round)
                 finish(&round, result: .success(()))
             } catch {
+                handleFailure(error, round: &round)
                 finish(&round, result: .failure(WALWriteError(underlying: error)))
             }
         }
         if activeFD >= 0 {
-            do {
+            do throws(FileError) {
                 try sealActive()
             } catch {
-                logger.error("could not seal the last WAL segment at shutdown; the next start will scan it", metadata: ["error": "\(error)"])
+                // The last sync failed: what was reported durable and not synced is written again
+                // (interval), once; a restart scans whatever is left.
+                handleFailure(error)
+                if !rewrite.entries.isEmpty {
+                    do throws(FileError) {
+                        try performRewrite()
+                        try sealActive()
+                    } catch {
+                        logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
+                            "first_seq": "\(rewrite.entries.first?.seq ?? 0)", "last_seq": "\(rewrite.entries.last?.seq ?? 0)", "error": "\(error)",
+                        ])
+                        if activeFD >= 0 {
+                            close(activeFD)
+                            activeFD = -1
+                        }
+                    }
+                }
             }
         }
         lock.withLock { stopped = true }
+    }
+}
+
+/// One record of the active segment, as the writer tracks it.
+struct ActiveEntry {
+    var seq: UInt64
+    var key: DedupeKey
+    var sink: String
+    var bodyBytes: Int
+    var acceptedAtMillis: UInt64
+    /// The file offset just past its frame.
+    var end: Int
+
+    init(_ e: WriteAheadLog.Round.Entry, end: Int) {
+        seq = e.seq
+        key = e.key
+        sink = e.sink
+        bodyBytes = e.frameLength - SegmentFormat.frameHeaderSize
+        acceptedAtMillis = e.acceptedAtMillis
+        self.end = end
+    }
+}
+
+extension SegmentSummary {
+    /// The exact summary of these records.
+    init(entries: some Sequence<ActiveEntry>) {
+        self.init()
+        for e in entries { add(seq: e.seq, sink: e.sink, bodyBytes: e.bodyBytes, acceptedAtMillis: e.acceptedAtMillis) }
+    }
+
+    func encode(entries: [ActiveEntry]) -> [UInt8] {
+        encode(keys: entries.map { SummaryKey(key: $0.key, seq: $0.seq, acceptedAtMillis: $0.acceptedAtMillis) })
+    }
+}
+
+/// Copies of frames with their entries (offsets into `frames`).
+struct FrameCopy {
+    var frames: [UInt8] = []
+    var entries: [WriteAheadLog.Round.Entry] = []
+
+    mutating func append(_ round: WriteAheadLog.Round, from index: Int) {
+        guard index < round.entries.count else { return }
+        let start = round.entries[index].frameOffset
+        let base = frames.count
+        frames.append(contentsOf: round.frames[start...])
+        for var e in round.entries[index...] {
+            e.frameOffset = e.frameOffset - start + base
+            entries.append(e)
+        }
+    }
+
+    mutating func append(_ other: FrameCopy) {
+        let base = frames.count
+        frames += other.frames
+        for var e in other.entries {
+            e.frameOffset += base
+            entries.append(e)
+        }
+    }
+
+    mutating func removeAll() {
+        frames.removeAll()
+        entries.removeAll()
+    }
+}
+
+/// At most one line per key every 10 s; the next says how many were suppressed.
+struct RateLimitedLog {
+    private var last: [String: (nanos: UInt64, suppressed: Int)] = [:]
+    static let intervalNanos: UInt64 = 10_000_000_000
+
+    mutating func log(_ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error, metadata: Logger.Metadata = [:]) {
+        let now = MonotonicClock.nanos()
+        if let entry = last[key], now - entry.nanos < Self.intervalNanos {
+            last[key]!.suppressed += 1
+            return
+        }
+        var metadata = metadata
+        if let entry = last[key], entry.suppressed > 0 { metadata["suppressed_since_last"] = "\(entry.suppressed)" }
+        last[key] = (now, 0)
+        logger.log(level: level, message, metadata: metadata)
     }
 }
 
@@ -312,4 +670,8 @@ extension Duration {
 
 enum WALMetrics {
     static let fsync = Metrics.Timer(label: "sinkd_wal_fsync_seconds")
+    static let writeFailures = Counter(label: "sinkd_wal_write_failures_total")
+    static let rewritten = Counter(label: "sinkd_wal_rewritten_records_total")
+    static let recordsAtRisk = Counter(label: "sinkd_wal_records_at_risk_total")
+    static let corruptFrames = Counter(label: "sinkd_wal_corrupt_frames_total")
 }

@@ -10,9 +10,13 @@ import SinkdCore
 // 1. A record is reported durable (its append's `whenDurable` callback succeeds) only after the
 //    write and, with `fsync: always`, the fdatasync covering it returned successfully. Many
 //    records share one fdatasync (group commit): one per writer round, never one per record.
-// 2. After a failed write or fdatasync, no record of that round is reported durable. The segment
-//    is cut back to its last durable size and sealed; writing continues in a new segment file
-//    (the page cache of the failed one is not trusted again).
+// 2. After a failed write or fdatasync, no record of that round is reported durable, and no record
+//    already reported durable is removed: the failed round's frames are cut off (only those), the
+//    segment is closed, and writing continues in a new segment file (the page cache of the failed
+//    one is not trusted again). With `fsync: interval` the writer keeps its own copy of the frames
+//    reported durable since the last successful fdatasync; after a failure they are written again
+//    into the new segment and synced before anything else, and only then cut from the old one
+//    (WALWriter.swift, "Failures").
 // 3. Sequence numbers grow across restarts and are never reused for anything the progress file
 //    mentions: `progress` stores a seq above every seq assigned when it was saved.
 // 4. A record leaves the WAL (its segment is deleted) only when every record in the segment is
@@ -52,13 +56,17 @@ public enum AppendOutcome: Sendable, Equatable {
     case accepted(seq: UInt64)
     /// The same (sink, id) was accepted within the dedupe window as `seq`; nothing is written.
     case duplicate(seq: UInt64)
-    /// The WAL is at `max_size`.
+    /// The WAL is at `max_size`, or the records not yet written reached their memory budget
+    /// (`WALOptions.pendingBudget`): wait with `whenSpaceAvailable`, or answer `wal_full`.
     case full
+    /// The writer holds `pendingBudget` bytes not yet on disk: wait (`whenSpaceAvailable`) and retry.
+    case busy
     case shuttingDown
 }
 
 public struct AppendTicket: Sendable, Equatable {
     /// The writer rounds that must succeed for every accepted or duplicate outcome to be durable.
+    /// `0...0`: nothing to wait for (every outcome was a refusal or a duplicate of a durable record).
     public var rounds: ClosedRange<UInt64>
 }
 
@@ -80,6 +88,10 @@ public struct WALOptions: Sendable {
     /// How often finished records are saved to `progress` (and finished segments deleted).
     /// After a crash, records finished within this interval are sent again.
     public var checkpointInterval: Duration = .milliseconds(250)
+    /// Bytes of records appended but not yet written to a segment (and, with `fsync: interval`,
+    /// written but not yet synced) that sinkd holds in memory: beyond it appends answer `.full`
+    /// until the writer catches up, whatever the disk does (a full disk, a slow fsync).
+    public var pendingBudget: Int { max(16 << 20, segmentSize / 2) }
 
     public init(_ config: SinkdConfig) {
         directory = config.wal.directory
@@ -104,6 +116,18 @@ public struct WALStats: Sendable, Equatable {
     public var fsyncs: UInt64 = 0
     public var fsyncNanosTotal: UInt64 = 0
     public var failedRounds: UInt64 = 0
+    /// Failed writes, fdatasyncs or rollovers (each counted once, retries included).
+    public var writeFailures: UInt64 = 0
+    /// Records reported durable whose fdatasync then failed, written again from sinkd's copy.
+    public var rewrittenRecords: UInt64 = 0
+    /// Records reported durable (`fsync: never`, or a rewrite that could not be done) whose
+    /// fdatasync failed with no copy left to write again: at risk on a power loss, not otherwise.
+    public var recordsAtRisk: UInt64 = 0
+    /// Since when (CLOCK_REALTIME ms) the writer is holding records because the disk is full; 0
+    /// when it is not.
+    public var diskFullSinceMillis: UInt64 = 0
+    /// Bytes of records held in memory, not yet in a segment (pendingBudget bounds it).
+    public var pendingBytes = 0
     public var corruptFramesAtStart: UInt64 = 0
     public var tornTailBytesAtStart: UInt64 = 0
     public var quarantinedSegments: Int = 0
@@ -127,6 +151,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         /// Bytes readers may read: durable (or written, with fsync interval/never).
         var visibleSize: Int
         var sealed: Bool
+        /// Bytes the file takes as far as sinkd knows (what `max_size` counts).
+        var fileBytes: Int
     }
 
     struct Round {
@@ -134,6 +160,11 @@ public final class WriteAheadLog: @unchecked Sendable {
         var frames: [UInt8] = []
         var entries: [Entry] = []
         var callbacks: [(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)] = []
+        /// Entries before this index are durable in a segment (sealed during this round, before
+        /// a failure): a retry starts here, a failure keeps them.
+        var durableEntries = 0
+        /// Entries before this index were written into the active segment by the current attempt.
+        var writtenEntries = 0
 
         struct Entry {
             var seq: UInt64
@@ -150,12 +181,21 @@ public final class WriteAheadLog: @unchecked Sendable {
     var pending: Round
     var writing: Round?
     var completedRound: UInt64
-    var failedRounds: [UInt64] = []
+    /// Every round that failed, as coalesced ranges: exact, whatever the history (a ticket may
+    /// span any number of rounds).
+    var failedRanges: [ClosedRange<UInt64>] = []
     let dedupe: DedupeTable
     var progress = DeliveryProgress()
     var progressDirty = false
-    var totalBytes = 0
-    var spaceWaiters: [@Sendable () -> Void] = []
+    /// Σ segments' fileBytes.
+    var diskBytes = 0
+    /// Frames appended but not in a segment file yet (pending, writing, a rewrite waiting).
+    var reservedBytes = 0
+    /// What `max_size` counts.
+    var totalBytes: Int { diskBytes + reservedBytes }
+    /// Set when ingest stops: appends are refused and a write blocked on a full disk gives up.
+    var appendsClosed = false
+    var spaceWaiters: [(bytes: Int, callback: @Sendable () -> Void)] = []
     var dataWaiters: [@Sendable () -> Void] = []
     /// Sinks that received durable records since `drainNewSinks()` was last called.
     var newSinks = Set<String>()
@@ -170,9 +210,30 @@ public final class WriteAheadLog: @unchecked Sendable {
     var activePath = ""
     var activeSize = 0
     var activeDurableSize = 0
-    var activeKeys: [(DedupeKey, UInt64)] = []
+    /// The records in the active segment, in file order: its summary and dedupe keys are rebuilt
+    /// exactly from these when a failure cuts frames off.
+    var activeEntries: [ActiveEntry] = []
+    /// `activeSize` when the current round started writing into the active segment.
+    var activeRoundStart = 0
+    /// `fsync: interval`: copies of the frames written after `activeDurableSize` and already
+    /// reported durable, dropped at the next successful fdatasync.
+    var unsynced = FrameCopy()
+    /// Frames reported durable whose only trusted copy is this one (their fdatasync failed):
+    /// written into a fresh segment before any new round.
+    var rewrite = FrameCopy()
+    /// After a rewrite: the segment to cut back to the size that was durable.
+    var cutAfterRewrite: (id: UInt64, size: Int, keep: [ActiveEntry])?
     var lastSync = ContinuousClock.now
     var dirtySinceSync = false
+    var failureLog = RateLimitedLog()
+    /// The maintenance thread's.
+    var progressLog = RateLimitedLog()
+
+    /// The directory's flock (WALRecovery.swift), held until `shutdown()` ends.
+    var lockFD: CInt = -1
+    /// Keys of the segments recovery scanned, until the dedupe table is loaded.
+    var scannedKeys: [UInt64: [SummaryKey]] = [:]
+    lazy var progressStore = ProgressStore(directory: options.directory)
 
     var writerThread: pthread_t?
     var maintenanceThread: pthread_t?
@@ -185,11 +246,18 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.pending = Round(number: 1)
         self.completedRound = 0
         try recover()
-        try openNewActiveSegment()
+        do {
+            try openNewActiveSegment()
+        } catch where error.isNoSpace {
+            // A full disk must not stop sinkd from starting and delivering (which frees space):
+            // the writer opens the segment with the first round that finds room.
+            logger.warning("no space for a new WAL segment at start; records wait until space returns", metadata: ["directory": "\(directory)", "error": "\(error)"])
+        }
     }
 
     deinit {
         if activeFD >= 0 { close(activeFD) }
+        if lockFD >= 0 { close(lockFD) }
     }
 
     var directory: String { options.directory }
@@ -200,7 +268,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Decides each record's outcome now; accepted records become durable when the ticket
     /// completes (see `whenDurable`). With `when_full: block`, stops at the first record that does
     /// not fit: its outcome is `.full` and the records after it are left for the caller to retry
-    /// once `whenSpaceAvailable` fires.
+    /// once `whenSpaceAvailable` fires. `.busy` (whatever `when_full` says) stops the same way:
+    /// the writer has `pendingBudget` bytes in hand; retry when `whenSpaceAvailable` fires.
     /// `checkDuplicates: false` appends even records whose (sink, id) was seen recently (a replay
     /// of dead letters); they are still remembered for later duplicates.
     public func append(_ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
@@ -219,18 +288,19 @@ public final class WriteAheadLog: @unchecked Sendable {
         return lock.withLock {
             var outcomes: [AppendOutcome] = []
             outcomes.reserveCapacity(records.count)
-            var lowRound = pending.number
-            var highRound = completedRound
+            var lowRound = UInt64.max
+            var highRound: UInt64 = 0
             for (i, item) in bodies.enumerated() {
-                if stopping {
+                if stopping || appendsClosed {
                     outcomes.append(.shuttingDown)
                     continue
                 }
                 if checkDuplicates, let seq = dedupe.lookUp(item.key, now: nowMillis) {
                     outcomes.append(.duplicate(seq: seq))
-                    let round = roundHolding(seq)
-                    lowRound = min(lowRound, round)
-                    highRound = max(highRound, round)
+                    if let round = roundHolding(seq) {
+                        lowRound = min(lowRound, round)
+                        highRound = max(highRound, round)
+                    }
                     stats.duplicateRecords += 1
                     continue
                 }
@@ -240,31 +310,55 @@ public final class WriteAheadLog: @unchecked Sendable {
                     if options.whenFull == .block { break }
                     continue
                 }
+                if reservedBytes > 0, reservedBytes + frameLength > options.pendingBudget {
+                    outcomes.append(.busy)
+                    break
+                }
                 let seq = nextSeq
                 nextSeq += 1
                 let offset = pending.frames.count
                 SegmentFormat.appendFrame(seq: seq, body: item.body, bodyCRC: item.crc, to: &pending.frames)
                 pending.entries.append(Round.Entry(seq: seq, frameOffset: offset, frameLength: frameLength, sink: records[i].sink, key: item.key, acceptedAtMillis: nowMillis))
-                totalBytes += frameLength
+                reservedBytes += frameLength
                 dedupe.insert(item.key, seq: seq, now: nowMillis)
                 outcomes.append(.accepted(seq: seq))
+                lowRound = min(lowRound, pending.number)
                 highRound = pending.number
                 stats.appendedRecords += 1
             }
             if !pending.entries.isEmpty { lock.broadcast() }
             // Only the rounds this batch's outcomes depend on: a batch of duplicates of durable
             // records, or of refusals, completes at once.
-            return (outcomes, AppendTicket(rounds: min(lowRound, highRound)...highRound))
+            return (outcomes, AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound))
         }
     }
 
-    /// The round in which `seq` is (or was) written; rounds at or below `completedRound` are done.
-    private func roundHolding(_ seq: UInt64) -> UInt64 {
-        if let writing, let first = writing.entries.first?.seq, let last = writing.entries.last?.seq, seq >= first, seq <= last {
+    /// The bytes `record` takes in a segment: what `whenSpaceAvailable` must find room for.
+    public static func frameLength(of record: EventRecord) -> Int {
+        SegmentFormat.frameHeaderSize + RecordCodec.encodedSize(record)
+    }
+
+    /// The round in which `seq` is being written; nil once it is durable.
+    private func roundHolding(_ seq: UInt64) -> UInt64? {
+        if let writing, writing.entries[writing.durableEntries...].contains(where: { $0.seq == seq }) {
             return writing.number
         }
         if let first = pending.entries.first?.seq, seq >= first { return pending.number }
-        return completedRound
+        return nil
+    }
+
+    /// Whether any round in `rounds` failed. Under `lock`.
+    func anyFailed(_ rounds: ClosedRange<UInt64>) -> Bool {
+        failedRanges.contains { $0.overlaps(rounds) }
+    }
+
+    /// Records that round `number` failed. Under `lock`.
+    func recordFailure(round number: UInt64) {
+        if let last = failedRanges.last, last.upperBound + 1 >= number {
+            failedRanges[failedRanges.count - 1] = last.lowerBound...max(last.upperBound, number)
+        } else {
+            failedRanges.append(number...number)
+        }
     }
 
     /// Calls `callback` (on the writer thread, or at once) when every round of `ticket` is on disk,
@@ -272,7 +366,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func whenDurable(_ ticket: AppendTicket, _ callback: @escaping @Sendable (Result<Void, WALWriteError>) -> Void) {
         let immediate: Result<Void, WALWriteError>? = lock.withLock {
             if ticket.rounds.upperBound <= completedRound {
-                return failedRounds.contains(where: { ticket.rounds.contains($0) }) ? .failure(lastFailure ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO))) : .success(())
+                return anyFailed(ticket.rounds) ? .failure(lastFailure ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO))) : .success(())
             }
             if ticket.rounds.upperBound == pending.number {
                 pending.callbacks.append((ticket.rounds, callback))
@@ -295,14 +389,46 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
     }
 
-    /// Calls `callback` once the WAL has room again (segments were deleted) or is stopping.
-    public func whenSpaceAvailable(_ callback: @escaping @Sendable () -> Void) {
+    /// Ingest is stopping: refuse appends from now on (`.shuttingDown`), and let a round that is
+    /// blocked on a full disk fail (answered retryable) instead of waiting for space. The writer
+    /// keeps running (syncs, rewrites) until `shutdown()`.
+    public func closeAppends() {
+        let waiters: [@Sendable () -> Void] = lock.withLock {
+            appendsClosed = true
+            lock.broadcast()
+            defer { spaceWaiters.removeAll() }
+            return spaceWaiters.map(\.callback)
+        }
+        for w in waiters { w() }
+    }
+
+    /// Calls `callback` once the WAL has room for a frame of `bytes` (segments were deleted, or
+    /// the writer caught up) or is stopping. Never at once when the frame still does not fit: a
+    /// caller that retries on it cannot spin.
+    public func whenSpaceAvailable(bytes: Int = 0, _ callback: @escaping @Sendable () -> Void) {
         let now: Bool = lock.withLock {
-            if stopping || totalBytes < options.maxSize - options.segmentSize / 16 { return true }
-            spaceWaiters.append(callback)
+            if hasRoom(bytes) { return true }
+            spaceWaiters.append((bytes, callback))
             return false
         }
         if now { callback() }
+    }
+
+    /// Under `lock`.
+    func hasRoom(_ bytes: Int) -> Bool {
+        stopping || appendsClosed || (totalBytes + bytes <= options.maxSize && (reservedBytes == 0 || reservedBytes + bytes <= options.pendingBudget))
+    }
+
+    /// The space waiters whose frame fits now, removed from the list. Under `lock`; call them after.
+    func takeSpaceWaiters() -> [@Sendable () -> Void] {
+        guard !spaceWaiters.isEmpty else { return [] }
+        var ready: [@Sendable () -> Void] = []
+        spaceWaiters.removeAll { waiter in
+            guard hasRoom(waiter.bytes) else { return false }
+            ready.append(waiter.callback)
+            return true
+        }
+        return ready
     }
 
     /// Calls `callback` once after new records become readable.
@@ -324,6 +450,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             s.segments = segments.count
             s.bytes = totalBytes
             s.nextSeq = nextSeq
+            s.pendingBytes = reservedBytes
             return s
         }
     }
@@ -352,9 +479,15 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
         let waiters: [@Sendable () -> Void] = lock.withLock {
             defer { spaceWaiters.removeAll(); dataWaiters.removeAll() }
-            return spaceWaiters + dataWaiters
+            return spaceWaiters.map(\.callback) + dataWaiters
         }
         for w in waiters { w() }
+        lock.withLock {
+            if lockFD >= 0 {
+                close(lockFD)  // another process may open this directory now
+                lockFD = -1
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+import SinkdTestSupport
 @testable import SinkdWAL
 import SinkdCore
 
@@ -91,5 +92,41 @@ import SinkdCore
         let e = try Self.events(bytes + [UInt8](repeating: 0, count: 4096))
         #expect(Self.seqs(e) == [1, 2])
         #expect(e.last == .tornTail(offset: bytes.count, length: 4096))
+    }
+}
+
+@Suite struct ResyncCostTests {
+    /// Garbage in front of many frames: the scanner reads each byte a bounded number of times,
+    /// however much garbage (the old resync re-read a 256 KiB window per garbage byte).
+    @Test(arguments: [16 << 10, 128 << 10])
+    func resynchronisingIsLinear(_ garbageBytes: Int) throws {
+        var generator = SeededGenerator(seed: 0x5eed)
+        var bytes = SegmentFormat.header()
+        for _ in 0..<garbageBytes { bytes.append(UInt8.random(in: 0...255, using: &generator)) }
+        var frames: [UInt8] = []
+        var seq: UInt64 = 1000
+        while frames.count < 4 << 20 {
+            var body: [UInt8] = []
+            RecordCodec.encode(EventRecord(id: "r\(seq)", sink: "file:a", payload: Array(#"{"pad":"\#(String(repeating: "x", count: 900))"}"#.utf8)), into: &body)
+            var crc = CRC32C()
+            crc.update(body)
+            SegmentFormat.appendFrame(seq: seq, body: body, bodyCRC: crc, to: &frames)
+            seq += 1
+        }
+        bytes += frames
+        var scanner = SegmentScanner(source: MemorySegment(bytes), maxBody: 64 << 20, nearSeq: 1000)
+        var records = 0
+        var corrupt = 0
+        loop: while true {
+            switch try scanner.next() {
+            case .record: records += 1
+            case .corrupt: corrupt += 1
+            case .tornTail: Issue.record("no torn tail expected")
+            case .end: break loop
+            }
+        }
+        #expect(records == Int(seq - 1000))
+        #expect(corrupt == 1)
+        #expect(scanner.bytesRead <= 3 * bytes.count, "read \(scanner.bytesRead) bytes for a \(bytes.count)-byte segment")
     }
 }

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where `DeliveryProgress` lives on disk: two preallocated files, `progress.0` and `progress.1`,
+/// each saved in place with the same content at every checkpoint, one after the other.
+///
+/// ```
+/// slot = u32 length, u64 generation, DeliveryProgress.encode() (length bytes), u32 crc32c of all before
+///        then unused preallocated bytes
+/// ```
+/// Why two, and why in place:
+/// - The seq floor (`DeliveryProgress.nextSeq`) survives the loss or damage of any single file:
+///   segments are deleted only after both slots hold the checkpoint that allows it, so either
+///   slot alone is a valid floor (a crash while writing one leaves the other, from the previous
+///   checkpoint, before which nothing newer was deleted).
+/// - Saving needs no free space: the bytes are written over space allocated when the slot was
+///   created (or grown), with no temporary file, rename or directory update. On a full disk
+///   sinkd can still record what it delivered, and so delete segments and free space.
+///
+/// The file `progress` of earlier versions (the same encoding, replaced atomically) is read when
+/// present and removed after the first save.
+final class ProgressStore {
+    static let slotNames = ["progress.0", "progress.1"]
+    static let legacyName = "progress"
+    static let minimumCapacity = 64 << 10
+
+    let directory: String
+    private var generation: UInt64 = 0
+    private var capacity: [Int] = [0, 0]
+    private var legacyPresent = false
+
+    init(directory: String) {
+        self.directory = directory
+    }
+
+    struct Loaded {
+        /// The newest valid copy.
+        var progress: DeliveryProgress?
+        /// The highest `nextSeq` of every valid copy.
+        var floor: UInt64 = 1
+        /// Slot or legacy files that could not be read or decoded (the caller moves them aside).
+        var damaged: [(name: String, reason: String)] = []
+    }
+
+    /// Reads every copy. Never throws: a copy that cannot be read is reported as damaged.
+    func load() -> Loaded {
+        var out = Loaded()
+        var newest: (generation: UInt64, progress: DeliveryProgress)?
+        for (i, name) in Self.slotNames.enumerated() {
+            let file = directory + "/" + name
+            var st = stat()
+            guard lstat(file, &st) == 0 else { continue }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                out.damaged.append((name, "not a regular file"))
+                continue
+            }
+            let bytes: [UInt8]
+            do throws(FileError) {
+                bytes = try FileIO.readFile(file, noFollow: true)
+            } catch {
+                out.damaged.append((name, "\(error)"))
+                continue
+            }
+            guard let (gen, progress) = Self.decodeSlot(bytes) else {
+                out.damaged.append((name, "checksum mismatch or truncated"))
+                continue
+            }
+            capacity[i] = bytes.count
+            out.floor = max(out.floor, progress.nextSeq)
+            if newest == nil || gen > newest!.generation { newest = (gen, progress) }
+        }
+        let legacy = directory + "/" + Self.legacyName
+        var st = stat()
+        if lstat(legacy, &st) == 0 {
+            legacyPresent = true
+            if (st.st_mode & S_IFMT) != S_IFREG {
+                out.damaged.append((Self.legacyName, "not a regular file"))
+            } else if let bytes = try? FileIO.readFile(legacy, noFollow: true), let progress = DeliveryProgress.decode(bytes) {
+                out.floor = max(out.floor, progress.nextSeq)
+                if newest == nil { newest = (0, progress) }
+            } else {
+                out.damaged.append((Self.legacyName, "unreadable or checksum mismatch"))
+            }
+        }
+        generation = newest?.generation ?? 0
+        out.progress = newest?.progress
+        return out
+    }
+
+    var hasBothSlots: Bool { capacity[0] > 0 && capacity[1] > 0 }
+
+    /// A slot was moved aside: it is created again at the next save.
+    func forget(_ name: String) {
+        if let i = Self.slotNames.firstIndex(of: name) { capacity[i] = 0 }
+        if name == Self.legacyName { legacyPresent = false }
+    }
+
+    /// Writes `progress` into both slots, each synced before the next.
+    func save(_ progress: DeliveryProgress) throws(FileError) {
+        generation += 1
+        let bytes = Self.encodeSlot(generation: generation, progress)
+        for i in 0..<2 {
+            try write(bytes, slot: i)
+        }
+        if legacyPresent {
+            try FileIO.unlink(directory + "/" + Self.legacyName)
+            legacyPresent = false
+        }
+    }
+
+    private func write(_ bytes: [UInt8], slot i: Int) throws(FileError) {
+        let file = directory + "/" + Self.slotNames[i]
+        if capacity[i] == 0 {
+            // Created once (and after a damaged copy was moved aside): this is the only step that
+            // needs free space.
+            let fd = try FileIO.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+            defer { close(fd) }
+            let size = max(Self.minimumCapacity, bytes.count * 2)
+            try FileIO.allocate(fd, size: size, path: file)
+            try FileIO.writeAll(fd, bytes, path: file)
+            try FileIO.dataSync(fd, path: file)
+            try FileIO.syncDirectory(directory)
+            capacity[i] = size
+            return
+        }
+        let fd = try FileIO.open(file, O_WRONLY | O_NOFOLLOW)
+        defer { close(fd) }
+        if bytes.count > capacity[i] {
+            let size = bytes.count * 2
+            try FileIO.allocate(fd, size: size, path: file)
+            capacity[i] = size
+        }
+        try FileIO.writeAll(fd, bytes, at: 0, path: file)
+        try FileIO.dataSync(fd, path: file)
+    }
+
+    static func encodeSlot(generation: UInt64, _ progress: DeliveryProgress) -> [UInt8] {
+        let payload = progress.encode()
+        var out: [UInt8] = []
+        out.reserveCapacity(payload.count + 16)
+        out.appendLE(UInt32(payload.count))
+        out.appendLE(generation)
+        out += payload
+        out.appendLE(CRC32C.checksum(out))
+        return out
+    }
+
+    /// Decodes a slot's bytes (trailing preallocated bytes ignored); nil if damaged.
+    static func decodeSlot(_ bytes: [UInt8]) -> (UInt64, DeliveryProgress)? {
+        guard bytes.count >= 16 else { return nil }
+        let length = bytes.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        guard length <= bytes.count - 16 else { return nil }
+        let end = 12 + length
+        let stored = bytes[end..<(end + 4)].withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+        guard CRC32C.checksum(bytes[0..<end]) == stored else { return nil }
+        let generation = bytes[4..<12].withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard let progress = DeliveryProgress.decode(Array(bytes[12..<end])) else { return nil }
+        return (generation, progress)
+    }
+}

@@ -1,0 +1,293 @@
+import Foundation
+import Testing
+import SinkdTestSupport
+import SinkdCore
+@testable import SinkdWAL
+
+/// A tmpfs of a few MiB mounted for one test (needs root, as CI runs: a failure to mount fails the
+/// test rather than skipping it). Unmounted when released.
+final class SmallFileSystem {
+    let path: String
+
+    init(bytes: Int) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-tmpfs-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let status = try Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(bytes)", "tmpfs", path])
+        guard status == 0 else {
+            throw TestFailure("mount -t tmpfs failed (status \(status)): the disk-fault tests need root")
+        }
+    }
+
+    deinit {
+        _ = try? Self.run("/bin/umount", ["-l", path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Fills the file system with a file of up to `bytes` (what fits); returns its path.
+    func fill(_ name: String = "filler", bytes: Int = .max) -> String {
+        let file = path + "/" + name
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x55, count: 64 << 10)
+        var written = 0
+        while written < bytes {
+            let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, min($0.count, bytes - written)) }
+            if n <= 0 { break }
+            written += n
+        }
+        return file
+    }
+
+    static func run(_ tool: String, _ arguments: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = arguments
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What a hostile disk does to the WAL: write and sync errors in every fsync mode, a full file
+/// system, damaged and odd state, a second daemon. Each checks what users see: every seq
+/// answered accepted is still readable, the WAL starts, memory stays bounded.
+@Suite(.serialized) struct DiskFaultTests {
+    static let payload = "\"" + String(repeating: "p", count: 1000) + "\""
+
+    // MARK: item 1: a failure after records were acknowledged on write
+
+    @Test(arguments: [FsyncMode.interval, .never])
+    func writeFailureNeverRemovesAcknowledgedRecords(_ mode: FsyncMode) throws {
+        let t = try TestWAL(whenFull: .reject, fsync: mode)
+        t.options.fsyncInterval = .seconds(30)
+        try t.restart()
+        let acked = try t.append((0..<10).map { record("a\($0)", payload: Self.payload) })
+        #expect(acked.count == 10)
+        FaultInjector.shared.arm(.write, errno: EIO, under: t.directory)
+        defer { FaultInjector.shared.disarm(under: t.directory) }
+        let (_, ticket) = t.wal.append([record("failed")], nowMillis: WallClock.millis())
+        #expect(t.wait(ticket).isFailure)
+        #expect(try t.append([record("after")]) == [.accepted(seq: 12)])
+        let crashed = try t.crashCopy()
+        let ids = try readAll(crashed.wal, sink: "file:a").map(\.record.id)
+        #expect(ids == (0..<10).map { "a\($0)" } + ["after"], "acknowledged records are never cut off; the failed one is not there")
+        if mode == .interval {
+            #expect(t.wal.currentStats.rewrittenRecords == 10, "interval: the unsynced records were written again from sinkd's copy")
+        }
+    }
+
+    @Test func failedIntervalSyncRewritesWhatWasAcknowledged() throws {
+        let t = try TestWAL(whenFull: .reject, fsync: .interval)
+        t.options.fsyncInterval = .seconds(30)
+        try t.restart()
+        try t.append((0..<20).map { record("s\($0)") })
+        // The next fdatasync (the seal at shutdown) fails: Linux may have dropped those pages.
+        FaultInjector.shared.arm(.fsync, errno: EIO, under: t.directory)
+        t.wal.shutdown()
+        FaultInjector.shared.disarm(under: t.directory)
+        #expect(t.wal.currentStats.rewrittenRecords == 20)
+        try t.open()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == (0..<20).map { "s\($0)" })
+    }
+
+    // MARK: items 1 and 2: a real full file system, every mode
+
+    struct Mode: Sendable, CustomStringConvertible {
+        var fsync: FsyncMode
+        var whenFull: WhenFull
+        var description: String { "\(fsync)/\(whenFull)" }
+    }
+
+    static let modes: [Mode] = [FsyncMode.always, .interval, .never].flatMap { f in [WhenFull.block, .reject].map { Mode(fsync: f, whenFull: $0) } }
+
+    @Test(arguments: modes)
+    func fullFileSystemLosesNoAcknowledgedRecord(_ mode: Mode) throws {
+        let fs = try SmallFileSystem(bytes: 2 << 20)
+        let filler = fs.fill(bytes: 512 << 10)
+        let t = try TestWAL(segmentSize: 256 << 10, maxSize: 64 << 20, whenFull: mode.whenFull, fsync: mode.fsync, directory: fs.path + "/wal")
+        var accepted: [String: UInt64] = [:]
+        var failed = 0
+        var timedOut: AppendTicket?
+        outer: for batch in 0..<400 {
+            let records = (0..<10).map { record("r\(batch)-\($0)", payload: Self.payload) }
+            let (outcomes, ticket) = t.wal.append(records, nowMillis: WallClock.millis())
+            let done = DispatchSemaphore(value: 0)
+            let result = LockedResult()
+            t.wal.whenDurable(ticket) { r in
+                result.set(r)
+                done.signal()
+            }
+            if done.wait(timeout: .now() + .seconds(3)) == .timedOut {
+                // block: the writer holds the round while the disk is full.
+                #expect(mode.whenFull == .block, "only block mode waits")
+                timedOut = ticket
+                let stats = t.wal.currentStats
+                #expect(stats.diskFullSinceMillis > 0, "a full disk is a reported state")
+                #expect(stats.writingSinceNanos == 0, "no system call hangs: the watchdog keeps pinging")
+                #expect(stats.pendingBytes <= t.options.pendingBudget + 2048, "memory held is bounded by the budget")
+                // Space returns: the held round is written, nothing is lost.
+                try FileManager.default.removeItem(atPath: filler)
+                #expect(done.wait(timeout: .now() + .seconds(10)) == .success, "the held round completes once space returns")
+                if case .success = result.get() {
+                    for (i, o) in outcomes.enumerated() { if case .accepted(let seq) = o { accepted[records[i].id] = seq } }
+                }
+                break outer
+            }
+            switch result.get() {
+            case .success:
+                for (i, o) in outcomes.enumerated() { if case .accepted(let seq) = o { accepted[records[i].id] = seq } }
+            case .failure(let error):
+                #expect(mode.whenFull == .reject)
+                #expect(error.isNoSpace)
+                failed += 1
+                if failed > 20 { break outer }
+            case nil:
+                Issue.record("no result")
+            }
+        }
+        if mode.whenFull == .block {
+            #expect(timedOut != nil, "the disk filled up")
+        } else {
+            #expect(failed > 0, "the disk filled up")
+        }
+        #expect(!accepted.isEmpty)
+        // Restart on the (possibly still full) file system: it must start and keep every record.
+        try t.restart()
+        let read = try readAll(t.wal, sink: "file:a")
+        let found = Dictionary(read.map { ($0.record.id, $0.seq) }, uniquingKeysWith: { a, _ in a })
+        let missing = accepted.filter { found[$0.key] != $0.value }
+        #expect(missing.isEmpty, "\(missing.count) acknowledged records missing, e.g. \(missing.prefix(3))")
+        // And a resend of an accepted id is a duplicate of a record that is really there.
+        if let (id, seq) = accepted.first {
+            #expect(try t.append([record(id, payload: Self.payload)]) == [.duplicate(seq: seq)])
+        }
+    }
+
+    @Test func startsOnAFullDiskAndFreesSpaceByDelivering() throws {
+        let fs = try SmallFileSystem(bytes: 2 << 20)
+        let t = try TestWAL(segmentSize: 128 << 10, maxSize: 64 << 20, whenFull: .reject, directory: fs.path + "/wal")
+        for b in 0..<8 { try t.append((0..<10).map { record("d\(b)-\($0)", payload: Self.payload) }) }
+        t.wal.shutdown()
+        _ = fs.fill()  // nothing left, not even for a summary or a new segment
+        try t.open()
+        let reader = t.wal.reader(for: "file:a")
+        var seqs: [UInt64] = []
+        while case let b = try reader.next(maxRecords: 100), !b.isEmpty { seqs += b.map(\.seq) }
+        #expect(seqs.count == 80)
+        t.wal.markFinished(sink: "file:a", seqs: seqs)
+        try t.wal.checkpoint()  // progress is saved in place: no free space needed
+        #expect(t.segmentFiles().count < 8, "finished segments were deleted, freeing space")
+    }
+
+    // MARK: item 4: two daemons
+
+    @Test func aSecondWALOnTheSameDirectoryIsRefusedWithTheHoldersPid() throws {
+        let t = try TestWAL()
+        try t.append([record("one")])
+        #expect {
+            _ = try WriteAheadLog(options: t.options, logger: TestWAL.logger)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("pid \(getpid())") && text.contains(t.directory) && text.contains("another sinkd")
+        }
+        #expect(try t.append([record("two")]) == [.accepted(seq: 2)], "the first keeps working")
+        try t.restart()  // the lock goes with shutdown
+        #expect(try readAll(t.wal, sink: "file:a").count == 2)
+    }
+
+    // MARK: item 5: oddities in the state directory
+
+    @Test func oddEntriesAreMovedAsideAndStartGoesOn() throws {
+        let t = try TestWAL()
+        try t.append([record("kept")])
+        t.wal.shutdown()
+        let fm = FileManager.default
+        try fm.removeItem(atPath: t.directory + "/progress.0")
+        try fm.createDirectory(atPath: t.directory + "/progress.0", withIntermediateDirectories: false)
+        try fm.createDirectory(atPath: t.directory + "/leftover.tmp", withIntermediateDirectories: false)
+        _ = fm.createFile(atPath: t.directory + "/leftover.tmp/x", contents: Data([1]))
+        _ = fm.createFile(atPath: t.directory + "/quarantine", contents: Data("not a directory".utf8))
+        // A segment with a bad header, which must go to quarantine/.
+        _ = fm.createFile(atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data(repeating: 0x41, count: 64))
+        try fm.createSymbolicLink(atPath: t.directory + "/" + SegmentFormat.summaryFileName(id: 98), withDestinationPath: "/etc/passwd")
+        try t.open()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["kept"])
+        var isDir: ObjCBool = false
+        #expect(fm.fileExists(atPath: t.directory + "/quarantine", isDirectory: &isDir) && isDir.boolValue)
+        let quarantined = try fm.contentsOfDirectory(atPath: t.directory + "/quarantine")
+        #expect(quarantined.contains(SegmentFormat.fileName(id: 99)))
+        #expect(quarantined.contains { $0.hasPrefix("progress.0.") })
+        #expect(quarantined.contains { $0.hasPrefix("leftover.tmp.") })
+        #expect(t.wal.recoveryReport.quarantined.count >= 4)
+        // It keeps working and a restart is clean.
+        #expect(try t.append([record("next")]) == [.accepted(seq: 2)])
+        try t.restart()
+        #expect(try readAll(t.wal, sink: "file:a").count == 2)
+    }
+
+    // MARK: item 6: the seq floor
+
+    @Test(arguments: ProgressStore.slotNames)
+    func seqsNeverGoBackwardsWhenOneProgressFileIsDamaged(_ damaged: String) throws {
+        let t = try TestWAL()
+        try t.append((0..<5).map { record("f\($0)") })
+        let reader = t.wal.reader(for: "file:a")
+        t.wal.markFinished(sink: "file:a", seqs: try reader.next(maxRecords: 10).map(\.seq))
+        try t.restart()
+        try t.restart()  // everything delivered and deleted
+        #expect(t.segmentFiles().count == 1)
+        t.wal.shutdown()
+        let file = t.directory + "/" + damaged
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        bytes[20] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: file))
+        try t.open()
+        #expect(try t.append([record("g")]) == [.accepted(seq: 6)])
+    }
+
+    @Test func seqsNeverGoBackwardsWhenOneProgressFileIsLost() throws {
+        let t = try TestWAL()
+        try t.append((0..<5).map { record("f\($0)") })
+        let reader = t.wal.reader(for: "file:a")
+        t.wal.markFinished(sink: "file:a", seqs: try reader.next(maxRecords: 10).map(\.seq))
+        try t.restart()
+        t.wal.shutdown()
+        try FileManager.default.removeItem(atPath: t.directory + "/progress.1")
+        try t.open()
+        #expect(try t.append([record("g")]) == [.accepted(seq: 6)])
+    }
+
+    // MARK: item 7: dedupe after a restart
+
+    @Test func dedupeWindowIsMeasuredPerRecordAfterARestart() throws {
+        let t = try TestWAL()
+        t.options.dedupeWindow = .seconds(20)
+        try t.restart()
+        let now = WallClock.millis()
+        try t.append([record("A")], now: now - 23_000)
+        try t.append([record("B")], now: now - 11_000)
+        try t.restart()
+        #expect(try t.append([record("B")], now: now) == [.duplicate(seq: 2)], "B was accepted 11 s ago: within the window")
+        #expect(try t.append([record("A")], now: now) == [.accepted(seq: 3)], "A was accepted 23 s ago: outside it")
+    }
+
+    @Test func dedupeKeysOfSinksAndIdsWithNULsDoNotCollide() throws {
+        let t = try TestWAL()
+        let first = EventRecord(id: "a\u{0}b", sink: "redis:s", payload: Array("1".utf8))
+        let second = EventRecord(id: "b", sink: "redis:s\u{0}a", payload: Array("2".utf8))
+        #expect(try t.append([first, second]) == [.accepted(seq: 1), .accepted(seq: 2)])
+    }
+}
+
+final class LockedResult: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<Void, WALWriteError>?
+    func set(_ r: Result<Void, WALWriteError>) { lock.withLock { value = r } }
+    func get() -> Result<Void, WALWriteError>? { lock.withLock { value } }
+}
