@@ -151,7 +151,8 @@ enum StatusLine {
         let records = backlog.values.reduce(0) { $0 + $1.records }
         let stats = daemon.wal.currentStats
         let downText = down > 0 ? " (\(down) down)" : ""
-        return "\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))"
+        let diskFull = stats.diskFullSinceMillis > 0 ? ", WAL DISK FULL (clients wait)" : ""
+        return "\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))\(diskFull)"
     }
 
     static func grouped(_ n: UInt64) -> String {

@@ -59,6 +59,11 @@ struct Run: AsyncParsableCommand {
         do {
             daemon = try await Daemon.start(config: config, logger: logger, registry: registry, notifier: notifier,
                                             inherited: (sockets.ingest, sockets.control), reload: { await coordinator.withLockedValue { $0 }?.reload() })
+        } catch let error as StateDirectoryError {
+            // Restarting cannot help: systemd's RestartPreventExitStatus= names this status.
+            logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
+            notifier.status("could not start: \(error)")
+            throw ExitCode(StateDirectoryError.exitStatus)
         } catch {
             logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
             notifier.status("could not start: \(error)")
@@ -95,7 +100,8 @@ struct Daemon: Sendable {
             defer { recovering.stop() }
             wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
         } catch {
-            throw DaemonError("cannot open the write-ahead log in \(config.wal.directory): \(error)")
+            throw StateDirectoryError("cannot use the write-ahead log directory \(config.wal.directory): \(error). "
+                + (error.operation == "lock" ? "" : "Check that it is a directory the sinkd user owns and can write (systemd's StateDirectory= makes it so), then start sinkd again."))
         }
         wal.start()
         let deadLetters: DeadLetterStore
@@ -194,6 +200,15 @@ final class StartupExtender: Sendable {
     }
 
     func stop() { stopped.withLockedValue { $0 = true } }
+}
+
+/// A state directory sinkd cannot use at all (not creatable, not writable, locked by another
+/// sinkd): an operator must act, so the exit status is one the unit does not restart on.
+struct StateDirectoryError: Error, CustomStringConvertible {
+    /// EX_CONFIG; systemd/sinkd.service has RestartPreventExitStatus=78.
+    static let exitStatus: Int32 = 78
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 struct DaemonError: Error, CustomStringConvertible {

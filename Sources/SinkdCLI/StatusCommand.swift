@@ -72,7 +72,9 @@ enum StatusTable {
     static func render(_ r: StatusReport) -> String {
         var lines = [
             "sinkd \(r.version), up \(age(r.uptimeSeconds)), config \(r.configPath) (generation \(r.configGeneration))",
-            "WAL: \(r.walSegments) segments, \(Units.formatSize(r.walBytes)), next seq \(r.walNextSeq); \(r.ingestConnections) ingest connections",
+            "WAL: \(r.walSegments) segments, \(Units.formatSize(r.walBytes)), next seq \(r.walNextSeq); \(r.ingestConnections) ingest connections"
+                + (r.walDiskFullSinceMillis.map { ", DISK FULL since \(Date(timeIntervalSince1970: Double($0) / 1000)) (records held, clients wait)" } ?? "")
+                + ((r.walWriteFailures ?? 0) > 0 ? ", \(r.walWriteFailures!) write failures (\(r.walRewrittenRecords ?? 0) records rewritten, \(r.walRecordsAtRisk ?? 0) at risk)" : ""),
             "",
         ]
         let header = ["SINK", "STATE", "BACKLOG", "BYTES", "OLDEST", "DELIVERED", "RETRIED", "DEAD", "IN FLIGHT", "LAST ERROR"]

@@ -35,6 +35,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var walSegments: Int
     public var walBytes: Int
     public var walNextSeq: UInt64
+    /// Since when (ms since 1970) the WAL's disk is full and records are held; nil when it is not.
+    public var walDiskFullSinceMillis: UInt64? = nil
+    /// Failed WAL writes or syncs since start; records written again from sinkd's copy; records
+    /// whose sync failed with no copy left (at risk on a power loss).
+    public var walWriteFailures: UInt64? = nil
+    public var walRewrittenRecords: UInt64? = nil
+    public var walRecordsAtRisk: UInt64? = nil
     public var ingestConnections: Int
     public var sinks: [Sink]
 }
@@ -126,6 +133,8 @@ public final class ControlService: Service, Sendable {
         }
         return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: generation.number,
                             configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,
+                            walDiskFullSinceMillis: stats.diskFullSinceMillis > 0 ? stats.diskFullSinceMillis : nil,
+                            walWriteFailures: stats.writeFailures, walRewrittenRecords: stats.rewrittenRecords, walRecordsAtRisk: stats.recordsAtRisk,
                             ingestConnections: ingestState.openConnections, sinks: sinks)
     }
 

@@ -76,6 +76,8 @@ public final class MetricsService: Service, Sendable {
         gauge("sinkd_wal_segments", "WAL segment files").set(Int64(stats.segments))
         gauge("sinkd_wal_corrupt_frames_at_start", "Corrupt frames skipped by the last recovery").set(Int64(stats.corruptFramesAtStart))
         gauge("sinkd_wal_next_seq", "The next sequence number").set(Int64(stats.nextSeq))
+        gauge("sinkd_wal_disk_full", "1 while the WAL's disk is full and records are held").set(Int64(stats.diskFullSinceMillis > 0 ? 1 : 0))
+        gauge("sinkd_wal_pending_bytes", "Bytes of records held in memory, not yet in a segment").set(Int64(stats.pendingBytes))
         let backlog = wal.backlog()
         let snapshots = Dictionary(uniqueKeysWithValues: delivery.snapshots.map { ($0.sink, $0) })
         let now = Date().timeIntervalSince1970 * 1000

@@ -70,7 +70,7 @@ public final class DeadLetterStore: @unchecked Sendable {
         let path = directory + "/" + Self.fileName(for: sink)
         lock.lock()
         defer { lock.unlock() }
-        let fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+        let fd = try FileIO.openForAppend(path, directory: directory)
         defer { close(fd) }
         try FileIO.writeAll(fd, bytes, path: path)
         try FileIO.dataSync(fd, path: path)

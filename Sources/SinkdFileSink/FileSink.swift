@@ -69,7 +69,7 @@ final class FileSinkClient: SinkClient, @unchecked Sendable {
         do throws(FileError) {
             if fd < 0 {
                 try FileIO.makeDirectories(directory)
-                fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+                fd = try FileIO.openForAppend(path, directory: directory)
             }
             let before = try FileIO.size(fd, path: path)
             do throws(FileError) {

@@ -189,6 +189,30 @@ public enum FileIO {
         return bytes
     }
 
+    /// Opens `path` for appending without following a link. When this creates the file, the
+    /// directory is synced before returning, so that the new entry is as durable as what is then
+    /// written and synced into it.
+    public static func openForAppend(_ path: String, directory: String, mode: mode_t = 0o640) throws(FileError) -> CInt {
+        while true {
+            let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            guard errno == ENOENT else { throw FileError(operation: "open", path: path, errno: errno) }
+            let created = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            if created < 0 {
+                if errno == EEXIST || errno == EINTR { continue }
+                throw FileError(operation: "open", path: path, errno: errno)
+            }
+            do throws(FileError) {
+                try syncDirectory(directory)
+            } catch {
+                close(created)
+                throw error
+            }
+            return created
+        }
+    }
+
     /// Writes `bytes` to `path` atomically and durably: a temporary file, fsync, rename, fsync of
     /// the directory. A crash leaves either the old file or the new one, never a mix.
     public static func replaceAtomically(_ path: String, with bytes: [UInt8], directory: String) throws(FileError) {
