@@ -18,10 +18,11 @@ import SinkdCore
 //    into the new segment and synced before anything else, and only then cut from the old one
 //    (WALWriter.swift, "Failures").
 // 3. Sequence numbers grow across restarts and are never reused for anything the progress file
-//    mentions: `progress` stores a seq above every seq assigned when it was saved.
+//    mentions: each progress copy stores a seq above every seq assigned when it was saved, and
+//    segments are deleted only after both copies hold it (the floor survives losing either).
 // 4. A record leaves the WAL (its segment is deleted) only when every record in the segment is
 //    finished (delivered or dead-lettered) according to a progress file already on disk.
-//    Deletion order: progress fsynced, then unlink `<id>.wal`, then `<id>.idx`, then fsync the
+//    Deletion order: both progress copies fsynced, then unlink `<id>.wal`, then `<id>.idx`, then fsync the
 //    directory. A crash between any two steps leaves files that the next start recognises.
 // 5. Start-up reads the progress file, each sealed segment's summary (`<id>.idx`, part 1) and
 //    scans only segments without a valid summary (normally just the last one written before a
@@ -35,8 +36,10 @@ import SinkdCore
 // wal/
 //   00000000000000000001.wal     segment: header, then frames; at most segment_size bytes
 //   00000000000000000001.idx     its summary, written when it is sealed (SegmentSummary.swift)
-//   progress                     finished records per sink (DeliveryProgress.swift)
-//   quarantine/                  segments that could not be read
+//   progress.0, progress.1       finished records per sink and the seq floor, two identical
+//                                copies saved in place (ProgressStore.swift, DeliveryProgress.swift)
+//   lock                         the pid of the sinkd holding the directory's flock
+//   quarantine/                  segments that could not be read, odd entries moved aside
 // segment  = "SINKDWAL" u32 version=1 u32 reserved, frame*
 // frame    = u32 bodyLength, u32 crc32c(body ‖ seq as u64 LE), u64 seq, body   (little-endian)
 // body     = one EventRecord (RecordCodec.swift)
