@@ -54,20 +54,41 @@ public final class SinkReader: @unchecked Sendable {
             var scanner = SegmentScanner(source: FileSegment(fd: openSegment!.fd, size: segment.visibleSize), from: openSegment!.offset, maxBody: wal.options.segmentSize)
             scan: while out.count < maxRecords, bytes < maxBytes {
                 switch try scanner.next() {
-                case .record(let seq, _, let bodyOffset, let bodyLength):
+                case .record(let seq, let frameOffset, let bodyOffset, let bodyLength):
                     guard seq > position else { continue }
                     let wanted = seq > readUpTo || replay.contains(seq)
-                    if wanted, let record = try scanner.withBody(bodyOffset: bodyOffset, length: bodyLength, { body -> EventRecord? in
-                        guard let key = try? RecordCodec.peekKey(body), key.sink.elementsEqual(sinkBytes) else { return nil }
-                        return try RecordCodec.decode(body)
-                    }) {
-                        out.append(SequencedRecord(seq: seq, record: record))
-                        bytes += record.payload.count
-                        replay.remove(seq)
+                    if wanted {
+                        // A frame whose checksum holds but whose body does not decode is damage
+                        // too (never a reason to throw on every call and pin the sink).
+                        let decoded: Result<EventRecord?, RecordCodec.DecodeError> = scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) { body in
+                            do throws(RecordCodec.DecodeError) {
+                                let key = try RecordCodec.peekKey(body)
+                                guard key.sink.elementsEqual(sinkBytes) else { return .success(nil) }
+                                return .success(try RecordCodec.decode(body))
+                            } catch {
+                                return .failure(error)
+                            }
+                        }
+                        switch decoded {
+                        case .success(let record?):
+                            out.append(SequencedRecord(seq: seq, record: record))
+                            bytes += record.payload.count
+                            replay.remove(seq)
+                        case .success(nil):
+                            break
+                        case .failure(let error):
+                            wal.reportCorruption(segment: segment.id, fd: openSegment!.fd, offset: frameOffset, length: bodyOffset + bodyLength - frameOffset,
+                                                 afterSeq: position, beforeSeq: seq + 1, sink: sink, reason: "a frame whose body does not decode (\(error))")
+                        }
                     }
                     position = seq
-                case .corrupt, .tornTail:
-                    continue  // counted and logged at start-up; a reader just passes over
+                case .corrupt(let offset, let length), .tornTail(let offset, let length):
+                    // Damage found while running (recovery counted what was there at start; this
+                    // is bit rot since, or a segment whose summary hid it): counted, logged with
+                    // its place, and its bytes kept in quarantine/, never passed over silently.
+                    wal.reportCorruption(segment: segment.id, fd: openSegment!.fd, offset: offset, length: length,
+                                         afterSeq: position, beforeSeq: nil, sink: sink, reason: "bytes that are not a valid frame")
+                    continue
                 case .end:
                     break scan
                 }
@@ -77,6 +98,14 @@ public final class SinkReader: @unchecked Sendable {
         }
         if out.count < maxRecords, bytes < maxBytes {
             caughtUpTo = max(caughtUpTo, visibleSeq)  // read to the end of what was visible
+            // Records handed out before a restart that a full pass did not find are damaged
+            // beyond reading: reported and finished, so their seqs do not stay outstanding (and
+            // their segments undeletable) forever.
+            let lost = replay.filter { $0 <= position }
+            if !lost.isEmpty {
+                replay.subtract(lost)
+                wal.reportLost(sink: sink, seqs: lost.sorted())
+            }
         }
         if !out.isEmpty {
             readUpTo = max(readUpTo, out.last!.seq)

@@ -84,3 +84,52 @@ extension WriteAheadLog {
         }
     }
 }
+
+/// Damage met while running (SinkReader.swift).
+extension WriteAheadLog {
+    /// Counts, logs (once per place) and copies into quarantine/ a damaged region of a segment.
+    func reportCorruption(segment id: UInt64, fd: CInt, offset: Int, length: Int, afterSeq: UInt64, beforeSeq: UInt64?, sink: String, reason: String) {
+        let first: Bool = lock.withLock {
+            let isNew = corruptionSeen.insert(CorruptionPlace(segment: id, offset: offset)).inserted
+            if isNew { stats.corruptFramesRunning += 1 }
+            return isNew
+        }
+        guard first else { return }
+        WALMetrics.corruptFrames.increment()
+        let name = SegmentFormat.fileName(id: id)
+        let copy = "quarantine/\(name).\(offset).damaged"
+        var saved = "saved as \(copy)"
+        do throws(FileError) {
+            var bytes = [UInt8](repeating: 0, count: min(length, options.segmentSize))
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            if n < 0 { throw FileError(operation: "pread", path: path(name), errno: errno) }
+            bytes.removeLast(bytes.count - n)
+            try FileIO.makeDirectories(path("quarantine"))
+            try FileIO.replaceAtomically(path(copy), with: bytes, directory: path("quarantine"))
+        } catch {
+            saved = "could not be saved: \(error)"
+        }
+        logger.error("a damaged WAL frame was found while reading; the record in it cannot be delivered", metadata: [
+            "segment": "\(name)", "offset": "\(offset)", "bytes": "\(length)", "after_seq": "\(afterSeq)",
+            "before_seq": "\(beforeSeq.map(String.init) ?? "the segment's end")", "reader": "\(sink)", "reason": "\(reason)", "copy": "\(saved)",
+        ])
+    }
+
+    /// Records handed out before a restart that can no longer be read: finished, loudly.
+    func reportLost(sink: String, seqs: [UInt64]) {
+        lock.withLock {
+            stats.corruptRecordsLost += UInt64(seqs.count)
+            progress.finished(sink: sink, seqs: seqs)
+            progressDirty = true
+        }
+        WALMetrics.lostRecords.increment(by: seqs.count)
+        logger.critical("records handed out before a restart can no longer be read from the WAL (damaged); they are counted lost", metadata: [
+            "sink": "\(sink)", "seqs": "\(seqs.prefix(20).map(String.init).joined(separator: ","))\(seqs.count > 20 ? ",..." : "")", "records": "\(seqs.count)",
+        ])
+    }
+}
+
+struct CorruptionPlace: Hashable {
+    var segment: UInt64
+    var offset: Int
+}

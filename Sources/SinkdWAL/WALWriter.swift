@@ -674,4 +674,5 @@ enum WALMetrics {
     static let rewritten = Counter(label: "sinkd_wal_rewritten_records_total")
     static let recordsAtRisk = Counter(label: "sinkd_wal_records_at_risk_total")
     static let corruptFrames = Counter(label: "sinkd_wal_corrupt_frames_total")
+    static let lostRecords = Counter(label: "sinkd_wal_lost_records_total")
 }

@@ -132,6 +132,10 @@ public struct WALStats: Sendable, Equatable {
     /// Bytes of records held in memory, not yet in a segment (pendingBudget bounds it).
     public var pendingBytes = 0
     public var corruptFramesAtStart: UInt64 = 0
+    /// Damaged frames met by readers while running (each place counted once).
+    public var corruptFramesRunning: UInt64 = 0
+    /// Records handed out before a restart found unreadable since (finished as lost).
+    public var corruptRecordsLost: UInt64 = 0
     public var tornTailBytesAtStart: UInt64 = 0
     public var quarantinedSegments: Int = 0
     /// Time of the last round the writer finished: the watchdog's proof of progress.
@@ -204,6 +208,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     var newSinks = Set<String>()
     var stopping = false
     var stopped = false
+    /// Damaged places already reported, so that each is logged and copied once.
+    var corruptionSeen = Set<CorruptionPlace>()
     var stats = WALStats()
     public internal(set) var recoveryReport = RecoveryReport()
 

@@ -241,3 +241,77 @@ final class LockedResult: @unchecked Sendable {
     func set(_ r: Result<Void, WALWriteError>) { lock.withLock { value = r } }
     func get() -> Result<Void, WALWriteError>? { lock.withLock { value } }
 }
+
+/// Item 3: damage met while running is counted, logged, kept in quarantine/, never passed over
+/// silently, and never pins a reader or leaves a seq outstanding.
+@Suite(.serialized) struct RunningCorruptionTests {
+    /// Flips a byte of the payload of record `id` in the segment holding it.
+    static func damage(_ t: TestWAL, id: String) throws {
+        for name in t.segmentFiles() {
+            let file = t.directory + "/" + name
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            guard let range = bytes.range(of: Data("\"\(id)\"".utf8)) else { continue }
+            bytes[range.lowerBound + 1] ^= 0x20
+            try bytes.write(to: URL(fileURLWithPath: file))
+            return
+        }
+        throw TestFailure("no record \(id)")
+    }
+
+    @Test func aFrameDamagedInASealedSegmentIsReportedAndQuarantined() throws {
+        let t = try TestWAL()
+        try t.append((1...3).map { record("c\($0)", payload: #"{"v":"c\#($0)"}"#) })
+        try t.restart()  // sealed, with a valid summary: not scanned at the next start
+        try t.restart()
+        try Self.damage(t, id: "c2")
+        let read = try readAll(t.wal, sink: "file:a")
+        #expect(read.map(\.record.id) == ["c1", "c3"])
+        #expect(t.wal.currentStats.corruptFramesRunning == 1, "counted")
+        let quarantined = (try? FileManager.default.contentsOfDirectory(atPath: t.directory + "/quarantine")) ?? []
+        #expect(quarantined.contains { $0.hasSuffix(".damaged") }, "its bytes are kept: \(quarantined)")
+    }
+
+    @Test func aDamagedRecordHandedOutBeforeARestartDoesNotStayOutstanding() throws {
+        let t = try TestWAL()
+        try t.append((1...3).map { record("o\($0)", payload: #"{"v":"o\#($0)"}"#) })
+        let reader = t.wal.reader(for: "file:a")
+        #expect(try reader.next(maxRecords: 10).count == 3)  // handed out, not finished
+        try t.restart()
+        try t.restart()
+        try Self.damage(t, id: "o2")
+        let replayed = try readAll(t.wal, sink: "file:a")
+        #expect(replayed.map(\.seq) == [1, 3])
+        #expect(!t.wal.progress(of: "file:a").outstanding.contains(2), "the lost seq is finished, not outstanding forever")
+        #expect(t.wal.currentStats.corruptRecordsLost == 1)
+        t.wal.markFinished(sink: "file:a", seqs: [1, 3])
+        try t.restart()  // seals the active segment
+        try t.wal.checkpoint()
+        #expect(try readAll(t.wal, sink: "file:a").isEmpty)
+    }
+
+    @Test func aFrameWithAValidChecksumButAnUndecodableBodyDoesNotPinTheReader() throws {
+        let t = try TestWAL()
+        try t.append([record("u1")])
+        t.wal.shutdown()
+        // A frame for the same sink whose checksum is right but whose body ends early.
+        var body: [UInt8] = []
+        RecordCodec.encode(record("u2", payload: #"{"v":"long enough to cut"}"#), into: &body)
+        body.removeLast(8)
+        var crc = CRC32C()
+        crc.update(body)
+        var frame: [UInt8] = []
+        SegmentFormat.appendFrame(seq: 2, body: body, bodyCRC: crc, to: &frame)
+        let segment = t.directory + "/" + t.segmentFiles().last!
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data(frame))
+        try handle.close()
+        try t.open()
+        try t.append([record("u3")])
+        let reader = t.wal.reader(for: "file:a")
+        var ids: [String] = []
+        for _ in 0..<3 { ids += try reader.next(maxRecords: 10).map(\.record.id) }
+        #expect(ids == ["u1", "u3"])
+        #expect(t.wal.currentStats.corruptFramesRunning == 1)
+    }
+}
