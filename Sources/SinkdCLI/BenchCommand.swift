@@ -69,6 +69,7 @@ struct BenchIngest: ParsableCommand {
 
         // Throughput.
         let cpuBefore = cpuSeconds(pid)
+        let clientCPUBefore = cpuSeconds(getpid())
         let started = Date()
         let perConnection = records / connections
         let collected = LatencyCollector()
@@ -84,6 +85,7 @@ struct BenchIngest: ParsableCommand {
         let latencies = collected.all
         let elapsed = Date().timeIntervalSince(started)
         let cpu = cpuSeconds(pid) - cpuBefore
+        let clientCPU = cpuSeconds(getpid()) - clientCPUBefore
         let all = latencies.flatMap { $0 }.sorted()
         let total = all.count
         let rate = Double(total) / elapsed
@@ -91,7 +93,7 @@ struct BenchIngest: ParsableCommand {
         say("ingest    \(connections) connections, \(total) records of \(payloadBytes) B, fsync always:")
         say("          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)")
         say("          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms")
-        say("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core")
+        say("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core; the load client's (this process) \(format(100 * clientCPU / elapsed)) %")
 
         if steadyRate > 0 {
             let steady = (try? runBenchClient(socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []
