@@ -75,7 +75,9 @@ import Glibc
         #expect(verify.stdout.hasSuffix("DAMAGED\n"))
     }
 
-    @Test func unusableWALDirectoryIsAClearErrorAndExitOne() throws {
+    /// Exit 78: the status systemd/sinkd.service's RestartPreventExitStatus= names, so an
+    /// unusable directory is not restarted in a loop.
+    @Test func unusableWALDirectoryIsAClearErrorAndExit78() throws {
         let dir = try TemporaryDirectory()
         try dir.write("blocker", "a file where the WAL directory should be")
         let config = try dir.write("sinkd.yaml", """
@@ -85,8 +87,10 @@ import Glibc
             sinks: {file: {}}
             """)
         let run = try SinkdProcess.run(["run", "-c", config])
-        #expect(run.status == 1)
-        #expect(run.stderr.contains("cannot open the write-ahead log in \(dir.path)/blocker/wal"))
+        #expect(run.status == 78)
+        #expect(run.stderr.contains("cannot use the write-ahead log directory \(dir.path)/blocker/wal"))
+        #expect(run.stderr.contains("Not a directory"))
+        #expect(run.stderr.contains("then start sinkd again"), "it says what to do")
     }
 
     @Test func aSecondSinkdOnTheSameSocketRefusesToStart() throws {
