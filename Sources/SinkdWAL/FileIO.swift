@@ -241,13 +241,14 @@ public final class FaultInjector: @unchecked Sendable {
     public static let shared = FaultInjector()
 
     private let lock = Lock()
-    private var armed: [(operation: Operation, errno: CInt, remaining: Int, under: String)] = []
+    private var armed: [(operation: Operation, errno: CInt, remaining: Int, skip: Int, under: String)] = []
     private var anyArmed = false
 
-    /// The next `times` operations of kind `operation` on files under `directory` fail with `errno`.
-    public func arm(_ operation: Operation, errno: CInt, times: Int = 1, under directory: String) {
+    /// After `skipping` operations of kind `operation` on files under `directory` have gone
+    /// through, the next `times` fail with `errno`.
+    public func arm(_ operation: Operation, errno: CInt, times: Int = 1, skipping: Int = 0, under directory: String) {
         lock.withLock {
-            armed.append((operation, errno, times, directory.hasSuffix("/") ? directory : directory + "/"))
+            armed.append((operation, errno, times, skipping, directory.hasSuffix("/") ? directory : directory + "/"))
             anyArmed = true
         }
     }
@@ -264,6 +265,10 @@ public final class FaultInjector: @unchecked Sendable {
         guard lock.withLock({ anyArmed }) else { return nil }
         return lock.withLock {
             guard let i = armed.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else { return nil }
+            if armed[i].skip > 0 {
+                armed[i].skip -= 1
+                return nil
+            }
             let code = armed[i].errno
             armed[i].remaining -= 1
             if armed[i].remaining == 0 { armed.remove(at: i) }

@@ -48,19 +48,30 @@ extension WriteAheadLog {
             }.map(\.id)
         }
         guard !finished.isEmpty else { return 0 }
+        var gone = Set<UInt64>()
+        var failure: FileError?
         for id in finished {
-            try FileIO.unlink(path(SegmentFormat.fileName(id: id)))
-            try FileIO.unlink(path(SegmentFormat.summaryFileName(id: id)))
+            do throws(FileError) {
+                try FileIO.unlink(path(SegmentFormat.fileName(id: id)))
+                gone.insert(id)
+                try FileIO.unlink(path(SegmentFormat.summaryFileName(id: id)))
+            } catch {
+                failure = error
+                break
+            }
         }
-        try FileIO.syncDirectory(directory)
+        if failure == nil {
+            do throws(FileError) { try FileIO.syncDirectory(directory) } catch { failure = error }
+        }
+        // What was unlinked is gone whatever failed after it: the accounting follows the files.
         let waiters: [@Sendable () -> Void] = lock.withLock {
-            let gone = Set(finished)
             for s in segments where gone.contains(s.id) { diskBytes -= s.fileBytes }
             segments.removeAll { gone.contains($0.id) }
             return takeSpaceWaiters()
         }
         for w in waiters { w() }
-        return finished.count
+        if let failure { throw failure }
+        return gone.count
     }
 
     func maintenanceLoop() {

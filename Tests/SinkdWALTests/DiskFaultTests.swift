@@ -315,3 +315,62 @@ final class LockedResult: @unchecked Sendable {
         #expect(t.wal.currentStats.corruptFramesRunning == 1)
     }
 }
+
+/// EIO at every step: each kind of file operation the WAL performs (write, fdatasync, ftruncate,
+/// rename, directory fsync) fails once, at its k-th occurrence, in a run that appends across
+/// segment rollovers, reads, finishes records and checkpoints (progress saves and segment
+/// deletions). Whatever fails: every record acknowledged and not finished is there after a
+/// restart, with its id; nothing finished comes back; the byte count equals the files' sizes.
+@Suite(.serialized) struct FaultAtEveryStepTests {
+    static let operations: [FaultInjector.Operation] = [.write, .fsync, .truncate, .rename, .directorySync]
+
+    @Test(arguments: [FsyncMode.always, .interval, .never])
+    func aFailureAtAnyStepLosesNoAcknowledgedRecord(_ mode: FsyncMode) throws {
+        var failedSomewhere = 0
+        for operation in Self.operations {
+            for k in 0..<30 {
+                failedSomewhere += try scenario(mode, operation, skipping: k) ? 1 : 0
+            }
+        }
+        #expect(failedSomewhere > 20, "the injected faults hit real steps (\(failedSomewhere) runs saw a failure)")
+    }
+
+    /// Returns whether a round failed in this run.
+    func scenario(_ mode: FsyncMode, _ operation: FaultInjector.Operation, skipping k: Int) throws -> Bool {
+        let t = try TestWAL(segmentSize: 4 << 10, whenFull: .reject, fsync: mode)
+        let pad = #"{"pad":"\#(String(repeating: "z", count: 300))"}"#
+        var acked: [UInt64: String] = [:]
+        var finished = Set<UInt64>()
+        var sawFailure = false
+        FaultInjector.shared.arm(operation, errno: EIO, skipping: k, under: t.directory)
+        let reader = t.wal.reader(for: "file:a")
+        for batch in 0..<12 {
+            let records = (0..<4).map { record("b\(batch)-\($0)", payload: pad) }
+            let (outcomes, ticket) = t.wal.append(records, nowMillis: WallClock.millis())
+            if case .success = t.wait(ticket) {
+                for (i, o) in outcomes.enumerated() { if case .accepted(let seq) = o { acked[seq] = records[i].id } }
+            } else {
+                sawFailure = true
+            }
+            if batch % 3 == 2 {
+                let got = try reader.next(maxRecords: 6)
+                t.wal.markFinished(sink: "file:a", seqs: got.map(\.seq))
+                finished.formUnion(got.map(\.seq))
+                try? t.wal.checkpoint()
+            }
+        }
+        FaultInjector.shared.disarm(under: t.directory)
+        let label = "\(mode) \(operation) at #\(k + 1)"
+        let onDisk = t.segmentFiles().reduce(0) { sum, name in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: t.directory + "/" + name)[.size] as? Int) ?? 0)
+        }
+        #expect(t.wal.currentStats.bytes == onDisk, "\(label): the byte count follows the files")
+        try t.restart()
+        let remaining = try readAll(t.wal, sink: "file:a")
+        let bySeq = Dictionary(remaining.map { ($0.seq, $0.record.id) }, uniquingKeysWith: { a, _ in a })
+        let missing = acked.filter { !finished.contains($0.key) && bySeq[$0.key] != $0.value }
+        #expect(missing.isEmpty, "\(label): acknowledged records missing: \(missing.keys.sorted().prefix(5))")
+        #expect(Set(bySeq.keys).isDisjoint(with: finished), "\(label): finished records came back")
+        return sawFailure
+    }
+}
