@@ -64,6 +64,8 @@ import Glibc
         let log = (try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("the disk holding the WAL is full"), "the full disk is reported")
         #expect(!log.contains("watchdog"), "no watchdog complaint")
+        let failureLines = log.components(separatedBy: "\n").filter { $0.contains("a WAL write or fdatasync failed") }.count
+        #expect(failureLines <= 4, "repeated write errors are rate-limited in the log (\(failureLines) lines)")
     }
 
     @Test func aSecondDaemonOnTheSameWALExits78NamingTheHolder() throws {
@@ -78,5 +80,10 @@ import Glibc
         let log = (try? String(contentsOfFile: dir.path + "/second.log", encoding: .utf8)) ?? ""
         #expect(log.contains("another sinkd (pid \(first.process.processIdentifier))"), "the message names the holder: \(log.suffix(400))")
         #expect(first.process.isRunning, "the first daemon is untouched")
+        // The offline tools only read: they work beside the running daemon.
+        let verify = try SinkdProcess.run(["wal", "verify", wal])
+        #expect(verify.status == 0, "wal verify beside a running sinkd: \(verify.stdout) \(verify.stderr)")
+        let dump = try SinkdProcess.run(["wal", "dump", wal])
+        #expect(dump.status == 0, "wal dump beside a running sinkd: \(dump.stderr)")
     }
 }

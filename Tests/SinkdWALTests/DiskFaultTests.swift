@@ -365,6 +365,11 @@ final class LockedResult: @unchecked Sendable {
             sum + ((try? FileManager.default.attributesOfItem(atPath: t.directory + "/" + name)[.size] as? Int) ?? 0)
         }
         #expect(t.wal.currentStats.bytes == onDisk, "\(label): the byte count follows the files")
+        // A SIGKILL now: what is on disk holds every acknowledged, unfinished record too.
+        let crashed = try t.crashCopy()
+        let afterCrash = Set(try readAll(crashed.wal, sink: "file:a").map(\.seq))
+        let lostInCrash = acked.keys.filter { !finished.contains($0) && !afterCrash.contains($0) }
+        #expect(lostInCrash.isEmpty, "\(label): a crash now would lose \(lostInCrash.sorted().prefix(5))")
         try t.restart()
         let remaining = try readAll(t.wal, sink: "file:a")
         let bySeq = Dictionary(remaining.map { ($0.seq, $0.record.id) }, uniquingKeysWith: { a, _ in a })
