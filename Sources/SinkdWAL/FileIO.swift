@@ -171,6 +171,9 @@ public enum FileIO {
 
     /// Reads a whole (small) file.
     public static func readFile(_ path: String, noFollow: Bool = false) throws(FileError) -> [UInt8] {
+        if let injected = FaultInjector.shared.failure(for: .read, path: path) {
+            throw FileError(operation: "read", path: path, errno: injected)
+        }
         let fd = try open(path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
         defer { close(fd) }
         let size = try self.size(fd, path: path)
@@ -237,7 +240,7 @@ public enum FileIO {
 /// Off (and free) unless a test arms it. Scoped by path so that tests running in parallel never
 /// see each other's faults.
 public final class FaultInjector: @unchecked Sendable {
-    public enum Operation: Sendable { case write, fsync, truncate, rename, directorySync }
+    public enum Operation: Sendable { case write, fsync, truncate, rename, directorySync, read }
     public static let shared = FaultInjector()
 
     private let lock = Lock()

@@ -52,7 +52,8 @@ import Glibc
         kill(daemon.process.processIdentifier, SIGTERM)
         while daemon.process.isRunning, Date().timeIntervalSince(stopped) < 20 { usleep(50_000) }
         #expect(!daemon.process.isRunning, "SIGTERM ends sinkd within 20 s whatever the disk does")
-        daemon.stopIfRunning()
+        if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }
+        daemon.process.waitUntilExit()
         #expect(daemon.process.terminationStatus == 0)
         while let line = client.readLine(timeoutMillis: 200) {
             if let id = CrashDurabilityTests.acceptedID(line) { accepted.insert(id) }
@@ -75,6 +76,10 @@ import Glibc
         defer { first.stopIfRunning() }
         _ = try first.connect(socket: dir.path + "/ingest.sock")
         let second = try CrashDurabilityTests.Daemon.start(config: try Self.config(dir, wal: wal, name: "second.yaml", sockets: "2"), log: dir.path + "/second.log")
+        let started = Date()
+        while second.process.isRunning, Date().timeIntervalSince(started) < 20 { usleep(20_000) }
+        #expect(!second.process.isRunning, "the second sinkd refuses to start")
+        if second.process.isRunning { kill(second.process.processIdentifier, SIGKILL) }
         second.process.waitUntilExit()
         #expect(second.process.terminationStatus == 78)
         let log = (try? String(contentsOfFile: dir.path + "/second.log", encoding: .utf8)) ?? ""

@@ -181,6 +181,21 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").count == 2)
     }
 
+    @Test func anEIOReadingAProgressCopyMovesItAsideAndStartGoesOn() throws {
+        let t = try TestWAL()
+        try t.append((0..<3).map { record("e\($0)") })
+        let reader = t.wal.reader(for: "file:a")
+        t.wal.markFinished(sink: "file:a", seqs: try reader.next(maxRecords: 2).map(\.seq))
+        try t.restart()
+        t.wal.shutdown()
+        FaultInjector.shared.arm(.read, errno: EIO, under: t.directory)  // the first file read at start is progress.0
+        defer { FaultInjector.shared.disarm(under: t.directory) }
+        try t.open()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["e2"], "the other copy's progress is used")
+        #expect(t.wal.recoveryReport.quarantined.contains { $0.segment == "progress.0" })
+        #expect(try t.append([record("f")]) == [.accepted(seq: 4)])
+    }
+
     // MARK: item 6: the seq floor
 
     @Test(arguments: ProgressStore.slotNames)
