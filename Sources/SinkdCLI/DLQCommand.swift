@@ -78,7 +78,7 @@ struct DLQ: ParsableCommand {
     struct Replay: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send dead letters back through the WAL to their sinks (the daemon must run).",
-            discussion: "The records are appended to the WAL again (bypassing dedupe) and removed from the store once durable."
+            discussion: "The records are appended to the WAL again (bypassing dedupe) and removed from the store once durable. Each is first checked as ingest would check it (a dead-letter file may have been edited by hand): one that would not pass is named with the reason, stays in the store, and the exit status is 1."
         )
         @OptionGroup var config: ConfigOption
         @OptionGroup var filter: Filter
@@ -88,6 +88,11 @@ struct DLQ: ParsableCommand {
             request["command"] = "dlq-replay"
             let response = try Control.request(request, socket: config.load().control.socket)
             print("replayed \(response["replayed"] as? Int ?? 0) dead letters into the WAL")
+            let invalid = response["invalid"] as? [[String: Any]] ?? []
+            for entry in invalid {
+                Terminal.printError("sinkd dlq replay: seq \(entry["seq"] ?? "?") (\(entry["sink"] ?? "?")) not replayed, it would not pass ingest: \(entry["error"] ?? "?"); it stays in the dead-letter store")
+            }
+            if !invalid.isEmpty { throw ExitCode(1) }
         }
     }
 

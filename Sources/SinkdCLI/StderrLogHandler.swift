@@ -74,19 +74,12 @@ struct StderrLogHandler: LogHandler {
         }
     }
 
+    /// A logfmt value: quoted when it holds a space, `=`, a quote, or anything `LogText` escapes;
+    /// every control character escaped, so no remote text can start a line of its own.
     static func logfmtValue(_ s: String) -> String {
-        let needsQuotes = s.isEmpty || s.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0.isNewline })
+        let needsQuotes = s.isEmpty || s.unicodeScalars.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || LogText.isControl($0) })
         guard needsQuotes else { return s }
-        var out = "\""
-        for c in s {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.append(c)
-            }
-        }
-        return out + "\""
+        return "\"" + LogText.escapingControls(s, also: ["\"", "\\"]) + "\""
     }
 
     static func timestamp() -> String {

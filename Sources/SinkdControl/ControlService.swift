@@ -138,6 +138,29 @@ public final class ControlService: Service, Sendable {
                             ingestConnections: ingestState.openConnections, sinks: sinks)
     }
 
+    /// Why `record` (a dead letter to replay) would not pass ingest, or nil. The request it came
+    /// from is rebuilt and parsed by ingest's own parser, so the checks are the same.
+    static func validateForReplay(_ record: EventRecord, maxRecordBytes: Int) -> String? {
+        var line: [UInt8] = Array(#"{"id":"#.utf8)
+        JSONText.appendString(record.id, to: &line)
+        line += Array(#","sink":"#.utf8)
+        JSONText.appendString(record.sink, to: &line)
+        for (key, value) in [("workflowInstanceId", record.workflowInstanceId), ("workflowType", record.workflowType),
+                             ("correlationId", record.correlationId), ("taskRefName", record.taskRefName)] {
+            guard let value else { continue }
+            line += Array(",\"\(key)\":".utf8)
+            JSONText.appendString(value, to: &line)
+        }
+        if let v = record.workflowVersion { line += Array(",\"workflowVersion\":\(v)".utf8) }
+        if let p = record.priority { line += Array(",\"priority\":\(p)".utf8) }
+        line += Array(#","payload":"#.utf8) + record.payload + Array("}".utf8)
+        guard line.count <= maxRecordBytes else { return "the record is \(line.count) bytes; ingest.max_record_bytes is \(maxRecordBytes)" }
+        switch RequestParser.parse(line) {
+        case .success: return nil
+        case .failure(let rejection): return "\(rejection.code.rawValue): \(rejection.message)"
+        }
+    }
+
     /// Handles one request line; returns the response line (without newline).
     func handle(_ line: [UInt8]) -> [UInt8] {
         guard let request = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let command = request["command"] as? String else {
@@ -178,8 +201,27 @@ public final class ControlService: Service, Sendable {
             }
         case "dlq-replay":
             do {
-                let entries = try deadLetters.entries(sink: sink, since: since, until: until)
-                guard !entries.isEmpty else { return Array(#"{"ok":true,"replayed":0}"#.utf8) }
+                let all = try deadLetters.entries(sink: sink, since: since, until: until)
+                // Validated like ingest requests (a dead-letter file may have been edited by hand):
+                // what would not pass ingest stays in the store with its reason.
+                var entries: [DeadLetterStore.Entry] = []
+                var invalid: [(DeadLetterStore.Entry, String)] = []
+                for e in all {
+                    switch Self.validateForReplay(e.record, maxRecordBytes: delivery.generation.config.ingest.maxRecordBytes) {
+                    case nil: entries.append(e)
+                    case let reason?: invalid.append((e, reason))
+                    }
+                }
+                var invalidJSON: [UInt8] = []
+                for (i, (e, reason)) in invalid.enumerated() {
+                    invalidJSON += Array((i == 0 ? "" : ",").utf8) + Array(#"{"seq":\#(e.seq),"sink":"#.utf8)
+                    JSONText.appendString(e.record.sink, to: &invalidJSON)
+                    invalidJSON += Array(#","error":"#.utf8)
+                    JSONText.appendString(reason, to: &invalidJSON)
+                    invalidJSON += Array("}".utf8)
+                }
+                let invalidPart = Array(#","invalid":["#.utf8) + invalidJSON + Array("]".utf8)
+                guard !entries.isEmpty else { return Array(#"{"ok":true,"replayed":0"#.utf8) + invalidPart + Array("}".utf8) }
                 let (outcomes, ticket) = wal.append(entries.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
                 let accepted = outcomes.filter { if case .accepted = $0 { true } else { false } }.count
                 guard accepted == entries.count else {
@@ -196,7 +238,7 @@ public final class ControlService: Service, Sendable {
                 // In the WAL now: safe to remove from the store.
                 try deadLetters.purge(sink: sink, since: since, until: until, seqs: Set(entries.map(\.seq)))
                 logger.notice("dead letters replayed into the WAL", metadata: ["count": "\(entries.count)", "sink": "\(sink ?? "*")"])
-                return Array(#"{"ok":true,"replayed":\#(entries.count)}"#.utf8)
+                return Array(#"{"ok":true,"replayed":\#(entries.count)"#.utf8) + invalidPart + Array("}".utf8)
             } catch {
                 return Self.error("cannot replay dead letters: \(error)")
             }

@@ -100,12 +100,28 @@ final class ConfigSection {
         return parsed
     }
 
+    /// The largest duration any key takes (a year): beyond it a timer's arithmetic could overflow,
+    /// and no setting of sinkd means anything that long.
+    public static let maxDuration: Duration = .seconds(365 * 24 * 3600)
+    /// The largest size any key takes (1 PiB), so that sums and doublings of sizes never overflow.
+    public static let maxSize = 1 << 50
+
     func duration(_ key: String, default value: Duration) -> Duration {
-        self.value(key, default: value, expected: "a duration like \"30s\"", Units.parseDuration)
+        let parsed = self.value(key, default: value, expected: "a duration like \"30s\"", Units.parseDuration)
+        guard parsed <= Self.maxDuration else {
+            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatDuration(Self.maxDuration)) (a year), got \(Units.formatDuration(parsed))")
+            return value
+        }
+        return parsed
     }
 
     func size(_ key: String, default value: Int) -> Int {
-        self.value(key, default: value, expected: "a size like \"64MiB\" or a number of bytes", Units.parseSize)
+        let parsed = self.value(key, default: value, expected: "a size like \"64MiB\" or a number of bytes", Units.parseSize)
+        guard parsed <= Self.maxSize else {
+            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatSize(Self.maxSize)), got \(parsed) bytes")
+            return value
+        }
+        return parsed
     }
 
     func int(_ key: String, default value: Int, range: ClosedRange<Int>) -> Int {

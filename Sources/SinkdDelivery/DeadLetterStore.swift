@@ -16,6 +16,7 @@ public final class DeadLetterStore: @unchecked Sendable {
     public init(directory: String) throws(FileError) {
         self.directory = directory
         try FileIO.makeDirectories(directory)
+        try FileIO.checkStateDirectory(directory)
     }
 
     public struct Entry: Sendable, Equatable {

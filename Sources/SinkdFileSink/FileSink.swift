@@ -69,6 +69,7 @@ final class FileSinkClient: SinkClient, @unchecked Sendable {
         do throws(FileError) {
             if fd < 0 {
                 try FileIO.makeDirectories(directory)
+                try FileIO.checkStateDirectory(directory)
                 fd = try FileIO.openForAppend(path, directory: directory)
             }
             let before = try FileIO.size(fd, path: path)

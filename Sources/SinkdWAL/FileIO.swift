@@ -156,6 +156,26 @@ public enum FileIO {
         }
     }
 
+    /// Refuses a state directory that someone else could write into (and so plant links or
+    /// files in): it must be owned by sinkd's user and writable by no other user (group-writable
+    /// only for sinkd's own group).
+    public static func checkStateDirectory(_ path: String) throws(FileError) {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError(operation: "fstat", path: path, errno: errno) }
+        let uid = geteuid()
+        if st.st_uid != uid {
+            throw FileError(operation: "check", path: path, errno: EPERM,
+                            detail: "it is owned by uid \(st.st_uid), not by sinkd's user (uid \(uid)); another user could plant files in it. chown it to sinkd's user (systemd's StateDirectory= does)")
+        }
+        let mode = st.st_mode & 0o7777
+        if mode & 0o002 != 0 || (mode & 0o020 != 0 && st.st_gid != getegid()) {
+            throw FileError(operation: "check", path: path, errno: EPERM,
+                            detail: "its mode \(String(mode, radix: 8)) lets other users write into it; chmod o-w,g-w it (0750 is what sinkd creates)")
+        }
+    }
+
     public static func listDirectory(_ path: String) throws(FileError) -> [String] {
         guard let dir = opendir(path) else { throw FileError(operation: "opendir", path: path, errno: errno) }
         defer { closedir(dir) }

@@ -113,6 +113,7 @@ extension WriteAheadLog {
     /// again next time), and the active segment is opened later if the disk is full.
     func recover() throws(FileError) {
         try FileIO.makeDirectories(directory)
+        try FileIO.checkStateDirectory(directory)
         try lockDirectory()
         var report = RecoveryReport()
         var names = try FileIO.listDirectory(directory)

@@ -98,6 +98,35 @@ import Glibc
     }
 }
 
+/// Issue 18, item 10: a hand-edited dead-letter line that ingest would refuse (a 70,000-byte
+/// workflowType: the old replay hit a precondition in the record codec and killed the daemon)
+/// gets a per-line error and stays in the store; the good lines are replayed; sinkd keeps running.
+@Suite(.serialized) struct DLQReplayValidationTests {
+    @Test func anEditedLineThatWouldNotPassIngestIsNamedAndKept() throws {
+        let dir = try TemporaryDirectory()
+        let config = try StatusAndDLQCommandTests.config(dir)
+        let store = try DeadLetterStore(directory: dir.path + "/dlq")
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        var huge = EventRecord(id: "huge", sink: "file:edited", payload: Array("1".utf8), acceptedAtMillis: now)
+        huge.workflowType = String(repeating: "w", count: 70_000)
+        let good = EventRecord(id: "good", sink: "file:edited", payload: Array(#"{"ok":1}"#.utf8), acceptedAtMillis: now)
+        try store.append(sink: "file:edited", [
+            DeadLetterStore.Entry(seq: 1, record: huge, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: now),
+            DeadLetterStore.Entry(seq: 2, record: good, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: now),
+        ])
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        defer { daemon.stopIfRunning() }
+        let replay = try SinkdProcess.run(["dlq", "replay", "-c", config, "--sink", "file:edited"])
+        #expect(replay.status == 1)
+        #expect(replay.stdout == "replayed 1 dead letters into the WAL\n")
+        #expect(replay.stderr.contains("seq 1 (file:edited) not replayed"), "\(replay.stderr)")
+        #expect(replay.stderr.contains("workflowType"), "the reason names the field: \(replay.stderr)")
+        #expect(daemon.process.isRunning, "the daemon is alive")
+        #expect(try store.entries(sink: "file:edited").map(\.record.id) == ["huge"], "the bad line stays, the good one left")
+    }
+}
+
 @Suite(.serialized) struct MetricsEndpointTests {
     /// GET over a plain TCP socket: the response's body.
     static func get(port: Int, path: String) -> (status: String, body: String) {

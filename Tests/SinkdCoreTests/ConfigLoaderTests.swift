@@ -325,3 +325,48 @@ import Testing
         }
     }
 }
+
+/// Issue 18, item 9: no number in a configuration can trap the loader (and so `check-config` or a
+/// reload): every size and duration has a range, checked with a file:line:col error.
+@Suite struct AbsurdNumberTests {
+    static let sizes = ["ingest.max_record_bytes", "wal.segment_size", "wal.max_size"]
+    static let durations = ["ingest.idle_timeout", "wal.fsync_interval", "delivery.dedupe_window", "delivery.shutdown_timeout",
+                            "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.max_age"]
+    static let hugeSizes = ["8000000000000000000", "9000000000000000000", "9223372036854775807", "9223372036854775808", "8000000TiB", "1125899906842625"]
+    static let hugeDurations = ["3000000h", "999999999999h", "9223372036854775807ms", "8784h1ms"]
+
+    static func yaml(_ dotted: String, _ value: String) -> String {
+        let parts = dotted.split(separator: ".")
+        var text = ""
+        for (depth, part) in parts.enumerated() {
+            text += String(repeating: "  ", count: depth) + part + ":" + (depth == parts.count - 1 ? " \"\(value)\"\n" : "\n")
+        }
+        return text
+    }
+
+    @Test func hugeSizesAreErrorsWithAPosition() {
+        for key in Self.sizes {
+            for value in Self.hugeSizes {
+                let errors = ConfigLoaderTests.errors(Self.yaml(key, value))
+                #expect(errors.contains { $0.contains(key) && $0.hasPrefix("sinkd.yaml:") }, "\(key): \(value) gave \(errors)")
+            }
+        }
+    }
+
+    @Test func hugeDurationsAreErrorsWithAPosition() {
+        for key in Self.durations {
+            for value in Self.hugeDurations {
+                let errors = ConfigLoaderTests.errors(Self.yaml(key, value))
+                #expect(errors.contains { $0.contains(key) && $0.hasPrefix("sinkd.yaml:") }, "\(key): \(value) gave \(errors)")
+            }
+        }
+    }
+
+    @Test func theLargestAcceptedValuesLoadWithoutOverflow() throws {
+        let config = try ConfigLoaderTests.load("""
+            wal: {segment_size: 512TiB, max_size: 1024TiB, fsync: interval, fsync_interval: 8760h}
+            delivery: {dedupe_window: 8760h, retry: {max_backoff: 8760h, max_age: 8760h}}
+            """)
+        #expect(config.wal.maxSize == 1 << 50)
+    }
+}

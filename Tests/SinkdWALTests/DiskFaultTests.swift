@@ -394,3 +394,78 @@ final class LockedResult: @unchecked Sendable {
         return sawFailure
     }
 }
+
+/// Issue 18, item 3: a connection blocked on a full WAL waits for real room for its record; the
+/// old threshold (`max_size - segment_size / 16`) fired at once for records larger than that
+/// margin, and the connection re-queued itself forever on its event loop.
+@Suite struct SpaceWaitTests {
+    @Test func aBlockedRecordIsWokenOnlyWhenItFits() throws {
+        let big = "\"" + String(repeating: "b", count: 60_000) + "\""
+        let t = try TestWAL(segmentSize: 128 << 10, maxSize: 512 << 10, whenFull: .block)
+        var outcomes: [AppendOutcome] = []
+        var n = 0
+        while !outcomes.contains(.full), n < 20 {
+            outcomes += try t.append([record("big\(n)", payload: big)])
+            n += 1
+        }
+        #expect(outcomes.last == .full)
+        let frame = WriteAheadLog.frameLength(of: record("next", payload: big))
+        let woken = DispatchSemaphore(value: 0)
+        t.wal.whenSpaceAvailable(bytes: frame) { woken.signal() }
+        #expect(woken.wait(timeout: .now() + .milliseconds(300)) == .timedOut, "no room yet: no wake-up")
+        // Delivering frees whole segments; then the waiter fires, once.
+        let reader = t.wal.reader(for: "file:a")
+        var seqs: [UInt64] = []
+        while case let b = try reader.next(maxRecords: 100), !b.isEmpty { seqs += b.map(\.seq) }
+        t.wal.markFinished(sink: "file:a", seqs: seqs)
+        try t.wal.checkpoint()
+        #expect(woken.wait(timeout: .now() + .seconds(5)) == .success)
+    }
+}
+
+/// Issue 18, item 11: state directories that others can write are refused with a message that
+/// says what to do; files in them are never opened through a planted link.
+@Suite(.serialized) struct StateDirectoryOwnershipTests {
+    static func options(_ directory: String) -> WALOptions {
+        var config = SinkdConfig()
+        config.wal.directory = directory
+        return WALOptions(config)
+    }
+
+    @Test func aWorldWritableWALDirectoryIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o777)
+        #expect {
+            _ = try WriteAheadLog(options: Self.options(dir), logger: TestWAL.logger)
+        } throws: { "\($0)".contains("lets other users write into it") }
+    }
+
+    @Test func aWALDirectoryOwnedBySomeoneElseIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(chown(dir, 65534, 65534) == 0, "the test runs as root, as CI does")
+        #expect {
+            _ = try WriteAheadLog(options: Self.options(dir), logger: TestWAL.logger)
+        } throws: { "\($0)".contains("owned by uid 65534") }
+    }
+
+    @Test func aPlantedLinkForATemporaryIsNeverFollowed() throws {
+        let t = try TestWAL()
+        try t.append([record("one")])
+        t.wal.shutdown()
+        let victim = t.directory + "-victim"
+        _ = FileManager.default.createFile(atPath: victim, contents: Data("precious".utf8))
+        defer { try? FileManager.default.removeItem(atPath: victim) }
+        // The summary sinkd writes at the next seal goes through <id>.idx.tmp.
+        let active = t.segmentFiles().last!
+        try FileManager.default.createSymbolicLink(atPath: t.directory + "/" + active.replacingOccurrences(of: ".wal", with: ".idx.tmp"), withDestinationPath: victim)
+        try t.open()
+        try t.append([record("two")])
+        try t.restart()
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious")
+        #expect(try readAll(t.wal, sink: "file:a").count == 2)
+    }
+}
