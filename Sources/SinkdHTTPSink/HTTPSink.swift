@@ -67,6 +67,12 @@ struct HTTPEndpointClient: SinkClient {
     }
 
     private func post(_ record: EventRecord) async -> Result<DeliveryOutcome, SinkConnectionError> {
+        // Record fields become headers: one that no header may carry is this record's problem
+        // (dead-lettered with the reason), never the connection's, so it cannot pin the sink.
+        if let problem = Self.headerProblem([("id", "Idempotency-Key", record.id), ("workflowInstanceId", "X-Sinkd-Workflow-Instance-Id", record.workflowInstanceId),
+                                             ("correlationId", "X-Sinkd-Correlation-Id", record.correlationId)]) {
+            return .success(.permanent(problem))
+        }
         var request = HTTPClientRequest(url: endpoint.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -86,6 +92,19 @@ struct HTTPEndpointClient: SinkClient {
         } catch {
             return .failure(SinkConnectionError("\(endpoint.url): \(error)"))
         }
+    }
+
+    /// Why one of these record fields cannot be sent as an HTTP header value (a control character
+    /// other than HTAB, which RFC 9110 forbids and AsyncHTTPClient refuses), or nil.
+    static func headerProblem(_ fields: [(field: String, header: String, value: String?)]) -> String? {
+        for (field, header, value) in fields {
+            guard let value else { continue }
+            for (offset, byte) in value.utf8.enumerated() where (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                let code = String(byte, radix: 16, uppercase: true)
+                return "the record's \(field) holds the control character U+\(code.count == 1 ? "000" : "00")\(code) at byte \(offset), which an HTTP header (\(header)) cannot carry"
+            }
+        }
+        return nil
     }
 
     static func outcome(status: HTTPResponseStatus, headers: HTTPHeaders, body: String) -> DeliveryOutcome {

@@ -220,6 +220,9 @@ extension WriteAheadLog {
         if options.fsync == .always {
             try syncActive()
         }
+        // Written (and per `fsync` reported durable): a failure from here on, outside a round
+        // (an interval sync, a seal at shutdown), must keep all of it.
+        activeRoundStart = activeSize
     }
 
     func syncActive() throws(FileError) {

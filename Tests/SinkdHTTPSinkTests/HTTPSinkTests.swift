@@ -127,6 +127,25 @@ final class ScriptedHTTPServer: Sendable {
         await server.stop()
     }
 
+    /// Issue 18, item 1: a record field that no HTTP header may carry is that record's permanent
+    /// error (dead-lettered with the reason), not a connection failure that pins the sink; the
+    /// rest of the batch is delivered.
+    @Test func aPoisonRecordIsPermanentAndTheOthersAreDelivered() async throws {
+        let server = try await ScriptedHTTPServer()
+        let family = Self.family("http://127.0.0.1:\(server.port)/e")
+        var badCorrelation = Self.record("ok-2")
+        badCorrelation.record.correlationId = "line\r\nX-Forged: 1"
+        let outcomes = try await Self.client(family).send([Self.record("poison\u{1}"), Self.record("ok-1"), badCorrelation])
+        #expect(outcomes == [
+            .permanent("the record's id holds the control character U+0001 at byte 6, which an HTTP header (Idempotency-Key) cannot carry"),
+            .delivered,
+            .permanent("the record's correlationId holds the control character U+000D at byte 4, which an HTTP header (X-Sinkd-Correlation-Id) cannot carry"),
+        ])
+        #expect(server.received.map { $0.headers.first(name: "X-Sinkd-Message-Id") } == ["ok-1"])
+        await family.shutdown()
+        await server.stop()
+    }
+
     @Test func nobodyListeningIsAConnectionError() async throws {
         let server = try await ScriptedHTTPServer()
         let port = server.port

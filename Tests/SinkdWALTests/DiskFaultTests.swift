@@ -46,6 +46,22 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == (0..<20).map { "s\($0)" })
     }
 
+    /// A failure outside any round (the seal's fdatasync at shutdown, an interval sync) keeps
+    /// every frame written, the last round's included.
+    @Test(arguments: [FsyncMode.interval, .never])
+    func aFailedSyncOutsideARoundKeepsTheLastRound(_ mode: FsyncMode) throws {
+        let t = try TestWAL(whenFull: .reject, fsync: mode)
+        t.options.fsyncInterval = .seconds(30)
+        try t.restart()
+        try t.append((0..<3).map { record("x\($0)") })
+        try t.append((3..<6).map { record("x\($0)") })
+        FaultInjector.shared.arm(.fsync, errno: EIO, times: 1, under: t.directory)
+        t.wal.shutdown()
+        FaultInjector.shared.disarm(under: t.directory)
+        try t.open()
+        #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == (0..<6).map { "x\($0)" })
+    }
+
     // MARK: items 1 and 2: a real full file system, every mode
 
     struct Mode: Sendable, CustomStringConvertible {
@@ -376,15 +392,18 @@ final class LockedResult: @unchecked Sendable {
         }
         FaultInjector.shared.disarm(under: t.directory)
         let label = "\(mode) \(operation) at #\(k + 1)"
-        let onDisk = t.segmentFiles().reduce(0) { sum, name in
-            sum + ((try? FileManager.default.attributesOfItem(atPath: t.directory + "/" + name)[.size] as? Int) ?? 0)
-        }
-        #expect(t.wal.currentStats.bytes == onDisk, "\(label): the byte count follows the files")
-        // A SIGKILL now: what is on disk holds every acknowledged, unfinished record too.
+        // A SIGKILL now (the writer may still be rewriting or syncing): what is on disk holds
+        // every acknowledged, unfinished record too.
         let crashed = try t.crashCopy()
         let afterCrash = Set(try readAll(crashed.wal, sink: "file:a").map(\.seq))
         let lostInCrash = acked.keys.filter { !finished.contains($0) && !afterCrash.contains($0) }
         #expect(lostInCrash.isEmpty, "\(label): a crash now would lose \(lostInCrash.sorted().prefix(5))")
+        // Once the writer has stopped, the byte count equals the files' sizes.
+        t.wal.shutdown()
+        let onDisk = t.segmentFiles().reduce(0) { sum, name in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: t.directory + "/" + name)[.size] as? Int) ?? 0)
+        }
+        #expect(t.wal.currentStats.bytes == onDisk, "\(label): the byte count follows the files")
         try t.restart()
         let remaining = try readAll(t.wal, sink: "file:a")
         let bySeq = Dictionary(remaining.map { ($0.seq, $0.record.id) }, uniquingKeysWith: { a, _ in a })
