@@ -123,14 +123,18 @@ extension WriteAheadLog {
 
     /// Answers the pending round with `error` without writing it.
     private func failPendingRound(_ error: FileError) {
-        let taken: Round? = lock.withLock {
+        if var round = takePendingRound() { finish(&round, result: .failure(WALWriteError(underlying: error))) }
+    }
+
+    /// The pending round, now being written (nil when nothing is pending); a new one is opened.
+    private func takePendingRound() -> Round? {
+        lock.withLock {
             guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
             var round = Round(number: pending.number + 1)
             swap(&round, &pending)
             writing = round
             return round
         }
-        if var round = taken { finish(&round, result: .failure(WALWriteError(underlying: error))) }
     }
 
     private func markDiskFull(_ error: FileError) {
@@ -525,14 +529,7 @@ extension WriteAheadLog {
                 lock.withLock { stats.recordsAtRisk += UInt64(rewrite.entries.count) }
             }
         }
-        let leftover: Round? = lock.withLock {
-            guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
-            var round = Round(number: pending.number + 1)
-            swap(&round, &pending)
-            writing = round
-            return round
-        }
-        if var round = leftover {
+        if var round = takePendingRound() {
             do throws(FileError) {
                 try write(&round)
                 finish(&round, result: .success(()))
