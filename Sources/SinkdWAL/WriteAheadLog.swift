@@ -349,7 +349,9 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// The round in which `seq` is being written; nil once it is durable.
     private func roundHolding(_ seq: UInt64) -> UInt64? {
-        if let writing, writing.entries[writing.durableEntries...].contains(where: { $0.seq == seq }) {
+        // Entries are in seq order: a range check, not a scan (this runs per duplicate).
+        if let writing, writing.durableEntries < writing.entries.count,
+           seq >= writing.entries[writing.durableEntries].seq, seq <= writing.entries[writing.entries.count - 1].seq {
             return writing.number
         }
         if let first = pending.entries.first?.seq, seq >= first { return pending.number }
