@@ -384,6 +384,26 @@ extension WriteAheadLog {
         ])
     }
 
+    /// One attempt, at shutdown, at `performRewrite`. Returns false when it failed: the records
+    /// stay in their old segment, unsynced, counted at risk and logged.
+    @discardableResult
+    private func rewriteOnceAtShutdown() -> Bool {
+        guard !rewrite.entries.isEmpty else { return true }
+        do throws(FileError) {
+            try performRewrite()
+            return true
+        } catch {
+            handleFailure(error)
+            let count = rewrite.entries.count
+            lock.withLock { stats.recordsAtRisk += UInt64(count) }
+            WALMetrics.recordsAtRisk.increment(by: count)
+            logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
+                "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(count)", "error": "\(error)",
+            ])
+            return false
+        }
+    }
+
     /// Writes `rewrite` into a fresh segment and syncs it; then cuts the segment it came from back
     /// to what was synced there.
     private func performRewrite() throws(FileError) {
@@ -519,16 +539,7 @@ extension WriteAheadLog {
     /// Shutdown: everything appended is written (one attempt); the active segment is sealed;
     /// progress saved. Never waits for disk space.
     func drainForShutdown() {
-        if !rewrite.entries.isEmpty {
-            do throws(FileError) {
-                try performRewrite()
-            } catch {
-                logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
-                    "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(rewrite.entries.count)", "error": "\(error)",
-                ])
-                lock.withLock { stats.recordsAtRisk += UInt64(rewrite.entries.count) }
-            }
-        }
+        rewriteOnceAtShutdown()
         if var round = takePendingRound() {
             do throws(FileError) {
                 try write(&round)
@@ -538,27 +549,15 @@ extension WriteAheadLog {
                 finish(&round, result: .failure(WALWriteError(underlying: error)))
             }
         }
-        if activeFD >= 0 {
-            do throws(FileError) {
-                try sealActive()
-            } catch {
-                // The last sync failed: what was reported durable and not synced is written again
-                // (interval), once; a restart scans whatever is left.
-                handleFailure(error)
-                if !rewrite.entries.isEmpty {
-                    do throws(FileError) {
-                        try performRewrite()
-                        try sealActive()
-                    } catch {
-                        logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
-                            "first_seq": "\(rewrite.entries.first?.seq ?? 0)", "last_seq": "\(rewrite.entries.last?.seq ?? 0)", "error": "\(error)",
-                        ])
-                        if activeFD >= 0 {
-                            close(activeFD)
-                            activeFD = -1
-                        }
-                    }
-                }
+        guard activeFD >= 0 else { return lock.withLock { stopped = true } }
+        do throws(FileError) {
+            try sealActive()
+        } catch {
+            // The last sync failed: what was reported durable and not synced is written again
+            // (interval), once; a restart scans whatever is left.
+            handleFailure(error)
+            if rewriteOnceAtShutdown(), activeFD >= 0 {
+                do throws(FileError) { try sealActive() } catch { handleFailure(error) }
             }
         }
         lock.withLock { stopped = true }
