@@ -45,19 +45,10 @@ struct Send: ParsableCommand {
         let path = try socket ?? config.load().ingest.socket
         let lines: [[UInt8]]
         if let sink {
-            var line: [UInt8] = Array(#"{"id":"#.utf8)
-            JSONText.appendString(id ?? UUID().uuidString, to: &line)
-            line += Array(#","sink":"#.utf8)
-            JSONText.appendString(sink, to: &line)
-            if let workflowType {
-                line += Array(#","workflowType":"#.utf8)
-                JSONText.appendString(workflowType, to: &line)
-            }
-            if let taskRefName {
-                line += Array(#","taskRefName":"#.utf8)
-                JSONText.appendString(taskRefName, to: &line)
-            }
-            line += Array(#","payload":"#.utf8) + Array((payload ?? "{}").utf8) + [UInt8(ascii: "}")]
+            var record = EventRecord(id: id ?? UUID().uuidString, sink: sink, payload: Array((payload ?? "{}").utf8))
+            record.workflowType = workflowType
+            record.taskRefName = taskRefName
+            let line = RequestParser.requestLine(for: record)
             lines = [line]
         } else {
             let input = FileHandle.standardInput.readDataToEndOfFile()

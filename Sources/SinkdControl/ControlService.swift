@@ -141,19 +141,7 @@ public final class ControlService: Service, Sendable {
     /// Why `record` (a dead letter to replay) would not pass ingest, or nil. The request it came
     /// from is rebuilt and parsed by ingest's own parser, so the checks are the same.
     static func validateForReplay(_ record: EventRecord, maxRecordBytes: Int) -> String? {
-        var line: [UInt8] = Array(#"{"id":"#.utf8)
-        JSONText.appendString(record.id, to: &line)
-        line += Array(#","sink":"#.utf8)
-        JSONText.appendString(record.sink, to: &line)
-        for (key, value) in [("workflowInstanceId", record.workflowInstanceId), ("workflowType", record.workflowType),
-                             ("correlationId", record.correlationId), ("taskRefName", record.taskRefName)] {
-            guard let value else { continue }
-            line += Array(",\"\(key)\":".utf8)
-            JSONText.appendString(value, to: &line)
-        }
-        if let v = record.workflowVersion { line += Array(",\"workflowVersion\":\(v)".utf8) }
-        if let p = record.priority { line += Array(",\"priority\":\(p)".utf8) }
-        line += Array(#","payload":"#.utf8) + record.payload + Array("}".utf8)
+        let line = RequestParser.requestLine(for: record)
         guard line.count <= maxRecordBytes else { return "the record is \(line.count) bytes; ingest.max_record_bytes is \(maxRecordBytes)" }
         switch RequestParser.parse(line) {
         case .success: return nil

@@ -15,6 +15,25 @@ public enum RequestParser {
         return p.parseRequest()
     }
 
+    /// The request line that `parse` reads back as `record` (its context fields, payload bytes
+    /// as they are): for clients that hold a record, and for re-checking one as ingest would.
+    public static func requestLine(for record: EventRecord) -> [UInt8] {
+        var line: [UInt8] = Array(#"{"id":"#.utf8)
+        JSONText.appendString(record.id, to: &line)
+        line += Array(#","sink":"#.utf8)
+        JSONText.appendString(record.sink, to: &line)
+        for (key, value) in [("workflowInstanceId", record.workflowInstanceId), ("workflowType", record.workflowType),
+                             ("correlationId", record.correlationId), ("taskRefName", record.taskRefName)] {
+            guard let value else { continue }
+            line += Array(",\"\(key)\":".utf8)
+            JSONText.appendString(value, to: &line)
+        }
+        if let v = record.workflowVersion { line += Array(",\"workflowVersion\":\(v)".utf8) }
+        if let p = record.priority { line += Array(",\"priority\":\(p)".utf8) }
+        line += Array(#","payload":"#.utf8) + record.payload + Array("}".utf8)
+        return line
+    }
+
     public static func parse(_ line: [UInt8]) -> Result<EventRecord, IngestRejection> {
         line.withUnsafeBytes { parse($0) }
     }

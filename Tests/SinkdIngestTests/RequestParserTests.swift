@@ -148,3 +148,19 @@ extension Result where Failure == IngestRejection {
         return nil
     }
 }
+
+@Suite struct RequestLineTests {
+    /// `requestLine(for:)` is what `parse` reads back as the same record (sinkd send and dlq
+    /// replay's check build their lines with it).
+    @Test func parseReadsBackEveryField() throws {
+        var r = EventRecord(id: "id \"q\" \\ é", sink: "amqp_exchange:b?routingKey=x", payload: Array(#"{"a":[1,{"b":null}]}"#.utf8))
+        r.workflowInstanceId = "wi"
+        r.workflowType = "wf\n"
+        r.workflowVersion = -3
+        r.correlationId = "c"
+        r.taskRefName = "t"
+        r.priority = 7
+        let parsed = try RequestParser.parse(RequestParser.requestLine(for: r)).get()
+        #expect(parsed == r)
+    }
+}
