@@ -19,6 +19,9 @@ public struct IngestConfig: Sendable, Equatable {
     public var socketMode: UInt32 = 0o660
     public var maxRecordBytes = 1 << 20
     public var maxConnections = 1024
+    /// Answers one connection may owe (its client not reading them) before sinkd stops taking
+    /// its lines.
+    public var maxUnansweredBytes = 256 << 10
     /// Zero means never.
     public var idleTimeout: Duration = .zero
     public var allowedUIDs: [UInt32] = []

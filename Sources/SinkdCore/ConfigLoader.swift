@@ -100,6 +100,8 @@ public enum ConfigLoader {
             c.maxRecordBytes = s.size("max_record_bytes", default: c.maxRecordBytes)
             c.maxRecordBytes = s.checkRange("max_record_bytes", c.maxRecordBytes, 256...(64 << 20), fallback: c.maxRecordBytes)
             c.maxConnections = s.int("max_connections", default: c.maxConnections, range: 1...65_536)
+            c.maxUnansweredBytes = s.size("max_unanswered_bytes", default: c.maxUnansweredBytes)
+            c.maxUnansweredBytes = s.checkRange("max_unanswered_bytes", c.maxUnansweredBytes, (4 << 10)...(64 << 20), fallback: c.maxUnansweredBytes)
             c.idleTimeout = s.duration("idle_timeout", default: c.idleTimeout)
             c.allowedUIDs = s.list("allowed_uids", default: [], expected: "a numeric user id") { UInt32($0) }
             c.allowedGIDs = s.list("allowed_gids", default: [], expected: "a numeric group id") { UInt32($0) }

@@ -20,11 +20,11 @@ public enum IngestFrame: Sendable {
     case tooLarge(bytes: Int)
 }
 
-/// Splits a byte stream at `\n` (a `\r` before it is dropped) and never buffers more than
-/// `maxLineBytes` of one line: a longer line is answered too_large and skipped to its newline.
-/// A partial line at end of stream is discarded.
-public struct LineFramer: ByteToMessageDecoder {
-    public typealias InboundOut = IngestFrame
+/// Splits a byte stream at `\n` (a `\r` before it is dropped) and never keeps more than
+/// `maxLineBytes` of one line: a longer line is reported too_large and skipped to its newline.
+/// I/O-free: the caller owns the buffer and takes one frame at a time, so it can stop between
+/// any two lines (the ingest connection does, when it owes a client too many answers).
+public struct LineSplitter: Sendable {
     public let maxLineBytes: Int
     private var discarding = false
     private var discarded = 0
@@ -34,7 +34,9 @@ public struct LineFramer: ByteToMessageDecoder {
         self.maxLineBytes = maxLineBytes
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// The next frame of `buffer`, its bytes consumed; nil when no whole line is left (a partial
+    /// line stays in `buffer`, unless it is already too long, when its bytes are dropped).
+    public mutating func next(_ buffer: inout ByteBuffer) -> IngestFrame? {
         let readable = buffer.readableBytesView
         if let newline = readable[(readable.startIndex + searchedUpTo)...].firstIndex(of: UInt8(ascii: "\n")) {
             let length = newline - readable.startIndex
@@ -44,20 +46,17 @@ public struct LineFramer: ByteToMessageDecoder {
                 let total = discarded + length
                 discarding = false
                 discarded = 0
-                context.fireChannelRead(wrapInboundOut(.tooLarge(bytes: total)))
-                return .continue
+                return .tooLarge(bytes: total)
             }
             var lineLength = length
             if lineLength > 0, readable[readable.startIndex + lineLength - 1] == UInt8(ascii: "\r") { lineLength -= 1 }
             if lineLength > maxLineBytes {
                 buffer.moveReaderIndex(forwardBy: length + 1)
-                context.fireChannelRead(wrapInboundOut(.tooLarge(bytes: lineLength)))
-                return .continue
+                return .tooLarge(bytes: lineLength)
             }
             let line = buffer.readSlice(length: lineLength)!
             buffer.moveReaderIndex(forwardBy: length - lineLength + 1)
-            context.fireChannelRead(wrapInboundOut(.line(line)))
-            return .continue
+            return .line(line)
         }
         // No newline yet.
         if discarding || readable.count > maxLineBytes + 1 {
@@ -65,10 +64,27 @@ public struct LineFramer: ByteToMessageDecoder {
             discarded += readable.count
             buffer.moveReaderIndex(forwardBy: readable.count)
             searchedUpTo = 0
-            return .needMoreData
+            return nil
         }
         searchedUpTo = readable.count
-        return .needMoreData
+        return nil
+    }
+}
+
+/// `LineSplitter` as a NIO decoder, for the control socket (whose clients are few and trusted
+/// enough to decode a whole burst). A partial line at end of stream is discarded.
+public struct LineFramer: ByteToMessageDecoder {
+    public typealias InboundOut = IngestFrame
+    private var splitter: LineSplitter
+
+    public init(maxLineBytes: Int) {
+        splitter = LineSplitter(maxLineBytes: maxLineBytes)
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = splitter.next(&buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(frame))
+        return .continue
     }
 
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
@@ -92,6 +108,9 @@ public final class IngestContext: Sendable {
     public let logger: Logger
     /// Responses a connection may owe before it stops reading (its pipelining window).
     public let maxPendingResponses: Int
+    /// Bytes of answers a connection may owe before it stops taking lines
+    /// (`ingest.max_unanswered_bytes`; README, Resource bounds).
+    public let maxAnswerBytes: Int
     public let maxRecordBytes: Int
     public let state: ServerState
 
@@ -104,6 +123,7 @@ public final class IngestContext: Sendable {
         self.logger = logger
         self.state = state
         self.maxPendingResponses = maxPendingResponses
+        self.maxAnswerBytes = config.ingest.maxUnansweredBytes
     }
 
     /// A reload: records read from now on are checked against `sinks`.
@@ -113,17 +133,20 @@ public final class IngestContext: Sendable {
     }
 }
 
-/// One client connection: parses request lines, appends records to the WAL in batches (one per
+/// One client connection: splits request lines, appends records to the WAL in batches (one per
 /// read burst), and writes exactly one response per request, in request order, each `accepted`
-/// only after its record is durable. Back-pressure by not reading: when it owes too many
-/// responses, when the client does not read them, or while the WAL is full.
+/// only after its record is durable. Back-pressure by not reading and by not taking the next
+/// line: while it owes `maxPendingResponses` answers or `maxAnswerBytes` of them (counted from
+/// the moment a line is taken until the kernel has the answer), or while the WAL is full. So one
+/// read burst of tiny bad lines cannot make a client that never reads cost more than the bound.
 final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = IngestFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum Slot {
         case ready([UInt8])
-        case waiting
+        /// A record in the WAL's hands; its answer is estimated at `estimate` bytes.
+        case waiting(estimate: Int)
         /// Before `slotsHead`: answered.
         case written
     }
@@ -137,11 +160,26 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     private var batchSlots: [UInt64] = []
     /// Records refused with `.full` under `when_full: block`, retried when space returns.
     private var blocked: (records: [EventRecord], slots: [UInt64])?
+    /// Bytes read and not yet split into lines.
+    private var input: ByteBuffer?
+    private var splitter: LineSplitter
+    /// The last `takeLines` stopped at the bound with whole lines left in `input`.
+    private var inputStalled = false
+    /// The client half-closed: answer what it sent, then close.
+    private var inputEnded = false
+    /// Bytes of answers owed: estimated for records in the WAL, encoded for ready ones, and
+    /// written to the channel but not yet taken by the kernel.
+    private var answerBytes = 0
+    /// Encoded answers whose predecessors are all answered, written by the next `flushReady`.
+    private var ready: [UInt8] = []
     private var closing = false
+    private var pumping = false
+    private var pumpAgain = false
     private var context: ChannelHandlerContext?
 
     init(shared: IngestContext) {
         self.shared = shared
+        self.splitter = LineSplitter(maxLineBytes: shared.maxRecordBytes)
     }
 
     private var owed: Int { slots.count - slotsHead }
@@ -159,15 +197,103 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     func channelInactive(context: ChannelHandlerContext) {
         shared.state.connectionClosed()
         closing = true
+        input = nil  // nobody is left to answer: unanswered lines were never acknowledged
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if shared.state.isShuttingDown {
-            appendReady(IngestResponse.rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts")))
+        var bytes = unwrapInboundIn(data)
+        if input == nil || input!.readableBytes == 0 {
+            input = bytes
+        } else {
+            input!.writeBuffer(&bytes)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        pump(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        pump(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, owed == 0 {
+            shared.logger.debug("closing an idle ingest connection")
+            context.close(promise: nil)
             return
         }
-        switch unwrapInboundIn(data) {
+        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
+            inputEnded = true
+            pump(context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        shared.logger.debug("ingest connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    /// The one place work moves: take lines up to the bound, hand the batch to the WAL, write
+    /// what is ready, read more if allowed, close after a half-close once all is answered.
+    /// Re-entry (a write failing inline) is folded into the running pass.
+    private func pump(context: ChannelHandlerContext) {
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            takeLines()
+            if blocked == nil { submit() }
+            flushReady(context: context)
+            readIfAllowed(context: context)
+            if inputEnded, !inputStalled, owed == 0, context.channel.isActive {
+                context.close(promise: nil)
+            }
+        } while pumpAgain
+    }
+
+    /// May the connection take another line (or read more bytes)?
+    private var withinBounds: Bool {
+        !closing && blocked == nil && owed < shared.maxPendingResponses && answerBytes < shared.maxAnswerBytes
+    }
+
+    private func takeLines() {
+        guard var buffer = input else {
+            inputStalled = false
+            return
+        }
+        input = nil  // uniquely referenced while lines are taken: no copy on write
+        var stalled = false
+        while true {
+            guard withinBounds else {
+                stalled = true
+                break
+            }
+            guard let frame = splitter.next(&buffer) else { break }
+            take(frame)
+        }
+        inputStalled = stalled && !closing
+        if buffer.readableBytes > 0, !closing {
+            if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
+            input = buffer
+        }
+    }
+
+    private func take(_ frame: IngestFrame) {
+        if shared.state.isShuttingDown {
+            appendReady(.rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts")))
+            return
+        }
+        switch frame {
         case .tooLarge(let bytes):
             appendReady(.rejected(IngestRejection(.tooLarge, "the request line is \(bytes) bytes; ingest.max_record_bytes allows \(Units.formatSize(shared.maxRecordBytes))")))
         case .line(let buffer):
@@ -180,43 +306,14 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 appendReady(.rejected(rejection))
             case .success(let record):
                 let number = firstSlotNumber + UInt64(owed)
-                slots.append(.waiting)
+                // `{"id":…,"status":"duplicate","seq":<20 digits>}\n` is 50 bytes around the id.
+                let estimate = record.id.utf8.count + 64
+                answerBytes += estimate
+                slots.append(.waiting(estimate: estimate))
                 batch.append(record)
                 batchSlots.append(number)
             }
         }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if blocked == nil { submit() }
-        flushReady(context: context)
-        readIfAllowed(context: context)
-        context.fireChannelReadComplete()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        readIfAllowed(context: context)
-        context.fireChannelWritabilityChanged()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, owed == 0 {
-            shared.logger.debug("closing an idle ingest connection")
-            context.close(promise: nil)
-            return
-        }
-        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
-            // The client finished sending; answer what it sent, then close.
-            closing = true
-            if owed == 0 { context.close(promise: nil) }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        shared.logger.debug("ingest connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
     }
 
     // MARK: internals
@@ -256,7 +353,16 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func appendReady(_ response: IngestResponse) {
         if case .rejected(let r) = response { IngestMetrics.rejected(r.code).increment() }
-        slots.append(.ready(response.encoded()))
+        if owed == 0 {
+            // Nothing before it is unanswered: straight into the bytes the next write sends.
+            let before = ready.count
+            response.encode(into: &ready)
+            answerBytes += ready.count - before
+            return
+        }
+        let bytes = response.encoded()
+        answerBytes += bytes.count
+        slots.append(.ready(bytes))
     }
 
     private func submit() {
@@ -327,30 +433,28 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 fill(number, .rejected(rejection))
             }
         }
-        if let context {
-            flushReady(context: context)
-            readIfAllowed(context: context)
-        }
+        if let context { pump(context: context) }
     }
 
     private func retryBlocked() {
         guard let (records, numbers) = blocked, let context else { return }
         blocked = nil
         append(records, numbers)
-        if blocked == nil { submit() }
-        flushReady(context: context)
-        readIfAllowed(context: context)
+        pump(context: context)
     }
 
     private func fill(_ number: UInt64, _ response: IngestResponse) {
         let index = slotsHead + Int(number - firstSlotNumber)
         guard index < slots.count else { return }
-        slots[index] = .ready(response.encoded())
+        let bytes = response.encoded()
+        if case .waiting(let estimate) = slots[index] { answerBytes += bytes.count - estimate }
+        slots[index] = .ready(bytes)
     }
 
     /// Writes the ready responses at the head, in order, with one flush.
     private func flushReady(context: ChannelHandlerContext) {
-        var out: [UInt8] = []
+        var out = ready
+        ready = []
         while slotsHead < slots.count, case .ready(let bytes) = slots[slotsHead] {
             out.append(contentsOf: bytes)
             slots[slotsHead] = .written  // the answer's bytes are freed now, not when the slots are compacted
@@ -364,13 +468,25 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
             slots.removeFirst(slotsHead)
             slotsHead = 0
         }
-        guard !out.isEmpty, context.channel.isActive else { return }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: out)), promise: nil)
-        if closing, owed == 0 { context.close(promise: nil) }
+        guard !out.isEmpty else { return }
+        guard context.channel.isActive else {
+            answerBytes -= out.count
+            return
+        }
+        // Counted until the kernel has them: a client that never reads keeps them owed.
+        let written = out.count
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        promise.futureResult.whenComplete { _ in
+            let handler = bound.value
+            handler.answerBytes -= written
+            if let context = handler.context { handler.pump(context: context) }
+        }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: out)), promise: promise)
     }
 
     private func readIfAllowed(context: ChannelHandlerContext) {
-        guard !closing, blocked == nil, owed < shared.maxPendingResponses, context.channel.isWritable else { return }
+        guard withinBounds, !inputStalled, !inputEnded, context.channel.isWritable else { return }
         context.read()
     }
 }

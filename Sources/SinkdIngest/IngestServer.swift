@@ -170,7 +170,6 @@ public final class IngestService: Service, @unchecked Sendable {
                 if config.idleTimeout > .zero {
                     try sync.addHandler(IdleStateHandler(readTimeout: .milliseconds(config.idleTimeout.milliseconds)))
                 }
-                try sync.addHandler(ByteToMessageHandler(LineFramer(maxLineBytes: config.maxRecordBytes)))
                 try sync.addHandler(IngestConnectionHandler(shared: shared))
             }
         }

@@ -199,7 +199,7 @@ import Testing
         ErrorCase(yaml: "wal:\n  fsync: sometimes\n",
                   messages: [#"sinkd.yaml:2:10: wal.fsync: expected one of always, interval, never, got "sometimes""#]),
         ErrorCase(yaml: "ingest:\n  sockett: /x\n",
-                  messages: ["sinkd.yaml:2:3: ingest.sockett: unknown key 'sockett' (known keys here: allowed_gids, allowed_uids, idle_timeout, max_connections, max_record_bytes, socket, socket_mode)"]),
+                  messages: ["sinkd.yaml:2:3: ingest.sockett: unknown key 'sockett' (known keys here: allowed_gids, allowed_uids, idle_timeout, max_connections, max_record_bytes, max_unanswered_bytes, socket, socket_mode)"]),
         ErrorCase(yaml: "extra: 1\n",
                   messages: ["sinkd.yaml:1:1: extra: unknown key 'extra' (known keys here: control, delivery, ingest, log, metrics, sinks, wal)"]),
         ErrorCase(yaml: "ingest: [1, 2]\n",
@@ -329,7 +329,7 @@ import Testing
 /// Issue 18, item 9: no number in a configuration can trap the loader (and so `check-config` or a
 /// reload): every size and duration has a range, checked with a file:line:col error.
 @Suite struct AbsurdNumberTests {
-    static let sizes = ["ingest.max_record_bytes", "wal.segment_size", "wal.max_size"]
+    static let sizes = ["ingest.max_record_bytes", "ingest.max_unanswered_bytes", "wal.segment_size", "wal.max_size"]
     static let durations = ["ingest.idle_timeout", "wal.fsync_interval", "delivery.dedupe_window", "delivery.shutdown_timeout",
                             "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.max_age"]
     static let hugeSizes = ["8000000000000000000", "9000000000000000000", "9223372036854775807", "9223372036854775808", "8000000TiB", "1125899906842625"]

@@ -1,0 +1,120 @@
+import Foundation
+import Testing
+import SinkdIngest
+import SinkdWAL
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hostile clients against the real daemon (issue 18): clients that never read their answers,
+/// descriptor exhaustion, many sinks of big records. Memory is read from /proc (VmHWM is the
+/// kernel's own peak, so no sampling can miss a spike).
+@Suite(.serialized) struct HostileClientTests {
+    /// VmHWM or VmRSS of `pid` in bytes.
+    static func memory(_ pid: pid_t, _ field: String) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+        let kib = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        return kib << 10
+    }
+
+    /// Open descriptors of `pid`.
+    static func openDescriptors(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    /// Lets this test process hold `count` descriptors (CI shells may default to 1024).
+    static func allowDescriptors(_ count: Int) {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < rlim_t(count) {
+            limit.rlim_cur = min(limit.rlim_max, rlim_t(count))
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+
+    /// Reads `fd` until `lines` newlines have arrived or `timeout` passes; the count read.
+    static func countLines(_ fd: CInt, upTo lines: Int, timeout: TimeInterval) -> Int {
+        var seen = 0
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        let deadline = Date().addingTimeInterval(timeout)
+        while seen < lines, Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 200) > 0 else { continue }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            chunk.withUnsafeBytes { raw in
+                var at = raw.baseAddress!
+                let end = at + n
+                while let hit = memchr(at, 10, end - at) {
+                    seen += 1
+                    at = UnsafeRawPointer(hit) + 1
+                }
+            }
+        }
+        return seen
+    }
+
+    /// `ingest.max_unanswered_bytes` in these tests (default 256 KiB): small, so that 1,000
+    /// clients overrun it many times over with few lines (a debug build answers ~60K bad lines/s).
+    static let answerBound = 32 << 10
+
+    @Test func aThousandClientsThatNeverReadAreBoundedAndHurtNoOne() throws {
+        let clients = 1000
+        let linesEach = 4096
+        Self.allowDescriptors(clients + 512)
+        let dir = try TemporaryDirectory()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock, max_connections: \(clients + 16), max_record_bytes: 64KiB, max_unanswered_bytes: \(Self.answerBound)}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: info, format: logfmt}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        defer { daemon.stopIfRunning() }
+        let pid = daemon.process.processIdentifier
+        let probe = try daemon.connect(socket: dir.path + "/ingest.sock")
+        probe.write(Array(#"{"id":"before","sink":"file:good","payload":{}}"#.utf8) + [10])
+        #expect(probe.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "before")
+        let baseline = Self.memory(pid, "VmRSS")
+
+        // Each client sends 4,096 bad lines (8 KiB) in one write and reads nothing: ~530 KB of
+        // answers each, of which the kernel holds ~210 KB (the socket's send buffer) and sinkd
+        // the rest, ~320 MB in all, if it decoded whole bursts regardless of the bound.
+        let bad = [UInt8](repeating: 0, count: linesEach * 2).enumerated().map { $0.offset % 2 == 0 ? UInt8(ascii: "x") : 10 }
+        let started = Date()
+        var hostile: [IngestClient] = []
+        for _ in 0..<clients {
+            let client = try IngestClient(path: dir.path + "/ingest.sock")
+            #expect(client.write(bad))
+            hostile.append(client)
+        }
+
+        // Nobody else is hurt meanwhile: a new client is answered, and so is the control socket.
+        let other = try IngestClient(path: dir.path + "/ingest.sock")
+        other.write(Array(#"{"id":"during","sink":"file:good","payload":{}}"#.utf8) + [10])
+        #expect(other.readLine(timeoutMillis: 30_000).flatMap(CrashDurabilityTests.acceptedID) == "during")
+        let status = try SinkdProcess.run(["status", "--config", config])
+        #expect(status.status == 0, "sinkd status answers while 1,000 clients do not read: \(status.stderr)")
+
+        print("hostile clients: sent and checked in \(Date().timeIntervalSince(started)) s")
+        // Clients then read every answer (every 20th client, to keep the test short): nothing
+        // was dropped to keep the bound.
+        var short = 0
+        for (i, client) in hostile.enumerated() where i % 20 == 0 && Self.countLines(client.fd, upTo: linesEach, timeout: 60) != linesEach { short += 1 }
+        #expect(short == 0, "\(short) clients got fewer than \(linesEach) answers")
+
+        print("hostile clients: all answers read after \(Date().timeIntervalSince(started)) s")
+        let peak = Self.memory(pid, "VmHWM")
+        print("hostile clients: peak RSS \(peak >> 20) MiB, \((peak - baseline) >> 20) MiB over the baseline")
+        // Documented bound (README, Resource bounds): answers owed ≤ max_unanswered_bytes per
+        // connection, plus the bytes read and not yet taken (here 8 KiB in a buffer of up to
+        // 64 KiB, the largest read); ~310 MB more than that without the bound.
+        let allowed = clients * (Self.answerBound + (64 << 10))
+        #expect(peak - baseline <= allowed, "peak RSS grew by \((peak - baseline) >> 20) MiB over \(baseline >> 20) MiB; the bound for \(clients) connections is \(allowed >> 20) MiB")
+        hostile.removeAll()
+    }
+}
