@@ -55,9 +55,16 @@ struct Run: AsyncParsableCommand {
             logger.warning("systemd passed a socket sinkd does not use; closing it", metadata: ["name": "\(unused.name)", "fd": "\(unused.fd)"])
             close(unused.fd)
         }
+        let budget = DescriptorLimit.raiseAndBudget(config: config, logger: logger)
+        guard budget.limit >= DescriptorBudget.minimumLimit else {
+            let message = "the file-descriptor limit (RLIMIT_NOFILE) is \(budget.limit); sinkd needs at least \(DescriptorBudget.minimumLimit): raise LimitNOFILE= in the unit or `ulimit -n`"
+            logger.critical("sinkd could not start", metadata: ["error": "\(message)"])
+            notifier.status("could not start: \(message)")
+            throw ExitCode(StateDirectoryError.exitStatus)
+        }
         let daemon: Daemon
         do {
-            daemon = try await Daemon.start(config: config, logger: logger, registry: registry, notifier: notifier,
+            daemon = try await Daemon.start(config: config, logger: logger, registry: registry, notifier: notifier, budget: budget,
                                             inherited: (sockets.ingest, sockets.control), reload: { await coordinator.withLockedValue { $0 }?.reload() })
         } catch let error as StateDirectoryError {
             // Restarting cannot help: systemd's RestartPreventExitStatus= names this status.
@@ -91,7 +98,8 @@ struct Daemon: Sendable {
     let metrics: MetricsService?
 
     static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?, notifier: SystemdNotifier = SystemdNotifier(),
-                      inherited: (ingest: CInt?, control: CInt?) = (nil, nil), reload: (@Sendable () async -> ReloadOutcome?)? = nil) async throws -> Daemon {
+                      budget: DescriptorBudget? = nil, inherited: (ingest: CInt?, control: CInt?) = (nil, nil),
+                      reload: (@Sendable () async -> ReloadOutcome?)? = nil) async throws -> Daemon {
         let wal: WriteAheadLog
         do {
             // Recovery reads segment summaries, so it is normally quick; while it runs, systemd is
@@ -112,11 +120,11 @@ struct Daemon: Sendable {
             throw DaemonError("cannot use the dead-letter directory \(config.delivery.deadLetterDirectory): \(error)")
         }
         let families = SinkFamilies.make(config, logger: logger)
-        let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
+        let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger, sinkLimit: budget?.sinks ?? .max)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
         let source: ListenSource = inherited.ingest.map { .inherited(fd: $0, path: config.ingest.socket) } ?? .path(config.ingest.socket, mode: config.ingest.socketMode)
-        let ingest = IngestService(shared: shared, config: config.ingest, source: source, group: MultiThreadedEventLoopGroup.singleton)
+        let ingest = IngestService(shared: shared, config: config.ingest, source: source, group: MultiThreadedEventLoopGroup.singleton, connectionLimit: budget?.connections)
         var controlReload: (@Sendable () async -> ReloadOutcome)?
         if let reload {
             controlReload = { @Sendable in
@@ -200,6 +208,34 @@ final class StartupExtender: Sendable {
     }
 
     func stop() { stopped.withLockedValue { $0 = true } }
+}
+
+/// The process's file-descriptor limit: raised to the hard limit at start (systemd gives services
+/// a soft 1024 and a hard 524288; shells often 1024 both), then shared out (DescriptorBudget).
+enum DescriptorLimit {
+    static func raiseAndBudget(config: SinkdConfig, logger: Logger) -> DescriptorBudget {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let before = limit.rlim_cur
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            // Beyond this no select()-free program needs more, and some kernels cap it (nr_open).
+            raised.rlim_cur = min(limit.rlim_max, 1 << 20)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let current = Int(clamping: limit.rlim_cur)
+        let budget = DescriptorBudget(limit: current, config: config)
+        var metadata: Logger.Metadata = ["limit": "\(current)", "reserve": "\(budget.reserve)", "per_sink": "\(budget.perSink)"]
+        if before != limit.rlim_cur { metadata["raised_from"] = "\(before)" }
+        if budget.lowers(maxConnections: config.ingest.maxConnections, maxSinks: config.delivery.maxSinks) {
+            metadata["max_connections"] = "\(budget.connections) (configured \(config.ingest.maxConnections))"
+            metadata["max_sinks"] = "\(budget.sinks) (configured \(config.delivery.maxSinks))"
+            logger.warning("the file-descriptor limit is too low for ingest.max_connections and delivery.max_sinks; both are lowered to fit (raise LimitNOFILE= or `ulimit -n`)", metadata: metadata)
+        } else {
+            logger.debug("file-descriptor budget", metadata: metadata)
+        }
+        return budget
+    }
 }
 
 /// A state directory sinkd cannot use at all (not creatable, not writable, locked by another

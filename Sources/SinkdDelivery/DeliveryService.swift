@@ -12,6 +12,10 @@ public final class DeliveryService: Service, Sendable {
     let logger: Logger
     private let pipelines = NIOLockedValueBox<[String: SinkPipeline]>([:])
     private let signal = AsyncSignal()
+    /// `delivery.max_sinks` is capped by this (the descriptor budget, README Resource bounds).
+    let sinkLimit: Int
+    /// Sinks wait for a pipeline slot: idle pipelines leave at once to make room.
+    private let sinksWaiting = NIOLockedValueBox(false)
 
     /// The configuration and families pipelines start with; replaced by `apply` on a reload.
     public struct Generation: Sendable {
@@ -29,8 +33,9 @@ public final class DeliveryService: Service, Sendable {
 
     private let state: NIOLockedValueBox<Reloadable>
 
-    public init(wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore, logger: Logger) {
+    public init(wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore, logger: Logger, sinkLimit: Int = .max) {
         self.wal = wal
+        self.sinkLimit = sinkLimit
         self.state = NIOLockedValueBox(Reloadable(generation: Generation(number: 1, config: config, families: families)))
         self.deadLetters = deadLetters
         self.logger = logger
@@ -107,6 +112,7 @@ public final class DeliveryService: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Event.self) { group in
                 var waitingSinks: [String] = []
+                var waitingSet = Set<String>()
                 var parked = Set<String>()
                 func start(_ sink: String) {
                     guard !stopped.withLockedValue({ $0 }), pipelines.withLockedValue({ $0[sink] == nil }) else { return }
@@ -123,12 +129,21 @@ public final class DeliveryService: Service, Sendable {
                         }
                         return
                     }
-                    guard pipelines.withLockedValue({ $0.count }) < current.config.delivery.maxSinks else {
-                        if !waitingSinks.contains(sink) { waitingSinks.append(sink) }
+                    guard pipelines.withLockedValue({ $0.count }) < min(current.config.delivery.maxSinks, sinkLimit) else {
+                        if waitingSet.insert(sink).inserted {
+                            waitingSinks.append(sink)
+                            if !sinksWaiting.withLockedValue({ $0 }) {
+                                // Idle pipelines give their slot up now rather than at idle_timeout.
+                                sinksWaiting.withLockedValue { $0 = true }
+                                for pipeline in pipelines.withLockedValue({ Array($0.values) }) { pipeline.nudge() }
+                            }
+                        }
                         return
                     }
+                    let sinksWaiting = self.sinksWaiting
                     let pipeline = SinkPipeline(address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
-                                                shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger)
+                                                shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger,
+                                                othersWaiting: { sinksWaiting.withLockedValue { $0 } })
                     pipelines.withLockedValue { $0[sink] = pipeline }
                     group.addTask {
                         await pipeline.run()
@@ -187,9 +202,12 @@ public final class DeliveryService: Service, Sendable {
                         // a record that arrived while it was leaving: a new pipeline takes over.
                         let progress = wal.progress(of: sink)
                         if !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo) { start(sink) }
-                        while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < generation.config.delivery.maxSinks {
-                            start(waitingSinks.removeFirst())
+                        while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < min(generation.config.delivery.maxSinks, sinkLimit) {
+                            let next = waitingSinks.removeFirst()
+                            waitingSet.remove(next)
+                            start(next)
                         }
+                        if waitingSinks.isEmpty { sinksWaiting.withLockedValue { $0 = false } }
                     case .shutdown:
                         continue
                     }

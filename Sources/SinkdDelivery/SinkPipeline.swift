@@ -38,6 +38,8 @@ public final class SinkPipeline: Sendable {
     private let snapshotBox: NIOLockedValueBox<PipelineSnapshot>
     private let stopping = NIOLockedValueBox(false)
     private let metrics: PipelineMetrics
+    /// Other sinks wait for a pipeline slot: leave as soon as idle, not after idle_timeout.
+    private let othersWaiting: @Sendable () -> Bool
 
     enum Event: Sendable {
         case completed(UInt64, [DeliveryOutcome])
@@ -45,11 +47,15 @@ public final class SinkPipeline: Sendable {
         case newData
         /// The armed wake-up for this deadline fired.
         case wake(UInt64)
+        /// Look again whether to leave (other sinks wait for a slot).
+        case nudge
         case stop
     }
 
-    public init(address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog, deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger) {
+    public init(address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog, deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger,
+                othersWaiting: @escaping @Sendable () -> Bool = { false }) {
         self.address = address
+        self.othersWaiting = othersWaiting
         self.options = options
         self.family = family
         self.wal = wal
@@ -67,6 +73,11 @@ public final class SinkPipeline: Sendable {
 
     /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
     /// `delivery.shutdown_timeout`.
+    /// Other sinks are waiting: an idle pipeline checks at once whether it can leave.
+    public func nudge() {
+        continuation.yield(.nudge)
+    }
+
     public func stop() {
         stopping.withLockedValue { $0 = true }
         continuation.yield(.stop)
@@ -233,7 +244,7 @@ public final class SinkPipeline: Sendable {
                 let since = idleSince ?? now()
                 idleSince = since
                 let deadline = since + UInt64(max(0, options.idleTimeout.milliseconds))
-                if now() >= deadline, !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
+                if now() >= deadline || othersWaiting(), !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
                 if waitUntil == nil { wake(at: deadline) }
                 snapshotBox.withLockedValue { $0.state = .idle }
             }
@@ -258,6 +269,8 @@ public final class SinkPipeline: Sendable {
             case .wake(let deadline):
                 timer.fired(deadline)
                 readerDrained = false
+            case .nudge:
+                continue loop
             case .stop:
                 break loop
             }

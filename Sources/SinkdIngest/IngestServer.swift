@@ -68,11 +68,15 @@ public final class IngestService: Service, @unchecked Sendable {
     let source: ListenSource
     let group: EventLoopGroup
     let reserved = NIOLockedValueBox(0)
+    /// `ingest.max_connections`, or fewer if the descriptor budget lowered it.
+    let connectionLimit: Int
+    private let refusals = NIOLockedValueBox(RateLimitedLog())
     private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     private let boundChannel = NIOLockedValueBox<Channel?>(nil)
 
-    public init(shared: IngestContext, config: IngestConfig, source: ListenSource, group: EventLoopGroup) {
+    public init(shared: IngestContext, config: IngestConfig, source: ListenSource, group: EventLoopGroup, connectionLimit: Int? = nil) {
         self.shared = shared
+        self.connectionLimit = min(config.maxConnections, connectionLimit ?? config.maxConnections)
         self.config = config
         self.source = source
         self.group = group
@@ -85,7 +89,7 @@ public final class IngestService: Service, @unchecked Sendable {
             // Room for every allowed connection to arrive at once (a Conductor fleet restarting):
             // a full backlog makes a Unix-socket connect fail with EAGAIN. The kernel caps it at
             // net.core.somaxconn.
-            .serverChannelOption(.backlog, value: Int32(clamping: max(256, config.maxConnections)))
+            .serverChannelOption(.backlog, value: Int32(clamping: max(256, connectionLimit)))
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 << 10, high: 256 << 10))
@@ -146,13 +150,16 @@ public final class IngestService: Service, @unchecked Sendable {
     private func initialize(_ channel: Channel) -> EventLoopFuture<Void> {
         let id = ObjectIdentifier(channel)
         let admitted = reserved.withLockedValue { n in
-            guard n < config.maxConnections else { return false }
+            guard n < connectionLimit else { return false }
             n += 1
             return true
         }
         guard admitted else {
-            shared.logger.warning("refused an ingest connection: ingest.max_connections reached", metadata: ["max_connections": "\(config.maxConnections)"])
-            let refusal = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has ingest.max_connections (\(config.maxConnections)) connections; retry later"))
+            refusals.withLockedValue {
+                $0.log(shared.logger, key: "refused", "refused an ingest connection: ingest.max_connections reached", level: .warning, metadata: ["max_connections": "\(connectionLimit)"])
+            }
+            let what = connectionLimit < config.maxConnections ? "\(connectionLimit) connections (ingest.max_connections lowered to fit the descriptor limit)" : "ingest.max_connections (\(connectionLimit)) connections"
+            let refusal = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has \(what); retry later"))
             return channel.pipeline.addHandler(RefusingHandler(refusal))
         }
         channels.withLockedValue { $0[id] = channel }

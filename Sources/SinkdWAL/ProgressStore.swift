@@ -29,6 +29,9 @@ final class ProgressStore {
     private var generation: UInt64 = 0
     private var capacity: [Int] = [0, 0]
     private var legacyPresent = false
+    /// Each slot stays open once written: a save needs no new descriptor (with every descriptor
+    /// in use, a checkpoint still lands). Closed after a failed write, reopened at the next.
+    private var fds: [CInt] = [-1, -1]
 
     init(directory: String) {
         self.directory = directory
@@ -92,7 +95,10 @@ final class ProgressStore {
 
     /// A slot was moved aside: it is created again at the next save.
     func forget(_ name: String) {
-        if let i = Self.slotNames.firstIndex(of: name) { capacity[i] = 0 }
+        if let i = Self.slotNames.firstIndex(of: name) {
+            capacity[i] = 0
+            closeSlot(i)
+        }
         if name == Self.legacyName { legacyPresent = false }
     }
 
@@ -111,28 +117,43 @@ final class ProgressStore {
 
     private func write(_ bytes: [UInt8], slot i: Int) throws(FileError) {
         let file = directory + "/" + Self.slotNames[i]
-        if capacity[i] == 0 {
-            // Created once (and after a damaged copy was moved aside): this is the only step that
-            // needs free space.
-            let fd = try FileIO.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
-            defer { close(fd) }
-            let size = max(Self.minimumCapacity, bytes.count * 2)
-            try FileIO.allocate(fd, size: size, path: file)
-            try FileIO.writeAll(fd, bytes, path: file)
-            try FileIO.dataSync(fd, path: file)
-            try FileIO.syncDirectory(directory)
-            capacity[i] = size
-            return
+        do throws(FileError) {
+            if capacity[i] == 0 {
+                // Created once (and after a damaged copy was moved aside): this is the only step
+                // that needs free space.
+                closeSlot(i)
+                fds[i] = try FileIO.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+                let size = max(Self.minimumCapacity, bytes.count * 2)
+                try FileIO.allocate(fds[i], size: size, path: file)
+                try FileIO.writeAll(fds[i], bytes, path: file)
+                try FileIO.dataSync(fds[i], path: file)
+                try FileIO.syncDirectory(directory)
+                capacity[i] = size
+                return
+            }
+            if fds[i] < 0 { fds[i] = try FileIO.open(file, O_WRONLY | O_NOFOLLOW) }
+            if bytes.count > capacity[i] {
+                let size = bytes.count * 2
+                try FileIO.allocate(fds[i], size: size, path: file)
+                capacity[i] = size
+            }
+            try FileIO.writeAll(fds[i], bytes, at: 0, path: file)
+            try FileIO.dataSync(fds[i], path: file)
+        } catch {
+            closeSlot(i)
+            throw error
         }
-        let fd = try FileIO.open(file, O_WRONLY | O_NOFOLLOW)
-        defer { close(fd) }
-        if bytes.count > capacity[i] {
-            let size = bytes.count * 2
-            try FileIO.allocate(fd, size: size, path: file)
-            capacity[i] = size
-        }
-        try FileIO.writeAll(fd, bytes, at: 0, path: file)
-        try FileIO.dataSync(fd, path: file)
+    }
+
+    private func closeSlot(_ i: Int) {
+        if fds[i] >= 0 { Glibc.close(fds[i]) }
+        fds[i] = -1
+    }
+
+    /// Closes the slots (the WAL's shutdown).
+    func close() {
+        closeSlot(0)
+        closeSlot(1)
     }
 
     static func encodeSlot(generation: UInt64, _ progress: DeliveryProgress) -> [UInt8] {

@@ -628,11 +628,13 @@ struct FrameCopy {
 }
 
 /// At most one line per key every 10 s; the next says how many were suppressed.
-struct RateLimitedLog {
+public struct RateLimitedLog: Sendable {
     private var last: [String: (nanos: UInt64, suppressed: Int)] = [:]
     static let intervalNanos: UInt64 = 10_000_000_000
 
-    mutating func log(_ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error, metadata: Logger.Metadata = [:]) {
+    public init() {}
+
+    public mutating func log(_ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error, metadata: Logger.Metadata = [:]) {
         let now = MonotonicClock.nanos()
         if let entry = last[key], now - entry.nanos < Self.intervalNanos {
             last[key]!.suppressed += 1

@@ -493,6 +493,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             return spaceWaiters.map(\.callback) + dataWaiters
         }
         for w in waiters { w() }
+        progressStore.close()
         lock.withLock {
             if lockFD >= 0 {
                 close(lockFD)  // another process may open this directory now

@@ -117,4 +117,79 @@ import Glibc
         #expect(peak - baseline <= allowed, "peak RSS grew by \((peak - baseline) >> 20) MiB over \(baseline >> 20) MiB; the bound for \(clients) connections is \(allowed >> 20) MiB")
         hostile.removeAll()
     }
+
+    /// Issue 18, item 2: one connection naming 1,500 file sinks under a 1024-descriptor limit
+    /// (soft and hard). Before: every descriptor in use, failed progress saves, other clients
+    /// unanswered, a log line flood, and SIGILL in 2 of 4 runs.
+    @Test func fifteenHundredSinksUnderA1024DescriptorLimitWaitTheirTurn() throws {
+        let sinks = 1500
+        let dir = try TemporaryDirectory()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: info, format: logfmt}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:1024"])
+        defer { daemon.stopIfRunning() }
+        let pid = daemon.process.processIdentifier
+        let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+        var lines: [UInt8] = []
+        for i in 0..<sinks { lines += Array(#"{"id":"r\#(i)","sink":"file:s\#(i)","payload":{"n":\#(i)}}"#.utf8) + [10] }
+        #expect(client.write(lines))
+        var accepted = 0
+        for _ in 0..<sinks {
+            guard let line = client.readLine(timeoutMillis: 30_000) else { break }
+            if CrashDurabilityTests.acceptedID(line) != nil { accepted += 1 }
+        }
+        #expect(accepted == sinks, "every record is accepted (the WAL needs no descriptor per sink)")
+
+        // Meanwhile others are served: a new client, and the control socket.
+        let other = try IngestClient(path: dir.path + "/ingest.sock")
+        other.write(Array(#"{"id":"other","sink":"file:other","payload":{}}"#.utf8) + [10])
+        #expect(other.readLine(timeoutMillis: 30_000).flatMap(CrashDurabilityTests.acceptedID) == "other")
+        #expect(try SinkdProcess.run(["status", "--config", config]).status == 0, "sinkd status answers")
+
+        // Every sink gets its record, in turn; sinkd never runs out of descriptors.
+        let outbox = dir.path + "/outbox"
+        var delivered = 0
+        var mostDescriptors = 0
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, daemon.process.isRunning {
+            mostDescriptors = max(mostDescriptors, Self.openDescriptors(pid))
+            delivered = ((try? FileManager.default.contentsOfDirectory(atPath: outbox)) ?? []).filter { $0.hasSuffix(".ndjson") }.count
+            if delivered == sinks + 1 { break }
+            usleep(100_000)
+        }
+        #expect(daemon.process.isRunning, "sinkd is alive")
+        #expect(delivered == sinks + 1, "\(delivered) of \(sinks + 1) sinks delivered")
+        #expect(mostDescriptors < 1000, "sinkd kept a reserve below its limit (most seen: \(mostDescriptors))")
+        let log = (try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? ""
+        #expect(!log.contains("Too many open files"), "no descriptor ever ran out")
+        #expect(log.contains("descriptor"), "the lowered limits are explained at start")
+        let logLines = log.split(separator: "\n").count
+        print("descriptor limit: delivered \(delivered) sinks, at most \(mostDescriptors) descriptors in use, \(logLines) log lines")
+        #expect(logLines < 100, "the log stays readable (\(logLines) lines)")
+        let status = try SinkdProcess.run(["status", "--config", config])
+        #expect(status.status == 0)
+    }
+
+    /// sinkd raises its soft descriptor limit to the hard one at start.
+    @Test func theSoftDescriptorLimitIsRaisedToTheHardOne() throws {
+        let dir = try TemporaryDirectory()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:4096"])
+        defer { daemon.stopIfRunning() }
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let limits = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/limits", encoding: .utf8)) ?? ""
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        let numbers = line.split(separator: " ").compactMap { Int($0) }
+        #expect(numbers == [4096, 4096], "soft and hard limit after start: \(line)")
+    }
 }
