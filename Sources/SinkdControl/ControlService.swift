@@ -25,6 +25,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var retried: UInt64
         public var deadLettered: UInt64
         public var inFlight: Int
+        /// Payload bytes of records its pipeline holds in memory (waiting or in flight).
+        public var heldBytes: Int? = nil
         public var lastError: String?
     }
 
@@ -43,6 +45,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var walRewrittenRecords: UInt64? = nil
     public var walRecordsAtRisk: UInt64? = nil
     public var ingestConnections: Int
+    /// Payload bytes held in memory by all pipelines (bounded by delivery.max_held_bytes).
+    public var heldBytes: Int? = nil
     public var sinks: [Sink]
 }
 
@@ -129,13 +133,13 @@ public final class ControlService: Service, Sendable {
                 sink: name, state: state, backlogRecords: b?.records ?? 0, backlogBytes: b?.bytes ?? 0,
                 oldestUndeliveredSeconds: b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) },
                 delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
-                inFlight: p?.inFlight ?? 0, lastError: p?.lastError))
+                inFlight: p?.inFlight ?? 0, heldBytes: p?.heldBytes ?? 0, lastError: p?.lastError))
         }
         return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: generation.number,
                             configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,
                             walDiskFullSinceMillis: stats.diskFullSinceMillis > 0 ? stats.diskFullSinceMillis : nil,
                             walWriteFailures: stats.writeFailures, walRewrittenRecords: stats.rewrittenRecords, walRecordsAtRisk: stats.recordsAtRisk,
-                            ingestConnections: ingestState.openConnections, sinks: sinks)
+                            ingestConnections: ingestState.openConnections, heldBytes: delivery.heldBudget.held, sinks: sinks)
     }
 
     /// Why `record` (a dead letter to replay) would not pass ingest, or nil. The request it came

@@ -67,6 +67,10 @@ public struct DeliveryConfig: Sendable, Equatable {
     public var dedupeMaxEntries = 1_000_000
     public var shutdownTimeout: Duration = .seconds(10)
     public var maxSinks = 1024
+    /// Bytes of records (payloads) one pipeline holds in memory, waiting or in flight.
+    public var maxHeldBytesPerSink = 32 << 20
+    /// The same over all pipelines together.
+    public var maxHeldBytes = 256 << 20
     public var retry = RetryPolicy()
     public var deadLetterDirectory = "/var/lib/sinkd/dead-letter"
     public init() {}

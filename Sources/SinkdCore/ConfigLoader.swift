@@ -147,6 +147,10 @@ public enum ConfigLoader {
             c.dedupeMaxEntries = s.int("dedupe_max_entries", default: c.dedupeMaxEntries, range: 0...100_000_000)
             c.shutdownTimeout = s.duration("shutdown_timeout", default: c.shutdownTimeout)
             c.maxSinks = s.int("max_sinks", default: c.maxSinks, range: 1...1_000_000)
+            c.maxHeldBytesPerSink = s.size("max_held_bytes_per_sink", default: c.maxHeldBytesPerSink)
+            c.maxHeldBytesPerSink = s.checkRange("max_held_bytes_per_sink", c.maxHeldBytesPerSink, (64 << 10)...(64 << 30), fallback: c.maxHeldBytesPerSink)
+            c.maxHeldBytes = s.size("max_held_bytes", default: c.maxHeldBytes)
+            c.maxHeldBytes = s.checkRange("max_held_bytes", c.maxHeldBytes, (1 << 20)...(1 << 40), fallback: c.maxHeldBytes)
             c.retry = readRetry(s.section("retry"), base: c.retry)
             s.section("dead_letter").readingAll { d in
                 c.deadLetterDirectory = paths.absolute(d.string("directory", default: c.deadLetterDirectory))

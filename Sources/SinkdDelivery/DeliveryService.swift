@@ -16,6 +16,8 @@ public final class DeliveryService: Service, Sendable {
     let sinkLimit: Int
     /// Sinks wait for a pipeline slot: idle pipelines leave at once to make room.
     private let sinksWaiting = NIOLockedValueBox(false)
+    /// Record bytes held by all pipelines (`delivery.max_held_bytes`).
+    public let heldBudget: HeldBytesBudget
 
     /// The configuration and families pipelines start with; replaced by `apply` on a reload.
     public struct Generation: Sendable {
@@ -36,6 +38,7 @@ public final class DeliveryService: Service, Sendable {
     public init(wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore, logger: Logger, sinkLimit: Int = .max) {
         self.wal = wal
         self.sinkLimit = sinkLimit
+        self.heldBudget = HeldBytesBudget(limit: config.delivery.maxHeldBytes)
         self.state = NIOLockedValueBox(Reloadable(generation: Generation(number: 1, config: config, families: families)))
         self.deadLetters = deadLetters
         self.logger = logger
@@ -73,6 +76,7 @@ public final class DeliveryService: Service, Sendable {
             s.retired.removeAll { retired in families.values.contains { $0 === retired.family } }
             return (s.generation.number, stopping)
         }
+        heldBudget.setLimit(config.delivery.maxHeldBytes)
         for pipeline in stopping { pipeline.stop() }
         signal.fire()
         retireIdleFamilies()
@@ -143,7 +147,8 @@ public final class DeliveryService: Service, Sendable {
                     let sinksWaiting = self.sinksWaiting
                     let pipeline = SinkPipeline(address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
                                                 shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger,
-                                                othersWaiting: { sinksWaiting.withLockedValue { $0 } })
+                                                othersWaiting: { sinksWaiting.withLockedValue { $0 } },
+                                                heldBytesPerSink: current.config.delivery.maxHeldBytesPerSink, heldBudget: heldBudget)
                     pipelines.withLockedValue { $0[sink] = pipeline }
                     group.addTask {
                         await pipeline.run()

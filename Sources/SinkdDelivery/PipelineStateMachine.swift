@@ -33,8 +33,12 @@ public struct PipelineStateMachine: Sendable {
         public var reconnect: RetrySchedule
         /// Records held in memory (waiting + in flight) before the pipeline stops reading the WAL.
         public var bufferLimit: Int
+        /// Payload bytes held in memory before the pipeline stops reading
+        /// (`delivery.max_held_bytes_per_sink`).
+        public var byteLimit: Int
 
-        public init(limits: SinkLimits, options: PipelineOptions) {
+        public init(limits: SinkLimits, options: PipelineOptions, byteLimit: Int = .max) {
+            self.byteLimit = byteLimit
             self.limits = limits
             self.maxInFlight = options.ordering == .strict ? 1 : max(1, limits.maxBatchesInFlight ?? options.maxInFlight)
             self.ordering = options.ordering
@@ -94,7 +98,12 @@ public struct PipelineStateMachine: Sendable {
     }
 
     public var heldRecords: Int { waiting.count + inFlight.values.reduce(0) { $0 + $1.count } }
-    public var wantsRecords: Bool { heldRecords < settings.bufferLimit }
+    /// Payload bytes of the records held (waiting or in flight).
+    public private(set) var heldBytes = 0
+    public var wantsRecords: Bool { heldRecords < settings.bufferLimit && heldBytes < settings.byteLimit }
+    /// How many bytes the next read may bring (at least one record's worth: a pipeline holding
+    /// nothing always takes its next record, however large).
+    public var bytesWanted: Int { max(1, settings.byteLimit - heldBytes) }
     public var isIdle: Bool { head == queue.count && inFlight.isEmpty }
     public var inFlightRecords: Int { inFlight.values.reduce(0) { $0 + $1.count } }
 
@@ -108,6 +117,7 @@ public struct PipelineStateMachine: Sendable {
                 effects.finished.append(r.seq)
                 continue
             }
+            heldBytes += item.bytes
             insert(item)
         }
         return effects
@@ -189,10 +199,12 @@ public struct PipelineStateMachine: Sendable {
             let outcome = index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
             switch outcome {
             case .delivered:
+                heldBytes -= item.bytes
                 effects.finished.append(item.seq)
                 effects.delivered += 1
                 effects.deliveredAcceptedAt.append(item.entry.record.acceptedAtMillis)
             case .permanent(let reason):
+                heldBytes -= item.bytes
                 item.attempts += 1
                 item.lastError = reason
                 effects.deadLetters.append(DeadLetter(item: item, reason: reason))
@@ -201,6 +213,7 @@ public struct PipelineStateMachine: Sendable {
                 item.attempts += 1
                 item.lastError = reason
                 if settings.retry.isExhausted(attempts: item.attempts, firstAttemptMillis: item.firstAttemptMillis ?? now, nowMillis: now) {
+                    heldBytes -= item.bytes
                     effects.deadLetters.append(DeadLetter(item: item, reason: "gave up after \(item.attempts) attempts: \(reason)"))
                     effects.finished.append(item.seq)
                 } else {
@@ -240,6 +253,7 @@ public struct PipelineStateMachine: Sendable {
             queue.removeAll()
             head = 0
         }
+        for item in waiting { heldBytes -= item.bytes }
         return Array(waiting)
     }
 

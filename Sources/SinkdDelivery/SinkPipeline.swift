@@ -19,6 +19,8 @@ public struct PipelineSnapshot: Sendable, Equatable {
     public var deadLettered: UInt64 = 0
     public var inFlight = 0
     public var held = 0
+    /// Payload bytes of the records held (waiting or in flight).
+    public var heldBytes = 0
 }
 
 /// Runs one sink's `PipelineStateMachine`: reads the sink's records from the WAL, sends batches
@@ -40,6 +42,8 @@ public final class SinkPipeline: Sendable {
     private let metrics: PipelineMetrics
     /// Other sinks wait for a pipeline slot: leave as soon as idle, not after idle_timeout.
     private let othersWaiting: @Sendable () -> Bool
+    private let heldBytesPerSink: Int
+    private let heldBudget: HeldBytesBudget?
 
     enum Event: Sendable {
         case completed(UInt64, [DeliveryOutcome])
@@ -53,8 +57,10 @@ public final class SinkPipeline: Sendable {
     }
 
     public init(address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog, deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger,
-                othersWaiting: @escaping @Sendable () -> Bool = { false }) {
+                othersWaiting: @escaping @Sendable () -> Bool = { false }, heldBytesPerSink: Int = .max, heldBudget: HeldBytesBudget? = nil) {
         self.address = address
+        self.heldBytesPerSink = heldBytesPerSink
+        self.heldBudget = heldBudget
         self.othersWaiting = othersWaiting
         self.options = options
         self.family = family
@@ -85,13 +91,23 @@ public final class SinkPipeline: Sendable {
 
     public func run() async {
         let limits = family.limits(for: address, options: options)
-        var machine = PipelineStateMachine(settings: .init(limits: limits, options: options))
+        var machine = PipelineStateMachine(settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
         var readerDrained = false
         var waitingForData = false
         var timer = WakeTimer(loop: MultiThreadedEventLoopGroup.singleton.any())
         var idleSince: UInt64? = nil
+        var waitingForBudget = false
+        // Bytes this pipeline has reported to the shared budget; all of it is returned on exit.
+        var reportedHeld = 0
+        let heldBudget = self.heldBudget
+        func reportHeld() {
+            let delta = machine.heldBytes - reportedHeld
+            reportedHeld = machine.heldBytes
+            heldBudget?.adjust(by: delta)
+        }
+        defer { heldBudget?.adjust(by: -reportedHeld) }
         var generator = SystemRandomNumberGenerator()
         let sink = address.identity
         defer { timer.cancel() }
@@ -182,6 +198,7 @@ public final class SinkPipeline: Sendable {
                 }
                 s.inFlight = machine.inFlightRecords
                 s.held = machine.heldRecords
+                s.heldBytes = machine.heldBytes
             }
         }
 
@@ -189,11 +206,22 @@ public final class SinkPipeline: Sendable {
         loop: while true {
             let isStopping = stopping.withLockedValue { $0 }
             if isStopping || Task.isCancelled { break }
-            // Read while there is room and the WAL has more.
+            reportHeld()
+            // Read while there is room (in this sink's and in the total byte budget) and the WAL
+            // has more. A pipeline holding nothing always reads its next record.
             var readRecords = false
-            if machine.wantsRecords, !readerDrained {
+            var totalLeft = heldBudget?.available ?? .max
+            if totalLeft == 0, machine.heldRecords == 0 { totalLeft = 1 }
+            if machine.wantsRecords, !readerDrained, totalLeft == 0, !waitingForBudget, let heldBudget {
+                waitingForBudget = true
+                let continuation = self.continuation
+                heldBudget.whenAvailable { continuation.yield(.nudge) }
+            }
+            if machine.wantsRecords, !readerDrained, totalLeft > 0 {
+                waitingForBudget = false
+                let maxBytes = max(1, min(4 << 20, machine.bytesWanted, totalLeft))
                 do {
-                    let batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: max(limits.maxBatchCount * 2, 256)) }
+                    let batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: max(limits.maxBatchCount * 2, 256), maxBytes: maxBytes) }
                     if batch.isEmpty {
                         readerDrained = true
                     } else {

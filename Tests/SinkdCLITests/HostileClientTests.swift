@@ -192,4 +192,58 @@ import Glibc
         let numbers = line.split(separator: " ").compactMap { Int($0) }
         #expect(numbers == [4096, 4096], "soft and hard limit after start: \(line)")
     }
+
+    /// Issue 18, item 5: records held by pipelines are bounded by bytes. Eight dead http sinks
+    /// with 60 records of 512 KiB each (240 MiB backlogged): before, every pipeline held up to
+    /// 1,000 records whatever their size (RSS +240 MiB and more); now at most max_held_bytes.
+    @Test func manySinksOfBigRecordsHoldNoMoreThanTheByteBudget() throws {
+        let sinks = 8
+        let recordsEach = 60
+        let dir = try TemporaryDirectory()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal, segment_size: 8MiB}
+            log: {level: info, format: logfmt}
+            delivery: {max_held_bytes_per_sink: 4MiB, max_held_bytes: 16MiB}
+            sinks:
+              http:
+                endpoints: {\((0..<sinks).map { "d\($0): {url: \"http://127.0.0.1:9/dead\"}" }.joined(separator: ", "))}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        defer { daemon.stopIfRunning() }
+        let pid = daemon.process.processIdentifier
+        let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let baseline = Self.memory(pid, "VmRSS")
+        let pad = String(repeating: "p", count: 512 << 10)
+        var accepted = 0
+        for n in 0..<recordsEach {
+            var chunk: [UInt8] = []
+            for s in 0..<sinks { chunk += Array(#"{"id":"r\#(n)","sink":"http:d\#(s)","payload":{"pad":"\#(pad)"}}"#.utf8) + [10] }
+            #expect(client.write(chunk))
+            for _ in 0..<sinks where client.readLine(timeoutMillis: 30_000).flatMap(CrashDurabilityTests.acceptedID) != nil { accepted += 1 }
+        }
+        #expect(accepted == sinks * recordsEach)
+
+        // Wait until the pipelines hold what the budget lets them (they read as fast as they can).
+        var held = 0
+        var heldPerSink: [Int] = []
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let out = try SinkdProcess.run(["status", "--config", config, "--json"])
+            if let object = try? JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any] {
+                held = object["heldBytes"] as? Int ?? 0
+                heldPerSink = ((object["sinks"] as? [[String: Any]]) ?? []).map { $0["heldBytes"] as? Int ?? 0 }
+            }
+            if held >= 15 << 20 { break }
+            usleep(200_000)
+        }
+        #expect(held >= 15 << 20 && held <= (16 << 20) + sinks * (600 << 10), "the pipelines together hold up to max_held_bytes: \(held)")
+        #expect(heldPerSink.allSatisfy { $0 <= (4 << 20) + (600 << 10) }, "each holds at most its own budget and one record: \(heldPerSink)")
+        let peak = Self.memory(pid, "VmHWM")
+        print("held bytes: \(held >> 20) MiB held, per sink \(heldPerSink.map { $0 >> 10 }) KiB, peak RSS +\((peak - baseline) >> 20) MiB")
+        // The bound: held ≤ 16 MiB + one record per sink, plus ingest's own (one request line
+        // being parsed, the WAL's pending budget of 16 MiB) and copies in flight to the sink.
+        #expect(peak - baseline <= 96 << 20, "peak RSS grew by \((peak - baseline) >> 20) MiB with 240 MiB backlogged")
+    }
 }

@@ -329,7 +329,7 @@ import Testing
 /// Issue 18, item 9: no number in a configuration can trap the loader (and so `check-config` or a
 /// reload): every size and duration has a range, checked with a file:line:col error.
 @Suite struct AbsurdNumberTests {
-    static let sizes = ["ingest.max_record_bytes", "ingest.max_unanswered_bytes", "wal.segment_size", "wal.max_size"]
+    static let sizes = ["ingest.max_record_bytes", "ingest.max_unanswered_bytes", "delivery.max_held_bytes_per_sink", "delivery.max_held_bytes", "wal.segment_size", "wal.max_size"]
     static let durations = ["ingest.idle_timeout", "wal.fsync_interval", "delivery.dedupe_window", "delivery.shutdown_timeout",
                             "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.max_age"]
     static let hugeSizes = ["8000000000000000000", "9000000000000000000", "9223372036854775807", "9223372036854775808", "8000000TiB", "1125899906842625"]

@@ -177,6 +177,26 @@ import SinkdCore
         #expect(!m.wantsRecords)
     }
 
+    @Test func readingStopsAtTheByteLimitAndResumesAsRecordsFinish() {
+        var options = PipelineOptions(poolSize: 1, maxInFlight: 1, batchSize: 2)
+        options.retry.maxAttempts = 1
+        var m = PipelineStateMachine(settings: .init(limits: SinkLimits(maxBatchCount: 2, maxBatchBytes: 1 << 20, maxMessageBytes: 1 << 20), options: options, byteLimit: 250))
+        _ = m.add(Self.records(1...2, bytes: 100))
+        #expect(m.heldBytes == 200 && m.wantsRecords && m.bytesWanted == 50)
+        _ = m.add(Self.records(3...3, bytes: 100))
+        #expect(m.heldBytes == 300 && !m.wantsRecords, "over the limit by at most the last read")
+        #expect(m.bytesWanted == 1, "never zero: the reader always takes at least one record")
+        let batch = m.next(now: 0)
+        _ = m.completed(batchID: Self.id(batch), outcomes: [.delivered, .permanent("no")], now: 1, random: { 0 })
+        #expect(m.heldBytes == 100 && m.wantsRecords, "delivered and dead-lettered records leave the budget")
+        let retry = m.next(now: 1)
+        _ = m.completed(batchID: Self.id(retry), outcomes: [.retryable("later")], now: 2, random: { 0 })
+        #expect(m.heldBytes == 0, "a record whose attempts are spent leaves it too")
+        _ = m.add(Self.records(4...5, bytes: 100))
+        _ = m.drainWaiting()
+        #expect(m.heldBytes == 0)
+    }
+
     @Test func retrySchedule() {
         var policy = RetryPolicy()
         policy.initialBackoff = .milliseconds(200)
@@ -191,5 +211,30 @@ import SinkdCore
         #expect(s.delay(afterAttempts: 3, unit: 0.25) == .milliseconds(200))
         #expect(s.delay(afterAttempts: 1, unit: 0, retryAfter: .seconds(3)) == .seconds(3))
         #expect(!s.isExhausted(attempts: 1_000_000, firstAttemptMillis: 0, nowMillis: 1 << 40), "unlimited by default")
+    }
+}
+
+/// The total byte budget shared by pipelines: a waiter is called once bytes are released.
+@Suite struct HeldBytesBudgetTests {
+    final class Calls: @unchecked Sendable {
+        var count = 0
+    }
+
+    @Test func waitersAreCalledWhenBytesAreReleasedOrTheLimitRises() {
+        let budget = HeldBytesBudget(limit: 100)
+        budget.adjust(by: 100)
+        #expect(budget.available == 0)
+        let calls = Calls()
+        budget.whenAvailable { calls.count += 1 }
+        budget.adjust(by: 10)
+        #expect(calls.count == 0, "taking more wakes nobody")
+        budget.adjust(by: -20)
+        #expect(calls.count == 1 && budget.available == 10)
+        budget.adjust(by: 10)
+        budget.whenAvailable { calls.count += 1 }
+        budget.setLimit(200)
+        #expect(calls.count == 2, "a reload raising the limit wakes waiters")
+        budget.whenAvailable { calls.count += 1 }
+        #expect(calls.count == 3, "called at once when bytes are available")
     }
 }
