@@ -69,6 +69,13 @@ public final class MetricsService: Service, Sendable {
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
     }
 
+    static let sinkGauges: [(name: String, help: String)] = [
+        ("sinkd_backlog_records", "Records not yet delivered (segment granularity)"),
+        ("sinkd_backlog_bytes", "Payload bytes not yet delivered"),
+        ("sinkd_backlog_oldest_seconds", "Age of the oldest undelivered record"),
+        ("sinkd_sink_up", "0 while the sink's connection is down"),
+    ]
+
     /// The exposition text, with state gauges refreshed.
     public func scrape() -> [UInt8] {
         let stats = wal.currentStats
@@ -86,15 +93,20 @@ public final class MetricsService: Service, Sendable {
             defer { known = sinks }
             return known.subtracting(sinks)
         }
-        for sink in sinks.union(stale) {
+        // A sink neither backlogged nor live any more: its series leave the exposition.
+        for sink in stale {
+            let labels = [("sink", sink)]
+            for (name, help) in Self.sinkGauges { registry.unregisterGauge(gauge(name, help, labels)) }
+        }
+        for sink in sinks {
             let labels = [("sink", sink)]
             let b = backlog[sink]
-            gauge("sinkd_backlog_records", "Records not yet delivered (segment granularity)", labels).set(Int64(b?.records ?? 0))
-            gauge("sinkd_backlog_bytes", "Payload bytes not yet delivered", labels).set(Int64(b?.bytes ?? 0))
+            gauge(Self.sinkGauges[0].name, Self.sinkGauges[0].help, labels).set(Int64(b?.records ?? 0))
+            gauge(Self.sinkGauges[1].name, Self.sinkGauges[1].help, labels).set(Int64(b?.bytes ?? 0))
             let age = b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) } ?? 0
-            gauge("sinkd_backlog_oldest_seconds", "Age of the oldest undelivered record", labels).set(age)
+            gauge(Self.sinkGauges[2].name, Self.sinkGauges[2].help, labels).set(age)
             let up: Int64 = snapshots[sink].map { $0.state == .down ? 0 : 1 } ?? 1
-            gauge("sinkd_sink_up", "0 while the sink's connection is down", labels).set(up)
+            gauge(Self.sinkGauges[3].name, Self.sinkGauges[3].help, labels).set(up)
         }
         return registry.emitToBuffer()
     }

@@ -200,13 +200,20 @@ public final class DeliveryService: Service, Sendable {
                         watchNewSinks()
                         awaitNewSinks()
                     case .exited(let sink):
-                        pipelines.withLockedValue { $0[sink] = nil }
+                        let exited = pipelines.withLockedValue { $0.removeValue(forKey: sink) }
                         logger.debug("pipeline stopped", metadata: ["sink": "\(sink)"])
                         retireIdleFamilies(exited: sink)
                         // Records handed out but not finished (a pipeline stopped by a reload), or
                         // a record that arrived while it was leaving: a new pipeline takes over.
                         let progress = wal.progress(of: sink)
-                        if !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo) { start(sink) }
+                        if !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo) {
+                            start(sink)
+                        } else {
+                            // Nothing left: no state or series is kept for a sink that may never
+                            // come back (15,000 one-off sinks must not mean 15,000 series).
+                            exited?.retireMetrics()
+                            parked.remove(sink)
+                        }
                         while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < min(generation.config.delivery.maxSinks, sinkLimit) {
                             let next = waitingSinks.removeFirst()
                             waitingSet.remove(next)

@@ -79,6 +79,12 @@ public final class SinkPipeline: Sendable {
 
     /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
     /// `delivery.shutdown_timeout`.
+    /// The pipeline left with nothing to deliver: its metric series go (they start again from 0
+    /// if the sink comes back, which Prometheus' rate() reads as a counter reset).
+    public func retireMetrics() {
+        metrics.destroy()
+    }
+
     /// Other sinks are waiting: an idle pipeline checks at once whether it can leave.
     public func nudge() {
         continuation.yield(.nudge)
@@ -342,5 +348,13 @@ struct PipelineMetrics: Sendable {
         retried = Counter(label: "sinkd_retried_total", dimensions: [("sink", sink)])
         deadLettered = Counter(label: "sinkd_dead_lettered_total", dimensions: [("sink", sink)])
         latency = Metrics.Timer(label: "sinkd_delivery_latency_seconds", dimensions: [("sink", sink)])
+    }
+
+    /// The sink's series leave the exposition (a sink reaped with nothing left to deliver).
+    func destroy() {
+        delivered.destroy()
+        retried.destroy()
+        deadLettered.destroy()
+        latency.destroy()
     }
 }
