@@ -50,6 +50,9 @@ struct BenchIngest: ParsableCommand {
     @Option(help: "Unacknowledged records a client allows itself.")
     var window = 500
 
+    @Option(help: "If > 0: after the steady phase, this many live sinks, then the steady phase again while /metrics is scraped every 100 ms (its p99 beside the first).")
+    var scrapeSinks = 0
+
     func run() throws {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -57,7 +60,9 @@ struct BenchIngest: ParsableCommand {
         let dd = try ddBandwidth(dir)
         say("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
 
-        let config = try writeBenchConfig(dir: dir, sinks: "{file: {directory: \(dir)/outbox}}")
+        let metricsPort = scrapeSinks > 0 ? LoopbackTCP.freePort() : 0
+        let config = try writeBenchConfig(dir: dir, sinks: "{file: {directory: \(dir)/outbox}}",
+                                          extra: scrapeSinks > 0 ? "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}" : "")
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -100,6 +105,17 @@ struct BenchIngest: ParsableCommand {
             let sorted = steady.sorted()
             say("steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms")
         }
+        if scrapeSinks > 0, steadyRate > 0 {
+            // Many live sinks (one record each; their pipelines stay for idle_timeout), then the
+            // same steady phase again while a scraper fetches /metrics every 100 ms.
+            _ = try? runBenchClient(socket: socket, prefix: "k-", count: scrapeSinks, rate: 0, payloadBytes: 16, window: window, sinkForIndex: { "file:scrape\($0)" })
+            let quiet = ((try? runBenchClient(socket: socket, prefix: "q-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []).sorted()
+            let scraper = MetricsScraper(port: metricsPort)
+            let scraped = ((try? runBenchClient(socket: socket, prefix: "m-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []).sorted()
+            let (scrapes, bytes, slowest) = scraper.stop()
+            say("scrape    \(scrapeSinks) live sinks, steady \(steadyRate) records/s: ack p99 \(format(percentile(quiet, 0.99) * 1000)) ms without scraping, "
+                + "\(format(percentile(scraped, 0.99) * 1000)) ms with /metrics every 100 ms (\(scrapes) scrapes of \(bytes / max(1, scrapes)) B, slowest \(format(slowest * 1000)) ms)")
+        }
         say("memory    sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
     }
 
@@ -122,7 +138,7 @@ struct BenchIngest: ParsableCommand {
 /// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
 /// window allows), this thread reads the acknowledgements; returns each record's latency (s).
 func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench",
-                    workflowType: String? = nil, taskRefName: String? = nil) throws -> [Double] {
+                    workflowType: String? = nil, taskRefName: String? = nil, sinkForIndex: ((Int) -> String)? = nil) throws -> [Double] {
     let client = try IngestClient(path: socket)
     let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
     defer { sentAt.deallocate() }
@@ -132,6 +148,9 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
     let head = Array(#"{"id":"\#(prefix)"#.utf8)
     let context = (workflowType.map { #","workflowType":"\#($0)""# } ?? "") + (taskRefName.map { #","taskRefName":"\#($0)""# } ?? "")
     let tail = Array(#"","sink":"\#(sink)"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+    let tails: [[UInt8]]? = sinkForIndex.map { name in
+        (0..<count).map { Array(#"","sink":"\#(name($0))"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")] }
+    }
     BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
         var chunk: [UInt8] = []
         chunk.reserveCapacity(64 << 10)
@@ -158,7 +177,7 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
             }
             chunk += head
             appendDecimal(i, to: &chunk)
-            chunk += tail
+            chunk += tails?[i] ?? tail
             sentAt.value[i] = monotonicSeconds()
             if chunk.count >= 32 << 10 || rate > 0 {
                 _ = client.write(chunk)
@@ -208,7 +227,7 @@ func freshBenchDirectory(_ directory: String) throws -> String {
     return dir
 }
 
-func writeBenchConfig(dir: String, sinks: String) throws -> String {
+func writeBenchConfig(dir: String, sinks: String, extra: String = "") throws -> String {
     let config = dir + "/sinkd.yaml"
     try """
         ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
@@ -216,6 +235,7 @@ func writeBenchConfig(dir: String, sinks: String) throws -> String {
         wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
         log: {level: warning, format: logfmt}
         sinks: \(sinks)
+        \(extra)
         """.write(toFile: config, atomically: true, encoding: .utf8)
     return config
 }
@@ -309,4 +329,58 @@ private struct UncheckedBox<T>: @unchecked Sendable {
 /// One line on stdout at once (unbuffered), so that figures appear as they are measured.
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// Fetches `GET /metrics` every 100 ms on a thread of its own until stopped.
+final class MetricsScraper: @unchecked Sendable {
+    private let lock = NSLock()
+    private var running = true
+    private var scrapes = 0
+    private var bytes = 0
+    private var slowest = 0.0
+    private let done = DispatchSemaphore(value: 0)
+
+    init(port: Int) {
+        BlockingThread.detach { [self] in
+            while lock.withLock({ running }) {
+                let started = monotonicSeconds()
+                let n = Self.fetch(port: port)
+                let took = monotonicSeconds() - started
+                lock.withLock {
+                    scrapes += 1
+                    bytes += n
+                    slowest = max(slowest, took)
+                }
+                usleep(useconds_t(max(0, 0.1 - took) * 1_000_000))
+            }
+            done.signal()
+        }
+    }
+
+    func stop() -> (scrapes: Int, bytes: Int, slowest: Double) {
+        lock.withLock { running = false }
+        done.wait()
+        return lock.withLock { (scrapes, bytes, slowest) }
+    }
+
+    /// One GET; the bytes of the response.
+    static func fetch(port: Int) -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        guard withUnsafePointer(to: &address, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else { return 0 }
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, 0) }
+        var total = 0
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n <= 0 { break }
+            total += n
+        }
+        return total
+    }
 }

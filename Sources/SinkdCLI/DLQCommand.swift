@@ -49,13 +49,16 @@ struct DLQ: ParsableCommand {
 
         func run() throws {
             let store = try DeadLetterStore(directory: config.load().delivery.deadLetterDirectory)
-            let entries = try store.entries(sink: filter.sink, since: filter.millis(filter.since), until: filter.millis(filter.until))
             let formatter = ISO8601DateFormatter()
-            for e in entries.sorted(by: { $0.deadLetteredMillis < $1.deadLetteredMillis }) {
+            var count = 0
+            // Streamed, sink by sink, each oldest first: a store of any size lists in constant memory.
+            try store.forEachEntry(sink: filter.sink, since: filter.millis(filter.since), until: filter.millis(filter.until)) { e in
                 let when = formatter.string(from: Date(timeIntervalSince1970: Double(e.deadLetteredMillis) / 1000))
                 print("\(when)  \(e.record.sink)  seq \(e.seq)  id \(e.record.id)  attempts \(e.attempts)  \(e.error)")
+                count += 1
+                return true
             }
-            print("\(entries.count) dead letter\(entries.count == 1 ? "" : "s")")
+            print("\(count) dead letter\(count == 1 ? "" : "s")")
         }
     }
 
@@ -68,9 +71,16 @@ struct DLQ: ParsableCommand {
 
         func run() throws {
             let store = try DeadLetterStore(directory: config.load().delivery.deadLetterDirectory)
-            let entries = try store.entries(sink: filter.sink, since: filter.millis(filter.since), until: filter.millis(filter.until))
             var out: [UInt8] = []
-            for e in entries where seqs.isEmpty || seqs.contains(e.seq) { DeadLetterStore.encode(e, into: &out) }
+            try store.forEachEntry(sink: filter.sink, since: filter.millis(filter.since), until: filter.millis(filter.until)) { e in
+                guard seqs.isEmpty || seqs.contains(e.seq) else { return true }
+                DeadLetterStore.encode(e, into: &out)
+                if out.count >= 1 << 20 {
+                    FileHandle.standardOutput.write(Data(out))
+                    out.removeAll(keepingCapacity: true)
+                }
+                return true
+            }
             FileHandle.standardOutput.write(Data(out))
         }
     }

@@ -84,7 +84,7 @@ public final class ControlService: Service, Sendable {
     /// Listens on `control.socket`, or on `inherited`, a listening socket passed by systemd
     /// (socket activation: systemd owns its file, so sinkd never unlinks it).
     public func bind(inherited: CInt? = nil) async throws {
-        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let bootstrap = ServerBootstrap(group: ControlThreads.loop)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLineBytes: 64 << 10)))
@@ -173,7 +173,8 @@ public final class ControlService: Service, Sendable {
             return Array(#"{"ok":true}"#.utf8)
         case "reload":
             guard let reload else { return Self.error("this sinkd cannot reload its configuration") }
-            // The control handler runs on a thread-pool thread: waiting here blocks no event loop.
+            // The control handler runs on the control thread (ControlThreads): waiting here
+            // blocks no event loop and no thread of the pool that does WAL and file I/O.
             let outcome = NIOLockedValueBox<ReloadOutcome?>(nil)
             let done = DispatchSemaphore(value: 0)
             Task {
@@ -193,50 +194,78 @@ public final class ControlService: Service, Sendable {
             }
         case "dlq-replay":
             do {
-                let all = try deadLetters.entries(sink: sink, since: since, until: until)
-                // Validated like ingest requests (a dead-letter file may have been edited by hand):
-                // what would not pass ingest stays in the store with its reason.
-                var entries: [DeadLetterStore.Entry] = []
-                var invalid: [(DeadLetterStore.Entry, String)] = []
-                for e in all {
-                    switch Self.validateForReplay(e.record, maxRecordBytes: delivery.generation.config.ingest.maxRecordBytes) {
-                    case nil: entries.append(e)
-                    case let reason?: invalid.append((e, reason))
-                    }
-                }
-                var invalidJSON: [UInt8] = []
-                for (i, (e, reason)) in invalid.enumerated() {
-                    invalidJSON += Array((i == 0 ? "" : ",").utf8) + Array(#"{"seq":\#(e.seq),"sink":"#.utf8)
-                    JSONText.appendString(e.record.sink, to: &invalidJSON)
-                    invalidJSON += Array(#","error":"#.utf8)
-                    JSONText.appendString(reason, to: &invalidJSON)
-                    invalidJSON += Array("}".utf8)
-                }
-                let invalidPart = Array(#","invalid":["#.utf8) + invalidJSON + Array("]".utf8)
-                guard !entries.isEmpty else { return Array(#"{"ok":true,"replayed":0"#.utf8) + invalidPart + Array("}".utf8) }
-                let (outcomes, ticket) = wal.append(entries.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
-                let accepted = outcomes.filter { if case .accepted = $0 { true } else { false } }.count
-                guard accepted == entries.count else {
-                    return Self.error("the WAL took \(accepted) of \(entries.count) records (it is full or stopping); nothing was removed from the dead-letter store, replay again later")
-                }
-                let done = DispatchSemaphore(value: 0)
-                let failure = NIOLockedValueBox<String?>(nil)
-                wal.whenDurable(ticket) { result in
-                    if case .failure(let e) = result { failure.withLockedValue { $0 = "\(e)" } }
-                    done.signal()
-                }
-                done.wait()
-                if let error = failure.withLockedValue({ $0 }) { return Self.error("the WAL could not store the replayed records: \(error)") }
-                // In the WAL now: safe to remove from the store.
-                try deadLetters.purge(sink: sink, since: since, until: until, seqs: Set(entries.map(\.seq)))
-                logger.notice("dead letters replayed into the WAL", metadata: ["count": "\(entries.count)", "sink": "\(sink ?? "*")"])
-                return Array(#"{"ok":true,"replayed":\#(entries.count)"#.utf8) + invalidPart + Array("}".utf8)
+                return try replay(sink: sink, since: since, until: until)
             } catch {
                 return Self.error("cannot replay dead letters: \(error)")
             }
+        case "test-block-control" where ProcessInfo.processInfo.environment["SINKD_TEST_SEAMS"] == "1":
+            // Test seam: a control request that takes long (a huge dead-letter store, a slow
+            // reload). It must hold only the control thread, never ingest or delivery.
+            logger.notice("test seam: a control request blocks its thread")
+            usleep(UInt32(max(0, min(60, (request["seconds"] as? NSNumber)?.doubleValue ?? 1)) * 1_000_000))
+            return Array(#"{"ok":true}"#.utf8)
         default:
             return Self.error("unknown command '\(command)' (known: status, dlq-replay, dlq-purge)")
         }
+    }
+
+    /// Dead letters back into the WAL, streamed: entries are read one line at a time and appended
+    /// in chunks (≤ 4 MiB of payloads or 10,000 entries), each made durable before the next; at the
+    /// end, or when a chunk fails, exactly the entries already in the WAL leave the store.
+    private func replay(sink: String?, since: UInt64?, until: UInt64?) throws -> [UInt8] {
+        let maxRecordBytes = delivery.generation.config.ingest.maxRecordBytes
+        var invalidJSON: [UInt8] = []
+        var invalidCount = 0
+        var chunk: [DeadLetterStore.Entry] = []
+        var chunkBytes = 0
+        var replayed = Set<UInt64>()
+        var failure: String?
+        func flush() {
+            guard failure == nil, !chunk.isEmpty else { return }
+            defer { chunk.removeAll(keepingCapacity: true); chunkBytes = 0 }
+            let (outcomes, ticket) = wal.append(chunk.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
+            let accepted = outcomes.filter { if case .accepted = $0 { true } else { false } }.count
+            // Wait for the round whatever was taken: what is in the WAL must leave the store.
+            let done = DispatchSemaphore(value: 0)
+            let result = NIOLockedValueBox<String?>(nil)
+            wal.whenDurable(ticket) { r in
+                if case .failure(let e) = r { result.withLockedValue { $0 = "\(e)" } }
+                done.signal()
+            }
+            done.wait()  // on the control thread: holds no event loop and no shared pool
+            if let error = result.withLockedValue({ $0 }) {
+                failure = "the WAL could not store the replayed records: \(error)"
+                return
+            }
+            for (e, outcome) in zip(chunk, outcomes) { if case .accepted = outcome { replayed.insert(e.seq) } }
+            if accepted < chunk.count {
+                failure = "the WAL took \(replayed.count) of the records (it is full or stopping); those left the dead-letter store, the others stay: replay again later"
+            }
+        }
+        try deadLetters.forEachEntry(sink: sink, since: since, until: until) { e in
+            if let reason = Self.validateForReplay(e.record, maxRecordBytes: maxRecordBytes) {
+                invalidJSON += Array((invalidCount == 0 ? "" : ",").utf8) + Array(#"{"seq":\#(e.seq),"sink":"#.utf8)
+                JSONText.appendString(e.record.sink, to: &invalidJSON)
+                invalidJSON += Array(#","error":"#.utf8)
+                JSONText.appendString(reason, to: &invalidJSON)
+                invalidJSON += Array("}".utf8)
+                invalidCount += 1
+                return true
+            }
+            chunk.append(e)
+            chunkBytes += e.record.payload.count
+            if chunkBytes >= 4 << 20 || chunk.count >= 10_000 { flush() }
+            return failure == nil
+        }
+        flush()
+        // In the WAL now: safe to remove from the store (only those; the filter is their seqs).
+        if !replayed.isEmpty {
+            try deadLetters.purge(sink: sink, since: since, until: until, seqs: replayed)
+            logger.notice("dead letters replayed into the WAL", metadata: ["count": "\(replayed.count)", "sink": "\(sink ?? "*")"])
+        }
+        if let failure { return Self.error(failure) }
+        let invalidPart = Array(#","invalid":["#.utf8) + invalidJSON + Array("]".utf8)
+        return Array(#"{"ok":true,"replayed":\#(replayed.count)"#.utf8) + invalidPart + Array("}".utf8)
     }
 
     static func error(_ message: String) -> [UInt8] {
@@ -245,6 +274,20 @@ public final class ControlService: Service, Sendable {
         out.append(UInt8(ascii: "}"))
         return out
     }
+}
+
+/// Threads of their own for the control socket and the metrics endpoint: what operators ask
+/// (a status, a scrape, a dead-letter replay, a reload) never runs on an ingest event loop or
+/// occupies a thread of `NIOThreadPool.singleton`, which does WAL reads and file writes.
+public enum ControlThreads {
+    /// Accepts and frames control and metrics connections.
+    public static let loop: EventLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
+    /// Runs control requests one after another (they may wait for the WAL or a reload).
+    public static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        return pool
+    }()
 }
 
 /// The outcome of a configuration reload, as the control socket reports it.
@@ -292,8 +335,9 @@ final class ControlHandler: ChannelInboundHandler, Sendable {
         let line = Array(buffer.readableBytesView)
         let service = self.service
         let channel = context.channel
-        // Requests may block (dead-letter files, WAL durability): off the event loop.
-        NIOThreadPool.singleton.submit { _ in
+        // Requests may block (dead-letter files, WAL durability, a reload): on the control
+        // thread, never an event loop or the pool that runs WAL reads and file writes.
+        ControlThreads.pool.submit { _ in
             let response = service.handle(line) + [0x0A]
             channel.writeAndFlush(channel.allocator.buffer(bytes: response), promise: nil)
         }

@@ -46,7 +46,7 @@ public final class MetricsService: Service, Sendable {
     }
 
     public func bind() async throws {
-        let bound = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let bound = try await ServerBootstrap(group: ControlThreads.loop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {

@@ -78,33 +78,80 @@ public final class DeadLetterStore: @unchecked Sendable {
     }
 
     /// Every entry, optionally of one sink and within [since, until] (dead-letter time, millis).
+    /// Holds them all: for tests and small stores; the tools stream with `forEachEntry`.
     public func entries(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil) throws -> [Entry] {
-        try files(sink: sink).flatMap { try read($0) }.filter { e in
-            (since.map { e.deadLetteredMillis >= $0 } ?? true) && (until.map { e.deadLetteredMillis <= $0 } ?? true)
+        var out: [Entry] = []
+        try forEachEntry(sink: sink, since: since, until: until) { out.append($0); return true }
+        return out
+    }
+
+    /// Calls `body` with each matching entry, file by file (sink by sink), each file in the order
+    /// written (oldest first), reading one line at a time. `body` returns false to stop.
+    public func forEachEntry(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, _ body: (Entry) throws -> Bool) throws {
+        for file in try files(sink: sink) {
+            var stopped = false
+            try FileIO.forEachLine(file) { line in
+                guard let e = Self.decode(Array(line)), Self.matches(e, since: since, until: until, seqs: nil) else { return true }
+                stopped = try !body(e)
+                return !stopped
+            }
+            if stopped { return }
         }
     }
 
-    /// Removes the entries matching the filter; returns how many. Each file is rewritten atomically.
+    static func matches(_ e: Entry, since: UInt64?, until: UInt64?, seqs: Set<UInt64>?) -> Bool {
+        (since.map { e.deadLetteredMillis >= $0 } ?? true) && (until.map { e.deadLetteredMillis <= $0 } ?? true)
+            && (seqs.map { $0.contains(e.seq) } ?? true)
+    }
+
+    /// Removes the entries matching the filter; returns how many. Each file is rewritten
+    /// atomically, streamed: the lines kept are copied as they are into a new file (exclusive
+    /// create, no link followed), synced, renamed over the old one, and the directory synced.
     @discardableResult
     public func purge(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, seqs: Set<UInt64>? = nil) throws -> Int {
         var removed = 0
         try lock.withLock {
             for file in try files(sink: sink) {
-                let all = try read(file)
-                let keep = all.filter { e in
-                    let matches = (since.map { e.deadLetteredMillis >= $0 } ?? true) && (until.map { e.deadLetteredMillis <= $0 } ?? true)
-                        && (seqs.map { $0.contains(e.seq) } ?? true)
-                    return !matches
+                let temporary = file + ".tmp"
+                try FileIO.unlink(temporary)
+                let fd = try FileIO.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+                var kept = 0
+                var removedHere = 0
+                var buffer: [UInt8] = []
+                do {
+                    try FileIO.forEachLine(file) { line in
+                        if let e = Self.decode(Array(line)), Self.matches(e, since: since, until: until, seqs: seqs) {
+                            removedHere += 1
+                            return true
+                        }
+                        guard !line.isEmpty else { return true }
+                        kept += 1
+                        buffer += line
+                        buffer.append(UInt8(ascii: "\n"))
+                        if buffer.count >= 1 << 20 {
+                            try FileIO.writeAll(fd, buffer, path: temporary)
+                            buffer.removeAll(keepingCapacity: true)
+                        }
+                        return true
+                    }
+                    try FileIO.writeAll(fd, buffer, path: temporary)
+                    try FileIO.dataSync(fd, path: temporary)
+                } catch {
+                    close(fd)
+                    try? FileIO.unlink(temporary)
+                    throw error
                 }
-                removed += all.count - keep.count
-                if keep.count == all.count { continue }
-                if keep.isEmpty {
+                close(fd)
+                removed += removedHere
+                if removedHere == 0 {
+                    try FileIO.unlink(temporary)
+                } else if kept == 0 {
+                    try FileIO.unlink(temporary)
                     try FileIO.unlink(file)
                     try FileIO.syncDirectory(directory)
                 } else {
-                    var bytes: [UInt8] = []
-                    for e in keep { Self.encode(e, into: &bytes) }
-                    try FileIO.replaceAtomically(file, with: bytes, directory: directory)
+                    try FileIO.rename(temporary, file)
+                    try FileIO.syncDirectory(directory)
                 }
             }
         }
@@ -117,11 +164,6 @@ public final class DeadLetterStore: @unchecked Sendable {
             return FileManager.default.fileExists(atPath: path) ? [path] : []
         }
         return try FileIO.listDirectory(directory).filter { $0.hasSuffix(".ndjson") }.map { directory + "/" + $0 }
-    }
-
-    private func read(_ path: String) throws -> [Entry] {
-        let bytes = try FileIO.readFile(path)
-        return bytes.split(separator: UInt8(ascii: "\n")).compactMap { Self.decode(Array($0)) }
     }
 
     // MARK: encoding

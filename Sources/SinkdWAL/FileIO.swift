@@ -212,6 +212,40 @@ public enum FileIO {
         return bytes
     }
 
+    /// Calls `body` with each line of `path` (without its newline; a last line without one too),
+    /// reading 64 KiB at a time: memory is one chunk plus the longest line, whatever the file's
+    /// size. `body` returns false to stop.
+    public static func forEachLine(_ path: String, noFollow: Bool = true, _ body: (ArraySlice<UInt8>) throws -> Bool) throws {
+        if let injected = FaultInjector.shared.failure(for: .read, path: path) {
+            throw FileError(operation: "read", path: path, errno: injected)
+        }
+        let fd = try open(path, O_RDONLY | (noFollow ? O_NOFOLLOW : 0))
+        defer { close(fd) }
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            var start = 0
+            while let newline = chunk[start..<n].firstIndex(of: UInt8(ascii: "\n")) {
+                if pending.isEmpty {
+                    guard try body(chunk[start..<newline]) else { return }
+                } else {
+                    pending += chunk[start..<newline]
+                    guard try body(pending[...]) else { return }
+                    pending.removeAll(keepingCapacity: true)
+                }
+                start = newline + 1
+            }
+            pending += chunk[start..<n]
+        }
+        if !pending.isEmpty { _ = try body(pending[...]) }
+    }
+
     /// Opens `path` for appending without following a link. When this creates the file, the
     /// directory is synced before returning, so that the new entry is as durable as what is then
     /// written and synced into it.

@@ -172,22 +172,24 @@ extension WriteAheadLog {
 
     /// Per sink: records and payload bytes not yet finished, and the acceptance time of the oldest
     /// of them, counted by segment (a segment partly finished counts whole: an upper bound).
+    /// Computed from a copy taken under the lock (the segments' summaries and the progress are
+    /// values: the copy costs a few reference counts), so a scrape or `status` with many sinks and
+    /// segments never holds the lock that appends and deliveries need.
     public func backlog() -> [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] {
-        lock.withLock {
-            var out: [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] = [:]
-            for s in segments {
-                for (sink, span) in s.summary.sinks {
-                    let p = progress.sink(sink)
-                    guard !p.isFinished(from: span.firstSeq, through: span.lastSeq) else { continue }
-                    var current = out[sink] ?? (0, 0, nil)
-                    current.records += span.records
-                    current.bytes += span.bodyBytes
-                    current.oldestMillis = min(current.oldestMillis ?? .max, s.summary.minAcceptedMillis)
-                    out[sink] = current
-                }
+        let (summaries, progress) = lock.withLock { (segments.map(\.summary), self.progress) }
+        var out: [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] = [:]
+        for summary in summaries {
+            for (sink, span) in summary.sinks {
+                let p = progress.sink(sink)
+                guard !p.isFinished(from: span.firstSeq, through: span.lastSeq) else { continue }
+                var current = out[sink] ?? (0, 0, nil)
+                current.records += span.records
+                current.bytes += span.bodyBytes
+                current.oldestMillis = min(current.oldestMillis ?? .max, summary.minAcceptedMillis)
+                out[sink] = current
             }
-            return out
         }
+        return out
     }
 
     /// The sinks with records in the WAL, and how many records and bytes each has there

@@ -293,4 +293,49 @@ import Glibc
         #expect(after[4].rss - after[1].rss <= 6 << 20, "memory does not grow with one-off sinks: \((after[4].rss - after[1].rss) >> 10) KiB")
         #expect(try SinkdProcess.run(["status", "--config", config]).stdout.contains("w4s") == false, "status lists no reaped sink")
     }
+
+    /// Issue 18, item 12: control work that takes long (a huge dead-letter replay, a slow
+    /// reload; here the test seam `test-block-control`, two of them at once) never stalls ingest
+    /// or delivery, and /metrics is still served. Before, each such request parked a thread of the
+    /// pool that runs WAL reads and file writes; two of them (that pool has one per core) stopped
+    /// delivery until they returned.
+    @Test func slowControlRequestsNeverStallIngestOrDelivery() throws {
+        let dir = try TemporaryDirectory()
+        let port = LoopbackTCP.freePort()
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: info, format: logfmt}
+            metrics: {listen: "127.0.0.1:\(port)"}
+            sinks: {file: {directory: \(dir.path)/outbox}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", environment: ["SINKD_TEST_SEAMS": "1"])
+        defer { daemon.stopIfRunning() }
+        let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let blockers = try (0..<max(2, ProcessInfo.processInfo.activeProcessorCount)).map { _ in
+            let control = try IngestClient(path: dir.path + "/control.sock")
+            #expect(control.write(Array(#"{"command":"test-block-control","seconds":8}"#.utf8) + [0x0A]))
+            return control
+        }
+        // A blocker runs once the daemon says so (it logs before blocking).
+        let started = Date()
+        while !((try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? "").contains("a control request blocks its thread"),
+              Date().timeIntervalSince(started) < 10 { usleep(20_000) }
+        let sent = Date()
+        client.write(Array(#"{"id":"during","sink":"file:live","payload":{"x":1}}"#.utf8) + [10])
+        #expect(client.readLine(timeoutMillis: 6000).flatMap(CrashDurabilityTests.acceptedID) == "during", "ingest answers")
+        var delivered = false
+        while !delivered, Date().timeIntervalSince(sent) < 6 {
+            delivered = ((try? String(contentsOfFile: dir.path + "/outbox/live.ndjson", encoding: .utf8)) ?? "").contains(#""x":1"#)
+            if !delivered { usleep(50_000) }
+        }
+        #expect(delivered, "delivered while the control requests are still running")
+        #expect(MetricsEndpointTests.get(port: port, path: "/metrics").body.contains("sinkd_ingest_records_total"), "/metrics is served meanwhile")
+        // The blockers were still running throughout (their answers come after 8 s each).
+        var p = pollfd(fd: blockers[0].fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 0) == 0, "the slow control request had not finished: the check above ran during it")
+        let first = blockers[0].readLine(timeoutMillis: 20_000).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        #expect(first == #"{"ok":true}"#, "the seam exists and answered: \(first)")
+    }
 }

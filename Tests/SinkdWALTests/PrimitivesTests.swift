@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SinkdWAL
 import SinkdCore
@@ -134,5 +135,32 @@ import SinkdCore
         p.finished(sink: "a", seq: 8)
         p.prune(oldestLiveSeq: 10)
         #expect(p.sinks.isEmpty)
+    }
+}
+
+/// `FileIO.forEachLine`, which the dead-letter tools stream with: lines across chunk boundaries,
+/// a last line without a newline, empty lines, stopping early.
+@Suite struct ForEachLineTests {
+    @Test func linesOfEverySizeAcrossChunkBoundaries() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-lines-\(UUID().uuidString)").path
+        defer { unlink(path) }
+        var expected: [[UInt8]] = []
+        var content: [UInt8] = []
+        var generator = SystemRandomNumberGenerator()
+        for i in 0..<400 {
+            let length = i % 50 == 0 ? 150_000 : Int.random(in: 0..<3000, using: &generator)
+            let line = [UInt8](repeating: UInt8(ascii: "a") + UInt8(i % 26), count: length)
+            expected.append(line)
+            content += line + [10]
+        }
+        expected.append(Array("last, no newline".utf8))
+        content += Array("last, no newline".utf8)
+        FileManager.default.createFile(atPath: path, contents: Data(content))
+        var seen: [[UInt8]] = []
+        try FileIO.forEachLine(path) { seen.append(Array($0)); return true }
+        #expect(seen == expected)
+        var count = 0
+        try FileIO.forEachLine(path) { _ in count += 1; return count < 3 }
+        #expect(count == 3, "stops when asked")
     }
 }
