@@ -170,6 +170,7 @@ let package = Package(
             name: "SinkdSystemd",
             dependencies: [
                 "CSystemd",
+                "SinkdCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -82,6 +82,7 @@ actor ReloadCoordinator {
         var effective = config
         Self.keepRestartOnly(from: current.config, in: &effective)
         logLevel.level = (levelOverride ?? config.log.level).swiftLogLevel
+        Redactor.shared.use(config, current.config)
         daemon.ingestContext.updateSinks(config.sinks)
         let number = daemon.delivery.apply(config: effective, families: families)
         let added = Set(families.keys).subtracting(current.families.keys).map(\.rawValue).sorted()

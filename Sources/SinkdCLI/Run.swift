@@ -40,6 +40,7 @@ struct Run: AsyncParsableCommand {
         // Sockets passed by systemd are taken first (and their variables cleared for children).
         let passed = ListenFDs.take()
         let config = try options.load()
+        Redactor.shared.use(config)
         let logLevel = LogSetup.bootstrap(config.log, levelOverride: logLevel)
         // From here on SIGTERM/SIGINT mean "stop gracefully", and SIGHUP "reload", even while
         // sinkd is still starting (a reload waits until it runs).

@@ -41,9 +41,9 @@ struct StderrLogHandler: LogHandler {
         var line: String
         switch format {
         case .logfmt:
-            line = "ts=\(timestamp) level=\(event.level) msg=\(Self.logfmtValue(event.message.description))"
+            line = "ts=\(timestamp) level=\(event.level) msg=\(Self.logfmtValue(Redactor.shared.redact(event.message.description)))"
             for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-                line += " \(key)=\(Self.logfmtValue(value.description))"
+                line += " \(key)=\(Self.logfmtValue(Redactor.shared.redact(value.description)))"
             }
         case .json:
             var bytes: [UInt8] = []
@@ -52,12 +52,12 @@ struct StderrLogHandler: LogHandler {
             bytes.append(contentsOf: #","level":"#.utf8)
             JSONText.appendString("\(event.level)", to: &bytes)
             bytes.append(contentsOf: #","msg":"#.utf8)
-            JSONText.appendString(event.message.description, to: &bytes)
+            JSONText.appendString(Redactor.shared.redact(event.message.description), to: &bytes)
             for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                 bytes.append(UInt8(ascii: ","))
                 JSONText.appendString(key, to: &bytes)
                 bytes.append(UInt8(ascii: ":"))
-                JSONText.appendString(value.description, to: &bytes)
+                JSONText.appendString(Redactor.shared.redact(value.description), to: &bytes)
             }
             bytes.append(UInt8(ascii: "}"))
             line = String(decoding: bytes, as: UTF8.self)

@@ -133,7 +133,7 @@ public final class ControlService: Service, Sendable {
                 sink: name, state: state, backlogRecords: b?.records ?? 0, backlogBytes: b?.bytes ?? 0,
                 oldestUndeliveredSeconds: b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) },
                 delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
-                inFlight: p?.inFlight ?? 0, heldBytes: p?.heldBytes ?? 0, lastError: p?.lastError))
+                inFlight: p?.inFlight ?? 0, heldBytes: p?.heldBytes ?? 0, lastError: p?.lastError.map(Redactor.shared.redact)))
         }
         return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: generation.number,
                             configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,

@@ -10,6 +10,9 @@ public struct SinkdConfig: Sendable, Equatable {
     public var log = LogConfig()
     public var metrics = MetricsConfig()
     public var sinks = SinksConfig()
+    /// What `${env:}`, `${file:}` and `${credential:}` references resolved to: never shown
+    /// (Redaction hides them wherever they appear).
+    public var secretValues: [String] = []
 
     public init() {}
 }

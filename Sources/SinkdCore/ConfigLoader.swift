@@ -74,6 +74,7 @@ public enum ConfigLoader {
         guard diagnostics.errors.isEmpty else {
             throw ConfigErrors(diagnostics.errors.sorted { ($0.line ?? 0, $0.column ?? 0) < ($1.line ?? 0, $1.column ?? 0) })
         }
+        config.secretValues = diagnostics.secretValues
         return config
     }
 

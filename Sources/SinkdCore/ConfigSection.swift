@@ -5,6 +5,8 @@ final class ConfigDiagnostics {
     let file: String
     let secrets: SecretResolver
     private(set) var errors: [ConfigError] = []
+    /// Values secret references resolved to (SinkdConfig.secretValues).
+    var secretValues: [String] = []
 
     init(file: String, secrets: SecretResolver) {
         self.file = file
@@ -78,6 +80,7 @@ final class ConfigSection {
         }
         switch diagnostics.secrets.resolve(scalar.string) {
         case .success(let resolved):
+            diagnostics.secretValues += resolved.secretParts
             let shown = resolved.isSecret ? "the value of \(scalar.string)" : "\"\(scalar.string)\""
             return (resolved.value, shown, node.mark)
         case .failure(let failure):

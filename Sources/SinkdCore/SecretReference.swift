@@ -25,12 +25,15 @@ public struct SecretResolver: Sendable {
         public var value: String
         /// True when the value came (partly) from a secret reference: it must not be echoed.
         public var isSecret: Bool
+        /// What each reference resolved to.
+        public var secretParts: [String] = []
     }
 
     public func resolve(_ text: String) -> Result<Resolved, Failure> {
         guard text.contains("${") else { return .success(Resolved(value: text, isSecret: false)) }
         var out = ""
         var isSecret = false
+        var parts: [String] = []
         var rest = Substring(text)
         while let dollar = rest.firstIndex(of: "$") {
             out += rest[..<dollar]
@@ -50,14 +53,16 @@ public struct SecretResolver: Sendable {
             }
             let reference = String(afterDollar[afterDollar.index(after: afterDollar.startIndex)..<close])
             switch lookUp(reference) {
-            case .success(let value): out += value
+            case .success(let value):
+                out += value
+                parts.append(value)
             case .failure(let failure): return .failure(failure)
             }
             isSecret = true
             rest = afterDollar[afterDollar.index(after: close)...]
         }
         out += rest
-        return .success(Resolved(value: out, isSecret: isSecret))
+        return .success(Resolved(value: out, isSecret: isSecret, secretParts: parts))
     }
 
     private func lookUp(_ reference: String) -> Result<String, Failure> {

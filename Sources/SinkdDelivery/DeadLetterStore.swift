@@ -67,7 +67,10 @@ public final class DeadLetterStore: @unchecked Sendable {
     public func append(sink: String, _ entries: [Entry]) throws(FileError) {
         guard !entries.isEmpty else { return }
         var bytes: [UInt8] = []
-        for e in entries { Self.encode(e, into: &bytes) }
+        for var e in entries {
+            e.error = Redactor.shared.redact(e.error)  // a reason may quote a URL or a remote's echo
+            Self.encode(e, into: &bytes)
+        }
         let path = directory + "/" + Self.fileName(for: sink)
         lock.lock()
         defer { lock.unlock() }

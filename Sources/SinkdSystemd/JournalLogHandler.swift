@@ -1,3 +1,4 @@
+import SinkdCore
 import CSystemd
 #if canImport(Glibc)
 import Glibc
@@ -38,7 +39,7 @@ public struct JournalLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         var entries = [
-            "MESSAGE=" + LogText.escapingControls(event.message.description),
+            "MESSAGE=" + LogText.escapingControls(Redactor.shared.redact(event.message.description)),
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=" + identifier,
             "CODE_FILE=" + event.file,
@@ -46,7 +47,7 @@ public struct JournalLogHandler: LogHandler {
             "CODE_FUNC=" + event.function,
         ]
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            entries.append(Self.fieldName(key) + "=" + LogText.escapingControls(value.description))
+            entries.append(Self.fieldName(key) + "=" + LogText.escapingControls(Redactor.shared.redact(value.description)))
         }
         Self.send(entries)
     }

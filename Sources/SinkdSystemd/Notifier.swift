@@ -1,3 +1,4 @@
+import SinkdCore
 import CSystemd
 #if canImport(Glibc)
 import Glibc
@@ -23,8 +24,8 @@ public struct SystemdNotifier: Sendable {
         return sd_notify(0, text) > 0
     }
 
-    public func ready(status: String) { send(["READY=1", "STATUS=" + status]) }
-    public func status(_ status: String) { send(["STATUS=" + status]) }
+    public func ready(status: String) { send(["READY=1", "STATUS=" + Redactor.shared.redact(status)]) }
+    public func status(_ status: String) { send(["STATUS=" + Redactor.shared.redact(status)]) }
     public func stopping(status: String = "stopping") { send(["STOPPING=1", "STATUS=" + status]) }
     public func watchdogPing() { send(["WATCHDOG=1"]) }
 
