@@ -10,7 +10,9 @@ import SinkdCore
 ///   overtaken. Strict ordering: one batch in flight, and a failing record stays at the head
 ///   (nothing overtakes it).
 /// - A connection failure pauses the whole sink with reconnect backoff; no record spends an
-///   attempt on it, and until a batch succeeds again only one batch is in flight (a probe).
+///   attempt on it, and until a batch succeeds again only one batch is in flight (a probe). With
+///   relaxed ordering each probe starts one record further, so a record that breaks the
+///   connection every time cannot pin the sink (strict ordering keeps the head first, by design).
 public struct PipelineStateMachine: Sendable {
     public struct Item: Sendable, Equatable {
         public var entry: SequencedRecord
@@ -134,7 +136,13 @@ public struct PipelineStateMachine: Sendable {
         var picked: [Int] = []
         var bytes = 0
         var earliest: UInt64?
-        for index in head..<queue.count {
+        // While down, the probe starts one record further at each failure (relaxed ordering):
+        // a record that itself breaks the connection can never pin the sink.
+        var start = head
+        if health != .up, settings.ordering == .relaxed, queue.count - head > 1 {
+            start = head + connectionFailures % (queue.count - head)
+        }
+        for index in start..<queue.count {
             let item = queue[index]
             guard item.notBefore <= now else {
                 earliest = min(earliest ?? item.notBefore, item.notBefore)
@@ -145,6 +153,20 @@ public struct PipelineStateMachine: Sendable {
             picked.append(index)
             bytes += item.bytes
             if picked.count == settings.limits.maxBatchCount { break }
+        }
+        if picked.isEmpty, start > head {
+            // Nothing eligible from the rotated start: probe from the front after all.
+            for index in head..<start {
+                let item = queue[index]
+                guard item.notBefore <= now else {
+                    earliest = min(earliest ?? item.notBefore, item.notBefore)
+                    continue
+                }
+                if !picked.isEmpty, bytes + item.bytes > settings.limits.maxBatchBytes { break }
+                picked.append(index)
+                bytes += item.bytes
+                if picked.count == settings.limits.maxBatchCount { break }
+            }
         }
         guard !picked.isEmpty else { return .wait(untilMillis: earliest) }
         var batch: [Item] = []

@@ -4,8 +4,14 @@ import SinkdCore
 /// extracts the fields sinkd needs and keeps the payload's bytes as they are. I/O-free.
 ///
 /// Limits: nesting depth 256; `id` 1-255 bytes; `sink` 1-1024 bytes; other string fields at most
-/// 4096 bytes. Unknown fields are validated as JSON and ignored.
+/// 4096 bytes; no control character (C0, DEL, C1) in `id`, `sink` or a context field. Unknown
+/// fields are validated as JSON and ignored.
 public enum RequestParser {
+    /// C0, DEL and C1: not allowed in `id`, `sink` and the context fields.
+    static func isControl(_ s: Unicode.Scalar) -> Bool {
+        s.value < 0x20 || (s.value >= 0x7F && s.value <= 0x9F)
+    }
+
     public static let maxDepth = 256
     public static let maxSinkBytes = 1024
     public static let maxContextBytes = 4096
@@ -127,6 +133,15 @@ struct JSONScanner {
             }
             guard n <= maxBytes else {
                 return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' is \(n) bytes long; at most \(maxBytes) are allowed", id: id))
+            }
+            // These fields travel as protocol headers and properties (HTTP headers, NATS headers
+            // and subjects, AMQP properties, SQS attributes, PostgreSQL text), where a control
+            // character is refused or splits the message: such a record could never be delivered.
+            if decoded.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == 0xC2 }),
+               let (offset, scalar) = decoded.unicodeScalars.enumerated().first(where: { RequestParser.isControl($0.element) }) {
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' contains the control character \(code) at character \(offset + 1); ids, sinks and context fields are sent as protocol headers and properties, where control characters cannot go: remove it", id: id))
             }
             return .success(decoded)
         }

@@ -123,6 +123,12 @@ struct SQSQueueClient: SinkClient {
                 throw SinkConnectionError("SQS refused the credentials: \(error)")
             case .retryable:
                 return batch.map { _ in .retryable("\(error)") }
+            case .permanent where batch.count > 1:
+                // Refused as a whole, which one record can cause (a value SQS does not take):
+                // each is sent alone, so only the records SQS refuses are dead-lettered.
+                var outcomes: [DeliveryOutcome] = []
+                for item in batch { outcomes += try await send([item]) }
+                return outcomes
             case .permanent:
                 return batch.map { _ in .permanent("\(error)") }
             }

@@ -338,4 +338,39 @@ import Glibc
         let first = blockers[0].readLine(timeoutMillis: 20_000).map { String(decoding: $0, as: UTF8.self) } ?? ""
         #expect(first == #"{"ok":true}"#, "the seam exists and answered: \(first)")
     }
+
+    /// Issue 18, item 1, as seen: `{"id":"poison\u0001","sink":"http:ok"}` then 10 good records
+    /// stopped the sink for good (0 of 11 delivered, `http:ok down`). Now the poison record is
+    /// rejected at ingest with the reason, and the good ones are delivered.
+    @Test func aPoisonIdIsRefusedAtIngestAndTheSinkGoesOn() throws {
+        let dir = try TemporaryDirectory()
+        let server = try EchoingHTTPServer(status: 200)
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: info, format: logfmt}
+            sinks: {http: {endpoints: {ok: {url: "http://127.0.0.1:\(server.port)/hook"}}}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        defer { daemon.stopIfRunning() }
+        let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+        var lines = Array(#"{"id":"poison\u0001","sink":"http:ok","payload":{}}"#.utf8) + [10]
+        for i in 0..<10 { lines += Array(#"{"id":"good-\#(i)","sink":"http:ok","workflowInstanceId":"w","payload":{"n":\#(i)}}"#.utf8) + [10] }
+        #expect(client.write(lines))
+        let first = client.readLine(timeoutMillis: 10_000).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        #expect(first.contains(#""code":"invalid_field""#) && first.contains("control character U+0001"), "the poison record is refused with its reason: \(first)")
+        var accepted = 0
+        for _ in 0..<10 where client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) != nil { accepted += 1 }
+        #expect(accepted == 10)
+        var json: [String: Any] = [:]
+        let deadline = Date().addingTimeInterval(20)
+        repeat {
+            usleep(100_000)
+            let out = try SinkdProcess.run(["status", "--config", config, "--json"]).stdout
+            json = (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]) ?? [:]
+        } while Date() < deadline && ((json["sinks"] as? [[String: Any]])?.first?["delivered"] as? Int ?? 0) < 10
+        let sink = (json["sinks"] as? [[String: Any]])?.first ?? [:]
+        #expect(sink["delivered"] as? Int == 10 && sink["state"] as? String != "down", "all 10 good records delivered: \(sink)")
+    }
 }

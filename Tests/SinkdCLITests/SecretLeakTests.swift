@@ -12,7 +12,8 @@ final class EchoingHTTPServer: @unchecked Sendable {
     let port: Int
     private let fd: CInt
 
-    init() throws {
+    /// `status` 400 echoes; 200 answers "ok" (a healthy endpoint).
+    init(status: Int = 400) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var one: CInt = 1
@@ -45,8 +46,8 @@ final class EchoingHTTPServer: @unchecked Sendable {
                         if text.utf8.count - text.utf8.distance(from: text.startIndex, to: end.upperBound) >= length { break }
                     }
                 }
-                let body = "you sent: " + String(decoding: request, as: UTF8.self)
-                let response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+                let body = status == 400 ? "you sent: " + String(decoding: request, as: UTF8.self) : "ok"
+                let response = (status == 400 ? "HTTP/1.1 400 Bad Request\r\n" : "HTTP/1.1 200 OK\r\n") + "Content-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
                 _ = Array(response.utf8).withUnsafeBytes { send(client, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(client)
             }

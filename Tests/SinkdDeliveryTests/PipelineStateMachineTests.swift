@@ -159,12 +159,13 @@ import SinkdCore
             return
         }
         #expect(until >= 250)
-        #expect(Self.seqs(m.next(now: until)) == [1, 2], "a probe batch, attempts untouched")
+        // After two failures the probe starts two records further (relaxed ordering).
+        #expect(Self.seqs(m.next(now: until)) == [3, 4], "a probe batch, attempts untouched")
         #expect(m.next(now: until) == .wait(untilMillis: nil), "one batch at a time while down")
         let up = m.completed(batchID: 3, outcomes: [.delivered, .delivered], now: until, random: { 0 })
         #expect(up.healthChanged == .up)
         #expect(up.deadLetters.isEmpty, "max_attempts 1 was not spent by the connection failure")
-        #expect(Self.seqs(m.next(now: until)) == [3, 4])
+        #expect(Self.seqs(m.next(now: until)) == [1, 2], "up again: from the front")
         #expect(Self.seqs(m.next(now: until)) == [5, 6])
     }
 
@@ -236,5 +237,39 @@ import SinkdCore
         #expect(calls.count == 2, "a reload raising the limit wakes waiters")
         budget.whenAvailable { calls.count += 1 }
         #expect(calls.count == 3, "called at once when bytes are available")
+    }
+}
+
+/// Issue 18, item 1: one record that breaks the connection every time it is sent (a client
+/// library refusing it in a way taken for a connection failure) never pins a relaxed sink.
+@Suite struct PoisonProbeTests {
+    @Test func aRecordThatAlwaysBreaksTheConnectionDoesNotStopTheOthers() {
+        var m = PipelineStateMachineTests.machine(batch: 3, inFlight: 2)
+        _ = m.add(PipelineStateMachineTests.records(1...11))
+        var now: UInt64 = 0
+        var delivered = Set<UInt64>()
+        for _ in 0..<200 {
+            guard case .send(let id, let records) = m.next(now: now) else {
+                now += 1000
+                continue
+            }
+            if records.contains(where: { $0.seq == 1 }) {
+                _ = m.connectionFailed(batchID: id, error: "refused by the client library", now: now, random: { 0 })
+            } else {
+                _ = m.completed(batchID: id, outcomes: Array(repeating: .delivered, count: records.count), now: now, random: { 0 })
+                delivered.formUnion(records.map(\.seq))
+            }
+            if delivered.count == 10 { break }
+        }
+        #expect(delivered == Set(2...11), "every other record is delivered: \(delivered.sorted())")
+    }
+
+    @Test func strictOrderingKeepsTheHeadFirst() {
+        var m = PipelineStateMachineTests.machine(batch: 3, inFlight: 1, ordering: .strict)
+        _ = m.add(PipelineStateMachineTests.records(1...5))
+        guard case .send(let id, _) = m.next(now: 0) else { Issue.record("no batch"); return }
+        _ = m.connectionFailed(batchID: id, error: "down", now: 0, random: { 0 })
+        guard case .send(_, let again) = m.next(now: 100_000) else { Issue.record("no probe"); return }
+        #expect(again.first?.seq == 1)
     }
 }

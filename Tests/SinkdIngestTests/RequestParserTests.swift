@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SinkdIngest
 import SinkdCore
@@ -155,12 +156,45 @@ extension Result where Failure == IngestRejection {
     @Test func parseReadsBackEveryField() throws {
         var r = EventRecord(id: "id \"q\" \\ é", sink: "amqp_exchange:b?routingKey=x", payload: Array(#"{"a":[1,{"b":null}]}"#.utf8))
         r.workflowInstanceId = "wi"
-        r.workflowType = "wf\n"
+        r.workflowType = "wf \"✓\" /"
         r.workflowVersion = -3
         r.correlationId = "c"
         r.taskRefName = "t"
         r.priority = 7
         let parsed = try RequestParser.parse(RequestParser.requestLine(for: r)).get()
         #expect(parsed == r)
+        // A control character is encoded (escaped) but not accepted back: what dlq replay's
+        // check relies on to refuse a hand-edited dead letter.
+        r.workflowType = "wf\n"
+        #expect(RequestParser.parse(RequestParser.requestLine(for: r)).failureCode == .invalidField)
+    }
+}
+
+/// Issue 18, item 1: a record whose id, sink or context field holds a control character could
+/// never be delivered (HTTP headers, NATS headers, AMQP properties, SQS attributes, PostgreSQL
+/// text refuse it); it is rejected at ingest, naming the field, the character and its place.
+@Suite struct ControlCharacterFieldTests {
+    @Test func everyControlCharacterInEveryWireFieldIsRejected() {
+        let fields = ["id", "sink", "workflowInstanceId", "workflowType", "correlationId", "taskRefName"]
+        let controls: [UInt32] = Array(0..<0x20) + [0x7F, 0x80, 0x85, 0x9F]
+        for field in fields {
+            for c in controls {
+                var object: [String: String] = ["id": "ok", "sink": "file:x"]
+                object[field] = (object[field] ?? "v") + "a" + String(format: "\\u%04x", c) + "b"
+                let body = object.map { "\"\($0.key)\":\"\($0.value)\"" }.joined(separator: ",")
+                let line = Array("{\(body),\"payload\":{}}".utf8)
+                guard case .failure(let r) = RequestParser.parse(line) else {
+                    Issue.record("\(field) with U+\(String(c, radix: 16)) was accepted")
+                    continue
+                }
+                #expect(r.code == .invalidField && r.message.contains("field '\(field)' contains the control character"), "\(field) U+\(String(c, radix: 16)): \(r.message)")
+            }
+        }
+    }
+
+    @Test func ordinaryTextIsAccepted() {
+        let line = Array(#"{"id":"tâche-1 ✓","sink":"file:x","workflowType":"Flüsse 流","correlationId":"a\"b\\c","payload":{"s":"\u0001 in the payload is fine"}}"#.utf8)
+        guard case .success(let r) = RequestParser.parse(line) else { Issue.record("rejected"); return }
+        #expect(r.id == "tâche-1 ✓" && r.correlationId == "a\"b\\c")
     }
 }

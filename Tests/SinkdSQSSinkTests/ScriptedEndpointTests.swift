@@ -71,6 +71,15 @@ final class ScriptedSQSEndpoint: @unchecked Sendable {
         #expect(outcomes == [.delivered, .permanent("InvalidMessageContents: bad character"), .retryable("InternalError: try again"), .delivered])
     }
 
+    /// Issue 18, item 1: a batch refused as a whole because of one record must not dead-letter
+    /// the others: each record is sent alone, and only the refused one is dead-lettered.
+    @Test func aBatchRefusedAsAWholeIsSentRecordByRecord() async throws {
+        let refused = (400, #"{"__type":"com.amazonaws.sqs#InvalidParameterValue","message":"invalid attribute value"}"#)
+        let one = (200, #"{"Successful":[{"Id":"0","MessageId":"m"}],"Failed":[]}"#)
+        let outcomes = try await Self.send([refused, one, refused, one], records: 3)
+        #expect(outcomes == [.delivered, .permanent("HTTP 400 InvalidParameterValue: invalid attribute value"), .delivered])
+    }
+
     @Test func throttlingAndServerErrorsAreRetriedAndOther4xxIsPermanent() async throws {
         let throttled = try await Self.send([(400, #"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"slow down"}"#)], records: 2)
         #expect(throttled == Array(repeating: .retryable("HTTP 400 ThrottlingException: slow down"), count: 2))
