@@ -217,12 +217,12 @@ let package = Package(
         ),
         // Fuzzing: what every untrusted byte reaches (FuzzTarget), and the libFuzzer binary
         // scripts/fuzz builds from it; the test suite replays the committed corpora.
-        .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink"]),
+        .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
         .systemLibrary(name: "CFuzzDriver"),
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL", "SinkdTestSupport"]),
-        .testTarget(name: "SinkdFuzzTargetsTests", dependencies: ["SinkdFuzzTargets"]),
+        .testTarget(name: "SinkdFuzzTargetsTests", dependencies: ["SinkdFuzzTargets", "SinkdCore"]),
         .testTarget(
             name: "SinkdHTTPSinkTests",
             dependencies: [

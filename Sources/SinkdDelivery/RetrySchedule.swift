@@ -30,12 +30,16 @@ public struct RetrySchedule: Sendable {
     /// used up its retries at `nowMillis`.
     public func isExhausted(attempts: Int, firstAttemptMillis: UInt64, nowMillis: UInt64) -> Bool {
         if policy.maxAttempts > 0, attempts >= policy.maxAttempts { return true }
-        if policy.maxAge > .zero, nowMillis >= firstAttemptMillis, Int64(nowMillis - firstAttemptMillis) >= policy.maxAge.milliseconds { return true }
+        if policy.maxAge > .zero, nowMillis >= firstAttemptMillis, nowMillis - firstAttemptMillis >= UInt64(policy.maxAge.milliseconds) { return true }
         return false
     }
 }
 
+/// base^exponent for the backoff: stops once past any cap (1e15 ms), and at once for a base of
+/// 1 or less (`multiplier: 1.0` is allowed: a constant backoff), so the work never grows with
+/// the number of attempts.
 private func pow(_ base: Double, _ exponent: Double) -> Double {
+    guard base > 1 else { return 1 }
     var result = 1.0
     var i = 0.0
     while i < exponent {

@@ -1,5 +1,6 @@
 import SinkdAMQPSink
 import SinkdCore
+import SinkdDelivery
 import SinkdIngest
 import SinkdNATSSink
 import SinkdWAL
@@ -17,6 +18,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case sinkAddress = "sink-address"
     /// A configuration file (ConfigLoader.parse: YAML, then every key).
     case config
+    /// Numbers in a configuration: the first byte picks a numeric key, the rest is its value;
+    /// what loads is then used as the daemon uses it (WAL options, the descriptor budget, retry
+    /// schedules, idle timers, the summary), which must not trap either.
+    case configNumbers = "config-numbers"
     /// A WAL segment (SegmentScanner over the bytes, RecordCodec on every valid frame), and the
     /// progress and segment-summary files.
     case walSegment = "wal-segment"
@@ -39,6 +44,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             precondition(again.identity == address.identity, "sink-address: identity changes on a second parse: '\(address.identity)' → '\(again.identity)'")
         case .config:
             _ = try? ConfigLoader.parse(yaml: String(decoding: data, as: UTF8.self), file: "fuzz.yaml", environment: [:], workingDirectory: "/")
+        case .configNumbers:
+            guard let first = data.first else { return }
+            let key = ConfigNumbers.keys[Int(first) % ConfigNumbers.keys.count]
+            let value = String(decoding: UnsafeRawBufferPointer(rebasing: data[1...]), as: UTF8.self)
+            ConfigNumbers.check(key: key, value: value)
         case .walSegment:
             let bytes = Array(data)
             var scanner = SegmentScanner(source: MemorySegment(bytes), maxBody: 1 << 20)
@@ -78,3 +88,71 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         }
     }
 }
+
+/// The `config-numbers` target (also run over a fixed table by the tests).
+public enum ConfigNumbers {
+    /// Every numeric key, dotted; `sinks.X.*` with a family section around it.
+    public static let keys = [
+        "ingest.max_record_bytes", "ingest.max_connections", "ingest.max_unanswered_bytes", "ingest.idle_timeout",
+        "wal.segment_size", "wal.max_size", "wal.fsync_interval",
+        "delivery.dedupe_window", "delivery.dedupe_max_entries", "delivery.shutdown_timeout", "delivery.max_sinks",
+        "delivery.max_held_bytes_per_sink", "delivery.max_held_bytes",
+        "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.multiplier", "delivery.retry.max_attempts", "delivery.retry.max_age",
+        "sinks.file.pool_size", "sinks.file.max_in_flight", "sinks.file.batch_size", "sinks.file.idle_timeout",
+        "sinks.redis.maxlen", "sinks.redis.retry.multiplier", "sinks.redis.retry.max_backoff",
+        "sinks.sqs.max_batch_bytes", "sinks.sqs.max_message_bytes",
+        "sinks.amqp.heartbeat", "sinks.amqp.connections", "sinks.amqp.max_in_flight",
+        "sinks.nats.batch_size", "sinks.conductor.postgres.port",
+    ]
+
+    /// The YAML for `key: value` (value quoted, so every byte reaches the key's own parser).
+    public static func yaml(key: String, value: String) -> String {
+        let parts = key.split(separator: ".")
+        var text = ""
+        for (depth, part) in parts.enumerated() {
+            text += String(repeating: "  ", count: depth) + part + ":"
+            if depth == parts.count - 1 {
+                let escaped = value.unicodeScalars.map { s -> String in
+                    switch s {
+                    case "\"": return "\\\""
+                    case "\\": return "\\\\"
+                    case _ where s.value < 0x20 || s.value == 0x7F: return ""
+                    default: return String(s)
+                    }
+                }.joined()
+                text += " \"" + escaped + "\"\n"
+            } else {
+                text += "\n"
+            }
+        }
+        return text
+    }
+
+    public static func check(key: String, value: String) {
+        guard let config = try? ConfigLoader.parse(yaml: yaml(key: key, value: value), file: "fuzz.yaml", environment: [:], workingDirectory: "/") else { return }
+        use(config)
+    }
+
+    /// What the daemon computes from a loaded configuration.
+    public static func use(_ config: SinkdConfig) {
+        let wal = WALOptions(config)
+        _ = wal.pendingBudget
+        _ = Int(wal.fsyncInterval.milliseconds) * 1_000_000  // the writer's wait
+        _ = UInt64(wal.dedupeWindow.milliseconds)
+        _ = ConfigSummary.render(config)
+        for limit in [256, 1024, 1 << 20, Int.max] { _ = DescriptorBudget(limit: limit, config: config) }
+        _ = UInt64(max(0, config.delivery.shutdownTimeout.milliseconds))
+        for family in ConfigFamily.allCases {
+            guard let options = config.sinks.options(for: family) else { continue }
+            _ = UInt64(max(0, options.idleTimeout.milliseconds))
+            let schedule = RetrySchedule(options.retry)
+            for attempts in [1, 2, 64, 1 << 20, Int.max] {
+                _ = schedule.delay(afterAttempts: attempts, unit: 0.999)
+                _ = schedule.isExhausted(attempts: attempts, firstAttemptMillis: 0, nowMillis: .max)
+            }
+            _ = PipelineStateMachine.Settings(limits: SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 8 << 20, maxMessageBytes: 64 << 20), options: options,
+                                              byteLimit: config.delivery.maxHeldBytesPerSink)
+        }
+    }
+}
+

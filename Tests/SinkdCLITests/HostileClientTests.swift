@@ -373,4 +373,50 @@ import Glibc
         let sink = (json["sinks"] as? [[String: Any]])?.first ?? [:]
         #expect(sink["delivered"] as? Int == 10 && sink["state"] as? String != "down", "all 10 good records delivered: \(sink)")
     }
+
+    /// Issue 18, item 9, the reload path: `segment_size: 8000000000000000000` sent by a reload
+    /// used to kill the running daemon. Every absurd number, by `sinkd reload` and by SIGHUP, is
+    /// refused with its position, and the daemon keeps running on the old configuration.
+    @Test func absurdNumbersByReloadAreRefusedAndTheDaemonRunsOn() throws {
+        let dir = try TemporaryDirectory()
+        func write(_ extra: String) throws -> String {
+            try dir.write("sinkd.yaml", """
+                ingest: {socket: \(dir.path)/ingest.sock}
+                control: {socket: \(dir.path)/control.sock}
+                wal: {directory: \(dir.path)/wal}
+                log: {level: info, format: logfmt}
+                sinks: {file: {directory: \(dir.path)/outbox}}
+                \(extra)
+                """)
+        }
+        let config = try write("")
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        defer { daemon.stopIfRunning() }
+        let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+        let absurd = [
+            "delivery: {max_sinks: 8000000000000000000}", "delivery: {dedupe_window: 3000000h}", "delivery: {retry: {multiplier: 1e308}}",
+            "delivery: {max_held_bytes: 9223372036854775808}", "delivery: {retry: {max_backoff: 9223372036854775807ms}}",
+            "sinks: {file: {directory: \(dir.path)/outbox, batch_size: -1}}", "sinks: {file: {directory: \(dir.path)/outbox, idle_timeout: 999999999999h}}",
+        ]
+        for (i, extra) in absurd.enumerated() {
+            // A second top-level key would be a duplicate: put the absurd section alone.
+            let text = extra.hasPrefix("sinks:") ? extra : extra + "\nsinks: {file: {directory: \(dir.path)/outbox}}"
+            try dir.write("sinkd.yaml", """
+                ingest: {socket: \(dir.path)/ingest.sock}
+                control: {socket: \(dir.path)/control.sock}
+                wal: {directory: \(dir.path)/wal}
+                log: {level: info, format: logfmt}
+                \(text)
+                """)
+            let out = try SinkdProcess.run(["reload", "--config", config])
+            #expect(out.status == 1, "\(extra): refused (exit \(out.status)): \(out.stdout) \(out.stderr)")
+            #expect((out.stdout + out.stderr).contains("sinkd.yaml:"), "\(extra): the error names its position: \(out.stdout) \(out.stderr)")
+            kill(daemon.process.processIdentifier, SIGHUP)
+            client.write(Array(#"{"id":"after-\#(i)","sink":"file:x","payload":{}}"#.utf8) + [10])
+            #expect(client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "after-\(i)", "\(extra): still running and accepting")
+            #expect(daemon.process.isRunning)
+        }
+        _ = try write("")
+        #expect(try SinkdProcess.run(["reload", "--config", config]).status == 0, "a valid configuration still reloads")
+    }
 }

@@ -273,3 +273,25 @@ import SinkdCore
         #expect(again.first?.seq == 1)
     }
 }
+
+/// Found by the config-numbers fuzz table: `multiplier: 1.0` made each delay cost one loop turn
+/// per attempt (forever, for a record retried without limit), and an age check trapped on a
+/// clock far in the future.
+@Suite struct RetryScheduleEdgeTests {
+    @Test func aConstantBackoffCostsNothingWhateverTheAttempts() {
+        var policy = RetryPolicy()
+        policy.multiplier = 1.0
+        policy.initialBackoff = .milliseconds(300)
+        let schedule = RetrySchedule(policy)
+        #expect(schedule.ceiling(afterAttempts: Int.max) == .milliseconds(300))
+        #expect(schedule.ceiling(afterAttempts: 1) == .milliseconds(300))
+    }
+
+    @Test func ageChecksNeverTrap() {
+        var policy = RetryPolicy()
+        policy.maxAge = .seconds(60)
+        let schedule = RetrySchedule(policy)
+        #expect(schedule.isExhausted(attempts: 1, firstAttemptMillis: 0, nowMillis: .max))
+        #expect(!schedule.isExhausted(attempts: 1, firstAttemptMillis: 1000, nowMillis: 1000))
+    }
+}
