@@ -85,3 +85,20 @@ public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) 
         }
     }
 }
+
+/// Runs a test's blocking body (sockets read with timeouts, child processes, polling loops) on a
+/// thread of its own, inside the test's task (so `#expect` still reports to the test): a blocking
+/// test must not hold one of Swift concurrency's cooperative threads (one per core, two here),
+/// which the async tests running beside it need.
+public final class BlockingTestExecutor: TaskExecutor, @unchecked Sendable {
+    public static let shared = BlockingTestExecutor()
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        Thread.detachNewThread { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+public func blocking<T: Sendable>(_ body: () throws -> T) async throws -> T {
+    try await withTaskExecutorPreference(BlockingTestExecutor.shared) { try body() }
+}

@@ -155,7 +155,7 @@ import SinkdCore
         }
         expected.append(Array("last, no newline".utf8))
         content += Array("last, no newline".utf8)
-        FileManager.default.createFile(atPath: path, contents: Data(content))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(content))
         var seen: [[UInt8]] = []
         try FileIO.forEachLine(path) { seen.append(Array($0)); return true }
         #expect(seen == expected)
