@@ -208,6 +208,7 @@ let package = Package(
             dependencies: [
                 "SinkdCore", "SinkdWAL", "SinkdDelivery",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -226,7 +227,7 @@ let package = Package(
         .testTarget(
             name: "SinkdHTTPSinkTests",
             dependencies: [
-                "SinkdHTTPSink", "SinkdDelivery", "SinkdCore",
+                "SinkdHTTPSink", "SinkdDelivery", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -243,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "SinkdDeliveryTests",
             dependencies: [
-                "SinkdDelivery", "SinkdFileSink", "SinkdWAL", "SinkdCore",
+                "SinkdDelivery", "SinkdFileSink", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -252,7 +253,7 @@ let package = Package(
         .testTarget(
             name: "SinkdIngestTests",
             dependencies: [
-                "SinkdIngest", "SinkdWAL", "SinkdCore",
+                "SinkdIngest", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SinkdCore
 import SinkdDelivery
@@ -92,10 +93,22 @@ public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) 
 /// which the async tests running beside it need.
 public final class BlockingTestExecutor: TaskExecutor, @unchecked Sendable {
     public static let shared = BlockingTestExecutor()
+    private let threads = NIOLockedValueBox<Set<pthread_t>>([])
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        Thread.detachNewThread { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        Thread.detachNewThread {
+            let tid = pthread_self()
+            self.threads.withLockedValue { _ = $0.insert(tid) }
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+            self.threads.withLockedValue { _ = $0.remove(tid) }
+        }
+    }
+
+    /// True on a thread this executor is running a job on (so a test can check where it runs).
+    public static var isCurrentThread: Bool {
+        let tid = pthread_self()
+        return shared.threads.withLockedValue { $0.contains(tid) }
     }
 }
 

@@ -8,7 +8,7 @@ import SinkdTestSupport
 @testable import SinkdAMQPSink
 
 /// The AMQP sinks against a real RabbitMQ on 127.0.0.1, read back by an independent client (pika).
-@Suite(.serialized) struct RabbitMQTests {
+@Suite(.serialized, .blockingThreads) struct RabbitMQTests {
     static func server() async throws -> RabbitMQServer { try await RabbitMQServer.shared() }
 
     static func config(_ server: RabbitMQServer, _ configure: (inout AMQPSinkConfig) -> Void = { _ in }) -> AMQPSinkConfig {

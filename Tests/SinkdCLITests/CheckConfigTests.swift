@@ -1,7 +1,8 @@
 import Foundation
 import Testing
+import SinkdTestSupport
 
-@Suite struct CheckConfigTests {
+@Suite(.blockingThreads) struct CheckConfigTests {
     @Test func validFilePrintsSummaryAndExitsZero() throws {
         let dir = try TemporaryDirectory()
         let path = try dir.write("sinkd.yaml", """

@@ -11,7 +11,7 @@ import Glibc
 /// The promise: every record answered `accepted` is delivered (to the file sink) or still in the
 /// WAL after the daemon is killed with SIGKILL at random moments while a client streams records
 /// and restarted each time.
-@Suite(.serialized) struct CrashDurabilityTests {
+@Suite(.serialized, .blockingThreads) struct CrashDurabilityTests {
     @Test func sigkillAtRandomMomentsLosesNoAcknowledgedRecord() throws {
         let seed = ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("crash test seed: \(seed) (rerun with SINKD_TEST_SEED=\(seed))")

@@ -10,7 +10,7 @@ import Glibc
 
 /// The daemon itself under disk faults: SIGTERM while the WAL's disk is full, and a second
 /// daemon on the same WAL directory.
-@Suite(.serialized) struct DaemonDiskFaultTests {
+@Suite(.serialized, .blockingThreads) struct DaemonDiskFaultTests {
     static func config(_ dir: TemporaryDirectory, wal: String, name: String = "sinkd.yaml", sockets: String = "") throws -> String {
         try dir.write(name, """
             ingest: {socket: \(dir.path)/ingest\(sockets).sock, max_record_bytes: 64KiB}

@@ -11,7 +11,7 @@ import Glibc
 /// Hostile clients against the real daemon (issue 18): clients that never read their answers,
 /// descriptor exhaustion, many sinks of big records. Memory is read from /proc (VmHWM is the
 /// kernel's own peak, so no sampling can miss a spike).
-@Suite(.serialized) struct HostileClientTests {
+@Suite(.serialized, .blockingThreads) struct HostileClientTests {
     /// VmHWM or VmRSS of `pid` in bytes.
     static func memory(_ pid: pid_t, _ field: String) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""

@@ -2,10 +2,11 @@ import Testing
 import SinkdCore
 import SinkdSystemd
 @testable import SinkdCLI
+import SinkdTestSupport
 
 /// Issue 18, item 8: text from outside (an HTTP error body, a record id) can never start a log
 /// line of its own, in logfmt, JSON or the journal, whatever control characters it holds.
-@Suite struct LogInjectionTests {
+@Suite(.blockingThreads) struct LogInjectionTests {
     static let controls: [Unicode.Scalar] = (0..<0x20).map { Unicode.Scalar(UInt8($0)) } + [Unicode.Scalar(0x7F), Unicode.Scalar(0x85), "\u{2028}", "\u{2029}"]
 
     @Test func logfmtEscapesEveryControlCharacter() {

@@ -62,7 +62,7 @@ final class EchoingHTTPServer: @unchecked Sendable {
 /// (unreachable brokers, and an HTTP endpoint that echoes the request back in a 400), then every
 /// output searched for the secrets: the log, STATUS=, `sinkd status` (text and JSON), /metrics,
 /// the dead-letter store and `sinkd dlq show`, `sinkd check-config`.
-@Suite(.serialized) struct SecretLeakTests {
+@Suite(.serialized, .blockingThreads) struct SecretLeakTests {
     static let secrets = ["hookPw-3f9a1c", "headerTok-77e2b0", "redisPw-0c4d9e", "sqsSecret-5b8f21", "amqpPw-a41d77", "natsPw-e0c3aa", "pgPw-19b6f4"]
 
     @Test func noSecretReachesAnyOutput() async throws {

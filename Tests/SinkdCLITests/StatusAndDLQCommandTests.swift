@@ -6,9 +6,10 @@ import SinkdDelivery
 
 #if canImport(Glibc)
 import Glibc
+import SinkdTestSupport
 #endif
 
-@Suite(.serialized) struct StatusAndDLQCommandTests {
+@Suite(.serialized, .blockingThreads) struct StatusAndDLQCommandTests {
     static func config(_ dir: TemporaryDirectory) throws -> String {
         try dir.write("sinkd.yaml", """
             ingest: {socket: \(dir.path)/ingest.sock}
@@ -102,7 +103,7 @@ import Glibc
 /// Issue 18, item 10: a hand-edited dead-letter line that ingest would refuse (a 70,000-byte
 /// workflowType: the old replay hit a precondition in the record codec and killed the daemon)
 /// gets a per-line error and stays in the store; the good lines are replayed; sinkd keeps running.
-@Suite(.serialized) struct DLQReplayValidationTests {
+@Suite(.serialized, .blockingThreads) struct DLQReplayValidationTests {
     @Test func anEditedLineThatWouldNotPassIngestIsNamedAndKept() throws {
         let dir = try TemporaryDirectory()
         let config = try StatusAndDLQCommandTests.config(dir)
@@ -128,7 +129,7 @@ import Glibc
     }
 }
 
-@Suite(.serialized) struct MetricsEndpointTests {
+@Suite(.serialized, .blockingThreads) struct MetricsEndpointTests {
     /// GET over a plain TCP socket: the response's body.
     static func get(port: Int, path: String) -> (status: String, body: String) {
         LoopbackTCP.get(port: port, path: path)

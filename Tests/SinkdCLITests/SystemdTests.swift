@@ -6,6 +6,7 @@ import SinkdWAL
 
 #if canImport(Glibc)
 import Glibc
+import SinkdTestSupport
 #endif
 
 /// A NOTIFY_SOCKET as systemd provides it: a datagram socket the test reads sd_notify messages from.
@@ -68,7 +69,7 @@ final class NotifySocket {
     }
 }
 
-@Suite(.serialized) struct SystemdTests {
+@Suite(.serialized, .blockingThreads) struct SystemdTests {
     static func config(_ dir: TemporaryDirectory, sinks: String = "{file: {directory: DIR/outbox}}", extra: String = "") throws -> String {
         try dir.write("sinkd.yaml", """
             ingest: {socket: \(dir.path)/ingest.sock}
@@ -374,7 +375,7 @@ final class NotifySocket {
     }
 }
 
-@Suite struct LogDestinationTests {
+@Suite(.blockingThreads) struct LogDestinationTests {
     @Test func journalWhenAskedOrWhenStderrIsTheJournal() {
         #expect(LogSetup.destination(.journal, stderrIsJournal: false) == .journal)
         #expect(LogSetup.destination(.auto, stderrIsJournal: true) == .journal)

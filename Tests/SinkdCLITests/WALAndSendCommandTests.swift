@@ -3,10 +3,11 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import SinkdTestSupport
 #endif
 
 /// `sinkd run`, `sinkd send` and `sinkd wal verify|dump` as an operator uses them.
-@Suite(.serialized) struct WALAndSendCommandTests {
+@Suite(.serialized, .blockingThreads) struct WALAndSendCommandTests {
     /// The file sink's directory lies under a regular file, so delivery fails (the sink pauses
     /// and retries) and every record stays in the WAL for these tests to inspect.
     static func config(_ dir: TemporaryDirectory) throws -> String {
@@ -114,7 +115,7 @@ import Glibc
     }
 }
 
-@Suite(.serialized) struct FileSinkEndToEndTests {
+@Suite(.serialized, .blockingThreads) struct FileSinkEndToEndTests {
     @Test func recordsReachTheOutboxByteForByteAndLeaveTheWAL() throws {
         let dir = try TemporaryDirectory()
         let config = try dir.write("sinkd.yaml", """

@@ -66,7 +66,7 @@ import PostgresNIO
 }
 
 /// Into a real PostgreSQL with Conductor's QueueDAO tables.
-@Suite(.serialized) struct ConductorPostgresTests {
+@Suite(.serialized, .blockingThreads) struct ConductorPostgresTests {
     static func config(_ server: PostgresServer, _ configure: (inout ConductorSinkConfig) -> Void = { _ in }) -> ConductorSinkConfig {
         var c = ConductorSinkConfig()
         c.postgresURL = server.url

@@ -3,11 +3,12 @@ import Testing
 import SinkdCore
 @testable import SinkdDelivery
 import SinkdWAL
+import SinkdTestSupport
 
 /// A new dead-letter file is durable in its directory before the store reports the entry
 /// written (the WAL then counts the record as finished): the directory's fsync is performed, and
 /// its failure is the store's failure. Shown with the fault seam on the directory's fsync.
-@Suite(.serialized) struct DirectorySyncTests {
+@Suite(.serialized, .blockingThreads) struct DirectorySyncTests {
     @Test func aNewDeadLetterFileIsSyncedInItsDirectory() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

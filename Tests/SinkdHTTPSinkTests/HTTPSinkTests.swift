@@ -6,6 +6,7 @@ import Testing
 import SinkdCore
 import SinkdDelivery
 @testable import SinkdHTTPSink
+import SinkdTestSupport
 
 /// A real HTTP/1.1 server on 127.0.0.1 inside the test: answers from a script and records what
 /// it received.
@@ -68,7 +69,7 @@ final class ScriptedHTTPServer: Sendable {
     }
 }
 
-@Suite(.serialized) struct HTTPSinkTests {
+@Suite(.serialized, .blockingThreads) struct HTTPSinkTests {
     static func family(_ url: String, headers: [String: String] = [:], timeout: Duration = .seconds(5)) -> HTTPSinkFamily {
         var config = HTTPSinkConfig()
         var endpoint = HTTPEndpoint(url: url)

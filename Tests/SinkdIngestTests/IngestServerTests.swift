@@ -6,9 +6,10 @@ import SinkdCore
 
 #if canImport(Glibc)
 import Glibc
+import SinkdTestSupport
 #endif
 
-@Suite(.serialized) struct IngestServerTests {
+@Suite(.serialized, .blockingThreads) struct IngestServerTests {
     @Test func everyBadInputIsAnsweredAndTheConnectionStaysUsable() async throws {
         let h = try await IngestHarness()
         let c = try h.client()

@@ -8,7 +8,7 @@ import SinkdTestSupport
 @testable import SinkdNATSSink
 
 /// The NATS sinks against a real nats-server (with JetStream) on 127.0.0.1.
-@Suite(.serialized) struct NATSServerTests {
+@Suite(.serialized, .blockingThreads) struct NATSServerTests {
     static func records(_ sink: String, _ range: Range<Int>, prefix: String = "r") -> [EventRecord] {
         range.map { EventRecord(id: "\(prefix)-\($0)", sink: sink, payload: Array(#"{"n":\#($0)}"#.utf8)) }
     }

@@ -7,7 +7,7 @@ import SinkdTestSupport
 @testable import SinkdRedisSink
 
 /// The delivery engine into a real redis-server that is killed and restarted mid-stream.
-@Suite(.serialized) struct RedisEngineTests {
+@Suite(.serialized, .blockingThreads) struct RedisEngineTests {
     @Test func redisKilledAndRestartedWhileRecordsStreamLosesNothing() async throws {
         let server = try RedisServer()
         var redis = RedisSinkConfig()

@@ -3,6 +3,7 @@ import Testing
 import SinkdCore
 import SinkdDelivery
 @testable import SinkdRedisSink
+import SinkdTestSupport
 
 @Suite struct RESPTests {
     static func parse(_ text: String) throws -> RESPValue? {
@@ -67,7 +68,7 @@ import SinkdDelivery
     }
 }
 
-@Suite(.serialized) struct RedisSinkTests {
+@Suite(.serialized, .blockingThreads) struct RedisSinkTests {
     static func records(_ n: Int, prefix: String = "r") -> [SequencedRecord] {
         (1...n).map { i in
             var r = EventRecord(id: "\(prefix)\(i)", sink: "redis:orders", payload: Array(#"{"n": \#(i)}"#.utf8))

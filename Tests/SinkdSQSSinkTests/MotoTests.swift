@@ -134,7 +134,7 @@ extension SQSSinkFamily {
     }
 }
 
-@Suite(.serialized) struct MotoTests {
+@Suite(.serialized, .blockingThreads) struct MotoTests {
     static func records(_ prefix: String, _ n: Int, sink: String, configure: (Int, inout EventRecord) -> Void = { _, _ in }) -> [SequencedRecord] {
         (0..<n).map { i in
             var r = EventRecord(id: "\(prefix)-\(i)", sink: sink, payload: Array(#"{"n":\#(i)}"#.utf8))

@@ -7,7 +7,7 @@ import SinkdCore
 /// What a hostile disk does to the WAL: write and sync errors in every fsync mode, a full file
 /// system, damaged and odd state, a second daemon. Each checks what users see: every seq
 /// answered accepted is still readable, the WAL starts, memory stays bounded.
-@Suite(.serialized) struct DiskFaultTests {
+@Suite(.serialized, .blockingThreads) struct DiskFaultTests {
     static let payload = "\"" + String(repeating: "p", count: 1000) + "\""
 
     // MARK: item 1: a failure after records were acknowledged on write
@@ -275,7 +275,7 @@ final class LockedResult: @unchecked Sendable {
 
 /// Item 3: damage met while running is counted, logged, kept in quarantine/, never passed over
 /// silently, and never pins a reader or leaves a seq outstanding.
-@Suite(.serialized) struct RunningCorruptionTests {
+@Suite(.serialized, .blockingThreads) struct RunningCorruptionTests {
     /// Flips a byte of the payload of record `id` in the segment holding it.
     static func damage(_ t: TestWAL, id: String) throws {
         for name in t.segmentFiles() {
@@ -352,7 +352,7 @@ final class LockedResult: @unchecked Sendable {
 /// segment rollovers, reads, finishes records and checkpoints (progress saves and segment
 /// deletions). Whatever fails: every record acknowledged and not finished is there after a
 /// restart, with its id; nothing finished comes back; the byte count equals the files' sizes.
-@Suite(.serialized) struct FaultAtEveryStepTests {
+@Suite(.serialized, .blockingThreads) struct FaultAtEveryStepTests {
     static let operations: [FaultInjector.Operation] = [.write, .fsync, .truncate, .rename, .directorySync]
 
     @Test(arguments: [FsyncMode.always, .interval, .never])
@@ -417,7 +417,7 @@ final class LockedResult: @unchecked Sendable {
 /// Issue 18, item 3: a connection blocked on a full WAL waits for real room for its record; the
 /// old threshold (`max_size - segment_size / 16`) fired at once for records larger than that
 /// margin, and the connection re-queued itself forever on its event loop.
-@Suite struct SpaceWaitTests {
+@Suite(.blockingThreads) struct SpaceWaitTests {
     @Test func aBlockedRecordIsWokenOnlyWhenItFits() throws {
         let big = "\"" + String(repeating: "b", count: 60_000) + "\""
         let t = try TestWAL(segmentSize: 128 << 10, maxSize: 512 << 10, whenFull: .block)
@@ -444,7 +444,7 @@ final class LockedResult: @unchecked Sendable {
 
 /// Issue 18, item 11: state directories that others can write are refused with a message that
 /// says what to do; files in them are never opened through a planted link.
-@Suite(.serialized) struct StateDirectoryOwnershipTests {
+@Suite(.serialized, .blockingThreads) struct StateDirectoryOwnershipTests {
     static func options(_ directory: String) -> WALOptions {
         var config = SinkdConfig()
         config.wal.directory = directory

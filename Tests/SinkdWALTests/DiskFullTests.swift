@@ -5,11 +5,12 @@ import SinkdCore
 
 #if canImport(Glibc)
 import Glibc
+import SinkdTestSupport
 #endif
 
 /// The WAL on a real filesystem that fills up: a 4 MiB tmpfs mounted for the test (CI runs as
 /// root; without root the test fails rather than skips).
-@Suite(.serialized) struct DiskFullTests {
+@Suite(.serialized, .blockingThreads) struct DiskFullTests {
     final class SmallFilesystem {
         let path: String
 

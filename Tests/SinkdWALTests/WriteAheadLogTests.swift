@@ -5,7 +5,7 @@ import SinkdCore
 @testable import SinkdWAL
 
 /// The WAL on real files in temporary directories.
-@Suite(.serialized) struct WriteAheadLogTests {
+@Suite(.serialized, .blockingThreads) struct WriteAheadLogTests {
     @Test func acceptedRecordsSurviveARestartInOrder() throws {
         let t = try TestWAL()
         let outcomes = try t.append((1...100).map { record("t-\($0)", sink: $0 % 2 == 0 ? "file:even" : "file:odd") })
@@ -298,7 +298,7 @@ import SinkdCore
     }
 }
 
-@Suite(.serialized) struct WALModesAndDeletionTests {
+@Suite(.serialized, .blockingThreads) struct WALModesAndDeletionTests {
     @Test func intervalModeAcknowledgesAfterTheWriteAndSyncsOnTheInterval() throws {
         let t = try TestWAL(fsync: .interval)
         try t.append((1...10).map { record("i\($0)") })
