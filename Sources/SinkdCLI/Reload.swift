@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 #endif
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SinkdControl
 import SinkdCore
@@ -66,7 +67,8 @@ actor ReloadCoordinator {
                 logger.error("reload rejected: invalid configuration; sinkd keeps running on the old one", metadata: ["error": "\(e.description)"])
             }
             let summary = "reload failed: \(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(configPath) (\(error.errors.first?.description ?? "")); running generation \(current.number)"
-            notifier.status(summary)
+            daemon.reloadFailure.set(summary)
+            notifier.status(StatusLine.make(daemon: daemon))
             return ReloadOutcome(applied: false, generation: current.number, messages: error.errors.map(\.description))
         }
         notifier.reloading()
@@ -90,6 +92,7 @@ actor ReloadCoordinator {
         logger.notice("configuration reloaded", metadata: [
             "generation": "\(number)", "added": "\(added.joined(separator: ","))", "removed": "\(removed.joined(separator: ","))",
         ])
+        daemon.reloadFailure.set(nil)
         notifier.ready(status: StatusLine.make(daemon: daemon))
         return ReloadOutcome(applied: true, generation: number, messages: warnings)
     }
@@ -153,7 +156,9 @@ enum StatusLine {
         let stats = daemon.wal.currentStats
         let downText = down > 0 ? " (\(down) down)" : ""
         let diskFull = stats.diskFullSinceMillis > 0 ? ", WAL DISK FULL (clients wait)" : ""
-        return "\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))\(diskFull)"
+        // A failed reload stays in the line (the periodic update keeps it) until a reload succeeds.
+        let reload = daemon.reloadFailure.get().map { "\($0); " } ?? ""
+        return "\(reload)\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))\(diskFull)"
     }
 
     static func grouped(_ n: UInt64) -> String {
@@ -165,6 +170,13 @@ enum StatusLine {
         }
         return out
     }
+}
+
+/// The reason the last reload failed, shared by the reloader and the status line.
+final class LastReloadFailure: Sendable {
+    private let box = NIOLockedValueBox<String?>(nil)
+    func set(_ reason: String?) { box.withLockedValue { $0 = reason } }
+    func get() -> String? { box.withLockedValue { $0 } }
 }
 
 /// Keeps STATUS= current while systemd listens.

@@ -15,8 +15,9 @@ struct Reload: ParsableCommand {
     @OptionGroup var config: ConfigOption
 
     func run() throws {
-        // The file is the one the daemon will read: checked here too, so errors show at once.
-        let socket = try config.load().control.socket
+        // The daemon reads the file and decides; an invalid file must reach it too (it logs the
+        // errors and shows the failure in STATUS=), so only the control socket is read here.
+        let socket = ConfigLoader.controlSocket(path: config.path)
         let response: [String: Any]
         do {
             response = try Control.exchange(["command": "reload"], socket: socket)

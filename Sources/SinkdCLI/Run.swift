@@ -97,6 +97,8 @@ struct Daemon: Sendable {
     let delivery: DeliveryService
     let control: ControlService
     let metrics: MetricsService?
+    /// Why the last reload failed, until one succeeds: STATUS= shows it (StatusLine).
+    let reloadFailure = LastReloadFailure()
 
     static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?, notifier: SystemdNotifier = SystemdNotifier(),
                       budget: DescriptorBudget? = nil, inherited: (ingest: CInt?, control: CInt?) = (nil, nil),

@@ -59,6 +59,9 @@ struct Send: ParsableCommand {
         let client: IngestClient
         do {
             client = try IngestClient(path: path)
+        } catch let failure as IngestClient.Failure where failure.isPermissionDenied {
+            Terminal.printError("sinkd send: \(failure); the ingest socket is for members of group sinkd: `sudo usermod -aG sinkd $USER`, then log in again")
+            throw ExitCode(2)
         } catch {
             Terminal.printError("sinkd send: \(error)")
             throw ExitCode(2)

@@ -19,6 +19,10 @@ enum Control {
         let client: IngestClient
         do {
             client = try IngestClient(path: socket)
+        } catch let failure as IngestClient.Failure where failure.isPermissionDenied {
+            // The control socket is root's alone (systemd/sinkd-control.socket): status, reload and
+            // dead letters reveal or change what sinkd holds.
+            throw ControlError("permission denied on sinkd's control socket \(socket): only root may use it; run the command with sudo, e.g. `sudo sinkd status`")
         } catch {
             throw ControlError("cannot reach sinkd's control socket \(socket) (is sinkd running?): \(error)")
         }

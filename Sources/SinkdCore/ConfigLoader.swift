@@ -32,6 +32,19 @@ public enum ConfigLoader {
         return try parse(yaml: text, file: path, environment: environment)
     }
 
+    /// The control socket a configuration file names, read leniently: whatever else in the file
+    /// is wrong (`sinkd reload` must reach the daemon to have it reject an invalid file, so that
+    /// the daemon logs it and says so in STATUS=). The default when the file names none or cannot
+    /// be read.
+    public static func controlSocket(path: String) -> String {
+        let fallback = SinkdConfig().control.socket
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+              let root = (try? Yams.compose(yaml: text)) ?? nil, case .mapping(let top) = root,
+              case .mapping(let control)? = top["control"], case .scalar(let socket)? = control["socket"]
+        else { return fallback }
+        return socket.string.isEmpty ? fallback : socket.string
+    }
+
     public static func parse(
         yaml: String,
         file: String,

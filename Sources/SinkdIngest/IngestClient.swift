@@ -12,7 +12,14 @@ public final class IngestClient: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
-        public init(description: String) { self.description = description }
+        /// The errno of the failed call (0 when there was none).
+        public var code: Int32
+        public init(description: String, code: Int32 = 0) {
+            self.description = description
+            self.code = code
+        }
+        /// The socket exists but this user may not use it (its mode, owner, or a directory on the way).
+        public var isPermissionDenied: Bool { code == EACCES || code == EPERM }
     }
 
     public init(path: String) throws {
@@ -33,9 +40,9 @@ public final class IngestClient: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else {
-            let reason = String(cString: strerror(errno))
+            let code = errno
             close(fd)
-            throw Failure(description: "cannot connect to \(path): \(reason)")
+            throw Failure(description: "cannot connect to \(path): \(String(cString: strerror(code)))", code: code)
         }
         self.fd = fd
     }

@@ -39,7 +39,7 @@ public struct JournalLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         var entries = [
-            "MESSAGE=" + LogText.escapingControls(Redactor.shared.redact(event.message.description)),
+            "MESSAGE=" + LogText.escapingControls(Redactor.shared.redact(Self.messageText(event.message.description, fields))),
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=" + identifier,
             "CODE_FILE=" + event.file,
@@ -50,6 +50,16 @@ public struct JournalLogHandler: LogHandler {
             entries.append(Self.fieldName(key) + "=" + LogText.escapingControls(Redactor.shared.redact(value.description)))
         }
         Self.send(entries)
+    }
+
+    /// MESSAGE: the event's message, led by its sink and followed by its error when it has them,
+    /// so that `journalctl -u sinkd` (which shows MESSAGE only) says which sink and why
+    /// (`http:audit: sink is down; ...: connection refused`). Both stay fields of their own too.
+    public static func messageText(_ message: String, _ fields: Logger.Metadata) -> String {
+        var text = message
+        if let sink = fields["sink"]?.description, !sink.isEmpty { text = sink + ": " + text }
+        if let error = fields["error"]?.description, !error.isEmpty { text += ": " + error }
+        return text
     }
 
     /// syslog(3) priorities, as journald and `journalctl -p` use them.
