@@ -82,7 +82,7 @@ struct BenchNATS: ParsableCommand {
         }
         say("baseline  nats-py publish_async, \(jsmMessages) messages of \(payloadBytes) B, \(window) pending at most: \(format(baseline)) messages/s")
 
-        let config = try writeBenchConfig(dir: dir, sinks: #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#)
+        let config = try writeBenchConfig(dir: dir, sinks: #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], jsm: {subject_prefix: ""}, pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#)
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()

@@ -229,7 +229,8 @@ public struct SQSSinkConfig: Sendable, Equatable {
     public var maxBatchBytes = 256 << 10
     /// Zero means "same as max_batch_bytes".
     public var maxMessageBytes = 0
-    public var createMissingQueues = false
+    /// Conductor creates a queue it does not find; so does sinkd unless this is false (issue 20).
+    public var createMissingQueues = true
     public var fifoGroupID = "{{workflowInstanceId}}"
     public var messageAttributes = true
     public var options = ConfigFamily.sqs.defaultOptions
@@ -275,7 +276,10 @@ public struct NATSSinkConfig: Sendable, Equatable {
     public var nkeySeed = ""
     public var credentialsFile = ""
     public var tls = TLSConfig()
-    public var jsmSubjectPrefix = ""
+    /// Conductor's default `<appId>_jsm_notify_<stack>_` (appId conductor, stack test): without
+    /// configuration sinkd publishes where Conductor's own consumers look.
+    public static let conductorJSMSubjectPrefix = "conductor_jsm_notify_test_"
+    public var jsmSubjectPrefix = NATSSinkConfig.conductorJSMSubjectPrefix
     public var jsmCreateStream = false
     public var options = ConfigFamily.nats.defaultOptions
     public init() {}

@@ -177,7 +177,8 @@ extension SinkAddress {
         case .nats, .natsStream, .jsm:
             var subject = location
             var group: String?
-            if prefix == .nats, let colon = location.firstIndex(of: ":") {
+            // Conductor's `subject:queueGroup`, for every NATS prefix (the group is the consumers').
+            if let colon = location.firstIndex(of: ":") {
                 subject = String(location[..<colon])
                 group = String(location[location.index(after: colon)...])
                 guard let g = group, !g.isEmpty, !g.contains(where: \.isWhitespace) else {

@@ -74,7 +74,9 @@ import Testing
         Case(sink: "nats:alerts:", expected: .failure(.invalidLocation(sink: "nats:alerts:", reason: "the queue group after the subject is empty or contains white space"))),
         Case(sink: "nats:a..b", expected: .failure(.invalidLocation(sink: "nats:a..b", reason: natsReason))),
         Case(sink: "jsm:audit", expected: .success("jsm:audit")),
-        Case(sink: "jsm:audit:x", expected: .failure(.invalidLocation(sink: "jsm:audit:x", reason: natsReason))),
+        // Conductor's queue-group form, on every NATS prefix (issue 20, item 3).
+        Case(sink: "jsm:audit:x", expected: .success("jsm:audit:x")),
+        Case(sink: "nats_stream:legacy:workers", expected: .success("nats_stream:legacy:workers")),
         Case(sink: "nats_stream:legacy", expected: .success("nats_stream:legacy")),
         // sinkd's own families.
         Case(sink: "file:events", expected: .success("file:events")),

@@ -16,6 +16,7 @@ import SinkdTestSupport
     static func config(_ server: NATSServer, _ configure: (inout NATSSinkConfig) -> Void = { _ in }) -> NATSSinkConfig {
         var nats = NATSSinkConfig()
         nats.servers = [server.url]
+        nats.jsmSubjectPrefix = ""  // the tests name their streams' subjects; the default has its own test
         nats.options.retry.initialBackoff = .milliseconds(20)
         nats.options.retry.maxBackoff = .milliseconds(200)
         configure(&nats)
@@ -52,6 +53,23 @@ import SinkdTestSupport
         #expect(await engine.waitForDelivered("jsm:audit", 300) == 300)
         await engine.stop()
         #expect(try await server.streamCount("AUDIT") == 300, "nothing sent twice")
+    }
+
+    /// Issue 20, items 3 and 4: `jsm:subject:group` is accepted as Conductor accepts it, and with no
+    /// configuration the subject gets Conductor's default prefix, where its consumers look.
+    @Test func conductorsQueueGroupFormAndDefaultPrefixReachTheStreamConductorReads() async throws {
+        let server = try NATSServer()
+        try await server.createStream("CONDUCTOR_JSM_NOTIFY_TEST_AUDIT", subjects: ["conductor_jsm_notify_test_audit"])
+        var nats = NATSSinkConfig()
+        nats.servers = [server.url]
+        #expect(nats.jsmSubjectPrefix == "conductor_jsm_notify_test_")
+        let engine = try Self.engine(nats)
+        let address = try SinkAddress.parse(identity: "jsm:audit:workers")
+        #expect(address.target == .natsSubject("audit", queueGroup: "workers"))
+        await engine.append(Self.records("jsm:audit", 0..<10) + Self.records("jsm:audit:workers", 10..<20))
+        #expect(try await server.waitForStream("CONDUCTOR_JSM_NOTIFY_TEST_AUDIT", count: 20) == 20)
+        #expect(await engine.waitForDelivered("jsm:audit:workers", 10) == 10)
+        await engine.stop()
     }
 
     @Test func theSameIdAcrossARestartOfSinkdIsStoredOnce() async throws {

@@ -186,9 +186,16 @@ extension SQSSinkFamily {
         await family.shutdown()
     }
 
-    @Test func missingQueueIsPermanentUnlessCreated() async throws {
+    /// Issue 20, item 5: by default a missing queue is created, as Conductor does; with
+    /// `create_missing_queues: false` its records are dead-lettered.
+    @Test func missingQueueIsCreatedByDefaultAndPermanentWhenSwitchedOff() async throws {
         let moto = try MotoServer()
-        let strict = SQSSinkFamily.forMoto(moto)
+        #expect(SQSSinkConfig().createMissingQueues, "Conductor's behaviour is the default")
+        let byDefault = SQSSinkFamily.forMoto(moto)
+        #expect(try await Self.client(byDefault, "sqs:fresh").send(Self.records("f", 2, sink: "sqs:fresh")) == [.delivered, .delivered])
+        #expect(try await byDefault.receiveAll(queue: "fresh", count: 2).count == 2)
+        await byDefault.shutdown()
+        let strict = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = false }
         let outcomes = try await Self.client(strict, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere"))
         #expect(outcomes.count == 3)
         for outcome in outcomes {
