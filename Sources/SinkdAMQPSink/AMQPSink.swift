@@ -19,6 +19,7 @@ public final class AMQPSinkFamily: SinkFamily {
     let config: AMQPSinkConfig
     let group: EventLoopGroup
     let logger: Logger
+    private let warned: NIOLockedValueBox<Set<String>> = NIOLockedValueBox([])
     let brokers: [AMQPBrokerAddress]
     let brokerError: SinkConnectionError?
     private let pool: NIOLockedValueBox<(connections: [AMQPConnection?], next: Int, nextBroker: Int)>
@@ -50,6 +51,12 @@ public final class AMQPSinkFamily: SinkFamily {
     public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
         guard case .amqp(let settings) = address.target else { throw SinkConnectionError("not an amqp sink: \(address)") }
         if let brokerError { throw brokerError }
+        // Where Conductor's reading of the parameters may surprise: said once per sink.
+        if !settings.notes.isEmpty, warned.withLockedValue({ $0.insert(address.identity).inserted }) {
+            for note in settings.notes {
+                logger.warning("AMQP sink parameter read as Conductor reads it", metadata: ["sink": "\(address.identity)", "note": "\(note)"])
+            }
+        }
         return AMQPSinkClient(family: self, route: AMQPRoute(settings, config: config), poolSize: options.poolSize)
     }
 
@@ -131,15 +138,20 @@ struct AMQPRoute: Sendable, Equatable {
             exchange = ""
             routingKey = s.name
             var arguments = AMQPTable()
+            // As Conductor declares it: x-queue-type always (classic unless configured), so that a
+            // broker comparing arguments sees one declaration from both (issue 20, item 7).
             if let p = s.maxPriority { arguments.entries.append(("x-max-priority", .int32(Int32(p)))) }
-            if config.queueType == .quorum { arguments.entries.append(("x-queue-type", .string("quorum"))) }
+            arguments.entries.append(("x-queue-type", .string(config.queueType.rawValue)))
             declarations = [.queueDeclare(queue: s.name, passive: false, durable: s.durable, exclusive: s.exclusive, autoDelete: s.autoDelete, noWait: false, arguments: arguments)]
             description = "queue '\(s.name)'"
         case .exchange:
             exchange = s.name
             routingKey = s.routingKey
+            // Conductor passes its arguments (x-max-priority when given) to the exchange declaration too.
+            var arguments = AMQPTable()
+            if let p = s.maxPriority { arguments.entries.append(("x-max-priority", .int32(Int32(p)))) }
             declarations = [.exchangeDeclare(exchange: s.name, type: s.exchangeType, passive: false, durable: s.durable, autoDelete: s.autoDelete,
-                                             internal: false, noWait: false, arguments: AMQPTable())]
+                                             internal: false, noWait: false, arguments: arguments)]
             description = "exchange '\(s.name)' (\(s.exchangeType)) with routing key '\(s.routingKey)'"
         }
         if !config.declare { declarations = [] }

@@ -101,6 +101,44 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// Issue 20, items 6 and 7: parameter values are used verbatim as Conductor uses them
+    /// (`routingKey=a+b` is the key `a+b`, `a%2Eb` is `a%2Eb`), and queues and exchanges are
+    /// declared with Conductor's arguments (x-queue-type always, x-max-priority on both).
+    @Test func valuesAreVerbatimAndDeclarationsAreConductors() async throws {
+        let server = try await Self.server()
+        let exchange = Self.unique("verbatim")
+        let plus = Self.unique("plus")
+        let percent = Self.unique("percent")
+        try await server.peer(["bind", exchange, "direct", plus, "a+b"])
+        try await server.peer(["bind", exchange, "direct", percent, "a%2Eb"])
+        let queue = Self.unique("prio")
+        let declared = Self.unique("declared")
+        let (engine, family) = try Self.engine(Self.config(server))
+        await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a+b", 0..<3)
+                            + Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a%2Eb", 3..<6)
+                            + Self.records("amqp_queue:\(queue)?maxPriority=5", 6..<8))
+        #expect(try await server.waitForCount(plus, 3) == 3)
+        #expect(try await server.waitForCount(percent, 3) == 3)
+        #expect(try await server.get(plus, max: 3).allSatisfy { $0["routing_key"] as? String == "a+b" })
+        #expect(try await server.waitForCount(queue, 2) == 2)
+        // The queue sinkd declared is the one Conductor declares: redeclaring it Conductor's way is
+        // accepted, and its arguments are Conductor's.
+        _ = try await server.peer(["conductor-queue", queue, "5"])
+        let queues = try await server.ctl(["list_queues", "name", "arguments"])
+        let line = queues.split(separator: "\n").first { $0.hasPrefix(queue) }.map(String.init) ?? ""
+        #expect(line.contains("x-queue-type") && line.contains("classic") && line.contains("x-max-priority"), "\(line)")
+        // An exchange declared by sinkd carries x-max-priority as Conductor's declaration does (its
+        // record is unroutable, and dead-lettered: nothing is bound).
+        await engine.append(Self.records("amqp_exchange:\(declared)?exchangeType=fanout&maxPriority=7", 8..<9))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let exchanges = try await server.ctl(["list_exchanges", "name", "arguments"])
+        let exchangeLine = exchanges.split(separator: "\n").first { $0.hasPrefix(declared) }.map(String.init) ?? ""
+        #expect(exchangeLine.contains("x-max-priority"), "\(exchangeLine)")
+        await engine.stop()
+        await family.shutdown()
+    }
+
     @Test func unroutableMessagesAreDeadLettered() async throws {
         let server = try await Self.server()
         let exchange = Self.unique("nowhere")

@@ -6,6 +6,9 @@ reads back what sinkd published with every property.
     amqp_peer.py URL count QUEUE                            messages ready in QUEUE (-1 if it does not exist)
     amqp_peer.py URL declare QUEUE DURABLE [MAX_LENGTH]     declare a classic queue (DURABLE 0 or 1); with
                                                             MAX_LENGTH, publishes beyond it are nacked
+    amqp_peer.py URL conductor-queue QUEUE [MAX_PRIORITY]   declare QUEUE exactly as Conductor does (durable,
+                                                            x-queue-type classic, x-max-priority): fails if
+                                                            the broker finds it inequivalent to the existing one
 """
 import base64, json, sys
 import pika
@@ -22,6 +25,11 @@ elif command == "declare":
     queue, durable = args[0], args[1]
     arguments = {"x-max-length": int(args[2]), "x-overflow": "reject-publish"} if len(args) > 2 else None
     channel.queue_declare(queue=queue, durable=durable == "1", arguments=arguments)
+elif command == "conductor-queue":
+    arguments = {"x-queue-type": "classic"}
+    if len(args) > 1:
+        arguments["x-max-priority"] = int(args[1])
+    channel.queue_declare(queue=args[0], durable=True, exclusive=False, auto_delete=False, arguments=arguments)
 elif command == "count":
     try:
         print(channel.queue_declare(queue=args[0], passive=True).method.message_count)
