@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -19,9 +20,15 @@ public final class ConductorSinkFamily: SinkFamily {
     let pool: PostgresLeasePool
     let logger: Logger
 
-    public init(config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.conductor")) {
+    /// The TimeZone every session is started with (ConductorSinkConfig.timeZone).
+    let sessionTimeZone: String
+
+    public init(config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.conductor"),
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.config = config
         self.logger = logger
+        let zone = config.timeZone.isEmpty ? LocalTimeZone.name(environment: environment) : config.timeZone
+        sessionTimeZone = zone
         let endpoint: Result<PostgresEndpoint, SinkConnectionError>
         do throws(SinkConnectionError) {
             endpoint = .success(try PostgresEndpoint(config))
@@ -31,7 +38,7 @@ public final class ConductorSinkFamily: SinkFamily {
         self.endpoint = endpoint
         pool = PostgresLeasePool(size: max(1, config.options.poolSize), group: group, logger: logger) { () throws(SinkConnectionError) in
             switch endpoint {
-            case .success(let e): return try Self.connectionConfiguration(e)
+            case .success(let e): return try Self.connectionConfiguration(e, timeZone: zone)
             case .failure(let error): throw error
             }
         }
@@ -52,7 +59,7 @@ public final class ConductorSinkFamily: SinkFamily {
         await pool.closeAll()
     }
 
-    static func connectionConfiguration(_ e: PostgresEndpoint) throws(SinkConnectionError) -> PostgresConnection.Configuration {
+    static func connectionConfiguration(_ e: PostgresEndpoint, timeZone: String) throws(SinkConnectionError) -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
         switch e.sslMode {
         case .disable:
@@ -66,6 +73,10 @@ public final class ConductorSinkFamily: SinkFamily {
         }
         var c = PostgresConnection.Configuration(host: e.host, port: e.port, username: e.user, password: e.password, database: e.database, tls: tls)
         c.options.connectTimeout = .seconds(5)
+        // Set at startup, so every session compares deliver_on in the engine's zone, as pgjdbc
+        // sets the JVM's (issue 20, item 1). An unknown zone fails the connection with the
+        // server's message: the sink pauses and says so.
+        c.options.additionalStartupParameters = [("TimeZone", timeZone)]
         if e.sslMode == .verifyFull, !e.host.isIPAddress { c.options.tlsServerName = e.host }
         return c
     }

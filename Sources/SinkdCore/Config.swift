@@ -307,6 +307,10 @@ public struct ConductorSinkConfig: Sendable, Equatable {
     public var password: String?
     public var sslMode: PostgresSSLMode?
     public var caFile = ""
+    /// The session time zone (`SET TimeZone`) of every connection: "" = the local zone of the
+    /// sinkd process (TZ, else /etc/localtime), which beside the engine is the JVM's; Conductor's
+    /// `deliver_on` is a timestamp without zone compared with current_timestamp in that zone.
+    public var timeZone = ""
     public var options = ConfigFamily.conductor.defaultOptions
     public init() {}
 }

@@ -121,6 +121,7 @@ struct SinksReader {
                     if p.node("sslmode") != nil { c.sslMode = p.choice("sslmode", default: PostgresSSLMode.prefer) }
                     c.caFile = paths.absolute(p.string("ca_file", default: c.caFile))
                 }
+                c.timeZone = s.string("time_zone", default: c.timeZone)
                 c.options = options
                 return c
             }

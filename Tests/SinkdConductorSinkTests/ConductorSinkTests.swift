@@ -65,6 +65,20 @@ import PostgresNIO
     }
 }
 
+@Suite struct LocalTimeZoneTests {
+    @Test func theZoneIsTZElseWhereLocaltimePoints() throws {
+        #expect(LocalTimeZone.name(environment: ["TZ": "America/New_York"]) == "America/New_York")
+        #expect(LocalTimeZone.name(environment: ["TZ": ":Asia/Tokyo"]) == "Asia/Tokyo")
+        #expect(LocalTimeZone.name(environment: ["TZ": "/usr/share/zoneinfo/Europe/Paris"]) == "Europe/Paris")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-tz-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: dir + "/localtime", withDestinationPath: "../usr/share/zoneinfo/Asia/Kolkata")
+        #expect(LocalTimeZone.name(environment: [:], localtime: dir + "/localtime", timezoneFile: dir + "/none") == "Asia/Kolkata")
+        #expect(LocalTimeZone.name(environment: [:], localtime: dir + "/none", timezoneFile: dir + "/none") == "UTC")
+    }
+}
+
 /// Into a real PostgreSQL with Conductor's QueueDAO tables.
 @Suite(.serialized, .blockingThreads) struct ConductorPostgresTests {
     static func config(_ server: PostgresServer, _ configure: (inout ConductorSinkConfig) -> Void = { _ in }) -> ConductorSinkConfig {
@@ -104,6 +118,40 @@ import PostgresNIO
         #expect(messages.allSatisfy { !$0.popped && $0.offset == 0 })
         #expect(messages[0].payload == #"{"a":1}"#)
         #expect(try await server.queues() == ["checkout:notify_task", "checkout:shipped"])
+        await engine.stop()
+        await family.shutdown()
+        await server.stop()
+    }
+
+    /// Issue 20, item 1: `deliver_on` is a timestamp without zone, and Conductor's sessions compare it
+    /// with current_timestamp in the JVM's zone (pgjdbc sets TimeZone at connect). The server runs
+    /// in UTC; the engine's JVM, and sinkd beside it, in `zone`. Conductor's own pop must take every
+    /// sinkd row at once (before: 0 of 10 in New York), and its un-ack sweeper must not find them
+    /// stale (before: all 10 in Tokyo). The SQL is PostgresQueueDAO's.
+    @Test(arguments: ["America/New_York", "Asia/Tokyo"])
+    func rowsArePoppableExactlyWhenConductorsOwnWouldBe(_ zone: String) async throws {
+        let server = try await PostgresServer.make()
+        try await server.createConductorTables()
+        let (engine, family) = try Self.engine(Self.config(server) { $0.timeZone = zone })
+        #expect(family.sessionTimeZone == zone)
+        await engine.append((0..<10).map { Self.record("tz-\($0)", sink: "conductor", payload: "{}") })
+        #expect(await engine.waitForDelivered("conductor:checkout:notify_task", 10) == 10)
+        let queue = "checkout:notify_task"
+        let (popped, stale) = try await server.admin { c -> (Int, Int) in
+            _ = try await c.query(PostgresQuery(unsafeSQL: "SET TIME ZONE '\(zone)'"), logger: PostgresServer.logger)
+            var ids: [String] = []
+            let peek = try await c.query("SELECT message_id, priority, payload FROM queue_message WHERE queue_name = \(queue) AND popped = false AND deliver_on <= (current_timestamp + (1000 ||' microseconds')::interval) ORDER BY priority DESC, deliver_on, created_on LIMIT 100 FOR UPDATE SKIP LOCKED", logger: PostgresServer.logger)
+            for try await (id, _, _) in peek.decode((String, Int, String).self) { ids.append(id) }
+            for id in ids {
+                _ = try await c.query("UPDATE queue_message SET popped = true WHERE queue_name = \(queue) AND message_id = \(id) AND popped = false", logger: PostgresServer.logger)
+            }
+            var stale = 0
+            let sweep = try await c.query("SELECT queue_name, message_id FROM queue_message WHERE popped = true AND (deliver_on + (60 ||' seconds')::interval)  <  current_timestamp limit 1000 FOR UPDATE SKIP LOCKED", logger: PostgresServer.logger)
+            for try await _ in sweep.decode((String, String).self) { stale += 1 }
+            return (ids.count, stale)
+        }
+        #expect(popped == 10, "Conductor's pop in \(zone) takes sinkd's rows at once")
+        #expect(stale == 0, "and its un-ack sweeper does not take them for stale")
         await engine.stop()
         await family.shutdown()
         await server.stop()

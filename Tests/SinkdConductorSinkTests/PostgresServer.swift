@@ -67,7 +67,7 @@ final class PostgresServer: @unchecked Sendable {
     func start() throws {
         let p = Process()
         let arguments = [bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory,
-                         "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on",
+                         "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c", "timezone=UTC",
                          "-c", "ssl_cert_file=\(certificates.certificateFile)", "-c", "ssl_key_file=\(certificates.keyFile)"]
         if geteuid() == 0 {
             p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
