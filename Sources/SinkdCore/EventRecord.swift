@@ -17,6 +17,10 @@ public struct EventRecord: Sendable, Equatable {
     public var priority: UInt8?
     /// Milliseconds since the Unix epoch when sinkd accepted the record.
     public var acceptedAtMillis: UInt64
+    /// Set by the request parser when the client sent the expanded form (`queueType` and
+    /// `queueURI`, as an event queue provider sees it): `sink` is then `queueType:queueURI` and is
+    /// not expanded again. Not stored: after resolution `sink` is the identity either way.
+    public var sinkIsExpanded = false
 
     public init(
         id: String, sink: String, payload: [UInt8],

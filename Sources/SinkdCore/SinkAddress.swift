@@ -113,9 +113,11 @@ extension SinkAddress {
         workflowType: String?,
         taskRefName: String?,
         sinks: SinksConfig,
-        configPath: String
+        configPath: String,
+        expanded: Bool = false
     ) throws(SinkAddressError) -> SinkAddress {
-        let address = try parse(sink, workflowType: workflowType, taskRefName: taskRefName)
+        // The expanded form (`queueType:queueURI`, as a provider's getQueue sees it) is not expanded again.
+        let address = expanded ? try parse(identity: sink) : try parse(sink, workflowType: workflowType, taskRefName: taskRefName)
         guard let family = address.prefix.configFamily else { throw .notSupportedYet(address.prefix) }
         guard sinks.configuredFamilies.contains(family) else {
             throw .familyNotConfigured(family, prefix: address.prefix, configPath: configPath)

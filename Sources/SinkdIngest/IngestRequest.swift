@@ -42,9 +42,11 @@ extension EventRecord {
     /// configuration: the record to append, with the normalized sink identity, or why not.
     public func resolvingSink(sinks: SinksConfig, configPath: String) -> Result<EventRecord, IngestRejection> {
         do {
-            let address = try SinkAddress.parse(sink, workflowType: workflowType, taskRefName: taskRefName, sinks: sinks, configPath: configPath)
+            let address = try SinkAddress.parse(sink, workflowType: workflowType, taskRefName: taskRefName, sinks: sinks, configPath: configPath,
+                                                expanded: sinkIsExpanded)
             var resolved = self
             resolved.sink = address.identity
+            resolved.sinkIsExpanded = false
             return .success(resolved)
         } catch {
             return .failure(IngestRejection(error.isConfigurationProblem ? .unknownSink : .invalidSink, error.description, id: id))

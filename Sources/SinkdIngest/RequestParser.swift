@@ -47,6 +47,9 @@ public enum RequestParser {
 
 private enum Field: String, CaseIterable {
     case id, sink, payload, workflowInstanceId, workflowType, workflowVersion, correlationId, taskRefName, priority
+    /// The expanded form, as Conductor's EventQueueProvider sees a sink: `getQueueType()` and the URI
+    /// `getQueue(uri)` receives (already expanded), instead of `sink`.
+    case queueType, queueURI
 
     static let names: [(bytes: [UInt8], field: Field)] = allCases.map { (Array($0.rawValue.utf8), $0) }
 
@@ -156,7 +159,15 @@ struct JSONScanner {
             }
             return .success(n)
         }
-        for field in [Field.id, .sink, .payload] where values[field] == nil {
+        let expanded = values[.queueType] != nil || values[.queueURI] != nil
+        if expanded, values[.sink] != nil {
+            return .failure(IngestRejection(.invalidField, "give either 'sink' (as the EVENT task names it) or 'queueType' and 'queueURI' (as an event queue provider sees it, already expanded), not both", id: id))
+        }
+        if expanded, values[.queueType] == nil || values[.queueURI] == nil {
+            let missing = values[.queueType] == nil ? "queueType" : "queueURI"
+            return .failure(IngestRejection(.missingField, "missing field '\(missing)': the expanded form needs both 'queueType' (e.g. \"conductor\", \"sqs\") and 'queueURI' (e.g. \"order_flow:notify_ref\")", id: id))
+        }
+        for field in [Field.id, .sink, .payload] where values[field] == nil && !(field == .sink && expanded) {
             let what = switch field {
             case .id: "the message id (Conductor's taskId)"
             case .sink: "where to forward the record, e.g. \"sqs:orders\""
@@ -166,8 +177,18 @@ struct JSONScanner {
         }
         do {
             guard let id = try text(.id, required: true, maxBytes: 255).get() else { throw IngestRejection(.missingField, "missing field 'id'") }
-            guard let sink = try text(.sink, required: true, maxBytes: RequestParser.maxSinkBytes).get() else { throw IngestRejection(.missingField, "missing field 'sink'", id: id) }
+            let sink: String
+            if expanded {
+                guard let type = try text(.queueType, required: true, maxBytes: 64).get(),
+                      let uri = try text(.queueURI, required: true, maxBytes: RequestParser.maxSinkBytes - 65).get()
+                else { throw IngestRejection(.missingField, "missing field 'queueType' or 'queueURI'", id: id) }
+                sink = type + ":" + uri
+            } else {
+                guard let raw = try text(.sink, required: true, maxBytes: RequestParser.maxSinkBytes).get() else { throw IngestRejection(.missingField, "missing field 'sink'", id: id) }
+                sink = raw
+            }
             var request = EventRecord(id: id, sink: sink, payload: Array(UnsafeRawBufferPointer(rebasing: bytes[values[.payload]!.range])))
+            request.sinkIsExpanded = expanded
             request.workflowInstanceId = try text(.workflowInstanceId, required: false, maxBytes: RequestParser.maxContextBytes).get()
             request.workflowType = try text(.workflowType, required: false, maxBytes: RequestParser.maxContextBytes).get()
             request.correlationId = try text(.correlationId, required: false, maxBytes: RequestParser.maxContextBytes).get()

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SinkdCore
 import SinkdDelivery
+import SinkdIngest
 import SinkdTestSupport
 import PostgresNIO
 @testable import SinkdConductorSink
@@ -152,6 +153,29 @@ import PostgresNIO
         }
         #expect(popped == 10, "Conductor's pop in \(zone) takes sinkd's rows at once")
         #expect(stale == 0, "and its un-ack sweeper does not take them for stale")
+        await engine.stop()
+        await family.shutdown()
+        await server.stop()
+    }
+
+    /// Issue 20, item 2, against the server: a record in the raw form and one in the expanded form
+    /// (as Conductor's provider sees it) land in the same DAO queue.
+    @Test func rawAndExpandedFormsLandInTheSameQueue() async throws {
+        let server = try await PostgresServer.make()
+        try await server.createConductorTables()
+        var sinks = SinksConfig()
+        sinks.conductor = Self.config(server)
+        let lines = [
+            #"{"id":"raw","sink":"conductor","workflowType":"order_flow","taskRefName":"notify_ref","payload":{"form":"raw"}}"#,
+            #"{"id":"expanded","queueType":"conductor","queueURI":"order_flow:notify_ref","payload":{"form":"expanded"}}"#,
+        ]
+        let records = try lines.map { try RequestParser.parse(Array($0.utf8)).get().resolvingSink(sinks: sinks, configPath: "test.yaml").get() }
+        #expect(records.map(\.sink) == ["conductor:order_flow:notify_ref", "conductor:order_flow:notify_ref"])
+        let (engine, family) = try Self.engine(Self.config(server))
+        await engine.append(records)
+        let messages = try await server.waitForMessages(2)
+        #expect(messages.map(\.queue) == ["order_flow:notify_ref", "order_flow:notify_ref"])
+        #expect(Set(messages.map(\.id)) == ["raw", "expanded"])
         await engine.stop()
         await family.shutdown()
         await server.stop()

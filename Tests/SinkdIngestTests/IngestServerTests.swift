@@ -83,6 +83,34 @@ import SinkdTestSupport
         await h.stop()
     }
 
+    /// Issue 20, item 2: the expanded form (`queueType` + `queueURI`, as Conductor's event queue
+    /// provider sees a sink, already expanded) names the same sink as the raw form: same identity,
+    /// same dedupe key (the second is a duplicate of the first), and it is not expanded again.
+    @Test func theExpandedFormIsTheSameSinkAsTheRawForm() async throws {
+        let h = try await IngestHarness { $0.sinks.conductor = ConductorSinkConfig() }
+        let c = try h.client()
+        c.send([
+            #"{"id":"t-1","sink":"conductor","workflowType":"order_flow","taskRefName":"notify_ref","payload":{}}"#,
+            #"{"id":"t-1","queueType":"conductor","queueURI":"order_flow:notify_ref","payload":{}}"#,
+            #"{"id":"t-2","queueType":"conductor","queueURI":"otherWf:q","payload":{}}"#,
+            #"{"id":"t-3","queueType":"file","queueURI":"events","payload":{}}"#,
+            #"{"id":"t-4","sink":"file:events","queueType":"file","queueURI":"events","payload":{}}"#,
+            #"{"id":"t-5","queueType":"conductor","payload":{}}"#,
+        ])
+        let r = c.responseObjects(6)
+        #expect(r[0]["status"] as? String == "accepted")
+        #expect(r[1]["status"] as? String == "duplicate", "same sink identity and id: \(r[1])")
+        #expect(r[1]["seq"] as? Int == r[0]["seq"] as? Int)
+        #expect(r[2]["status"] as? String == "accepted", "no workflowType or taskRefName needed: \(r[2])")
+        #expect(r[3]["status"] as? String == "accepted")
+        #expect(r[4]["code"] as? String == "invalid_field")
+        #expect((r[5]["error"] as? String)?.contains("missing field 'queueURI'") == true, "\(r[5])")
+        // What the WAL holds: the identities, the expanded one not expanded again.
+        let sinks = Set(h.wal.backlog().keys)
+        #expect(sinks == ["conductor:order_flow:notify_ref", "conductor:otherWf:q", "file:events"], "\(sinks)")
+        await h.stop()
+    }
+
     @Test func hundredThousandPipelinedRecordsOnOneConnection() async throws {
         let h = try await IngestHarness()
         let c = try h.client()
