@@ -22,6 +22,7 @@ public final class ConductorSinkFamily: SinkFamily {
 
     /// The TimeZone every session is started with (ConductorSinkConfig.timeZone).
     let sessionTimeZone: String
+    private let warned = NIOLockedValueBox<Set<String>>([])
 
     public init(config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.conductor"),
                 environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -52,7 +53,14 @@ public final class ConductorSinkFamily: SinkFamily {
     public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
         guard case .conductorQueue = address.target else { throw SinkConnectionError("not a conductor sink: \(address)") }
         _ = try endpoint.get()
-        return ConductorQueueClient(family: self, queue: ConductorQueue.queueName(of: address.identity))
+        let queue = ConductorQueue.queueName(of: address.identity)
+        // `conductor:` (and `conductor:conductor:`) name the queue `<workflowType>:` in Conductor
+        // too; said once, since it is rarely what the workflow's author meant.
+        if queue.hasSuffix(":"), warned.withLockedValue({ $0.insert(address.identity).inserted }) {
+            logger.warning("this sink names the DAO queue '\(queue)', ending in ':', as Conductor expands it (an empty name after 'conductor:')",
+                           metadata: ["sink": "\(address.identity)"])
+        }
+        return ConductorQueueClient(family: self, queue: queue)
     }
 
     public func shutdown() async {

@@ -153,8 +153,9 @@ extension SinkAddress {
         }
         guard sink.hasPrefix("conductor:") else { throw .invalidConductorSink(sink) }
         // Java's String.replace: one left-to-right pass over non-overlapping occurrences.
+        // An empty X (`conductor:`, `conductor:conductor:`) gives the queue `<workflowType>:`, as in
+        // Conductor (the conductor family logs once that the name ends in ':').
         let name = String(sink.dropFirst("conductor:".count)).replacing("conductor:", with: "")
-        guard !name.isEmpty else { throw .emptyLocation(sink) }
         return "conductor:\(workflowType):\(name)"
     }
 
@@ -183,8 +184,11 @@ extension SinkAddress {
             if let colon = location.firstIndex(of: ":") {
                 subject = String(location[..<colon])
                 group = String(location[location.index(after: colon)...])
-                guard let g = group, !g.isEmpty, !g.contains(where: \.isWhitespace) else {
-                    throw .invalidLocation(sink: sink, reason: "the queue group after the subject is empty or contains white space")
+                // Conductor splits at ':' (Java drops the trailing empty part): `orders:` is the
+                // subject `orders` with no group.
+                if group == "" { group = nil }
+                guard group == nil || !(group!.contains(where: \.isWhitespace)) else {
+                    throw .invalidLocation(sink: sink, reason: "the queue group after the subject contains white space")
                 }
             }
             guard SinkName.isValidNATSSubject(subject) else {

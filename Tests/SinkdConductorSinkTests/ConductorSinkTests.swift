@@ -111,14 +111,18 @@ import PostgresNIO
             Self.record("e1", sink: "conductor", payload: #"{"a":1}"#, priority: 3),
             Self.record("e2", sink: "conductor:shipped", payload: #"{"b":2}"#),
             Self.record("e3", sink: "conductor:conductor:shipped", payload: #"{"c":3}"#),
+            // Issue 20, item 8: `conductor:` is accepted as Conductor expands it, the queue `checkout:`.
+            Self.record("e4", sink: "conductor:", payload: #"{"d":4}"#),
         ])
-        let messages = try await server.waitForMessages(3)
+        let all = try await server.waitForMessages(4)
+        #expect(all.first?.queue == "checkout:" && all.first?.id == "e4")
+        let messages = Array(all.dropFirst())
         #expect(messages.map(\.queue) == ["checkout:notify_task", "checkout:shipped", "checkout:shipped"])
         #expect(messages.map(\.id) == ["e1", "e2", "e3"])
         #expect(messages[0].priority == 3 && messages[1].priority == 0)
         #expect(messages.allSatisfy { !$0.popped && $0.offset == 0 })
         #expect(messages[0].payload == #"{"a":1}"#)
-        #expect(try await server.queues() == ["checkout:notify_task", "checkout:shipped"])
+        #expect(try await server.queues() == ["checkout:", "checkout:notify_task", "checkout:shipped"])
         await engine.stop()
         await family.shutdown()
         await server.stop()

@@ -35,8 +35,9 @@ import Testing
         Case(sink: "conductor:a:conductor:b", expected: .success("conductor:orderWf:a:b")),
         Case(sink: "conductorx", expected: .failure(.invalidConductorSink("conductorx"))),
         Case(sink: "conductor_queue:x", expected: .failure(.invalidConductorSink("conductor_queue:x"))),
-        Case(sink: "conductor:", expected: .failure(.emptyLocation("conductor:"))),
-        Case(sink: "conductor:conductor:", expected: .failure(.emptyLocation("conductor:conductor:"))),
+        // As Conductor expands them: the queue `<workflowType>:` (issue 20, item 8).
+        Case(sink: "conductor:", expected: .success("conductor:orderWf:")),
+        Case(sink: "conductor:conductor:", expected: .success("conductor:orderWf:")),
         Case(sink: "conductor", workflowType: nil, expected: .failure(.missingContext(sink: "conductor", field: "workflowType"))),
         Case(sink: "conductor", taskRefName: nil, expected: .failure(.missingContext(sink: "conductor", field: "taskRefName"))),
         Case(sink: "conductor:x", workflowType: "", expected: .failure(.missingContext(sink: "conductor:x", field: "workflowType"))),
@@ -66,7 +67,7 @@ import Testing
         // NATS family.
         Case(sink: "nats:alerts", expected: .success("nats:alerts")),
         Case(sink: "nats:alerts.high:workers", expected: .success("nats:alerts.high:workers")),
-        Case(sink: "nats:alerts:", expected: .failure(.invalidLocation(sink: "nats:alerts:", reason: "the queue group after the subject is empty or contains white space"))),
+        Case(sink: "nats:alerts:", expected: .success("nats:alerts:")),
         Case(sink: "nats:a..b", expected: .failure(.invalidLocation(sink: "nats:a..b", reason: natsReason))),
         Case(sink: "jsm:audit", expected: .success("jsm:audit")),
         // Conductor's queue-group form, on every NATS prefix (issue 20, item 3).
