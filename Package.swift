@@ -221,6 +221,9 @@ let package = Package(
         .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
         .systemLibrary(name: "CFuzzDriver"),
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
+        // kafka: the I/O-free partitioner (work in progress, issue 21: not yet a sink family).
+        .target(name: "SinkdKafkaSink", dependencies: []),
+        .testTarget(name: "SinkdKafkaSinkTests", dependencies: ["SinkdKafkaSink"]),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL", "SinkdTestSupport"]),
         .testTarget(name: "SinkdFuzzTargetsTests", dependencies: ["SinkdFuzzTargets", "SinkdCore"]),
