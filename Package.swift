@@ -222,7 +222,7 @@ let package = Package(
         .systemLibrary(name: "CFuzzDriver"),
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
         // kafka: the I/O-free partitioner (work in progress, issue 21: not yet a sink family).
-        .target(name: "SinkdKafkaSink", dependencies: []),
+        .target(name: "SinkdKafkaSink", dependencies: ["CCRC32C"]),
         .testTarget(name: "SinkdKafkaSinkTests", dependencies: ["SinkdKafkaSink"]),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL", "SinkdTestSupport"]),

@@ -1,0 +1,141 @@
+import CCRC32C
+
+/// Kafka's wire primitives (big-endian integers, zigzag varints) and the v2 record batch (magic 2),
+/// I/O-free: what a Produce request carries. Layout from Kafka's protocol guide ("Record Batch"):
+/// baseOffset int64, batchLength int32, partitionLeaderEpoch int32, magic int8, crc uint32
+/// (CRC-32C of everything after it), attributes int16, lastOffsetDelta int32, baseTimestamp int64,
+/// maxTimestamp int64, producerId int64, producerEpoch int16, baseSequence int32, then the records
+/// (count int32; each: length varint, attributes int8, timestampDelta varlong, offsetDelta varint,
+/// key and value as varint length + bytes (-1 = null), headers count varint, each header key and
+/// value as varint length + bytes).
+public struct KafkaWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
+    public init() {}
+
+    public mutating func int8(_ v: Int8) { bytes.append(UInt8(bitPattern: v)) }
+    public mutating func int16(_ v: Int16) { append(UInt16(bitPattern: v)) }
+    public mutating func int32(_ v: Int32) { append(UInt32(bitPattern: v)) }
+    public mutating func uint32(_ v: UInt32) { append(v) }
+    public mutating func int64(_ v: Int64) { append(UInt64(bitPattern: v)) }
+    public mutating func raw(_ v: some Collection<UInt8>) { bytes.append(contentsOf: v) }
+
+    private mutating func append<T: FixedWidthInteger>(_ v: T) {
+        withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Zigzag, then unsigned LEB128 (Kafka's varint and varlong).
+    public mutating func varint(_ v: Int64) {
+        var u = UInt64(bitPattern: (v << 1) ^ (v >> 63))
+        while u >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: u) | 0x80)
+            u >>= 7
+        }
+        bytes.append(UInt8(u))
+    }
+
+    /// A varint length then the bytes; nil is length -1.
+    public mutating func varbytes(_ v: [UInt8]?) {
+        guard let v else { return varint(-1) }
+        varint(Int64(v.count))
+        raw(v)
+    }
+
+    mutating func overwrite(int32 v: Int32, at offset: Int) {
+        withUnsafeBytes(of: UInt32(bitPattern: v).bigEndian) { for (i, b) in $0.enumerated() { bytes[offset + i] = b } }
+    }
+
+    mutating func overwrite(uint32 v: UInt32, at offset: Int) {
+        withUnsafeBytes(of: v.bigEndian) { for (i, b) in $0.enumerated() { bytes[offset + i] = b } }
+    }
+}
+
+public struct KafkaRecord: Sendable, Equatable {
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [(key: String, value: [UInt8]?)]
+    public var timestampMillis: Int64
+
+    public init(key: [UInt8]?, value: [UInt8]?, headers: [(key: String, value: [UInt8]?)] = [], timestampMillis: Int64) {
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestampMillis = timestampMillis
+    }
+
+    public static func == (a: KafkaRecord, b: KafkaRecord) -> Bool {
+        a.key == b.key && a.value == b.value && a.timestampMillis == b.timestampMillis
+            && a.headers.map(\.key) == b.headers.map(\.key) && a.headers.map(\.value) == b.headers.map(\.value)
+    }
+}
+
+public enum KafkaRecordBatch {
+    /// The idempotent producer's identity for a batch: the broker drops a batch whose sequence it
+    /// has already written for this producer id and epoch (a retry), instead of storing it twice.
+    public struct Producer: Sendable, Equatable {
+        public var id: Int64
+        public var epoch: Int16
+        public var baseSequence: Int32
+        public init(id: Int64, epoch: Int16, baseSequence: Int32) {
+            self.id = id
+            self.epoch = epoch
+            self.baseSequence = baseSequence
+        }
+        /// No idempotence: producer id -1.
+        public static let none = Producer(id: -1, epoch: -1, baseSequence: -1)
+    }
+
+    /// One uncompressed v2 batch of `records` (at least one), timestamps CreateTime.
+    public static func encode(_ records: [KafkaRecord], producer: Producer) -> [UInt8] {
+        let base = records.map(\.timestampMillis).min() ?? 0
+        let max = records.map(\.timestampMillis).max() ?? 0
+        var w = KafkaWriter()
+        w.int64(0)  // baseOffset: the broker assigns offsets
+        let lengthAt = w.bytes.count
+        w.int32(0)  // batchLength, filled in below
+        w.int32(-1)  // partitionLeaderEpoch
+        w.int8(2)  // magic
+        let crcAt = w.bytes.count
+        w.uint32(0)  // crc, filled in below
+        w.int16(0)  // attributes: no compression, CreateTime, not transactional, not control
+        w.int32(Int32(truncatingIfNeeded: Swift.max(records.count - 1, 0)))  // lastOffsetDelta
+        w.int64(base)
+        w.int64(max)
+        w.int64(producer.id)
+        w.int16(producer.epoch)
+        w.int32(producer.baseSequence)
+        w.int32(Int32(truncatingIfNeeded: records.count))
+        for (i, r) in records.enumerated() {
+            var body = KafkaWriter()
+            body.int8(0)
+            body.varint(r.timestampMillis - base)
+            body.varint(Int64(i))
+            body.varbytes(r.key)
+            body.varbytes(r.value)
+            body.varint(Int64(r.headers.count))
+            for h in r.headers {
+                body.varbytes(Array(h.key.utf8))
+                body.varbytes(h.value)
+            }
+            w.varint(Int64(body.bytes.count))
+            w.raw(body.bytes)
+        }
+        w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - lengthAt - 4), at: lengthAt)
+        let crc = w.bytes[(crcAt + 4)...].withUnsafeBytes { sinkd_crc32c(UnsafeRawBufferPointer($0)) }
+        w.overwrite(uint32: crc, at: crcAt)
+        return w.bytes
+    }
+}
+
+/// CRC-32C (software; the WAL's accelerated one lives in SinkdWAL, which a sink may not import:
+/// WIP, to move into SinkdCore).
+func sinkd_crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    var crc: UInt32 = 0xFFFF_FFFF
+    if sinkd_crc32c_hw_available() == 1, let base = bytes.baseAddress {
+        return sinkd_crc32c_hw_update(crc, base, bytes.count) ^ 0xFFFF_FFFF
+    }
+    for b in bytes {
+        crc ^= UInt32(b)
+        for _ in 0..<8 { crc = (crc >> 1) ^ (0x82F6_3B78 & (0 &- (crc & 1))) }
+    }
+    return crc ^ 0xFFFF_FFFF
+}
