@@ -33,6 +33,16 @@ public struct KafkaWriter: Sendable {
         bytes.append(UInt8(u))
     }
 
+    /// Unsigned LEB128 (compact lengths and counts in flexible versions).
+    public mutating func uvarint(_ v: UInt64) {
+        var u = v
+        while u >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: u) | 0x80)
+            u >>= 7
+        }
+        bytes.append(UInt8(u))
+    }
+
     /// A varint length then the bytes; nil is length -1.
     public mutating func varbytes(_ v: [UInt8]?) {
         guard let v else { return varint(-1) }
