@@ -53,6 +53,10 @@ public final class NATSSinkFamily: SinkFamily {
         if let serverError { throw serverError }
         switch address.prefix {
         case .nats:
+            if !SinkName.isValidNATSSubject(subject), warned.withLockedValue({ $0.insert(address.identity).inserted }) {
+                logger.warning("this subject has an empty token; it is published as Conductor publishes it, but no subscriber can subscribe to it",
+                               metadata: ["sink": "\(address.identity)", "subject": "\(subject)"])
+            }
             return NATSSinkClient(family: self, mode: .core, subject: subject, poolSize: options.poolSize)
         case .natsStream:
             if warned.withLockedValue({ $0.insert(address.identity).inserted }) {

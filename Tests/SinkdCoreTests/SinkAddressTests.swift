@@ -68,7 +68,12 @@ import Testing
         Case(sink: "nats:alerts", expected: .success("nats:alerts")),
         Case(sink: "nats:alerts.high:workers", expected: .success("nats:alerts.high:workers")),
         Case(sink: "nats:alerts:", expected: .success("nats:alerts:")),
-        Case(sink: "nats:a..b", expected: .failure(.invalidLocation(sink: "nats:a..b", reason: natsReason))),
+        // As Conductor: core NATS publishes a subject with an empty token (warned once); JetStream
+        // cannot store one (Conductor's own jsm publish fails too); `jsm:` alone is the prefix.
+        Case(sink: "nats:a..b", expected: .success("nats:a..b")),
+        Case(sink: "nats:a b", expected: .failure(.invalidLocation(sink: "nats:a b", reason: natsReason))),
+        Case(sink: "jsm:a..b", expected: .failure(.invalidLocation(sink: "jsm:a..b", reason: natsReason))),
+        Case(sink: "jsm:", expected: .success("jsm:")),
         Case(sink: "jsm:audit", expected: .success("jsm:audit")),
         // Conductor's queue-group form, on every NATS prefix (issue 20, item 3).
         Case(sink: "jsm:audit:x", expected: .success("jsm:audit:x")),
@@ -94,6 +99,15 @@ import Testing
             try SinkAddress.parse(c.sink, workflowType: c.workflowType, taskRefName: c.taskRefName, sinks: Self.allFamilies, configPath: "sinkd.yaml").identity
         }
         #expect(result == c.expected)
+    }
+
+    /// `jsm:` alone needs a prefix to publish to.
+    @Test func bareJetStreamSinkNeedsAPrefix() {
+        var sinks = Self.allFamilies
+        sinks.nats?.jsmSubjectPrefix = ""
+        #expect(throws: SinkAddressError.invalidLocation(sink: "jsm:", reason: "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)")) {
+            try SinkAddress.parse("jsm:", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "sinkd.yaml")
+        }
     }
 
     @Test func tableIsLargeEnough() {

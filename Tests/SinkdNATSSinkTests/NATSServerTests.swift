@@ -72,6 +72,22 @@ import SinkdTestSupport
         await engine.stop()
     }
 
+    /// Issue 20, item 8: what Conductor publishes, sinkd publishes: `nats:orders..x` (a subject
+    /// nats-server takes though nobody can subscribe to it: no error, the sink stays up) and `jsm:`
+    /// alone (Conductor's prefix by itself as the subject).
+    @Test func conductorsLenientSubjectsArePublishedAsConductorPublishesThem() async throws {
+        let server = try NATSServer()
+        try await server.createStream("BARE", subjects: ["conductor_jsm_notify_test_"])
+        var nats = NATSSinkConfig()
+        nats.servers = [server.url]
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("nats:orders..x", 0..<5) + Self.records("jsm:", 5..<8))
+        #expect(await engine.waitForDelivered("nats:orders..x", 5) == 5)
+        #expect(try await server.waitForStream("BARE", count: 3) == 3)
+        #expect(await engine.waitForDelivered("jsm:", 3) == 3)
+        await engine.stop()
+    }
+
     @Test func theSameIdAcrossARestartOfSinkdIsStoredOnce() async throws {
         let server = try NATSServer()
         try await server.createStream("ORDERS", subjects: ["orders"])
