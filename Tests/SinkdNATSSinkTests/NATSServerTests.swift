@@ -135,7 +135,7 @@ import SinkdTestSupport
         try await server.createStream("LEGACY", subjects: ["legacy"])
         let logs = CapturedLogs()
         let nats = Self.config(server)
-        let family = NATSSinkFamily(config: nats, logger: Logger(label: "test") { _ in logs }, ackTimeout: .seconds(3))
+        let family = NATSSinkFamily(config: nats, logger: logs.logger(), ackTimeout: .seconds(3))
         let engine = try Self.engine(nats, family: family)
         for chunk in 0..<3 { await engine.append(Self.records("nats_stream:legacy", (chunk * 10)..<((chunk + 1) * 10))) }
         #expect(try await server.waitForStream("LEGACY", count: 30) == 30)
