@@ -416,9 +416,11 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Writes encoded publishes and waits until the broker has confirmed (or returned) each.
-    public func publish(channel id: UInt16, bytes: [UInt8], messageIDs: [String]) async throws -> [AMQPChannelStateMachine.Resolution] {
+    /// `queued` is called once the publishes are queued on the connection.
+    public func publish(channel id: UInt16, bytes: [UInt8], messageIDs: [String], queued: () -> Void = {}) async throws -> [AMQPChannelStateMachine.Resolution] {
         let promise = channel.eventLoop.makePromise(of: [AMQPChannelStateMachine.Resolution].self)
         channel.writeAndFlush(AMQPOutbound.publish(channel: id, bytes: bytes, messageIDs: messageIDs, promise)).cascadeFailure(to: promise)
+        queued()
         return try await promise.futureResult.get()
     }
 

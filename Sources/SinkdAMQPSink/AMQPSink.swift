@@ -189,6 +189,12 @@ final class AMQPSinkClient: SinkClient, Sendable {
     }
 
     func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+        try await send(batch, queued: {})
+    }
+
+    /// Published on the slot's channel; `queued` once the publishes are queued on the connection
+    /// (one channel keeps them in order: with `pool_size: 1`, batches arrive in WAL order).
+    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, existing) = slots.withLockedValue { s -> (Int, (AMQPConnection, UInt16)?) in
             let slot = s.next
             s.next = (s.next + 1) % s.channels.count
@@ -227,7 +233,7 @@ final class AMQPSinkClient: SinkClient, Sendable {
         }
         let resolutions: [AMQPChannelStateMachine.Resolution]
         do {
-            resolutions = try await connection.publish(channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id))
+            resolutions = try await connection.publish(channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id), queued: queued)
         } catch let closed as AMQPChannelClosed {
             slots.withLockedValue { if $0.channels[slot]?.1 == channel, $0.channels[slot]?.0 === connection { $0.channels[slot] = nil } }
             // e.g. 404 NOT_FOUND: the exchange does not exist (declare: false). Retried: it may be created.

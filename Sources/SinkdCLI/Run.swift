@@ -268,7 +268,7 @@ enum SinkFamilies {
         if let file = config.sinks.file { families[.file] = reusing[.file] ?? FileSinkFamily(config: file) }
         if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
         if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
-        if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs) }
+        if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs, logger: logger) }
         if let conductor = config.sinks.conductor {
             families[.conductor] = reusing[.conductor] ?? ConductorSinkFamily(config: conductor, logger: logger)
         }

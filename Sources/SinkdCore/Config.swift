@@ -226,6 +226,11 @@ public struct SQSSinkConfig: Sendable, Equatable {
     public var accessKeyID = ""
     public var secretAccessKey = ""
     public var sessionToken = ""
+    /// The shared-file profile; empty means AWS_PROFILE, else `default`.
+    public var profile = ""
+    /// STS for web identity and assumed roles; empty means AWS_ENDPOINT_URL_STS, else
+    /// https://sts.REGION.amazonaws.com/.
+    public var stsEndpoint = ""
     public var maxBatchBytes = 256 << 10
     /// Zero means "same as max_batch_bytes".
     public var maxMessageBytes = 0

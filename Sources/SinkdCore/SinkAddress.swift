@@ -122,6 +122,9 @@ extension SinkAddress {
         guard sinks.configuredFamilies.contains(family) else {
             throw .familyNotConfigured(family, prefix: address.prefix, configPath: configPath)
         }
+        if address.prefix == .jsm, case .natsSubject("", _) = address.target, (sinks.nats?.jsmSubjectPrefix ?? "").isEmpty {
+            throw .invalidLocation(sink: sink, reason: "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)")
+        }
         if case .httpEndpoint(let name) = address.target, let http = sinks.http, http.endpoints[name] == nil {
             throw .unknownHTTPEndpoint(name, known: http.endpoints.keys.sorted())
         }
@@ -140,7 +143,9 @@ extension SinkAddress {
         let prefixText = String(identity[..<colon])
         let location = String(identity[identity.index(after: colon)...])
         guard let prefix = SinkPrefix(rawValue: prefixText) else { throw .unknownPrefix(prefixText) }
-        guard !location.isEmpty else { throw .emptyLocation(identity) }
+        // `jsm:` alone is Conductor's subject prefix by itself (checked against the configured prefix
+        // where the configuration is known).
+        guard !location.isEmpty || prefix == .jsm else { throw .emptyLocation(identity) }
         return SinkAddress(prefix: prefix, location: location, target: try parseTarget(prefix, location: location, sink: identity))
     }
 
@@ -191,7 +196,15 @@ extension SinkAddress {
                     throw .invalidLocation(sink: sink, reason: "the queue group after the subject contains white space")
                 }
             }
-            guard SinkName.isValidNATSSubject(subject) else {
+            // As Conductor: core NATS publishes any subject the server takes (an empty token, as in
+            // `orders..x`, is published; the family warns once); `jsm:` alone is the prefix itself.
+            // White space can never be sent (it would split the PUB line).
+            let valid = switch prefix {
+            case .nats: SinkName.isPublishableNATSSubject(subject)
+            case .jsm where subject.isEmpty: true
+            default: SinkName.isValidNATSSubject(subject)
+            }
+            guard valid else {
                 throw .invalidLocation(sink: sink, reason: "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)")
             }
             return .natsSubject(subject, queueGroup: group)
@@ -232,6 +245,11 @@ public enum SinkName {
         return base.utf8.allSatisfy { b in
             (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x5F || b == 0x2D
         }
+    }
+
+    /// What core NATS can publish: non-empty, no white space (it would split the PUB line), no ':'.
+    public static func isPublishableNATSSubject(_ subject: String) -> Bool {
+        !subject.isEmpty && !subject.contains(where: { $0.isWhitespace || $0 == ":" })
     }
 
     public static func isValidNATSSubject(_ subject: String) -> Bool {

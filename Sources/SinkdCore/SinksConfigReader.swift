@@ -60,6 +60,10 @@ struct SinksReader {
                 c.accessKeyID = s.string("access_key_id", default: c.accessKeyID)
                 c.secretAccessKey = s.string("secret_access_key", default: c.secretAccessKey)
                 c.sessionToken = s.string("session_token", default: c.sessionToken)
+                c.profile = s.string("profile", default: c.profile)
+                c.stsEndpoint = s.value("sts_endpoint", default: c.stsEndpoint, expected: "an http:// or https:// URL, or \"\"") { text in
+                    text.isEmpty || text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
+                }
                 c.maxBatchBytes = s.checkRange("max_batch_bytes", s.size("max_batch_bytes", default: c.maxBatchBytes), 1024...(1 << 20), fallback: c.maxBatchBytes)
                 c.maxMessageBytes = s.checkRange("max_message_bytes", s.size("max_message_bytes", default: c.maxMessageBytes), 0...(1 << 20), fallback: c.maxMessageBytes)
                 c.createMissingQueues = s.bool("create_missing_queues", default: c.createMissingQueues)

@@ -100,6 +100,7 @@ public final class SinkPipeline: Sendable {
         var machine = PipelineStateMachine(settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
+        var lastQueued: QueuedSignal?
         var readerDrained = false
         var waitingForData = false
         var timer = WakeTimer(loop: MultiThreadedEventLoopGroup.singleton.any())
@@ -260,11 +261,19 @@ public final class SinkPipeline: Sendable {
                     }
                     let c = client!
                     let continuation = self.continuation
+                    // Each send starts once the one before it is queued on its connection: batches
+                    // in flight at once still reach a one-connection broker in WAL order.
+                    let previous = lastQueued
+                    let queued = QueuedSignal()
+                    lastQueued = queued
                     Task {
+                        await previous?.wait()
                         do throws(SinkConnectionError) {
-                            let outcomes = try await c.send(records)
+                            let outcomes = try await c.send(records, queued: { queued.raise() })
+                            queued.raise()
                             continuation.yield(.completed(id, outcomes))
                         } catch {
+                            queued.raise()
                             continuation.yield(.connectionFailed(id, error.message))
                         }
                     }

@@ -70,7 +70,14 @@ final class FileSinkClient: SinkClient, @unchecked Sendable {
             if fd < 0 {
                 try FileIO.makeDirectories(directory)
                 try FileIO.checkStateDirectory(directory)
-                fd = try FileIO.openForAppend(path, directory: directory)
+                let opened = try FileIO.openForAppend(path, directory: directory)
+                do throws(FileError) {
+                    try Self.cutTornTail(opened, path: path)
+                } catch {
+                    Glibc.close(opened)
+                    throw error
+                }
+                fd = opened
             }
             let before = try FileIO.size(fd, path: path)
             do throws(FileError) {
@@ -86,6 +93,37 @@ final class FileSinkClient: SinkClient, @unchecked Sendable {
         } catch {
             return .failure(error)
         }
+    }
+
+    /// A SIGKILL in the middle of a batch's write can leave a partial last line. That batch was
+    /// never confirmed, so its records are still in the WAL and are written again; but appended
+    /// after the partial line, the first of them would be glued onto it and unreadable (the crash
+    /// oracle found one). So before the first append the file is cut back to its last newline.
+    static func cutTornTail(_ fd: CInt, path: String) throws(FileError) {
+        let size = try FileIO.size(fd, path: path)
+        guard size > 0 else { return }
+        let reader = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard reader >= 0 else { throw FileError(operation: "open", path: path, errno: errno) }
+        defer { Glibc.close(reader) }
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var end = size
+        while end > 0 {
+            let start = max(0, end - buffer.count)
+            let wanted = end - start
+            let n = buffer.withUnsafeMutableBytes { pread(reader, $0.baseAddress, wanted, off_t(start)) }
+            guard n == wanted else { throw FileError(operation: "pread", path: path, errno: n < 0 ? errno : EIO) }
+            if let i = buffer[0..<n].lastIndex(of: UInt8(ascii: "\n")) {
+                let keep = start + i + 1
+                if keep < size {
+                    try FileIO.truncate(fd, to: keep, path: path)
+                    try FileIO.dataSync(fd, path: path)
+                }
+                return
+            }
+            end = start
+        }
+        try FileIO.truncate(fd, to: 0, path: path)
+        try FileIO.dataSync(fd, path: path)
     }
 
     func close() async {

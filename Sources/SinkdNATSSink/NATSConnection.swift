@@ -340,7 +340,8 @@ public final class NATSConnection: Sendable {
 
     /// Writes `bytes` and a PING; returns when the PONG came (the server processed everything
     /// before it): the non-fatal -ERR seen meanwhile, or nil.
-    public func flush(_ bytes: [UInt8], timeout: TimeAmount) async throws -> String? {
+    /// `queued` is called once the write is queued on the channel.
+    public func flush(_ bytes: [UInt8], timeout: TimeAmount, queued: () -> Void = {}) async throws -> String? {
         let promise = channel.eventLoop.makePromise(of: String?.self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }
@@ -349,6 +350,7 @@ public final class NATSConnection: Sendable {
             channel.close(promise: nil)
         }
         channel.writeAndFlush(NATSOutbound.flushed(bytes, promise), promise: written)
+        queued()
         defer { timer.cancel() }
         return try await promise.futureResult.get()
     }
@@ -363,11 +365,12 @@ public final class NATSConnection: Sendable {
 
     /// Writes already encoded requests of `batch`; returns one reply per request (nil: none
     /// within `timeout`).
-    public func requests(_ bytes: [UInt8], batch: UInt64, count: Int, timeout: TimeAmount) async throws -> [NATSReply?] {
+    public func requests(_ bytes: [UInt8], batch: UInt64, count: Int, timeout: TimeAmount, queued: () -> Void = {}) async throws -> [NATSReply?] {
         let promise = channel.eventLoop.makePromise(of: [NATSReply?].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }
         channel.writeAndFlush(NATSOutbound.requests(bytes, batch: batch, count: count, timeout: timeout, promise), promise: written)
+        queued()
         return try await promise.futureResult.get()
     }
 

@@ -53,6 +53,10 @@ public final class NATSSinkFamily: SinkFamily {
         if let serverError { throw serverError }
         switch address.prefix {
         case .nats:
+            if !SinkName.isValidNATSSubject(subject), warned.withLockedValue({ $0.insert(address.identity).inserted }) {
+                logger.warning("this subject has an empty token; it is published as Conductor publishes it, but no subscriber can subscribe to it",
+                               metadata: ["sink": "\(address.identity)", "subject": "\(subject)"])
+            }
             return NATSSinkClient(family: self, mode: .core, subject: subject, poolSize: options.poolSize)
         case .natsStream:
             if warned.withLockedValue({ $0.insert(address.identity).inserted }) {
@@ -127,11 +131,16 @@ final class NATSSinkClient: SinkClient, Sendable {
     }
 
     func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+        try await send(batch, queued: {})
+    }
+
+    /// `queued` once the batch's PUBs/HPUBs are queued on the slot's connection.
+    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, connection) = try await connection()
         do {
             switch mode {
-            case .core: return try await sendCore(batch, on: connection)
-            case .jetStream: return try await sendJetStream(batch, on: connection, mayCreateStream: family.config.jsmCreateStream)
+            case .core: return try await sendCore(batch, on: connection, queued: queued)
+            case .jetStream: return try await sendJetStream(batch, on: connection, mayCreateStream: family.config.jsmCreateStream, queued: queued)
             }
         } catch let error as SinkConnectionError {
             throw error
@@ -143,7 +152,7 @@ final class NATSSinkClient: SinkClient, Sendable {
     }
 
     /// Core publish: PUBs and a PING; everything before the PONG was processed.
-    private func sendCore(_ batch: [SequencedRecord], on connection: NATSConnection) async throws -> [DeliveryOutcome] {
+    private func sendCore(_ batch: [SequencedRecord], on connection: NATSConnection, queued: () -> Void) async throws -> [DeliveryOutcome] {
         let maxPayload = connection.info.maxPayload
         var outcomes = [DeliveryOutcome](repeating: .delivered, count: batch.count)
         var bytes: [UInt8] = []
@@ -158,14 +167,14 @@ final class NATSSinkClient: SinkClient, Sendable {
             sent += 1
         }
         guard sent > 0 else { return outcomes }
-        if let error = try await connection.flush(bytes, timeout: .seconds(10)) {
+        if let error = try await connection.flush(bytes, timeout: .seconds(10), queued: queued) {
             for i in outcomes.indices where outcomes[i] == .delivered { outcomes[i] = .retryable("nats: \(error)") }
         }
         return outcomes
     }
 
     /// JetStream publish: HPUBs with Nats-Msg-Id, one PubAck each.
-    private func sendJetStream(_ batch: [SequencedRecord], on connection: NATSConnection, mayCreateStream: Bool) async throws -> [DeliveryOutcome] {
+    private func sendJetStream(_ batch: [SequencedRecord], on connection: NATSConnection, mayCreateStream: Bool, queued: () -> Void = {}) async throws -> [DeliveryOutcome] {
         let maxPayload = connection.info.maxPayload
         var outcomes = [DeliveryOutcome?](repeating: nil, count: batch.count)
         var bytes: [UInt8] = []
@@ -184,7 +193,7 @@ final class NATSSinkClient: SinkClient, Sendable {
             sentIndex.append(i)
         }
         guard !sentIndex.isEmpty else { return outcomes.map { $0! } }
-        let replies = try await connection.requests(bytes, batch: batchNumber, count: sentIndex.count, timeout: family.ackTimeout)
+        let replies = try await connection.requests(bytes, batch: batchNumber, count: sentIndex.count, timeout: family.ackTimeout, queued: queued)
         var noStream: [Int] = []
         for (k, reply) in replies.enumerated() {
             let i = sentIndex[k]

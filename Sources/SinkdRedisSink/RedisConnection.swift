@@ -98,11 +98,14 @@ final class RedisConnection: Sendable {
     }
 
     /// Sends already encoded commands and returns their `replies` replies, in order.
-    func send(encoded bytes: [UInt8], replies: Int) async throws -> [RESPValue] {
+    /// `queued` is called once the write is queued on the channel (writes queued one after the
+    /// other reach redis in that order).
+    func send(encoded bytes: [UInt8], replies: Int, queued: () -> Void = {}) async throws -> [RESPValue] {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }  // closed before the write: never left
         channel.writeAndFlush((bytes: bytes, replies: replies, promise: promise), promise: written)
+        queued()
         return try await promise.futureResult.get()
     }
 

@@ -83,6 +83,11 @@ final class RedisStreamClient: SinkClient, Sendable {
     }
 
     func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+        try await send(batch, queued: {})
+    }
+
+    /// Pipelined on the slot's connection; `queued` once the batch's XADDs are queued on it.
+    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, existing) = pool.withLockedValue { p -> (Int, RedisConnection?) in
             let slot = p.next
             p.next = (p.next + 1) % p.connections.count
@@ -100,7 +105,7 @@ final class RedisStreamClient: SinkClient, Sendable {
         for item in batch { encodeXADD(item.record, into: &bytes) }
         let replies: [RESPValue]
         do {
-            replies = try await connection.send(encoded: bytes, replies: batch.count)
+            replies = try await connection.send(encoded: bytes, replies: batch.count, queued: queued)
         } catch {
             await connection.close()
             pool.withLockedValue { if $0.connections[slot] === connection { $0.connections[slot] = nil } }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -21,19 +22,40 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     let client: HTTPClient
     let endpoint: URL
     let region: String
-    let credentials: SQSCredentials.Resolved?
+    /// Where the credentials come from (or why there are none: every sink pauses with that reason).
+    let credentials: Result<AWSCredentialProvider, SQSCredentials.ResolveError>
     private let queueURLs = NIOLockedValueBox<[String: String]>([:])
 
-    public init(config: SQSSinkConfig, environment: [String: String] = ProcessInfo.processInfo.environment, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(config: SQSSinkConfig, environment: [String: String] = ProcessInfo.processInfo.environment, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger = Logger(label: "sinkd.sqs"), readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile) {
         self.config = config
-        region = config.region.isEmpty ? (environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1") : config.region
+        let region = config.region.isEmpty ? (environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["AWS_DEFAULT_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1") : config.region
+        self.region = region
         endpoint = URL(string: config.endpoint.isEmpty ? "https://sqs.\(region).amazonaws.com/" : config.endpoint)!
-        credentials = SQSCredentials.resolve(config: config, environment: environment)
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, config.options.poolSize))
         configuration.redirectConfiguration = .disallow
         configuration.timeout.connect = .seconds(5)
-        client = HTTPClient(eventLoopGroup: group, configuration: configuration)
+        let client = HTTPClient(eventLoopGroup: group, configuration: configuration)
+        self.client = client
+        let stsEndpoint = !config.stsEndpoint.isEmpty ? config.stsEndpoint : (environment["AWS_ENDPOINT_URL_STS"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://sts.\(region).amazonaws.com/")
+        credentials = SQSCredentials.resolve(config: config, environment: environment, readFile: readFile).map { source in
+            AWSCredentialProvider(source: source, fetcher: AWSCredentialFetcher(client: client, region: region, stsEndpoint: stsEndpoint, readFile: readFile), logger: logger)
+        }
+    }
+
+    /// SQS refused the credentials (ExpiredToken, a revoked session): temporary ones are fetched
+    /// anew before the next request rather than used until their stated expiry.
+    func credentialsRefused() {
+        if case .success(let provider) = credentials { provider.invalidate() }
+    }
+
+    /// A signer with the current credentials (fetched or refreshed as needed).
+    func signer() async throws(SinkConnectionError) -> SigV4Signer {
+        switch credentials {
+        case .failure(let error): throw SinkConnectionError(error.description)
+        case .success(let provider): return SigV4Signer(credentials: try await provider.credentials(), region: region, service: "sqs")
+        }
     }
 
     public func shutdown() async {
@@ -48,18 +70,15 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
 
     public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
         guard case .sqsQueue(let location) = address.target else { throw SinkConnectionError("\(address) is not an SQS sink") }
-        guard let credentials else {
-            throw SinkConnectionError("no AWS credentials: set sinks.sqs.access_key_id and secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials")
-        }
+        if case .failure(let error) = credentials { throw SinkConnectionError(error.description) }
         let queueName = location.hasPrefix("http") ? (URL(string: location)?.lastPathComponent ?? location) : location
-        return SQSQueueClient(family: self, location: location, queueName: queueName, signer: SigV4Signer(credentials: credentials.credentials, region: region, service: "sqs"),
+        return SQSQueueClient(family: self, location: location, queueName: queueName,
                               entryOptions: .init(fifo: queueName.hasSuffix(".fifo"), groupIDTemplate: config.fifoGroupID, messageAttributes: config.messageAttributes, sink: address.identity))
     }
 
     /// ApproximateNumberOfMessages of a queue (benchmarks and tests); creates it first if asked.
     public func approximateMessages(queue: String, create: Bool) async throws -> Int {
-        guard let credentials else { throw SinkConnectionError("no AWS credentials") }
-        let signer = SigV4Signer(credentials: credentials.credentials, region: region, service: "sqs")
+        let signer = try await signer()
         let lookup = try await call(create ? .createQueue : .getQueueUrl, body: create ? SQSProtocol.createQueue(name: queue) : SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: signer)
         guard let url = SQSProtocol.parseQueueURL(lookup.body) else { return 0 }
         let response = try await call(.getQueueAttributes, body: SQSProtocol.json(["QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]]), signer: signer)
@@ -102,7 +121,6 @@ struct SQSQueueClient: SinkClient {
     /// The sink's location: a queue name, or a queue URL used as is.
     let location: String
     let queueName: String
-    let signer: SigV4Signer
     let entryOptions: SQSProtocol.EntryOptions
 
     func send(_ batch: [SequencedRecord]) async throws(SinkConnectionError) -> [DeliveryOutcome] {
@@ -112,7 +130,7 @@ struct SQSQueueClient: SinkClient {
         case .failed(let outcome): return batch.map { _ in outcome }
         }
         let body = SQSProtocol.sendMessageBatch(queueURL: queueURL, records: batch.map(\.record), options: entryOptions)
-        let response = try await family.call(.sendMessageBatch, body: body, signer: signer)
+        let response = try await family.call(.sendMessageBatch, body: body, signer: try await family.signer())
         guard response.status == 200 else {
             let error = SQSProtocol.parseError(status: response.status, body: response.body, queryErrorHeader: response.queryError)
             switch error.kind {
@@ -120,6 +138,7 @@ struct SQSQueueClient: SinkClient {
                 family.cache(location, nil)  // looked up again (or created) on the next attempt
                 return batch.map { _ in family.config.createMissingQueues ? .retryable("\(error)") : .permanent("queue \(queueName) does not exist (\(error))") }
             case .credentials:
+                family.credentialsRefused()
                 throw SinkConnectionError("SQS refused the credentials: \(error)")
             case .retryable:
                 return batch.map { _ in .retryable("\(error)") }
@@ -151,7 +170,7 @@ struct SQSQueueClient: SinkClient {
     private func resolveQueueURL() async throws(SinkConnectionError) -> QueueResolution {
         if location.hasPrefix("http") { return .url(location) }
         if let cached = family.cachedURL(location) { return .url(cached) }
-        let lookup = try await family.call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queueName, ownerAccountID: family.config.accountID), signer: signer)
+        let lookup = try await family.call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queueName, ownerAccountID: family.config.accountID), signer: try await family.signer())
         if lookup.status == 200, let url = SQSProtocol.parseQueueURL(lookup.body) {
             family.cache(location, url)
             return .url(url)
@@ -162,15 +181,19 @@ struct SQSQueueClient: SinkClient {
             guard family.config.createMissingQueues else {
                 return .failed(.permanent("queue \(queueName) does not exist (sinks.sqs.create_missing_queues is false): \(error)"))
             }
-            let created = try await family.call(.createQueue, body: SQSProtocol.createQueue(name: queueName), signer: signer)
+            let created = try await family.call(.createQueue, body: SQSProtocol.createQueue(name: queueName), signer: try await family.signer())
             if created.status == 200, let url = SQSProtocol.parseQueueURL(created.body) {
                 family.cache(location, url)
                 return .url(url)
             }
             let createError = SQSProtocol.parseError(status: created.status, body: created.body, queryErrorHeader: created.queryError)
-            if createError.kind == .credentials { throw SinkConnectionError("SQS refused the credentials: \(createError)") }
+            if createError.kind == .credentials {
+                family.credentialsRefused()
+                throw SinkConnectionError("SQS refused the credentials: \(createError)")
+            }
             return .failed(createError.kind == .permanent ? .permanent("cannot create queue \(queueName): \(createError)") : .retryable("cannot create queue \(queueName): \(createError)"))
         case .credentials:
+            family.credentialsRefused()
             throw SinkConnectionError("SQS refused the credentials: \(error)")
         case .retryable:
             return .failed(.retryable("GetQueueUrl \(queueName): \(error)"))

@@ -139,6 +139,27 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// Issue 20, item 9: on one channel (`pool_size: 1`) with several batches in flight and nothing
+    /// failing, the queue holds the records in WAL order.
+    @Test func firstAttemptsArriveInWALOrderOnOneChannel() async throws {
+        let server = try await Self.server()
+        let queue = Self.unique("ordered")
+        let (engine, _) = try Self.engine(Self.config(server) {
+            $0.options.poolSize = 1
+            $0.options.batchSize = 16  // many batches, so that an overtaking one shows
+        })
+        let total = 2000
+        for chunk in 0..<(total / 100) {
+            await engine.append(Self.records("amqp_queue:\(queue)", (chunk * 100)..<((chunk + 1) * 100)))
+        }
+        #expect(try await server.waitForCount(queue, total) == total)
+        let bodies = try await server.get(queue, max: total).map { $0["body"] as? String ?? "" }
+        #expect(bodies.count == total)
+        let firstOutOfOrder = bodies.indices.first { bodies[$0] != #"{"n":\#($0)}"# }
+        #expect(firstOutOfOrder == nil, "message \(firstOutOfOrder ?? 0) is \(firstOutOfOrder.map { bodies[$0] } ?? ""), not record \(firstOutOfOrder ?? 0)")
+        await engine.stop()
+    }
+
     @Test func unroutableMessagesAreDeadLettered() async throws {
         let server = try await Self.server()
         let exchange = Self.unique("nowhere")

@@ -74,6 +74,8 @@ import Testing
                 access_key_id: AKID
                 secret_access_key: SECRET
                 session_token: TOKEN
+                profile: prod
+                sts_endpoint: "https://sts.eu-west-1.amazonaws.com/"
                 max_batch_bytes: 1MiB
                 max_message_bytes: 512KiB
                 create_missing_queues: true
@@ -146,6 +148,8 @@ import Testing
         #expect(sqs.accessKeyID == "AKID")
         #expect(sqs.secretAccessKey == "SECRET")
         #expect(sqs.sessionToken == "TOKEN")
+        #expect(sqs.profile == "prod")
+        #expect(sqs.stsEndpoint == "https://sts.eu-west-1.amazonaws.com/")
         #expect(sqs.maxBatchBytes == 1 << 20)
         #expect(sqs.maxMessageBytes == 512 << 10)
         #expect(sqs.createMissingQueues)
@@ -238,6 +242,8 @@ import Testing
         ErrorCase(yaml: "sinks:\n  file: {pool_size: 0, ordering: random}\n",
                   messages: ["sinkd.yaml:2:21: sinks.file.pool_size: must be between 1 and 1024, got 0",
                              #"sinkd.yaml:2:34: sinks.file.ordering: expected one of relaxed, strict, got "random""#]),
+        ErrorCase(yaml: "sinks:\n  sqs: {sts_endpoint: sts.amazonaws.com}\n",
+                  messages: [#"sinkd.yaml:2:23: sinks.sqs.sts_endpoint: expected an http:// or https:// URL, or "", got "sts.amazonaws.com""#]),
         ErrorCase(yaml: "sinks:\n  amqp: {urls: []}\n",
                   messages: ["sinkd.yaml:2:16: sinks.amqp.urls: needs at least one broker URL"]),
         ErrorCase(yaml: "sinks:\n  amqp: {urls: [\"http://x\"]}\n",

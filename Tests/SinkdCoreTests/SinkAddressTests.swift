@@ -68,7 +68,12 @@ import Testing
         Case(sink: "nats:alerts", expected: .success("nats:alerts")),
         Case(sink: "nats:alerts.high:workers", expected: .success("nats:alerts.high:workers")),
         Case(sink: "nats:alerts:", expected: .success("nats:alerts:")),
-        Case(sink: "nats:a..b", expected: .failure(.invalidLocation(sink: "nats:a..b", reason: natsReason))),
+        // As Conductor: core NATS publishes a subject with an empty token (warned once); JetStream
+        // cannot store one (Conductor's own jsm publish fails too); `jsm:` alone is the prefix.
+        Case(sink: "nats:a..b", expected: .success("nats:a..b")),
+        Case(sink: "nats:a b", expected: .failure(.invalidLocation(sink: "nats:a b", reason: natsReason))),
+        Case(sink: "jsm:a..b", expected: .failure(.invalidLocation(sink: "jsm:a..b", reason: natsReason))),
+        Case(sink: "jsm:", expected: .success("jsm:")),
         Case(sink: "jsm:audit", expected: .success("jsm:audit")),
         // Conductor's queue-group form, on every NATS prefix (issue 20, item 3).
         Case(sink: "jsm:audit:x", expected: .success("jsm:audit:x")),
@@ -94,6 +99,15 @@ import Testing
             try SinkAddress.parse(c.sink, workflowType: c.workflowType, taskRefName: c.taskRefName, sinks: Self.allFamilies, configPath: "sinkd.yaml").identity
         }
         #expect(result == c.expected)
+    }
+
+    /// `jsm:` alone needs a prefix to publish to.
+    @Test func bareJetStreamSinkNeedsAPrefix() {
+        var sinks = Self.allFamilies
+        sinks.nats?.jsmSubjectPrefix = ""
+        #expect(throws: SinkAddressError.invalidLocation(sink: "jsm:", reason: "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)")) {
+            try SinkAddress.parse("jsm:", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "sinkd.yaml")
+        }
     }
 
     @Test func tableIsLargeEnough() {
@@ -200,5 +214,68 @@ let conductorAMQPGrammar: [AMQPGrammarRow] = [
         #expect(parsed.durable == expected.durable)
         #expect(parsed.deliveryMode == expected.deliveryMode)
         #expect(parsed.notes.isEmpty == !row.noted, "\(parsed.notes)")
+    }
+}
+
+/// Conductor's sink grammar outside AMQP, row by row: each input, what conductor-oss makes of it
+/// (core `Event.java` computeQueueName: `conductor` → `conductor:<workflow>:<taskRef>`,
+/// `conductor:X` → `conductor:<workflow>:` + X with every `conductor:` removed, any other
+/// `conductor…` refused; `EventQueues.getQueue`: the type before the first ':', the provider for
+/// it or no queue; NATS/JetStream queues: `subject[:group]` by String.split(":"), which drops a
+/// trailing empty part), and sinkd's destination, which must be the same where Conductor
+/// publishes (issue 20, item 8). Rows where sinkd deliberately differs say why.
+struct ConductorSinkRow: Sendable, CustomStringConvertible {
+    enum Conductor: Sendable {
+        case publishes(SinkAddress.Target)
+        /// The EVENT task fails (and where).
+        case fails(String)
+    }
+    var sink: String
+    var conductor: Conductor
+    /// Why sinkd's answer differs from Conductor's (nil: the same).
+    var differs: String? = nil
+    var description: String { sink }
+}
+
+let conductorSinkGrammar: [ConductorSinkRow] = [
+    ConductorSinkRow(sink: "conductor", conductor: .publishes(.conductorQueue("orderWf:notify"))),
+    ConductorSinkRow(sink: "conductor:shipped", conductor: .publishes(.conductorQueue("orderWf:shipped"))),
+    ConductorSinkRow(sink: "conductor:otherWf:q", conductor: .publishes(.conductorQueue("orderWf:otherWf:q"))),
+    ConductorSinkRow(sink: "conductor:conductor:q", conductor: .publishes(.conductorQueue("orderWf:q"))),
+    ConductorSinkRow(sink: "conductor:a:conductor:b", conductor: .publishes(.conductorQueue("orderWf:a:b"))),
+    ConductorSinkRow(sink: "conductor:", conductor: .publishes(.conductorQueue("orderWf:"))),
+    ConductorSinkRow(sink: "conductor:conductor:", conductor: .publishes(.conductorQueue("orderWf:"))),
+    ConductorSinkRow(sink: "conductorx", conductor: .fails("computeQueueName: Invalid / Unsupported sink")),
+    ConductorSinkRow(sink: "orders", conductor: .fails("EventQueues.getQueue: no ':' in the queue URI")),
+    ConductorSinkRow(sink: "sqss:orders", conductor: .fails("EventQueues.getQueue: no provider for type sqss")),
+    ConductorSinkRow(sink: "sqs:orders", conductor: .publishes(.sqsQueue("orders"))),
+    ConductorSinkRow(sink: "sqs:orders.fifo", conductor: .fails("SQSObservableQueue: CreateQueue of a .fifo name without FifoQueue is refused by SQS"),
+                     differs: "sinkd sends to FIFO queues (MessageGroupId, MessageDeduplicationId): README, SQS"),
+    ConductorSinkRow(sink: "nats:alerts", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
+    ConductorSinkRow(sink: "nats:alerts.high:workers", conductor: .publishes(.natsSubject("alerts.high", queueGroup: "workers"))),
+    ConductorSinkRow(sink: "nats:alerts:", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
+    ConductorSinkRow(sink: "nats:a..b", conductor: .publishes(.natsSubject("a..b", queueGroup: nil))),
+    ConductorSinkRow(sink: "jsm:audit", conductor: .publishes(.natsSubject("audit", queueGroup: nil))),
+    ConductorSinkRow(sink: "jsm:audit:x", conductor: .publishes(.natsSubject("audit", queueGroup: "x"))),
+    ConductorSinkRow(sink: "nats_stream:legacy:workers", conductor: .publishes(.natsSubject("legacy", queueGroup: "workers"))),
+    ConductorSinkRow(sink: "jsm:a..b", conductor: .fails("JetStream publish: the server refuses a subject with an empty token (sinkd refuses it at ingest, with the reason)")),
+    ConductorSinkRow(sink: "kafka:payments", conductor: .publishes(.kafkaTopic("payments")),
+                     differs: "not supported yet (issue 21): refused at ingest with not_supported"),
+]
+
+@Suite struct ConductorSinkGrammarTests {
+    @Test(arguments: conductorSinkGrammar)
+    func sinksMeanWhatConductorMakesOfThem(_ row: ConductorSinkRow) {
+        let parsed = try? SinkAddress.parse(row.sink, workflowType: "orderWf", taskRefName: "notify", sinks: SinkAddressTests.allFamilies, configPath: "sinkd.yaml")
+        switch (row.conductor, row.differs) {
+        case (.publishes(let target), nil):
+            #expect(parsed?.target == target, "Conductor publishes \(row.sink) to \(target); sinkd: \(parsed.map { "\($0.target)" } ?? "refused")")
+        case (.fails, nil):
+            #expect(parsed == nil, "Conductor fails the task for \(row.sink); so does sinkd (refused at ingest)")
+        case (.publishes, .some):
+            #expect(parsed == nil, "a documented difference: \(row.differs!)")
+        case (.fails, .some):
+            #expect(parsed != nil, "a documented difference: \(row.differs!)")
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SinkdCore
+import SinkdTestSupport
 @testable import SinkdDelivery
 @testable import SinkdWAL
 

@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SinkdCore
+import SinkdTestSupport
 @testable import SinkdDelivery
 @testable import SinkdWAL
 
@@ -177,27 +178,3 @@ final class LockedBox<Value: Sendable>: Sendable {
     func set(_ value: Value) { box.withLockedValue { $0 = value } }
 }
 
-/// Log events kept in memory, to check what sinkd logs (and how often).
-final class CapturedLogs: Sendable {
-    private let box = NIOLockedValueBox<[(level: Logger.Level, message: String, metadata: Logger.Metadata)]>([])
-
-    var entries: [(level: Logger.Level, message: String, metadata: Logger.Metadata)] { box.withLockedValue { $0 } }
-
-    func logger() -> Logger {
-        Logger(label: "sinkd.test.captured") { _ in Handler(logs: self) }
-    }
-
-    struct Handler: LogHandler {
-        let logs: CapturedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-            logs.box.withLockedValue { $0.append((event.level, event.message.description, merged)) }
-        }
-    }
-}

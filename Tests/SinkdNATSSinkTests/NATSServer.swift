@@ -196,22 +196,3 @@ final class NATSSubscriber: @unchecked Sendable {
         }
     }
 }
-
-/// Collects log messages (for the one-warning-per-sink checks).
-final class CapturedLogs: LogHandler, @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [(Logger.Level, String)] = []
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        lock.withLock { lines.append((event.level, event.message.description)) }
-    }
-
-    func messages(at level: Logger.Level) -> [String] { lock.withLock { lines.filter { $0.0 == level }.map(\.1) } }
-}

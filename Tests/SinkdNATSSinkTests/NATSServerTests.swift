@@ -41,6 +41,33 @@ import SinkdTestSupport
         await engine.stop()
     }
 
+    /// Issue 20, item 9: with the default options (one connection, several batches in flight) and
+    /// nothing failing, a core subscriber and a JetStream stream get the records in WAL order.
+    @Test func firstAttemptsArriveInWALOrderWithSeveralBatchesInFlight() async throws {
+        let server = try NATSServer()
+        try await server.createStream("ORDERED", subjects: ["ordered.js"])
+        let subscriber = try NATSSubscriber(port: server.port, subject: "ordered.core")
+        let nats = Self.config(server) { $0.options.batchSize = 16 }  // many batches, so that an overtaking one shows
+        #expect(nats.options.poolSize == 1 && nats.options.maxInFlight > nats.options.batchSize, "the defaults this is about: one connection, several batches")
+        let engine = try Self.engine(nats)
+        let total = 2000
+        for chunk in 0..<(total / 100) {
+            await engine.append(Self.records("nats:ordered.core", (chunk * 100)..<((chunk + 1) * 100)))
+            await engine.append(Self.records("jsm:ordered.js", (chunk * 100)..<((chunk + 1) * 100)))
+        }
+        let core = await subscriber.waitFor(count: total)
+        #expect(core.count == total)
+        let coreOutOfOrder = core.indices.first { core[$0] != #"{"n":\#($0)}"# }
+        #expect(coreOutOfOrder == nil, "core: message \(coreOutOfOrder ?? 0) is \(coreOutOfOrder.map { core[$0] } ?? ""), not record \(coreOutOfOrder ?? 0)")
+        #expect(try await server.waitForStream("ORDERED", count: total) == total)
+        var firstOutOfOrder: Int?
+        for seq in 1...total where firstOutOfOrder == nil {
+            if try await server.streamMessage("ORDERED", seq: seq).data != #"{"n":\#(seq - 1)}"# { firstOutOfOrder = seq }
+        }
+        #expect(firstOutOfOrder == nil, "JetStream: stream sequence \(firstOutOfOrder ?? 0) is not record \((firstOutOfOrder ?? 1) - 1)")
+        await engine.stop()
+    }
+
     @Test func jetStreamPublishIsDeliveredAtThePubAckWithTheRecordIdAsNatsMsgId() async throws {
         let server = try NATSServer()
         try await server.createStream("AUDIT", subjects: ["audit"])
@@ -69,6 +96,22 @@ import SinkdTestSupport
         await engine.append(Self.records("jsm:audit", 0..<10) + Self.records("jsm:audit:workers", 10..<20))
         #expect(try await server.waitForStream("CONDUCTOR_JSM_NOTIFY_TEST_AUDIT", count: 20) == 20)
         #expect(await engine.waitForDelivered("jsm:audit:workers", 10) == 10)
+        await engine.stop()
+    }
+
+    /// Issue 20, item 8: what Conductor publishes, sinkd publishes: `nats:orders..x` (a subject
+    /// nats-server takes though nobody can subscribe to it: no error, the sink stays up) and `jsm:`
+    /// alone (Conductor's prefix by itself as the subject).
+    @Test func conductorsLenientSubjectsArePublishedAsConductorPublishesThem() async throws {
+        let server = try NATSServer()
+        try await server.createStream("BARE", subjects: ["conductor_jsm_notify_test_"])
+        var nats = NATSSinkConfig()
+        nats.servers = [server.url]
+        let engine = try Self.engine(nats)
+        await engine.append(Self.records("nats:orders..x", 0..<5) + Self.records("jsm:", 5..<8))
+        #expect(await engine.waitForDelivered("nats:orders..x", 5) == 5)
+        #expect(try await server.waitForStream("BARE", count: 3) == 3)
+        #expect(await engine.waitForDelivered("jsm:", 3) == 3)
         await engine.stop()
     }
 
@@ -119,7 +162,7 @@ import SinkdTestSupport
         try await server.createStream("LEGACY", subjects: ["legacy"])
         let logs = CapturedLogs()
         let nats = Self.config(server)
-        let family = NATSSinkFamily(config: nats, logger: Logger(label: "test") { _ in logs }, ackTimeout: .seconds(3))
+        let family = NATSSinkFamily(config: nats, logger: logs.logger(), ackTimeout: .seconds(3))
         let engine = try Self.engine(nats, family: family)
         for chunk in 0..<3 { await engine.append(Self.records("nats_stream:legacy", (chunk * 10)..<((chunk + 1) * 10))) }
         #expect(try await server.waitForStream("LEGACY", count: 30) == 30)

@@ -99,11 +99,10 @@ extension SQSSinkFamily {
         return SQSSinkFamily(config: config, environment: [:])
     }
 
-    var testSigner: SigV4Signer { SigV4Signer(credentials: credentials!.credentials, region: region, service: "sqs") }
-
     /// Receives (and deletes) messages until `count` arrived or `timeout` passed.
     func receiveAll(queue: String, count: Int, timeout: TimeInterval = 20) async throws -> [ReceivedMessage] {
         let deadline = Date().addingTimeInterval(timeout)
+        let testSigner = try await signer()
         var url: String?
         while url == nil, Date() < deadline {  // sinkd may not have created it yet
             let lookup = try? await call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: testSigner)

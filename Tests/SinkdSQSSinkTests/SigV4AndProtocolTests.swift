@@ -136,27 +136,4 @@ enum Python {
         #expect(tooLong.kind == .permanent)
         #expect(tooLong.description == "HTTP 400 BatchRequestTooLong: too long")
     }
-
-    @Test func credentialsChain() {
-        var config = SQSSinkConfig()
-        let file = """
-            [default]
-            aws_access_key_id = DEF
-            aws_secret_access_key = defsecret
-            [prod]
-            aws_access_key_id=PROD
-            aws_secret_access_key=prodsecret
-            aws_session_token=tok
-            """
-        let read: (String) -> String? = { $0 == "/home/u/.aws/credentials" || $0 == "/c" ? file : nil }
-        #expect(SQSCredentials.resolve(config: config, environment: ["HOME": "/home/u"], readFile: read)?.credentials == .init(accessKeyID: "DEF", secretAccessKey: "defsecret"))
-        #expect(SQSCredentials.resolve(config: config, environment: ["AWS_SHARED_CREDENTIALS_FILE": "/c", "AWS_PROFILE": "prod"], readFile: read)?.credentials
-            == .init(accessKeyID: "PROD", secretAccessKey: "prodsecret", sessionToken: "tok"))
-        let env = ["AWS_ACCESS_KEY_ID": "ENV", "AWS_SECRET_ACCESS_KEY": "envsecret", "AWS_SESSION_TOKEN": "t", "HOME": "/home/u"]
-        #expect(SQSCredentials.resolve(config: config, environment: env, readFile: read)?.credentials == .init(accessKeyID: "ENV", secretAccessKey: "envsecret", sessionToken: "t"))
-        config.accessKeyID = "CFG"
-        config.secretAccessKey = "cfgsecret"
-        #expect(SQSCredentials.resolve(config: config, environment: env, readFile: read)?.source == "sinks.sqs configuration")
-        #expect(SQSCredentials.resolve(config: SQSSinkConfig(), environment: [:], readFile: { _ in nil }) == nil)
-    }
 }
