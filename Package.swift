@@ -194,6 +194,7 @@ let package = Package(
                 "SinkdNATSSink",
                 "SinkdAMQPSink",
                 "SinkdConductorSink",
+                "SinkdKafkaSink",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -221,9 +222,24 @@ let package = Package(
         .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
         .systemLibrary(name: "CFuzzDriver"),
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
-        // kafka: the I/O-free partitioner (work in progress, issue 21: not yet a sink family).
-        .target(name: "SinkdKafkaSink", dependencies: ["CCRC32C"]),
-        .testTarget(name: "SinkdKafkaSinkTests", dependencies: ["SinkdKafkaSink"]),
+        // kafka: the wire codecs (record batch v2, ApiVersions, Metadata, InitProducerId, Produce),
+        // the partitioner and the idempotent producer's bookkeeping, I/O-free; the connection and
+        // the family on NIO (work in progress, issue 21).
+        .target(
+            name: "SinkdKafkaSink",
+            dependencies: [
+                "CCRC32C", "SinkdCore", "SinkdDelivery",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "SinkdKafkaSinkTests",
+            dependencies: ["SinkdKafkaSink", "SinkdCore", "SinkdDelivery", "SinkdIngest", "SinkdTestSupport", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
         .testTarget(name: "SinkdWALTests", dependencies: ["SinkdWAL", "SinkdTestSupport"]),
         .testTarget(name: "SinkdFuzzTargetsTests", dependencies: ["SinkdFuzzTargets", "SinkdCore"]),

@@ -16,6 +16,7 @@ import SinkdHTTPSink
 import SinkdIngest
 import SinkdAMQPSink
 import SinkdConductorSink
+import SinkdKafkaSink
 import SinkdNATSSink
 import SinkdRedisSink
 import SinkdSQSSink
@@ -274,6 +275,7 @@ enum SinkFamilies {
         }
         if let amqp = config.sinks.amqp { families[.amqp] = reusing[.amqp] ?? AMQPSinkFamily(config: amqp, logger: logger) }
         if let nats = config.sinks.nats { families[.nats] = reusing[.nats] ?? NATSSinkFamily(config: nats, logger: logger) }
+        if let kafka = config.sinks.kafka { families[.kafka] = reusing[.kafka] ?? KafkaSinkFamily(config: kafka, logger: logger) }
         return families
     }
 }

@@ -130,6 +130,7 @@ public struct SinksConfig: Sendable, Equatable {
     public var amqp: AMQPSinkConfig?
     public var nats: NATSSinkConfig?
     public var conductor: ConductorSinkConfig?
+    public var kafka: KafkaSinkConfig?
     public init() {}
 
     public var configuredFamilies: Set<ConfigFamily> {
@@ -141,6 +142,7 @@ public struct SinksConfig: Sendable, Equatable {
         if amqp != nil { set.insert(.amqp) }
         if nats != nil { set.insert(.nats) }
         if conductor != nil { set.insert(.conductor) }
+        if kafka != nil { set.insert(.kafka) }
         return set
     }
 
@@ -154,6 +156,7 @@ public struct SinksConfig: Sendable, Equatable {
         case .amqp: amqp == other.amqp
         case .nats: nats == other.nats
         case .conductor: conductor == other.conductor
+        case .kafka: kafka == other.kafka
         }
     }
 
@@ -166,6 +169,7 @@ public struct SinksConfig: Sendable, Equatable {
         case .amqp: amqp?.options
         case .nats: nats?.options
         case .conductor: conductor?.options
+        case .kafka: kafka?.options
         }
     }
 }
@@ -173,7 +177,7 @@ public struct SinksConfig: Sendable, Equatable {
 /// A section under `sinks:`. One section can serve several sink prefixes (amqp serves
 /// amqp_queue and amqp_exchange; nats serves nats, nats_stream and jsm).
 public enum ConfigFamily: String, Sendable, Hashable, CaseIterable, Comparable {
-    case file, http, redis, sqs, amqp, nats, conductor
+    case file, http, redis, sqs, amqp, nats, conductor, kafka
 
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
 
@@ -187,6 +191,7 @@ public enum ConfigFamily: String, Sendable, Hashable, CaseIterable, Comparable {
         case .amqp: PipelineOptions(poolSize: 2, maxInFlight: 1000, batchSize: 100)
         case .nats: PipelineOptions(poolSize: 1, maxInFlight: 256, batchSize: 100)
         case .conductor: PipelineOptions(poolSize: 2, maxInFlight: 2, batchSize: 100)
+        case .kafka: PipelineOptions(poolSize: 1, maxInFlight: 4, batchSize: 500)
         }
     }
 }
@@ -257,6 +262,28 @@ public struct AMQPSinkConfig: Sendable, Equatable {
     public var tls = TLSConfig()
     public var options = ConfigFamily.amqp.defaultOptions
     public init() {}
+}
+
+/// `sinks.kafka` (issue 21).
+public struct KafkaSinkConfig: Sendable, Equatable {
+    /// `host:port` of brokers to learn the cluster from, tried in order.
+    public var bootstrapServers: [String] = []
+    public var clientID = "sinkd"
+    /// Record headers `sinkd-message-id` and the context fields; false = exactly Conductor's records.
+    public var headers = false
+    /// Ask the broker to create a missing topic (Metadata's allow_auto_topic_creation).
+    public var createTopics = false
+    public var requestTimeout: Duration = .seconds(30)
+    public var options = ConfigFamily.kafka.defaultOptions
+    public init() {}
+
+    /// `host:port` (IPv6 as `[::1]:9092`).
+    public static func hostPort(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
 }
 
 public struct TLSConfig: Sendable, Equatable {

@@ -61,6 +61,7 @@ public enum ConfigSummary {
         case .amqp: return s.amqp!.urls.map(redacted).joined(separator: ", ")
         case .nats: return s.nats!.servers.map(redacted).joined(separator: ", ")
         case .conductor: return redacted(s.conductor!.postgresURL)
+        case .kafka: return s.kafka!.bootstrapServers.joined(separator: ", ")
         }
     }
 

@@ -14,7 +14,7 @@ public enum SinkPrefix: String, Sendable, Hashable, CaseIterable {
         case .sqs: .sqs
         case .amqpQueue, .amqpExchange: .amqp
         case .nats, .natsStream, .jsm: .nats
-        case .kafka: nil
+        case .kafka: .kafka
         case .file: .file
         case .http: .http
         case .redis: .redis

@@ -129,9 +129,25 @@ struct SinksReader {
                 c.options = options
                 return c
             }
-            for key in s.keys where key == "kafka" {
-                _ = s.node(key)
-                s.diagnostics.report(s.child(key), at: s.mark, "the kafka sink family is recognised but not supported yet by sinkd")
+            sinks.kafka = family(s, .kafka) { s, options in
+                var c = KafkaSinkConfig()
+                c.bootstrapServers = s.list("bootstrap_servers", default: c.bootstrapServers, expected: "a HOST:PORT broker address") { text in
+                    KafkaSinkConfig.hostPort(text) != nil ? text : nil
+                }
+                if c.bootstrapServers.isEmpty {
+                    s.diagnostics.report(s.child("bootstrap_servers"), at: s.node("bootstrap_servers")?.mark, "is required: at least one HOST:PORT of a Kafka broker")
+                }
+                c.clientID = s.string("client_id", default: c.clientID)
+                c.headers = s.bool("headers", default: c.headers)
+                c.createTopics = s.bool("create_topics", default: c.createTopics)
+                let timeout = s.duration("request_timeout", default: c.requestTimeout)
+                if timeout < .milliseconds(100) || timeout > .seconds(600) {
+                    s.diagnostics.report(s.child("request_timeout"), at: s.node("request_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(timeout))")
+                } else {
+                    c.requestTimeout = timeout
+                }
+                c.options = options
+                return c
             }
         }
         return sinks

@@ -23,6 +23,9 @@ import Testing
         s.amqp = AMQPSinkConfig()
         s.nats = NATSSinkConfig()
         s.conductor = ConductorSinkConfig()
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:9092"]
+        s.kafka = kafka
         return s
     }()
 
@@ -48,7 +51,7 @@ import Testing
         Case(sink: "amqp:billing", expected: .failure(.unknownPrefix("amqp"))),
         Case(sink: "SQS:orders", expected: .failure(.unknownPrefix("SQS"))),
         Case(sink: ":orders", expected: .failure(.unknownPrefix(""))),
-        Case(sink: "kafka:payments", expected: .failure(.notSupportedYet(.kafka))),
+        Case(sink: "kafka:payments", expected: .success("kafka:payments")),
         Case(sink: "sqs:", expected: .failure(.emptyLocation("sqs:"))),
         // SQS.
         Case(sink: "sqs:orders", expected: .success("sqs:orders")),
@@ -259,8 +262,7 @@ let conductorSinkGrammar: [ConductorSinkRow] = [
     ConductorSinkRow(sink: "jsm:audit:x", conductor: .publishes(.natsSubject("audit", queueGroup: "x"))),
     ConductorSinkRow(sink: "nats_stream:legacy:workers", conductor: .publishes(.natsSubject("legacy", queueGroup: "workers"))),
     ConductorSinkRow(sink: "jsm:a..b", conductor: .fails("JetStream publish: the server refuses a subject with an empty token (sinkd refuses it at ingest, with the reason)")),
-    ConductorSinkRow(sink: "kafka:payments", conductor: .publishes(.kafkaTopic("payments")),
-                     differs: "not supported yet (issue 21): refused at ingest with not_supported"),
+    ConductorSinkRow(sink: "kafka:payments", conductor: .publishes(.kafkaTopic("payments"))),
 ]
 
 @Suite struct ConductorSinkGrammarTests {

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""A TCP proxy in front of a Kafka broker that plays a broker-side fault after the write: it
+forwards everything, but when the answer to the first Produce request comes back from the broker
+(which has stored the batch by then), it drops that answer and closes the client's connection.
+Later connections are forwarded untouched. Prints "listening" once ready, "cut" when it cut.
+
+  cut_proxy.py LISTEN_PORT BROKER_PORT
+"""
+import asyncio
+import struct
+import sys
+
+listen_port, broker_port = int(sys.argv[1]), int(sys.argv[2])
+state = {"cut": False}
+
+
+async def pipe_requests(reader, writer, api_keys):
+    buffer = b""
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        buffer += data
+        while len(buffer) >= 4:
+            size = struct.unpack(">i", buffer[:4])[0]
+            if len(buffer) < 4 + size:
+                break
+            frame = buffer[4:4 + size]
+            api_key, _, correlation = struct.unpack(">hhi", frame[:8])
+            api_keys[correlation] = api_key
+            buffer = buffer[4 + size:]
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def pipe_responses(reader, writer, api_keys):
+    buffer = b""
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        buffer += data
+        out = b""
+        while len(buffer) >= 4:
+            size = struct.unpack(">i", buffer[:4])[0]
+            if len(buffer) < 4 + size:
+                break
+            correlation = struct.unpack(">i", buffer[4:8])[0]
+            frame, buffer = buffer[:4 + size], buffer[4 + size:]
+            if api_keys.get(correlation) == 0 and not state["cut"]:
+                state["cut"] = True
+                print("cut", flush=True)
+                writer.write(out)
+                writer.close()
+                return
+            out += frame
+        writer.write(out)
+        await writer.drain()
+    writer.close()
+
+
+async def handle(client_reader, client_writer):
+    broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", broker_port)
+    api_keys = {}
+    await asyncio.gather(pipe_requests(client_reader, broker_writer, api_keys), pipe_responses(broker_reader, client_writer, api_keys),
+                         return_exceptions=True)
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())

@@ -1,0 +1,129 @@
+import Foundation
+import Testing
+import SinkdCore
+import SinkdDelivery
+import SinkdIngest
+import SinkdTestSupport
+@testable import SinkdKafkaSink
+
+/// The kafka family against a real Kafka-compatible broker (Tansu, memory storage), read back by
+/// an independent client (confluent-kafka, librdkafka inside).
+@Suite(.serialized, .blockingThreads) struct KafkaTansuTests {
+    struct Consumed: Decodable {
+        var partition: Int32
+        var offset: Int64
+        var key: String?
+        var value: String?
+        var headers: [[String?]]
+    }
+
+    static func consume(_ broker: TansuServer, topic: String, partitions: Int, count: Int, timeout: Int = 60) throws -> [Consumed] {
+        let output = try Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "consume", broker.address, topic, "\(partitions)", "\(count)", "\(timeout)"])
+        return try output.split(separator: "\n").map { try JSONDecoder().decode(Consumed.self, from: Data($0.utf8)) }
+    }
+
+    static func config(_ broker: TansuServer, _ configure: (inout KafkaSinkConfig) -> Void = { _ in }) -> KafkaSinkConfig {
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = [broker.address]
+        kafka.options.retry.initialBackoff = .milliseconds(20)
+        kafka.options.retry.maxBackoff = .milliseconds(200)
+        configure(&kafka)
+        return kafka
+    }
+
+    static func records(_ sink: String, _ range: Range<Int>, prefix: String = "task") -> [EventRecord] {
+        range.map { EventRecord(id: "\(prefix)-\($0)", sink: sink, payload: Array(#"{"n":\#($0)}"#.utf8)) }
+    }
+
+    /// Every accepted record arrives once, key = the record id, value = the payload bytes, in the
+    /// partition the Java client's default partitioner picks (murmur2), and within a partition in
+    /// WAL order; librdkafka's murmur2_random partitioner places the same keys the same way.
+    @Test func everyRecordArrivesOnceInTheJavaClientsPartition() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("orders", partitions: 4)
+        let kafka = Self.config(broker)
+        let family = KafkaSinkFamily(config: kafka)
+        let engine = try RunningEngine(families: [.kafka: family]) { $0.sinks.kafka = kafka }
+        let total = 1000
+        for chunk in 0..<10 { await engine.append(Self.records("kafka:orders", (chunk * 100)..<((chunk + 1) * 100))) }
+        #expect(await engine.waitForDelivered("kafka:orders", UInt64(total)) == UInt64(total))
+        let got = try Self.consume(broker, topic: "orders", partitions: 4, count: total)
+        #expect(got.count == total)
+        #expect(Set(got.compactMap(\.key)).count == total, "no record twice")
+        for m in got {
+            let n = Int(m.key!.dropFirst("task-".count))!
+            #expect(m.value == #"{"n":\#(n)}"#)
+            #expect(m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 4), "\(m.key!) in partition \(m.partition)")
+            #expect(m.headers.isEmpty, "exactly Conductor's records: no headers by default")
+        }
+        for p in Int32(0)..<4 {
+            let inPartition = got.filter { $0.partition == p }.sorted { $0.offset < $1.offset }.map { Int($0.key!.dropFirst("task-".count))! }
+            #expect(inPartition == inPartition.sorted(), "partition \(p) holds its records in WAL order")
+        }
+        await engine.stop()
+        await family.shutdown()
+
+        try broker.createTopic("placement", partitions: 7)
+        let keys = (0..<40).map { "7b0e4c2a-\($0)-task" } + ["", "a", "taskId", "ü"]
+        let placed = try JSONDecoder().decode([Int32].self, from: Data(Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "place", broker.address, "placement"] + keys).utf8))
+        #expect(placed == keys.map { KafkaPartitioner.partition(forKey: Array($0.utf8), partitions: 7) ?? -1 })
+    }
+
+    /// `headers: true` adds sinkd-message-id and the context fields as record headers.
+    @Test func headersCarryTheIdAndContext() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("audit", partitions: 1)
+        let kafka = Self.config(broker) { $0.headers = true }
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:audit"), options: kafka.options)
+        var record = EventRecord(id: "t-1", sink: "kafka:audit", payload: Array("{}".utf8), workflowInstanceId: "wf-1", workflowType: "checkout")
+        record.correlationId = "c-1"
+        #expect(try await client.send([SequencedRecord(seq: 1, record: record)]) == [.delivered])
+        let got = try Self.consume(broker, topic: "audit", partitions: 1, count: 1)
+        #expect(got.first?.headers == [["sinkd-message-id", "t-1"], ["workflowInstanceId", "wf-1"], ["workflowType", "checkout"], ["correlationId", "c-1"]])
+        await family.shutdown()
+    }
+
+    /// A topic the cluster does not have (create_topics false) pauses the sink with the reason;
+    /// nothing is produced where nobody looks.
+    @Test func aMissingTopicPausesTheSink() async throws {
+        let broker = try TansuServer()
+        let kafka = Self.config(broker)
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:nowhere"), options: kafka.options)
+        let error = await #expect(throws: SinkConnectionError.self) { try await client.send(Self.records("kafka:nowhere", 0..<3).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }) }
+        #expect(error?.message.contains("kafka topic nowhere does not exist") == true, "\(error?.message ?? "")")
+        await family.shutdown()
+    }
+
+    /// No broker: a connection failure (the sink pauses), never a dead letter.
+    @Test func noBrokerIsAConnectionFailure() async throws {
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:\(LoopbackTCP.freePort())"]
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:x"), options: kafka.options)
+        await #expect(throws: SinkConnectionError.self) { try await client.send([SequencedRecord(seq: 1, record: EventRecord(id: "a", sink: "kafka:x", payload: Array("{}".utf8)))]) }
+        await family.shutdown()
+    }
+
+    /// A broker-side fault after the write: the broker stored the batch, the answer never came
+    /// (a proxy drops it and cuts the connection). sinkd sends the same batch again with the same
+    /// producer id, epoch and sequence, and the broker keeps one copy.
+    @Test func aBatchSentAgainAfterALostAnswerIsStoredOnce() async throws {
+        let proxyPort = LoopbackTCP.freePort()
+        let broker = try TansuServer(advertisedPort: proxyPort)
+        try broker.createTopic("payments", partitions: 2)
+        let proxy = try broker.startCutProxy()
+        defer { proxy.terminate(); proxy.waitUntilExit() }
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:\(proxyPort)"]
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:payments"), options: kafka.options)
+        let batch = Self.records("kafka:payments", 0..<50).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        #expect(try await client.send(batch) == Array(repeating: .delivered, count: 50))
+        let got = try Self.consume(broker, topic: "payments", partitions: 2, count: 100, timeout: 8)
+        #expect(got.count == 50, "stored once, not twice")
+        #expect(Set(got.compactMap(\.key)) == Set(batch.map(\.record.id)))
+        await family.shutdown()
+    }
+}
