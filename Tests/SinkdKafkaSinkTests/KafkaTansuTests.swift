@@ -112,9 +112,9 @@ import SinkdTestSupport
     @Test func aBatchSentAgainAfterALostAnswerIsStoredOnce() async throws {
         let proxyPort = LoopbackTCP.freePort()
         let broker = try TansuServer(advertisedPort: proxyPort)
+        let proxy = try broker.startCutProxy()  // before anything asks the broker for metadata: it names the proxy
+        defer { TansuServer.kill(proxy) }
         try broker.createTopic("payments", partitions: 2)
-        let proxy = try broker.startCutProxy()
-        defer { proxy.terminate(); proxy.waitUntilExit() }
         var kafka = KafkaSinkConfig()
         kafka.bootstrapServers = ["127.0.0.1:\(proxyPort)"]
         let family = KafkaSinkFamily(config: kafka)

@@ -57,10 +57,22 @@ final class TansuServer: @unchecked Sendable {
 
     func stop() {
         guard let p = process else { return }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        Self.kill(p)
         process = nil
         while LoopbackTCP.canConnect(port: port) { usleep(10_000) }
+    }
+
+    /// SIGKILL, then reaped with waitpid (Foundation's waitUntilExit can hang on a test's thread).
+    static func kill(_ p: Process) {
+        guard p.isRunning else { return }
+        let pid = p.processIdentifier
+        Glibc.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        for _ in 0..<500 {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r == -1 && errno == ECHILD) || !p.isRunning { return }
+            usleep(10_000)
+        }
     }
 
     /// Cut the first Produce answer (Fixtures/cut_proxy.py): the proxy listens on
