@@ -83,6 +83,9 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
             if let previous { await previous.close() }
             return made
         } catch {
+            // The cluster may be another one when it answers again (a broker restarted empty):
+            // ask for metadata anew rather than produce by what was true before.
+            state.withLockedValue { $0.topics = [:] }
             throw SinkConnectionError("kafka broker \(key): \(error)")
         }
     }
@@ -312,6 +315,7 @@ struct KafkaTopicClient: SinkClient {
                     await connection.close()
                     lastError = "broker \(connection.broker): \(error)"
                     unanswered = true
+                    refresh = true
                     for p in parts { unresolved.insert(p.partition) }
                     backoff = true
                     next += parts.map { ($0.partition, $0.indices) }

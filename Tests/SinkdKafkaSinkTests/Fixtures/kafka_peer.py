@@ -4,6 +4,8 @@
   kafka_peer.py consume BROKER TOPIC PARTITIONS COUNT TIMEOUT
       reads every partition from offset 0 with assign() (Tansu gives consumer groups no
       assignment) until COUNT records or TIMEOUT seconds; one JSON line per record.
+  kafka_peer.py follow BROKER TOPIC PARTITIONS FILE
+      reads continuously (across broker restarts) and appends each record's key to FILE.
   kafka_peer.py place BROKER TOPIC KEY...
       produces one record per key with librdkafka's murmur2_random partitioner (the Java
       client's placement) and prints the partition librdkafka chose for each, in order.
@@ -29,6 +31,20 @@ if command == "consume":
                           "value": m.value().decode() if m.value() is not None else None, "headers": headers}), flush=True)
         seen += 1
     c.close()
+elif command == "follow":
+    # Reads every partition from the start until killed, across broker restarts (offsets past a
+    # new, shorter log start again from the earliest); one JSON line per record, flushed.
+    partitions, path = int(sys.argv[4]), sys.argv[5]
+    c = Consumer({"bootstrap.servers": broker, "group.id": "sinkd-follow", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    with open(path, "a") as out:
+        while True:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            out.write(json.dumps({"partition": m.partition(), "key": m.key().decode() if m.key() is not None else None}) + "\n")
+            out.flush()
 elif command == "place":
     p = Producer({"bootstrap.servers": broker, "partitioner": "murmur2_random", "acks": "all"})
     placed = {}
