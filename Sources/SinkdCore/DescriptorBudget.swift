@@ -45,6 +45,8 @@ public struct DescriptorBudget: Sendable, Equatable {
             case .file: perSink = max(perSink, 2)
             case .redis: perSink = max(perSink, 1 + options.poolSize)
             case .http: shared += options.poolSize * max(1, sinks.http?.endpoints.count ?? 1)
+            // One connection per broker that leads a partition: at least the bootstrap servers.
+            case .kafka: shared += max(options.poolSize, sinks.kafka?.bootstrapServers.count ?? 1)
             default: shared += options.poolSize
             }
         }

@@ -134,8 +134,10 @@ struct SinksReader {
                 c.bootstrapServers = s.list("bootstrap_servers", default: c.bootstrapServers, expected: "a HOST:PORT broker address") { text in
                     KafkaSinkConfig.hostPort(text) != nil ? text : nil
                 }
-                if c.bootstrapServers.isEmpty {
-                    s.diagnostics.report(s.child("bootstrap_servers"), at: s.node("bootstrap_servers")?.mark, "is required: at least one HOST:PORT of a Kafka broker")
+                if s.node("bootstrap_servers") == nil {
+                    s.diagnostics.report(s.child("bootstrap_servers"), at: s.mark, "is required: at least one HOST:PORT of a Kafka broker")
+                } else if let node = s.node("bootstrap_servers"), node.sequence?.count == 0 {
+                    s.diagnostics.report(s.child("bootstrap_servers"), at: node.mark, "needs at least one HOST:PORT of a Kafka broker")
                 }
                 c.clientID = s.string("client_id", default: c.clientID)
                 c.headers = s.bool("headers", default: c.headers)

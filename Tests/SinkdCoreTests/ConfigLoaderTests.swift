@@ -103,6 +103,13 @@ import Testing
                 idle_timeout: 1m
               conductor:
                 postgres: {url: "postgresql://c@db/conductor"}
+              kafka:
+                bootstrap_servers: ["k1:9092", "[::1]:9093"]
+                client_id: conductor-events
+                headers: true
+                create_topics: true
+                request_timeout: 5s
+                batch_size: 1000
             """
         let c = try Self.load(yaml)
         #expect(c.ingest.socket == "/srv/run/in.sock")
@@ -180,6 +187,14 @@ import Testing
         #expect(nats.options.idleTimeout == .seconds(60))
         #expect(nats.options.retry == c.delivery.retry)
         #expect(c.sinks.conductor?.postgresURL == "postgresql://c@db/conductor")
+        let kafka = try #require(c.sinks.kafka)
+        #expect(kafka.bootstrapServers == ["k1:9092", "[::1]:9093"])
+        #expect(KafkaSinkConfig.hostPort(kafka.bootstrapServers[1])! == ("::1", 9093))
+        #expect(kafka.clientID == "conductor-events")
+        #expect(kafka.headers && kafka.createTopics)
+        #expect(kafka.requestTimeout == .seconds(5))
+        #expect(kafka.options.batchSize == 1000)
+        #expect(kafka.options.maxInFlight == 4, "kafka's own default")
         #expect(c.sinks.configuredFamilies == Set(ConfigFamily.allCases))
     }
 
@@ -236,12 +251,12 @@ import Testing
         ErrorCase(yaml: "ingest: {socket: /s}\ncontrol: {socket: /s}\n",
                   messages: ["sinkd.yaml:2:19: control.socket: must differ from ingest.socket (/s)"]),
         ErrorCase(yaml: "sinks:\n  kafka: {}\n",
-                  messages: ["sinkd.yaml:2:3: sinks.kafka.bootstrap_servers: is required: at least one HOST:PORT of a Kafka broker"]),
+                  messages: ["sinkd.yaml:2:10: sinks.kafka.bootstrap_servers: is required: at least one HOST:PORT of a Kafka broker"]),
         ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"broker\"], request_timeout: 1ms}\n",
                   messages: [#"sinkd.yaml:2:31: sinks.kafka.bootstrap_servers[0]: expected a HOST:PORT broker address, got "broker""#,
                              "sinkd.yaml:2:59: sinks.kafka.request_timeout: must be between 100ms and 10m, got 1ms"]),
         ErrorCase(yaml: "sinks:\n  rabbit: {}\n",
-                  messages: ["sinkd.yaml:2:3: sinks.rabbit: unknown key 'rabbit' (known keys here: amqp, conductor, file, http, nats, redis, sqs)"]),
+                  messages: ["sinkd.yaml:2:3: sinks.rabbit: unknown key 'rabbit' (known keys here: amqp, conductor, file, http, kafka, nats, redis, sqs)"]),
         ErrorCase(yaml: "sinks:\n  file: {pool_size: 0, ordering: random}\n",
                   messages: ["sinkd.yaml:2:21: sinks.file.pool_size: must be between 1 and 1024, got 0",
                              #"sinkd.yaml:2:34: sinks.file.ordering: expected one of relaxed, strict, got "random""#]),
