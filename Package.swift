@@ -26,7 +26,7 @@ let package = Package(
         // Records, configuration, sink addresses: pure values, no I/O beyond reading the config.
         .target(
             name: "SinkdCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["CCRC32C", .product(name: "Yams", package: "Yams")]
         ),
         // CRC-32C with the CPU's instruction where there is one (x86-64 SSE4.2).
         .target(name: "CCRC32C"),
@@ -228,7 +228,7 @@ let package = Package(
         .target(
             name: "SinkdKafkaSink",
             dependencies: [
-                "CCRC32C", "SinkdCore", "SinkdDelivery",
+                "SinkdCore", "SinkdDelivery",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,4 +1,4 @@
-import CCRC32C
+import SinkdCore
 
 /// Kafka's wire primitives (big-endian integers, zigzag varints) and the v2 record batch (magic 2),
 /// I/O-free: what a Produce request carries. Layout from Kafka's protocol guide ("Record Batch"):
@@ -130,22 +130,8 @@ public enum KafkaRecordBatch {
             w.raw(body.bytes)
         }
         w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - lengthAt - 4), at: lengthAt)
-        let crc = w.bytes[(crcAt + 4)...].withUnsafeBytes { sinkd_crc32c(UnsafeRawBufferPointer($0)) }
+        let crc = CRC32C.checksum(w.bytes[(crcAt + 4)...])
         w.overwrite(uint32: crc, at: crcAt)
         return w.bytes
     }
-}
-
-/// CRC-32C (software; the WAL's accelerated one lives in SinkdWAL, which a sink may not import:
-/// WIP, to move into SinkdCore).
-func sinkd_crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-    var crc: UInt32 = 0xFFFF_FFFF
-    if sinkd_crc32c_hw_available() == 1, let base = bytes.baseAddress {
-        return sinkd_crc32c_hw_update(crc, base, bytes.count) ^ 0xFFFF_FFFF
-    }
-    for b in bytes {
-        crc ^= UInt32(b)
-        for _ in 0..<8 { crc = (crc >> 1) ^ (0x82F6_3B78 & (0 &- (crc & 1))) }
-    }
-    return crc ^ 0xFFFF_FFFF
 }

@@ -302,8 +302,9 @@ struct KafkaTopicClient: SinkClient {
                 guard let version = connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) else {
                     throw SinkConnectionError("kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
                 }
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
                 let encoded = parts.map { part in
-                    (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record) }, producer: part.base))
+                    (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: part.base))
                 }
                 let clientID = family.config.clientID
                 let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)
@@ -382,7 +383,7 @@ struct KafkaTopicClient: SinkClient {
         return outcomes.map { $0 ?? .retryable("kafka: not sent") }
     }
 
-    func record(_ r: EventRecord) -> KafkaRecord {
+    func record(_ r: EventRecord, timestampMillis: Int64) -> KafkaRecord {
         var headers: [(key: String, value: [UInt8]?)] = []
         if family.config.headers {
             headers.append(("sinkd-message-id", Array(r.id.utf8)))
@@ -391,7 +392,7 @@ struct KafkaTopicClient: SinkClient {
             if let v = r.correlationId { headers.append(("correlationId", Array(v.utf8))) }
             if let v = r.taskRefName { headers.append(("taskRefName", Array(v.utf8))) }
         }
-        return KafkaRecord(key: Array(r.id.utf8), value: r.payload, headers: headers, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        return KafkaRecord(key: Array(r.id.utf8), value: r.payload, headers: headers, timestampMillis: timestampMillis)
     }
 
     func close() async {}

@@ -1,3 +1,5 @@
+import SinkdCore
+
 /// Which records of each sink are finished (delivered or dead-lettered): I/O-free, persisted by
 /// the WAL as the `progress` file.
 ///

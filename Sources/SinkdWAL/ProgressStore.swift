@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdCore
 
 /// Where `DeliveryProgress` lives on disk: two preallocated files, `progress.0` and `progress.1`,
 /// each saved in place with the same content at every checkpoint, one after the other.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdCore
 
 /// Random-access bytes a scanner reads: a segment file, or memory in tests and fuzzing.
 public protocol SegmentSource {

@@ -1,3 +1,5 @@
+import SinkdCore
+
 /// What a sealed segment holds, written beside it as `<id>.idx` when it is sealed, so that start-up
 /// reads a few hundred bytes per segment instead of the segment itself.
 ///

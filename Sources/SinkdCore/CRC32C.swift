@@ -1,6 +1,6 @@
 import CCRC32C
 
-/// CRC-32C (Castagnoli), the checksum of every WAL frame.
+/// CRC-32C (Castagnoli), the checksum of every WAL frame and of Kafka's record batches.
 ///
 /// Why CRC-32C: it detects every burst error up to 32 bits and all odd numbers of bit errors, it is
 /// what ext4, iSCSI, RocksDB and Vector's disk buffer use for the same job, and CPUs accelerate it.
