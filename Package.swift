@@ -224,11 +224,13 @@ let package = Package(
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
         // kafka: the wire codecs (record batch v2, ApiVersions, Metadata, InitProducerId, Produce),
         // the partitioner and the idempotent producer's bookkeeping, I/O-free; the connection and
-        // the family on NIO (work in progress, issue 21).
+        // the family on NIO (TLS with swift-nio-ssl, SCRAM with swift-crypto; issue 21).
         .target(
             name: "SinkdKafkaSink",
             dependencies: [
-                "SinkdCore", "SinkdDelivery",
+                "SinkdCore", "SinkdDelivery", "SinkdTLS",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

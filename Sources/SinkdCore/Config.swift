@@ -274,6 +274,10 @@ public struct KafkaSinkConfig: Sendable, Equatable {
     /// Ask the broker to create a missing topic (Metadata's allow_auto_topic_creation).
     public var createTopics = false
     public var requestTimeout: Duration = .seconds(30)
+    /// SASL authentication after ApiVersions on every connection; nil = none.
+    public var sasl: KafkaSASLConfig?
+    /// TLS on every connection (librdkafka's security.protocol SSL, or SASL_SSL with `sasl`); nil = plaintext.
+    public var tls: TLSConfig?
     public var options = ConfigFamily.kafka.defaultOptions
     public init() {}
 
@@ -283,6 +287,24 @@ public struct KafkaSinkConfig: Sendable, Equatable {
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return host.isEmpty ? nil : (host, port)
+    }
+}
+
+/// `sinks.kafka.sasl`.
+public struct KafkaSASLConfig: Sendable, Equatable {
+    public enum Mechanism: String, Sendable, Equatable, CaseIterable {
+        case plain = "PLAIN"
+        case scramSHA256 = "SCRAM-SHA-256"
+        case scramSHA512 = "SCRAM-SHA-512"
+    }
+
+    public var mechanism: Mechanism = .scramSHA512
+    public var username = ""
+    public var password = ""
+    public init(mechanism: Mechanism = .scramSHA512, username: String = "", password: String = "") {
+        self.mechanism = mechanism
+        self.username = username
+        self.password = password
     }
 }
 

@@ -47,6 +47,7 @@ public enum Redaction {
         for u in s.amqp?.urls ?? [] { url(u) }
         if let n = s.nats { out += [n.password, n.token, n.nkeySeed]; n.servers.forEach(url) }
         if let c = s.conductor { url(c.postgresURL); if let p = c.password { out.append(p) } }
+        if let k = s.kafka, let sasl = k.sasl { out.append(sasl.password) }
         // Short strings would hide ordinary words; longest first so that a secret containing
         // another is hidden whole.
         return Array(Set(out.filter { $0.utf8.count >= 4 })).sorted { $0.utf8.count > $1.utf8.count }

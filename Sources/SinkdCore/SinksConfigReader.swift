@@ -148,6 +148,31 @@ struct SinksReader {
                 } else {
                     c.requestTimeout = timeout
                 }
+                if s.keys.contains("sasl") {
+                    var sasl = KafkaSASLConfig()
+                    let node = s.node("sasl")
+                    s.section("sasl").readingAll { a in
+                        sasl.mechanism = a.choice("mechanism", default: sasl.mechanism)
+                        sasl.username = a.string("username", default: "")
+                        sasl.password = a.string("password", default: "")
+                        if a.node("username") == nil || sasl.username.isEmpty {
+                            a.diagnostics.report(a.child("username"), at: a.node("username")?.mark ?? node?.mark, "is required with sasl: the user sinkd authenticates as")
+                        }
+                        if a.node("password") == nil {
+                            a.diagnostics.report(a.child("password"), at: node?.mark, "is required with sasl: that user's password")
+                        }
+                    }
+                    c.sasl = sasl
+                } else {
+                    _ = s.node("sasl")
+                }
+                if s.keys.contains("tls") {
+                    var enabled = true
+                    c.tls = readTLS(s.section("tls"), enabled: &enabled)
+                    if !enabled { c.tls = nil }
+                } else {
+                    _ = s.node("tls")
+                }
                 c.options = options
                 return c
             }
@@ -181,8 +206,17 @@ struct SinksReader {
     }
 
     private func readTLS(_ s: ConfigSection) -> TLSConfig {
+        var unused = true
+        return readTLS(s, enabled: &unused, hasEnabled: false)
+    }
+
+    /// `hasEnabled`: the section also takes `enabled` (Kafka, where TLS is not in the address).
+    private func readTLS(_ s: ConfigSection, enabled: inout Bool, hasEnabled: Bool = true) -> TLSConfig {
         var t = TLSConfig()
+        var on = enabled
+        defer { enabled = on }
         s.readingAll { s in
+            if hasEnabled { on = s.bool("enabled", default: on) }
             t.caFile = paths.absolute(s.string("ca_file", default: t.caFile))
             t.certificateFile = paths.absolute(s.string("certificate_file", default: t.certificateFile))
             t.keyFile = paths.absolute(s.string("key_file", default: t.keyFile))

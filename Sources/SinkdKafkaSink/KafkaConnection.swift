@@ -1,6 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
+import SinkdCore
 
 /// A request to send on a Kafka connection: the handler gives it its correlation id (in write
 /// order, so responses, which a broker sends in request order, match by position and by id).
@@ -83,19 +85,27 @@ public final class KafkaConnection: Sendable {
     public let broker: String
     /// The versions the broker speaks, by api key.
     public let versions: [Int16: KafkaApiVersions.Range]
+    /// When the broker ends the authenticated session (SaslAuthenticate's session lifetime,
+    /// KIP-368): the connection is replaced before then.
+    let renewBy: ContinuousClock.Instant?
 
-    init(channel: Channel, broker: String, versions: [Int16: KafkaApiVersions.Range]) {
+    init(channel: Channel, broker: String, versions: [Int16: KafkaApiVersions.Range], renewBy: ContinuousClock.Instant? = nil) {
         self.channel = channel
         self.broker = broker
         self.versions = versions
+        self.renewBy = renewBy
     }
 
-    public static func connect(host: String, port: Int, clientID: String, group: EventLoopGroup, timeout: TimeAmount) async throws -> KafkaConnection {
+    /// Connects (TLS first when `tls` is given), asks ApiVersions, then authenticates with `sasl`.
+    public static func connect(host: String, port: Int, clientID: String, group: EventLoopGroup, timeout: TimeAmount,
+                               tls: NIOSSLContext? = nil, sasl: KafkaSASLConfig? = nil) async throws -> KafkaConnection {
+        let serverHostname: String? = host.isIPAddress ? nil : host
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverHostname)) }
                     try channel.pipeline.syncOperations.addHandler(KafkaClientHandler())
                 }
             }
@@ -103,17 +113,66 @@ public final class KafkaConnection: Sendable {
         let broker = "\(host):\(port)"
         let probe = KafkaConnection(channel: channel, broker: broker, versions: [:])
         do {
-            let payload = try await probe.request(timeout: timeout) { KafkaApiVersions.request(correlationID: $0, clientID: clientID) }
+            let payload: [UInt8]
+            do {
+                payload = try await probe.request(timeout: timeout) { KafkaApiVersions.request(correlationID: $0, clientID: clientID) }
+            } catch {
+                if tls != nil, error is NIOSSLError || !channel.isActive {
+                    throw KafkaConnectionError("TLS with broker \(broker) failed: \(error) (check sinks.kafka.tls: ca_file, and that this listener speaks TLS)")
+                }
+                if !channel.isActive {
+                    throw KafkaConnectionError("broker \(broker) closed the connection at ApiVersions (\(error)): a TLS listener? (sinks.kafka.tls)")
+                }
+                throw error
+            }
             let response = try KafkaApiVersions.response(payload)
             guard response.errorCode == 0 else { throw KafkaConnectionError("broker \(broker) refused ApiVersions: \(KafkaErrorCode.name(response.errorCode))") }
-            return KafkaConnection(channel: channel, broker: broker, versions: response.versions)
+            var renewBy: ContinuousClock.Instant?
+            if let sasl {
+                let authenticated = KafkaConnection(channel: channel, broker: broker, versions: response.versions)
+                let lifetime = try await authenticated.authenticate(sasl, clientID: clientID, timeout: timeout)
+                if lifetime > 0 { renewBy = .now + .milliseconds(lifetime * 85 / 100) }
+            }
+            return KafkaConnection(channel: channel, broker: broker, versions: response.versions, renewBy: renewBy)
         } catch {
             try? await channel.close()
             throw error
         }
     }
 
+    /// SaslHandshake, then SaslAuthenticate until the exchange completes; the session lifetime
+    /// (milliseconds, 0 = none).
+    func authenticate(_ sasl: KafkaSASLConfig, clientID: String, timeout: TimeAmount) async throws -> Int64 {
+        guard versions[KafkaSaslHandshake.apiKey] != nil, let version = version(KafkaSaslAuthenticate.apiKey, supported: KafkaSaslAuthenticate.versions) else {
+            throw KafkaConnectionError("broker \(broker) does not speak SaslHandshake v1 and SaslAuthenticate v0-v1 (a broker older than Kafka 1.0?)")
+        }
+        let mechanism = sasl.mechanism.rawValue
+        let handshake = try KafkaSaslHandshake.response(try await request(timeout: timeout) { KafkaSaslHandshake.request(correlationID: $0, clientID: clientID, mechanism: mechanism) })
+        guard handshake.errorCode == 0 else {
+            throw KafkaConnectionError("broker \(broker) refused SASL mechanism \(mechanism): \(KafkaErrorCode.name(handshake.errorCode)); it offers \(handshake.mechanisms.isEmpty ? "none" : handshake.mechanisms.joined(separator: ", ")) (sinks.kafka.sasl.mechanism)")
+        }
+        var authenticator = KafkaSaslAuthenticator(sasl)
+        var token: [UInt8]? = authenticator.start()
+        var lifetime: Int64 = 0
+        while let sending = token {
+            let answer = try KafkaSaslAuthenticate.response(try await request(timeout: timeout) { KafkaSaslAuthenticate.request(version: version, correlationID: $0, clientID: clientID, authBytes: sending) }, version: version)
+            guard answer.errorCode == 0 else {
+                throw KafkaConnectionError("broker \(broker) refused SASL \(mechanism) authentication of user \(sasl.username): \(KafkaErrorCode.name(answer.errorCode))\(answer.errorMessage.map { ": \($0)" } ?? "") (sinks.kafka.sasl)")
+            }
+            lifetime = answer.sessionLifetimeMillis
+            do {
+                token = try authenticator.next(answer.authBytes)
+            } catch {
+                throw KafkaConnectionError("SASL \(mechanism) with broker \(broker): \(error)")
+            }
+        }
+        return lifetime
+    }
+
     public var isActive: Bool { channel.isActive }
+
+    /// Active, and its authenticated session (if it has a lifetime) not about to end.
+    var isUsable: Bool { channel.isActive && (renewBy.map { ContinuousClock.now < $0 } ?? true) }
 
     /// The highest version of `apiKey` both sides speak, within `supported`.
     public func version(_ apiKey: Int16, supported: ClosedRange<Int16>) -> Int16? {
@@ -135,6 +194,10 @@ public final class KafkaConnection: Sendable {
         channel.writeAndFlush(KafkaOutbound(build: build, promise: promise)).whenFailure { promise.fail($0) }
         queued()
         return try await promise.futureResult.get()
+    }
+
+    func close(after delay: TimeAmount) {
+        channel.eventLoop.scheduleTask(in: delay) { [channel] in channel.close(promise: nil) }
     }
 
     public func close() async {

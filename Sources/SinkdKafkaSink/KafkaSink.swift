@@ -5,6 +5,8 @@ import NIOCore
 import NIOPosix
 import SinkdCore
 import SinkdDelivery
+import SinkdTLS
+import NIOSSL
 
 /// `kafka:TOPIC`: records as Conductor's KafkaObservableQueue publishes them (key = the record id,
 /// value = the payload), placed by the Java client's default partitioner (murmur2 of the key),
@@ -22,6 +24,7 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     let logger: Logger
     private let state = NIOLockedValueBox(FamilyState())
     private let locks = NIOLockedValueBox<[KafkaProducerState.PartitionKey: SerialLock]>([:])
+    private let tls = NIOLockedValueBox<NIOSSLContext?>(nil)
 
     struct TopicMetadata: Sendable, Equatable {
         /// Leader node id by partition index (-1: no leader now).
@@ -73,14 +76,16 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// The connection to `host:port`, made when needed.
     func connection(host: String, port: Int) async throws(SinkConnectionError) -> KafkaConnection {
         let key = "\(host):\(port)"
-        if let c = state.withLockedValue({ $0.connections[key] }), c.isActive { return c }
+        if let c = state.withLockedValue({ $0.connections[key] }), c.isUsable { return c }
         do {
-            let made = try await KafkaConnection.connect(host: host, port: port, clientID: config.clientID, group: group, timeout: .seconds(10))
+            let made = try await KafkaConnection.connect(host: host, port: port, clientID: config.clientID, group: group, timeout: .seconds(10),
+                                                         tls: try tlsContext(), sasl: config.sasl)
             let previous = state.withLockedValue { s -> KafkaConnection? in
                 defer { s.connections[key] = made }
                 return s.connections[key]
             }
-            if let previous { await previous.close() }
+            // A session about to end is replaced; what it still has in flight may finish.
+            if let previous { previous.isActive ? previous.close(after: timeout) : await previous.close() }
             return made
         } catch {
             // The cluster may be another one when it answers again (a broker restarted empty):
@@ -88,6 +93,15 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
             state.withLockedValue { $0.topics = [:] }
             throw SinkConnectionError("kafka broker \(key): \(error)")
         }
+    }
+
+    /// The TLS context of `sinks.kafka.tls` (built once), or nil for plaintext.
+    func tlsContext() throws(SinkConnectionError) -> NIOSSLContext? {
+        guard let settings = config.tls else { return nil }
+        if let made = tls.withLockedValue({ $0 }) { return made }
+        let made = try TLSContexts.client(settings, section: "sinks.kafka.tls")
+        tls.withLockedValue { $0 = made }
+        return made
     }
 
     /// A connection to any reachable bootstrap server, in order.

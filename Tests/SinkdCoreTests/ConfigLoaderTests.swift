@@ -110,6 +110,8 @@ import Testing
                 create_topics: true
                 request_timeout: 5s
                 batch_size: 1000
+                sasl: {mechanism: SCRAM-SHA-256, username: sinkd, password: pw}
+                tls: {ca_file: /etc/ssl/kafka-ca.pem}
             """
         let c = try Self.load(yaml)
         #expect(c.ingest.socket == "/srv/run/in.sock")
@@ -195,6 +197,8 @@ import Testing
         #expect(kafka.requestTimeout == .seconds(5))
         #expect(kafka.options.batchSize == 1000)
         #expect(kafka.options.maxInFlight == 4, "kafka's own default")
+        #expect(kafka.sasl == KafkaSASLConfig(mechanism: .scramSHA256, username: "sinkd", password: "pw"))
+        #expect(kafka.tls == TLSConfig(caFile: "/etc/ssl/kafka-ca.pem"), "a tls section turns TLS on")
         #expect(c.sinks.configuredFamilies == Set(ConfigFamily.allCases))
     }
 
@@ -255,6 +259,13 @@ import Testing
         ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"broker\"], request_timeout: 1ms}\n",
                   messages: [#"sinkd.yaml:2:31: sinks.kafka.bootstrap_servers[0]: expected a HOST:PORT broker address, got "broker""#,
                              "sinkd.yaml:2:59: sinks.kafka.request_timeout: must be between 100ms and 10m, got 1ms"]),
+        ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"b:9092\"], sasl: {mechanism: GSSAPI}}\n",
+                  messages: ["sinkd.yaml:2:48: sinks.kafka.sasl.username: is required with sasl: the user sinkd authenticates as",
+                             "sinkd.yaml:2:48: sinks.kafka.sasl.password: is required with sasl: that user's password",
+                             #"sinkd.yaml:2:60: sinks.kafka.sasl.mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, got "GSSAPI""#]),
+        ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"b:9092\"], tls: {verify: maybe, cafile: x}}\n",
+                  messages: [#"sinkd.yaml:2:56: sinks.kafka.tls.verify: expected true or false, got "maybe""#,
+                             "sinkd.yaml:2:63: sinks.kafka.tls.cafile: unknown key 'cafile' (known keys here: ca_file, certificate_file, enabled, key_file, verify)"]),
         ErrorCase(yaml: "sinks:\n  rabbit: {}\n",
                   messages: ["sinkd.yaml:2:3: sinks.rabbit: unknown key 'rabbit' (known keys here: amqp, conductor, file, http, kafka, nats, redis, sqs)"]),
         ErrorCase(yaml: "sinks:\n  file: {pool_size: 0, ordering: random}\n",

@@ -29,9 +29,12 @@ import Testing
         var nats = NATSSinkConfig()
         nats.token = "natstoken1"
         config.sinks.nats = nats
+        var kafka = KafkaSinkConfig()
+        kafka.sasl = KafkaSASLConfig(mechanism: .plain, username: "sinkd", password: "kafkapass1")
+        config.sinks.kafka = kafka
         config.secretValues = ["fromenv1"]
         let secrets = Set(Redaction.secrets(of: config))
-        for s in ["urlpass1", "qtoken1", "Bearer hdrtoken1", "hdrtoken1", "natstoken1", "fromenv1"] { #expect(secrets.contains(s), "\(s)") }
+        for s in ["urlpass1", "qtoken1", "Bearer hdrtoken1", "hdrtoken1", "natstoken1", "kafkapass1", "fromenv1"] { #expect(secrets.contains(s), "\(s)") }
         #expect(!secrets.contains("not-a-secret"))
     }
 

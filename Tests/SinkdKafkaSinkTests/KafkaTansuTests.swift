@@ -17,8 +17,10 @@ import SinkdTestSupport
         var headers: [[String?]]
     }
 
-    static func consume(_ broker: TansuServer, topic: String, partitions: Int, count: Int, timeout: Int = 60) throws -> [Consumed] {
-        let output = try Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "consume", broker.address, topic, "\(partitions)", "\(count)", "\(timeout)"])
+    static func consume(_ broker: TansuServer, topic: String, partitions: Int, count: Int, timeout: Int = 60, settings: String? = nil) throws -> [Consumed] {
+        // With settings (TLS, SASL) the reader goes through the advertised listener (the proxy).
+        let bootstrap = settings == nil ? broker.address : "127.0.0.1:\(broker.advertisedPort)"
+        let output = try Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "consume", bootstrap, topic, "\(partitions)", "\(count)", "\(timeout)"] + (settings.map { [$0] } ?? []))
         return try output.split(separator: "\n").map { try JSONDecoder().decode(Consumed.self, from: Data($0.utf8)) }
     }
 

@@ -78,15 +78,26 @@ final class TansuServer: @unchecked Sendable {
     /// Cut the first Produce answer (Fixtures/cut_proxy.py): the proxy listens on
     /// `advertisedPort` and forwards to the broker; returns once it listens.
     func startCutProxy() throws -> Process {
+        try startProxy("cut_proxy.py", [])
+    }
+
+    /// A proxy fixture listening on `advertisedPort` in front of the broker; its stdout (one line
+    /// per event) goes to `output` when given. Returns once it listens.
+    func startProxy(_ script: String, _ arguments: [String], output: String? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", Python.fixtures.appendingPathComponent("cut_proxy.py").path, "\(advertisedPort)", "\(port)"]
-        p.standardOutput = FileHandle.nullDevice
+        p.arguments = ["python3", Python.fixtures.appendingPathComponent(script).path, "\(advertisedPort)", "\(port)"] + arguments
+        if let output {
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: output)
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+        }
         p.standardError = FileHandle.nullDevice
         try p.run()
         let deadline = Date().addingTimeInterval(10)
         while !LoopbackTCP.canConnect(port: advertisedPort) {
-            guard p.isRunning, Date() < deadline else { throw Failure(description: "cut_proxy.py did not listen on \(advertisedPort)") }
+            guard p.isRunning, Date() < deadline else { throw Failure(description: "\(script) did not listen on \(advertisedPort)") }
             usleep(20_000)
         }
         return p

@@ -7,11 +7,16 @@ independent encoder to check sinkd's codec against, byte for byte. Prints hex.
   kafka_messages.py metadata-response VERSION CORRELATION
   kafka_messages.py produce-request VERSION CORRELATION CLIENT TIMEOUT TOPIC PARTITION=HEX...
   kafka_messages.py produce-response VERSION CORRELATION
+  kafka_messages.py sasl-handshake-request VERSION CORRELATION CLIENT MECHANISM
+  kafka_messages.py sasl-handshake-response VERSION CORRELATION ERROR MECHANISM...
+  kafka_messages.py sasl-authenticate-request VERSION CORRELATION CLIENT HEX
+  kafka_messages.py sasl-authenticate-response VERSION CORRELATION ERROR MESSAGE HEX LIFETIME_MS
 """
 import sys
 
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
+from kafka.protocol.sasl import SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse
 
 command, version, correlation = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 args = sys.argv[4:]
@@ -57,6 +62,23 @@ elif command == "produce-response":
         P(index=2, error_code=10, base_offset=-1, log_append_time_ms=-1, log_start_offset=0,
           **kw8([E(batch_index=1, batch_index_error_message="too big")], "a record is too large")),
     ])])
+    m.with_header(correlation_id=correlation)
+    print(m.encode(header=True).hex())
+elif command == "sasl-handshake-request":
+    m = SaslHandshakeRequest[version](mechanism=args[1])
+    m.with_header(correlation_id=correlation, client_id=args[0])
+    print(m.encode(header=True, framed=True).hex())
+elif command == "sasl-handshake-response":
+    m = SaslHandshakeResponse[version](error_code=int(args[0]), mechanisms=args[1:])
+    m.with_header(correlation_id=correlation)
+    print(m.encode(header=True).hex())
+elif command == "sasl-authenticate-request":
+    m = SaslAuthenticateRequest[version](auth_bytes=bytes.fromhex(args[1]))
+    m.with_header(correlation_id=correlation, client_id=args[0])
+    print(m.encode(header=True, framed=True).hex())
+elif command == "sasl-authenticate-response":
+    kw = dict(session_lifetime_ms=int(args[3])) if version >= 1 else {}
+    m = SaslAuthenticateResponse[version](error_code=int(args[0]), error_message=args[1] or None, auth_bytes=bytes.fromhex(args[2]), **kw)
     m.with_header(correlation_id=correlation)
     print(m.encode(header=True).hex())
 else:

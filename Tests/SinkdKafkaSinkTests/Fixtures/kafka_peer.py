@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The independent Kafka client of the tests: confluent-kafka (PyPI; librdkafka inside).
 
-  kafka_peer.py consume BROKER TOPIC PARTITIONS COUNT TIMEOUT
+  kafka_peer.py consume BROKER TOPIC PARTITIONS COUNT TIMEOUT [CONFIG_JSON]
       reads every partition from offset 0 with assign() (Tansu gives consumer groups no
-      assignment) until COUNT records or TIMEOUT seconds; one JSON line per record.
+      assignment) until COUNT records or TIMEOUT seconds; one JSON line per record. CONFIG_JSON:
+      more librdkafka settings (security.protocol, sasl.*, ssl.ca.location).
   kafka_peer.py follow BROKER TOPIC PARTITIONS FILE
       reads continuously (across broker restarts) and appends each record's key to FILE.
   kafka_peer.py place BROKER TOPIC KEY...
@@ -19,7 +20,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 command, broker, topic = sys.argv[1], sys.argv[2], sys.argv[3]
 if command == "consume":
     partitions, count, timeout = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-    c = Consumer({"bootstrap.servers": broker, "group.id": "sinkd-test", "enable.auto.commit": False})
+    settings = {"bootstrap.servers": broker, "group.id": "sinkd-test", "enable.auto.commit": False}
+    settings.update(json.loads(sys.argv[7]) if len(sys.argv) > 7 else {})
+    c = Consumer(settings)
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen, deadline = 0, time.time() + timeout
     while seen < count and time.time() < deadline:
