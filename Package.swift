@@ -130,7 +130,7 @@ let package = Package(
         .target(
             name: "SinkdNATSSink",
             dependencies: [
-                "SinkdCore", "SinkdDelivery", "SinkdTLS",
+                "SinkdCore", "SinkdDelivery", "SinkdTLS", "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -221,14 +221,16 @@ let package = Package(
         // scripts/fuzz builds from it; the test suite replays the committed corpora.
         .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
         .systemLibrary(name: "CFuzzDriver"),
+        // zlib (apt zlib1g-dev), for Kafka's gzip compression.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .executableTarget(name: "sinkd-fuzz", dependencies: ["SinkdFuzzTargets", "CFuzzDriver"]),
         // kafka: the wire codecs (record batch v2, ApiVersions, Metadata, InitProducerId, Produce),
         // the partitioner and the idempotent producer's bookkeeping, I/O-free; the connection and
-        // the family on NIO (TLS with swift-nio-ssl, SCRAM with swift-crypto; issue 21).
+        // the family on NIO (TLS with swift-nio-ssl, SCRAM with swift-crypto, gzip with zlib; issue 21).
         .target(
             name: "SinkdKafkaSink",
             dependencies: [
-                "SinkdCore", "SinkdDelivery", "SinkdTLS",
+                "SinkdCore", "SinkdDelivery", "SinkdTLS", "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),

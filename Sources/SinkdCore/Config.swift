@@ -274,6 +274,13 @@ public struct KafkaSinkConfig: Sendable, Equatable {
     /// Ask the broker to create a missing topic (Metadata's allow_auto_topic_creation).
     public var createTopics = false
     public var requestTimeout: Duration = .seconds(30)
+    /// The record batches' codec (the broker stores them as sent; consumers decompress).
+    public enum Compression: String, Sendable, Equatable, CaseIterable {
+        case none
+        case gzip
+    }
+
+    public var compression = Compression.none
     /// SASL authentication after ApiVersions on every connection; nil = none.
     public var sasl: KafkaSASLConfig?
     /// TLS on every connection (librdkafka's security.protocol SSL, or SASL_SSL with `sasl`); nil = plaintext.

@@ -142,6 +142,7 @@ struct SinksReader {
                 c.clientID = s.string("client_id", default: c.clientID)
                 c.headers = s.bool("headers", default: c.headers)
                 c.createTopics = s.bool("create_topics", default: c.createTopics)
+                c.compression = s.choice("compression", default: c.compression)
                 let timeout = s.duration("request_timeout", default: c.requestTimeout)
                 if timeout < .milliseconds(100) || timeout > .seconds(600) {
                     s.diagnostics.report(s.child("request_timeout"), at: s.node("request_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(timeout))")

@@ -94,26 +94,17 @@ public enum KafkaRecordBatch {
         public static let none = Producer(id: -1, epoch: -1, baseSequence: -1)
     }
 
-    /// One uncompressed v2 batch of `records` (at least one), timestamps CreateTime.
-    public static func encode(_ records: [KafkaRecord], producer: Producer) -> [UInt8] {
+    /// The batch attributes' codec (bits 0-2). Only the records after the count are compressed.
+    public enum Compression: String, Sendable, Equatable, CaseIterable {
+        case none
+        case gzip
+        var attribute: Int16 { self == .gzip ? 1 : 0 }
+    }
+
+    /// One v2 batch of `records` (at least one), timestamps CreateTime.
+    public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none) -> [UInt8] {
         let base = records.map(\.timestampMillis).min() ?? 0
-        let max = records.map(\.timestampMillis).max() ?? 0
-        var w = KafkaWriter()
-        w.int64(0)  // baseOffset: the broker assigns offsets
-        let lengthAt = w.bytes.count
-        w.int32(0)  // batchLength, filled in below
-        w.int32(-1)  // partitionLeaderEpoch
-        w.int8(2)  // magic
-        let crcAt = w.bytes.count
-        w.uint32(0)  // crc, filled in below
-        w.int16(0)  // attributes: no compression, CreateTime, not transactional, not control
-        w.int32(Int32(truncatingIfNeeded: Swift.max(records.count - 1, 0)))  // lastOffsetDelta
-        w.int64(base)
-        w.int64(max)
-        w.int64(producer.id)
-        w.int16(producer.epoch)
-        w.int32(producer.baseSequence)
-        w.int32(Int32(truncatingIfNeeded: records.count))
+        var section = KafkaWriter()
         for (i, r) in records.enumerated() {
             var body = KafkaWriter()
             body.int8(0)
@@ -126,9 +117,33 @@ public enum KafkaRecordBatch {
                 body.varbytes(Array(h.key.utf8))
                 body.varbytes(h.value)
             }
-            w.varint(Int64(body.bytes.count))
-            w.raw(body.bytes)
+            section.varint(Int64(body.bytes.count))
+            section.raw(body.bytes)
         }
+        var codec = Compression.none
+        var payload = section.bytes
+        if compression == .gzip, let compressed = Gzip.compress(payload) {
+            codec = .gzip
+            payload = compressed
+        }
+        let max = records.map(\.timestampMillis).max() ?? 0
+        var w = KafkaWriter()
+        w.int64(0)  // baseOffset: the broker assigns offsets
+        let lengthAt = w.bytes.count
+        w.int32(0)  // batchLength, filled in below
+        w.int32(-1)  // partitionLeaderEpoch
+        w.int8(2)  // magic
+        let crcAt = w.bytes.count
+        w.uint32(0)  // crc, filled in below
+        w.int16(codec.attribute)  // attributes: the codec, CreateTime, not transactional, not control
+        w.int32(Int32(truncatingIfNeeded: Swift.max(records.count - 1, 0)))  // lastOffsetDelta
+        w.int64(base)
+        w.int64(max)
+        w.int64(producer.id)
+        w.int16(producer.epoch)
+        w.int32(producer.baseSequence)
+        w.int32(Int32(truncatingIfNeeded: records.count))
+        w.raw(payload)
         w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - lengthAt - 4), at: lengthAt)
         let crc = CRC32C.checksum(w.bytes[(crcAt + 4)...])
         w.overwrite(uint32: crc, at: crcAt)

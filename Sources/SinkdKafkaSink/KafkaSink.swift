@@ -317,8 +317,9 @@ struct KafkaTopicClient: SinkClient {
                     throw SinkConnectionError("kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
                 }
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
+                let compression: KafkaRecordBatch.Compression = family.config.compression == .gzip ? .gzip : .none
                 let encoded = parts.map { part in
-                    (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: part.base))
+                    (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: part.base, compression: compression))
                 }
                 let clientID = family.config.clientID
                 let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)

@@ -110,6 +110,7 @@ import Testing
                 create_topics: true
                 request_timeout: 5s
                 batch_size: 1000
+                compression: gzip
                 sasl: {mechanism: SCRAM-SHA-256, username: sinkd, password: pw}
                 tls: {ca_file: /etc/ssl/kafka-ca.pem}
             """
@@ -199,6 +200,7 @@ import Testing
         #expect(kafka.options.maxInFlight == 4, "kafka's own default")
         #expect(kafka.sasl == KafkaSASLConfig(mechanism: .scramSHA256, username: "sinkd", password: "pw"))
         #expect(kafka.tls == TLSConfig(caFile: "/etc/ssl/kafka-ca.pem"), "a tls section turns TLS on")
+        #expect(kafka.compression == .gzip)
         #expect(c.sinks.configuredFamilies == Set(ConfigFamily.allCases))
     }
 

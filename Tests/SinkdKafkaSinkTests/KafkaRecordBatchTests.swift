@@ -47,6 +47,21 @@ import Testing
         #expect((got[1]["headers"] as? [[String]]) == [["sinkd-message-id", "task-2"]])
     }
 
+    /// compression gzip: the records section is a gzip member (codec 1 in the attributes), which
+    /// kafka-python's reader decompresses to the same records; the CRC covers the compressed bytes.
+    @Test func aGzipBatchIsReadBackByAnIndependentImplementation() throws {
+        let records = (0..<50).map { KafkaRecord(key: Array("task-\($0)".utf8), value: Array(#"{"order":"o-\#($0)","status":"paid","items":[1,2,3]}"#.utf8), timestampMillis: 1_700_000_000_000 + Int64($0)) }
+        let plain = KafkaRecordBatch.encode(records, producer: .init(id: 7, epoch: 0, baseSequence: 0))
+        let gzip = KafkaRecordBatch.encode(records, producer: .init(id: 7, epoch: 0, baseSequence: 0), compression: .gzip)
+        #expect(gzip.count * 3 < plain.count, "repetitive JSON compresses: \(gzip.count) vs \(plain.count) bytes")
+        let lines = try Self.decode(gzip)
+        #expect(lines.first?["compression"] as? Int == 1)
+        #expect(lines.first?["count"] as? Int == 50)
+        #expect(lines.dropFirst().map { $0["key"] as? String } == records.map { String(decoding: $0.key!, as: UTF8.self) })
+        #expect(lines.dropFirst().map { $0["value"] as? String } == records.map { String(decoding: $0.value!, as: UTF8.self) })
+        #expect(try Self.decode(plain).first?["compression"] as? Int == 0)
+    }
+
     @Test func varintsAreZigzagLEB128() {
         func enc(_ v: Int64) -> [UInt8] { var w = KafkaWriter(); w.varint(v); return w.bytes }
         #expect(enc(0) == [0x00])

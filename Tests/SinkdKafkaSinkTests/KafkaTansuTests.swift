@@ -86,6 +86,22 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// `compression: gzip`: the broker stores the compressed batches and librdkafka reads every
+    /// record back, unchanged.
+    @Test func gzipBatchesAreStoredAndReadBack() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("zipped", partitions: 2)
+        let kafka = Self.config(broker) { $0.compression = .gzip }
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:zipped"), options: kafka.options)
+        let sent = Self.records("kafka:zipped", 0..<200).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        #expect(try await client.send(sent) == Array(repeating: .delivered, count: 200))
+        let got = try Self.consume(broker, topic: "zipped", partitions: 2, count: 200, timeout: 20)
+        #expect(got.count == 200)
+        #expect(Dictionary(uniqueKeysWithValues: got.map { ($0.key!, $0.value!) }) == Dictionary(uniqueKeysWithValues: sent.map { ($0.record.id, String(decoding: $0.record.payload, as: UTF8.self)) }))
+        await family.shutdown()
+    }
+
     /// A topic the cluster does not have (create_topics false) pauses the sink with the reason;
     /// nothing is produced where nobody looks.
     @Test func aMissingTopicPausesTheSink() async throws {

@@ -19,7 +19,7 @@ ensure_apt() {
 }
 
 # The Debian packages sinkd needs to build: libsystemd (the CSystemd target) and pkg-config to find it.
-BUILD_PACKAGES=(libsystemd-dev pkg-config)
+BUILD_PACKAGES=(libsystemd-dev zlib1g-dev pkg-config)
 
 # ensure_pip MODULE=REQUIREMENT...: pip-installs each requirement whose Python module does not
 # import yet (e.g. moto=moto[server]). Uses the python3 on PATH (and its pip).

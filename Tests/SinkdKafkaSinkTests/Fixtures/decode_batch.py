@@ -7,7 +7,7 @@ data = bytes.fromhex(sys.stdin.read().strip())
 batch = DefaultRecordBatch(data)
 assert batch.validate_crc(), "CRC mismatch"
 print(json.dumps({"producer_id": batch.producer_id, "producer_epoch": batch.producer_epoch,
-                  "base_sequence": batch.base_sequence, "count": len(list(DefaultRecordBatch(data)))}))
+                  "base_sequence": batch.base_sequence, "compression": batch.compression_type, "count": len(list(DefaultRecordBatch(data)))}))
 for r in DefaultRecordBatch(data):
     print(json.dumps({"key": r.key.decode() if r.key is not None else None,
                       "value": r.value.decode() if r.value is not None else None,
