@@ -274,6 +274,8 @@ public struct KafkaSinkConfig: Sendable, Equatable {
     /// Ask the broker to create a missing topic (Metadata's allow_auto_topic_creation).
     public var createTopics = false
     public var requestTimeout: Duration = .seconds(30)
+    /// Topic metadata is asked again once this old (the Java client's metadata.max.age.ms).
+    public var metadataMaxAge: Duration = .seconds(300)
     /// The record batches' codec (the broker stores them as sent; consumers decompress).
     public enum Compression: String, Sendable, Equatable, CaseIterable {
         case none

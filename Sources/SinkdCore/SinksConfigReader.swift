@@ -143,6 +143,12 @@ struct SinksReader {
                 c.headers = s.bool("headers", default: c.headers)
                 c.createTopics = s.bool("create_topics", default: c.createTopics)
                 c.compression = s.choice("compression", default: c.compression)
+                let age = s.duration("metadata_max_age", default: c.metadataMaxAge)
+                if age < .milliseconds(100) || age > .seconds(24 * 3600) {
+                    s.diagnostics.report(s.child("metadata_max_age"), at: s.node("metadata_max_age")?.mark, "must be between 100ms and 24h, got \(Units.formatDuration(age))")
+                } else {
+                    c.metadataMaxAge = age
+                }
                 let timeout = s.duration("request_timeout", default: c.requestTimeout)
                 if timeout < .milliseconds(100) || timeout > .seconds(600) {
                     s.diagnostics.report(s.child("request_timeout"), at: s.node("request_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(timeout))")

@@ -94,6 +94,38 @@ public enum KafkaRecordBatch {
         public static let none = Producer(id: -1, epoch: -1, baseSequence: -1)
     }
 
+    /// A batch's bytes besides its records: base offset and length (the log overhead, which
+    /// max.message.bytes counts too) and the v2 header.
+    public static let overheadBytes = 61
+
+    /// At most the bytes `record` takes in an uncompressed batch (its varints at their longest).
+    public static func estimatedSize(_ record: KafkaRecord) -> Int {
+        var size = 5 + 1 + 10 + 5 + 5 + (record.key?.count ?? 0) + 5 + (record.value?.count ?? 0) + 5
+        for h in record.headers { size += 5 + h.key.utf8.count + 5 + (h.value?.count ?? 0) }
+        return size
+    }
+
+    /// `indices` (one partition's records, in WAL order) cut into runs whose batch fits `limit`
+    /// bytes by the estimate; a record that alone exceeds it gets a batch of its own (the broker
+    /// decides: compression may make it fit, else MESSAGE_TOO_LARGE).
+    public static func chunks(_ indices: [Int], limit: Int, record: (Int) -> KafkaRecord) -> [[Int]] {
+        var out: [[Int]] = []
+        var current: [Int] = []
+        var bytes = overheadBytes
+        for i in indices {
+            let size = estimatedSize(record(i))
+            if !current.isEmpty, bytes + size > limit {
+                out.append(current)
+                current = []
+                bytes = overheadBytes
+            }
+            current.append(i)
+            bytes += size
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
+    }
+
     /// The batch attributes' codec (bits 0-2). Only the records after the count are compressed.
     public enum Compression: String, Sendable, Equatable, CaseIterable {
         case none

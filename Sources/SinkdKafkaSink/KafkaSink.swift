@@ -29,7 +29,16 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     struct TopicMetadata: Sendable, Equatable {
         /// Leader node id by partition index (-1: no leader now).
         var leaders: [Int32]
+        /// The topic's max.message.bytes (DescribeConfigs), or Kafka's default when the broker names none.
+        var maxMessageBytes = KafkaSinkFamily.defaultMaxMessageBytes
+        var fetchedAt = ContinuousClock.now
     }
+
+    /// Kafka's default max.message.bytes (1 MiB + 12 bytes of log overhead).
+    static let defaultMaxMessageBytes = 1_048_588
+
+    /// Produce requests sent and the largest batch in one (bytes), for the tests.
+    let batchesSent = NIOLockedValueBox<(count: Int, largest: Int)>((0, 0))
 
     struct FamilyState {
         var connections: [String: KafkaConnection] = [:]
@@ -121,7 +130,10 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// The topic's partitions and leaders (cached; `refresh` asks a broker again). A topic the
     /// cluster does not have pauses the sink (topics are often made by a separate process).
     func metadata(_ topic: String, refresh: Bool) async throws(SinkConnectionError) -> TopicMetadata {
-        if !refresh, let known = state.withLockedValue({ $0.topics[topic] }) { return known }
+        let known = state.withLockedValue { $0.topics[topic] }
+        // Asked again once older than metadata_max_age (the Java client's metadata.max.age.ms), so
+        // that added partitions are noticed without a failure.
+        if !refresh, let known, ContinuousClock.now - known.fetchedAt < config.metadataMaxAge { return known }
         let connection = try await anyConnection()
         guard let version = connection.version(KafkaMetadata.apiKey, supported: KafkaMetadata.versions) else {
             throw SinkConnectionError("kafka broker \(connection.broker) speaks no Metadata version in \(KafkaMetadata.versions)")
@@ -156,12 +168,29 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         guard !t.partitions.isEmpty else { throw SinkConnectionError("kafka topic \(topic) has no partitions") }
         var leaders = [Int32](repeating: -1, count: t.partitions.count)
         for p in t.partitions where p.index >= 0 && Int(p.index) < leaders.count { leaders[Int(p.index)] = p.leaderID }
-        let meta = TopicMetadata(leaders: leaders)
+        var meta = TopicMetadata(leaders: leaders)
+        meta.maxMessageBytes = await maxMessageBytes(topic, connection: connection) ?? known?.maxMessageBytes ?? Self.defaultMaxMessageBytes
+        if let known, known.leaders.count != leaders.count {
+            logger.notice("kafka topic's partition count changed: records are placed by the new count", metadata: ["topic": "\(topic)", "partitions": "\(known.leaders.count) → \(leaders.count)"])
+        }
         state.withLockedValue { s in
             for (id, b) in response.brokers { s.nodes[id] = (b.host, Int(b.port)) }
             s.topics[topic] = meta
         }
         return meta
+    }
+
+    /// The topic's max.message.bytes by DescribeConfigs; nil when the broker does not say (no such
+    /// API version, an error, no value: Tansu answers with no configs).
+    func maxMessageBytes(_ topic: String, connection: KafkaConnection) async -> Int? {
+        guard let version = connection.version(KafkaDescribeConfigs.apiKey, supported: KafkaDescribeConfigs.versions) else { return nil }
+        let clientID = config.clientID
+        guard let payload = try? await connection.request(timeout: timeout, { KafkaDescribeConfigs.request(version: version, correlationID: $0, clientID: clientID, topic: topic, keys: ["max.message.bytes"]) }),
+              let results = try? KafkaDescribeConfigs.response(payload),
+              let result = results.first(where: { $0.name == topic }), result.errorCode == 0,
+              let text = result.configs["max.message.bytes"] ?? nil, let value = Int(text) else { return nil }
+        // A hostile or broken answer cannot make batches absurd: at least one small record fits.
+        return min(max(value, 1024), 1 << 30)
     }
 
     func node(_ id: Int32) -> (host: String, port: Int)? { state.withLockedValue { $0.nodes[id] } }
@@ -269,7 +298,9 @@ struct KafkaTopicClient: SinkClient {
         let deadline = ContinuousClock.now + family.config.requestTimeout
         // Work: partition → the record indices still to send there, in WAL order; one batch per
         // partition per round (a split's halves go one after the other).
-        var work: [(partition: Int32, indices: [Int])] = keys.map { ($0.partition, byPartition[$0.partition]!) }
+        var work: [(partition: Int32, indices: [Int])] = keys.flatMap { key in
+            KafkaRecordBatch.chunks(byPartition[key.partition]!, limit: meta.maxMessageBytes) { record(batch[$0].record, timestampMillis: 0) }.map { (key.partition, $0) }
+        }
         var lastError = ""
         var backoff = false
         var round = 0
@@ -322,6 +353,8 @@ struct KafkaTopicClient: SinkClient {
                     (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: part.base, compression: compression))
                 }
                 let clientID = family.config.clientID
+                let largest = encoded.map(\.records.count).max() ?? 0
+                family.batchesSent.withLockedValue { $0 = ($0.count + encoded.count, max($0.largest, largest)) }
                 let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)
                 let topic = self.topic
                 let payload: [UInt8]

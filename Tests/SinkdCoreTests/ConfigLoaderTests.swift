@@ -111,6 +111,7 @@ import Testing
                 request_timeout: 5s
                 batch_size: 1000
                 compression: gzip
+                metadata_max_age: 1m
                 sasl: {mechanism: SCRAM-SHA-256, username: sinkd, password: pw}
                 tls: {ca_file: /etc/ssl/kafka-ca.pem}
             """
@@ -201,6 +202,7 @@ import Testing
         #expect(kafka.sasl == KafkaSASLConfig(mechanism: .scramSHA256, username: "sinkd", password: "pw"))
         #expect(kafka.tls == TLSConfig(caFile: "/etc/ssl/kafka-ca.pem"), "a tls section turns TLS on")
         #expect(kafka.compression == .gzip)
+        #expect(kafka.metadataMaxAge == .seconds(60))
         #expect(c.sinks.configuredFamilies == Set(ConfigFamily.allCases))
     }
 
@@ -261,6 +263,9 @@ import Testing
         ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"broker\"], request_timeout: 1ms}\n",
                   messages: [#"sinkd.yaml:2:31: sinks.kafka.bootstrap_servers[0]: expected a HOST:PORT broker address, got "broker""#,
                              "sinkd.yaml:2:59: sinks.kafka.request_timeout: must be between 100ms and 10m, got 1ms"]),
+        ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"b:9092\"], metadata_max_age: 1ms, compression: lz4}\n",
+                  messages: ["sinkd.yaml:2:60: sinks.kafka.metadata_max_age: must be between 100ms and 24h, got 1ms",
+                             #"sinkd.yaml:2:78: sinks.kafka.compression: expected one of none, gzip, got "lz4""#]),
         ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"b:9092\"], sasl: {mechanism: GSSAPI}}\n",
                   messages: ["sinkd.yaml:2:48: sinks.kafka.sasl.username: is required with sasl: the user sinkd authenticates as",
                              "sinkd.yaml:2:48: sinks.kafka.sasl.password: is required with sasl: that user's password",

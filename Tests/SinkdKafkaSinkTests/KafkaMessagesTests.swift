@@ -78,6 +78,21 @@ import Testing
         }
     }
 
+    @Test(arguments: [Int16(1), 2])
+    func describeConfigsIsKafkas(version: Int16) throws {
+        #expect(KafkaDescribeConfigs.request(version: version, correlationID: 5, clientID: "sinkd", topic: "orders", keys: ["max.message.bytes"])
+                == (try Self.python(["describe-configs-request", "\(version)", "5", "sinkd", "orders", "max.message.bytes"])))
+        let payload = try Self.python(["describe-configs-response", "\(version)", "5"])
+        let results = try KafkaDescribeConfigs.response(payload)
+        #expect(results.map(\.name) == ["orders", "missing"])
+        #expect(results[0].configs["max.message.bytes"] == "524288")
+        #expect(results[0].configs["cleanup.policy"] == "delete")
+        #expect(results[1].errorCode == 3 && results[1].errorMessage == "no such topic")
+        for cut in 0..<payload.count {
+            #expect(throws: KafkaReader.Truncated.self) { try KafkaDescribeConfigs.response(Array(payload.prefix(cut))) }
+        }
+    }
+
     /// A hostile count (2^31 - 1 partitions in a few bytes) is refused before anything is allocated.
     @Test func absurdCountsAreRefused() {
         var w = KafkaWriter()

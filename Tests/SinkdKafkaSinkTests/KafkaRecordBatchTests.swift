@@ -62,6 +62,21 @@ import Testing
         #expect(try Self.decode(plain).first?["compression"] as? Int == 0)
     }
 
+    /// Cutting a partition's records into batches that fit max.message.bytes: WAL order kept,
+    /// each batch's estimate within the limit, a record larger than the limit alone in its batch
+    /// (the broker then says MESSAGE_TOO_LARGE: a dead letter, never a stuck sink).
+    @Test func batchesAreCutToTheLimit() {
+        let records = [100, 200, 300, 5000, 50, 50, 400].map { KafkaRecord(key: Array(repeating: 1, count: 10), value: Array(repeating: 2, count: $0), timestampMillis: 0) }
+        let limit = KafkaRecordBatch.overheadBytes + 700
+        let cut = KafkaRecordBatch.chunks(Array(records.indices), limit: limit) { records[$0] }
+        #expect(cut.flatMap { $0 } == Array(records.indices))
+        #expect(cut == [[0, 1], [2], [3], [4, 5, 6]])
+        for chunk in cut where chunk.count > 1 {
+            let encoded = KafkaRecordBatch.encode(chunk.map { records[$0] }, producer: .none)
+            #expect(encoded.count <= limit, "the estimate bounds the encoded size (Kafka compares the whole batch, log overhead included)")
+        }
+    }
+
     @Test func varintsAreZigzagLEB128() {
         func enc(_ v: Int64) -> [UInt8] { var w = KafkaWriter(); w.varint(v); return w.bytes }
         #expect(enc(0) == [0x00])

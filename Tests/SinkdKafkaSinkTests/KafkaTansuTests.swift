@@ -102,6 +102,52 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// A topic whose partition count changes (Tansu cannot add partitions: the test deletes the
+    /// topic and makes it again with 6 instead of 2) is placed by the new count once its metadata
+    /// is older than `metadata_max_age`, as the Java client's metadata.max.age.ms does: the same
+    /// key goes where Conductor's own producer would put it now.
+    @Test func aChangedPartitionCountIsNoticedWithoutAFailure() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("grow", partitions: 2)
+        let kafka = Self.config(broker) { $0.metadataMaxAge = .milliseconds(300) }
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:grow"), options: kafka.options)
+        let first = Self.records("kafka:grow", 0..<20, prefix: "before").enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        #expect(try await client.send(first) == Array(repeating: .delivered, count: 20))
+        try broker.deleteTopic("grow")
+        try broker.createTopic("grow", partitions: 6)
+        try await Task.sleep(for: .milliseconds(400))  // past metadata_max_age: the property under test is an age
+        let second = Self.records("kafka:grow", 0..<60, prefix: "after").enumerated().map { SequencedRecord(seq: UInt64($0.offset + 21), record: $0.element) }
+        #expect(try await client.send(second) == Array(repeating: .delivered, count: 60))
+        let got = try Self.consume(broker, topic: "grow", partitions: 6, count: 60, timeout: 20)
+        #expect(got.count == 60)
+        for m in got {
+            #expect(m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 6), "\(m.key!) in partition \(m.partition)")
+        }
+        await family.shutdown()
+    }
+
+    /// Batches are cut to the topic's max.message.bytes before they are sent (Tansu answers
+    /// DescribeConfigs with no configs, so the limit here is Kafka's default, 1 MiB): 600 records
+    /// of 8 KiB (4.7 MiB) to one partition leave as batches that each fit.
+    @Test func batchesAreCutToFitTheTopicsLimit() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("large", partitions: 1)
+        let kafka = Self.config(broker)
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:large"), options: kafka.options)
+        let pad = String(repeating: "x", count: 8 << 10)
+        let sent = (0..<600).map { SequencedRecord(seq: UInt64($0 + 1), record: EventRecord(id: "big-\($0)", sink: "kafka:large", payload: Array(#"{"d":"\#(pad)"}"#.utf8))) }
+        #expect(try await client.send(sent) == Array(repeating: .delivered, count: 600))
+        let meta = try await family.metadata("large", refresh: false)
+        #expect(meta.maxMessageBytes == KafkaSinkFamily.defaultMaxMessageBytes, "Tansu names no max.message.bytes")
+        let (batches, largest) = family.batchesSent.withLockedValue { $0 }
+        #expect(largest <= meta.maxMessageBytes, "the largest batch sent was \(largest) bytes")
+        #expect(batches >= 5, "4.7 MiB in batches of at most 1 MiB")
+        #expect(try Self.consume(broker, topic: "large", partitions: 1, count: 600, timeout: 30).count == 600)
+        await family.shutdown()
+    }
+
     /// A topic the cluster does not have (create_topics false) pauses the sink with the reason;
     /// nothing is produced where nobody looks.
     @Test func aMissingTopicPausesTheSink() async throws {

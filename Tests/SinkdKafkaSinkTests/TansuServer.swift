@@ -104,16 +104,25 @@ final class TansuServer: @unchecked Sendable {
     }
 
     func createTopic(_ name: String, partitions: Int) throws {
+        try topic(["create", name, "--partitions", "\(partitions)"])
+    }
+
+    func deleteTopic(_ name: String) throws {
+        try topic(["delete", name])
+    }
+
+    private func topic(_ arguments: [String]) throws {
+        let name = arguments[1]
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["topic", "create", name, "--partitions", "\(partitions)", "--broker", "tcp://127.0.0.1:\(port)"]
+        p.arguments = ["topic"] + arguments + ["--broker", "tcp://127.0.0.1:\(port)"]
         let errors = Pipe()
         p.standardOutput = FileHandle.nullDevice
         p.standardError = errors
         try p.run()
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw Failure(description: "tansu topic create \(name): \(text)") }
+        guard p.terminationStatus == 0 else { throw Failure(description: "tansu topic \(arguments[0]) \(name): \(text)") }
     }
 }
 

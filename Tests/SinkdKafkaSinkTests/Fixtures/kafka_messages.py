@@ -7,6 +7,8 @@ independent encoder to check sinkd's codec against, byte for byte. Prints hex.
   kafka_messages.py metadata-response VERSION CORRELATION
   kafka_messages.py produce-request VERSION CORRELATION CLIENT TIMEOUT TOPIC PARTITION=HEX...
   kafka_messages.py produce-response VERSION CORRELATION
+  kafka_messages.py describe-configs-request VERSION CORRELATION CLIENT TOPIC KEY...
+  kafka_messages.py describe-configs-response VERSION CORRELATION
   kafka_messages.py sasl-handshake-request VERSION CORRELATION CLIENT MECHANISM
   kafka_messages.py sasl-handshake-response VERSION CORRELATION ERROR MECHANISM...
   kafka_messages.py sasl-authenticate-request VERSION CORRELATION CLIENT HEX
@@ -14,6 +16,7 @@ independent encoder to check sinkd's codec against, byte for byte. Prints hex.
 """
 import sys
 
+from kafka.protocol.admin import DescribeConfigsRequest, DescribeConfigsResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 from kafka.protocol.sasl import SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse
@@ -79,6 +82,23 @@ elif command == "sasl-authenticate-request":
 elif command == "sasl-authenticate-response":
     kw = dict(session_lifetime_ms=int(args[3])) if version >= 1 else {}
     m = SaslAuthenticateResponse[version](error_code=int(args[0]), error_message=args[1] or None, auth_bytes=bytes.fromhex(args[2]), **kw)
+    m.with_header(correlation_id=correlation)
+    print(m.encode(header=True).hex())
+elif command == "describe-configs-request":
+    Res = DescribeConfigsRequest.DescribeConfigsResource
+    m = DescribeConfigsRequest[version](resources=[Res(resource_type=2, resource_name=args[1], configuration_keys=args[2:])], include_synonyms=False)
+    m.with_header(correlation_id=correlation, client_id=args[0])
+    print(m.encode(header=True, framed=True).hex())
+elif command == "describe-configs-response":
+    Result = DescribeConfigsResponse.DescribeConfigsResult
+    C = Result.DescribeConfigsResourceResult
+    S = C.DescribeConfigsSynonym
+    m = DescribeConfigsResponse[version](throttle_time_ms=0, results=[
+        Result(error_code=0, error_message=None, resource_type=2, resource_name="orders", configs=[
+            C(name="max.message.bytes", value="524288", read_only=False, config_source=1, is_sensitive=False,
+              synonyms=[S(name="max.message.bytes", value="524288", source=1), S(name="message.max.bytes", value="1048588", source=5)]),
+            C(name="cleanup.policy", value="delete", read_only=False, config_source=5, is_sensitive=False, synonyms=[])]),
+        Result(error_code=3, error_message="no such topic", resource_type=2, resource_name="missing", configs=[])])
     m.with_header(correlation_id=correlation)
     print(m.encode(header=True).hex())
 else:
