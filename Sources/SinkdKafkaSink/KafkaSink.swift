@@ -226,6 +226,9 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         return (fresh, fresh.generation)
     }
 
+    /// The idempotent producer's state now (the tests look at it).
+    var producerState: KafkaProducerState { state.withLockedValue { $0.producer } }
+
     func invalidateProducer(generation: Int) {
         state.withLockedValue { $0.producer.invalidate(generation: generation) }
     }

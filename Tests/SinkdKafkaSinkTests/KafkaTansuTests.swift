@@ -86,6 +86,34 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER through the whole pipeline: sinkd's next sequence for a
+    /// partition runs ahead of what the broker stored (as after batches the broker lost), the
+    /// broker answers 45, sinkd takes a new producer id and the pipeline delivers every record
+    /// exactly once, none dead-lettered.
+    @Test func anOutOfOrderSequenceGetsANewProducerAndLosesNothing() async throws {
+        let broker = try TansuServer()
+        try broker.createTopic("seq", partitions: 1)
+        let kafka = Self.config(broker)
+        let family = KafkaSinkFamily(config: kafka)
+        let engine = try RunningEngine(families: [.kafka: family]) { $0.sinks.kafka = kafka }
+        await engine.append(Self.records("kafka:seq", 0..<50))
+        #expect(await engine.waitForDelivered("kafka:seq", 50) == 50)
+        let before = family.producerState
+        let key = KafkaProducerState.PartitionKey(topic: "seq", partition: 0)
+        #expect(before.producer(for: key).baseSequence == 50)
+        family.acknowledged(key, baseSequence: 50, count: 100, generation: before.generation)  // a gap of 100
+        await engine.append(Self.records("kafka:seq", 50..<150))
+        #expect(await engine.waitForDelivered("kafka:seq", 150) == 150)
+        let after = family.producerState
+        #expect(after.producerID != before.producerID, "a new producer id after OUT_OF_ORDER_SEQUENCE_NUMBER")
+        #expect(after.producer(for: key).baseSequence == 100, "the new producer's sequence starts at 0: 100 records since")
+        let got = try Self.consume(broker, topic: "seq", partitions: 1, count: 200, timeout: 8)
+        #expect(got.count == 150)
+        #expect(Set(got.compactMap(\.key)).count == 150)
+        await engine.stop()
+        await family.shutdown()
+    }
+
     /// `compression: gzip`: the broker stores the compressed batches and librdkafka reads every
     /// record back, unchanged.
     @Test func gzipBatchesAreStoredAndReadBack() async throws {
