@@ -109,11 +109,16 @@ public enum KafkaRecordBatch {
     /// bytes by the estimate; a record that alone exceeds it gets a batch of its own (the broker
     /// decides: compression may make it fit, else MESSAGE_TOO_LARGE).
     public static func chunks(_ indices: [Int], limit: Int, record: (Int) -> KafkaRecord) -> [[Int]] {
+        chunks(indices, limit: limit, size: { estimatedSize(record($0)) })
+    }
+
+    /// The same, with each record's estimate given directly.
+    public static func chunks(_ indices: [Int], limit: Int, size estimate: (Int) -> Int) -> [[Int]] {
         var out: [[Int]] = []
         var current: [Int] = []
         var bytes = overheadBytes
         for i in indices {
-            let size = estimatedSize(record(i))
+            let size = estimate(i)
             if !current.isEmpty, bytes + size > limit {
                 out.append(current)
                 current = []

@@ -302,7 +302,7 @@ struct KafkaTopicClient: SinkClient {
         // Work: partition → the record indices still to send there, in WAL order; one batch per
         // partition per round (a split's halves go one after the other).
         var work: [(partition: Int32, indices: [Int])] = keys.flatMap { key in
-            KafkaRecordBatch.chunks(byPartition[key.partition]!, limit: meta.maxMessageBytes) { record(batch[$0].record, timestampMillis: 0) }.map { (key.partition, $0) }
+            KafkaRecordBatch.chunks(byPartition[key.partition]!, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) }).map { (key.partition, $0) }
         }
         var lastError = ""
         var backoff = false
@@ -432,6 +432,18 @@ struct KafkaTopicClient: SinkClient {
             if refresh { meta = (try? await family.metadata(topic, refresh: true)) ?? meta }
         }
         return outcomes.map { $0 ?? .retryable("kafka: not sent") }
+    }
+
+    /// KafkaRecordBatch.estimatedSize of `record(r)`, without building it.
+    func estimatedSize(_ r: EventRecord) -> Int {
+        var size = 36 + r.id.utf8.count + r.payload.count
+        if family.config.headers {
+            size += 10 + "sinkd-message-id".utf8.count + r.id.utf8.count
+            for (name, value) in [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType), ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)] {
+                if let value { size += 10 + name.utf8.count + value.utf8.count }
+            }
+        }
+        return size
     }
 
     func record(_ r: EventRecord, timestampMillis: Int64) -> KafkaRecord {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SinkdCore
 @testable import SinkdKafkaSink
 
 @Suite struct KafkaRecordBatchTests {
@@ -74,6 +75,18 @@ import Testing
         for chunk in cut where chunk.count > 1 {
             let encoded = KafkaRecordBatch.encode(chunk.map { records[$0] }, producer: .none)
             #expect(encoded.count <= limit, "the estimate bounds the encoded size (Kafka compares the whole batch, log overhead included)")
+        }
+    }
+
+    /// The topic client's shortcut estimate equals the estimate of the record it builds.
+    @Test func theClientsEstimateIsTheRecordsEstimate() throws {
+        var r = EventRecord(id: "t-1", sink: "kafka:x", payload: Array(#"{"a":1}"#.utf8), workflowInstanceId: "wf", workflowType: "checkout")
+        r.correlationId = "c"
+        for headers in [false, true] {
+            var config = KafkaSinkConfig()
+            config.headers = headers
+            let client = KafkaTopicClient(family: KafkaSinkFamily(config: config), topic: "x")
+            #expect(client.estimatedSize(r) == KafkaRecordBatch.estimatedSize(client.record(r, timestampMillis: 0)))
         }
     }
 
