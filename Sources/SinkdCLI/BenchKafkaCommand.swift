@@ -23,8 +23,8 @@ struct BenchKafka: ParsableCommand {
     @Option(help: "Payload bytes per record.") var payloadBytes = 1024
     @Option(help: "Partitions of each topic.") var partitions = 4
     @Option(help: "Client connections to sinkd.") var connections = 4
-    @Option(help: "sinkd's batch_size.") var batchSize = 500
-    @Option(help: "sinkd's max_in_flight (batches of the sink at once; one per partition at a time).") var maxInFlight = 8
+    @Option(help: "sinkd's batch_size (the kafka family's default).") var batchSize = ConfigFamily.kafka.defaultOptions.batchSize
+    @Option(help: "sinkd's max_in_flight (the kafka family's default; one batch per partition on the wire at a time).") var maxInFlight = ConfigFamily.kafka.defaultOptions.maxInFlight
 
     func run() throws {
         let dir = try freshBenchDirectory(directory)
