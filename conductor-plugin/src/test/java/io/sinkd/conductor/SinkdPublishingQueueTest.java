@@ -1,0 +1,112 @@
+package io.sinkd.conductor;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.netflix.conductor.core.events.EventQueueProvider;
+import com.netflix.conductor.core.events.queue.Message;
+import com.netflix.conductor.core.events.queue.ObservableQueue;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import org.junit.jupiter.api.Test;
+import rx.Observable;
+
+/**
+ * The Conductor side: the provider wrapper and its queues. Conductor's classes cannot be installed
+ * here, so the wrapped queue is a recording one written against the stand-ins (the only mock in
+ * these tests, said so): it proves what the wrapper passes on and what it keeps for sinkd.
+ */
+class SinkdPublishingQueueTest {
+    static final class RecordingQueue implements ObservableQueue {
+        final List<String> calls = new ArrayList<>();
+        final Observable<Message> observable = new Observable<>() {};
+
+        public Observable<Message> observe() { calls.add("observe"); return observable; }
+        public String getType() { return "conductor"; }
+        public String getName() { return "order_flow:notify_ref"; }
+        public String getURI() { return "order_flow:notify_ref"; }
+        public List<String> ack(List<Message> messages) { calls.add("ack " + messages.size()); return List.of("x"); }
+        public void nack(List<Message> messages) { calls.add("nack " + messages.size()); }
+        public void publish(List<Message> messages) { calls.add("publish " + messages.size()); }
+        public boolean rePublishIfNoAck() { calls.add("rePublishIfNoAck"); return true; }
+        public void setUnackTimeout(Message message, long unackTimeout) { calls.add("setUnackTimeout " + unackTimeout); }
+        public long size() { calls.add("size"); return 7; }
+        public void close() { calls.add("close"); }
+        public void start() { calls.add("start"); }
+        public void stop() { calls.add("stop"); }
+        public boolean isRunning() { calls.add("isRunning"); return true; }
+    }
+
+    static final class Provider implements EventQueueProvider {
+        final String type;
+        final List<String> asked = new ArrayList<>();
+        final RecordingQueue queue = new RecordingQueue();
+
+        Provider(String type) { this.type = type; }
+
+        public String getQueueType() { return type; }
+
+        public ObservableQueue getQueue(String queueURI) {
+            asked.add(queueURI);
+            return queue;
+        }
+    }
+
+    @Test
+    void everythingButPublishIsTheWrappedQueues() {
+        Provider provider = new Provider("conductor");
+        try (SinkdClient client = new SinkdClient(Path.of("/nonexistent/ingest.sock"), 1, Duration.ofSeconds(1))) {
+            ObservableQueue queue = new SinkdEventQueueProvider(provider, client).getQueue("order_flow:notify_ref");
+            Message m = new Message("t-1", "{}", "t-1");
+            assertSame(provider.queue.observable, queue.observe());
+            assertEquals(List.of("x"), queue.ack(List.of(m)));
+            queue.nack(List.of(m, m));
+            assertTrue(queue.rePublishIfNoAck());
+            queue.setUnackTimeout(m, 5000);
+            assertEquals(7, queue.size());
+            queue.start();
+            assertTrue(queue.isRunning());
+            queue.stop();
+            queue.close();
+            assertEquals("order_flow:notify_ref", queue.getURI());
+            assertEquals(List.of("observe", "ack 1", "nack 2", "rePublishIfNoAck", "setUnackTimeout 5000", "size", "start", "isRunning", "stop", "close"),
+                    provider.queue.calls);
+            // publish goes to sinkd (absent here: the task fails, to be retried), never to the wrapped queue.
+            SinkdException e = assertThrows(SinkdException.class, () -> queue.publish(List.of(m)));
+            assertEquals("unavailable", e.code());
+            assertTrue(provider.queue.calls.stream().noneMatch(c -> c.startsWith("publish")));
+        }
+    }
+
+    @Test
+    void publishGoesThroughSinkdInTheExpandedForm() throws Exception {
+        Provider provider = new Provider("file");
+        try (SinkdProcess sinkd = new SinkdProcess(); SinkdClient client = new SinkdClient(sinkd.socket, 1, Duration.ofSeconds(5))) {
+            ObservableQueue queue = new SinkdEventQueueProvider(provider, client).getQueue("events");
+            queue.publish(List.of(new Message("t-1", "{\"a\":1}", "t-1"), new Message("t-2", "{\"a\":2}", "t-2")));
+            assertEquals(List.of("{\"a\":1}", "{\"a\":2}"), sinkd.delivered("events", 2));
+            assertEquals(List.of("events"), provider.asked, "the provider made its own queue for the URI");
+        }
+    }
+
+    @Test
+    void onlyTheConfiguredQueueTypesAreWrapped() {
+        try (SinkdClient client = new SinkdClient(Path.of("/nonexistent/ingest.sock"), 1, Duration.ofSeconds(1))) {
+            SinkdBeanPostProcessor processor = new SinkdBeanPostProcessor(Set.of("sqs", "conductor"), client);
+            Provider sqs = new Provider("sqs");
+            Provider nats = new Provider("nats");
+            Object wrapped = processor.postProcessAfterInitialization(sqs, "sqsEventQueueProvider");
+            assertTrue(wrapped instanceof SinkdEventQueueProvider);
+            assertSame(sqs, ((SinkdEventQueueProvider) wrapped).delegate());
+            assertSame(wrapped, processor.postProcessAfterInitialization(wrapped, "again"), "never wrapped twice");
+            assertSame(nats, processor.postProcessAfterInitialization(nats, "natsEventQueueProvider"));
+            Object other = new Object();
+            assertSame(other, processor.postProcessAfterInitialization(other, "somethingElse"));
+        }
+    }
+}
