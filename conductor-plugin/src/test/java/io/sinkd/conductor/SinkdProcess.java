@@ -13,6 +13,11 @@ final class SinkdProcess implements AutoCloseable {
     private Process process;
 
     SinkdProcess() throws IOException, InterruptedException {
+        this("");
+    }
+
+    /** {@code extraSinks}: more lines under {@code sinks:} (two-space indented). */
+    SinkdProcess(String extraSinks) throws IOException, InterruptedException {
         directory = Files.createTempDirectory("sinkd-plugin-test-");
         socket = directory.resolve("ingest.sock");
         Files.writeString(directory.resolve("sinkd.yaml"), String.join("\n",
@@ -22,6 +27,7 @@ final class SinkdProcess implements AutoCloseable {
                 "log: {level: warning, format: logfmt}",
                 "sinks:",
                 "  file: {directory: " + directory.resolve("out") + "}",
+                extraSinks,
                 ""));
         start();
     }

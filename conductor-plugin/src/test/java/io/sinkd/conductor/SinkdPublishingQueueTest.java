@@ -94,6 +94,31 @@ class SinkdPublishingQueueTest {
         }
     }
 
+    /**
+     * A `conductor` sink in the expanded form, as a plugin inside Conductor has it: the provider's
+     * type and the already-expanded URI. The row lands in Conductor's own queue table, under the
+     * queue the EVENT task named, with the taskId as message id and the payload as sent.
+     */
+    @Test
+    void aConductorSinksRowArrivesThroughTheExpandedForm() throws Exception {
+        try (PostgresServer postgres = new PostgresServer();
+             SinkdProcess sinkd = new SinkdProcess("  conductor: {postgres: {url: \"" + postgres.url() + "\", sslmode: disable}}");
+             SinkdClient client = new SinkdClient(sinkd.socket, 1, Duration.ofSeconds(5))) {
+            Provider provider = new Provider("conductor");
+            ObservableQueue queue = new SinkdEventQueueProvider(provider, client).getQueue("order_flow:notify_ref");
+            queue.publish(List.of(new Message("task-7", "{\"orderId\": 7}", "task-7")));
+            String row = "";
+            long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+            while (row.isEmpty() && System.nanoTime() < deadline) {
+                row = postgres.psql("conductor", "SELECT queue_name, message_id, payload FROM queue_message");
+                if (row.isEmpty()) {
+                    Thread.sleep(50);
+                }
+            }
+            assertEquals("order_flow:notify_ref|task-7|{\"orderId\": 7}", row);
+        }
+    }
+
     @Test
     void onlyTheConfiguredQueueTypesAreWrapped() {
         try (SinkdClient client = new SinkdClient(Path.of("/nonexistent/ingest.sock"), 1, Duration.ofSeconds(1))) {
