@@ -30,11 +30,26 @@ public final class SinkdPublishingQueue implements ObservableQueue {
         return delegate;
     }
 
+    /**
+     * An EVENT task's message (Conductor's Event task builds it with id = receipt = the taskId)
+     * goes through sinkd. Any other message goes to Conductor's own queue as before: the event
+     * processor puts a consumed message back on its queue through publish when its handling
+     * failed transiently (that message carries the broker's receipt), and sinkd would answer such
+     * a message "duplicate" (same id within its dedupe window) instead of re-queueing it.
+     */
     @Override
     public void publish(List<Message> messages) {
         for (Message m : messages) {
-            client.publish(m.getId(), queueType, queueURI, m.getPayload() == null ? "null" : m.getPayload(), SinkdClient.Context.NONE);
+            if (isEventTaskMessage(m)) {
+                client.publish(m.getId(), queueType, queueURI, m.getPayload() == null ? "null" : m.getPayload(), SinkdClient.Context.NONE);
+            } else {
+                delegate.publish(List.of(m));
+            }
         }
+    }
+
+    static boolean isEventTaskMessage(Message m) {
+        return m.getId() != null && m.getId().equals(m.getReceipt());
     }
 
     @Override

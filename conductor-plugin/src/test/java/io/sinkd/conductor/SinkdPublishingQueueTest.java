@@ -80,6 +80,10 @@ class SinkdPublishingQueueTest {
             SinkdException e = assertThrows(SinkdException.class, () -> queue.publish(List.of(m)));
             assertEquals("unavailable", e.code());
             assertTrue(provider.queue.calls.stream().noneMatch(c -> c.startsWith("publish")));
+            // A consumed message put back by the event processor (a broker's receipt, not the id)
+            // is Conductor's queue's business, as before.
+            queue.publish(List.of(new Message("sqs-message-1", "{}", "AQEB-receipt-handle")));
+            assertEquals("publish 1", provider.queue.calls.get(provider.queue.calls.size() - 1));
         }
     }
 
