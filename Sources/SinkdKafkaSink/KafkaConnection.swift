@@ -131,7 +131,9 @@ public final class KafkaConnection: Sendable {
             if let sasl {
                 let authenticated = KafkaConnection(channel: channel, broker: broker, versions: response.versions)
                 let lifetime = try await authenticated.authenticate(sasl, clientID: clientID, timeout: timeout)
-                if lifetime > 0 { renewBy = .now + .milliseconds(lifetime * 85 / 100) }
+                // Bounded before the arithmetic: a broker's answer may say anything (a day is far
+                // beyond any real session; renewing once a day costs nothing).
+                if lifetime > 0 { renewBy = .now + .milliseconds(min(lifetime, 86_400_000) * 85 / 100) }
             }
             return KafkaConnection(channel: channel, broker: broker, versions: response.versions, renewBy: renewBy)
         } catch {

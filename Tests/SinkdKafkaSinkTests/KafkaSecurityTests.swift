@@ -215,4 +215,18 @@ import SinkdTestSupport
         #expect(Set(got.compactMap(\.key)).count == sent)
         await family.shutdown()
     }
+
+    /// A hostile session lifetime (Int64.max milliseconds) is an answer like any other: it neither
+    /// traps the arithmetic of the renewal time nor stops delivery.
+    @Test func anAbsurdSessionLifetimeDoesNotTrap() async throws {
+        let (broker, proxy, _) = try Self.gated(["--sasl", "alice", "s3cret", "--lifetime-ms", "\(Int64.max)"], topic: "absurd", partitions: 1)
+        defer { TansuServer.kill(proxy) }
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:\(broker.advertisedPort)"]
+        kafka.sasl = KafkaSASLConfig(mechanism: .scramSHA256, username: "alice", password: "s3cret")
+        let family = KafkaSinkFamily(config: kafka)
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:absurd"), options: kafka.options)
+        #expect(try await client.send(Self.batch("kafka:absurd", 0..<5)) == Array(repeating: .delivered, count: 5))
+        await family.shutdown()
+    }
 }
