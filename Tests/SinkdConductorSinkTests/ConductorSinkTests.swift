@@ -229,11 +229,12 @@ import PostgresNIO
         let long = EventRecord(id: "long", sink: try SinkAddress.parse("conductor", workflowType: longType, taskRefName: "t").identity,
                                payload: Array("{}".utf8), workflowType: longType, taskRefName: "t")
         await engine.append([long, Self.record("fine", sink: "conductor", payload: "{}")])
-        #expect(try await server.waitForMessages(1).map(\.id) == ["fine"])
-        let deadline = ContinuousClock.now + .seconds(10)
+        // The pipelines' state goes with a failure, so a run that stalls says where.
+        #expect(try await server.waitForMessages(1, timeout: .seconds(60)).map(\.id) == ["fine"], "\(engine.service.snapshots)")
+        let deadline = ContinuousClock.now + .seconds(30)
         while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         let dead = try engine.deadLetters.entries()
-        #expect(dead.map(\.record.id) == ["long"])
+        #expect(dead.map(\.record.id) == ["long"], "\(engine.service.snapshots)")
         #expect(dead.first?.error.contains("varchar(255)") == true)
         await engine.stop()
         await family.shutdown()

@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import SinkdTestSupport
 @testable import SinkdKafkaSink
 
 /// Metadata and Produce against kafka-python's encoder (generated from Kafka's own message
 /// definitions): sinkd's requests byte for byte, and kafka-python's responses parsed; every
 /// truncation of a response is an error, never a trap.
-@Suite struct KafkaMessagesTests {
+@Suite(.blockingThreads) struct KafkaMessagesTests {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/kafka_messages.py").path
 
     static func python(_ arguments: [String]) throws -> [UInt8] {

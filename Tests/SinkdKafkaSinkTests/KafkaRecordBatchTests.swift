@@ -1,9 +1,10 @@
 import Foundation
 import Testing
+import SinkdTestSupport
 import SinkdCore
 @testable import SinkdKafkaSink
 
-@Suite struct KafkaRecordBatchTests {
+@Suite(.blockingThreads) struct KafkaRecordBatchTests {
     static let decoder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/decode_batch.py").path
 
     static func decode(_ batch: [UInt8]) throws -> [[String: Any]] {

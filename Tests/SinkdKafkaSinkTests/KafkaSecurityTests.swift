@@ -12,7 +12,7 @@ import SinkdTestSupport
 /// (its --cert and --key options exclude each other, and SASL users can only be created over an
 /// authenticated connection, which its memory storage never has), so the proxy plays Kafka's
 /// listener (TLS by OpenSSL, SCRAM by scramp's server) in front of the real broker.
-@Suite struct KafkaSaslExchangeTests {
+@Suite(.blockingThreads) struct KafkaSaslExchangeTests {
     static let vectorScript = Python.fixtures.appendingPathComponent("scram_vector.py").path
 
     /// RFC 7677 section 3: user "user", password "pencil".

@@ -90,7 +90,7 @@ final class CredentialEndpoint: Sendable {
 
 /// The SDKs' credential chain, chosen without I/O: every source, its place in the order, and the
 /// profile forms of the shared files.
-@Suite struct CredentialChainTests {
+@Suite(.blockingThreads) struct CredentialChainTests {
     static func resolve(_ env: [String: String], files: [String: String] = [:], _ configure: (inout SQSSinkConfig) -> Void = { _ in }) -> Result<SQSCredentials.Source, SQSCredentials.ResolveError> {
         var config = SQSSinkConfig()
         configure(&config)

@@ -1,10 +1,11 @@
 import Foundation
 import Testing
+import SinkdTestSupport
 import SinkdCore
 import SinkdDelivery
 @testable import SinkdSQSSink
 
-@Suite struct SigV4Tests {
+@Suite(.blockingThreads) struct SigV4Tests {
     static let example = SigV4Signer.Credentials(accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     static let date = Date(timeIntervalSince1970: 1_440_938_160)  // 2015-08-30T12:36:00Z
 
@@ -72,7 +73,7 @@ enum Python {
     }
 }
 
-@Suite struct SQSProtocolTests {
+@Suite(.blockingThreads) struct SQSProtocolTests {
     @Test func batchBodyCarriesBodiesAttributesAndFIFOFields() throws {
         var record = EventRecord(id: "t-1", sink: "sqs:orders.fifo", payload: Array(#"{"n":1}"#.utf8))
         record.workflowInstanceId = "wf-9"
