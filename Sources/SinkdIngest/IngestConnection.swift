@@ -300,8 +300,20 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
             if buffer.readableBytes == 0 {
                 return  // blank lines are not requests
             }
-            let parsed = buffer.withUnsafeReadableBytes { RequestParser.parse($0) }
-            switch parsed.flatMap({ resolve($0) }) {
+            let parsed = buffer.withUnsafeReadableBytes { RequestParser.parseLine($0) }
+            let request: EventRecord
+            switch parsed {
+            case .failure(let rejection):
+                appendReady(.rejected(rejection))
+                return
+            case .success(.query(.queueTypes)):
+                // Answered in its place among the connection's answers; nothing is written.
+                appendReady(.queueTypes(SinkPrefix.conductorQueueTypes(servedBy: shared.sinks)))
+                return
+            case .success(.record(let record)):
+                request = record
+            }
+            switch resolve(request) {
             case .failure(let rejection):
                 appendReady(.rejected(rejection))
             case .success(let record):
@@ -425,6 +437,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 let id: String? = switch response {
                 case .accepted(let id, _), .duplicate(let id, _): id
                 case .rejected(let r): r.id
+                case .queueTypes: nil
                 }
                 let rejection = error.isNoSpace
                     ? IngestRejection(.walFull, "the disk holding the write-ahead log is full; send again later", id: id)

@@ -23,6 +23,39 @@ public enum RejectCode: String, Sendable, Equatable, CaseIterable {
     }
 }
 
+/// What one request line asks: a record to accept, or a question about this sinkd.
+public enum IngestRequest: Sendable, Equatable {
+    case record(EventRecord)
+    case query(IngestQuery)
+}
+
+/// The questions a client may ask on the ingest socket (docs/PROTOCOL.md, "Queries"): read-only,
+/// answered at once, never touching the WAL.
+public enum IngestQuery: String, Sendable, Equatable, CaseIterable {
+    /// The queue types (Conductor's `getQueueType()`, sinkd's sink prefixes) this sinkd forwards:
+    /// those whose family its running configuration has. The Conductor plugin asks it to know which
+    /// of Conductor's event queues to publish through sinkd.
+    case queueTypes
+
+    static let knownList = allCases.map(\.rawValue).joined(separator: ", ")
+}
+
+extension SinkPrefix {
+    /// Conductor's own queue types among the prefixes (`file`, `http` and `redis` are sinkd's).
+    public var isConductorQueueType: Bool {
+        switch self {
+        case .file, .http, .redis: false
+        default: true
+        }
+    }
+
+    /// The Conductor queue types `sinks` serves, in a stable order.
+    public static func conductorQueueTypes(servedBy sinks: SinksConfig) -> [String] {
+        let families = sinks.configuredFamilies
+        return allCases.filter { $0.isConductorQueueType && $0.configFamily.map(families.contains) == true }.map(\.rawValue).sorted()
+    }
+}
+
 /// A request line that was refused: the code, a message that says what and where, and the
 /// request's id when it could be read.
 public struct IngestRejection: Error, Sendable, Equatable {

@@ -5,6 +5,8 @@ public enum IngestResponse: Sendable, Equatable {
     case accepted(id: String, seq: UInt64)
     case duplicate(id: String, seq: UInt64)
     case rejected(IngestRejection)
+    /// The answer to `{"query":"queueTypes"}`.
+    case queueTypes([String])
 
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
@@ -36,6 +38,13 @@ public enum IngestResponse: Sendable, Equatable {
             out.append(contentsOf: (r.code.retryable ? "true" : "false").utf8)
             out.append(contentsOf: #","error":"#.utf8)
             JSONText.appendString(r.message, to: &out)
+        case .queueTypes(let types):
+            out.append(contentsOf: #"null,"status":"answer","query":"queueTypes","queueTypes":["#.utf8)
+            for (i, t) in types.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONText.appendString(t, to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
         }
         out.append(contentsOf: "}\n".utf8)
     }

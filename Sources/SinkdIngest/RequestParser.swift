@@ -21,6 +21,16 @@ public enum RequestParser {
         return p.parseRequest()
     }
 
+    /// A request line as the ingest server reads it: a record, or a query (docs/PROTOCOL.md, "Queries").
+    public static func parseLine(_ line: UnsafeRawBufferPointer) -> Result<IngestRequest, IngestRejection> {
+        var p = JSONScanner(line)
+        return p.parseLine()
+    }
+
+    public static func parseLine(_ line: [UInt8]) -> Result<IngestRequest, IngestRejection> {
+        line.withUnsafeBytes { parseLine($0) }
+    }
+
     /// The request line that `parse` reads back as `record` (its context fields, payload bytes
     /// as they are): for clients that hold a record, and for re-checking one as ingest would.
     public static func requestLine(for record: EventRecord) -> [UInt8] {
@@ -50,6 +60,8 @@ private enum Field: String, CaseIterable {
     /// The expanded form, as Conductor's EventQueueProvider sees a sink: `getQueueType()` and the URI
     /// `getQueue(uri)` receives (already expanded), instead of `sink`.
     case queueType, queueURI
+    /// A question to sinkd instead of a record (`{"query":"queueTypes"}`).
+    case query
 
     static let names: [(bytes: [UInt8], field: Field)] = allCases.map { (Array($0.rawValue.utf8), $0) }
 
@@ -86,6 +98,15 @@ struct JSONScanner {
     }
 
     mutating func parseRequest() -> Result<EventRecord, IngestRejection> {
+        parseLine().flatMap { request in
+            switch request {
+            case .record(let record): .success(record)
+            case .query: .failure(IngestRejection(.invalidField, "a query ('query') is a question to sinkd's ingest socket, not a record"))
+            }
+        }
+    }
+
+    mutating func parseLine() -> Result<IngestRequest, IngestRejection> {
         var values = FieldValues()
         do {
             skipWhitespace()
@@ -118,7 +139,22 @@ struct JSONScanner {
         } catch {
             return .failure(IngestRejection(.malformed, "malformed JSON: \(error)", id: id))
         }
-        return build(values)
+        if let query = values[.query] { return self.query(query, values) }
+        return build(values).map(IngestRequest.record)
+    }
+
+    /// `{"query":NAME}` and nothing else sinkd reads.
+    private func query(_ value: Value, _ values: FieldValues) -> Result<IngestRequest, IngestRejection> {
+        if let other = Field.allCases.first(where: { $0 != .query && values[$0] != nil }) {
+            return .failure(IngestRejection(.invalidField, "a query takes no record fields, but '\(other.rawValue)' is given: send records and queries as separate lines", id: id))
+        }
+        guard value.kind == .string, let name = value.string?.decoded else {
+            return .failure(IngestRejection(.invalidField, "field 'query' must be a string naming the question (known: \(IngestQuery.knownList)), got \(value.kind.description)"))
+        }
+        guard let query = IngestQuery(rawValue: name) else {
+            return .failure(IngestRejection(.invalidField, "unknown query '\(name.prefix(64))' (known: \(IngestQuery.knownList))"))
+        }
+        return .success(.query(query))
     }
 
     private func build(_ values: FieldValues) -> Result<EventRecord, IngestRejection> {

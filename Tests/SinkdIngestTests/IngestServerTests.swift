@@ -41,6 +41,27 @@ import SinkdTestSupport
         await h.stop()
     }
 
+    /// The Conductor plugin asks which queue types this sinkd serves: answered in its place among
+    /// pipelined records, from the running configuration (a reload changes it), nothing written.
+    @Test func aQueueTypesQueryIsAnsweredInOrderFromTheRunningConfiguration() async throws {
+        let h = try await IngestHarness { $0.sinks.conductor = ConductorSinkConfig() }
+        let c = try h.client()
+        c.send([line("before"), #"{"query":"queueTypes"}"#, #"{"query":"nope"}"#, line("after")])
+        let r = c.responseObjects(4)
+        #expect(r.map { $0["status"] as? String } == ["accepted", "answer", "rejected", "accepted"])
+        #expect(r[1]["queueTypes"] as? [String] == ["conductor"])
+        #expect(r[1]["query"] as? String == "queueTypes")
+        #expect(r[2]["code"] as? String == "invalid_field")
+        var sinks = h.config.sinks
+        sinks.sqs = SQSSinkConfig()
+        sinks.kafka = KafkaSinkConfig()
+        h.service.shared.updateSinks(sinks)
+        c.send([#"{"query":"queueTypes"}"#])
+        #expect(c.responseObjects(1).first?["queueTypes"] as? [String] == ["conductor", "kafka", "sqs"])
+        #expect(h.wal.currentStats.appendedRecords == 2, "a query is never written to the WAL")
+        await h.stop()
+    }
+
     @Test func responsesComeInRequestOrderUnderPipelining() async throws {
         let h = try await IngestHarness()
         let c = try h.client()

@@ -198,3 +198,51 @@ extension Result where Failure == IngestRejection {
         #expect(r.id == "tâche-1 ✓" && r.correlationId == "a\"b\\c")
     }
 }
+
+/// `{"query":"queueTypes"}`: a question, not a record (docs/PROTOCOL.md, "Queries").
+@Suite struct QueryTests {
+    @Test func aQueryLineIsAQuery() {
+        #expect(RequestParser.parseLine(Array(#"{"query":"queueTypes"}"#.utf8)) == .success(.query(.queueTypes)))
+        #expect(RequestParser.parseLine(Array(#" { "query" : "queueTypes" , "extra" : [1] } "#.utf8)) == .success(.query(.queueTypes)), "unknown fields are ignored, as in records")
+        // A record line is still a record.
+        guard case .success(.record(let r)) = RequestParser.parseLine(Array(#"{"id":"a","sink":"file:x","payload":1}"#.utf8)) else {
+            Issue.record("a record line must parse as a record")
+            return
+        }
+        #expect(r.id == "a")
+    }
+
+    @Test(arguments: [
+        (#"{"query":"sinks"}"#, "unknown query 'sinks' (known: queueTypes)"),
+        (#"{"query":1}"#, "field 'query' must be a string"),
+        (#"{"query":null}"#, "field 'query' must be a string"),
+        (#"{"query":"queueTypes","id":"a"}"#, "a query takes no record fields, but 'id' is given"),
+        (#"{"query":"queueTypes","sink":"file:x","payload":1}"#, "but 'sink' is given"),
+        (#"{"query":"queueTypes","query":"queueTypes"}"#, "appears more than once"),
+    ])
+    func aBadQueryIsRefusedSayingWhy(_ line: String, _ says: String) {
+        guard case .failure(let r) = RequestParser.parseLine(Array(line.utf8)) else {
+            Issue.record("\(line) must be refused")
+            return
+        }
+        #expect(r.code == .invalidField, "\(line)")
+        #expect(r.message.contains(says), "\(line): \(r.message)")
+    }
+
+    @Test func recordOnlyCallersRefuseAQuery() {
+        #expect(RequestParser.parse(Array(#"{"query":"queueTypes"}"#.utf8)).failureCode == .invalidField)
+    }
+
+    @Test func theAnswerNamesConductorsQueueTypesOfTheConfiguredFamilies() {
+        var sinks = SinksConfig()
+        sinks.file = FileSinkConfig()
+        #expect(SinkPrefix.conductorQueueTypes(servedBy: sinks) == [], "file is sinkd's own, not a Conductor queue type")
+        sinks.amqp = AMQPSinkConfig()
+        sinks.nats = NATSSinkConfig()
+        #expect(SinkPrefix.conductorQueueTypes(servedBy: sinks) == ["amqp_exchange", "amqp_queue", "jsm", "nats", "nats_stream"])
+        #expect(String(decoding: IngestResponse.queueTypes(["conductor", "sqs"]).encoded(), as: UTF8.self)
+            == #"{"id":null,"status":"answer","query":"queueTypes","queueTypes":["conductor","sqs"]}"# + "\n")
+        #expect(String(decoding: IngestResponse.queueTypes([]).encoded(), as: UTF8.self)
+            == #"{"id":null,"status":"answer","query":"queueTypes","queueTypes":[]}"# + "\n")
+    }
+}
