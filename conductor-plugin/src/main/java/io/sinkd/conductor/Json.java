@@ -31,9 +31,10 @@ final class Json {
     }
 
     /**
-     * A flat JSON object of strings, numbers, booleans and nulls (sinkd's responses): its members,
-     * numbers and booleans as their text, null as Java null. Throws IllegalArgumentException on
-     * anything else.
+     * A flat JSON object of strings, numbers, booleans, nulls and arrays of strings (sinkd's
+     * responses): its members, numbers and booleans as their text, null as Java null, an array as
+     * its strings joined by commas (sinkd's arrays hold queue types, which have none). Throws
+     * IllegalArgumentException on anything else.
      */
     static Map<String, String> flatObject(String text) {
         Map<String, String> out = new HashMap<>();
@@ -53,6 +54,32 @@ final class Json {
             String value;
             if (c == '"') {
                 value = readString(text, at);
+            } else if (c == '[') {
+                at[0]++;
+                StringBuilder joined = new StringBuilder();
+                at[0] = skip(text, at[0]);
+                if (peek(text, at[0]) == ']') {
+                    at[0]++;
+                } else {
+                    while (true) {
+                        at[0] = skip(text, at[0]);
+                        String element = readString(text, at);
+                        if (element.indexOf(',') >= 0) {
+                            throw new IllegalArgumentException("an array element with a comma at " + at[0]);
+                        }
+                        joined.append(joined.length() == 0 ? "" : ",").append(element);
+                        at[0] = skip(text, at[0]);
+                        char next = peek(text, at[0]);
+                        at[0]++;
+                        if (next == ']') {
+                            break;
+                        }
+                        if (next != ',') {
+                            throw new IllegalArgumentException("expected ',' or ']' at " + (at[0] - 1));
+                        }
+                    }
+                }
+                value = joined.toString();
             } else {
                 int start = at[0];
                 while (at[0] < text.length() && ",} \t\r\n".indexOf(text.charAt(at[0])) < 0) {

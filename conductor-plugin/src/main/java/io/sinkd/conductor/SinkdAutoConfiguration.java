@@ -17,8 +17,8 @@ import org.springframework.core.env.Environment;
 @AutoConfiguration
 @ConditionalOnProperty(name = "conductor.sinkd.enabled", havingValue = "true")
 public class SinkdAutoConfiguration {
-    /** Every queue type a sinkd family serves. */
-    public static final String DEFAULT_QUEUE_TYPES = "sqs,amqp,amqp_queue,amqp_exchange,nats,nats_stream,jsm,kafka,conductor";
+    /** How long sinkd's answer to "which queue types do you serve" is used before asking again. */
+    public static final Duration QUEUE_TYPES_MAX_AGE = Duration.ofSeconds(30);
 
     /** Static: a BeanPostProcessor must exist before the beans it processes. */
     @Bean
@@ -26,8 +26,20 @@ public class SinkdAutoConfiguration {
         Path socket = Path.of(environment.getProperty("conductor.sinkd.socket", "/run/sinkd/ingest.sock"));
         int connections = Integer.parseInt(environment.getProperty("conductor.sinkd.connections", "4"));
         Duration timeout = Duration.parse(environment.getProperty("conductor.sinkd.publish-timeout", "PT10S"));
-        Set<String> types = Arrays.stream(environment.getProperty("conductor.sinkd.queue-types", DEFAULT_QUEUE_TYPES).split(","))
+        SinkdClient client = new SinkdClient(socket, connections, timeout);
+        return new SinkdBeanPostProcessor(servedQueueTypes(environment.getProperty("conductor.sinkd.queue-types", ""), client), client);
+    }
+
+    /**
+     * {@code conductor.sinkd.queue-types} when set (a comma-separated list: exactly those types);
+     * absent or blank, the types sinkd's running configuration serves, asked of sinkd.
+     */
+    static ServedQueueTypes servedQueueTypes(String property, SinkdClient client) {
+        if (property == null || property.isBlank()) {
+            return ServedQueueTypes.askingSinkd(client, QUEUE_TYPES_MAX_AGE);
+        }
+        Set<String> types = Arrays.stream(property.split(","))
                 .map(String::trim).filter(s -> !s.isEmpty()).collect(Collectors.toUnmodifiableSet());
-        return new SinkdBeanPostProcessor(types, new SinkdClient(socket, connections, timeout));
+        return ServedQueueTypes.fixed(types);
     }
 }

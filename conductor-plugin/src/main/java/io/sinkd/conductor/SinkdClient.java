@@ -9,12 +9,15 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayDeque;
+import java.util.Arrays;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.Collectors;
 
 /**
  * sinkd's ingest protocol (docs/PROTOCOL.md) on the JDK alone: newline-delimited JSON over a
@@ -75,15 +78,44 @@ public final class SinkdClient implements AutoCloseable {
         field(line, "correlationId", context.correlationId());
         field(line, "taskRefName", context.taskRefName());
         line.append(",\"payload\":").append(payloadJson.isBlank() ? "null" : payloadJson).append("}\n");
-        byte[] request = line.toString().getBytes(StandardCharsets.UTF_8);
+        String response = exchange(line.toString().getBytes(StandardCharsets.UTF_8));
+        return interpret(id, response);
+    }
+
+    /**
+     * The queue types sinkd's running configuration serves ({@code {"query":"queueTypes"}},
+     * docs/PROTOCOL.md): Conductor's types whose sink family sinkd has. Throws
+     * {@link SinkdException} when sinkd cannot be asked.
+     */
+    public Set<String> queueTypes() {
+        return interpretQueueTypes(exchange("{\"query\":\"queueTypes\"}\n".getBytes(StandardCharsets.UTF_8)));
+    }
+
+    static Set<String> interpretQueueTypes(String response) {
+        Map<String, String> fields;
+        try {
+            fields = Json.flatObject(response);
+        } catch (IllegalArgumentException e) {
+            throw new SinkdException("internal", true, "sinkd sent an answer this client cannot read (" + e.getMessage() + "): " + response);
+        }
+        String types = fields.get("queueTypes");
+        if (!"answer".equals(fields.get("status")) || types == null) {
+            // An older sinkd answers the query as a record missing its fields.
+            throw new SinkdException(fields.getOrDefault("code", "internal"), false,
+                    "sinkd did not answer the queueTypes query (an older sinkd? set conductor.sinkd.queue-types): " + response);
+        }
+        return Arrays.stream(types.split(",")).filter(t -> !t.isEmpty()).collect(Collectors.toUnmodifiableSet());
+    }
+
+    /** Sends one request line on a pooled connection and returns sinkd's answer line. */
+    private String exchange(byte[] request) {
         if (closed) {
             throw new SinkdException("unavailable", true, "the sinkd client is closed");
         }
         Connection c = pool[Math.floorMod(next.getAndIncrement(), pool.length)];
         CompletableFuture<String> answer = c.send(request);
-        String response;
         try {
-            response = answer.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            return answer.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
             // Its outcome is unknown (sinkd may still accept it; a retry of the task is then
             // answered duplicate): the connection is given up so that later publishes do not
@@ -100,7 +132,6 @@ public final class SinkdClient implements AutoCloseable {
             }
             throw new SinkdException("unavailable", true, "sinkd at " + socket + ": " + cause.getMessage(), cause);
         }
-        return interpret(id, response);
     }
 
     static Result interpret(String id, String response) {

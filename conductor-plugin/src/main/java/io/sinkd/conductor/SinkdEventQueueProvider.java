@@ -8,11 +8,18 @@ import java.util.concurrent.ConcurrentHashMap;
 public final class SinkdEventQueueProvider implements EventQueueProvider {
     private final EventQueueProvider delegate;
     private final SinkdClient client;
+    private final ServedQueueTypes served;
     private final ConcurrentHashMap<String, SinkdPublishingQueue> queues = new ConcurrentHashMap<>();
 
+    /** Every EVENT task message of this type goes through sinkd. */
     public SinkdEventQueueProvider(EventQueueProvider delegate, SinkdClient client) {
+        this(delegate, client, ServedQueueTypes.fixed(java.util.Set.of(delegate.getQueueType())));
+    }
+
+    public SinkdEventQueueProvider(EventQueueProvider delegate, SinkdClient client, ServedQueueTypes served) {
         this.delegate = delegate;
         this.client = client;
+        this.served = served;
     }
 
     public EventQueueProvider delegate() {
@@ -26,6 +33,6 @@ public final class SinkdEventQueueProvider implements EventQueueProvider {
 
     @Override
     public ObservableQueue getQueue(String queueURI) throws IllegalArgumentException {
-        return queues.computeIfAbsent(queueURI, uri -> new SinkdPublishingQueue(delegate.getQueue(uri), client, delegate.getQueueType(), uri));
+        return queues.computeIfAbsent(queueURI, uri -> new SinkdPublishingQueue(delegate.getQueue(uri), client, served, delegate.getQueueType(), uri));
     }
 }

@@ -15,12 +15,19 @@ import rx.Observable;
 public final class SinkdPublishingQueue implements ObservableQueue {
     private final ObservableQueue delegate;
     private final SinkdClient client;
+    private final ServedQueueTypes served;
     private final String queueType;
     private final String queueURI;
 
     public SinkdPublishingQueue(ObservableQueue delegate, SinkdClient client, String queueType, String queueURI) {
+        this(delegate, client, ServedQueueTypes.fixed(java.util.Set.of(queueType)), queueType, queueURI);
+    }
+
+    /** {@code served} decides at each publish whether this queue's type goes through sinkd. */
+    public SinkdPublishingQueue(ObservableQueue delegate, SinkdClient client, ServedQueueTypes served, String queueType, String queueURI) {
         this.delegate = delegate;
         this.client = client;
+        this.served = served;
         this.queueType = queueType;
         this.queueURI = queueURI;
     }
@@ -35,12 +42,13 @@ public final class SinkdPublishingQueue implements ObservableQueue {
      * goes through sinkd. Any other message goes to Conductor's own queue as before: the event
      * processor puts a consumed message back on its queue through publish when its handling
      * failed transiently (that message carries the broker's receipt), and sinkd would answer such
-     * a message "duplicate" (same id within its dedupe window) instead of re-queueing it.
+     * a message "duplicate" (same id within its dedupe window) instead of re-queueing it. A
+     * queue type sinkd does not serve (see {@link ServedQueueTypes}) publishes as before too.
      */
     @Override
     public void publish(List<Message> messages) {
         for (Message m : messages) {
-            if (isEventTaskMessage(m)) {
+            if (isEventTaskMessage(m) && served.serves(queueType)) {
                 client.publish(m.getId(), queueType, queueURI, m.getPayload() == null ? "null" : m.getPayload(), SinkdClient.Context.NONE);
             } else {
                 delegate.publish(List.of(m));

@@ -149,4 +149,16 @@ class SinkdClientTest {
             assertTrue(b.retryable());
         }
     }
+
+    @Test
+    void queueTypesAreWhatTheRunningSinkdServes() throws Exception {
+        try (SinkdProcess sinkd = new SinkdProcess("  kafka: {bootstrap_servers: [\"127.0.0.1:1\"]}");
+             SinkdClient client = new SinkdClient(sinkd.socket, 2, Duration.ofSeconds(5))) {
+            assertEquals(Set.of("kafka"), client.queueTypes(), "file is sinkd's own family, not a Conductor queue type");
+            assertEquals(Set.of(), SinkdClient.interpretQueueTypes("{\"id\":null,\"status\":\"answer\",\"query\":\"queueTypes\",\"queueTypes\":[]}"));
+            SinkdException old = assertThrows(SinkdException.class, () -> SinkdClient.interpretQueueTypes(
+                    "{\"id\":null,\"status\":\"rejected\",\"code\":\"missing_field\",\"retryable\":false,\"error\":\"missing field 'id'\"}"));
+            assertTrue(old.getMessage().contains("conductor.sinkd.queue-types"), old.getMessage());
+        }
+    }
 }

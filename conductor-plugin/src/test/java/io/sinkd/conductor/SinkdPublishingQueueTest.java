@@ -138,4 +138,63 @@ class SinkdPublishingQueueTest {
             assertSame(other, processor.postProcessAfterInitialization(other, "somethingElse"));
         }
     }
+
+    /**
+     * The default (no conductor.sinkd.queue-types): every provider is wrapped, and at publish the
+     * types sinkd's running configuration serves go through sinkd; the others stay Conductor's.
+     */
+    @Test
+    void byDefaultOnlyTheTypesSinkdServesGoThroughIt() throws Exception {
+        try (SinkdProcess sinkd = new SinkdProcess("  conductor: {postgres: {url: \"postgres://sinkd@127.0.0.1:1/conductor\", sslmode: disable}}");
+             SinkdClient client = new SinkdClient(sinkd.socket, 1, Duration.ofSeconds(5))) {
+            ServedQueueTypes served = SinkdAutoConfiguration.servedQueueTypes(null, client);
+            assertTrue(served.decidedAtPublish());
+            SinkdBeanPostProcessor processor = new SinkdBeanPostProcessor(served, client);
+            Provider conductor = new Provider("conductor");
+            Provider sqs = new Provider("sqs");
+            EventQueueProvider wrappedConductor = (EventQueueProvider) processor.postProcessAfterInitialization(conductor, "conductorProvider");
+            EventQueueProvider wrappedSqs = (EventQueueProvider) processor.postProcessAfterInitialization(sqs, "sqsProvider");
+            assertTrue(wrappedSqs instanceof SinkdEventQueueProvider, "wrapped: sinkd decides at publish");
+            wrappedConductor.getQueue("order_flow:notify_ref").publish(List.of(new Message("t-9", "{}", "t-9")));
+            wrappedSqs.getQueue("orders").publish(List.of(new Message("t-10", "{}", "t-10")));
+            assertTrue(conductor.queue.calls.stream().noneMatch(c -> c.startsWith("publish")), "conductor is served by sinkd");
+            assertEquals(List.of("publish 1"), sqs.queue.calls, "sqs is not configured in sinkd: Conductor's own queue publishes it");
+            // It went to sinkd: the same taskId again is sinkd's duplicate.
+            assertTrue(client.publish("t-9", "conductor", "order_flow:notify_ref", "{}", SinkdClient.Context.NONE).duplicate());
+            // An explicit list is exactly that list, sinkd not asked.
+            ServedQueueTypes fixed = SinkdAutoConfiguration.servedQueueTypes(" sqs , kafka ", client);
+            assertTrue(fixed.serves("sqs") && fixed.serves("kafka") && !fixed.serves("conductor") && !fixed.decidedAtPublish());
+        }
+    }
+
+    @Test
+    void sinkdsAnswerIsKeptForItsAgeAndAFailedRefreshKeepsTheLastOne() {
+        long[] now = {0};
+        List<Object> answers = new ArrayList<>(List.of(new SinkdException("unavailable", true, "sinkd is down"),
+                Set.of("sqs"), Set.of("sqs", "kafka"), new SinkdException("unavailable", true, "sinkd restarting")));
+        int[] asked = {0};
+        ServedQueueTypes served = ServedQueueTypes.asking(() -> {
+            asked[0]++;
+            Object next = answers.remove(0);
+            if (next instanceof SinkdException e) {
+                throw e;
+            }
+            @SuppressWarnings("unchecked") Set<String> types = (Set<String>) next;
+            return types;
+        }, Duration.ofSeconds(30), () -> now[0]);
+        // Never answered: the publish fails (Conductor retries the task).
+        assertEquals("unavailable", assertThrows(SinkdException.class, () -> served.serves("sqs")).code());
+        assertTrue(served.serves("sqs") && !served.serves("kafka"), "asked again: sinkd answered");
+        assertEquals(2, asked[0]);
+        now[0] += Duration.ofSeconds(29).toNanos();
+        assertTrue(!served.serves("kafka"), "within 30 s: the same answer, sinkd not asked");
+        assertEquals(2, asked[0]);
+        now[0] += Duration.ofSeconds(2).toNanos();
+        assertTrue(served.serves("kafka"), "older than 30 s: asked again (a reload added kafka)");
+        now[0] += Duration.ofSeconds(31).toNanos();
+        assertTrue(served.serves("kafka"), "the refresh failed: the last answer stands");
+        assertEquals(4, asked[0]);
+        assertTrue(served.serves("kafka"));
+        assertEquals(4, asked[0], "not asked again within a second of a failure");
+    }
 }
