@@ -186,7 +186,13 @@ public final class KafkaConnection: Sendable {
     /// Sends one request (built with its correlation id) and returns the response frame's payload.
     /// No answer within `timeout` closes the connection (its other requests fail too: their
     /// outcome is then unknown, like this one's).
-    public func request(timeout: TimeAmount, _ build: @escaping @Sendable (Int32) -> [UInt8], queued: () -> Void = {}) async throws -> [UInt8] {
+    public func request(timeout: TimeAmount, _ build: @escaping @Sendable (Int32) -> [UInt8]) async throws -> [UInt8] {
+        try await enqueue(timeout: timeout, build).get()
+    }
+
+    /// Writes one request now (requests written from one thread, or under one lock, go on the
+    /// wire in that order) and returns its answer's future, bounded as `request`'s.
+    func enqueue(timeout: TimeAmount, _ build: @escaping @Sendable (Int32) -> [UInt8]) -> EventLoopFuture<[UInt8]> {
         let promise = channel.eventLoop.makePromise(of: [UInt8].self)
         let timer = channel.eventLoop.scheduleTask(in: timeout) { [channel, broker] in
             promise.fail(KafkaConnectionError("no answer from broker \(broker) within \(timeout.nanoseconds / 1_000_000) ms"))
@@ -194,8 +200,7 @@ public final class KafkaConnection: Sendable {
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         channel.writeAndFlush(KafkaOutbound(build: build, promise: promise)).whenFailure { promise.fail($0) }
-        queued()
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     func close(after delay: TimeAmount) {

@@ -1,12 +1,20 @@
-/// The idempotent producer's bookkeeping and what to do with each partition's answer, I/O-free.
+/// The idempotent producer's bookkeeping, I/O-free.
 ///
 /// Kafka's rules (KIP-98): a producer id and epoch from InitProducerId; per partition a sequence
-/// number, the base sequence of a batch being the next one the broker expects. The broker stores a
-/// batch only when its base sequence is the next; one it has already stored is answered
-/// DUPLICATE_SEQUENCE_NUMBER (or success), a gap OUT_OF_ORDER_SEQUENCE_NUMBER. So a batch
-/// retried with the same sequence is never stored twice, and sequences advance only on the
-/// broker's acknowledgement. sinkd sends one batch at a time per partition (a lock per
-/// partition), so the next sequence is always "acknowledged so far".
+/// number, the base sequence of a batch being the one after the previous batch's. The broker stores
+/// a batch only when its base sequence is the next it expects; one it has already stored is
+/// answered DUPLICATE_SEQUENCE_NUMBER (or success), a gap OUT_OF_ORDER_SEQUENCE_NUMBER; it
+/// remembers the last 5 batches per partition for that. So up to `windowSize` batches per
+/// partition are on the wire at once, each handed its sequences when it is written (in write
+/// order); a batch retried with the same sequences is stored once.
+///
+/// When a batch fails (an error answer, or no answer), the broker refuses every later one of the
+/// partition as out of order until it has that batch: the failed batches are sent again in sequence
+/// order, each only once it is the first of its partition still unacknowledged (`isFirst`), and no
+/// new batch is handed sequences on a partition with a failed batch waiting. A batch that will never
+/// be sent again with its sequences (records refused for good, a send given up) leaves a gap no later
+/// batch can cross: the producer is dropped (`invalidate`) and the next batch asks for a new id,
+/// whose sequences start at 0.
 public struct KafkaProducerState: Sendable, Equatable {
     public struct PartitionKey: Sendable, Hashable, Comparable {
         public var topic: String
@@ -18,11 +26,31 @@ public struct KafkaProducerState: Sendable, Equatable {
         public static func < (a: Self, b: Self) -> Bool { (a.topic, a.partition) < (b.topic, b.partition) }
     }
 
+    /// Batches on the wire per partition at once: the broker's deduplication window (5 batches).
+    public static let windowSize = 5
+
+    /// One partition: the next sequence to hand out, and the batches handed sequences and not yet
+    /// acknowledged, in sequence order.
+    struct Window: Sendable, Equatable {
+        var next: Int32 = 0
+        var open: [Batch] = []
+    }
+
+    struct Batch: Sendable, Equatable {
+        var base: Int32
+        var count: Int
+        /// Its last answer said it was not stored (or none came): it waits to be sent again.
+        var failed = false
+        /// When written, an earlier batch of its partition was unacknowledged: an
+        /// OUT_OF_ORDER_SEQUENCE_NUMBER then means "that one first", not a broker that lost track.
+        var followed = false
+    }
+
     public private(set) var producerID: Int64 = -1
     public private(set) var epoch: Int16 = -1
-    /// Bumped by every new producer id: an answer about an older one does not reset again.
+    /// Bumped by every new producer id and every drop: anything about an older one changes nothing.
     public private(set) var generation = 0
-    private var next: [PartitionKey: Int32] = [:]
+    private var windows: [PartitionKey: Window] = [:]
 
     public init() {}
 
@@ -33,28 +61,105 @@ public struct KafkaProducerState: Sendable, Equatable {
         self.producerID = producerID
         self.epoch = epoch
         generation += 1
-        next = [:]
+        windows = [:]
     }
 
-    /// Forget the producer (its sequences are unknown after an unanswered batch); the next send
-    /// asks for a new one.
+    /// Drops the producer (a gap in its sequences, or a broker that lost track of it); the next
+    /// batch asks for a new one. Every batch of `generation` is then sent again under the new one.
     public mutating func invalidate(generation g: Int) {
-        guard g == generation else { return }
+        guard g == generation, hasProducer else { return }
         producerID = -1
         epoch = -1
-        next = [:]
+        generation += 1
+        windows = [:]
     }
 
-    public func producer(for key: PartitionKey) -> KafkaRecordBatch.Producer {
-        KafkaRecordBatch.Producer(id: producerID, epoch: epoch, baseSequence: next[key] ?? 0)
+    /// Whether a new batch may be handed sequences on every one of `keys` now.
+    public func hasRoom(_ keys: [PartitionKey]) -> Bool {
+        hasProducer && keys.allSatisfy { key in
+            let w = windows[key] ?? Window()
+            return w.open.count < Self.windowSize && !w.open.contains(where: \.failed)
+        }
     }
 
-    /// The broker acknowledged `count` records from `baseSequence`; sequences wrap at Int32.max
-    /// as Kafka's do.
-    public mutating func acknowledged(_ key: PartitionKey, baseSequence: Int32, count: Int, generation g: Int) {
+    /// Hands `count` sequences on `key` to a batch about to be written; its producer fields.
+    public mutating func reserve(_ key: PartitionKey, count: Int) -> KafkaRecordBatch.Producer {
+        var w = windows[key] ?? Window()
+        let base = w.next
+        w.open.append(Batch(base: base, count: count, followed: !w.open.isEmpty))
+        w.next = Self.advance(base, by: count)
+        windows[key] = w
+        return KafkaRecordBatch.Producer(id: producerID, epoch: epoch, baseSequence: base)
+    }
+
+    /// The producer fields of the batch at `base` (to send it again).
+    public func producer(base: Int32) -> KafkaRecordBatch.Producer {
+        KafkaRecordBatch.Producer(id: producerID, epoch: epoch, baseSequence: base)
+    }
+
+    /// The sequence the next new batch on `key` would get.
+    public func nextSequence(_ key: PartitionKey) -> Int32 { windows[key]?.next ?? 0 }
+
+    /// Whether the batch at `base` is the first unacknowledged one of its partition: its turn to be
+    /// sent again. False too when it is not open (any more) under `generation`.
+    public func isFirst(_ key: PartitionKey, base: Int32, generation g: Int) -> Bool {
+        g == generation && windows[key]?.open.first?.base == base
+    }
+
+    /// Whether the batch at `base` is open (handed sequences, not acknowledged) under `generation`.
+    public func isOpen(_ key: PartitionKey, base: Int32, generation g: Int) -> Bool {
+        g == generation && windows[key]?.open.contains(where: { $0.base == base }) == true
+    }
+
+    /// Whether an earlier batch was unacknowledged when the batch at `base` was written.
+    public func wasFollowing(_ key: PartitionKey, base: Int32, generation g: Int) -> Bool {
+        g == generation && windows[key]?.open.first(where: { $0.base == base })?.followed == true
+    }
+
+    /// The broker stored the batch at `base`.
+    public mutating func acknowledged(_ key: PartitionKey, base: Int32, generation g: Int) {
         guard g == generation else { return }
-        let after = (Int64(baseSequence) + Int64(count)) % (Int64(Int32.max) + 1)
-        next[key] = Int32(after)
+        windows[key]?.open.removeAll { $0.base == base }
+    }
+
+    /// The batch at `base` was not stored (or its answer never came): it waits to be sent again.
+    public mutating func failed(_ key: PartitionKey, base: Int32, generation g: Int) {
+        guard g == generation, let i = windows[key]?.open.firstIndex(where: { $0.base == base }) else { return }
+        windows[key]!.open[i].failed = true
+    }
+
+    /// The batch at `base` is being sent again (as the first of its partition).
+    public mutating func resending(_ key: PartitionKey, base: Int32, generation g: Int) {
+        guard g == generation, let i = windows[key]?.open.firstIndex(where: { $0.base == base }) else { return }
+        windows[key]!.open[i].failed = false
+        windows[key]!.open[i].followed = false
+    }
+
+    /// The batch at `base` was too large and goes in two: its first `firstCount` records keep
+    /// `base`, the others take the sequences after them (the same range: later batches stay
+    /// valid). Both wait to be sent, in order. Returns the second half's base.
+    public mutating func split(_ key: PartitionKey, base: Int32, firstCount: Int, generation g: Int) -> Int32? {
+        guard g == generation, let i = windows[key]?.open.firstIndex(where: { $0.base == base }) else { return nil }
+        let whole = windows[key]!.open[i]
+        guard firstCount > 0, firstCount < whole.count else { return nil }
+        let second = Self.advance(base, by: firstCount)
+        windows[key]!.open.replaceSubrange(i...i, with: [
+            Batch(base: base, count: firstCount, failed: true),
+            Batch(base: second, count: whole.count - firstCount, failed: true),
+        ])
+        return second
+    }
+
+    /// For tests: `count` sequences on `key` handed to nothing (a gap the broker refuses).
+    mutating func skip(_ key: PartitionKey, count: Int) {
+        var w = windows[key] ?? Window()
+        w.next = Self.advance(w.next, by: count)
+        windows[key] = w
+    }
+
+    /// Sequences wrap at Int32.max, as Kafka's do.
+    static func advance(_ base: Int32, by count: Int) -> Int32 {
+        Int32((Int64(base) + Int64(count)) % (Int64(Int32.max) + 1))
     }
 }
 

@@ -13,17 +13,23 @@ import NIOSSL
 /// produced with acks=all by an idempotent producer, so a batch sent again after an unanswered
 /// request is stored once.
 ///
-/// One connection per broker that leads a partition, shared by the family's sinks; one batch at a
-/// time per partition (sequences advance only on acknowledgement); inside one `send`, a batch whose
-/// answer is retriable (a new leader, NOT_ENOUGH_REPLICAS, an unanswered request) is sent again with
-/// the same sequence until `request_timeout`, as Kafka's own producer does.
+/// One connection per broker that leads a partition, shared by the family's sinks; up to 5 batches
+/// per partition on the wire at once (the broker's deduplication window), each handed its sequences
+/// as it is written (KafkaProducerState). Answers settle the producer's state as they arrive; inside
+/// one `send`, a batch whose answer is retriable (a new leader, NOT_ENOUGH_REPLICAS, an unanswered
+/// request, out of order behind one of those) is sent again with the same sequences, in sequence
+/// order, until `request_timeout`, as Kafka's own producer does.
 public final class KafkaSinkFamily: SinkFamily, Sendable {
     public let name = ConfigFamily.kafka
     let config: KafkaSinkConfig
     let group: EventLoopGroup
     let logger: Logger
     private let state = NIOLockedValueBox(FamilyState())
-    private let locks = NIOLockedValueBox<[KafkaProducerState.PartitionKey: SerialLock]>([:])
+    /// Bumped whenever the producer's state changes (an answer settled, a producer dropped).
+    let changes = ChangeSignal()
+    /// Held while sequences are handed out and the requests carrying them written, so that each
+    /// partition's batches go on the wire in sequence order.
+    private let writeLock = NIOLock()
     private let tls = NIOLockedValueBox<NIOSSLContext?>(nil)
 
     struct TopicMetadata: Sendable, Equatable {
@@ -72,15 +78,6 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     }
 
     var timeout: TimeAmount { .milliseconds(config.requestTimeout.milliseconds) }
-
-    func lock(_ key: KafkaProducerState.PartitionKey) -> SerialLock {
-        locks.withLockedValue { l in
-            if let existing = l[key] { return existing }
-            let made = SerialLock()
-            l[key] = made
-            return made
-        }
-    }
 
     /// The connection to `host:port`, made when needed.
     func connection(host: String, port: Int) async throws(SinkConnectionError) -> KafkaConnection {
@@ -229,46 +226,117 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// The idempotent producer's state now (the tests look at it).
     var producerState: KafkaProducerState { state.withLockedValue { $0.producer } }
 
+    /// Changes the producer's state and wakes whoever waits on it.
+    func settle<T>(_ body: (inout KafkaProducerState) -> T) -> T {
+        let value = state.withLockedValue { body(&$0.producer) }
+        changes.bump()
+        return value
+    }
+
     func invalidateProducer(generation: Int) {
-        state.withLockedValue { $0.producer.invalidate(generation: generation) }
+        settle { $0.invalidate(generation: generation) }
     }
 
-    func acknowledged(_ key: KafkaProducerState.PartitionKey, baseSequence: Int32, count: Int, generation: Int) {
-        state.withLockedValue { $0.producer.acknowledged(key, baseSequence: baseSequence, count: count, generation: generation) }
+    /// For tests: a gap of `count` sequences on `key`, as if a batch had been lost.
+    func skipSequences(_ key: KafkaProducerState.PartitionKey, count: Int) {
+        settle { $0.skip(key, count: count) }
     }
 
-    func sequence(_ key: KafkaProducerState.PartitionKey) -> KafkaRecordBatch.Producer {
-        state.withLockedValue { $0.producer.producer(for: key) }
+    /// Waits until each of `parts`' partitions has room for a new batch under `generation`, then
+    /// hands them their sequences and calls `write` with them (which writes the requests carrying
+    /// them), both under the write lock. nil when `generation` is not the producer's any more (ask
+    /// for the producer again), or at `deadline`.
+    /// `ready` is asked under the write lock first: false (a connection closed meanwhile) returns
+    /// nil at once, nothing handed out.
+    func admit<T>(_ parts: [(key: KafkaProducerState.PartitionKey, count: Int)], generation: Int, deadline: ContinuousClock.Instant,
+                  ready: () -> Bool, write: ([KafkaRecordBatch.Producer]) -> T) async -> T? {
+        while true {
+            let seen = changes.version
+            let written: T?? = writeLock.withLock {
+                guard ready() else { return .some(nil) }
+                let reservation = state.withLockedValue { s -> Reservation in
+                    guard s.producer.generation == generation, s.producer.hasProducer else { return .stale }
+                    guard s.producer.hasRoom(parts.map(\.key)) else { return .full }
+                    return .reserved(parts.map { s.producer.reserve($0.key, count: $0.count) })
+                }
+                switch reservation {
+                case .stale: return .some(nil)
+                case .full: return nil
+                case .reserved(let producers): return .some(write(producers))
+                }
+            }
+            if let written { return written }
+            guard ContinuousClock.now < deadline else { return nil }
+            await changes.wait(since: seen, until: deadline, on: group.next())
+        }
+    }
+
+    /// Waits until the batch at `base` on `key` is the first unacknowledged one of its partition,
+    /// then calls `write` with its producer fields under the write lock. nil when the batch is not
+    /// open under `generation` any more (a dropped producer: send it anew), or at `deadline`.
+    func resend<T>(_ key: KafkaProducerState.PartitionKey, base: Int32, generation: Int, deadline: ContinuousClock.Instant,
+                   ready: () -> Bool, write: (KafkaRecordBatch.Producer) -> T) async -> T? {
+        while true {
+            let seen = changes.version
+            let written: T?? = writeLock.withLock {
+                guard ready() else { return .some(nil) }
+                let turn = state.withLockedValue { s -> Turn in
+                    guard s.producer.isOpen(key, base: base, generation: generation) else { return .gone }
+                    guard s.producer.isFirst(key, base: base, generation: generation) else { return .wait }
+                    s.producer.resending(key, base: base, generation: generation)
+                    return .go(s.producer.producer(base: base))
+                }
+                switch turn {
+                case .gone: return .some(nil)
+                case .wait: return nil
+                case .go(let producer): return .some(write(producer))
+                }
+            }
+            if let written { return written }
+            guard ContinuousClock.now < deadline else { return nil }
+            await changes.wait(since: seen, until: deadline, on: group.next())
+        }
     }
 }
 
-/// A FIFO lock for one partition (one batch at a time), usable across suspension points.
-final class SerialLock: Sendable {
-    private let state = NIOLockedValueBox<(held: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+private enum Reservation { case stale, full, reserved([KafkaRecordBatch.Producer]) }
+private enum Turn { case gone, wait, go(KafkaRecordBatch.Producer) }
 
-    func acquire() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLockedValue { s -> Bool in
-                if !s.held {
-                    s.held = true
-                    return true
-                }
-                s.waiters.append(c)
-                return false
-            }
-            if now { c.resume() }
+/// A version number and the tasks waiting for it to change, usable across suspension points.
+final class ChangeSignal: Sendable {
+    private struct State {
+        var version: UInt64 = 0
+        var nextWaiter: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = NIOLockedValueBox(State())
+
+    var version: UInt64 { state.withLockedValue { $0.version } }
+
+    func bump() {
+        let waiting = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+            s.version &+= 1
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
         }
+        for w in waiting { w.resume() }
     }
 
-    func release() {
-        let next = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-            if s.waiters.isEmpty {
-                s.held = false
-                return nil
+    /// Returns once the version is not `seen` any more, or at `deadline`.
+    func wait(since seen: UInt64, until deadline: ContinuousClock.Instant, on loop: EventLoop) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let id = state.withLockedValue { s -> UInt64? in
+                guard s.version == seen else { return nil }
+                s.nextWaiter &+= 1
+                s.waiters[s.nextWaiter] = c
+                return s.nextWaiter
             }
-            return s.waiters.removeFirst()
+            guard let id else { return c.resume() }
+            let left = ContinuousClock.now.duration(to: deadline)
+            loop.scheduleTask(in: .nanoseconds(max(0, Int64(left.components.seconds) * 1_000_000_000 + left.components.attoseconds / 1_000_000_000))) { [state] in
+                state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+            }
         }
-        next?.resume()
     }
 }
 
@@ -280,6 +348,29 @@ struct KafkaTopicClient: SinkClient {
         try await send(batch, queued: {})
     }
 
+    /// Records of one partition sent as one record batch: `base` is its first sequence once it was
+    /// handed sequences under `generation` (nil: not yet, or to be handed anew).
+    struct Part {
+        var partition: Int32
+        var indices: [Int]
+        var base: Int32?
+        var generation = -1
+    }
+
+    /// What one part's answer means, decided (and the producer's state settled) as it arrives.
+    enum PartAnswer: Sendable {
+        case delivered
+        /// Not stored (or no answer): sent again with the same sequences, in turn.
+        case resend(reason: String, refresh: Bool, backoff: Bool)
+        /// Too large: sent again in two halves, the second from `second`.
+        case split(second: Int32, reason: String)
+        /// These records (indices in the part) can never be stored; the rest is sent anew.
+        case permanent(indices: [Int], reason: String)
+        /// The producer was dropped: the whole part is sent anew under the next one.
+        case anew(reason: String)
+        case pause(reason: String)
+    }
+
     func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         var meta = try await family.metadata(topic, refresh: false)
         var outcomes = [DeliveryOutcome?](repeating: nil, count: batch.count)
@@ -289,9 +380,6 @@ struct KafkaTopicClient: SinkClient {
             let p = KafkaPartitioner.partition(forKey: Array(item.record.id.utf8), partitions: Int32(meta.leaders.count)) ?? 0
             byPartition[p, default: []].append(i)
         }
-        let keys = byPartition.keys.sorted().map { KafkaProducerState.PartitionKey(topic: topic, partition: $0) }
-        for key in keys { await family.lock(key).acquire() }
-        defer { for key in keys { family.lock(key).release() } }
         let fired = NIOLockedValueBox(false)
         let raise: @Sendable () -> Void = {
             if fired.withLockedValue({ f in defer { f = true }; return !f }) { queued() }
@@ -299,139 +387,230 @@ struct KafkaTopicClient: SinkClient {
         defer { raise() }
 
         let deadline = ContinuousClock.now + family.config.requestTimeout
-        // Work: partition → the record indices still to send there, in WAL order; one batch per
-        // partition per round (a split's halves go one after the other).
-        var work: [(partition: Int32, indices: [Int])] = keys.flatMap { key in
-            KafkaRecordBatch.chunks(byPartition[key.partition]!, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) }).map { (key.partition, $0) }
+        // Per partition, the parts still to send, in WAL order (a split's halves one after the
+        // other); one part per partition per round.
+        var queues: [Int32: [Part]] = [:]
+        for (partition, indices) in byPartition {
+            queues[partition] = KafkaRecordBatch.chunks(indices, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) })
+                .map { Part(partition: partition, indices: $0) }
+        }
+        // A part handed sequences and left unacknowledged when this send ends (given up, paused)
+        // leaves a gap no later batch can cross: the producer is dropped.
+        defer {
+            for part in queues.values.joined() {
+                guard let base = part.base else { continue }
+                let key = KafkaProducerState.PartitionKey(topic: topic, partition: part.partition)
+                family.settle { s in
+                    if s.isOpen(key, base: base, generation: part.generation) { s.invalidate(generation: part.generation) }
+                }
+            }
         }
         var lastError = ""
         var backoff = false
         var round = 0
-        // A request that got no answer may have been stored. Its batches are sent again with the
-        // same sequences (stored once); if this send gives up before an answer, the producer id is
-        // dropped, so that other records never reuse those sequences (the broker would call them
-        // duplicates of what it stored).
-        var unresolved = Set<Int32>()
-        var unresolvedGeneration = -1
-        defer { if !unresolved.isEmpty { family.invalidateProducer(generation: unresolvedGeneration) } }
-        while !work.isEmpty {
+        while queues.values.contains(where: { !$0.isEmpty }) {
             round += 1
             if round > 1, ContinuousClock.now >= deadline {
-                for w in work { for i in w.indices where outcomes[i] == nil { outcomes[i] = .retryable("kafka: \(lastError)") } }
+                for part in queues.values.joined() { for i in part.indices where outcomes[i] == nil { outcomes[i] = .retryable("kafka: \(lastError)") } }
                 break
             }
             if backoff { try? await Task.sleep(for: .milliseconds(min(1000, 25 << min(round, 5)))) }
             backoff = false
-            var seen = Set<Int32>()
-            var now: [(partition: Int32, indices: [Int])] = []
-            var deferred: [(partition: Int32, indices: [Int])] = []
-            for w in work {
-                if seen.insert(w.partition).inserted { now.append(w) } else { deferred.append(w) }
-            }
             let (_, generation) = try await family.producer()
-            if unresolvedGeneration != generation { unresolved = [] }  // a new producer: no sequence reused
-            var perLeader: [Int32: [(partition: Int32, indices: [Int], base: KafkaRecordBatch.Producer)]] = [:]
-            for w in now {
-                let leader = Int(w.partition) < meta.leaders.count ? meta.leaders[Int(w.partition)] : -1
-                perLeader[leader, default: []].append((w.partition, w.indices, family.sequence(KafkaProducerState.PartitionKey(topic: topic, partition: w.partition))))
+            // This round: the first part of each partition; one handed sequences under an older
+            // producer is handed new ones.
+            var heads: [Int32] = []
+            for partition in queues.keys.sorted() where !(queues[partition]!.isEmpty) {
+                if queues[partition]![0].generation != generation { queues[partition]![0].base = nil }
+                heads.append(partition)
             }
-            var next: [(partition: Int32, indices: [Int])] = []
             var refresh = false
-            var unanswered = false
-            for (leader, parts) in perLeader.sorted(by: { $0.key < $1.key }) {
+            var connections: [Int32: KafkaConnection] = [:]  // by leader
+            var sendable: [Int32] = []
+            for partition in heads {
+                let leader = Int(partition) < meta.leaders.count ? meta.leaders[Int(partition)] : -1
                 guard leader >= 0, let node = family.node(leader) else {
-                    lastError = "no leader for partitions \(parts.map(\.partition)) of \(topic)"
+                    lastError = "no leader for partition \(partition) of \(topic)"
                     refresh = true
                     backoff = true
-                    next += parts.map { ($0.partition, $0.indices) }
                     continue
                 }
-                let connection = try await family.connection(host: node.host, port: node.port)
-                guard let version = connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) else {
-                    throw SinkConnectionError("kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
-                }
-                let now = Int64(Date().timeIntervalSince1970 * 1000)
-                let compression: KafkaRecordBatch.Compression = family.config.compression == .gzip ? .gzip : .none
-                let encoded = parts.map { part in
-                    (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: part.base, compression: compression))
-                }
-                let clientID = family.config.clientID
-                let largest = encoded.map(\.records.count).max() ?? 0
-                family.batchesSent.withLockedValue { $0 = ($0.count + encoded.count, max($0.largest, largest)) }
-                let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)
-                let topic = self.topic
-                let payload: [UInt8]
-                do {
-                    payload = try await connection.request(timeout: family.timeout, { KafkaProduce.request(version: version, correlationID: $0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic, batches: encoded) }, queued: raise)
-                } catch {
-                    await connection.close()
-                    lastError = "broker \(connection.broker): \(error)"
-                    unanswered = true
-                    refresh = true
-                    for p in parts { unresolved.insert(p.partition) }
-                    backoff = true
-                    next += parts.map { ($0.partition, $0.indices) }
-                    continue
-                }
-                let response: KafkaProduce.Response
-                do {
-                    response = try KafkaProduce.response(payload, version: version)
-                } catch {
-                    await connection.close()
-                    lastError = "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))"
-                    unanswered = true
-                    for p in parts { unresolved.insert(p.partition) }
-                    backoff = true
-                    next += parts.map { ($0.partition, $0.indices) }
-                    continue
-                }
-                let results = Dictionary((response.results[topic] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { a, _ in a })
-                for part in parts {
-                    let key = KafkaProducerState.PartitionKey(topic: topic, partition: part.partition)
-                    guard let result = results[part.partition] else {
-                        lastError = "broker \(connection.broker) did not answer for partition \(part.partition)"
-                        unanswered = true
-                        unresolved.insert(part.partition)
-                        backoff = true
-                        next.append((part.partition, part.indices))
-                        continue
+                if connections[leader] == nil {
+                    let connection = try await family.connection(host: node.host, port: node.port)
+                    guard connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) != nil else {
+                        throw SinkConnectionError("kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
                     }
-                    switch KafkaProduceDecision.decide(errorCode: result.errorCode, count: part.indices.count, recordErrors: result.recordErrors, message: result.errorMessage) {
+                    connections[leader] = connection
+                }
+                sendable.append(partition)
+            }
+            let leaderOf = { (partition: Int32) -> Int32 in meta.leaders[Int(partition)] }
+            var answers: [(partitions: [Int32], answers: EventLoopFuture<[PartAnswer]>)] = []
+            // Batches sent again go first, each in its turn (the first unacknowledged of its partition).
+            for partition in sendable {
+                let part = queues[partition]![0]
+                guard let base = part.base else { continue }
+                let key = KafkaProducerState.PartitionKey(topic: topic, partition: partition)
+                let connection = connections[leaderOf(partition)]!
+                // Connections are looked up before waiting: one closed meanwhile sends the round again.
+                let sent = await family.resend(key, base: base, generation: generation, deadline: deadline, ready: { connection.isActive }) { producer in
+                    produce(connection, batch, [(part, producer)], generation: generation)
+                }
+                if let sent {
+                    answers.append(([partition], sent))
+                } else if !family.producerState.isOpen(key, base: base, generation: generation) {
+                    queues[partition]![0].base = nil  // its producer is gone: sent anew (if time is up instead, the loop says so)
+                }
+            }
+            // New batches: sequences for all of them at once, one request per leader.
+            let fresh = sendable.filter { queues[$0]![0].base == nil }
+            if !fresh.isEmpty {
+                let keys = fresh.map { (key: KafkaProducerState.PartitionKey(topic: topic, partition: $0), count: queues[$0]![0].indices.count) }
+                let heads = fresh.map { queues[$0]![0] }
+                let leaders = Set(fresh.map(leaderOf))
+                let written = await family.admit(keys, generation: generation, deadline: deadline,
+                                                 ready: { leaders.allSatisfy { connections[$0]!.isActive } }) { producers in
+                    var byLeader: [Int32: [(Part, KafkaRecordBatch.Producer)]] = [:]
+                    for (part, producer) in zip(heads, producers) {
+                        byLeader[leaderOf(part.partition), default: []].append((part, producer))
+                    }
+                    let requests = byLeader.sorted(by: { $0.key < $1.key }).map { leader, parts in
+                        (partitions: parts.map(\.0.partition), answers: produce(connections[leader]!, batch, parts, generation: generation))
+                    }
+                    return (requests, producers)
+                }
+                if let (requests, producers) = written {
+                    for (partition, producer) in zip(fresh, producers) {
+                        queues[partition]![0].base = producer.baseSequence
+                        queues[partition]![0].generation = generation
+                    }
+                    answers += requests
+                    // The pipeline's next send starts now: its batches get the sequences after these.
+                    // (Not before: two sends waiting to be admitted could take them out of WAL order.)
+                    raise()
+                }
+            }
+            // What each part's answer says.
+            for (partitions, future) in answers {
+                let results: [PartAnswer]
+                do {
+                    results = try await future.get()
+                } catch {
+                    results = partitions.map { _ in .resend(reason: "\(error)", refresh: true, backoff: true) }
+                }
+                for (partition, answer) in zip(partitions, results) {
+                    var part = queues[partition]![0]
+                    switch answer {
                     case .delivered:
-                        unresolved.remove(part.partition)
-                        family.acknowledged(key, baseSequence: part.base.baseSequence, count: part.indices.count, generation: generation)
                         for i in part.indices { outcomes[i] = .delivered }
-                    case .retry(let refreshMetadata, let reason):
+                        queues[partition]!.removeFirst()
+                    case .resend(let reason, let refreshMetadata, let wait):
+                        lastError = "partition \(partition): \(reason)"
                         refresh = refresh || refreshMetadata
-                        lastError = "partition \(part.partition): \(reason)"
-                        backoff = true
-                        next.append((part.partition, part.indices))
-                    case .resetProducer(let reason):
-                        family.invalidateProducer(generation: generation)
-                        lastError = "partition \(part.partition): \(reason)"
-                        next.append((part.partition, part.indices))
-                    case .split(let reason):
-                        lastError = "partition \(part.partition): \(reason)"
+                        backoff = backoff || wait
+                    case .split(let second, let reason):
+                        lastError = "partition \(partition): \(reason)"
                         let half = part.indices.count / 2
-                        next.append((part.partition, Array(part.indices[..<half])))
-                        next.append((part.partition, Array(part.indices[half...])))
+                        var rest = part
+                        rest.indices = Array(part.indices[half...])
+                        rest.base = second
+                        part.indices = Array(part.indices[..<half])
+                        queues[partition]!.replaceSubrange(0...0, with: [part, rest])
                     case .permanent(let indices, let reason):
                         let refused = Set(indices.map { part.indices[$0] })
-                        unresolved.remove(part.partition)
-                        for i in refused { outcomes[i] = .permanent("kafka topic \(topic) partition \(part.partition): \(reason)") }
-                        let rest = part.indices.filter { !refused.contains($0) }
-                        if !rest.isEmpty { next.append((part.partition, rest)) }
+                        for i in refused { outcomes[i] = .permanent("kafka topic \(topic) partition \(partition): \(reason)") }
+                        part.indices = part.indices.filter { !refused.contains($0) }
+                        part.base = nil
+                        if part.indices.isEmpty { queues[partition]!.removeFirst() } else { queues[partition]![0] = part }
+                    case .anew(let reason):
+                        lastError = "partition \(partition): \(reason)"
+                        queues[partition]![0].base = nil
                     case .pause(let reason):
                         throw SinkConnectionError("kafka refused producing to \(topic): \(reason)")
                     }
                 }
             }
-            if unanswered { unresolvedGeneration = generation }
-            // What is sent again goes before what waited (WAL order per partition).
-            work = next + deferred
             if refresh { meta = (try? await family.metadata(topic, refresh: true)) ?? meta }
         }
         return outcomes.map { $0 ?? .retryable("kafka: not sent") }
+    }
+
+    /// Writes one Produce request with `parts` (each with its producer fields) on `connection`
+    /// now, and returns what each part's answer means, the producer's state settled as the answer
+    /// arrives (so that a batch waiting for its turn never waits for another send to look).
+    func produce(_ connection: KafkaConnection, _ batch: [SequencedRecord], _ parts: [(Part, KafkaRecordBatch.Producer)], generation: Int) -> EventLoopFuture<[PartAnswer]> {
+        let version = connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) ?? KafkaProduce.versions.lowerBound
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let compression: KafkaRecordBatch.Compression = family.config.compression == .gzip ? .gzip : .none
+        let encoded = parts.map { part, producer in
+            (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: producer, compression: compression))
+        }
+        let clientID = family.config.clientID
+        let largest = encoded.map(\.records.count).max() ?? 0
+        family.batchesSent.withLockedValue { $0 = ($0.count + encoded.count, max($0.largest, largest)) }
+        let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)
+        let topic = self.topic
+        let family = self.family
+        let sent = parts.map { (partition: $0.0.partition, base: $0.1.baseSequence, count: $0.0.indices.count) }
+        let answer = connection.enqueue(timeout: family.timeout) {
+            KafkaProduce.request(version: version, correlationID: $0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic, batches: encoded)
+        }
+        return answer.map { payload in
+            Self.settle(payload: payload, version: version, connection: connection, sent: sent, topic: topic, generation: generation, family: family)
+        }.recover { error in
+            // No answer: perhaps stored. Sent again with the same sequences (stored once).
+            let reason = "broker \(connection.broker): \(error)"
+            family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
+            return sent.map { _ in .resend(reason: reason, refresh: true, backoff: true) }
+        }
+    }
+
+    static func settle(payload: [UInt8], version: Int16, connection: KafkaConnection, sent: [(partition: Int32, base: Int32, count: Int)],
+                       topic: String, generation: Int, family: KafkaSinkFamily) -> [PartAnswer] {
+        let response: KafkaProduce.Response
+        do {
+            response = try KafkaProduce.response(payload, version: version)
+        } catch {
+            connection.channel.close(promise: nil)
+            let reason = "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))"
+            family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
+            return sent.map { _ in .resend(reason: reason, refresh: false, backoff: true) }
+        }
+        let results = Dictionary((response.results[topic] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { a, _ in a })
+        return family.settle { s in
+            sent.map { p -> PartAnswer in
+                let key = KafkaProducerState.PartitionKey(topic: topic, partition: p.partition)
+                guard let result = results[p.partition] else {
+                    s.failed(key, base: p.base, generation: generation)
+                    return .resend(reason: "broker \(connection.broker) did not answer for partition \(p.partition)", refresh: false, backoff: true)
+                }
+                switch KafkaProduceDecision.decide(errorCode: result.errorCode, count: p.count, recordErrors: result.recordErrors, message: result.errorMessage) {
+                case .delivered:
+                    s.acknowledged(key, base: p.base, generation: generation)
+                    return .delivered
+                case .retry(let refresh, let reason):
+                    s.failed(key, base: p.base, generation: generation)
+                    return .resend(reason: reason, refresh: refresh, backoff: true)
+                case .resetProducer(let reason):
+                    // Out of order behind a batch that failed: that one first, then this one.
+                    if result.errorCode == 45, s.wasFollowing(key, base: p.base, generation: generation) {
+                        s.failed(key, base: p.base, generation: generation)
+                        return .resend(reason: reason, refresh: false, backoff: false)
+                    }
+                    s.invalidate(generation: generation)
+                    return .anew(reason: reason)
+                case .split(let reason):
+                    guard let second = s.split(key, base: p.base, firstCount: p.count / 2, generation: generation) else { return .anew(reason: reason) }
+                    return .split(second: second, reason: reason)
+                case .permanent(let indices, let reason):
+                    s.invalidate(generation: generation)
+                    return .permanent(indices: indices, reason: reason)
+                case .pause(let reason):
+                    s.invalidate(generation: generation)
+                    return .pause(reason: reason)
+                }
+            }
+        }
     }
 
     /// KafkaRecordBatch.estimatedSize of `record(r)`, without building it.

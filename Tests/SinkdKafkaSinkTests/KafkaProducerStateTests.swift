@@ -5,28 +5,83 @@ import Testing
 @Suite struct KafkaProducerStateTests {
     static let key = KafkaProducerState.PartitionKey(topic: "orders", partition: 2)
 
-    @Test func sequencesAdvanceOnlyOnAcknowledgementAndStartAgainUnderANewProducer() {
+    @Test func batchesAreHandedSequencesAsTheyAreWrittenFiveAtATime() {
         var s = KafkaProducerState()
-        #expect(!s.hasProducer)
+        #expect(!s.hasProducer && !s.hasRoom([Self.key]), "no producer: nothing is handed sequences")
         s.reset(producerID: 7, epoch: 0)
         let g = s.generation
-        #expect(s.producer(for: Self.key) == .init(id: 7, epoch: 0, baseSequence: 0))
-        s.acknowledged(Self.key, baseSequence: 0, count: 10, generation: g)
-        #expect(s.producer(for: Self.key).baseSequence == 10)
+        #expect(s.reserve(Self.key, count: 10) == .init(id: 7, epoch: 0, baseSequence: 0))
+        for n in 1..<KafkaProducerState.windowSize {
+            #expect(s.hasRoom([Self.key]))
+            #expect(s.reserve(Self.key, count: 10).baseSequence == Int32(10 * n))
+        }
+        #expect(!s.hasRoom([Self.key]), "five on the wire: the broker's deduplication window")
+        #expect(s.hasRoom([.init(topic: "orders", partition: 3)]), "another partition has its own window")
+        #expect(s.isFirst(Self.key, base: 0, generation: g) && !s.isFirst(Self.key, base: 10, generation: g))
+        s.acknowledged(Self.key, base: 0, generation: g)
+        #expect(s.hasRoom([Self.key]) && s.isFirst(Self.key, base: 10, generation: g))
+        #expect(s.nextSequence(Self.key) == 50)
         // An answer about an older producer changes nothing.
-        s.acknowledged(Self.key, baseSequence: 10, count: 5, generation: g - 1)
-        #expect(s.producer(for: Self.key).baseSequence == 10)
-        // Sequences wrap at Int32.max, as Kafka's do.
-        s.acknowledged(Self.key, baseSequence: Int32.max - 1, count: 3, generation: g)
-        #expect(s.producer(for: Self.key).baseSequence == 1)
-        // Dropped (an unresolved batch): the next send asks for a new id; sequences restart.
+        s.acknowledged(Self.key, base: 10, generation: g - 1)
+        #expect(s.isOpen(Self.key, base: 10, generation: g))
+        #expect(!s.wasFollowing(Self.key, base: 0, generation: g) && s.wasFollowing(Self.key, base: 20, generation: g))
+    }
+
+    /// A failed batch: nothing new on its partition until the failed ones were sent again, each in
+    /// its turn (the first unacknowledged), with the same sequences.
+    @Test func failedBatchesAreSentAgainInSequenceOrder() {
+        var s = KafkaProducerState()
+        s.reset(producerID: 7, epoch: 0)
+        let g = s.generation
+        for _ in 0..<3 { _ = s.reserve(Self.key, count: 10) }  // 0, 10, 20
+        s.failed(Self.key, base: 0, generation: g)   // NOT_LEADER_OR_FOLLOWER
+        s.failed(Self.key, base: 10, generation: g)  // OUT_OF_ORDER behind it
+        #expect(!s.hasRoom([Self.key]), "a failed batch waits: no new one behind it")
+        #expect(s.isFirst(Self.key, base: 0, generation: g) && !s.isFirst(Self.key, base: 10, generation: g))
+        s.resending(Self.key, base: 0, generation: g)
+        #expect(s.producer(base: 0).baseSequence == 0)
+        #expect(!s.hasRoom([Self.key]), "10 still waits")
+        s.acknowledged(Self.key, base: 0, generation: g)
+        #expect(s.isFirst(Self.key, base: 10, generation: g))
+        s.resending(Self.key, base: 10, generation: g)
+        #expect(!s.wasFollowing(Self.key, base: 10, generation: g), "sent again as the first: an OUT_OF_ORDER now means the broker lost track")
+        #expect(s.hasRoom([Self.key]))
+        s.acknowledged(Self.key, base: 10, generation: g)
+        s.acknowledged(Self.key, base: 20, generation: g)
+        #expect(s.reserve(Self.key, count: 1).baseSequence == 30, "sequences carry on: nothing was lost")
+    }
+
+    @Test func aSplitKeepsTheRangeSoLaterBatchesStayValid() {
+        var s = KafkaProducerState()
+        s.reset(producerID: 7, epoch: 0)
+        let g = s.generation
+        _ = s.reserve(Self.key, count: 10)
+        _ = s.reserve(Self.key, count: 4)  // 10
+        #expect(s.split(Self.key, base: 0, firstCount: 5, generation: g) == 5)
+        #expect(s.isFirst(Self.key, base: 0, generation: g) && s.isOpen(Self.key, base: 5, generation: g) && !s.hasRoom([Self.key]))
+        #expect(s.split(Self.key, base: 10, firstCount: 4, generation: g) == nil, "a batch of 4 does not split at 4")
+        s.resending(Self.key, base: 0, generation: g)
+        s.acknowledged(Self.key, base: 0, generation: g)
+        #expect(s.isFirst(Self.key, base: 5, generation: g))
+        #expect(s.nextSequence(Self.key) == 14)
+    }
+
+    @Test func aGapDropsTheProducerAndSequencesStartAgain() {
+        var s = KafkaProducerState()
+        s.reset(producerID: 7, epoch: 0)
+        let g = s.generation
+        _ = s.reserve(Self.key, count: 3)
         s.invalidate(generation: g - 1)
-        #expect(s.hasProducer, "an old generation's invalidation is ignored")
+        #expect(s.hasProducer, "an old generation's drop is ignored")
         s.invalidate(generation: g)
-        #expect(!s.hasProducer)
-        s.reset(producerID: 8, epoch: 0)
-        #expect(s.producer(for: Self.key) == .init(id: 8, epoch: 0, baseSequence: 0))
+        #expect(!s.hasProducer && !s.isOpen(Self.key, base: 0, generation: g), "every batch of the dropped producer is sent anew")
         #expect(s.generation == g + 1)
+        s.reset(producerID: 8, epoch: 0)
+        #expect(s.reserve(Self.key, count: 1) == .init(id: 8, epoch: 0, baseSequence: 0))
+        // Sequences wrap at Int32.max, as Kafka's do.
+        s.skip(Self.key, count: Int(Int32.max) - 2)
+        #expect(s.reserve(Self.key, count: 3).baseSequence == Int32.max - 1)
+        #expect(s.nextSequence(Self.key) == 1)
     }
 
     @Test func eachAnswerHasOneDecision() {

@@ -77,8 +77,9 @@ final class TansuServer: @unchecked Sendable {
 
     /// Cut the first Produce answer (Fixtures/cut_proxy.py): the proxy listens on
     /// `advertisedPort` and forwards to the broker; returns once it listens.
-    func startCutProxy() throws -> Process {
-        try startProxy("cut_proxy.py", [])
+    /// Cuts the connection when the `cutAt`-th Produce answer comes back (cut_proxy.py).
+    func startCutProxy(cutAt: Int = 1, output: String? = nil) throws -> Process {
+        try startProxy("cut_proxy.py", ["\(cutAt)"], output: output)
     }
 
     /// A proxy fixture listening on `advertisedPort` in front of the broker; its stdout (one line

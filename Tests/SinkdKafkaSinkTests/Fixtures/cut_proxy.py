@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """A TCP proxy in front of a Kafka broker that plays a broker-side fault after the write: it
-forwards everything, but when the answer to the first Produce request comes back from the broker
-(which has stored the batch by then), it drops that answer and closes the client's connection.
-Later connections are forwarded untouched. Prints "listening" once ready, "cut" when it cut.
+forwards everything, but when the answer to the CUT_AT-th Produce request (default 1) comes back
+from the broker (which has stored the batch by then), it drops that answer and every later one and
+closes the client's connection. Later connections are forwarded untouched. Prints "listening" once
+ready, and "cut N" when it cut, N being how many Produce requests of that connection were still
+unanswered by then (the cut one included: what the client had on the wire at once).
 
-  cut_proxy.py LISTEN_PORT BROKER_PORT
+  cut_proxy.py LISTEN_PORT BROKER_PORT [CUT_AT]
 """
 import asyncio
 import struct
 import sys
 
 listen_port, broker_port = int(sys.argv[1]), int(sys.argv[2])
-state = {"cut": False}
+cut_at = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+state = {"cut": False, "answered": 0}
 
 
 async def pipe_requests(reader, writer, api_keys):
@@ -49,8 +52,11 @@ async def pipe_responses(reader, writer, api_keys):
             correlation = struct.unpack(">i", buffer[4:8])[0]
             frame, buffer = buffer[:4 + size], buffer[4 + size:]
             if api_keys.get(correlation) == 0 and not state["cut"]:
+                state["answered"] += 1
+            if api_keys.get(correlation) == 0 and not state["cut"] and state["answered"] == cut_at:
                 state["cut"] = True
-                print("cut", flush=True)
+                outstanding = sum(1 for c, k in api_keys.items() if k == 0 and c >= correlation)
+                print("cut %d" % outstanding, flush=True)
                 writer.write(out)
                 writer.close()
                 return
