@@ -24,7 +24,7 @@ struct BenchKafka: ParsableCommand {
     @Option(help: "Partitions of each topic.") var partitions = 4
     @Option(help: "Client connections to sinkd.") var connections = 4
     @Option(help: "sinkd's batch_size (the kafka family's default).") var batchSize = ConfigFamily.kafka.defaultOptions.batchSize
-    @Option(help: "sinkd's max_in_flight (the kafka family's default; one batch per partition on the wire at a time).") var maxInFlight = ConfigFamily.kafka.defaultOptions.maxInFlight
+    @Option(help: "sinkd's max_in_flight (the kafka family's default; up to 5 batches per partition on the wire).") var maxInFlight = ConfigFamily.kafka.defaultOptions.maxInFlight
 
     func run() throws {
         let dir = try freshBenchDirectory(directory)
