@@ -250,24 +250,10 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// nil at once, nothing handed out.
     func admit<T>(_ parts: [(key: KafkaProducerState.PartitionKey, count: Int)], generation: Int, deadline: ContinuousClock.Instant,
                   ready: () -> Bool, write: ([KafkaRecordBatch.Producer]) -> T) async -> T? {
-        while true {
-            let seen = changes.version
-            let written: T?? = writeLock.withLock {
-                guard ready() else { return .some(nil) }
-                let reservation = state.withLockedValue { s -> Reservation in
-                    guard s.producer.generation == generation, s.producer.hasProducer else { return .stale }
-                    guard s.producer.hasRoom(parts.map(\.key)) else { return .full }
-                    return .reserved(parts.map { s.producer.reserve($0.key, count: $0.count) })
-                }
-                switch reservation {
-                case .stale: return .some(nil)
-                case .full: return nil
-                case .reserved(let producers): return .some(write(producers))
-                }
-            }
-            if let written { return written }
-            guard ContinuousClock.now < deadline else { return nil }
-            await changes.wait(since: seen, until: deadline, on: group.next())
+        await whenAllowed(deadline: deadline, ready: ready, write: write) { p in
+            guard p.generation == generation, p.hasProducer else { return .never }
+            guard p.hasRoom(parts.map(\.key)) else { return .notYet }
+            return .now(parts.map { p.reserve($0.key, count: $0.count) })
         }
     }
 
@@ -276,20 +262,26 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// open under `generation` any more (a dropped producer: send it anew), or at `deadline`.
     func resend<T>(_ key: KafkaProducerState.PartitionKey, base: Int32, generation: Int, deadline: ContinuousClock.Instant,
                    ready: () -> Bool, write: (KafkaRecordBatch.Producer) -> T) async -> T? {
+        await whenAllowed(deadline: deadline, ready: ready, write: write) { p in
+            guard p.isOpen(key, base: base, generation: generation) else { return .never }
+            guard p.isFirst(key, base: base, generation: generation) else { return .notYet }
+            p.resending(key, base: base, generation: generation)
+            return .now(p.producer(base: base))
+        }
+    }
+
+    /// Under the write lock: `decide` on the producer's state; `.now` writes, `.never` gives up,
+    /// `.notYet` waits for the state to change (or `deadline`) and decides again.
+    private func whenAllowed<T, V>(deadline: ContinuousClock.Instant, ready: () -> Bool, write: (V) -> T,
+                                   decide: (inout KafkaProducerState) -> Permission<V>) async -> T? {
         while true {
             let seen = changes.version
             let written: T?? = writeLock.withLock {
                 guard ready() else { return .some(nil) }
-                let turn = state.withLockedValue { s -> Turn in
-                    guard s.producer.isOpen(key, base: base, generation: generation) else { return .gone }
-                    guard s.producer.isFirst(key, base: base, generation: generation) else { return .wait }
-                    s.producer.resending(key, base: base, generation: generation)
-                    return .go(s.producer.producer(base: base))
-                }
-                switch turn {
-                case .gone: return .some(nil)
-                case .wait: return nil
-                case .go(let producer): return .some(write(producer))
+                switch state.withLockedValue({ decide(&$0.producer) }) {
+                case .never: return .some(nil)
+                case .notYet: return nil
+                case .now(let value): return .some(write(value))
                 }
             }
             if let written { return written }
@@ -299,8 +291,8 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     }
 }
 
-private enum Reservation { case stale, full, reserved([KafkaRecordBatch.Producer]) }
-private enum Turn { case gone, wait, go(KafkaRecordBatch.Producer) }
+private enum Permission<V> { case never, notYet, now(V) }
+
 
 /// A version number and the tasks waiting for it to change, usable across suspension points.
 final class ChangeSignal: Sendable {
