@@ -316,6 +316,7 @@ final class ChangeSignal: Sendable {
 
     /// Returns once the version is not `seen` any more, or at `deadline`.
     func wait(since seen: UInt64, until deadline: ContinuousClock.Instant, on loop: EventLoop) async {
+        let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let id = state.withLockedValue { s -> UInt64? in
                 guard s.version == seen else { return nil }
@@ -324,11 +325,14 @@ final class ChangeSignal: Sendable {
                 return s.nextWaiter
             }
             guard let id else { return c.resume() }
-            let left = ContinuousClock.now.duration(to: deadline)
-            loop.scheduleTask(in: .nanoseconds(max(0, Int64(left.components.seconds) * 1_000_000_000 + left.components.attoseconds / 1_000_000_000))) { [state] in
-                state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+            let scheduled = loop.scheduleTask(in: TimeAmount(max(.zero, ContinuousClock.now.duration(to: deadline)))) { [state] in
+                let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: id) }
+                waiter?.resume()
             }
+            timer.withLockedValue { $0 = scheduled }
         }
+        // Woken by a change: the deadline's task is not needed any more.
+        timer.withLockedValue { $0?.cancel() }
     }
 }
 
@@ -551,10 +555,16 @@ struct KafkaTopicClient: SinkClient {
             Self.settle(payload: payload, version: version, connection: connection, sent: sent, topic: topic, generation: generation, family: family)
         }.recover { error in
             // No answer: perhaps stored. Sent again with the same sequences (stored once).
-            let reason = "broker \(connection.broker): \(error)"
-            family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
-            return sent.map { _ in .resend(reason: reason, refresh: true, backoff: true) }
+            Self.failed(sent, reason: "broker \(connection.broker): \(error)", refresh: true, topic: topic, generation: generation, family: family)
         }
+    }
+
+    /// Every batch of a request failed as a whole (no answer, or one sinkd cannot read): each waits
+    /// to be sent again with its sequences.
+    static func failed(_ sent: [(partition: Int32, base: Int32, count: Int)], reason: String, refresh: Bool,
+                       topic: String, generation: Int, family: KafkaSinkFamily) -> [PartAnswer] {
+        family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
+        return sent.map { _ in .resend(reason: reason, refresh: refresh, backoff: true) }
     }
 
     static func settle(payload: [UInt8], version: Int16, connection: KafkaConnection, sent: [(partition: Int32, base: Int32, count: Int)],
@@ -564,9 +574,8 @@ struct KafkaTopicClient: SinkClient {
             response = try KafkaProduce.response(payload, version: version)
         } catch {
             connection.channel.close(promise: nil)
-            let reason = "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))"
-            family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
-            return sent.map { _ in .resend(reason: reason, refresh: false, backoff: true) }
+            return failed(sent, reason: "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))", refresh: false,
+                          topic: topic, generation: generation, family: family)
         }
         let results = Dictionary((response.results[topic] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { a, _ in a })
         return family.settle { s in
