@@ -194,11 +194,7 @@ import SinkdTestSupport
     @Test func sessionsAreRenewedBeforeTheBrokerEndsThem() async throws {
         let (broker, proxy, events) = try Self.gated(["--sasl", "alice", "s3cret", "--lifetime-ms", "1500"], topic: "renew", partitions: 1)
         defer { TansuServer.kill(proxy) }
-        var kafka = KafkaSinkConfig()
-        kafka.bootstrapServers = ["127.0.0.1:\(broker.advertisedPort)"]
-        kafka.sasl = KafkaSASLConfig(mechanism: .scramSHA512, username: "alice", password: "s3cret")
-        let family = KafkaSinkFamily(config: kafka)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:renew"), options: kafka.options)
+        let (family, client) = try Self.saslClient(broker, .scramSHA512, topic: "renew")
         var sent = 0
         let clock = ContinuousClock()
         let end = clock.now + .seconds(4)
@@ -216,16 +212,21 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// A family logging in as alice through the gate proxy in front of `broker`, and its client for `topic`.
+    static func saslClient(_ broker: TansuServer, _ mechanism: KafkaSASLConfig.Mechanism, topic: String) throws -> (KafkaSinkFamily, any SinkClient) {
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:\(broker.advertisedPort)"]
+        kafka.sasl = KafkaSASLConfig(mechanism: mechanism, username: "alice", password: "s3cret")
+        let family = KafkaSinkFamily(config: kafka)
+        return (family, try family.makeClient(for: try SinkAddress.parse(identity: "kafka:\(topic)"), options: kafka.options))
+    }
+
     /// A hostile session lifetime (Int64.max milliseconds) is an answer like any other: it neither
     /// traps the arithmetic of the renewal time nor stops delivery.
     @Test func anAbsurdSessionLifetimeDoesNotTrap() async throws {
         let (broker, proxy, _) = try Self.gated(["--sasl", "alice", "s3cret", "--lifetime-ms", "\(Int64.max)"], topic: "absurd", partitions: 1)
         defer { TansuServer.kill(proxy) }
-        var kafka = KafkaSinkConfig()
-        kafka.bootstrapServers = ["127.0.0.1:\(broker.advertisedPort)"]
-        kafka.sasl = KafkaSASLConfig(mechanism: .scramSHA256, username: "alice", password: "s3cret")
-        let family = KafkaSinkFamily(config: kafka)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:absurd"), options: kafka.options)
+        let (family, client) = try Self.saslClient(broker, .scramSHA256, topic: "absurd")
         #expect(try await client.send(Self.batch("kafka:absurd", 0..<5)) == Array(repeating: .delivered, count: 5))
         await family.shutdown()
     }
