@@ -7,7 +7,13 @@ import SinkdCore
 /// A request to send on a Kafka connection: the handler gives it its correlation id (in write
 /// order, so responses, which a broker sends in request order, match by position and by id).
 struct KafkaOutbound {
-    var build: @Sendable (Int32) -> [UInt8]
+    enum Request {
+        /// Built when written, for its correlation id.
+        case build(@Sendable (Int32) -> [UInt8])
+        /// Built ahead (off the event loop), framed; its id goes at `KafkaProduce.correlationIDOffset`.
+        case framed([UInt8])
+    }
+    var request: Request
     var promise: EventLoopPromise<[UInt8]>
 }
 
@@ -33,7 +39,16 @@ final class KafkaClientHandler: ChannelDuplexHandler {
         let correlation = nextCorrelation
         nextCorrelation = nextCorrelation == Int32.max ? 1 : nextCorrelation + 1
         waiting.append((correlation, request.promise))
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: request.build(correlation))), promise: promise)
+        let buffer: ByteBuffer
+        switch request.request {
+        case .build(let build):
+            buffer = context.channel.allocator.buffer(bytes: build(correlation))
+        case .framed(let bytes):
+            var b = context.channel.allocator.buffer(bytes: bytes)
+            b.setInteger(correlation, at: b.readerIndex + KafkaProduce.correlationIDOffset)
+            buffer = b
+        }
+        context.write(wrapOutboundOut(buffer), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -193,13 +208,22 @@ public final class KafkaConnection: Sendable {
     /// Writes one request now (requests written from one thread, or under one lock, go on the
     /// wire in that order) and returns its answer's future, bounded as `request`'s.
     func enqueue(timeout: TimeAmount, _ build: @escaping @Sendable (Int32) -> [UInt8]) -> EventLoopFuture<[UInt8]> {
+        enqueue(timeout: timeout, .build(build))
+    }
+
+    /// A framed request built ahead; the connection puts its correlation id in.
+    func enqueue(timeout: TimeAmount, framed request: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        enqueue(timeout: timeout, .framed(request))
+    }
+
+    private func enqueue(timeout: TimeAmount, _ request: KafkaOutbound.Request) -> EventLoopFuture<[UInt8]> {
         let promise = channel.eventLoop.makePromise(of: [UInt8].self)
         let timer = channel.eventLoop.scheduleTask(in: timeout) { [channel, broker] in
             promise.fail(KafkaConnectionError("no answer from broker \(broker) within \(timeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
-        channel.writeAndFlush(KafkaOutbound(build: build, promise: promise)).whenFailure { promise.fail($0) }
+        channel.writeAndFlush(KafkaOutbound(request: request, promise: promise)).whenFailure { promise.fail($0) }
         return promise.futureResult
     }
 

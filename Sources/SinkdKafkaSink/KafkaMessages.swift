@@ -139,7 +139,17 @@ public enum KafkaProduce {
 
     /// One topic's record batches, one per partition; acks -1 (all in-sync replicas).
     public static func request(version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String, batches: [(partition: Int32, records: [UInt8])]) -> [UInt8] {
-        var w = KafkaWriter()
+        request(version: version, correlationID: correlationID, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic,
+                capacity: batches.reduce(0) { $0 + $1.records.count },
+                batches: batches.map { b in (b.partition, { (w: inout KafkaWriter) in w.raw(b.records) }) })
+    }
+
+    /// The same, framed, each batch written by its `encode` straight into the request's one buffer
+    /// (`capacity`: about the batches' bytes, so that it is allocated once).
+    public static func request(version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String, capacity: Int,
+                               batches: [(partition: Int32, encode: (inout KafkaWriter) -> Void)]) -> [UInt8] {
+        var w = KafkaWriter(capacity: capacity + 64 + clientID.utf8.count + topic.utf8.count + 12 * batches.count)
+        w.int32(0)  // the frame's length, filled in below
         KafkaRequestHeader.v1(&w, apiKey: apiKey, version: version, correlationID: correlationID, clientID: clientID)
         w.int16(-1)  // TransactionalId: null
         w.int16(-1)  // Acks: all
@@ -149,11 +159,18 @@ public enum KafkaProduce {
         w.int32(Int32(batches.count))
         for b in batches {
             w.int32(b.partition)
-            w.int32(Int32(truncatingIfNeeded: b.records.count))
-            w.raw(b.records)
+            let sizeAt = w.bytes.count
+            w.int32(0)  // the batch's size, filled in below
+            b.encode(&w)
+            w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - sizeAt - 4), at: sizeAt)
         }
-        return KafkaRequestHeader.framed(w.bytes)
+        w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - 4), at: 0)
+        return w.bytes
     }
+
+    /// Where a framed request holds its correlation id (after the length, api key and version):
+    /// a request built ahead gets its id there when the connection writes it.
+    public static let correlationIDOffset = 8
 
     public struct PartitionResult: Sendable, Equatable {
         public var partition: Int32

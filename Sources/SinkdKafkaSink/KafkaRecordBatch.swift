@@ -11,6 +11,8 @@ import SinkdCore
 public struct KafkaWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
     public init() {}
+    /// A writer that will not grow (copy itself) before `capacity` bytes.
+    public init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
     public mutating func int8(_ v: Int8) { bytes.append(UInt8(bitPattern: v)) }
     public mutating func int16(_ v: Int16) { append(UInt16(bitPattern: v)) }
@@ -33,6 +35,24 @@ public struct KafkaWriter: Sendable {
         bytes.append(UInt8(u))
     }
 
+    /// The bytes `varint(v)` writes.
+    public static func varintSize(_ v: Int64) -> Int {
+        let u = UInt64(bitPattern: (v << 1) ^ (v >> 63))
+        return max(1, (64 - u.leadingZeroBitCount + 6) / 7)
+    }
+
+    /// The bytes `varbytes(v)` writes.
+    public static func varbytesSize(_ v: [UInt8]?) -> Int {
+        guard let v else { return 1 }
+        return varintSize(Int64(v.count)) + v.count
+    }
+
+    /// A varint length then the string's UTF-8 bytes.
+    public mutating func varbytes(utf8 s: String) {
+        varint(Int64(s.utf8.count))
+        raw(s.utf8)
+    }
+
     /// Unsigned LEB128 (compact lengths and counts in flexible versions).
     public mutating func uvarint(_ v: UInt64) {
         var u = v
@@ -52,6 +72,10 @@ public struct KafkaWriter: Sendable {
 
     mutating func overwrite(int32 v: Int32, at offset: Int) {
         withUnsafeBytes(of: UInt32(bitPattern: v).bigEndian) { for (i, b) in $0.enumerated() { bytes[offset + i] = b } }
+    }
+
+    mutating func overwrite(int16 v: Int16, at offset: Int) {
+        withUnsafeBytes(of: UInt16(bitPattern: v).bigEndian) { for (i, b) in $0.enumerated() { bytes[offset + i] = b } }
     }
 
     mutating func overwrite(uint32 v: UInt32, at offset: Int) {
@@ -140,31 +164,16 @@ public enum KafkaRecordBatch {
 
     /// One v2 batch of `records` (at least one), timestamps CreateTime.
     public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none) -> [UInt8] {
+        var w = KafkaWriter(capacity: overheadBytes + records.reduce(0) { $0 + estimatedSize($1) })
+        encode(records, producer: producer, compression: compression, into: &w)
+        return w.bytes
+    }
+
+    /// The same batch appended to `w` (a Produce request being written): each value is copied
+    /// once, into `w`, and no record is first written anywhere else (uncompressed).
+    public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none, into w: inout KafkaWriter) {
         let base = records.map(\.timestampMillis).min() ?? 0
-        var section = KafkaWriter()
-        for (i, r) in records.enumerated() {
-            var body = KafkaWriter()
-            body.int8(0)
-            body.varint(r.timestampMillis - base)
-            body.varint(Int64(i))
-            body.varbytes(r.key)
-            body.varbytes(r.value)
-            body.varint(Int64(r.headers.count))
-            for h in r.headers {
-                body.varbytes(Array(h.key.utf8))
-                body.varbytes(h.value)
-            }
-            section.varint(Int64(body.bytes.count))
-            section.raw(body.bytes)
-        }
-        var codec = Compression.none
-        var payload = section.bytes
-        if compression == .gzip, let compressed = Gzip.compress(payload) {
-            codec = .gzip
-            payload = compressed
-        }
         let max = records.map(\.timestampMillis).max() ?? 0
-        var w = KafkaWriter()
         w.int64(0)  // baseOffset: the broker assigns offsets
         let lengthAt = w.bytes.count
         w.int32(0)  // batchLength, filled in below
@@ -172,7 +181,8 @@ public enum KafkaRecordBatch {
         w.int8(2)  // magic
         let crcAt = w.bytes.count
         w.uint32(0)  // crc, filled in below
-        w.int16(codec.attribute)  // attributes: the codec, CreateTime, not transactional, not control
+        let attributesAt = w.bytes.count
+        w.int16(Compression.none.attribute)  // attributes: the codec (set below), CreateTime, not transactional, not control
         w.int32(Int32(truncatingIfNeeded: Swift.max(records.count - 1, 0)))  // lastOffsetDelta
         w.int64(base)
         w.int64(max)
@@ -180,10 +190,43 @@ public enum KafkaRecordBatch {
         w.int16(producer.epoch)
         w.int32(producer.baseSequence)
         w.int32(Int32(truncatingIfNeeded: records.count))
-        w.raw(payload)
+        if compression == .gzip {
+            var section = KafkaWriter(capacity: records.reduce(0) { $0 + estimatedSize($1) })
+            appendRecords(records, base: base, to: &section)
+            if let compressed = Gzip.compress(section.bytes) {
+                w.overwrite(int16: Compression.gzip.attribute, at: attributesAt)
+                w.raw(compressed)
+            } else {
+                w.raw(section.bytes)
+            }
+        } else {
+            appendRecords(records, base: base, to: &w)
+        }
         w.overwrite(int32: Int32(truncatingIfNeeded: w.bytes.count - lengthAt - 4), at: lengthAt)
         let crc = CRC32C.checksum(w.bytes[(crcAt + 4)...])
         w.overwrite(uint32: crc, at: crcAt)
-        return w.bytes
+    }
+
+    /// The records section: each record's length first, computed, so its fields go straight to `w`.
+    private static func appendRecords(_ records: [KafkaRecord], base: Int64, to w: inout KafkaWriter) {
+        for (i, r) in records.enumerated() {
+            let delta = r.timestampMillis - base
+            var length = 1 + KafkaWriter.varintSize(delta) + KafkaWriter.varintSize(Int64(i))
+                + KafkaWriter.varbytesSize(r.key) + KafkaWriter.varbytesSize(r.value) + KafkaWriter.varintSize(Int64(r.headers.count))
+            for h in r.headers {
+                length += KafkaWriter.varintSize(Int64(h.key.utf8.count)) + h.key.utf8.count + KafkaWriter.varbytesSize(h.value)
+            }
+            w.varint(Int64(length))
+            w.int8(0)
+            w.varint(delta)
+            w.varint(Int64(i))
+            w.varbytes(r.key)
+            w.varbytes(r.value)
+            w.varint(Int64(r.headers.count))
+            for h in r.headers {
+                w.varbytes(utf8: h.key)
+                w.varbytes(h.value)
+            }
+        }
     }
 }

@@ -538,19 +538,28 @@ struct KafkaTopicClient: SinkClient {
         let version = connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) ?? KafkaProduce.versions.lowerBound
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let compression: KafkaRecordBatch.Compression = family.config.compression == .gzip ? .gzip : .none
-        let encoded = parts.map { part, producer in
-            (partition: part.partition, records: KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: producer, compression: compression))
-        }
         let clientID = family.config.clientID
-        let largest = encoded.map(\.records.count).max() ?? 0
-        family.batchesSent.withLockedValue { $0 = ($0.count + encoded.count, max($0.largest, largest)) }
         let timeoutMillis = Int32(clamping: family.config.requestTimeout.milliseconds)
         let topic = self.topic
         let family = self.family
         let sent = parts.map { (partition: $0.0.partition, base: $0.1.baseSequence, count: $0.0.indices.count) }
-        let answer = connection.enqueue(timeout: family.timeout) {
-            KafkaProduce.request(version: version, correlationID: $0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic, batches: encoded)
+        // Built here, off the event loop, in one buffer: each payload is copied once on its way
+        // to the socket's buffer (the connection puts the correlation id in when it writes it).
+        var largest = 0
+        let capacity = parts.reduce(KafkaRecordBatch.overheadBytes * parts.count) { total, part in
+            part.0.indices.reduce(total) { $0 + estimatedSize(batch[$1].record) }
         }
+        let request = KafkaProduce.request(
+            version: version, correlationID: 0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic, capacity: capacity,
+            batches: parts.map { part, producer in
+                (part.partition, { (w: inout KafkaWriter) in
+                    let start = w.bytes.count
+                    KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: producer, compression: compression, into: &w)
+                    largest = max(largest, w.bytes.count - start)
+                })
+            })
+        family.batchesSent.withLockedValue { [largest] in $0 = ($0.count + parts.count, max($0.largest, largest)) }
+        let answer = connection.enqueue(timeout: family.timeout, framed: request)
         return answer.map { payload in
             Self.settle(payload: payload, version: version, connection: connection, sent: sent, topic: topic, generation: generation, family: family)
         }.recover { error in
