@@ -89,18 +89,37 @@ public struct DeliveryProgress: Sendable, Equatable {
     /// `"SINKDPRG" u32 version u64 nextSeq u32 sinkCount; per sink: u16 len, name, u64 readUpTo,
     /// u32 outstandingCount, u64 × count (unordered); u32 crc32c of everything before`.
     public func encode() -> [UInt8] {
-        var out = Self.magic
-        out.appendLE(UInt32(1))
-        out.appendLE(nextSeq)
-        out.appendLE(UInt32(sinks.count))
-        for (name, s) in sinks.sorted(by: { $0.key < $1.key }) {
-            out.appendLE(UInt16(name.utf8.count))
-            out.append(contentsOf: name.utf8)
-            out.appendLE(s.readUpTo)
-            out.appendLE(UInt32(s.outstanding.count))
-            for seq in s.outstanding { out.appendLE(seq) }  // any order: decode builds a set
+        // Sized first and written in place: the outstanding sets hold up to a whole in-flight
+        // window (thousands of seqs per sink) and this runs every checkpoint.
+        let named = sinks.sorted(by: { $0.key < $1.key })
+        var size = Self.magic.count + 4 + 8 + 4 + 4
+        for (name, s) in named { size += 2 + name.utf8.count + 8 + 4 + 8 * s.outstanding.count }
+        var out = [UInt8](repeating: 0, count: size)
+        out.withUnsafeMutableBytes { raw in
+            var at = 0
+            func put<T: FixedWidthInteger>(_ value: T) {
+                raw.storeBytes(of: value.littleEndian, toByteOffset: at, as: T.self)
+                at += MemoryLayout<T>.size
+            }
+            func put(bytes: some Collection<UInt8>) {
+                for b in bytes {
+                    raw[at] = b
+                    at += 1
+                }
+            }
+            put(bytes: Self.magic)
+            put(UInt32(1))
+            put(nextSeq)
+            put(UInt32(sinks.count))
+            for (name, s) in named {
+                put(UInt16(name.utf8.count))
+                put(bytes: name.utf8)
+                put(s.readUpTo)
+                put(UInt32(s.outstanding.count))
+                for seq in s.outstanding { put(seq) }  // any order: decode builds a set
+            }
+            put(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<at])))
         }
-        out.appendLE(CRC32C.checksum(out))
         return out
     }
 
