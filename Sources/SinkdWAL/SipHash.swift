@@ -78,7 +78,21 @@ struct SipHash128 {
     }
 
     mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        for byte in bytes { update(byte: byte) }
+        var i = 0
+        while tailCount != 0, i < bytes.count {
+            update(byte: bytes[i])
+            i += 1
+        }
+        // Whole words while the tail is empty (every key hashes a sink and an id per record).
+        while i + 8 <= bytes.count {
+            compress(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+            length += 8
+            i += 8
+        }
+        while i < bytes.count {
+            update(byte: bytes[i])
+            i += 1
+        }
     }
 
     mutating func finalize() -> (UInt64, UInt64) {

@@ -52,6 +52,24 @@ import SinkdCore
         #expect(DedupeKey(sink: "file:a1", id: "") != DedupeKey(sink: "file:a", id: "1"), "the separator keeps sink and id apart")
     }
 
+    /// Dedupe keys are stored in segment summaries: hashing word by word must give exactly what
+    /// hashing byte by byte gave, for every length and wherever the input is cut.
+    @Test func sipHashWordPathEqualsBytePath() {
+        let message = (0..<40).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        for length in 0...message.count {
+            var bytewise = SipHash128()
+            for b in message[0..<length] { bytewise.update(byte: b) }
+            let expected = bytewise.finalize()
+            for cut in 0...length {
+                var h = SipHash128()
+                message[0..<cut].withUnsafeBytes { h.update($0) }
+                message[cut..<length].withUnsafeBytes { h.update($0) }
+                let got = h.finalize()
+                #expect(got == expected, "length \(length), cut at \(cut)")
+            }
+        }
+    }
+
     @Test func recordCodecRoundTrips() throws {
         let full = EventRecord(id: "t-1", sink: "conductor:wf:q", payload: Array(#"{"a":[1,2,{"b":null}]}"#.utf8),
                                workflowInstanceId: "wi", workflowType: "wf", workflowVersion: -3, correlationId: "c",
