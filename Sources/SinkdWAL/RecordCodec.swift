@@ -20,9 +20,11 @@ public enum RecordCodec {
 
     public static func encodedSize(_ r: EventRecord) -> Int {
         var n = 1 + 8 + 2 + r.sink.utf8.count + 1 + r.id.utf8.count + 4 + r.payload.count
-        for s in [r.workflowInstanceId, r.workflowType, r.correlationId, r.taskRefName] {
-            if let s { n += 2 + s.utf8.count }
-        }
+        // Field by field, not through an array of them: this runs for every record ingested.
+        if let s = r.workflowInstanceId { n += 2 + s.utf8.count }
+        if let s = r.workflowType { n += 2 + s.utf8.count }
+        if let s = r.correlationId { n += 2 + s.utf8.count }
+        if let s = r.taskRefName { n += 2 + s.utf8.count }
         if r.workflowVersion != nil { n += 8 }
         if r.priority != nil { n += 1 }
         return n
@@ -31,6 +33,11 @@ public enum RecordCodec {
     /// Appends the body of `r` to `out`. Strings longer than their length field are the caller's bug:
     /// ingest validates lengths first.
     public static func encode(_ r: EventRecord, into out: inout [UInt8]) {
+        encode(r, acceptedAtMillis: r.acceptedAtMillis, into: &out)
+    }
+
+    /// The same with `acceptedAtMillis` in place of the record's (ingest stamps it as it appends).
+    public static func encode(_ r: EventRecord, acceptedAtMillis: UInt64, into out: inout [UInt8]) {
         var flags: UInt8 = 0
         if r.workflowInstanceId != nil { flags |= 1 }
         if r.workflowType != nil { flags |= 2 }
@@ -39,14 +46,15 @@ public enum RecordCodec {
         if r.taskRefName != nil { flags |= 16 }
         if r.priority != nil { flags |= 32 }
         out.append(flags)
-        out.appendLE(r.acceptedAtMillis)
+        out.appendLE(acceptedAtMillis)
         appendString16(r.sink, &out)
         precondition(r.id.utf8.count <= 255, "record id longer than 255 bytes")
         out.append(UInt8(r.id.utf8.count))
         out.append(contentsOf: r.id.utf8)
-        for s in [r.workflowInstanceId, r.workflowType, r.correlationId, r.taskRefName] {
-            if let s { appendString16(s, &out) }
-        }
+        if let s = r.workflowInstanceId { appendString16(s, &out) }
+        if let s = r.workflowType { appendString16(s, &out) }
+        if let s = r.correlationId { appendString16(s, &out) }
+        if let s = r.taskRefName { appendString16(s, &out) }
         if let v = r.workflowVersion { out.appendLE(UInt64(bitPattern: v)) }
         if let p = r.priority { out.append(p) }
         out.appendLE(UInt32(r.payload.count))

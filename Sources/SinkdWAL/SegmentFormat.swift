@@ -42,6 +42,10 @@ public enum SegmentFormat {
 
     /// Appends a whole frame for `body` to `out`.
     public static func appendFrame(seq: UInt64, body: [UInt8], bodyCRC: CRC32C, to out: inout [UInt8]) {
+        body.withUnsafeBytes { appendFrame(seq: seq, body: $0, bodyCRC: bodyCRC, to: &out) }
+    }
+
+    public static func appendFrame(seq: UInt64, body: UnsafeRawBufferPointer, bodyCRC: CRC32C, to out: inout [UInt8]) {
         out.appendLE(UInt32(body.count))
         out.appendLE(frameChecksum(bodyCRC: bodyCRC, seq: seq))
         out.appendLE(seq)

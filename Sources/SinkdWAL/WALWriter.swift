@@ -67,7 +67,7 @@ extension WriteAheadLog {
                     if pending.entries.isEmpty && pending.callbacks.isEmpty {
                         return nil
                     }
-                    var round = Round(number: pending.number + 1)
+                    var round = Round(number: pending.number + 1, frames: takeSpareFrames())
                     swap(&round, &pending)
                     writing = round
                     return round
@@ -130,12 +130,30 @@ extension WriteAheadLog {
     private func takePendingRound() -> Round? {
         lock.withLock {
             guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
-            var round = Round(number: pending.number + 1)
+            var round = Round(number: pending.number + 1, frames: takeSpareFrames())
             swap(&round, &pending)
             writing = round
             return round
         }
     }
+
+    /// Frame buffers of written rounds are used again by the next rounds: a new round's buffer
+    /// then neither grows by copying itself nor touches fresh pages. One is kept, of at most
+    /// `maxSpareFrameBytes` (a burst's larger buffer is freed). Under `lock`, after `writing` let go.
+    func recycleFrames(_ frames: inout [UInt8]) {
+        guard frames.capacity <= Self.maxSpareFrameBytes, frames.capacity > spareFrames.capacity else { return }
+        frames.removeAll(keepingCapacity: true)
+        swap(&frames, &spareFrames)
+    }
+
+    /// The spare frame buffer (empty), or a new one. Under `lock`.
+    func takeSpareFrames() -> [UInt8] {
+        var frames: [UInt8] = []
+        swap(&frames, &spareFrames)
+        return frames
+    }
+
+    static let maxSpareFrameBytes = 8 << 20
 
     private func markDiskFull(_ error: FileError) {
         let first: Bool = lock.withLock {
@@ -278,7 +296,11 @@ extension WriteAheadLog {
             }
             if keep > 0 {
                 stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
-                for e in round.entries[..<keep] { newSinks.insert(e.sink) }
+                var last: String?
+                for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
+                    newSinks.insert(e.sink)
+                    last = e.sink
+                }
             }
             // Callbacks registered while the round was being written went to `writing`.
             let callbacks = writing?.number == round.number ? writing!.callbacks : round.callbacks
@@ -288,6 +310,7 @@ extension WriteAheadLog {
             stats.writingSinceNanos = 0
             let waiters = keep == 0 ? [] : dataWaiters
             if !waiters.isEmpty { dataWaiters.removeAll() }
+            if case .success = result { recycleFrames(&round.frames) }
             return (callbacks, waiters, takeSpaceWaiters())
         }
         for (rounds, callback) in callbacks {

@@ -187,6 +187,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     var nextSeq: UInt64 = 1
     var pending: Round
     var writing: Round?
+    /// A written round's frame buffer kept for the next round (WALWriter.swift, `recycleFrames`).
+    var spareFrames: [UInt8] = []
     var completedRound: UInt64
     /// Every round that failed, as coalesced ranges: exact, whatever the history (a ticket may
     /// span any number of rounds).
@@ -282,24 +284,24 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// `checkDuplicates: false` appends even records whose (sink, id) was seen recently (a replay
     /// of dead letters); they are still remembered for later duplicates.
     public func append(_ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
-        // Encoding and the body checksum happen outside the lock.
-        var bodies: [(body: [UInt8], crc: CRC32C, key: DedupeKey)] = []
-        bodies.reserveCapacity(records.count)
-        for var r in records {
-            r.acceptedAtMillis = nowMillis
-            var body: [UInt8] = []
-            body.reserveCapacity(RecordCodec.encodedSize(r))
-            RecordCodec.encode(r, into: &body)
+        // Encoding and the body checksum happen outside the lock, into one buffer for the batch.
+        var bodies: [UInt8] = []
+        bodies.reserveCapacity(records.reduce(0) { $0 + RecordCodec.encodedSize($1) })
+        var items: [(body: Range<Int>, crc: CRC32C, key: DedupeKey)] = []
+        items.reserveCapacity(records.count)
+        for r in records {
+            let start = bodies.count
+            RecordCodec.encode(r, acceptedAtMillis: nowMillis, into: &bodies)
             var crc = CRC32C()
-            crc.update(body)
-            bodies.append((body, crc, DedupeKey(sink: r.sink, id: r.id)))
+            bodies.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+            items.append((start..<bodies.count, crc, DedupeKey(sink: r.sink, id: r.id)))
         }
-        return lock.withLock {
+        return lock.withLock { bodies.withUnsafeBytes { bodies in
             var outcomes: [AppendOutcome] = []
             outcomes.reserveCapacity(records.count)
             var lowRound = UInt64.max
             var highRound: UInt64 = 0
-            for (i, item) in bodies.enumerated() {
+            for (i, item) in items.enumerated() {
                 if stopping || appendsClosed {
                     outcomes.append(.shuttingDown)
                     continue
@@ -326,7 +328,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                 let seq = nextSeq
                 nextSeq += 1
                 let offset = pending.frames.count
-                SegmentFormat.appendFrame(seq: seq, body: item.body, bodyCRC: item.crc, to: &pending.frames)
+                SegmentFormat.appendFrame(seq: seq, body: UnsafeRawBufferPointer(rebasing: bodies[item.body]), bodyCRC: item.crc, to: &pending.frames)
                 pending.entries.append(Round.Entry(seq: seq, frameOffset: offset, frameLength: frameLength, sink: records[i].sink, key: item.key, acceptedAtMillis: nowMillis))
                 reservedBytes += frameLength
                 dedupe.insert(item.key, seq: seq, now: nowMillis)
@@ -339,7 +341,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             // Only the rounds this batch's outcomes depend on: a batch of duplicates of durable
             // records, or of refusals, completes at once.
             return (outcomes, AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound))
-        }
+        } }
     }
 
     /// The bytes `record` takes in a segment: what `whenSpaceAvailable` must find room for.
