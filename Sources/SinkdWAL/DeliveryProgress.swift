@@ -86,14 +86,17 @@ public struct DeliveryProgress: Sendable, Equatable {
 
     static let magic: [UInt8] = Array("SINKDPRG".utf8)
 
-    /// `"SINKDPRG" u32 version u64 nextSeq u32 sinkCount; per sink: u16 len, name, u64 readUpTo,
-    /// u32 outstandingCount, u64 × count (unordered); u32 crc32c of everything before`.
+    /// Version 2: `"SINKDPRG" u32 version u64 nextSeq u32 sinkCount; per sink: u16 len, name,
+    /// u64 readUpTo, u32 runCount, runCount × (u64 first seq, u32 length) ascending; u32 crc32c of
+    /// everything before`. The outstanding seqs are nearly always a few runs (a whole in-flight
+    /// window is thousands of consecutive seqs), so a checkpoint writes tens of bytes per sink, not
+    /// eight per seq. Version 1 (sinkd before 2026-12-02; still read) listed each seq: `u32 count,
+    /// u64 × count` in place of the runs.
     public func encode() -> [UInt8] {
-        // Sized first and written in place: the outstanding sets hold up to a whole in-flight
-        // window (thousands of seqs per sink) and this runs every checkpoint.
-        let named = sinks.sorted(by: { $0.key < $1.key })
+        let named = sinks.sorted(by: { $0.key < $1.key }).map { (name: $0.key, readUpTo: $0.value.readUpTo, runs: Self.runs($0.value.outstanding)) }
         var size = Self.magic.count + 4 + 8 + 4 + 4
-        for (name, s) in named { size += 2 + name.utf8.count + 8 + 4 + 8 * s.outstanding.count }
+        for s in named { size += 2 + s.name.utf8.count + 8 + 4 + 12 * s.runs.count }
+        // Sized first and written in place.
         var out = [UInt8](repeating: 0, count: size)
         out.withUnsafeMutableBytes { raw in
             var at = 0
@@ -108,20 +111,40 @@ public struct DeliveryProgress: Sendable, Equatable {
                 }
             }
             put(bytes: Self.magic)
-            put(UInt32(1))
+            put(UInt32(2))
             put(nextSeq)
-            put(UInt32(sinks.count))
-            for (name, s) in named {
-                put(UInt16(name.utf8.count))
-                put(bytes: name.utf8)
+            put(UInt32(named.count))
+            for s in named {
+                put(UInt16(s.name.utf8.count))
+                put(bytes: s.name.utf8)
                 put(s.readUpTo)
-                put(UInt32(s.outstanding.count))
-                for seq in s.outstanding { put(seq) }  // any order: decode builds a set
+                put(UInt32(s.runs.count))
+                for run in s.runs {
+                    put(run.first)
+                    put(run.length)
+                }
             }
             put(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<at])))
         }
         return out
     }
+
+    /// `seqs` as ascending runs of consecutive seqs.
+    static func runs(_ seqs: Set<UInt64>) -> [(first: UInt64, length: UInt32)] {
+        var out: [(first: UInt64, length: UInt32)] = []
+        for seq in seqs.sorted() {
+            if let last = out.last, last.length < UInt32.max, last.first + UInt64(last.length) == seq {
+                out[out.count - 1].length += 1
+            } else {
+                out.append((seq, 1))
+            }
+        }
+        return out
+    }
+
+    /// At most this many outstanding seqs are read back from one file: a damaged file whose
+    /// checksum still matched must not make start-up allocate without bound.
+    static let maxDecodedSeqs = 1 << 26
 
     public static func decode(_ bytes: [UInt8]) -> DeliveryProgress? {
         guard bytes.count >= 4 else { return nil }
@@ -131,15 +154,32 @@ public struct DeliveryProgress: Sendable, Equatable {
         return bytes.withUnsafeBytes { raw -> DeliveryProgress? in
             var c = ByteCursor(UnsafeRawBufferPointer(rebasing: raw[0..<body]))
             do {
-                guard Array(try c.take(8)) == magic, try c.u32() == 1 else { return nil }
+                guard Array(try c.take(8)) == magic else { return nil }
+                let version = try c.u32()
+                guard version == 1 || version == 2 else { return nil }
                 var p = DeliveryProgress()
                 p.nextSeq = try c.u64()
                 let count = Int(try c.u32())
+                var decoded = 0
                 for _ in 0..<count {
                     let name = try c.string(Int(try c.u16()))
                     var s = Sink(readUpTo: try c.u64())
                     let n = Int(try c.u32())
-                    for _ in 0..<n { s.outstanding.insert(try c.u64()) }
+                    if version == 1 {
+                        decoded += n
+                        guard decoded <= maxDecodedSeqs else { return nil }
+                        for _ in 0..<n { s.outstanding.insert(try c.u64()) }
+                    } else {
+                        for _ in 0..<n {
+                            let first = try c.u64()
+                            let length = UInt64(try c.u32())
+                            // Outstanding seqs were handed out: 1 ≤ seq ≤ readUpTo.
+                            guard first >= 1, length >= 1, first <= s.readUpTo, length - 1 <= s.readUpTo - first else { return nil }
+                            decoded += Int(length)
+                            guard decoded <= maxDecodedSeqs else { return nil }
+                            for seq in first..<(first + length) { s.outstanding.insert(seq) }
+                        }
+                    }
                     p.sinks[name] = s
                 }
                 return c.remaining == 0 ? p : nil

@@ -70,6 +70,47 @@ import SinkdCore
         }
     }
 
+    /// The progress file stores outstanding seqs as runs: a whole in-flight window costs a few
+    /// bytes per checkpoint, not eight per seq, and reads back exactly; files of version 1 (one
+    /// u64 per seq) are still read; a run outside what was handed out is damage.
+    @Test func progressStoresOutstandingSeqsAsRunsAndReadsVersionOne() throws {
+        var p = DeliveryProgress()
+        p.handedOut(sink: "kafka:orders", seqs: 1...40_000)
+        p.finished(sink: "kafka:orders", seqs: 1...7_000)
+        p.finished(sink: "kafka:orders", seqs: [9_000, 9_001, 12_345, 39_999])
+        p.handedOut(sink: "file:a", seqs: [40_001, 40_003])
+        p.nextSeq = 40_010
+        let encoded = p.encode()
+        #expect(encoded.count < 200, "33,000 outstanding seqs in \(encoded.count) bytes")
+        #expect(try #require(DeliveryProgress.decode(encoded)) == p)
+        #expect(DeliveryProgress.runs(p.sink("kafka:orders").outstanding).count == 4)
+
+        // Version 1, written as sinkd wrote it before: every seq listed, any order.
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        var v1 = Array("SINKDPRG".utf8) + le(UInt32(1)) + le(p.nextSeq) + le(UInt32(2))
+        for (name, sink) in p.sinks.sorted(by: { $0.key < $1.key }) {
+            v1 += le(UInt16(name.utf8.count)) + Array(name.utf8) + le(sink.readUpTo) + le(UInt32(sink.outstanding.count))
+            for seq in sink.outstanding { v1 += le(seq) }
+        }
+        v1 += le(CRC32C.checksum(v1))
+        #expect(try #require(DeliveryProgress.decode(v1)) == p)
+
+        // A checksummed version 2 file with a run past readUpTo, or of length 0, is refused.
+        var bad = DeliveryProgress()
+        bad.handedOut(sink: "s", seqs: [5])
+        for run in [(first: UInt64(5), length: UInt32(2)), (first: UInt64(5), length: UInt32(0)), (first: UInt64(0), length: UInt32(1))] {
+            var bytes = Array("SINKDPRG".utf8) + le(UInt32(2)) + le(UInt64(6)) + le(UInt32(1))
+            bytes += le(UInt16(1)) + Array("s".utf8) + le(UInt64(5)) + le(UInt32(1)) + le(run.first) + le(run.length)
+            bytes += le(CRC32C.checksum(bytes))
+            #expect(DeliveryProgress.decode(bytes) == nil, "run \(run)")
+        }
+        #expect(DeliveryProgress.decode(bad.encode()) == bad)
+        // Unknown versions are refused.
+        var v3 = Array("SINKDPRG".utf8) + le(UInt32(3)) + le(UInt64(1)) + le(UInt32(0))
+        v3 += le(CRC32C.checksum(v3))
+        #expect(DeliveryProgress.decode(v3) == nil)
+    }
+
     @Test func recordCodecRoundTrips() throws {
         let full = EventRecord(id: "t-1", sink: "conductor:wf:q", payload: Array(#"{"a":[1,2,{"b":null}]}"#.utf8),
                                workflowInstanceId: "wi", workflowType: "wf", workflowVersion: -3, correlationId: "c",
