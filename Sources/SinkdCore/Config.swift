@@ -110,15 +110,22 @@ public struct PipelineOptions: Sendable, Equatable {
     public var batchSize: Int
     public var idleTimeout: Duration = .seconds(300)
     public var ordering: OrderingMode = .relaxed
+    /// How long a batch that is not full waits for more records while other batches of the sink
+    /// are in flight (`linger`). With none in flight it leaves at once: an idle sink adds no delay.
+    public var linger: Duration = .zero
     /// The delivery-wide policy unless the family overrides it.
     public var retry: RetryPolicy
 
-    public init(poolSize: Int, maxInFlight: Int, batchSize: Int, retry: RetryPolicy = RetryPolicy()) {
+    public init(poolSize: Int, maxInFlight: Int, batchSize: Int, linger: Duration = .zero, retry: RetryPolicy = RetryPolicy()) {
         self.poolSize = poolSize
         self.maxInFlight = maxInFlight
         self.batchSize = batchSize
+        self.linger = linger
         self.retry = retry
     }
+
+    /// The most `linger` may be: a batch waits for company, not for minutes.
+    public static let maxLinger: Duration = .seconds(10)
 }
 
 /// The configuration sections of the sink families. `nil` means the family is not configured.
@@ -191,7 +198,7 @@ public enum ConfigFamily: String, Sendable, Hashable, CaseIterable, Comparable {
         case .amqp: PipelineOptions(poolSize: 2, maxInFlight: 1000, batchSize: 100)
         case .nats: PipelineOptions(poolSize: 1, maxInFlight: 256, batchSize: 100)
         case .conductor: PipelineOptions(poolSize: 2, maxInFlight: 2, batchSize: 100)
-        case .kafka: PipelineOptions(poolSize: 1, maxInFlight: 16, batchSize: 1000)
+        case .kafka: PipelineOptions(poolSize: 1, maxInFlight: 16, batchSize: 1000, linger: .milliseconds(5))
         }
     }
 }

@@ -25,7 +25,8 @@ public enum ConfigSummary {
                 let o = c.sinks.options(for: family)!
                 let detail = familyDetail(family, c.sinks)
                 lines.append("    " + family.rawValue.padding(toLength: 12) + detail
-                    + " [pool \(o.poolSize), in flight \(o.maxInFlight), batch \(o.batchSize), \(o.ordering.rawValue) ordering]")
+                    + " [pool \(o.poolSize), in flight \(o.maxInFlight), batch \(o.batchSize)"
+                    + (o.linger > .zero ? ", linger \(Units.formatDuration(o.linger))" : "") + ", \(o.ordering.rawValue) ordering]")
             }
         }
         return lines.joined(separator: "\n")

@@ -38,6 +38,9 @@ public struct PipelineStateMachine: Sendable {
         /// Payload bytes held in memory before the pipeline stops reading
         /// (`delivery.max_held_bytes_per_sink`).
         public var byteLimit: Int
+        /// Milliseconds a batch that is not full waits for more records while another batch is in
+        /// flight (`linger`; 0: never). Nothing in flight: it leaves at once.
+        public var lingerMillis: UInt64
 
         public init(limits: SinkLimits, options: PipelineOptions, byteLimit: Int = .max) {
             self.byteLimit = byteLimit
@@ -50,6 +53,7 @@ public struct PipelineStateMachine: Sendable {
             reconnectPolicy.maxBackoff = .seconds(30)
             self.reconnect = RetrySchedule(reconnectPolicy)
             self.bufferLimit = max(1000, 2 * limits.maxBatchCount * self.maxInFlight)
+            self.lingerMillis = UInt64(max(0, options.linger.milliseconds))
         }
     }
 
@@ -94,6 +98,8 @@ public struct PipelineStateMachine: Sendable {
     private var nextBatchID: UInt64 = 1
     private var pausedUntil: UInt64?
     private var connectionFailures = 0
+    /// When the batch now waiting for company (linger) was first found not full.
+    private var lingeringSince: UInt64?
 
     public init(settings: Settings) {
         self.settings = settings
@@ -142,6 +148,7 @@ public struct PipelineStateMachine: Sendable {
         if health != .up, settings.ordering == .relaxed, queue.count - head > 1 {
             start = head + connectionFailures % (queue.count - head)
         }
+        var full = false
         for index in start..<queue.count {
             let item = queue[index]
             guard item.notBefore <= now else {
@@ -149,10 +156,16 @@ public struct PipelineStateMachine: Sendable {
                 if settings.ordering == .strict { break }  // nothing overtakes the head
                 continue
             }
-            if !picked.isEmpty, bytes + item.bytes > settings.limits.maxBatchBytes { break }
+            if !picked.isEmpty, bytes + item.bytes > settings.limits.maxBatchBytes {
+                full = true
+                break
+            }
             picked.append(index)
             bytes += item.bytes
-            if picked.count == settings.limits.maxBatchCount { break }
+            if picked.count == settings.limits.maxBatchCount {
+                full = true
+                break
+            }
         }
         if picked.isEmpty, start > head {
             // Nothing eligible from the rotated start: probe from the front after all.
@@ -169,6 +182,15 @@ public struct PipelineStateMachine: Sendable {
             }
         }
         guard !picked.isEmpty else { return .wait(untilMillis: earliest) }
+        // Linger: while batches are in flight (healthy), one that is not full waits up to
+        // `lingerMillis` for more records; a completion or new records look again.
+        if settings.lingerMillis > 0, !full, !inFlight.isEmpty, health == .up {
+            let since = lingeringSince ?? now
+            lingeringSince = since
+            let until = since + settings.lingerMillis
+            if now < until { return .wait(untilMillis: earliest.map { min($0, until) } ?? until) }
+        }
+        lingeringSince = nil
         var batch: [Item] = []
         batch.reserveCapacity(picked.count)
         for index in picked {
@@ -217,6 +239,7 @@ public struct PipelineStateMachine: Sendable {
             effects.healthChanged = .up
         }
         connectionFailures = 0
+        var retries: [Item] = []
         for (index, var item) in batch.enumerated() {
             let outcome = index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
             switch outcome {
@@ -241,11 +264,12 @@ public struct PipelineStateMachine: Sendable {
                 } else {
                     let delay = settings.retry.delay(afterAttempts: item.attempts, unit: random(), retryAfter: retryAfter)
                     item.notBefore = now + UInt64(max(0, delay.milliseconds))
-                    insert(item)
+                    retries.append(item)
                     effects.retried += 1
                 }
             }
         }
+        insert(retries)
         return effects
     }
 
@@ -253,11 +277,9 @@ public struct PipelineStateMachine: Sendable {
     /// attempt, and the sink pauses before reconnecting.
     public mutating func connectionFailed(batchID: UInt64, error: String, now: UInt64, random: () -> Double) -> Effects {
         var effects = Effects()
-        if let batch = inFlight.removeValue(forKey: batchID) {
-            for var item in batch {
-                item.lastError = error
-                insert(item)
-            }
+        if var batch = inFlight.removeValue(forKey: batchID) {
+            for i in batch.indices { batch[i].lastError = error }
+            insert(batch)
         }
         connectionFailures += 1
         let delay = settings.reconnect.delay(afterAttempts: connectionFailures, unit: 0.5 + random() / 2)
@@ -277,6 +299,41 @@ public struct PipelineStateMachine: Sendable {
         }
         for item in waiting { heldBytes -= item.bytes }
         return Array(waiting)
+    }
+
+    /// Puts records back (a failed batch, retries), in one pass over the queue: inserting them one
+    /// by one shifted the whole queue per record (a batch of 1,000 back into 32,000 held records
+    /// moved gigabytes; under an outage every failed probe did).
+    private mutating func insert(_ items: [Item]) {
+        guard items.count > 1 else {
+            if let item = items.first { insert(item) }
+            return
+        }
+        var back = items
+        if !zip(back, back.dropFirst()).allSatisfy({ $0.seq < $1.seq }) { back.sort { $0.seq < $1.seq } }
+        if head >= back.count, head == queue.count || back.last!.seq < queue[head].seq {
+            // The usual case: the batch came from the front, whose slots are still free.
+            head -= back.count
+            queue.replaceSubrange(head..<(head + back.count), with: back)
+            return
+        }
+        var merged: [Item] = []
+        merged.reserveCapacity(queue.count - head + back.count)
+        var i = head
+        var j = 0
+        while i < queue.count, j < back.count {
+            if queue[i].seq < back[j].seq {
+                merged.append(queue[i])
+                i += 1
+            } else {
+                merged.append(back[j])
+                j += 1
+            }
+        }
+        merged.append(contentsOf: queue[i...])
+        merged.append(contentsOf: back[j...])
+        queue = merged
+        head = 0
     }
 
     private mutating func insert(_ item: Item) {

@@ -112,6 +112,7 @@ import Testing
                 batch_size: 1000
                 compression: gzip
                 metadata_max_age: 1m
+                linger: 20ms
                 sasl: {mechanism: SCRAM-SHA-256, username: sinkd, password: pw}
                 tls: {ca_file: /etc/ssl/kafka-ca.pem}
             """
@@ -202,6 +203,7 @@ import Testing
         #expect(kafka.sasl == KafkaSASLConfig(mechanism: .scramSHA256, username: "sinkd", password: "pw"))
         #expect(kafka.tls == TLSConfig(caFile: "/etc/ssl/kafka-ca.pem"), "a tls section turns TLS on")
         #expect(kafka.compression == .gzip)
+        #expect(kafka.options.linger == .milliseconds(20))
         #expect(kafka.metadataMaxAge == .seconds(60))
         #expect(c.sinks.configuredFamilies == Set(ConfigFamily.allCases))
     }
@@ -384,6 +386,17 @@ import Testing
             text += String(repeating: "  ", count: depth) + part + ":" + (depth == parts.count - 1 ? " \"\(value)\"\n" : "\n")
         }
         return text
+    }
+
+    /// `linger`: every family takes it; Kafka's default is 5 ms (librdkafka's linger.ms in the
+    /// benchmark, Kafka 4's Java default), the others' 0; more than 10 s is an error with a position.
+    @Test func lingerHasFamilyDefaultsAndABound() throws {
+        let c = try ConfigLoaderTests.load("sinks: {file: {directory: /x}, kafka: {bootstrap_servers: [\"k:9092\"]}, redis: {url: \"redis://h\", linger: 2ms}}\n")
+        #expect(c.sinks.kafka?.options.linger == .milliseconds(5))
+        #expect(c.sinks.file?.options.linger == .zero)
+        #expect(c.sinks.redis?.options.linger == .milliseconds(2))
+        let errors = ConfigLoaderTests.errors("sinks:\n  file:\n    directory: /x\n    linger: 11s\n")
+        #expect(errors.contains { $0.hasPrefix("sinkd.yaml:4:") && $0.contains("sinks.file.linger") && $0.contains("at most 10s") }, "\(errors)")
     }
 
     @Test func hugeSizesAreErrorsWithAPosition() {

@@ -9,8 +9,8 @@ import SinkdCore
     }
 
     static func machine(batch: Int = 3, batchBytes: Int = 1 << 20, messageBytes: Int = 1 << 20, inFlight: Int = 2, ordering: OrderingMode = .relaxed,
-                        maxAttempts: Int = 0, maxAge: Duration = .zero) -> PipelineStateMachine {
-        var options = PipelineOptions(poolSize: 1, maxInFlight: inFlight, batchSize: batch)
+                        maxAttempts: Int = 0, maxAge: Duration = .zero, linger: Duration = .zero) -> PipelineStateMachine {
+        var options = PipelineOptions(poolSize: 1, maxInFlight: inFlight, batchSize: batch, linger: linger)
         options.ordering = ordering
         options.retry.maxAttempts = maxAttempts
         options.retry.maxAge = maxAge
@@ -25,6 +25,58 @@ import SinkdCore
     static func id(_ action: PipelineStateMachine.Action) -> UInt64 {
         if case .send(let id, _) = action { return id }
         return 0
+    }
+
+    /// linger: a batch that is not full waits for company only while another is in flight, for at
+    /// most `linger` from when it was first found not full; a full one and an idle sink never wait.
+    @Test func aBatchThatIsNotFullLingersOnlyWhileAnotherIsInFlight() {
+        var m = Self.machine(batch: 4, inFlight: 4, linger: .milliseconds(5))
+        _ = m.add(Self.records(1...2))
+        #expect(Self.seqs(m.next(now: 100)) == [1, 2], "nothing in flight: a partial batch leaves at once")
+        _ = m.add(Self.records(3...3))
+        #expect(m.next(now: 101) == .wait(untilMillis: 106), "one in flight: it waits up to 5 ms")
+        _ = m.add(Self.records(4...5))
+        #expect(m.next(now: 103) == .wait(untilMillis: 106), "still not full: the same deadline, not a new one")
+        #expect(Self.seqs(m.next(now: 106)) == [3, 4, 5], "the deadline passed")
+        _ = m.add(Self.records(6...9))
+        #expect(Self.seqs(m.next(now: 106)) == [6, 7, 8, 9], "a full batch never waits")
+        _ = m.add(Self.records(10...10))
+        #expect(m.next(now: 107) == .wait(untilMillis: 112))
+        for id: UInt64 in 1...3 { _ = m.completed(batchID: id, outcomes: Array(repeating: .delivered, count: 4), now: 108, random: { 0 }) }
+        #expect(Self.seqs(m.next(now: 108)) == [10], "nothing in flight any more: it leaves before its deadline")
+
+        var off = Self.machine(batch: 4, inFlight: 4)
+        _ = off.add(Self.records(1...1))
+        _ = off.next(now: 0)
+        _ = off.add(Self.records(2...2))
+        #expect(Self.seqs(off.next(now: 0)) == [2], "linger 0: partial batches leave at once")
+    }
+
+    /// Failed batches and retries go back in one pass (not one shift of the queue per record); the
+    /// waiting records stay in seq order whichever batch comes back first and wherever it belongs.
+    @Test func recordsPutBackKeepSeqOrderWhicheverBatchReturnsFirst() {
+        var m = Self.machine(batch: 3, inFlight: 3)
+        _ = m.add(Self.records(1...12))
+        let a = Self.id(m.next(now: 0)), b = Self.id(m.next(now: 0)), c = Self.id(m.next(now: 0))
+        #expect(m.waiting.map(\.seq) == [10, 11, 12])
+        _ = m.connectionFailed(batchID: b, error: "cut", now: 0, random: { 0 })  // 4-6: not at the front: merged
+        #expect(m.waiting.map(\.seq) == [4, 5, 6, 10, 11, 12])
+        _ = m.connectionFailed(batchID: c, error: "cut", now: 0, random: { 0 })  // 7-9: between
+        #expect(m.waiting.map(\.seq) == Array(4...12))
+        _ = m.connectionFailed(batchID: a, error: "cut", now: 0, random: { 0 })  // 1-3: the front's free slots
+        #expect(m.waiting.map(\.seq) == Array(1...12))
+        #expect(m.waiting.filter { $0.seq <= 9 }.allSatisfy { $0.lastError == "cut" })
+
+        // Retries of some records of a batch merge among the waiting ones.
+        var r = Self.machine(batch: 4, inFlight: 2)
+        _ = r.add(Self.records(1...10))
+        let first = Self.id(r.next(now: 0))
+        _ = r.next(now: 0)
+        let e = r.completed(batchID: first, outcomes: [.delivered, .retryable("busy"), .delivered, .retryable("busy")], now: 5, random: { 0 })
+        #expect(e.finished == [1, 3])
+        #expect(e.retried == 2)
+        #expect(r.waiting.map(\.seq) == [2, 4, 9, 10])
+        #expect(r.heldRecords == 8)
     }
 
     @Test func batchesInWALOrderWithinCountAndInFlightLimits() {
