@@ -113,7 +113,12 @@ struct BenchKafka: ParsableCommand {
             + "the load client's (this process) \(format(100 * (cpuSeconds(getpid()) - client0) / elapsed)) %; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
 
         // Delivery alone: accepted while the topic does not exist (the sink pauses), then made.
+        // The accepting is ingest alone, timed too: what the end-to-end phase shares the CPU with.
+        let i0 = monotonicSeconds(), icpu0 = cpuSeconds(pid), iclient0 = cpuSeconds(getpid())
         sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d", payloadBytes: payloadBytes, sink: "kafka:drain")
+        let ingestElapsed = monotonicSeconds() - i0
+        say("ingest    \(total) records accepted while topic drain did not exist (its sink paused): \(format(Double(total) / ingestElapsed)) records/s; "
+            + "sinkd CPU \(format(100 * (cpuSeconds(pid) - icpu0) / ingestElapsed)) % of one core, the load client's \(format(100 * (cpuSeconds(getpid()) - iclient0) / ingestElapsed)) %")
         sampler = RSSSampler(pid: pid)
         try createTopic(tansu, "drain", port: port)
         while delivered(metricsPort, "kafka:drain") == 0 { usleep(2_000) }
