@@ -129,16 +129,24 @@ public struct DeliveryProgress: Sendable, Equatable {
         return out
     }
 
-    /// `seqs` as ascending runs of consecutive seqs.
+    /// `seqs` as ascending runs of consecutive seqs. Without sorting the set (tens of thousands of
+    /// seqs at every checkpoint): a run starts at each seq whose predecessor is not in it.
     static func runs(_ seqs: Set<UInt64>) -> [(first: UInt64, length: UInt32)] {
         var out: [(first: UInt64, length: UInt32)] = []
-        for seq in seqs.sorted() {
-            if let last = out.last, last.length < UInt32.max, last.first + UInt64(last.length) == seq {
-                out[out.count - 1].length += 1
-            } else {
-                out.append((seq, 1))
+        for seq in seqs where seq == 0 || !seqs.contains(seq - 1) {
+            var start = seq
+            var length: UInt32 = 1
+            while start &+ UInt64(length) > start, seqs.contains(start + UInt64(length)) {
+                if length == UInt32.max {
+                    out.append((start, length))
+                    start += UInt64(length)
+                    length = 0
+                }
+                length += 1
             }
+            out.append((start, length))
         }
+        out.sort { $0.first < $1.first }
         return out
     }
 

@@ -84,6 +84,18 @@ import SinkdCore
         #expect(encoded.count < 200, "33,000 outstanding seqs in \(encoded.count) bytes")
         #expect(try #require(DeliveryProgress.decode(encoded)) == p)
         #expect(DeliveryProgress.runs(p.sink("kafka:orders").outstanding).count == 4)
+        // Runs found from the set alone equal runs of the sorted seqs, for sets of every shape.
+        var generator = SystemRandomNumberGenerator()
+        for size in [0, 1, 2, 50, 3_000] {
+            let set = Set((0..<size).map { _ in UInt64.random(in: 1...UInt64(max(1, size * 2)), using: &generator) }).union(size > 0 ? [1] : [])
+            var reference: [(first: UInt64, length: UInt32)] = []
+            for seq in set.sorted() {
+                if let last = reference.last, last.first + UInt64(last.length) == seq { reference[reference.count - 1].length += 1 } else { reference.append((seq, 1)) }
+            }
+            let runs = DeliveryProgress.runs(set)
+            #expect(runs.map(\.first) == reference.map(\.first) && runs.map(\.length) == reference.map(\.length), "\(size) seqs")
+        }
+        #expect(DeliveryProgress.runs([UInt64.max - 1, UInt64.max, 0]).map(\.length) == [1, 2], "no overflow at the top of the range")
 
         // Version 1, written as sinkd wrote it before: every seq listed, any order.
         func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
