@@ -198,7 +198,7 @@ public enum ConfigFamily: String, Sendable, Hashable, CaseIterable, Comparable {
         case .amqp: PipelineOptions(poolSize: 2, maxInFlight: 1000, batchSize: 100)
         case .nats: PipelineOptions(poolSize: 1, maxInFlight: 256, batchSize: 100)
         case .conductor: PipelineOptions(poolSize: 2, maxInFlight: 2, batchSize: 100)
-        case .kafka: PipelineOptions(poolSize: 1, maxInFlight: 16, batchSize: 1000, linger: .milliseconds(5))
+        case .kafka: PipelineOptions(poolSize: 1, maxInFlight: 4, batchSize: 4000, linger: .milliseconds(5))
         }
     }
 }

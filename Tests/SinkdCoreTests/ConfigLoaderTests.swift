@@ -199,7 +199,7 @@ import Testing
         #expect(kafka.headers && kafka.createTopics)
         #expect(kafka.requestTimeout == .seconds(5))
         #expect(kafka.options.batchSize == 1000)
-        #expect(kafka.options.maxInFlight == 16, "kafka's own default")
+        #expect(kafka.options.maxInFlight == 4, "kafka's own default")
         #expect(kafka.sasl == KafkaSASLConfig(mechanism: .scramSHA256, username: "sinkd", password: "pw"))
         #expect(kafka.tls == TLSConfig(caFile: "/etc/ssl/kafka-ca.pem"), "a tls section turns TLS on")
         #expect(kafka.compression == .gzip)
