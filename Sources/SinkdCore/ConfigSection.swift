@@ -109,10 +109,11 @@ final class ConfigSection {
     /// The largest size any key takes (1 PiB), so that sums and doublings of sizes never overflow.
     public static let maxSize = 1 << 50
 
-    func duration(_ key: String, default value: Duration) -> Duration {
+    /// A duration of at most `limit` (`why` says what the limit is, in the error).
+    func duration(_ key: String, default value: Duration, atMost limit: Duration = maxDuration, why: String = "a year") -> Duration {
         let parsed = self.value(key, default: value, expected: "a duration like \"30s\"", Units.parseDuration)
-        guard parsed <= Self.maxDuration else {
-            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatDuration(Self.maxDuration)) (a year), got \(Units.formatDuration(parsed))")
+        guard parsed <= limit else {
+            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatDuration(limit)) (\(why)), got \(Units.formatDuration(parsed))")
             return value
         }
         return parsed

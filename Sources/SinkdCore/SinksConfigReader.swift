@@ -201,11 +201,8 @@ struct SinksReader {
         options.maxInFlight = s.int("max_in_flight", default: options.maxInFlight, range: 1...100_000)
         options.batchSize = s.int("batch_size", default: options.batchSize, range: 1...10_000)
         options.idleTimeout = s.duration("idle_timeout", default: options.idleTimeout)
-        options.linger = s.duration("linger", default: options.linger)
-        if options.linger > PipelineOptions.maxLinger {
-            s.diagnostics.report(s.child("linger"), at: s.node("linger")?.mark, "must be at most \(Units.formatDuration(PipelineOptions.maxLinger)) (how long a batch that is not full waits for more records while others are in flight), got \(Units.formatDuration(options.linger))")
-            options.linger = family.defaultOptions.linger
-        }
+        options.linger = s.duration("linger", default: options.linger, atMost: PipelineOptions.maxLinger,
+                                    why: "how long a batch that is not full waits for more records while others are in flight")
         options.ordering = s.choice("ordering", default: options.ordering)
         if s.keys.contains("retry") {
             options.retry = ConfigLoader.readRetry(s.section("retry"), base: delivery.retry)
