@@ -150,8 +150,9 @@ public struct DeliveryProgress: Sendable, Equatable {
         return out
     }
 
-    /// At most this many outstanding seqs are read back from one file: a damaged file whose
-    /// checksum still matched must not make start-up allocate without bound.
+    /// At most this many outstanding seqs are read back from one version 2 file (whose runs, unlike
+    /// version 1's seqs, are not bounded by its size): a damaged file whose checksum still matched
+    /// must not make start-up allocate without bound.
     static let maxDecodedSeqs = 1 << 26
 
     public static func decode(_ bytes: [UInt8]) -> DeliveryProgress? {
@@ -174,9 +175,7 @@ public struct DeliveryProgress: Sendable, Equatable {
                     var s = Sink(readUpTo: try c.u64())
                     let n = Int(try c.u32())
                     if version == 1 {
-                        decoded += n
-                        guard decoded <= maxDecodedSeqs else { return nil }
-                        for _ in 0..<n { s.outstanding.insert(try c.u64()) }
+                        for _ in 0..<n { s.outstanding.insert(try c.u64()) }  // bounded by the file's size
                     } else {
                         for _ in 0..<n {
                             let first = try c.u64()
@@ -185,7 +184,7 @@ public struct DeliveryProgress: Sendable, Equatable {
                             guard first >= 1, length >= 1, first <= s.readUpTo, length - 1 <= s.readUpTo - first else { return nil }
                             decoded += Int(length)
                             guard decoded <= maxDecodedSeqs else { return nil }
-                            for seq in first..<(first + length) { s.outstanding.insert(seq) }
+                            for seq in first...(first + (length - 1)) { s.outstanding.insert(seq) }
                         }
                     }
                     p.sinks[name] = s
