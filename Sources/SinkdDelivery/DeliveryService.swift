@@ -18,6 +18,10 @@ public final class DeliveryService: Service, Sendable {
     private let sinksWaiting = NIOLockedValueBox(false)
     /// Record bytes held by all pipelines (`delivery.max_held_bytes`).
     public let heldBudget: HeldBytesBudget
+    /// Tests only: runs at start between the two reads of the WAL (the new sinks drained, the
+    /// sinks in the log listed), where an append once went unseen by both and never got a
+    /// pipeline.
+    let startupProbe = NIOLockedValueBox<(@Sendable () async -> Void)?>(nil)
 
     /// The configuration and families pipelines start with; replaced by `apply` on a reload.
     public struct Generation: Sendable {
@@ -166,9 +170,13 @@ public final class DeliveryService: Service, Sendable {
                         return stopped.withLockedValue { $0 } || Task.isCancelled ? .shutdown : .newSinks
                     }
                 }
-                // Sinks with records from before this start.
-                for sink in wal.sinksInLog().keys.sorted() { start(sink) }
+                // Sinks with records from before this start. New sinks are drained first, then the
+                // log listed: a round completing in between is in the list (its segment summary is
+                // updated before it counts as new), one completing later wakes the watch below.
+                // The other order lost it: listed too early, then drained away unseen.
                 _ = wal.drainNewSinks()
+                if let probe = startupProbe.withLockedValue({ $0 }) { await probe() }
+                for sink in wal.sinksInLog().keys.sorted() { start(sink) }
                 watchNewSinks()
                 awaitNewSinks()
                 for await event in group {

@@ -161,6 +161,22 @@ import SinkdTestSupport
         await h.finish()
     }
 
+    /// CI, twice (ConductorPostgresTests' wrong password, deadLettersAreNotLoggedOnePerRecord):
+    /// records appended while the service started were never delivered. Startup listed the WAL's
+    /// sinks, the append completed, then startup drained the new sinks and threw the fresh one
+    /// away: the sink got no pipeline until another record came for it (or a restart). The probe
+    /// puts an append exactly between the two reads.
+    @Test func aRecordAppendedWhileTheServiceStartsIsDelivered() async throws {
+        let h = try EngineHarness(startupProbe: .init { wal in
+            let record = EventRecord(id: "early", sink: "http:early", payload: Array(#""p""#.utf8))
+            let (_, ticket) = wal.append([record], nowMillis: SinkPipeline.nowMillis())
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wal.whenDurable(ticket) { _ in c.resume() } }
+        })
+        #expect(await h.eventually(timeout: .seconds(10)) { h.family.deliveredRecords("http:early").map(\.record.id) == ["early"] },
+                "\(h.service.snapshots)")
+        await h.finish()
+    }
+
     /// The service group cancelled (not a graceful shutdown): delivery ends promptly and does not
     /// restart pipelines that only left because of the cancellation.
     @Test func cancellationEndsDeliveryWithoutRestartingPipelines() async throws {

@@ -94,8 +94,16 @@ final class EngineHarness: @unchecked Sendable {
     let family: ScriptedFamily
     let logger: Logger
 
-    init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger, _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
+    /// Given the WAL, set as the service's `startupProbe` at each start.
+    struct StartupProbe {
+        var run: @Sendable (WriteAheadLog) async -> Void
+    }
+    let startupProbe: StartupProbe?
+
+    init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger,
+         startupProbe: StartupProbe? = nil, _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
         self.family = family
+        self.startupProbe = startupProbe
         self.logger = logger
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
         var config = SinkdConfig()
@@ -127,6 +135,7 @@ final class EngineHarness: @unchecked Sendable {
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
         service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
+        if let probe = startupProbe?.run, let wal { service.startupProbe.withLockedValue { $0 = { await probe(wal) } } }
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Self.logger))
         let group = self.group!
         runTask = Task { try await group.run() }
