@@ -51,10 +51,34 @@ final class TestWAL {
     /// by a new WAL (the original keeps running until the test ends). Call with no append in flight.
     func crashCopy() throws -> TestWAL {
         let copy = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
-        try FileManager.default.copyItem(atPath: directory, toPath: copy)
+        try Self.copyAsACrashSeesIt(directory, to: copy)
         let other = try TestWAL(segmentSize: options.segmentSize, maxSize: options.maxSize, whenFull: options.whenFull, fsync: options.fsync, directory: copy)
         other.removeOnDeinit = true
         return other
+    }
+
+    /// Copies `source` file by file in name order (segments oldest first, the direction records
+    /// move when a segment is rewritten), the writer running meanwhile. A file that vanishes
+    /// between the listing and its copy was deleted (a finished segment, a temporary file renamed
+    /// into place): a crash after that deletion would not find it either. FileManager's copy of
+    /// the whole directory failed there instead (CI, FaultAtEveryStepTests: "The file doesn't
+    /// exist" for a segment the checkpoint had just deleted).
+    static func copyAsACrashSeesIt(_ source: String, to destination: String) throws {
+        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: false)
+        for name in try FileManager.default.contentsOfDirectory(atPath: source).sorted() {
+            let from = source + "/" + name, to = destination + "/" + name
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory) else { continue }
+            do {
+                if isDirectory.boolValue {
+                    try copyAsACrashSeesIt(from, to: to)
+                } else {
+                    try FileManager.default.copyItem(atPath: from, toPath: to)
+                }
+            } catch let error as CocoaError where error.code == .fileNoSuchFile || error.code == .fileReadNoSuchFile {
+                continue
+            }
+        }
     }
 
     var removeOnDeinit = false
