@@ -61,7 +61,7 @@ final class TestWAL {
     /// move when a segment is rewritten), the writer running meanwhile. A file that vanishes
     /// between the listing and its copy was deleted (a finished segment, a temporary file renamed
     /// into place): a crash after that deletion would not find it either. FileManager's copy of
-    /// the whole directory failed there instead (CI, FaultAtEveryStepTests: "The file doesn't
+    /// the whole directory failed there instead (a local run of FaultAtEveryStepTests: "The file doesn't
     /// exist" for a segment the checkpoint had just deleted).
     static func copyAsACrashSeesIt(_ source: String, to destination: String) throws {
         try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: false)
