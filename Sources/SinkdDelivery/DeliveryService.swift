@@ -22,6 +22,9 @@ public final class DeliveryService: Service, Sendable {
     /// sinks in the log listed), where an append once went unseen by both and never got a
     /// pipeline.
     let startupProbe = NIOLockedValueBox<(@Sendable () async -> Void)?>(nil)
+    /// Tests only: runs in each check of the new-sink watch between its two reads of the WAL
+    /// (the durable seq it waits after, the new sinks).
+    let watchProbe = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// The configuration and families pipelines start with; replaced by `apply` on a reload.
     public struct Generation: Sendable {
@@ -246,13 +249,19 @@ public final class DeliveryService: Service, Sendable {
         let signal = self.signal
         let pipelines = self.pipelines
         let wal = self.wal
+        let probe = watchProbe.withLockedValue { $0 }
         @Sendable func check() {
             guard !wal.isStopping else { return }
+            // The durable seq first, then the new sinks: a round completing in between is among
+            // them, or (later) past `seen`, which calls back at once. The other order waited
+            // after a round it had not seen.
+            let seen = wal.currentStats.durableSeq
+            probe?()
             let fresh = wal.peekNewSinks().contains { sink in pipelines.withLockedValue { $0[sink] == nil } }
             if fresh {
                 signal.fire()
             } else {
-                wal.whenNewData(after: wal.currentStats.durableSeq) { check() }
+                wal.whenNewData(after: seen) { check() }
             }
         }
         check()

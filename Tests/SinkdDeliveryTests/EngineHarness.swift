@@ -94,16 +94,17 @@ final class EngineHarness: @unchecked Sendable {
     let family: ScriptedFamily
     let logger: Logger
 
-    /// Given the WAL, set as the service's `startupProbe` at each start.
-    struct StartupProbe {
-        var run: @Sendable (WriteAheadLog) async -> Void
+    /// Given the WAL, set as the service's `startupProbe` and `watchProbe` at each start.
+    struct Probes {
+        var startup: (@Sendable (WriteAheadLog) async -> Void)?
+        var watch: (@Sendable (WriteAheadLog) -> Void)?
     }
-    let startupProbe: StartupProbe?
+    let probes: Probes
 
     init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger,
-         startupProbe: StartupProbe? = nil, _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
+         probes: Probes = Probes(), _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
         self.family = family
-        self.startupProbe = startupProbe
+        self.probes = probes
         self.logger = logger
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
         var config = SinkdConfig()
@@ -135,7 +136,8 @@ final class EngineHarness: @unchecked Sendable {
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
         service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
-        if let probe = startupProbe?.run, let wal { service.startupProbe.withLockedValue { $0 = { await probe(wal) } } }
+        if let probe = probes.startup, let wal { service.startupProbe.withLockedValue { $0 = { await probe(wal) } } }
+        if let probe = probes.watch, let wal { service.watchProbe.withLockedValue { $0 = { probe(wal) } } }
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Self.logger))
         let group = self.group!
         runTask = Task { try await group.run() }
