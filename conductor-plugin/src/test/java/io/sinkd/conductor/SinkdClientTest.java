@@ -56,20 +56,37 @@ class SinkdClientTest {
         }
     }
 
-    /** sinkd stopped: publish fails at once (Conductor retries the task); sinkd back: it succeeds. */
+    /**
+     * sinkd stopped: a publish tries again until its deadline, then fails saying what it tried;
+     * sinkd started while a publish is retrying: that publish succeeds.
+     */
     @Test
-    void aStoppedSinkdFailsThePublishAndARestartedOneTakesItAgain() throws Exception {
-        try (SinkdProcess sinkd = new SinkdProcess(); SinkdClient client = new SinkdClient(sinkd.socket, 2, Duration.ofSeconds(2))) {
+    void aStoppedSinkdIsTriedUntilTheDeadlineAndARestartedOneTakesThePublish() throws Exception {
+        try (SinkdProcess sinkd = new SinkdProcess(); SinkdClient client = new SinkdClient(sinkd.socket, 2, Duration.ofSeconds(1))) {
             assertEquals("accepted", client.publish("t-1", "file", "events", "{}", SinkdClient.Context.NONE).status());
             sinkd.stop();
             long start = System.nanoTime();
             SinkdException down = assertThrows(SinkdException.class, () -> client.publish("t-2", "file", "events", "{}", SinkdClient.Context.NONE));
+            long ms = (System.nanoTime() - start) / 1_000_000;
             assertTrue(down.retryable());
             assertEquals("unavailable", down.code(), down.getMessage());
-            assertTrue(System.nanoTime() - start < Duration.ofSeconds(3).toNanos(), "within the publish timeout");
-            sinkd.start();
-            assertEquals("accepted", client.publish("t-2", "file", "events", "{}", SinkdClient.Context.NONE).status());
+            assertTrue(ms >= 500 && ms < 2000, "retried until about the deadline, " + ms + " ms");
+            assertTrue(down.getMessage().contains("attempts"), down.getMessage());
+            try (SinkdClient patient = new SinkdClient(sinkd.socket, 2, Duration.ofSeconds(5))) {
+                Thread starter = new Thread(() -> {
+                    try {
+                        Thread.sleep(300);
+                        sinkd.start();
+                    } catch (Exception e) {
+                        throw new IllegalStateException(e);
+                    }
+                });
+                starter.start();
+                assertEquals("accepted", patient.publish("t-2", "file", "events", "{}", SinkdClient.Context.NONE).status(), "taken once sinkd is back");
+                starter.join();
+            }
             assertEquals("accepted", client.publish("t-3", "file", "events", "{}", SinkdClient.Context.NONE).status(), "every connection of the pool recovers");
+            assertEquals("accepted", client.publish("t-4", "file", "events", "{}", SinkdClient.Context.NONE).status());
         }
     }
 
@@ -103,37 +120,115 @@ class SinkdClientTest {
     }
 
     /**
-     * A listener that accepts and never answers (sinkd hung): publish throws "timeout" once its
-     * timeout passed, each time (the connection is given up and made again).
+     * A listener that accepts and never answers (sinkd hung): each publish throws "timeout" once
+     * its deadline passed, not before, and not much later.
      */
     @Test
     void aPublishNobodyAnswersTimesOut() throws Exception {
-        java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("sinkd-plugin-hung-");
-        java.nio.file.Path path = dir.resolve("ingest.sock");
-        try (var server = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX);
-             SinkdClient client = new SinkdClient(path, 1, Duration.ofMillis(300))) {
-            server.bind(java.net.UnixDomainSocketAddress.of(path));
-            List<java.nio.channels.SocketChannel> accepted = new ArrayList<>();
-            Thread acceptor = new Thread(() -> {
-                try {
-                    while (true) {
-                        accepted.add(server.accept());
-                    }
-                } catch (java.io.IOException closed) {
-                    // the test is over
-                }
-            });
-            acceptor.setDaemon(true);
-            acceptor.start();
+        try (FakeSinkd fake = FakeSinkd.acceptingNeverReading(); SinkdClient client = new SinkdClient(fake.socket, 1, Duration.ofMillis(300))) {
             for (int i = 0; i < 2; i++) {
-                long start = System.nanoTime();
-                SinkdException e = assertThrows(SinkdException.class, () -> client.publish("t-1", "file", "events", "{}", SinkdClient.Context.NONE));
-                long millis = (System.nanoTime() - start) / 1_000_000;
-                assertEquals("timeout", e.code(), e.getMessage());
-                assertTrue(e.retryable());
-                assertTrue(millis >= 300, "waited the timeout, " + millis + " ms");
+                long millis = timed(() -> client.publish("t-1", "file", "events", "{}", SinkdClient.Context.NONE), "timeout");
+                assertTrue(millis >= 250 && millis < 1300, "within the deadline + 1 s, " + millis + " ms");
             }
         }
+    }
+
+    /**
+     * A sinkd that stops reading (a full WAL under when_full: block) while a 4 MB publish is
+     * written: the publish still returns within its deadline + 1 s (the caller never waits on the
+     * socket), and once a real sinkd is at the socket, publishes on the same client succeed.
+     */
+    @Test
+    void aListenerThatNeverReadsCannotHoldAPublishPastItsDeadline() throws Exception {
+        try (SinkdProcess sinkd = new SinkdProcess(); SinkdClient client = new SinkdClient(sinkd.socket, 2, Duration.ofSeconds(1))) {
+            sinkd.stop();
+            String big = "\"" + "x".repeat(4 << 20) + "\"";
+            try (FakeSinkd fake = FakeSinkd.acceptingNeverReading(sinkd.socket)) {
+                for (int i = 0; i < 3; i++) {
+                    long millis = timed(() -> client.publish("big", "file", "events", big, SinkdClient.Context.NONE), null);
+                    assertTrue(millis < 2000, "within the deadline + 1 s, " + millis + " ms");
+                }
+                assertTrue(fake.connections() >= 1, "the publishes reached the listener");
+            }
+            java.nio.file.Files.deleteIfExists(sinkd.socket);
+            sinkd.start();
+            for (int i = 0; i < 4; i++) {
+                assertEquals("accepted", client.publish("after-" + i, "file", "events", "{}", SinkdClient.Context.NONE).status());
+            }
+        }
+    }
+
+    /** A listener that never accepts (its backlog full): publishes are bounded by their deadline too. */
+    @Test
+    void aListenerThatNeverAcceptsCannotHoldAPublishPastItsDeadline() throws Exception {
+        try (FakeSinkd fake = FakeSinkd.neverAccepting(); SinkdClient client = new SinkdClient(fake.socket, 4, Duration.ofMillis(500))) {
+            for (int i = 0; i < 6; i++) {
+                String id = "t-" + i;
+                long millis = timed(() -> client.publish(id, "file", "events", "{}", SinkdClient.Context.NONE), null);
+                assertTrue(millis < 1500, "within the deadline + 1 s, " + millis + " ms");
+            }
+        }
+    }
+
+    /**
+     * A SIGSTOPped sinkd: 8 threads' publishes each return within the deadline + 1 s; after
+     * SIGCONT the same client's publishes succeed.
+     */
+    @Test
+    void aFrozenSinkdCannotHoldPublishesAndAThawedOneTakesThemAgain() throws Exception {
+        try (SinkdProcess sinkd = new SinkdProcess(); SinkdClient client = new SinkdClient(sinkd.socket, 4, Duration.ofSeconds(1))) {
+            assertEquals("accepted", client.publish("warm", "file", "events", "{}", SinkdClient.Context.NONE).status());
+            sinkd.freeze(true);
+            try {
+                ExecutorService pool = Executors.newFixedThreadPool(8);
+                List<Future<Long>> times = new ArrayList<>();
+                for (int t = 0; t < 8; t++) {
+                    String id = "frozen-" + t;
+                    times.add(pool.submit(() -> timed(() -> client.publish(id, "file", "events", "{}", SinkdClient.Context.NONE), null)));
+                }
+                for (Future<Long> f : times) {
+                    long millis = f.get();
+                    assertTrue(millis < 2000, "within the deadline + 1 s, " + millis + " ms");
+                }
+                pool.shutdown();
+            } finally {
+                sinkd.freeze(false);
+            }
+            for (int i = 0; i < 8; i++) {
+                assertEquals("accepted", client.publish("thawed-" + i, "file", "events", "{}", SinkdClient.Context.NONE).status());
+            }
+        }
+    }
+
+    /**
+     * One slow answer does not fail the requests behind it on the same connection: the publish
+     * whose deadline passed leaves, the one after it (same connection, its own longer deadline)
+     * gets its answer.
+     */
+    @Test
+    void aTimedOutPublishDoesNotFailTheOthersOnItsConnection() throws Exception {
+        try (FakeSinkd fake = FakeSinkd.answeringSlowly("slow", 1500); SinkdClient client = new SinkdClient(fake.socket, 1, Duration.ofSeconds(5))) {
+            ExecutorService pool = Executors.newFixedThreadPool(2);
+            Future<Long> slow = pool.submit(() -> timed(() -> client.publish("slow", "file", "e", "{}", SinkdClient.Context.NONE,
+                    System.nanoTime() + Duration.ofMillis(500).toNanos()), "timeout"));
+            Thread.sleep(100);
+            Future<SinkdClient.Result> fast = pool.submit(() -> client.publish("fast", "file", "e", "{}", SinkdClient.Context.NONE));
+            assertTrue(slow.get() < 1500, "the slow one left at its deadline");
+            assertEquals("accepted", fast.get().status(), "the one behind it was answered on the same connection");
+            assertEquals(1, fake.connections(), "one connection throughout");
+            pool.shutdown();
+        }
+    }
+
+    /** Runs {@code publish}, which must throw (with {@code code} unless null); returns how long it took. */
+    private static long timed(org.junit.jupiter.api.function.Executable publish, String code) {
+        long start = System.nanoTime();
+        SinkdException e = assertThrows(SinkdException.class, publish);
+        if (code != null) {
+            assertEquals(code, e.code(), e.getMessage());
+        }
+        assertTrue(e.retryable(), e.getMessage());
+        return (System.nanoTime() - start) / 1_000_000;
     }
 
     @Test

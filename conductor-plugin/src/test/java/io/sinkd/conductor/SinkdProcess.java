@@ -18,6 +18,11 @@ final class SinkdProcess implements AutoCloseable {
 
     /** {@code extraSinks}: more lines under {@code sinks:} (two-space indented). */
     SinkdProcess(String extraSinks) throws IOException, InterruptedException {
+        this(extraSinks, true);
+    }
+
+    /** {@code start}: false to write the configuration only (start() later). */
+    SinkdProcess(String extraSinks, boolean start) throws IOException, InterruptedException {
         directory = Files.createTempDirectory("sinkd-plugin-test-");
         socket = directory.resolve("ingest.sock");
         Files.writeString(directory.resolve("sinkd.yaml"), String.join("\n",
@@ -29,7 +34,9 @@ final class SinkdProcess implements AutoCloseable {
                 "  file: {directory: " + directory.resolve("out") + "}",
                 extraSinks,
                 ""));
-        start();
+        if (start) {
+            start();
+        }
     }
 
     void start() throws IOException, InterruptedException {
@@ -53,6 +60,31 @@ final class SinkdProcess implements AutoCloseable {
         }
     }
 
+    /** SIGKILL, and waits for the process to end. */
+    void kill() throws InterruptedException {
+        process.destroyForcibly();
+        process.waitFor(30, TimeUnit.SECONDS);
+    }
+
+    /** SIGSTOP (true) or SIGCONT (false). */
+    void freeze(boolean stop) throws IOException, InterruptedException {
+        int status = new ProcessBuilder("kill", stop ? "-STOP" : "-CONT", Long.toString(process.pid())).inheritIO().start().waitFor();
+        if (status != 0) {
+            throw new IOException("kill " + (stop ? "-STOP" : "-CONT") + " " + process.pid() + " exited " + status);
+        }
+    }
+
+    /** Every record in sinkd's WAL ({@code sinkd wal dump}), one JSON line each. */
+    List<String> walRecords() throws IOException, InterruptedException {
+        Process dump = new ProcessBuilder(System.getProperty("sinkd.binary"), "wal", "dump", "-c", directory.resolve("sinkd.yaml").toString())
+                .redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        String out = new String(dump.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        if (dump.waitFor() != 0) {
+            throw new IOException("sinkd wal dump exited " + dump.exitValue());
+        }
+        return out.lines().toList();
+    }
+
     void stop() {
         process.destroy();
         try {
@@ -65,8 +97,13 @@ final class SinkdProcess implements AutoCloseable {
 
     /** The lines the file sink wrote for file:NAME, waiting up to 10 s for at least {@code count}. */
     List<String> delivered(String name, int count) throws IOException, InterruptedException {
+        return delivered(name, count, 10);
+    }
+
+    /** The same, waiting up to {@code seconds}. */
+    List<String> delivered(String name, int count, int seconds) throws IOException, InterruptedException {
         Path file = directory.resolve("out").resolve(name + ".ndjson");
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
         while (true) {
             List<String> lines = Files.exists(file) ? Files.readAllLines(file) : List.of();
             if (lines.size() >= count || System.nanoTime() > deadline) {
