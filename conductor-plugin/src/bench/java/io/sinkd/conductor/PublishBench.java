@@ -12,7 +12,8 @@ import java.util.concurrent.CountDownLatch;
 /**
  * The latency a publish adds to a decider thread: THREADS threads together publish RATE messages/s
  * for SECONDS seconds (each thread on its own schedule), each timing its publish call; prints
- * p50/p99/max and the client's own CPU.
+ * p50/p99/max, the rate achieved (a thread waits for its answer before its next publish, as a
+ * decider does) and the client's own CPU. Each record carries the context fields the EVENT task sends.
  *
  *   java -cp out/classes:out/bench io.sinkd.conductor.PublishBench SOCKET SINK_TYPE SINK_URI RATE THREADS SECONDS LABEL
  */
@@ -24,8 +25,9 @@ public final class PublishBench {
         String label = args[6];
         String payload = "{\"orderId\":\"" + "x".repeat(200) + "\",\"status\":\"paid\"}";
         ConcurrentLinkedQueue<long[]> results = new ConcurrentLinkedQueue<>();
-        try (SinkdClient client = new SinkdClient(socket, 4, Duration.ofSeconds(10))) {
-            client.publish("warmup-" + label, type, uri, payload, SinkdClient.Context.NONE);
+        SinkdClient.Context context = new SinkdClient.Context("3f1c9a4e-6b7d-4e2a-9c1b-8d2e5f4a7b6c", "order_flow", "order-42", "notify_ref");
+        try (SinkdClient client = new SinkdClient(socket, 4, Duration.ofSeconds(5))) {
+            client.publish("warmup-" + label, type, uri, payload, context);
             var bean = (com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean();
             long cpu0 = bean.getProcessCpuTime();
             long start = System.nanoTime();
@@ -46,7 +48,7 @@ public final class PublishBench {
                             }
                         }
                         long before = System.nanoTime();
-                        client.publish(label + "-" + thread + "-" + i, type, uri, payload, SinkdClient.Context.NONE);
+                        client.publish(label + "-" + rate + "-" + threads + "-" + thread + "-" + i, type, uri, payload, context);
                         latencies[i] = System.nanoTime() - before;
                         due += interval;
                     }
@@ -66,7 +68,7 @@ public final class PublishBench {
             }
             long[] sorted = all.stream().mapToLong(Long::longValue).toArray();
             Arrays.sort(sorted);
-            System.out.printf("%-10s %d publishes from %d threads at %d/s: %.0f/s achieved; publish latency p50 %.3f ms, p99 %.3f ms, max %.3f ms; client CPU %.1f %% of one core%n",
+            System.out.printf("%-9s %d publishes from %d threads at %d/s: %.0f/s achieved; publish latency p50 %.3f ms, p99 %.3f ms, max %.3f ms; client CPU %.1f %% of one core%n",
                     label, sorted.length, threads, rate, sorted.length / elapsed, sorted[sorted.length / 2] / 1e6,
                     sorted[(int) (sorted.length * 0.99)] / 1e6, sorted[sorted.length - 1] / 1e6, 100 * cpu / elapsed);
         }

@@ -317,30 +317,14 @@ public final class SinkdClient implements AutoCloseable {
             } catch (IOException | ClosedSelectorException e) {
                 break;
             }
-            long now = System.nanoTime();
-            for (SelectionKey key : selector.selectedKeys()) {
-                Connection c = (Connection) key.attachment();
-                try {
-                    if (key.isValid() && key.isConnectable()) {
-                        c.connected(now);
-                    }
-                    if (key.isValid() && key.isReadable()) {
-                        c.read(now, readBuffer);
-                    }
-                    if (key.isValid() && key.isWritable()) {
-                        c.flush(now);
-                    }
-                } catch (IOException e) {
-                    c.fail(new SinkdException("unavailable", true, "the connection to sinkd at " + socket + " failed: " + e.getMessage(), e));
+            try {
+                step(readBuffer);
+            } catch (RuntimeException e) {
+                // A defect here must not leave every later publish waiting on a dead thread: the
+                // connections are dropped (their callers retry) and the loop goes on.
+                for (Connection c : pool) {
+                    c.fail(new SinkdException("internal", true, "the sinkd client's I/O failed: " + e, e));
                 }
-            }
-            selector.selectedKeys().clear();
-            Request request;
-            while ((request = submitted.poll()) != null) {
-                assign(request, now);
-            }
-            for (Connection c : pool) {
-                c.checkStalled(now);
             }
         }
         SinkdException shut = new SinkdException("unavailable", false, "the sinkd client is closed");
@@ -355,6 +339,35 @@ public final class SinkdClient implements AutoCloseable {
             selector.close();
         } catch (IOException ignored) {
             // closing
+        }
+    }
+
+    /** One round: the sockets that are ready, then new requests, then stalled connections. */
+    private void step(ByteBuffer readBuffer) {
+        long now = System.nanoTime();
+        for (SelectionKey key : selector.selectedKeys()) {
+            Connection c = (Connection) key.attachment();
+            try {
+                if (key.isValid() && key.isConnectable()) {
+                    c.connected(now);
+                }
+                if (key.isValid() && key.isReadable()) {
+                    c.read(now, readBuffer);
+                }
+                if (key.isValid() && key.isWritable()) {
+                    c.flush(now);
+                }
+            } catch (IOException e) {
+                c.fail(new SinkdException("unavailable", true, "the connection to sinkd at " + socket + " failed: " + e.getMessage(), e));
+            }
+        }
+        selector.selectedKeys().clear();
+        Request request;
+        while ((request = submitted.poll()) != null) {
+            assign(request, now);
+        }
+        for (Connection c : pool) {
+            c.checkStalled(now);
         }
     }
 

@@ -75,6 +75,15 @@ public final class SinkdEventTask extends WorkflowSystemTask {
 
     @Override
     public boolean execute(WorkflowModel workflow, TaskModel task, WorkflowExecutor workflowExecutor) {
+        try {
+            return executeOrThrow(workflow, task, workflowExecutor);
+        } catch (RuntimeException e) {
+            // As Conductor's Event: whatever goes wrong fails the task with the reason, never the decide.
+            return fail(workflow, task, String.valueOf(e.getMessage() == null ? e : e.getMessage()));
+        }
+    }
+
+    private boolean executeOrThrow(WorkflowModel workflow, TaskModel task, WorkflowExecutor workflowExecutor) {
         long deadline = System.nanoTime() + client.deadline().toNanos();
         Object produced = task.getOutputData().get(EVENT_PRODUCED);
         String queueName = produced instanceof String s ? resolve(s) : null;
