@@ -226,6 +226,9 @@ public struct RedisSinkConfig: Sendable, Equatable {
     public var url = "redis://127.0.0.1:6379/0"
     /// Zero means no MAXLEN on XADD.
     public var maxlen = 0
+    /// How long a batch's replies may take, all of them, from the write (past it the connection
+    /// is closed and the batch tried again).
+    public var replyTimeout: Duration = .seconds(10)
     public var options = ConfigFamily.redis.defaultOptions
     public init() {}
 }

@@ -45,6 +45,12 @@ struct SinksReader {
                 var c = RedisSinkConfig()
                 c.url = s.value("url", default: c.url, expected: "a redis:// URL") { $0.hasPrefix("redis://") ? $0 : nil }
                 c.maxlen = s.int("maxlen", default: c.maxlen, range: 0...Int.max)
+                let replyTimeout = s.duration("reply_timeout", default: c.replyTimeout)
+                if replyTimeout < .milliseconds(100) || replyTimeout > .seconds(600) {
+                    s.diagnostics.report(s.child("reply_timeout"), at: s.node("reply_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(replyTimeout))")
+                } else {
+                    c.replyTimeout = replyTimeout
+                }
                 c.options = options
                 return c
             }

@@ -2,13 +2,37 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Decodes RESP values from the byte stream.
+/// Decodes RESP values from the byte stream, within `limits`, in time linear in the bytes
+/// received: a value's type line is searched for its CRLF once (a line trickling in a byte at a
+/// time is not scanned again from its start), and with arrays refused a value is parsed only once
+/// its line is complete.
 struct RESPDecoder: ByteToMessageDecoder {
     typealias InboundOut = RESPValue
+    let limits: RESPLimits
+    /// Bytes of the current value's type line already known to hold no CRLF.
+    private var searched = 0
+    var searchedBytes: Int { searched }
+
+    init(limits: RESPLimits) {
+        self.limits = limits
+    }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let parsed = try buffer.withUnsafeReadableBytes { try RESP.parse($0) }
-        guard let (value, used) = parsed else { return .needMoreData }
+        let limits = self.limits
+        let searchFrom = searched
+        let step = try buffer.withUnsafeReadableBytes { bytes throws(RESP.ProtocolError) -> (value: (RESPValue, Int)?, searched: Int) in
+            guard bytes.count > 1 else { return (nil, 0) }
+            if limits.maxArrayCount == 0, RESP.crlf(bytes, from: max(1, searchFrom)) == nil {
+                guard bytes.count <= limits.maxLineBytes + 2 else {
+                    throw RESP.ProtocolError(description: "a RESP line longer than \(limits.maxLineBytes) bytes")
+                }
+                return (nil, bytes.count - 1)
+            }
+            return (try RESP.parse(bytes, limits: limits), searchFrom)
+        }
+        searched = step.searched
+        guard let (value, used) = step.value else { return .needMoreData }
+        searched = 0
         buffer.moveReaderIndex(forwardBy: used)
         context.fireChannelRead(wrapInboundOut(value))
         return .continue
@@ -66,26 +90,41 @@ final class RESPClientHandler: ChannelDuplexHandler {
     }
 }
 
+/// Replies that did not all come within the reply timeout.
+struct RedisReplyTimeout: Error, CustomStringConvertible {
+    let timeout: TimeAmount
+    let replies: Int
+    var description: String {
+        "no reply within \(timeout.nanoseconds / 1_000_000) ms (\(replies) owed); the connection was closed"
+    }
+}
+
 /// One connection to a Redis server, pipelining commands.
 final class RedisConnection: Sendable {
     let channel: Channel
 
-    init(channel: Channel) {
+    /// How long a command's replies may take, all of them, from the write.
+    let replyTimeout: TimeAmount
+
+    init(channel: Channel, replyTimeout: TimeAmount) {
         self.channel = channel
+        self.replyTimeout = replyTimeout
     }
 
-    static func connect(host: String, port: Int, group: EventLoopGroup, timeout: TimeAmount) async throws -> RedisConnection {
+    /// `limits`: what one reply may hold (the sink's commands get small replies, never arrays).
+    static func connect(host: String, port: Int, group: EventLoopGroup, timeout: TimeAmount, replyTimeout: TimeAmount,
+                        limits: RESPLimits = .xaddReplies) async throws -> RedisConnection {
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder(limits: limits)))
                     try channel.pipeline.syncOperations.addHandler(RESPClientHandler())
                 }
             }
             .connect(host: host, port: port).get()
-        return RedisConnection(channel: channel)
+        return RedisConnection(channel: channel, replyTimeout: replyTimeout)
     }
 
     var isActive: Bool { channel.isActive }
@@ -97,13 +136,22 @@ final class RedisConnection: Sendable {
         return try await send(encoded: bytes, replies: commands.count)
     }
 
-    /// Sends already encoded commands and returns their `replies` replies, in order.
+    /// Sends already encoded commands and returns their `replies` replies, in order, within
+    /// `replyTimeout`: past it the connection is closed (the replies still owed on it could no
+    /// longer be matched) and the wait fails with `RedisReplyTimeout`.
     /// `queued` is called once the write is queued on the channel (writes queued one after the
     /// other reach redis in that order).
     func send(encoded bytes: [UInt8], replies: Int, queued: () -> Void = {}) async throws -> [RESPValue] {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }  // closed before the write: never left
+        let channel = self.channel
+        let timeout = replyTimeout
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(RedisReplyTimeout(timeout: timeout, replies: replies))
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in deadline.cancel() }
         channel.writeAndFlush((bytes: bytes, replies: replies, promise: promise), promise: written)
         queued()
         return try await promise.futureResult.get()

@@ -63,7 +63,8 @@ public final class RedisSinkFamily: SinkFamily {
 
     public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
         guard case .redisStream(let stream) = address.target else { throw SinkConnectionError("not a redis sink: \(address)") }
-        return RedisStreamClient(stream: stream, endpoint: try RedisEndpoint(url: config.url), maxlen: config.maxlen, poolSize: options.poolSize, group: group)
+        return RedisStreamClient(stream: stream, endpoint: try RedisEndpoint(url: config.url), maxlen: config.maxlen,
+                                 replyTimeout: config.replyTimeout, poolSize: options.poolSize, group: group)
     }
 }
 
@@ -71,13 +72,15 @@ final class RedisStreamClient: SinkClient, Sendable {
     let stream: [UInt8]
     let endpoint: RedisEndpoint
     let maxlen: Int
+    let replyTimeout: Duration
     let group: EventLoopGroup
     private let pool: NIOLockedValueBox<(connections: [RedisConnection?], next: Int)>
 
-    init(stream: String, endpoint: RedisEndpoint, maxlen: Int, poolSize: Int, group: EventLoopGroup) {
+    init(stream: String, endpoint: RedisEndpoint, maxlen: Int, replyTimeout: Duration = .seconds(10), poolSize: Int, group: EventLoopGroup) {
         self.stream = Array(stream.utf8)
         self.endpoint = endpoint
         self.maxlen = maxlen
+        self.replyTimeout = replyTimeout
         self.group = group
         self.pool = NIOLockedValueBox((Array(repeating: nil, count: max(1, poolSize)), 0))
     }
@@ -107,17 +110,34 @@ final class RedisStreamClient: SinkClient, Sendable {
         do {
             replies = try await connection.send(encoded: bytes, replies: batch.count, queued: queued)
         } catch {
-            await connection.close()
-            pool.withLockedValue { if $0.connections[slot] === connection { $0.connections[slot] = nil } }
+            await drop(connection, slot: slot)
             throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port): \(error)")
         }
-        return replies.map(Self.outcome)
+        var outcomes: [DeliveryOutcome] = []
+        outcomes.reserveCapacity(replies.count)
+        for reply in replies {
+            guard let outcome = Self.outcome(reply) else {
+                // Not what XADD answers: the server is not redis, or its replies no longer match
+                // the commands. Nothing in the batch counts as delivered.
+                await drop(connection, slot: slot)
+                throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port) answered XADD with \(Self.describe(reply)), "
+                    + "not an entry id or an error; the connection was closed")
+            }
+            outcomes.append(outcome)
+        }
+        return outcomes
+    }
+
+    private func drop(_ connection: RedisConnection, slot: Int) async {
+        await connection.close()
+        pool.withLockedValue { if $0.connections[slot] === connection { $0.connections[slot] = nil } }
     }
 
     private func connect() async throws(SinkConnectionError) -> RedisConnection {
         let connection: RedisConnection
         do {
-            connection = try await RedisConnection.connect(host: endpoint.host, port: endpoint.port, group: group, timeout: .seconds(5))
+            connection = try await RedisConnection.connect(host: endpoint.host, port: endpoint.port, group: group, timeout: .seconds(5),
+                                                           replyTimeout: TimeAmount(replyTimeout))
         } catch {
             throw SinkConnectionError("cannot connect to redis \(endpoint.host):\(endpoint.port): \(error)")
         }
@@ -182,16 +202,35 @@ final class RedisStreamClient: SinkClient, Sendable {
         }
     }
 
-    /// An XADD reply: the entry id means delivered; errors that pass are retryable, others permanent.
-    static func outcome(_ reply: RESPValue) -> DeliveryOutcome {
+    /// An XADD reply: an entry id (`MS-SEQ`) means delivered; errors that pass are retryable,
+    /// others permanent; anything else is not an answer to XADD (nil).
+    static func outcome(_ reply: RESPValue) -> DeliveryOutcome? {
         switch reply {
-        case .bulkString(.some), .simpleString: return .delivered
+        case .bulkString(.some(let id)) where isEntryID(id): return .delivered
         case .error(let message):
             let transient = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN", "NOREPLICAS"]
             if transient.contains(where: { message.hasPrefix($0) }) { return .retryable("redis: \(message)") }
             return .permanent("redis: \(message)")
         default:
-            return .retryable("redis answered XADD with an unexpected \(reply)")
+            return nil
+        }
+    }
+
+    /// Digits, a dash, digits: the id redis gives a stream entry.
+    static func isEntryID(_ id: [UInt8]) -> Bool {
+        guard let dash = id.firstIndex(of: UInt8(ascii: "-")), dash > 0, dash < id.count - 1 else { return false }
+        return id[..<dash].allSatisfy { (0x30...0x39).contains($0) } && id[(dash + 1)...].allSatisfy { (0x30...0x39).contains($0) }
+    }
+
+    /// A reply for an error message, short whatever its size.
+    static func describe(_ reply: RESPValue) -> String {
+        switch reply {
+        case .simpleString(let s): return "+\(s.prefix(40))"
+        case .integer(let n): return ":\(n)"
+        case .bulkString(nil): return "a nil bulk string"
+        case .bulkString(.some(let b)): return "the bulk string '\(String(decoding: b.prefix(40), as: UTF8.self))'"
+        case .array: return "an array"
+        case .error(let e): return "-\(e.prefix(40))"
         }
     }
 

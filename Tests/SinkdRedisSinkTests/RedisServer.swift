@@ -60,7 +60,7 @@ final class RedisServer: @unchecked Sendable {
 
     /// A plain connection for the test's own commands (XRANGE, XLEN, SET, ...).
     func command(_ parts: [String], password: String? = nil) async throws -> RESPValue {
-        let c = try await RedisConnection.connect(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5))
+        let c = try await RedisConnection.connect(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5), replyTimeout: .seconds(30), limits: .protocolMaximum)
         defer { Task { await c.close() } }
         if let password { _ = try await c.send([[Array("AUTH".utf8), Array(password.utf8)]]) }
         return try await c.send([parts.map { Array($0.utf8) }])[0]

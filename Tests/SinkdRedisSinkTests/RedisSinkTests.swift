@@ -131,7 +131,7 @@ import SinkdTestSupport
         let server = try RedisServer(arguments: ["--requirepass", "s3cret"])
         let good = try Self.client(server, url: "redis://:s3cret@127.0.0.1:\(server.port)/2")
         #expect(try await good.send(Self.records(2)) == [.delivered, .delivered])
-        let c = try await RedisConnection.connect(host: "127.0.0.1", port: server.port, group: .singletonMultiThreadedEventLoopGroup, timeout: .seconds(5))
+        let c = try await RedisConnection.connect(host: "127.0.0.1", port: server.port, group: .singletonMultiThreadedEventLoopGroup, timeout: .seconds(5), replyTimeout: .seconds(30), limits: .protocolMaximum)
         let replies = try await c.send([[Array("AUTH".utf8), Array("s3cret".utf8)], [Array("SELECT".utf8), Array("2".utf8)], [Array("XLEN".utf8), Array("orders".utf8)]])
         #expect(replies.last == .integer(2), "written to database 2")
         await c.close()
