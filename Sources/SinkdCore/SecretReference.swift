@@ -99,12 +99,48 @@ public struct SecretResolver: Sendable {
         }
     }
 
+    /// The most a secret file may hold. A password, token, key or certificate fits many times;
+    /// a file larger than this is a mistake (a wrong path), and reading it whole could take the
+    /// daemon's memory, at start, check-config and reload alike.
+    public static let maxSecretBytes = 64 << 10
+
+    /// Reads a secret file with a bound: a regular file of at most `maxSecretBytes`, read with at
+    /// most that many bytes in memory; anything else (a directory, a FIFO, a device, a larger file)
+    /// is refused at once with what it is and where.
     private func readSecretFile(_ path: String, reference: String) -> Result<String, Failure> {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let reason = errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))); check its permissions)"
             return .failure(Failure(message: "secret reference \(reference): file \(path) \(reason)"))
         }
-        guard var value = String(data: data, encoding: .utf8) else {
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            return .failure(Failure(message: "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"))
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            return .failure(Failure(message: "secret reference \(reference): \(path) is not a regular file"))
+        }
+        let limit = Self.maxSecretBytes
+        guard info.st_size <= limit else {
+            return .failure(Failure(message: "secret reference \(reference): file \(path) holds \(info.st_size) bytes; a secret is at most \(limit / 1024) KiB (is this the right file?)"))
+        }
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var count = 0
+        while count <= limit {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, limit + 1 - count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else {
+                return .failure(Failure(message: "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"))
+            }
+            if n == 0 { break }
+            count += n
+        }
+        guard count <= limit else {
+            return .failure(Failure(message: "secret reference \(reference): file \(path) holds more than \(limit / 1024) KiB; a secret is at most that (is this the right file?)"))
+        }
+        guard var value = String(validating: bytes[..<count], as: UTF8.self) else {
             return .failure(Failure(message: "secret reference \(reference): file \(path) is not UTF-8 text"))
         }
         // "\r\n" is a single Character in Swift.

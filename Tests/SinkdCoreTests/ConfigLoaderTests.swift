@@ -359,6 +359,32 @@ import Testing
         #expect(missing == ["sinkd.yaml:2:28: sinks.sqs.secret_access_key: secret reference ${credential:nope}: file \(dir.path)/nope does not exist"])
     }
 
+    /// Issue 33: a 1 GiB secret file was read whole (check-config 2.1 GB, accepted; a reload left
+    /// the daemon at 2.1 GB); an 8 GiB sparse one took 16.8 GB. A secret is at most 64 KiB, read
+    /// with that bound; a directory, FIFO or device is refused at once.
+    @Test func secretFilesAreSmallRegularFilesReadWithABound() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-secrets-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let huge = dir + "/huge"
+        #expect(FileManager.default.createFile(atPath: huge, contents: nil))
+        #expect(truncate(huge, 8 << 30) == 0, "an 8 GiB sparse file")
+        try String(repeating: "k", count: 64 << 10).write(toFile: dir + "/limit", atomically: true, encoding: .utf8)
+        try String(repeating: "k", count: (64 << 10) + 1).write(toFile: dir + "/over", atomically: true, encoding: .utf8)
+        #expect(mkfifo(dir + "/fifo", 0o600) == 0)
+        let resolver = SecretResolver(environment: [:])
+        #expect(resolver.resolve("${file:\(huge)}") == .failure(.init(message:
+            "secret reference ${file:\(huge)}: file \(huge) holds 8589934592 bytes; a secret is at most 64 KiB (is this the right file?)")))
+        #expect(try resolver.resolve("${file:\(dir)/limit}").get().value.count == 64 << 10, "64 KiB exactly is allowed")
+        #expect(resolver.resolve("${file:\(dir)/over}") == .failure(.init(message:
+            "secret reference ${file:\(dir)/over}: file \(dir)/over holds 65537 bytes; a secret is at most 64 KiB (is this the right file?)")))
+        #expect(resolver.resolve("${file:\(dir)/fifo}") == .failure(.init(message: "secret reference ${file:\(dir)/fifo}: \(dir)/fifo is not a regular file")))
+        #expect(resolver.resolve("${file:\(dir)}") == .failure(.init(message: "secret reference ${file:\(dir)}: \(dir) is not a regular file")))
+        #expect(resolver.resolve("${file:/dev/zero}") == .failure(.init(message: "secret reference ${file:/dev/zero}: /dev/zero is not a regular file")))
+        let errors = Self.errors("sinks:\n  sqs: {secret_access_key: \"${file:\(huge)}\"}\n")
+        #expect(errors == ["sinkd.yaml:2:28: sinks.sqs.secret_access_key: secret reference ${file:\(huge)}: file \(huge) holds 8589934592 bytes; a secret is at most 64 KiB (is this the right file?)"])
+    }
+
     @Test func configPathPrecedence() {
         #expect(ConfigLoader.resolvePath(flag: "/a.yaml", environment: ["SINKD_CONFIG": "/b.yaml"]) == "/a.yaml")
         #expect(ConfigLoader.resolvePath(flag: nil, environment: ["SINKD_CONFIG": "/b.yaml"]) == "/b.yaml")
