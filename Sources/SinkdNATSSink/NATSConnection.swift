@@ -79,7 +79,7 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var outstanding: Int { (pings.count - pingHead) + requests.count }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        execute(machine.received(unwrapInboundIn(data)), context: context)
+        execute(machine.received(unwrapInboundIn(data), atNanos: NIODeadline.now().uptimeNanoseconds), context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -113,7 +113,9 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .connected(let info):
             connected.succeed(info)
         case .sendPong:
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: NATSEncoder.pong)), promise: nil)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.machine.pongWritten() }
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: NATSEncoder.pong)), promise: written)
         case .pingAnswered(let error):
             guard pingHead < pings.count else { break }
             let promise = pings[pingHead]

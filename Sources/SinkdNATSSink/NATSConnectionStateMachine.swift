@@ -61,6 +61,15 @@ public struct NATSConnectionStateMachine: Sendable {
     private let tlsWanted: Bool
     private var pendingPings = 0
     private var softError: String?
+    /// A PONG was handed to the channel and has not reached the socket yet.
+    private var pongUnwritten = false
+    private var pingWindowStart: UInt64 = 0
+    private var pingsInWindow = 0
+    /// Nanoseconds of a monotonic clock, for the PING flood limit (the handler passes its clock).
+    private var now: UInt64 = 0
+
+    /// A real server PINGs every couple of minutes; more than this within a second is a flood.
+    public static let maxPingsPerSecond = 100
 
     public init(tlsWanted: Bool) {
         self.tlsWanted = tlsWanted
@@ -78,6 +87,20 @@ public struct NATSConnectionStateMachine: Sendable {
         case (.closed, _):
             return .none
         case (_, .ping):
+            // One PONG at a time: a PONG still unwritten answers the PINGs behind it too (the
+            // server only counts PINGs without an answer), so a server that PINGs and stops
+            // reading cannot make us queue PONGs without bound.
+            if now &- pingWindowStart >= 1_000_000_000 {
+                pingWindowStart = now
+                pingsInWindow = 0
+            }
+            pingsInWindow += 1
+            guard pingsInWindow <= Self.maxPingsPerSecond else {
+                state = .closed
+                return .close(.protocolViolation("the server sent more than \(Self.maxPingsPerSecond) PINGs within a second"))
+            }
+            guard !pongUnwritten else { return .none }
+            pongUnwritten = true
             return .sendPong
         case (.awaitingInfo, .info(let info)):
             // A server that requires TLS gets it even when not asked for (default trust roots).
@@ -142,6 +165,17 @@ public struct NATSConnectionStateMachine: Sendable {
         guard case .awaitingTLS(let info) = state else { return .none }
         state = .awaitingConnectReply(info)
         return .sendConnect(info)
+    }
+
+    /// `op` received at `nanos` of a monotonic clock.
+    public mutating func received(_ op: NATSServerOp, atNanos nanos: UInt64) -> Action {
+        now = nanos
+        return received(op)
+    }
+
+    /// The PONG of `sendPong` reached the socket (or its write failed): the next PING gets one.
+    public mutating func pongWritten() {
+        pongUnwritten = false
     }
 
     /// Records a PING written after the handshake (its PONG completes the oldest).

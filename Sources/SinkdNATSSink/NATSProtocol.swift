@@ -26,6 +26,9 @@ public struct NATSServerInfo: Sendable, Equatable {
     public var lameDuckMode = false
     public var jetStream = false
 
+    /// nats-server refuses a max_payload above 64 MB.
+    public static let maxPayloadLimit = 64 << 20
+
     public init() {}
 
     /// Decodes the JSON of an INFO line.
@@ -35,7 +38,15 @@ public struct NATSServerInfo: Sendable, Equatable {
         }
         serverID = fields["server_id"] as? String ?? ""
         version = fields["version"] as? String ?? ""
-        maxPayload = (fields["max_payload"] as? NSNumber)?.intValue ?? maxPayload
+        if let announced = fields["max_payload"] {
+            // A server's limit is 1 MB by default and at most 64 MB; anything else (0, -1, 2^64,
+            // a fraction, a string) is a broken or hostile INFO, not a reason to refuse records.
+            guard let number = announced as? NSNumber, !(announced is Bool), number.doubleValue == number.doubleValue.rounded(),
+                  number.doubleValue >= 1, number.doubleValue <= Double(Self.maxPayloadLimit) else {
+                throw NATSProtocolError("INFO announces max_payload \(announced), not a size from 1 to \(Self.maxPayloadLimit) bytes")
+            }
+            maxPayload = number.intValue
+        }
         headers = fields["headers"] as? Bool ?? false
         authRequired = fields["auth_required"] as? Bool ?? false
         tlsRequired = fields["tls_required"] as? Bool ?? false
