@@ -98,6 +98,11 @@ public struct PipelineStateMachine: Sendable {
     private var nextBatchID: UInt64 = 1
     private var pausedUntil: UInt64?
     private var connectionFailures = 0
+    /// The first batch sent after the sink went down: only its answer (or a later one's) shows
+    /// that the connection works again. A batch already in flight when the sink went down may
+    /// still complete (another pooled connection, a late answer) and proves nothing: taking it
+    /// as "up again" made the log repeat down/up pairs within a millisecond under a stalled server.
+    private var firstBatchSinceDown: UInt64 = 0
     /// When the batch now waiting for company (linger) was first found not full.
     private var lingeringSince: UInt64?
 
@@ -234,11 +239,13 @@ public struct PipelineStateMachine: Sendable {
     public mutating func completed(batchID: UInt64, outcomes: [DeliveryOutcome], now: UInt64, random: () -> Double) -> Effects {
         guard let batch = inFlight.removeValue(forKey: batchID) else { return Effects() }
         var effects = Effects()
-        if case .down = health {
-            health = .up
-            effects.healthChanged = .up
+        if batchID >= firstBatchSinceDown {
+            if case .down = health {
+                health = .up
+                effects.healthChanged = .up
+            }
+            connectionFailures = 0
         }
-        connectionFailures = 0
         var retries: [Item] = []
         for (index, var item) in batch.enumerated() {
             let outcome = index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
@@ -286,6 +293,7 @@ public struct PipelineStateMachine: Sendable {
         pausedUntil = max(pausedUntil ?? 0, now + UInt64(max(0, delay.milliseconds)))
         if health == .up {
             effects.healthChanged = .down(error)
+            firstBatchSinceDown = nextBatchID
         }
         health = .down(error)
         return effects

@@ -7,8 +7,9 @@ import SinkdDelivery
 
 /// `http:NAME`: POSTs each message body to `sinks.http.endpoints.NAME` with the configured
 /// headers plus `Idempotency-Key` and `X-Sinkd-Message-Id` (the record id). 2xx is delivered;
-/// 408, 429 and 5xx are retried (Retry-After honoured); any other status is permanent. A
-/// connection that cannot be made or a timeout pauses the sink.
+/// 408, 429 and 5xx are retried (Retry-After honoured); other 4xx are permanent. A connection
+/// that cannot be made, no complete response (head and body) within the endpoint's timeout, and
+/// a 3xx (redirects are not followed) pause the sink.
 public final class HTTPSinkFamily: SinkFamily, Sendable {
     public let name = ConfigFamily.http
     let config: HTTPSinkConfig
@@ -82,16 +83,44 @@ struct HTTPEndpointClient: SinkClient {
         if let w = record.workflowInstanceId { request.headers.replaceOrAdd(name: "X-Sinkd-Workflow-Instance-Id", value: w) }
         if let c = record.correlationId { request.headers.replaceOrAdd(name: "X-Sinkd-Correlation-Id", value: c) }
         request.body = .bytes(record.payload)
-        let timeout = TimeAmount.milliseconds(endpoint.timeout.milliseconds)
+        // One deadline for connecting, the head and the whole body (AsyncHTTPClient's own ends at
+        // the head: a 200 whose body trickled held a pooled connection for ever).
+        let deadline = ContinuousClock.now + endpoint.timeout
+        let client = self.client
+        let url = endpoint.url
+        let timeout = TimeAmount(endpoint.timeout)
+        let prepared = request
         do {
-            let response = try await client.execute(request, timeout: timeout)
-            let body = try? await response.body.collect(upTo: 4096)
-            return .success(Self.outcome(status: response.status, headers: response.headers, body: body.map { String(buffer: $0) } ?? ""))
+            let (status, headers, body) = try await withDeadline(deadline) {
+                let response = try await client.execute(prepared, timeout: timeout)
+                return (response.status, response.headers, try await Self.read(response.body, keeping: Self.keptBodyBytes))
+            }
+            if (300..<400).contains(Int(status.code)) {
+                // The endpoint moved: a configuration matter, not the record's. Redirects are not
+                // followed (a POST's body and Idempotency-Key would go to a host not configured).
+                let location = headers.first(name: "Location").map { " to \($0.prefix(200))" } ?? ""
+                return .failure(SinkConnectionError("\(url): HTTP \(status.code) \(status.reasonPhrase)\(location): sinkd does not follow redirects; set the endpoint's url to where it points"))
+            }
+            return .success(Self.outcome(status: status, headers: headers, body: String(decoding: body, as: UTF8.self)))
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
-            return .success(.retryable("\(endpoint.url): no response within \(Units.formatDuration(endpoint.timeout))"))
+            return .failure(SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
+        } catch is DeadlineExceeded {
+            return .failure(SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
         } catch {
-            return .failure(SinkConnectionError("\(endpoint.url): \(error)"))
+            return .failure(SinkConnectionError("\(url): \(error)"))
         }
+    }
+
+    /// How much of a response body is kept (for the error message); the rest is read and dropped.
+    static let keptBodyBytes = 4096
+
+    /// Reads the whole body (so the connection can be used again) and keeps its first `keeping` bytes.
+    static func read(_ body: HTTPClientResponse.Body, keeping: Int) async throws -> [UInt8] {
+        var kept: [UInt8] = []
+        for try await chunk in body where kept.count < keeping {
+            kept.append(contentsOf: chunk.readableBytesView.prefix(keeping - kept.count))
+        }
+        return kept
     }
 
     /// Why one of these record fields cannot be sent as an HTTP header value (a control character

@@ -221,6 +221,32 @@ import SinkdCore
         #expect(Self.seqs(m.next(now: until)) == [5, 6])
     }
 
+    /// Issue 33: under a stalled HTTP server the log repeated "down"/"up again" pairs within a
+    /// millisecond: batches already in flight when the sink went down completed afterwards and
+    /// each flipped it up. Only a batch sent after going down can show it is up again.
+    @Test func aBatchSentBeforeTheSinkWentDownDoesNotBringItUp() {
+        var m = Self.machine(batch: 2, inFlight: 3)
+        _ = m.add(Self.records(1...6))
+        _ = m.next(now: 0)
+        _ = m.next(now: 0)
+        _ = m.next(now: 0)
+        #expect(m.connectionFailed(batchID: 1, error: "stalled", now: 0, random: { 0 }).healthChanged == .down("stalled"))
+        let late = m.completed(batchID: 2, outcomes: [.retryable("timeout"), .retryable("timeout")], now: 1, random: { 0 })
+        #expect(late.healthChanged == nil, "in flight before the sink went down: proves nothing")
+        #expect(m.health == .down("stalled"))
+        #expect(m.completed(batchID: 3, outcomes: [.delivered, .delivered], now: 2, random: { 0 }).healthChanged == nil)
+        guard case .wait(let until?) = m.next(now: 2) else {
+            Issue.record("expected the reconnect pause")
+            return
+        }
+        let probe = m.next(now: until)
+        guard case .send(let id, _) = probe else {
+            Issue.record("expected a probe batch, got \(probe)")
+            return
+        }
+        #expect(m.completed(batchID: id, outcomes: [.delivered, .delivered], now: until, random: { 0 }).healthChanged == .up, "the probe's answer does")
+    }
+
     @Test func readingStopsAtTheBufferLimit() {
         var m = Self.machine(batch: 10, inFlight: 1)
         #expect(m.settings.bufferLimit == 1000)
