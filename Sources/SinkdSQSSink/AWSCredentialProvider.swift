@@ -177,12 +177,15 @@ public struct AWSCredentialFetcher: Sendable {
     let region: String
     let stsEndpoint: String
     let readFile: @Sendable (String) -> String?
+    let timeouts: AWSRequestTimeouts
 
-    public init(client: HTTPClient, region: String, stsEndpoint: String, readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile) {
+    public init(client: HTTPClient, region: String, stsEndpoint: String, readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
+                timeouts: AWSRequestTimeouts = AWSRequestTimeouts()) {
         self.client = client
         self.region = region
         self.stsEndpoint = stsEndpoint
         self.readFile = readFile
+        self.timeouts = timeouts
     }
 
     public func fetch(_ source: SQSCredentials.Source) async throws(SinkConnectionError) -> ExpiringCredentials {
@@ -213,21 +216,21 @@ public struct AWSCredentialFetcher: Sendable {
             } else if let token {
                 headers.append(("Authorization", token))
             }
-            let response = try await http(.GET, url, headers: headers, timeout: .seconds(5))
+            let response = try await http(.GET, url, headers: headers, timeout: timeouts.container)
             guard response.status == 200 else { throw SinkConnectionError("the container credentials endpoint \(url) answered HTTP \(response.status): \(Self.snippet(response.body))") }
             return try Self.parseJSONCredentials(response.body, what: "the container credentials endpoint \(url)")
         case .instanceMetadata(let endpoint):
             let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
-            let tokenResponse = try await http(.PUT, base + "/latest/api/token", headers: [("X-aws-ec2-metadata-token-ttl-seconds", "21600")], timeout: .seconds(2))
+            let tokenResponse = try await http(.PUT, base + "/latest/api/token", headers: [("X-aws-ec2-metadata-token-ttl-seconds", "21600")], timeout: timeouts.instanceMetadata)
             guard tokenResponse.status == 200, let token = String(bytes: tokenResponse.body, encoding: .utf8), !token.isEmpty else {
                 throw SinkConnectionError("instance metadata \(base): the IMDSv2 token request answered HTTP \(tokenResponse.status) (sinkd uses IMDSv2 only)")
             }
             let auth = [("X-aws-ec2-metadata-token", token)]
-            let roles = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/", headers: auth, timeout: .seconds(2))
+            let roles = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/", headers: auth, timeout: timeouts.instanceMetadata)
             guard roles.status == 200, let role = String(bytes: roles.body, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), !role.isEmpty else {
                 throw SinkConnectionError("instance metadata \(base): no IAM role attached to this instance (HTTP \(roles.status)): attach an instance profile")
             }
-            let response = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/" + role, headers: auth, timeout: .seconds(2))
+            let response = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/" + role, headers: auth, timeout: timeouts.instanceMetadata)
             guard response.status == 200 else { throw SinkConnectionError("instance metadata \(base): the credentials of role \(role) answered HTTP \(response.status)") }
             return try Self.parseJSONCredentials(response.body, what: "instance metadata \(base) (role \(role))")
         }
@@ -239,7 +242,7 @@ public struct AWSCredentialFetcher: Sendable {
         guard let url = URL(string: stsEndpoint), let host = url.host else { throw SinkConnectionError("sinks.sqs.sts_endpoint \(stsEndpoint) is not a URL") }
         var headers: [(String, String)] = [("Host", url.port.map { "\(host):\($0)" } ?? host), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")]
         if let signer { headers += signer.sign(method: "POST", path: url.path.isEmpty ? "/" : url.path, headers: headers, body: body, date: Date()) }
-        let response = try await http(.POST, stsEndpoint, headers: headers.filter { $0.0 != "Host" }, body: body, timeout: .seconds(30))
+        let response = try await http(.POST, stsEndpoint, headers: headers.filter { $0.0 != "Host" }, body: body, timeout: timeouts.sts)
         let text = String(decoding: response.body, as: UTF8.self)
         guard response.status == 200 else {
             let code = Self.xmlValue("Code", in: text) ?? "HTTP \(response.status)"
@@ -259,44 +262,42 @@ public struct AWSCredentialFetcher: Sendable {
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(body) }
         do {
-            let response = try await client.execute(request, timeout: .milliseconds(timeout.milliseconds))
-            return (Int(response.status.code), Array(buffer: try await response.body.collect(upTo: 1 << 20)))
+            let response = try await client.fetch(request, timeout: timeout, maxBodyBytes: 1 << 20)
+            return (response.status, response.body)
         } catch {
             throw SinkConnectionError("\(method) \(url): \(error)")
         }
     }
 
     /// credential_process: `/bin/sh -c COMMAND`, its stdout the JSON of the SDKs' process
-    /// protocol (Version 1). Runs on NIO's blocking pool; killed after 60 s.
+    /// protocol (Version 1). Runs on NIO's blocking pool, bounded by `CredentialProcess`: its
+    /// own process group killed at 60 s (or when its shell exits), both pipes read together,
+    /// stdout capped at 1 MiB.
     func runProcess(_ command: String) async throws(SinkConnectionError) -> ExpiringCredentials {
-        let result: Result<(Int32, [UInt8], String), SinkConnectionError>
+        let limit = timeouts.credentialProcess
+        let result: Result<CredentialProcess.Output, CredentialProcess.Failure>
         do {
-            result = try await NIOThreadPool.singleton.runIfActive { () -> Result<(Int32, [UInt8], String), SinkConnectionError> in
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-c", command]
-                let out = Pipe(), err = Pipe()
-                process.standardOutput = out
-                process.standardError = err
-                process.standardInput = FileHandle.nullDevice
-                do { try process.run() } catch { return .failure(SinkConnectionError("credential_process could not start: \(error)")) }
-                let pid = process.processIdentifier
-                let killer = DispatchWorkItem { kill(pid, SIGKILL) }
-                DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: killer)
-                let stdout = out.fileHandleForReading.readDataToEndOfFile()
-                let stderr = err.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                killer.cancel()
-                return .success((process.terminationStatus, Array(stdout), String(decoding: stderr.prefix(300), as: UTF8.self)))
+            result = try await NIOThreadPool.singleton.runIfActive { () -> Result<CredentialProcess.Output, CredentialProcess.Failure> in
+                do throws(CredentialProcess.Failure) {
+                    return .success(try CredentialProcess.run(command, timeout: limit))
+                } catch {
+                    return .failure(error)
+                }
             }
         } catch {
             throw SinkConnectionError("credential_process could not run: \(error)")
         }
-        let (status, stdout, stderr) = try result.get()
-        guard status == 0 else {
-            throw SinkConnectionError("credential_process exited with status \(status)\(stderr.isEmpty ? "" : ": " + stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        let output: CredentialProcess.Output
+        switch result {
+        case .success(let o): output = o
+        case .failure(let failure): throw SinkConnectionError(failure.description)
         }
-        return try Self.parseJSONCredentials(stdout, what: "credential_process", tokenKey: "SessionToken", requireVersion: true)
+        let stderr = String(decoding: output.stderr.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard output.status == 0 else {
+            let how = output.status.map { "exited with status \($0)" } ?? "was killed by signal \(output.signal ?? 0)"
+            throw SinkConnectionError("credential_process \(how)\(stderr.isEmpty ? "" : ": " + stderr)")
+        }
+        return try Self.parseJSONCredentials(output.stdout, what: "credential_process", tokenKey: "SessionToken", requireVersion: true)
     }
 
     /// The JSON credentials of the container endpoint and IMDS (`Token`) and of credential_process

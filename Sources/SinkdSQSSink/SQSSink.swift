@@ -24,11 +24,14 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     let region: String
     /// Where the credentials come from (or why there are none: every sink pauses with that reason).
     let credentials: Result<AWSCredentialProvider, SQSCredentials.ResolveError>
+    let timeouts: AWSRequestTimeouts
     private let queueURLs = NIOLockedValueBox<[String: String]>([:])
 
     public init(config: SQSSinkConfig, environment: [String: String] = ProcessInfo.processInfo.environment, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                logger: Logger = Logger(label: "sinkd.sqs"), readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile) {
+                logger: Logger = Logger(label: "sinkd.sqs"), readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
+                timeouts: AWSRequestTimeouts = AWSRequestTimeouts()) {
         self.config = config
+        self.timeouts = timeouts
         let region = config.region.isEmpty ? (environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["AWS_DEFAULT_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1") : config.region
         self.region = region
         endpoint = URL(string: config.endpoint.isEmpty ? "https://sqs.\(region).amazonaws.com/" : config.endpoint)!
@@ -40,7 +43,7 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
         self.client = client
         let stsEndpoint = !config.stsEndpoint.isEmpty ? config.stsEndpoint : (environment["AWS_ENDPOINT_URL_STS"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://sts.\(region).amazonaws.com/")
         credentials = SQSCredentials.resolve(config: config, environment: environment, readFile: readFile).map { source in
-            AWSCredentialProvider(source: source, fetcher: AWSCredentialFetcher(client: client, region: region, stsEndpoint: stsEndpoint, readFile: readFile), logger: logger)
+            AWSCredentialProvider(source: source, fetcher: AWSCredentialFetcher(client: client, region: region, stsEndpoint: stsEndpoint, readFile: readFile, timeouts: timeouts), logger: logger)
         }
     }
 
@@ -91,7 +94,9 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
 
     /// One signed JSON-protocol call. A response of any status is returned; only a request that got
     /// no response throws.
-    func call(_ action: SQSProtocol.Action, body: [UInt8], signer: SigV4Signer, timeout: Duration = .seconds(30)) async throws(SinkConnectionError) -> (status: Int, body: [UInt8], queryError: String?) {
+    /// `maxResponseBytes`: what the answer may hold (1 MiB: a SendMessageBatch answer lists at most
+    /// 10 entries; ReceiveMessage, which only tests use, can carry 10 messages of 1 MiB).
+    func call(_ action: SQSProtocol.Action, body: [UInt8], signer: SigV4Signer, maxResponseBytes: Int = 1 << 20) async throws(SinkConnectionError) -> (status: Int, body: [UInt8], queryError: String?) {
         let host = endpoint.host.map { h in endpoint.port.map { "\(h):\($0)" } ?? h } ?? ""
         let path = endpoint.path.isEmpty ? "/" : endpoint.path
         var headers: [(String, String)] = [("Host", host), ("Content-Type", SQSProtocol.contentType), ("X-Amz-Target", action.target)]
@@ -101,9 +106,8 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
         for (name, value) in headers where name != "Host" { request.headers.add(name: name, value: value) }
         request.body = .bytes(body)
         do {
-            let response = try await client.execute(request, timeout: .milliseconds(timeout.milliseconds))
-            let collected = try await response.body.collect(upTo: 8 << 20)
-            return (Int(response.status.code), Array(buffer: collected), response.headers.first(name: "x-amzn-query-error"))
+            let response = try await client.fetch(request, timeout: timeouts.sqs, maxBodyBytes: maxResponseBytes)
+            return (response.status, response.body, response.headers.first(name: "x-amzn-query-error"))
         } catch {
             throw SinkConnectionError("SQS \(endpoint.absoluteString): \(error)")
         }

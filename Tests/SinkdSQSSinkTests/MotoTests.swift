@@ -114,7 +114,7 @@ extension SQSSinkFamily {
         while out.count < count, Date() < deadline {
             let request = SQSProtocol.json(["QueueUrl": url, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"], "AttributeNames": ["All"],
                                             "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 600])
-            let response = try await call(.receiveMessage, body: request, signer: testSigner)
+            let response = try await call(.receiveMessage, body: request, signer: testSigner, maxResponseBytes: 16 << 20)
             let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
             let messages = object?["Messages"] as? [[String: Any]] ?? []
             if messages.isEmpty {
