@@ -33,8 +33,18 @@ public struct AMQPChannelClosed: Error, Sendable, Equatable, CustomStringConvert
 enum AMQPOutbound {
     case openChannel(declarations: [AMQPMethod], EventLoopPromise<UInt16>)
     /// Already encoded publishes on `channel`, one message-id each, in order.
-    case publish(channel: UInt16, bytes: [UInt8], messageIDs: [String], EventLoopPromise<[AMQPChannelStateMachine.Resolution]>)
+    /// `confirmTimeout`: past it, without every confirm, the batch fails and its channel is closed.
+    case publish(channel: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount, EventLoopPromise<[AMQPChannelStateMachine.Resolution]>)
     case closeChannel(UInt16)
+}
+
+/// A batch's publisher confirms did not all come in time (a broker or proxy that lost them).
+public struct AMQPConfirmTimeout: Error, Sendable, Equatable, CustomStringConvertible {
+    public var timeout: TimeAmount
+    public var channel: UInt16
+    public var description: String {
+        "no publisher confirm within \(timeout.nanoseconds / 1_000_000) ms on channel \(channel); the channel was closed and the batch will be sent again"
+    }
 }
 
 /// Executes the connection and channel state machines' actions on one TCP connection.
@@ -48,7 +58,8 @@ final class AMQPClientHandler: ChannelDuplexHandler {
     private let events: @Sendable (Event) -> Void
     private var channels: [UInt16: AMQPChannelStateMachine] = [:]
     private var opening: [UInt16: EventLoopPromise<UInt16>] = [:]
-    private var batches: [UInt64: (results: [AMQPChannelStateMachine.Resolution?], remaining: Int, channel: UInt16, promise: EventLoopPromise<[AMQPChannelStateMachine.Resolution]>)] = [:]
+    private var batches: [UInt64: (results: [AMQPChannelStateMachine.Resolution?], remaining: Int, channel: UInt16,
+                                   promise: EventLoopPromise<[AMQPChannelStateMachine.Resolution]>, deadline: Scheduled<Void>?)] = [:]
     private var nextBatch: UInt64 = 0
     private var heartbeat: RepeatedTask?
     private var failed = false
@@ -134,6 +145,7 @@ final class AMQPClientHandler: ChannelDuplexHandler {
                 batch.remaining -= 1
                 if batch.remaining == 0 {
                     batches[token.batch] = nil
+                    batch.deadline?.cancel()
                     batch.promise.succeed(batch.results.map { $0! })
                     closeIfDrained(batch.channel, context: context)
                 } else {
@@ -148,6 +160,7 @@ final class AMQPClientHandler: ChannelDuplexHandler {
             opening.removeValue(forKey: frame.channel)?.fail(error)
             for (id, batch) in batches where batch.channel == frame.channel {
                 batches[id] = nil
+                batch.deadline?.cancel()
                 batch.promise.fail(error)
             }
             if code == 505 {
@@ -163,7 +176,7 @@ final class AMQPClientHandler: ChannelDuplexHandler {
             promise?.fail(error)
             switch request {
             case .openChannel(_, let p): p.fail(error)
-            case .publish(_, _, _, let p): p.fail(error)
+            case .publish(_, _, _, _, let p): p.fail(error)
             case .closeChannel: break
             }
             return
@@ -180,7 +193,7 @@ final class AMQPClientHandler: ChannelDuplexHandler {
             channels[id] = channel
             opening[id] = p
             send(frames, context: context, promise: promise)
-        case .publish(let id, let bytes, let messageIDs, let p):
+        case .publish(let id, let bytes, let messageIDs, let confirmTimeout, let p):
             guard var channel = channels[id], channel.isReady else {
                 p.fail(AMQPChannelClosed(code: 0, text: "the channel is not open", classID: 0, methodID: 0))
                 promise?.succeed(())
@@ -190,13 +203,37 @@ final class AMQPClientHandler: ChannelDuplexHandler {
             let batch = nextBatch
             _ = channel.published(messageIDs.enumerated().map { (AMQPChannelStateMachine.Token(batch: batch, index: $0.offset), $0.element) })
             channels[id] = channel
-            batches[batch] = (Array(repeating: nil, count: messageIDs.count), messageIDs.count, id, p)
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let deadline = context.eventLoop.scheduleTask(in: confirmTimeout) {
+                let (handler, context) = loopBound.value
+                handler.confirmsTimedOut(batch: batch, timeout: confirmTimeout, context: context)
+            }
+            batches[batch] = (Array(repeating: nil, count: messageIDs.count), messageIDs.count, id, p, deadline)
             context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: promise)
         case .closeChannel(let id):
             closeWhenDrained.insert(id)
             closeIfDrained(id, context: context)
             promise?.succeed(())
         }
+    }
+
+    /// A batch's confirms did not all come in time. Its channel can no longer be trusted (what
+    /// the broker confirms from now on cannot be told from what it lost), so every batch on it
+    /// fails (each is sent again, on a new channel) and the channel is closed; later frames on it
+    /// are dropped until its close-ok. Other channels of the connection go on.
+    private func confirmsTimedOut(batch: UInt64, timeout: TimeAmount, context: ChannelHandlerContext) {
+        guard let timedOut = batches[batch] else { return }
+        let id = timedOut.channel
+        let error = AMQPConfirmTimeout(timeout: timeout, channel: id)
+        for (other, b) in batches where b.channel == id {
+            batches[other] = nil
+            b.deadline?.cancel()
+            b.promise.fail(error)
+        }
+        closeWhenDrained.remove(id)
+        guard var channel = channels.removeValue(forKey: id) else { return }
+        closingIDs.insert(id)
+        send(channel.close(), context: context)
     }
 
     private func closeIfDrained(_ id: UInt16, context: ChannelHandlerContext) {
@@ -256,7 +293,10 @@ final class AMQPClientHandler: ChannelDuplexHandler {
         for (_, p) in waiting { p.fail(error) }
         let pending = batches
         batches.removeAll()
-        for (_, b) in pending { b.promise.fail(error) }
+        for (_, b) in pending {
+            b.deadline?.cancel()
+            b.promise.fail(error)
+        }
         channels.removeAll()
     }
 
@@ -417,9 +457,12 @@ public final class AMQPConnection: Sendable {
 
     /// Writes encoded publishes and waits until the broker has confirmed (or returned) each.
     /// `queued` is called once the publishes are queued on the connection.
-    public func publish(channel id: UInt16, bytes: [UInt8], messageIDs: [String], queued: () -> Void = {}) async throws -> [AMQPChannelStateMachine.Resolution] {
+    /// Publishes on channel `id`; returns each message's confirm, or throws `AMQPConfirmTimeout`
+    /// when they did not all come within `confirmTimeout`.
+    public func publish(channel id: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount = .seconds(30),
+                        queued: () -> Void = {}) async throws -> [AMQPChannelStateMachine.Resolution] {
         let promise = channel.eventLoop.makePromise(of: [AMQPChannelStateMachine.Resolution].self)
-        channel.writeAndFlush(AMQPOutbound.publish(channel: id, bytes: bytes, messageIDs: messageIDs, promise)).cascadeFailure(to: promise)
+        channel.writeAndFlush(AMQPOutbound.publish(channel: id, bytes: bytes, messageIDs: messageIDs, confirmTimeout: confirmTimeout, promise)).cascadeFailure(to: promise)
         queued()
         return try await promise.futureResult.get()
     }

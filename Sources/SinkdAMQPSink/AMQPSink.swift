@@ -233,7 +233,8 @@ final class AMQPSinkClient: SinkClient, Sendable {
         }
         let resolutions: [AMQPChannelStateMachine.Resolution]
         do {
-            resolutions = try await connection.publish(channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id), queued: queued)
+            resolutions = try await connection.publish(channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id),
+                                                       confirmTimeout: TimeAmount(family.config.confirmTimeout), queued: queued)
         } catch let closed as AMQPChannelClosed {
             slots.withLockedValue { if $0.channels[slot]?.1 == channel, $0.channels[slot]?.0 === connection { $0.channels[slot] = nil } }
             // e.g. 404 NOT_FOUND: the exchange does not exist (declare: false). Retried: it may be created.

@@ -264,6 +264,9 @@ public enum AMQPQueueType: String, Sendable, Equatable, CaseIterable {
 public struct AMQPSinkConfig: Sendable, Equatable {
     public var urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
     public var heartbeat: Duration = .seconds(30)
+    /// How long a batch's publisher confirms may take: past it the batch has failed (sent again
+    /// on a new channel) and the channel is closed.
+    public var confirmTimeout: Duration = .seconds(30)
     public var queueType: AMQPQueueType = .classic
     public var contentType = "application/json"
     public var contentEncoding = "UTF-8"

@@ -87,6 +87,12 @@ struct SinksReader {
                     s.diagnostics.report(s.child("urls"), at: node.mark, "needs at least one broker URL")
                 }
                 c.heartbeat = s.duration("heartbeat", default: c.heartbeat)
+                let confirmTimeout = s.duration("confirm_timeout", default: c.confirmTimeout)
+                if confirmTimeout < .milliseconds(100) || confirmTimeout > .seconds(600) {
+                    s.diagnostics.report(s.child("confirm_timeout"), at: s.node("confirm_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(confirmTimeout))")
+                } else {
+                    c.confirmTimeout = confirmTimeout
+                }
                 c.queueType = s.choice("queue_type", default: c.queueType)
                 c.contentType = s.string("content_type", default: c.contentType)
                 c.contentEncoding = s.string("content_encoding", default: c.contentEncoding)

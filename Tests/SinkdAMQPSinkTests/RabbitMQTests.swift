@@ -344,4 +344,45 @@ import SinkdTestSupport
         await engine.stop()
         await family.shutdown()
     }
+
+    /// Issue 33: through a proxy that dropped basic.ack/nack from a real RabbitMQ for 60 s
+    /// (heartbeats passing), 50 records were published and the sink stayed `up`, a backlog of 50,
+    /// no error, for 90 s after acks flowed again: confirms were waited for forever. Now a batch
+    /// whose confirms do not come within `confirm_timeout` fails (the sink is down with the
+    /// reason), its channel is closed, and it is sent again on a new one once confirms flow.
+    @Test func lostConfirmsAreWaitedForUntilTheConfirmTimeoutOnly() async throws {
+        let server = try await Self.server()
+        let flag = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-drop-confirms-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: flag, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: flag) }
+        let port = LoopbackTCP.freePort()
+        let proxy = Process()
+        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        proxy.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/confirm_dropping_proxy.py").path,
+                           "\(port)", "\(server.port)", flag]
+        proxy.standardOutput = FileHandle.nullDevice
+        try proxy.run()
+        defer {
+            // SIGKILL: a child started from the test process may inherit a mask blocking SIGTERM.
+            kill(proxy.processIdentifier, SIGKILL)
+            proxy.waitUntilExit()
+        }
+        let listening = ContinuousClock.now + .seconds(20)
+        while !LoopbackTCP.canConnect(port: port), ContinuousClock.now < listening { try await Task.sleep(for: .milliseconds(50)) }
+        let queue = Self.unique("confirms")
+        let sink = "amqp_queue:\(queue)"
+        var amqp = Self.config(server) { $0.confirmTimeout = .seconds(1) }
+        amqp.urls = ["amqp://guest:guest@127.0.0.1:\(port)/%2f"]
+        let (engine, _) = try Self.engine(amqp)
+        await engine.append(Self.records(sink, 0..<50))
+        #expect(await engine.wait(for: sink, state: .down, timeout: .seconds(30)), "the missing confirms show")
+        let down = engine.snapshot(of: sink)
+        #expect(down?.lastError?.contains("no publisher confirm within 1000 ms") == true, "\(String(describing: down))")
+        #expect(down?.delivered == 0)
+        try FileManager.default.removeItem(atPath: flag)
+        #expect(await engine.waitForDelivered(sink, 50, timeout: .seconds(60)) == 50, "sent again once confirms flow")
+        #expect(await engine.wait(for: sink, state: .up, timeout: .seconds(10)) || engine.state(of: sink) == .idle)
+        #expect(try await server.waitForCount(queue, 50) >= 50, "at least once: the first sends may be there too")
+        await engine.stop()
+    }
 }
