@@ -287,6 +287,9 @@ public struct KafkaSinkConfig: Sendable, Equatable {
     /// Ask the broker to create a missing topic (Metadata's allow_auto_topic_creation).
     public var createTopics = false
     public var requestTimeout: Duration = .seconds(30)
+    /// How long a batch is sent again with its producer id and sequences (the Java client's
+    /// delivery.timeout.ms): request timeouts and reconnects within it cannot store it twice.
+    public var deliveryTimeout: Duration = .seconds(120)
     /// Topic metadata is asked again once this old (the Java client's metadata.max.age.ms).
     public var metadataMaxAge: Duration = .seconds(300)
     /// The record batches' codec (the broker stores them as sent; consumers decompress).

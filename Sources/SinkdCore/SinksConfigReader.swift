@@ -167,6 +167,13 @@ struct SinksReader {
                 } else {
                     c.requestTimeout = timeout
                 }
+                let delivery = s.duration("delivery_timeout", default: c.deliveryTimeout)
+                if delivery < c.requestTimeout || delivery > .seconds(3600) {
+                    s.diagnostics.report(s.child("delivery_timeout"), at: s.node("delivery_timeout")?.mark,
+                                         "must be at least request_timeout (\(Units.formatDuration(c.requestTimeout))) and at most 1h, got \(Units.formatDuration(delivery))")
+                } else {
+                    c.deliveryTimeout = delivery
+                }
                 if s.keys.contains("sasl") {
                     var sasl = KafkaSASLConfig()
                     let node = s.node("sasl")

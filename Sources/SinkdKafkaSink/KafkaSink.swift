@@ -382,7 +382,11 @@ struct KafkaTopicClient: SinkClient {
         }
         defer { raise() }
 
-        let deadline = ContinuousClock.now + family.config.requestTimeout
+        // A batch keeps its producer id and sequences, through request timeouts and reconnects,
+        // until it is acknowledged or this deadline passes (the Java client's delivery.timeout.ms).
+        // Giving up at one request's own timeout dropped the producer, and the next try, under a
+        // new id, stored again what a slow broker had already stored.
+        let deadline = ContinuousClock.now + family.config.deliveryTimeout
         // Per partition, the parts still to send, in WAL order (a split's halves one after the
         // other); one part per partition per round.
         var queues: [Int32: [Part]] = [:]

@@ -262,6 +262,8 @@ import Testing
                   messages: ["sinkd.yaml:2:19: control.socket: must differ from ingest.socket (/s)"]),
         ErrorCase(yaml: "sinks:\n  redis: {reply_timeout: 0s}\n",
                   messages: ["sinkd.yaml:2:26: sinks.redis.reply_timeout: must be between 100ms and 10m, got 0s"]),
+        ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"b:9092\"], request_timeout: 60s, delivery_timeout: 30s}\n",
+                  messages: ["sinkd.yaml:2:82: sinks.kafka.delivery_timeout: must be at least request_timeout (1m) and at most 1h, got 30s"]),
         ErrorCase(yaml: "sinks:\n  kafka: {}\n",
                   messages: ["sinkd.yaml:2:10: sinks.kafka.bootstrap_servers: is required: at least one HOST:PORT of a Kafka broker"]),
         ErrorCase(yaml: "sinks:\n  kafka: {bootstrap_servers: [\"broker\"], request_timeout: 1ms}\n",

@@ -219,6 +219,38 @@ import SinkdTestSupport
         await family.shutdown()
     }
 
+    /// Issue 33: a slow broker made sinkd store records many times (1,031 for 1,000 with one
+    /// answer 5 s late and request_timeout 3 s; 7,130-7,635 with 30 s of slow or missing answers):
+    /// a request that timed out ended the send, the producer was dropped, and the next try under a
+    /// new producer id stored again what the broker had stored. Now a batch keeps its producer id
+    /// and sequences until it is acknowledged or delivery_timeout passes. Behind the delaying
+    /// proxy (Fixtures/delay_proxy.py), with request_timeout 1 s: exactly the accepted records,
+    /// none twice.
+    @Test(arguments: [["late", "3", "2.5"], ["slow", "1.5", "12"], ["blackhole", "5"]])
+    func aSlowBrokerStoresEachRecordOnce(_ fault: [String]) async throws {
+        let proxyPort = LoopbackTCP.freePort()
+        let broker = try TansuServer(advertisedPort: proxyPort)
+        let proxy = try broker.startProxy("delay_proxy.py", fault)
+        defer { TansuServer.kill(proxy) }
+        try broker.createTopic("slow", partitions: 2)
+        var kafka = KafkaSinkConfig()
+        kafka.bootstrapServers = ["127.0.0.1:\(proxyPort)"]
+        kafka.requestTimeout = .seconds(1)
+        kafka.options.batchSize = 50
+        kafka.options.retry.initialBackoff = .milliseconds(20)
+        kafka.options.retry.maxBackoff = .milliseconds(200)
+        let family = KafkaSinkFamily(config: kafka)
+        let engine = try RunningEngine(families: [.kafka: family]) { $0.sinks.kafka = kafka }
+        let records = Self.records("kafka:slow", 0..<1000)
+        await engine.append(records)
+        #expect(await engine.waitForDelivered("kafka:slow", 1000, timeout: .seconds(120)) == 1000)
+        let got = try Self.consume(broker, topic: "slow", partitions: 2, count: 3000, timeout: 8)
+        #expect(got.count == 1000, "\(fault): each record stored once, got \(got.count)")
+        #expect(Set(got.compactMap(\.key)) == Set(records.map(\.id)))
+        await engine.stop()
+        await family.shutdown()
+    }
+
     /// Pipelining under a fault: with small batches, several of one partition are on the wire at
     /// once (up to 5) when the connection is cut after the broker stored them. Every one is sent
     /// again with its sequences, in sequence order (each once the one before it is acknowledged),
