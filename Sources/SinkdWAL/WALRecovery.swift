@@ -13,6 +13,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var tornTails: [(segment: String, offset: Int, length: Int)] = []
     public var quarantined: [(segment: String, reason: String)] = []
     public var deletedFinishedSegments = 0
+    /// Acknowledged records no present segment holds (a segment file missing): lost.
+    public var missingRecords: UInt64 = 0
 
     public static func == (a: Self, b: Self) -> Bool {
         a.segments == b.segments && a.records == b.records && a.corruptFrames.map(\.offset) == b.corruptFrames.map(\.offset)
@@ -116,6 +118,7 @@ extension WriteAheadLog {
         try FileIO.checkStateDirectory(directory)
         try lockDirectory()
         var report = RecoveryReport()
+        WALMetrics.exportAll()
         var names = try FileIO.listDirectory(directory)
         try moveAsideOddities(&names, report: &report)
         for name in names where name.hasSuffix(".tmp") {
@@ -138,8 +141,12 @@ extension WriteAheadLog {
         }
         let segmentIDs = names.compactMap { SegmentFormat.id(fromFileName: $0, suffix: ".wal") }.sorted()
         let summaryIDs = Set(names.compactMap { SegmentFormat.id(fromFileName: $0, suffix: ".idx") })
+        var orphanSummaries: [SegmentSummary] = []
         for id in summaryIDs where !segmentIDs.contains(id) {
-            try FileIO.unlink(path(SegmentFormat.summaryFileName(id: id)))  // its segment was deleted
+            // Its segment is gone: what it held is read first (records no reader took yet are
+            // reported lost below, by sink), then the summary goes too.
+            if let summary = Self.readSummary(path(SegmentFormat.summaryFileName(id: id))) { orphanSummaries.append(summary) }
+            try FileIO.unlink(path(SegmentFormat.summaryFileName(id: id)))
         }
         var maxSeq: UInt64 = 0
         for id in segmentIDs {
@@ -200,6 +207,7 @@ extension WriteAheadLog {
             report.records += scan.summary.records
         }
         report.segments = segments.count
+        reportMissingRecords(orphanSummaries: orphanSummaries, report: &report)
         nextSeq = max(loaded.floor, maxSeq + 1, 1)
         diskBytes = segments.reduce(0) { $0 + $1.fileBytes }
         stats.durableSeq = maxSeq
@@ -226,6 +234,26 @@ extension WriteAheadLog {
             "corrupt_frames": "\(report.corruptFrames.count)", "torn_tails": "\(report.tornTails.count)",
             "quarantined": "\(report.quarantined.count)", "next_seq": "\(nextSeq)",
         ])
+    }
+
+    /// Acknowledged records that no present segment holds (MissingRecords): reported per sink at
+    /// critical with their seqs, counted (`sinkd_wal_lost_records_total`, status), and finished in
+    /// the progress so that they do not stay outstanding for ever.
+    private func reportMissingRecords(orphanSummaries: [SegmentSummary], report: inout RecoveryReport) {
+        let present = segments.compactMap { s -> ClosedRange<UInt64>? in
+            s.summary.records > 0 && s.summary.firstSeq <= s.summary.lastSeq ? s.summary.firstSeq...s.summary.lastSeq : nil
+        }
+        let losses = MissingRecords.find(progress: progress, present: present, orphanSummaries: orphanSummaries)
+        for loss in losses {
+            progress.finished(sink: loss.sink, seqs: loss.outstanding)
+            report.missingRecords += loss.records
+            stats.missingRecordsLost += loss.records
+            WALMetrics.lostRecords.increment(by: Int(loss.records))
+            logger.critical("acknowledged records are gone from the WAL: a segment file holding them is missing (deleted, or lost by the file system); they cannot be delivered", metadata: [
+                "sink": "\(loss.sink)", "seqs": "\(loss.firstSeq)-\(loss.lastSeq)", "records": "\(loss.exact ? "" : "at most ")\(loss.records)",
+            ])
+        }
+        if !losses.isEmpty { progressDirty = true }
     }
 
     /// An exclusive lock on the directory for the process's lifetime (flock on the directory

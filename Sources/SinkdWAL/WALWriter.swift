@@ -699,4 +699,10 @@ enum WALMetrics {
     static let recordsAtRisk = Counter(label: "sinkd_wal_records_at_risk_total")
     static let corruptFrames = Counter(label: "sinkd_wal_corrupt_frames_total")
     static let lostRecords = Counter(label: "sinkd_wal_lost_records_total")
+
+    /// Makes every counter now (a static is made at first use), so that each is exported from
+    /// the start, at 0: an alert on "lost records increased" needs the series before the loss.
+    static func exportAll() {
+        for counter in [writeFailures, rewritten, recordsAtRisk, corruptFrames, lostRecords] { counter.increment(by: 0) }
+    }
 }

@@ -136,6 +136,8 @@ public struct WALStats: Sendable, Equatable {
     public var corruptFramesRunning: UInt64 = 0
     /// Records handed out before a restart found unreadable since (finished as lost).
     public var corruptRecordsLost: UInt64 = 0
+    /// Acknowledged records found at start in no segment (a segment file missing): lost.
+    public var missingRecordsLost: UInt64 = 0
     public var tornTailBytesAtStart: UInt64 = 0
     public var quarantinedSegments: Int = 0
     /// Time of the last round the writer finished: the watchdog's proof of progress.
