@@ -41,8 +41,12 @@ extension WriteAheadLog {
     /// already be on disk. Returns how many were deleted.
     func deleteFinishedSegments(progress saved: DeliveryProgress) throws(FileError) -> Int {
         let finished: [UInt64] = lock.withLock {
-            segments.filter { segment in
-                segment.sealed && segment.summary.sinks.allSatisfy { sink, span in
+            // The newest segment stays while it is empty (the one a start opened, sealed at
+            // shutdown): its name is the seq floor, kept in the directory itself, so that a
+            // double fault of the progress copies cannot make seqs start again from 1.
+            let newestEmpty = segments.last.flatMap { $0.summary.records == 0 ? $0.id : nil }
+            return segments.filter { segment in
+                segment.sealed && segment.id != newestEmpty && segment.summary.sinks.allSatisfy { sink, span in
                     saved.sink(sink).isFinished(from: span.firstSeq, through: span.lastSeq)
                 }
             }.map(\.id)

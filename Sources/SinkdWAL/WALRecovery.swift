@@ -208,7 +208,10 @@ extension WriteAheadLog {
         }
         report.segments = segments.count
         reportMissingRecords(orphanSummaries: orphanSummaries, report: &report)
-        nextSeq = max(loaded.floor, maxSeq + 1, 1)
+        // A segment is named by the first seq it holds (or would hold, when empty: the one opened
+        // at every start), so no seq below the newest name is ever assigned again, even with both
+        // progress copies damaged and every record delivered.
+        nextSeq = max(loaded.floor, maxSeq + 1, segments.last?.id ?? 0, 1)
         diskBytes = segments.reduce(0) { $0 + $1.fileBytes }
         stats.durableSeq = maxSeq
         stats.corruptFramesAtStart = UInt64(report.corruptFrames.count)

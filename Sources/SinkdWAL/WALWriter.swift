@@ -526,6 +526,41 @@ extension WriteAheadLog {
     }
 
     /// Creates the next segment file (header written and synced, directory synced).
+    /// At start: the newest segment, when it holds nothing and is named by the next seq (the one
+    /// the previous start opened; kept while empty: its name is the seq floor), becomes the active
+    /// segment again instead of a new one beside it, so names stay the first seq a segment holds.
+    func reopenEmptyNewestSegment() throws(FileError) -> Bool {
+        let candidate: Segment? = lock.withLock {
+            guard let last = segments.last, last.summary.records == 0, last.id == nextSeq, last.fileBytes == SegmentFormat.headerSize else { return nil }
+            return last
+        }
+        guard let segment = candidate else { return false }
+        let name = SegmentFormat.fileName(id: segment.id)
+        let file = path(name)
+        let fd = try FileIO.open(file, O_WRONLY | O_APPEND | O_NOFOLLOW)
+        // Its summary described it sealed; it is written again when it is sealed again.
+        do throws(FileError) {
+            try FileIO.unlink(path(SegmentFormat.summaryFileName(id: segment.id)))
+        } catch {
+            close(fd)
+            throw error
+        }
+        activeFD = fd
+        activePath = file
+        activeSize = SegmentFormat.headerSize
+        activeDurableSize = activeSize
+        activeRoundStart = activeSize
+        activeEntries.removeAll(keepingCapacity: true)
+        dirtySinceSync = false
+        lock.withLock {
+            var summary = SegmentSummary()
+            summary.fileSize = UInt64(SegmentFormat.headerSize)
+            segments[segments.count - 1] = Segment(id: segment.id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false,
+                                                   fileBytes: SegmentFormat.headerSize)
+        }
+        return true
+    }
+
     func openNewActiveSegment(id explicitID: UInt64? = nil) throws(FileError) {
         // Ids (and so file names) grow strictly, whatever seq the caller suggests.
         let id = lock.withLock { max(explicitID ?? nextSeq, (segments.last?.id ?? 0) + 1) }

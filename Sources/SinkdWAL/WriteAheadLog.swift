@@ -20,6 +20,9 @@ import SinkdCore
 // 3. Sequence numbers grow across restarts and are never reused for anything the progress file
 //    mentions: each progress copy stores a seq above every seq assigned when it was saved, and
 //    segments are deleted only after both copies hold it (the floor survives losing either).
+//    A segment is named by the first seq it holds (or would hold), and the newest is kept while
+//    empty (every start opens or reopens one named by the next seq): the directory holds the
+//    floor too, so losing both progress copies at once cannot make seqs start again.
 // 4. A record leaves the WAL (its segment is deleted) only when every record in the segment is
 //    finished (delivered or dead-lettered) according to a progress file already on disk.
 //    Deletion order: both progress copies fsynced, then unlink `<id>.wal`, then `<id>.idx`, then fsync the
@@ -260,7 +263,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.completedRound = 0
         try recover()
         do {
-            try openNewActiveSegment()
+            if try !reopenEmptyNewestSegment() { try openNewActiveSegment() }
         } catch where error.isNoSpace {
             // A full disk must not stop sinkd from starting and delivering (which frees space):
             // the writer opens the segment with the first round that finds room.

@@ -541,3 +541,27 @@ final class LockedResult: @unchecked Sendable {
         #expect(MissingRecords.find(progress: progress, present: [1...40], orphanSummaries: []).isEmpty, "nothing missing")
     }
 }
+
+/// Issue 33: with both progress copies damaged (two faults at once) seqs restarted from 1 after
+/// 1-11 had been handed out (each copy damaged alone held). A segment is named by the first seq it
+/// holds, and the one every start opens, empty, by the next seq: the newest name is a floor too.
+@Suite(.serialized, .blockingThreads) struct SeqFloorTests {
+    @Test func bothProgressCopiesDamagedDoNotReuseASeq() throws {
+        let t = try TestWAL()
+        let first = try t.append((1...11).map { record("f\($0)") })
+        let seqs = first.compactMap { if case .accepted(let seq) = $0 { seq } else { nil } }
+        #expect(seqs == Array(1...11))
+        #expect(try t.wal.reader(for: "file:a").next(maxRecords: 20).count == 11)
+        t.wal.markFinished(sink: "file:a", seqs: seqs)
+        try t.wal.checkpoint()
+        try t.restart()  // the finished segment is deleted at recovery
+        #expect(t.segmentFiles() == [SegmentFormat.fileName(id: 12)], "the new active segment, empty, named by the next seq: \(t.segmentFiles())")
+        t.wal.shutdown()
+        for name in ["progress.0", "progress.1"] {
+            try Data(repeating: 0xAB, count: 4096).write(to: URL(fileURLWithPath: t.directory + "/" + name))
+        }
+        try t.open()
+        let next = try t.append([record("after")])
+        #expect(next == [.accepted(seq: 12)], "no seq reused: \(next)")
+    }
+}
