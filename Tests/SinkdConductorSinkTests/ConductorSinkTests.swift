@@ -203,6 +203,23 @@ import PostgresNIO
         await server.stop()
     }
 
+    /// Issue 33: payloads with `\u0000` or a lone surrogate (`\ud800`) are accepted; PostgreSQL
+    /// text cannot hold a NUL. The payload travels as the JSON text received, where both are
+    /// ASCII escapes: the row holds exactly that text, and the sink is not stuck.
+    @Test func nulAndLoneSurrogateEscapesArriveAsTheTextReceived() async throws {
+        let server = try await PostgresServer.make()
+        try await server.createConductorTables()
+        let (engine, family) = try Self.engine(Self.config(server))
+        let payload = #"{"nul":"a\u0000b","lone":"\ud800","pair":"\ud83d\ude00"}"#
+        await engine.append([Self.record("nul-1", sink: "conductor", payload: payload)])
+        #expect(await engine.waitForDelivered("conductor:checkout:notify_task", 1) == 1)
+        #expect(try await server.messages().first?.payload == payload)
+        #expect(try engine.deadLetters.entries().isEmpty)
+        await engine.stop()
+        await family.shutdown()
+        await server.stop()
+    }
+
     @Test func aMissingTablePausesTheSinkThenItResumesOnceTheTableExists() async throws {
         let server = try await PostgresServer.make()
         let (engine, family) = try Self.engine(Self.config(server))
