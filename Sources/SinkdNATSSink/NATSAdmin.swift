@@ -20,7 +20,7 @@ public final class NATSAdmin: Sendable {
         let tls = server.tls || family.tlsConfigured ? try family.tlsContext() : nil
         let connection = try await NATSConnection.connect(to: server, tls: tls, tlsWanted: tls != nil, group: MultiThreadedEventLoopGroup.singleton,
                                                           timeout: .seconds(5), options: { try family.connectOptions(for: server, info: $0) },
-                                                          onInfo: { _ in }, onMessage: onMessage)
+                                                          onInfo: { _ in }, onMessage: onMessage, parser: NATSParser())
         return NATSAdmin(connection: connection)
     }
 

@@ -8,7 +8,7 @@ import SinkdTLS
 /// Splits the byte stream into server operations.
 struct NATSDecoder: ByteToMessageDecoder {
     typealias InboundOut = NATSServerOp
-    let parser = NATSParser()
+    let parser: NATSParser
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         let parsed = try buffer.withUnsafeReadableBytes { try parser.parse($0) }
@@ -268,10 +268,14 @@ public final class NATSConnection: Sendable {
 
     /// Connects, upgrades to TLS when asked, authenticates, subscribes to the inbox.
     /// `onInfo` hears later INFOs (cluster members, lame-duck mode).
+    /// `parser`: what one server operation may hold. The sink's connections get replies only
+    /// (PubAcks, API answers: small), so a MSG of more than 1 MiB is refused there rather than
+    /// buffered; tools that subscribe (`onMessage`) pass the protocol's own limits.
     static func connect(to server: NATSServerAddress, tls: NIOSSLContext?, tlsWanted: Bool, group: EventLoopGroup, timeout: TimeAmount,
                         options: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
                         onInfo: @escaping @Sendable (NATSServerInfo) -> Void,
-                        onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil) async throws -> NATSConnection {
+                        onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil,
+                        parser: NATSParser = NATSParser(maxControlLine: 64 << 10, maxMessage: 1 << 20)) async throws -> NATSConnection {
         let inbox = "_INBOX." + randomToken()
         let eventLoop = group.next()
         let handshake = eventLoop.makePromise(of: NATSServerInfo.self)
@@ -291,7 +295,7 @@ public final class NATSConnection: Sendable {
                     return channel.eventLoop.makeCompletedFuture {
                         let handler = NATSClientHandler(tlsWanted: tlsWanted, inbox: inbox, connected: handshake, connectOptions: options,
                                                         makeTLSHandler: makeTLS, events: onInfo, onMessage: onMessage)
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NATSDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NATSDecoder(parser: parser)))
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }

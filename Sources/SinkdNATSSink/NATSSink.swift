@@ -305,16 +305,33 @@ enum JetStreamPubAck {
             if status >= 400 { return .outcome(.retryable("nats: JetStream answered status \(status)")) }
         }
         guard let error = apiError(reply.payload) else {
-            // {"stream":"S","seq":N} or with "duplicate":true: stored (or already stored).
-            return reply.payload.first == UInt8(ascii: "{")
+            // {"stream":"S","seq":N} or with "duplicate":true: stored (or already stored). Nothing
+            // else is a PubAck: a reply without both is not counted as stored.
+            return isPubAck(reply.payload)
                 ? .outcome(.delivered)
-                : .outcome(.retryable("nats: a PubAck that is not JSON: \(String(decoding: reply.payload.prefix(120), as: UTF8.self))"))
+                : .outcome(.retryable("nats: a reply that is not a JetStream PubAck: \(String(decoding: reply.payload.prefix(120), as: UTF8.self))"))
         }
         // 10039: JetStream not enabled (for the account); other 503s (10077 store failed, e.g.
         // the stream is full) are about the stream's state, retried.
         if error.errCode == 10039 { return .noStream }
         if permanentErrCodes.contains(error.errCode) { return .outcome(.permanent("nats JetStream: \(error)")) }
         return .outcome(.retryable("nats JetStream: \(error)"))
+    }
+
+    /// A JSON object with `"stream":"…"` and `"seq":` followed by a digit: what a PubAck of a
+    /// stored message is (checked by bytes: this runs for every message).
+    static func isPubAck(_ payload: [UInt8]) -> Bool {
+        guard payload.first == UInt8(ascii: "{"), payload.last == UInt8(ascii: "}") else { return false }
+        func after(_ key: String) -> Int? {
+            let needle = Array(key.utf8)
+            guard payload.count >= needle.count else { return nil }
+            for start in 0...(payload.count - needle.count) where payload[start] == needle[0] {
+                if payload[start..<(start + needle.count)].elementsEqual(needle) { return start + needle.count }
+            }
+            return nil
+        }
+        guard after(#""stream":""#) != nil, let seq = after(#""seq":"#), seq < payload.count else { return false }
+        return (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(payload[seq])
     }
 
     /// The `error` object of a JetStream API reply, or nil when it has none. The PubAck of a

@@ -82,4 +82,67 @@ import SinkdTestSupport
         try await closed.get()
         #expect(ContinuousClock.now - start < .seconds(20))
     }
+
+    /// Success only when the protocol says so: a PubAck names the stream and the seq. A reply `{}`
+    /// or `{"ok":true}` was counted as stored.
+    @Test func onlyAPubAckWithStreamAndSeqIsAStore() {
+        func outcome(_ payload: String) -> JetStreamPubAck.Result {
+            JetStreamPubAck.outcome(NATSReply(headers: nil, payload: Array(payload.utf8)), timeout: .seconds(10))
+        }
+        #expect(outcome(#"{"stream":"AUDIT","seq":17}"#) == .outcome(.delivered))
+        #expect(outcome(#"{"stream":"AUDIT","domain":"hub","seq":17,"duplicate":true}"#) == .outcome(.delivered))
+        for wrong in ["{}", #"{"ok":true}"#, #"{"stream":"AUDIT"}"#, #"{"seq":1}"#, #"{"stream":"A","seq":"x"}"#, "PONG", ""] {
+            guard case .outcome(.retryable(let reason, _)) = outcome(wrong) else {
+                Issue.record("\(wrong): expected a retry")
+                continue
+            }
+            #expect(reason.contains("not a JetStream PubAck"), "\(wrong): \(reason)")
+        }
+    }
+
+    /// End to end: a server that answers every JetStream publish `{}` stores nothing: the records
+    /// are retried, never counted delivered.
+    @Test func aServerAnsweringEmptyObjectsToJetStreamPublishesDeliversNothing() async throws {
+        let server = try ScriptedTCPServer { connection, received in
+            if received.isEmpty {
+                connection.write(Self.info)
+                return
+            }
+            let text = String(decoding: received, as: UTF8.self)
+            if text.contains("PING") { connection.write("PONG\r\n") }
+            for line in text.split(separator: "\r\n") where line.hasPrefix("HPUB ") {
+                let parts = line.split(separator: " ")
+                guard parts.count >= 5 else { continue }
+                connection.write("MSG \(parts[2]) 1 2\r\n{}\r\n")
+            }
+        }
+        var nats = NATSSinkConfig()
+        nats.servers = ["nats://127.0.0.1:\(server.port)"]
+        let family = NATSSinkFamily(config: nats, ackTimeout: .seconds(2))
+        let client = try family.makeClient(for: try SinkAddress.parse(identity: "jsm:audit"), options: nats.options)
+        let outcomes = try await client.send((1...3).map { SequencedRecord(seq: UInt64($0), record: EventRecord(id: "r\($0)", sink: "jsm:audit", payload: Array("{}".utf8))) })
+        #expect(outcomes.count == 3)
+        #expect(outcomes.allSatisfy { if case .retryable = $0 { true } else { false } }, "\(outcomes)")
+        await client.close()
+    }
+
+    /// A reply announcing a huge MSG is refused at its header (a sink's connection gets PubAcks,
+    /// at most 1 MiB is allowed), not buffered up to the protocol's 64 MiB.
+    @Test func aHugeAnnouncedMessageIsRefusedAtItsHeader() async throws {
+        let server = try ScriptedTCPServer { connection, received in
+            if received.isEmpty {
+                connection.write(Self.info)
+            } else if String(decoding: received, as: UTF8.self).contains("PING") {
+                connection.write("PONG\r\nMSG _INBOX.x.1.0 1 60000000\r\n")
+                connection.flood(Array(repeating: UInt8(ascii: "z"), count: 64 << 10), total: 8 << 20)
+            }
+        }
+        let connection = try await NATSConnection.connect(
+            to: NATSServerAddress(host: "127.0.0.1", port: server.port), tls: nil, tlsWanted: false,
+            group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5),
+            options: { _ in NATSConnectOptions() }, onInfo: { _ in })
+        let start = ContinuousClock.now
+        try await connection.channel.closeFuture.get()
+        #expect(ContinuousClock.now - start < .seconds(5), "closed at the header")
+    }
 }
