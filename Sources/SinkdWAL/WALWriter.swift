@@ -545,6 +545,12 @@ extension WriteAheadLog {
             close(fd)
             throw error
         }
+        becomeActive(fd: fd, file: file, id: segment.id, replacingNewest: true)
+        return true
+    }
+
+    /// `fd` (a segment holding only its header) is where appends go now.
+    private func becomeActive(fd: CInt, file: String, id: UInt64, replacingNewest: Bool) {
         activeFD = fd
         activePath = file
         activeSize = SegmentFormat.headerSize
@@ -555,10 +561,14 @@ extension WriteAheadLog {
         lock.withLock {
             var summary = SegmentSummary()
             summary.fileSize = UInt64(SegmentFormat.headerSize)
-            segments[segments.count - 1] = Segment(id: segment.id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false,
-                                                   fileBytes: SegmentFormat.headerSize)
+            let segment = Segment(id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false, fileBytes: SegmentFormat.headerSize)
+            if replacingNewest {
+                segments[segments.count - 1] = segment
+            } else {
+                segments.append(segment)
+                diskBytes += SegmentFormat.headerSize
+            }
         }
-        return true
     }
 
     func openNewActiveSegment(id explicitID: UInt64? = nil) throws(FileError) {
@@ -579,19 +589,7 @@ extension WriteAheadLog {
             _ = Glibc.unlink(file)
             throw error
         }
-        activeFD = fd
-        activePath = file
-        activeSize = SegmentFormat.headerSize
-        activeDurableSize = activeSize
-        activeRoundStart = activeSize
-        activeEntries.removeAll(keepingCapacity: true)
-        dirtySinceSync = false
-        lock.withLock {
-            var summary = SegmentSummary()
-            summary.fileSize = UInt64(SegmentFormat.headerSize)
-            segments.append(Segment(id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false, fileBytes: SegmentFormat.headerSize))
-            diskBytes += SegmentFormat.headerSize
-        }
+        becomeActive(fd: fd, file: file, id: id, replacingNewest: false)
     }
 
     /// Shutdown: everything appended is written (one attempt); the active segment is sealed;

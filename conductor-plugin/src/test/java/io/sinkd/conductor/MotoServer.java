@@ -1,9 +1,6 @@
 package io.sinkd.conductor;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -17,24 +14,10 @@ final class MotoServer implements AutoCloseable {
     private final Process process;
 
     MotoServer() throws IOException, InterruptedException {
-        try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
-            port = s.getLocalPort();
-        }
+        port = LocalPorts.free();
         process = new ProcessBuilder("moto_server", "-H", "127.0.0.1", "-p", Integer.toString(port))
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (true) {
-            try (Socket probe = new Socket()) {
-                probe.connect(new InetSocketAddress("127.0.0.1", port), 200);
-                return;
-            } catch (IOException notYet) {
-                if (!process.isAlive() || System.nanoTime() > deadline) {
-                    process.destroyForcibly();
-                    throw new IOException("moto_server did not start on port " + port + " (pip install 'moto[server]'; scripts/test installs it)");
-                }
-                Thread.sleep(50);
-            }
-        }
+        LocalPorts.awaitListening(process, port, 30, "moto_server (pip install 'moto[server]'; scripts/test installs it)");
     }
 
     String endpoint() {

@@ -1,9 +1,6 @@
 package io.sinkd.conductor;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -17,26 +14,13 @@ final class RedisServer implements AutoCloseable {
     private Process process;
 
     RedisServer() throws IOException {
-        try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
-            port = s.getLocalPort();
-        }
+        port = LocalPorts.free();
     }
 
     void start() throws IOException, InterruptedException {
         process = new ProcessBuilder("redis-server", "--port", Integer.toString(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (true) {
-            try (Socket probe = new Socket()) {
-                probe.connect(new InetSocketAddress("127.0.0.1", port), 200);
-                return;
-            } catch (IOException notYet) {
-                if (!process.isAlive() || System.nanoTime() > deadline) {
-                    throw new IOException("redis-server did not start on port " + port + " (apt-get install redis-server; scripts/test installs it)");
-                }
-                Thread.sleep(20);
-            }
-        }
+        LocalPorts.awaitListening(process, port, 20, "redis-server (apt-get install redis-server; scripts/test installs it)");
     }
 
     /** The stream's entries' payload fields, waiting up to 30 s for at least {@code count}. */
