@@ -10,31 +10,13 @@ unanswered by then (the cut one included: what the client had on the wire at onc
 """
 import asyncio
 import struct
+
+from proxy_frames import serve
 import sys
 
 listen_port, broker_port = int(sys.argv[1]), int(sys.argv[2])
 cut_at = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 state = {"cut": False, "answered": 0}
-
-
-async def pipe_requests(reader, writer, api_keys):
-    buffer = b""
-    while True:
-        data = await reader.read(65536)
-        if not data:
-            break
-        buffer += data
-        while len(buffer) >= 4:
-            size = struct.unpack(">i", buffer[:4])[0]
-            if len(buffer) < 4 + size:
-                break
-            frame = buffer[4:4 + size]
-            api_key, _, correlation = struct.unpack(">hhi", frame[:8])
-            api_keys[correlation] = api_key
-            buffer = buffer[4 + size:]
-        writer.write(data)
-        await writer.drain()
-    writer.close()
 
 
 async def pipe_responses(reader, writer, api_keys):
@@ -66,17 +48,4 @@ async def pipe_responses(reader, writer, api_keys):
     writer.close()
 
 
-async def handle(client_reader, client_writer):
-    broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", broker_port)
-    api_keys = {}
-    await asyncio.gather(pipe_requests(client_reader, broker_writer, api_keys), pipe_responses(broker_reader, client_writer, api_keys),
-                         return_exceptions=True)
-
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
-    print("listening", flush=True)
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
+serve(listen_port, broker_port, pipe_responses)

@@ -18,28 +18,11 @@ import struct
 import sys
 import time
 
+from proxy_frames import serve
+
 listen_port, broker_port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 args = [float(a) for a in sys.argv[4:]]
 state = {"produce_answers": 0, "first": None}
-
-
-async def pipe_requests(reader, writer, api_keys):
-    buffer = b""
-    try:
-        while data := await reader.read(65536):
-            buffer += data
-            while len(buffer) >= 4:
-                size = struct.unpack(">i", buffer[:4])[0]
-                if len(buffer) < 4 + size:
-                    break
-                api_key, _, correlation = struct.unpack(">hhi", buffer[4:12])
-                api_keys[correlation] = api_key
-                buffer = buffer[4 + size:]
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    writer.close()
 
 
 def hold_for(now):
@@ -93,18 +76,4 @@ async def pipe_responses(reader, writer, api_keys):
     writer.close()
 
 
-async def handle(client_reader, client_writer):
-    broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", broker_port)
-    api_keys = {}
-    await asyncio.gather(pipe_requests(client_reader, broker_writer, api_keys), pipe_responses(broker_reader, client_writer, api_keys),
-                         return_exceptions=True)
-
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
-    print("listening", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
-asyncio.run(main())
+serve(listen_port, broker_port, pipe_responses)
