@@ -10,9 +10,9 @@ unanswered by then (the cut one included: what the client had on the wire at onc
 """
 import asyncio
 import struct
+import sys
 
 from proxy_frames import serve
-import sys
 
 listen_port, broker_port = int(sys.argv[1]), int(sys.argv[2])
 cut_at = int(sys.argv[3]) if len(sys.argv) > 3 else 1
