@@ -102,9 +102,7 @@ struct HTTPEndpointClient: SinkClient {
                 return .failure(SinkConnectionError("\(url): HTTP \(status.code) \(status.reasonPhrase)\(location): sinkd does not follow redirects; set the endpoint's url to where it points"))
             }
             return .success(Self.outcome(status: status, headers: headers, body: String(decoding: body, as: UTF8.self)))
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
-            return .failure(SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
-        } catch is DeadlineExceeded {
+        } catch where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError) {
             return .failure(SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
         } catch {
             return .failure(SinkConnectionError("\(url): \(error)"))

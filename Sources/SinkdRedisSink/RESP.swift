@@ -106,7 +106,7 @@ public enum RESP {
         }
     }
 
-    private static func lineTooLong(_ limits: RESPLimits) -> ProtocolError {
+    static func lineTooLong(_ limits: RESPLimits) -> ProtocolError {
         ProtocolError(description: "a RESP line longer than \(limits.maxLineBytes) bytes")
     }
 

@@ -23,9 +23,7 @@ struct RESPDecoder: ByteToMessageDecoder {
         let step = try buffer.withUnsafeReadableBytes { bytes throws(RESP.ProtocolError) -> (value: (RESPValue, Int)?, searched: Int) in
             guard bytes.count > 1 else { return (nil, 0) }
             if limits.maxArrayCount == 0, RESP.crlf(bytes, from: max(1, searchFrom)) == nil {
-                guard bytes.count <= limits.maxLineBytes + 2 else {
-                    throw RESP.ProtocolError(description: "a RESP line longer than \(limits.maxLineBytes) bytes")
-                }
+                guard bytes.count <= limits.maxLineBytes + 2 else { throw RESP.lineTooLong(limits) }
                 return (nil, bytes.count - 1)
             }
             return (try RESP.parse(bytes, limits: limits), searchFrom)

@@ -42,9 +42,7 @@ extension HTTPClient {
                 }
                 return (Int(response.status.code), response.headers, body)
             }
-        } catch is DeadlineExceeded {
-            throw FetchFailure(description: "no complete response within \(Units.formatDuration(timeout))")
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+        } catch where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError) {
             throw FetchFailure(description: "no complete response within \(Units.formatDuration(timeout))")
         }
     }
