@@ -70,7 +70,7 @@ public final class MetricsService: Service, Sendable {
     }
 
     static let sinkGauges: [(name: String, help: String)] = [
-        ("sinkd_backlog_records", "Records not yet delivered (segment granularity)"),
+        ("sinkd_backlog_records", "Records accepted and not yet delivered or dead-lettered"),
         ("sinkd_backlog_bytes", "Payload bytes not yet delivered"),
         ("sinkd_backlog_oldest_seconds", "Age of the oldest undelivered record"),
         ("sinkd_sink_up", "0 while the sink's connection is down"),

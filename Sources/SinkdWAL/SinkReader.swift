@@ -109,7 +109,7 @@ public final class SinkReader: @unchecked Sendable {
         }
         if !out.isEmpty {
             readUpTo = max(readUpTo, out.last!.seq)
-            wal.handedOut(sink: sink, seqs: out.map(\.seq))
+            wal.handedOut(sink: sink, records: out)
         }
         return out
     }
@@ -163,33 +163,23 @@ extension WriteAheadLog {
         }
     }
 
-    func handedOut(sink: String, seqs: [UInt64]) {
+    func handedOut(sink: String, records: [SequencedRecord]) {
         lock.withLock {
-            progress.handedOut(sink: sink, seqs: seqs)
+            progress.handedOut(sink: sink, seqs: records.lazy.map(\.seq))
             progressDirty = true
+            backlogTracker.handedOut(sink: sink, records: records.lazy.map {
+                (seq: $0.seq, held: BacklogTracker.Held(bytes: UInt64($0.record.payload.count), acceptedAtMillis: $0.record.acceptedAtMillis))
+            }, readUpTo: progress.sink(sink).readUpTo)
         }
     }
 
-    /// Per sink: records and payload bytes not yet finished, and the acceptance time of the oldest
-    /// of them, counted by segment (a segment partly finished counts whole: an upper bound).
-    /// Computed from a copy taken under the lock (the segments' summaries and the progress are
-    /// values: the copy costs a few reference counts), so a scrape or `status` with many sinks and
-    /// segments never holds the lock that appends and deliveries need.
-    public func backlog() -> [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] {
-        let (summaries, progress) = lock.withLock { (segments.map(\.summary), self.progress) }
-        var out: [String: (records: UInt64, bytes: UInt64, oldestMillis: UInt64?)] = [:]
-        for summary in summaries {
-            for (sink, span) in summary.sinks {
-                let p = progress.sink(sink)
-                guard !p.isFinished(from: span.firstSeq, through: span.lastSeq) else { continue }
-                var current = out[sink] ?? (0, 0, nil)
-                current.records += span.records
-                current.bytes += span.bodyBytes
-                current.oldestMillis = min(current.oldestMillis ?? .max, summary.minAcceptedMillis)
-                out[sink] = current
-            }
-        }
-        return out
+    /// Per sink: records and bytes not yet finished, and the acceptance time of the oldest of them
+    /// (how exact: BacklogTracker). Computed from a copy taken under the lock (summaries, progress
+    /// and tracker are values: the copy costs a few reference counts), so a scrape or `status` with
+    /// many sinks and segments never holds the lock that appends and deliveries need.
+    public func backlog() -> [String: BacklogTracker.Backlog] {
+        let (summaries, progress, tracker) = lock.withLock { (segments.map(\.summary), self.progress, backlogTracker) }
+        return tracker.backlog(summaries: summaries, progress: progress)
     }
 
     /// The sinks with records in the WAL, and how many records and bytes each has there

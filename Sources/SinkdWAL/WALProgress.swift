@@ -9,6 +9,7 @@ extension WriteAheadLog {
     public func markFinished(sink: String, seqs: some Sequence<UInt64>) {
         lock.withLock {
             progress.finished(sink: sink, seqs: seqs)
+            backlogTracker.finished(sink: sink, seqs: seqs)
             progressDirty = true
         }
     }
@@ -25,6 +26,7 @@ extension WriteAheadLog {
             progressDirty = false
             progress.nextSeq = nextSeq
             if let oldest = segments.first?.summary.firstSeq, oldest > 0 { progress.prune(oldestLiveSeq: oldest) }
+            backlogTracker.prune(keeping: Set(segments.lazy.flatMap(\.summary.sinks.keys)))
             return progress
         }
         guard let snapshot else { return }
@@ -135,6 +137,7 @@ extension WriteAheadLog {
         lock.withLock {
             stats.corruptRecordsLost += UInt64(seqs.count)
             progress.finished(sink: sink, seqs: seqs)
+            backlogTracker.finished(sink: sink, seqs: seqs)
             progressDirty = true
         }
         WALMetrics.lostRecords.increment(by: seqs.count)

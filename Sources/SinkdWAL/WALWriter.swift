@@ -228,6 +228,7 @@ extension WriteAheadLog {
                 var s = segments[segments.count - 1]
                 for e in added {
                     s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+                    backlogTracker.appended(sink: e.sink, seq: e.seq, acceptedAtMillis: e.acceptedAtMillis)
                 }
                 s.summary.fileSize = UInt64(activeSize)
                 s.fileBytes += bytes
@@ -450,6 +451,7 @@ extension WriteAheadLog {
             var s = segments[segments.count - 1]
             for e in rewrite.entries {
                 s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+                backlogTracker.appended(sink: e.sink, seq: e.seq, acceptedAtMillis: e.acceptedAtMillis)
             }
             s.summary.fileSize = UInt64(activeSize)
             s.fileBytes += bytes

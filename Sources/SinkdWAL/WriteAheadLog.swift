@@ -201,6 +201,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     let dedupe: DedupeTable
     var progress = DeliveryProgress()
     var progressDirty = false
+    /// What the backlog figures need beyond summaries and progress (BacklogTracker.swift).
+    var backlogTracker = BacklogTracker()
     /// Σ segments' fileBytes.
     var diskBytes = 0
     /// Frames appended but not in a segment file yet (pending, writing, a rewrite waiting).
@@ -262,6 +264,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.pending = Round(number: 1)
         self.completedRound = 0
         try recover()
+        backlogTracker = BacklogTracker(summaries: segments.map(\.summary), progress: progress)
         do {
             if try !reopenEmptyNewestSegment() { try openNewActiveSegment() }
         } catch where error.isNoSpace {
