@@ -327,7 +327,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "SinkdTestSupport", "sinkd"]),
+        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdControl", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "SinkdTestSupport", "sinkd"]),
     ],
     swiftLanguageModes: [.v6]
 )

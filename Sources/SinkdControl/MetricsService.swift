@@ -33,7 +33,7 @@ public final class MetricsService: Service, Sendable {
         factory.durationHistogramBuckets["sinkd_wal_fsync_seconds"] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
                                                                        .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
                                                                        .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1)]
-        MetricsSystem.bootstrap(factory)
+        MetricsSystem.bootstrap(HelpingMetricsFactory(inner: factory))
         return registry
     }
 
@@ -64,27 +64,25 @@ public final class MetricsService: Service, Sendable {
         try? await channel.withLockedValue({ $0 })?.close()
     }
 
-    private func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
+    private func gauge(_ name: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
         // The full name is given as metricName; no unit suffix is appended.
-        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricCatalogue.help(for: name)), labels: labels)
     }
 
-    static let sinkGauges: [(name: String, help: String)] = [
-        ("sinkd_backlog_records", "Records accepted and not yet delivered or dead-lettered"),
-        ("sinkd_backlog_bytes", "Payload bytes not yet delivered"),
-        ("sinkd_backlog_oldest_seconds", "Age of the oldest undelivered record"),
-        ("sinkd_sink_up", "0 while the sink's connection is down"),
-    ]
+    static let sinkGauges = ["sinkd_backlog_records", "sinkd_backlog_bytes", "sinkd_backlog_oldest_seconds", "sinkd_sink_up"]
+    static let started = Date().timeIntervalSince1970
 
     /// The exposition text, with state gauges refreshed.
     public func scrape() -> [UInt8] {
         let stats = wal.currentStats
-        gauge("sinkd_wal_bytes", "Bytes in WAL segments").set(Int64(stats.bytes))
-        gauge("sinkd_wal_segments", "WAL segment files").set(Int64(stats.segments))
-        gauge("sinkd_wal_corrupt_frames_at_start", "Corrupt frames skipped by the last recovery").set(Int64(stats.corruptFramesAtStart))
-        gauge("sinkd_wal_next_seq", "The next sequence number").set(Int64(stats.nextSeq))
-        gauge("sinkd_wal_disk_full", "1 while the WAL's disk is full and records are held").set(Int64(stats.diskFullSinceMillis > 0 ? 1 : 0))
-        gauge("sinkd_wal_pending_bytes", "Bytes of records held in memory, not yet in a segment").set(Int64(stats.pendingBytes))
+        gauge("process_start_time_seconds").set(Self.started)
+        gauge("sinkd_wal_bytes").set(Int64(stats.bytes))
+        gauge("sinkd_wal_max_bytes").set(Int64(wal.options.maxSize))
+        gauge("sinkd_wal_segments").set(Int64(stats.segments))
+        gauge("sinkd_wal_corrupt_frames_at_start").set(Int64(stats.corruptFramesAtStart))
+        gauge("sinkd_wal_next_seq").set(Int64(stats.nextSeq))
+        gauge("sinkd_wal_disk_full").set(Int64(stats.diskFullSinceMillis > 0 ? 1 : 0))
+        gauge("sinkd_wal_pending_bytes").set(Int64(stats.pendingBytes))
         let backlog = wal.backlog()
         let snapshots = Dictionary(uniqueKeysWithValues: delivery.snapshots.map { ($0.sink, $0) })
         let now = Date().timeIntervalSince1970 * 1000
@@ -96,17 +94,17 @@ public final class MetricsService: Service, Sendable {
         // A sink neither backlogged nor live any more: its series leave the exposition.
         for sink in stale {
             let labels = [("sink", sink)]
-            for (name, help) in Self.sinkGauges { registry.unregisterGauge(gauge(name, help, labels)) }
+            for name in Self.sinkGauges { registry.unregisterGauge(gauge(name, labels)) }
         }
         for sink in sinks {
             let labels = [("sink", sink)]
             let b = backlog[sink]
-            gauge(Self.sinkGauges[0].name, Self.sinkGauges[0].help, labels).set(Int64(b?.records ?? 0))
-            gauge(Self.sinkGauges[1].name, Self.sinkGauges[1].help, labels).set(Int64(b?.bytes ?? 0))
+            gauge("sinkd_backlog_records", labels).set(Int64(b?.records ?? 0))
+            gauge("sinkd_backlog_bytes", labels).set(Int64(b?.bytes ?? 0))
             let age = b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) } ?? 0
-            gauge(Self.sinkGauges[2].name, Self.sinkGauges[2].help, labels).set(age)
+            gauge("sinkd_backlog_oldest_seconds", labels).set(age)
             let up: Int64 = snapshots[sink].map { $0.state == .down ? 0 : 1 } ?? 1
-            gauge(Self.sinkGauges[3].name, Self.sinkGauges[3].help, labels).set(up)
+            gauge("sinkd_sink_up", labels).set(up)
         }
         return registry.emitToBuffer()
     }

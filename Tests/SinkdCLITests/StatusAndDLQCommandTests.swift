@@ -1,4 +1,5 @@
 import Foundation
+import SinkdControl
 import Testing
 import SinkdIngest
 import SinkdCore
@@ -177,5 +178,54 @@ import SinkdTestSupport
             #expect(body.contains(line), "missing: \(line)")
         }
         #expect(Self.get(port: port, path: "/elsewhere").status == "HTTP/1.1 404 Not Found")
+    }
+
+    /// `promtool check metrics` (Prometheus's own linter, Debian's prometheus package) on a live
+    /// exposition with several sinks, one of them failing: no series without HELP, no bad name.
+    /// Before the catalogue it flagged seven series recorded through swift-metrics.
+    @Test func prometheusLintsTheExpositionClean() throws {
+        let promtool = "/usr/bin/promtool"
+        try #require(FileManager.default.isExecutableFile(atPath: promtool), "promtool missing: apt-get install prometheus (scripts/test installs it)")
+        let dir = try TemporaryDirectory()
+        let port = 20_000 + Int((getpid() + 7) % 20_000)
+        let config = try dir.write("sinkd.yaml", """
+            ingest: {socket: \(dir.path)/ingest.sock}
+            control: {socket: \(dir.path)/control.sock}
+            wal: {directory: \(dir.path)/wal}
+            log: {level: warning}
+            metrics: {listen: "127.0.0.1:\(port)"}
+            delivery: {retry: {initial_backoff: 10ms, max_backoff: 50ms}}
+            sinks:
+              file: {directory: \(dir.path)/outbox}
+              http: {endpoints: {closed: {url: "http://127.0.0.1:\(LoopbackTCP.freePort())/"}}}
+            """)
+        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        _ = try daemon.connect(socket: dir.path + "/ingest.sock")
+        defer {
+            daemon.process.terminate()
+            daemon.process.waitUntilExit()
+        }
+        let input = [#"{"id":"a","sink":"file:one","payload":1}"#, #"{"id":"b","sink":"file:two","payload":1}"#,
+                     #"{"id":"c","sink":"http:closed","payload":1}"#, #"{"id":"d","sink":"nope","payload":1}"#].joined(separator: "\n")
+        _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
+        var body = ""
+        let deadline = Date().addingTimeInterval(10)
+        while !(body.contains(#"sinkd_delivered_total{sink="file:two"} 1"#) && body.contains(#"sinkd_backlog_records{sink="http:closed"} 1"#)), Date() < deadline {
+            body = Self.get(port: port, path: "/metrics").body
+            usleep(50_000)
+        }
+        #expect(body.contains(#"sinkd_ingest_rejected_total{code="invalid_sink"} 1"#), "every kind of series is in the exposition")
+        let lint = try SinkdProcess.runTool(promtool, ["check", "metrics"], stdin: Data(body.utf8))
+        #expect(lint.status == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.stdout)\(lint.stderr)")
+        // Every series has its HELP from the catalogue, and the catalogue names nothing sinkd never exports.
+        let names = Set(body.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> String? in
+            let name = line.prefix { $0 != "{" && $0 != " " }
+            for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) && MetricCatalogue.help[String(name.dropLast(suffix.count))] != nil {
+                return String(name.dropLast(suffix.count))
+            }
+            return String(name)
+        })
+        #expect(names == Set(MetricCatalogue.help.keys), "exported but not in the catalogue: \(names.subtracting(MetricCatalogue.help.keys)); in the catalogue, not exported: \(Set(MetricCatalogue.help.keys).subtracting(names))")
+        for name in names { #expect(body.contains("# HELP \(name) \(MetricCatalogue.help[name] ?? "?")"), "HELP of \(name)") }
     }
 }
