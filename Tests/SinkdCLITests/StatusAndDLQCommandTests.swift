@@ -180,6 +180,28 @@ import SinkdTestSupport
         #expect(Self.get(port: port, path: "/elsewhere").status == "HTTP/1.1 404 Not Found")
     }
 
+    /// The shipped rules (Config/prometheus/sinkd-rules.yaml) are valid, and their promtool unit
+    /// tests pass: every alert fires when it should and stays silent when it should not. Every
+    /// alert has a test there.
+    @Test func alertingRulesPassPromtool() throws {
+        let promtool = "/usr/bin/promtool"
+        try #require(FileManager.default.isExecutableFile(atPath: promtool), "promtool missing: apt-get install prometheus (scripts/test installs it)")
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Config/prometheus").standardized.path
+        let check = try SinkdProcess.runTool(promtool, ["check", "rules", dir + "/sinkd-rules.yaml"])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        let test = try SinkdProcess.runTool(promtool, ["test", "rules", dir + "/sinkd-rules.test.yaml"])
+        #expect(test.status == 0 && test.stdout.contains("SUCCESS"), "\(test.stdout)\(test.stderr)")
+        func names(_ file: String, _ pattern: String) throws -> Set<String> {
+            let text = try String(contentsOfFile: dir + "/" + file, encoding: .utf8)
+            let regex = try Regex(pattern)
+            return Set(text.matches(of: regex).compactMap { $0.output[1].substring.map(String.init) })
+        }
+        let alerts = try names("sinkd-rules.yaml", #"- alert: (\w+)"#)
+        let tested = try names("sinkd-rules.test.yaml", #"alertname: (\w+)"#)
+        #expect(alerts.count >= 12)
+        #expect(alerts.subtracting(tested).isEmpty, "alerts without a promtool test: \(alerts.subtracting(tested))")
+    }
+
     /// `promtool check metrics` (Prometheus's own linter, Debian's prometheus package) on a live
     /// exposition with several sinks, one of them failing: no series without HELP, no bad name.
     /// Before the catalogue it flagged seven series recorded through swift-metrics.
