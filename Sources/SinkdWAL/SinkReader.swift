@@ -163,10 +163,14 @@ extension WriteAheadLog {
         }
     }
 
+    /// Handing out changes no record's finished state (readUpTo grows by exactly the seqs that
+    /// become outstanding), so it does not make the progress file dirty: a sink that is down keeps
+    /// reading into its window without a checkpoint per batch (the soak saw such checkpoints, each
+    /// encoding every outstanding seq, take most of sinkd's CPU during a Kafka outage). The next
+    /// checkpoint after something finishes saves these seqs with it.
     func handedOut(sink: String, records: [SequencedRecord]) {
         lock.withLock {
             progress.handedOut(sink: sink, seqs: records.lazy.map(\.seq))
-            progressDirty = true
             backlogTracker.handedOut(sink: sink, records: records.lazy.map {
                 (seq: $0.seq, held: BacklogTracker.Held(bytes: UInt64($0.record.payload.count), acceptedAtMillis: $0.record.acceptedAtMillis))
             }, readUpTo: progress.sink(sink).readUpTo)
