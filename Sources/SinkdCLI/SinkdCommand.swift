@@ -10,7 +10,7 @@ public struct SinkdCommand: AsyncParsableCommand {
         discussion: """
             Conductor writes each EVENT task's message to sinkd's Unix socket; sinkd stores it in \
             a write-ahead log, acknowledges it once it is durable, and forwards it to the queue \
-            named by the task's sink (sqs:, amqp_queue:, amqp_exchange:, nats:, jsm:, conductor, \
+            named by the task's sink (sqs:, amqp_queue:, amqp_exchange:, nats:, nats_stream:, jsm:, kafka:, conductor, \
             file:, http:, redis:) with retries, backoff and a dead-letter store.
 
             The configuration is read from --config, else $SINKD_CONFIG, else /etc/sinkd/sinkd.yaml.
