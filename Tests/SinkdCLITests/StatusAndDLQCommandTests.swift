@@ -136,18 +136,23 @@ import SinkdTestSupport
         LoopbackTCP.get(port: port, path: path)
     }
 
-    @Test func everyDocumentedMetricIsExported() throws {
-        let dir = try TemporaryDirectory()
-        let port = 20_000 + Int(getpid() % 20_000)
+    /// A daemon with the metrics endpoint on a free port; `more` is the rest of its configuration.
+    static func daemonWithMetrics(_ dir: TemporaryDirectory, _ more: String) throws -> (config: String, port: Int, daemon: CrashDurabilityTests.Daemon) {
+        let port = LoopbackTCP.freePort()
         let config = try dir.write("sinkd.yaml", """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal}
             log: {level: warning}
             metrics: {listen: "127.0.0.1:\(port)"}
-            sinks: {file: {directory: \(dir.path)/outbox}}
+            \(more)
             """)
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
+        return (config, port, try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log"))
+    }
+
+    @Test func everyDocumentedMetricIsExported() throws {
+        let dir = try TemporaryDirectory()
+        let (config, port, daemon) = try Self.daemonWithMetrics(dir, "sinks: {file: {directory: \(dir.path)/outbox}}")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
         defer {
             daemon.process.terminate()
@@ -209,19 +214,10 @@ import SinkdTestSupport
         let promtool = "/usr/bin/promtool"
         try #require(FileManager.default.isExecutableFile(atPath: promtool), "promtool missing: apt-get install prometheus (scripts/test installs it)")
         let dir = try TemporaryDirectory()
-        let port = 20_000 + Int((getpid() + 7) % 20_000)
-        let config = try dir.write("sinkd.yaml", """
-            ingest: {socket: \(dir.path)/ingest.sock}
-            control: {socket: \(dir.path)/control.sock}
-            wal: {directory: \(dir.path)/wal}
-            log: {level: warning}
-            metrics: {listen: "127.0.0.1:\(port)"}
+        let (config, port, daemon) = try Self.daemonWithMetrics(dir, """
             delivery: {retry: {initial_backoff: 10ms, max_backoff: 50ms}}
-            sinks:
-              file: {directory: \(dir.path)/outbox}
-              http: {endpoints: {closed: {url: "http://127.0.0.1:\(LoopbackTCP.freePort())/"}}}
+            sinks: {file: {directory: \(dir.path)/outbox}, http: {endpoints: {closed: {url: "http://127.0.0.1:\(LoopbackTCP.freePort())/"}}}}
             """)
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
         defer {
             daemon.process.terminate()
