@@ -81,7 +81,8 @@ final class ConfigSection {
         switch diagnostics.secrets.resolve(scalar.string) {
         case .success(let resolved):
             diagnostics.secretValues += resolved.secretParts
-            let shown = resolved.isSecret ? "the value of \(scalar.string)" : "\"\(scalar.string)\""
+            // A URL's password never reaches an error message (check-config output, a reload's log).
+            let shown = resolved.isSecret ? "the value of \(scalar.string)" : "\"\(Redaction.urls(in: scalar.string))\""
             return (resolved.value, shown, node.mark)
         case .failure(let failure):
             diagnostics.report(path, at: node.mark, failure.message)
@@ -101,6 +102,16 @@ final class ConfigSection {
             return value
         }
         return parsed
+    }
+
+    /// A server URL of one of `schemes` (ServerURL): the error says what is wrong with it.
+    func serverURL(_ key: String, default value: String, schemes: [String], hostRequired: Bool = true, expected: String) -> String {
+        guard let (text, shown, mark) = scalar(key, expected: expected) else { return value }
+        if let problem = ServerURL.problem(text, schemes: schemes, hostRequired: hostRequired) {
+            diagnostics.report(child(key), at: mark, "expected \(expected), got \(shown): \(problem)")
+            return value
+        }
+        return text
     }
 
     /// The largest duration any key takes (a year): beyond it a timer's arithmetic could overflow,

@@ -23,9 +23,7 @@ struct SinksReader {
                         s.diagnostics.report(path, at: node.mark, "endpoint names may use letters, digits, '.', '_' and '-' only, got \"\(name)\"")
                     }
                     let e = ConfigSection(node, path: path, diagnostics: s.diagnostics)
-                    let url = e.value("url", default: "", expected: "an http:// or https:// URL") { text in
-                        text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
-                    }
+                    let url = e.serverURL("url", default: "", schemes: ["http", "https"], expected: "an http:// or https:// URL")
                     if url.isEmpty, e.node("url") == nil {
                         s.diagnostics.report(path + ".url", at: node.mark, "is required: the URL records for http:\(name) are POSTed to")
                     }
@@ -43,7 +41,7 @@ struct SinksReader {
             }
             sinks.redis = family(s, .redis) { s, options in
                 var c = RedisSinkConfig()
-                c.url = s.value("url", default: c.url, expected: "a redis:// URL") { $0.hasPrefix("redis://") ? $0 : nil }
+                c.url = s.serverURL("url", default: c.url, schemes: ["redis"], hostRequired: false, expected: "a redis:// URL")
                 c.maxlen = s.int("maxlen", default: c.maxlen, range: 0...Int.max)
                 let replyTimeout = s.duration("reply_timeout", default: c.replyTimeout)
                 if replyTimeout < .milliseconds(100) || replyTimeout > .seconds(600) {
@@ -80,8 +78,8 @@ struct SinksReader {
             }
             sinks.amqp = family(s, .amqp) { s, options in
                 var c = AMQPSinkConfig()
-                c.urls = s.list("urls", default: c.urls, expected: "an amqp:// or amqps:// URL") { text in
-                    text.hasPrefix("amqp://") || text.hasPrefix("amqps://") ? text : nil
+                c.urls = s.list("urls", default: c.urls, expected: "an amqp:// or amqps:// URL with a host and a port of 1-65535") { text in
+                    ServerURL.problem(text, schemes: ["amqp", "amqps"]) == nil ? text : nil
                 }
                 if let node = s.node("urls"), node.sequence?.count == 0 {
                     s.diagnostics.report(s.child("urls"), at: node.mark, "needs at least one broker URL")
@@ -104,8 +102,8 @@ struct SinksReader {
             }
             sinks.nats = family(s, .nats) { s, options in
                 var c = NATSSinkConfig()
-                c.servers = s.list("servers", default: c.servers, expected: "a nats://, tls:// or HOST:PORT server address") { text in
-                    text.hasPrefix("nats://") || text.hasPrefix("tls://") || HostPort(text) != nil ? text : nil
+                c.servers = s.list("servers", default: c.servers, expected: "a nats://, tls:// or HOST:PORT server address with a port of 1-65535") { text in
+                    ServerURL.problem(text, schemes: ["nats", "tls"]) == nil || HostPort(text) != nil ? text : nil
                 }
                 if let node = s.node("servers"), node.sequence?.count == 0 {
                     s.diagnostics.report(s.child("servers"), at: node.mark, "needs at least one server address")
@@ -126,9 +124,7 @@ struct SinksReader {
             sinks.conductor = family(s, .conductor) { s, options in
                 var c = ConductorSinkConfig()
                 s.section("postgres").readingAll { p in
-                    c.postgresURL = p.value("url", default: c.postgresURL, expected: "a postgres:// URL") { text in
-                        text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") ? text : nil
-                    }
+                    c.postgresURL = p.serverURL("url", default: c.postgresURL, schemes: ["postgres", "postgresql"], hostRequired: false, expected: "a postgres:// URL")
                     if p.node("host") != nil { c.host = p.string("host", default: "") }
                     if p.node("port") != nil { c.port = p.int("port", default: 5432, range: 1...65_535) }
                     if p.node("database") != nil { c.database = p.string("database", default: "") }

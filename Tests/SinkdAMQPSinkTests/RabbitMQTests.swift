@@ -353,7 +353,7 @@ import SinkdTestSupport
     @Test func lostConfirmsAreWaitedForUntilTheConfirmTimeoutOnly() async throws {
         let server = try await Self.server()
         let flag = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-drop-confirms-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: flag, contents: nil)
+        _ = FileManager.default.createFile(atPath: flag, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: flag) }
         let port = LoopbackTCP.freePort()
         let proxy = Process()
