@@ -113,7 +113,15 @@ public struct PipelineStateMachine: Sendable {
     public var heldRecords: Int { waiting.count + inFlight.values.reduce(0) { $0 + $1.count } }
     /// Payload bytes of the records held (waiting or in flight).
     public private(set) var heldBytes = 0
-    public var wantsRecords: Bool { heldRecords < settings.bufferLimit && heldBytes < settings.byteLimit }
+    /// Whether the pipeline should read more of the WAL. While the sink is down it holds at most
+    /// one batch, what its next attempt sends: reading its whole window would only keep records in
+    /// memory (the soak saw a down Kafka sink hold 32 MiB) and in the progress file's outstanding set
+    /// (each checkpoint encoding tens of thousands of seqs) until the broker is back.
+    public var wantsRecords: Bool {
+        var limit = settings.bufferLimit
+        if case .down = health { limit = max(1, settings.limits.maxBatchCount) }
+        return heldRecords < limit && heldBytes < settings.byteLimit
+    }
     /// How many bytes the next read may bring (at least one record's worth: a pipeline holding
     /// nothing always takes its next record, however large).
     public var bytesWanted: Int { max(1, settings.byteLimit - heldBytes) }

@@ -15,10 +15,18 @@ public struct DeliveryProgress: Sendable, Equatable {
     public struct Sink: Sendable, Equatable {
         public var readUpTo: UInt64 = 0
         public var outstanding: Set<UInt64> = []
+        /// Set from the progress's counter at each change (0: never changed here, e.g. decoded):
+        /// lets a checkpoint reuse the encoding of a sink that did not change (`RunsCache`).
+        /// Not part of equality.
+        public internal(set) var revision: UInt64 = 0
 
         public init(readUpTo: UInt64 = 0, outstanding: Set<UInt64> = []) {
             self.readUpTo = readUpTo
             self.outstanding = outstanding
+        }
+
+        public static func == (a: Sink, b: Sink) -> Bool {
+            a.readUpTo == b.readUpTo && a.outstanding == b.outstanding
         }
 
         public var watermark: UInt64 {
@@ -39,8 +47,16 @@ public struct DeliveryProgress: Sendable, Equatable {
     public private(set) var sinks: [String: Sink] = [:]
     /// A seq above every seq ever assigned when this was saved: never reused after a restart.
     public var nextSeq: UInt64 = 1
+    /// Identifies this progress and its copies (a snapshot shares it), so that revisions are only
+    /// compared within one lineage; a decoded progress starts a new one.
+    let lineage = UInt64.random(in: 1...UInt64.max)
+    private var lastRevision: UInt64 = 0
 
     public init() {}
+
+    public static func == (a: DeliveryProgress, b: DeliveryProgress) -> Bool {
+        a.sinks == b.sinks && a.nextSeq == b.nextSeq
+    }
 
     public func sink(_ name: String) -> Sink { sinks[name] ?? Sink() }
 
@@ -52,7 +68,7 @@ public struct DeliveryProgress: Sendable, Equatable {
     /// Records of `sink` taken by the pipeline, in seq order. (Mutates in place: copying the
     /// sink's set per record would make a large in-flight window quadratic.)
     public mutating func handedOut(sink name: String, seqs: some Sequence<UInt64>) {
-        Self.update(&sinks[name, default: Sink()]) { s in
+        update(name) { s in
             for seq in seqs where seq > s.readUpTo {
                 s.readUpTo = seq
                 s.outstanding.insert(seq)
@@ -67,13 +83,16 @@ public struct DeliveryProgress: Sendable, Equatable {
 
     public mutating func finished(sink name: String, seqs: some Sequence<UInt64>) {
         guard sinks[name] != nil else { return }
-        Self.update(&sinks[name, default: Sink()]) { s in
+        update(name) { s in
             for seq in seqs { s.outstanding.remove(seq) }
         }
     }
 
-    private static func update(_ sink: inout Sink, _ body: (inout Sink) -> Void) {
-        body(&sink)
+    private mutating func update(_ name: String, _ body: (inout Sink) -> Void) {
+        lastRevision += 1
+        let revision = lastRevision
+        body(&sinks[name, default: Sink()])
+        sinks[name]!.revision = revision
     }
 
     /// Drops sinks with nothing outstanding whose every record precedes `oldestLiveSeq`: their
@@ -92,8 +111,17 @@ public struct DeliveryProgress: Sendable, Equatable {
     /// window is thousands of consecutive seqs), so a checkpoint writes tens of bytes per sink, not
     /// eight per seq. Version 1 (sinkd before 2026-12-02; still read) listed each seq: `u32 count,
     /// u64 × count` in place of the runs.
-    public func encode() -> [UInt8] {
-        let named = sinks.sorted(by: { $0.key < $1.key }).map { (name: $0.key, readUpTo: $0.value.readUpTo, runs: Self.runs($0.value.outstanding)) }
+    ///
+    /// `cache`: the runs of each sink as last encoded; a sink whose revision did not change since is
+    /// not encoded again (a sink that is down holds a window of tens of thousands of outstanding
+    /// seqs, and the other sinks' deliveries make a checkpoint due every 250 ms: the soak saw those
+    /// re-encodings take most of sinkd's CPU during each Kafka outage).
+    public func encode(cache: RunsCache? = nil) -> [UInt8] {
+        cache?.begin(lineage: lineage)
+        let named = sinks.sorted(by: { $0.key < $1.key }).map { name, sink in
+            (name: name, readUpTo: sink.readUpTo, runs: cache?.runs(of: name, sink) ?? Self.runs(sink.outstanding))
+        }
+        cache?.keep(Set(sinks.keys))
         var size = Self.magic.count + 4 + 8 + 4 + 4
         for s in named { size += 2 + s.name.utf8.count + 8 + 4 + 12 * s.runs.count }
         // Sized first and written in place.
@@ -194,5 +222,39 @@ public struct DeliveryProgress: Sendable, Equatable {
                 return nil
             }
         }
+    }
+}
+
+/// The encoded runs of each sink from the last checkpoint, reused while the sink's revision is the
+/// same (DeliveryProgress.encode). Used by one checkpoint at a time (ProgressStore.save).
+public final class RunsCache: @unchecked Sendable {
+    private var lineage: UInt64 = 0
+    private var entries: [String: (revision: UInt64, runs: [(first: UInt64, length: UInt32)])] = [:]
+    /// How many sinks the last encodes took from the cache (for tests).
+    public private(set) var hits = 0
+
+    public init() {}
+
+    /// Starts an encode of a progress of `lineage`: entries of another lineage are dropped.
+    func begin(lineage: UInt64) {
+        if lineage != self.lineage {
+            self.lineage = lineage
+            entries = [:]
+        }
+    }
+
+    func runs(of name: String, _ sink: DeliveryProgress.Sink) -> [(first: UInt64, length: UInt32)] {
+        if sink.revision != 0, let entry = entries[name], entry.revision == sink.revision {
+            hits += 1
+            return entry.runs
+        }
+        let runs = DeliveryProgress.runs(sink.outstanding)
+        entries[name] = (sink.revision, runs)
+        return runs
+    }
+
+    /// Ends an encode: sinks no longer in the progress are forgotten.
+    func keep(_ names: Set<String>) {
+        entries = entries.filter { names.contains($0.key) }
     }
 }

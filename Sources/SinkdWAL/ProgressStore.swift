@@ -28,6 +28,8 @@ final class ProgressStore {
 
     let directory: String
     private var generation: UInt64 = 0
+    /// Each sink's runs as last saved: an unchanged sink is not encoded again.
+    let runsCache = RunsCache()
     private var capacity: [Int] = [0, 0]
     private var legacyPresent = false
     /// Each slot stays open once written: a save needs no new descriptor (with every descriptor
@@ -106,7 +108,7 @@ final class ProgressStore {
     /// Writes `progress` into both slots, each synced before the next.
     func save(_ progress: DeliveryProgress) throws(FileError) {
         generation += 1
-        let bytes = Self.encodeSlot(generation: generation, progress)
+        let bytes = Self.encodeSlot(generation: generation, progress, cache: runsCache)
         for i in 0..<2 {
             try write(bytes, slot: i)
         }
@@ -157,8 +159,8 @@ final class ProgressStore {
         closeSlot(1)
     }
 
-    static func encodeSlot(generation: UInt64, _ progress: DeliveryProgress) -> [UInt8] {
-        let payload = progress.encode()
+    static func encodeSlot(generation: UInt64, _ progress: DeliveryProgress, cache: RunsCache? = nil) -> [UInt8] {
+        let payload = progress.encode(cache: cache)
         var out: [UInt8] = []
         out.reserveCapacity(payload.count + 16)
         out.appendLE(UInt32(payload.count))

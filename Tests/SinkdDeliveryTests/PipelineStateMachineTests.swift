@@ -247,6 +247,27 @@ import SinkdCore
         #expect(m.completed(batchID: id, outcomes: [.delivered, .delivered], now: until, random: { 0 }).healthChanged == .up, "the probe's answer does")
     }
 
+    /// A sink that is down reads no further than one batch (its retry's); back up, it reads its
+    /// whole window again.
+    @Test func aDownSinkHoldsOneBatchNotItsWindow() {
+        var m = Self.machine(batch: 10, inFlight: 2)
+        _ = m.add(Self.records(1...5))
+        let first = m.next(now: 0)
+        #expect(m.connectionFailed(batchID: Self.id(first), error: "refused", now: 0, random: { 0 }).healthChanged == .down("refused"))
+        #expect(m.wantsRecords, "5 held, one batch is 10")
+        _ = m.add(Self.records(6...10))
+        #expect(!m.wantsRecords, "down: one batch held is enough")
+        guard case .wait(let until?) = m.next(now: 1) else {
+            Issue.record("expected a wait for the reconnect backoff")
+            return
+        }
+        let probe = m.next(now: until)
+        #expect(m.completed(batchID: Self.id(probe), outcomes: Array(repeating: .delivered, count: Self.seqs(probe)?.count ?? 0), now: until, random: { 0 }).healthChanged == .up)
+        #expect(m.wantsRecords, "up again: the window is open")
+        _ = m.add(Self.records(11...900))
+        #expect(m.wantsRecords, "\(m.heldRecords) held, the window is \(m.settings.bufferLimit)")
+    }
+
     @Test func readingStopsAtTheBufferLimit() {
         var m = Self.machine(batch: 10, inFlight: 1)
         #expect(m.settings.bufferLimit == 1000)

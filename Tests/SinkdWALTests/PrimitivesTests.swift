@@ -70,6 +70,35 @@ import SinkdCore
         }
     }
 
+    /// A checkpoint re-encodes only the sinks that changed since the last one (a down sink's large
+    /// window is encoded once), and what it writes is byte for byte what a full encode writes.
+    @Test func checkpointsReuseTheRunsOfUnchangedSinks() throws {
+        var p = DeliveryProgress()
+        // A down sink holding a window of interleaved seqs (every other seq: one run per seq).
+        p.handedOut(sink: "kafka:down", seqs: stride(from: 2, through: 120_000, by: 2))
+        p.handedOut(sink: "redis:up", seqs: [1, 3, 5])
+        let cache = RunsCache()
+        #expect(p.encode(cache: cache) == p.encode())
+        #expect(cache.hits == 0)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            // The healthy sink delivers and reads on; the down one changes now and then.
+            let seq = UInt64(120_001 + 2 * round)
+            p.finished(sink: "redis:up", seqs: p.sink("redis:up").outstanding.prefix(1))
+            p.handedOut(sink: "redis:up", seqs: [seq])
+            if round % 50 == 49 { p.finished(sink: "kafka:down", seqs: [UInt64.random(in: 1...60_000, using: &generator) * 2]) }
+            let snapshot = p  // what the checkpoint encodes: a copy, as the WAL takes it
+            let same = snapshot.encode(cache: cache) == snapshot.encode()
+            #expect(same, "round \(round): the cached encoding differs from a full one")
+        }
+        #expect(cache.hits >= 190, "the down sink was encoded again \(200 - cache.hits) times in 200 checkpoints")
+        // A decoded progress (a restart) never reuses runs cached for another lineage.
+        let decoded = try #require(DeliveryProgress.decode(p.encode()))
+        let hitsBefore = cache.hits
+        #expect(decoded.encode(cache: cache) == p.encode())
+        #expect(cache.hits == hitsBefore)
+    }
+
     /// The progress file stores outstanding seqs as runs: a whole in-flight window costs a few
     /// bytes per checkpoint, not eight per seq, and reads back exactly; files of version 1 (one
     /// u64 per seq) are still read; a run outside what was handed out is damage.
