@@ -30,6 +30,7 @@ final class ProgressStore {
     private var generation: UInt64 = 0
     /// Each sink's runs as last saved: an unchanged sink is not encoded again.
     let runsCache = RunsCache()
+    private let saving = Lock()
     private var capacity: [Int] = [0, 0]
     private var legacyPresent = false
     /// Each slot stays open once written: a save needs no new descriptor (with every descriptor
@@ -107,15 +108,25 @@ final class ProgressStore {
 
     /// Writes `progress` into both slots, each synced before the next.
     func save(_ progress: DeliveryProgress) throws(FileError) {
-        generation += 1
-        let bytes = Self.encodeSlot(generation: generation, progress, cache: runsCache)
-        for i in 0..<2 {
-            try write(bytes, slot: i)
+        // One save at a time: the maintenance thread checkpoints, and so may a caller of
+        // WriteAheadLog.checkpoint() (tests do); the generation and the runs cache are shared.
+        let result: Result<Void, FileError> = saving.withLock {
+            do throws(FileError) {
+                generation += 1
+                let bytes = Self.encodeSlot(generation: generation, progress, cache: runsCache)
+                for i in 0..<2 {
+                    try write(bytes, slot: i)
+                }
+                if legacyPresent {
+                    try FileIO.unlink(directory + "/" + Self.legacyName)
+                    legacyPresent = false
+                }
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
         }
-        if legacyPresent {
-            try FileIO.unlink(directory + "/" + Self.legacyName)
-            legacyPresent = false
-        }
+        try result.get()
     }
 
     private func write(_ bytes: [UInt8], slot i: Int) throws(FileError) {
