@@ -196,7 +196,6 @@ let package = Package(
                 "SinkdConductorSink",
                 "SinkdKafkaSink",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -218,6 +217,18 @@ let package = Package(
         .executableTarget(
             name: "sinkd",
             dependencies: ["SinkdCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The benchmarks (README, Performance): not part of the operator's binary, not installed.
+        .executableTarget(
+            name: "sinkd-bench",
+            dependencies: [
+                "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdNATSSink", "SinkdSQSSink", "SinkdTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         // Fuzzing: what every untrusted byte reaches (FuzzTarget), and the libFuzzer binary
         // scripts/fuzz builds from it; the test suite replays the committed corpora.

@@ -16,7 +16,7 @@ public struct SinkdCommand: AsyncParsableCommand {
             The configuration is read from --config, else $SINKD_CONFIG, else /etc/sinkd/sinkd.yaml.
             """,
         version: SinkdVersion.version,
-        subcommands: [Run.self, Send.self, Status.self, Top.self, Reload.self, DLQ.self, CheckConfig.self, WALCommand.self, Bench.self, Version.self]
+        subcommands: [Run.self, Send.self, Status.self, Top.self, Reload.self, DLQ.self, CheckConfig.self, WALCommand.self, Version.self]
     )
 
     public init() {}

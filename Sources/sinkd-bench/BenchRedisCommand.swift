@@ -32,7 +32,7 @@ struct BenchRedis: ParsableCommand {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = LoopbackTCP.freePort()
-        var redis = try startRedis(port: port, dir: dir)
+        var redis = try startRedisServer(port: port, dir: dir)
         defer {
             kill(redis.processIdentifier, SIGKILL)
             redis.waitUntilExit()
@@ -99,7 +99,7 @@ struct BenchRedis: ParsableCommand {
         let bytes = Double(ingested * payloadBytes) / 1_073_741_824
         say("backlog   \(ingested) records (\(format(bytes)) GiB of payload) accepted with Redis down in \(format(monotonicSeconds() - b0)) s; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
         sampler = RSSSampler(pid: daemon.processIdentifier)
-        redis = try startRedis(port: port, dir: dir)
+        redis = try startRedisServer(port: port, dir: dir)
         // The first delivery waits for the sink's reconnect backoff (up to 30 s): timed apart
         // from the drain itself.
         let d0 = monotonicSeconds()
@@ -113,22 +113,23 @@ struct BenchRedis: ParsableCommand {
         let drain = monotonicSeconds() - d1
         say("drain     reconnected \(format(d1 - d0)) s after Redis was back; then \(format(Double(ingested - first) / drain)) records/s (\(format(drain)) s); peak RSS while draining \(format(Double(sampler.stop()) / 1024)) MiB")
     }
+}
 
-    private func startRedis(port: Int, dir: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/redis.log"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(10)
-        while xlen(port: port, key: "none") < 0 {
-            guard Date() < deadline else { throw ValidationError("redis-server did not start") }
-            usleep(20_000)
-        }
-        return p
+/// A private redis-server on 127.0.0.1:`port` (no persistence), once it answers.
+func startRedisServer(port: Int, dir: String) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+    p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/redis.log"]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(10)
+    while xlen(port: port, key: "none") < 0 {
+        guard Date() < deadline else { throw ValidationError("redis-server did not start") }
+        usleep(20_000)
     }
+    return p
 }
 
 /// XLEN through redis-cli: -1 when Redis cannot be reached.

@@ -7,10 +7,19 @@ import SinkdWAL
 import Glibc
 #endif
 
-struct Bench: ParsableCommand {
+/// `sinkd-bench`: the benchmarks, an executable of their own that the package does not install.
+/// Each starts the `sinkd` beside it (or --sinkd / $SINKD_BINARY) on a configuration of its own.
+@main
+struct SinkdBench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sinkd-bench",
         abstract: "Measure sinkd on this machine; prints figures beside a baseline measured in the same run.",
-        subcommands: [BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self, BenchKafka.self]
+        discussion: """
+            Every benchmark starts the sinkd executable that sits beside sinkd-bench (as swift build \
+            leaves them), or the one $SINKD_BINARY names (the package's binary, to measure what is \
+            installed). README.md, Performance, has the figures and the commands.
+            """,
+        subcommands: [BenchPaced.self, BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self, BenchKafka.self]
     )
 }
 
@@ -244,9 +253,12 @@ func writeBenchConfig(dir: String, sinks: String, extra: String = "") throws -> 
 }
 
 /// `sinkd run` on `config`, once its ingest socket accepts.
-func startBenchDaemon(config: String, socket: String) throws -> Process {
+func startBenchDaemon(config: String, socket: String, environment: [String: String] = [:]) throws -> Process {
     let daemon = Process()
-    daemon.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    if !environment.isEmpty {
+        daemon.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
+    daemon.executableURL = URL(fileURLWithPath: sinkdBinary())
     daemon.arguments = ["run", "--config", config]
     try daemon.run()
     let deadline = Date().addingTimeInterval(30)
@@ -255,6 +267,12 @@ func startBenchDaemon(config: String, socket: String) throws -> Process {
         usleep(20_000)
     }
     return daemon
+}
+
+/// The daemon the benchmarks measure: $SINKD_BINARY, else the `sinkd` beside this executable.
+func sinkdBinary() -> String {
+    if let path = ProcessInfo.processInfo.environment["SINKD_BINARY"], !path.isEmpty { return path }
+    return URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("sinkd").path
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
