@@ -368,6 +368,20 @@ public final class Lock: @unchecked Sendable {
 
     /// Waits at most `nanoseconds`; call inside `withLock`.
     func wait(nanoseconds: Int) {
+        var deadline = Self.realtime(after: nanoseconds)
+        pthread_cond_timedwait(condition, mutex, &deadline)
+    }
+
+    func broadcast() { pthread_cond_broadcast(condition) }
+
+    /// Waits on `other` (a condition of its own, for a thread that must not wake at every
+    /// `broadcast()`) at most `nanoseconds`; call inside `withLock`.
+    func wait(_ other: Condition, nanoseconds: Int) {
+        var deadline = Self.realtime(after: nanoseconds)
+        pthread_cond_timedwait(other.condition, mutex, &deadline)
+    }
+
+    private static func realtime(after nanoseconds: Int) -> timespec {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var deadline = timespec(tv_sec: now.tv_sec + nanoseconds / 1_000_000_000, tv_nsec: now.tv_nsec + nanoseconds % 1_000_000_000)
@@ -375,8 +389,25 @@ public final class Lock: @unchecked Sendable {
             deadline.tv_sec += 1
             deadline.tv_nsec -= 1_000_000_000
         }
-        pthread_cond_timedwait(condition, mutex, &deadline)
+        return deadline
+    }
+}
+
+/// A condition variable used with a `Lock`'s mutex beside the lock's own condition.
+final class Condition: @unchecked Sendable {
+    let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        condition = .allocate(capacity: 1)
+        condition.initialize(to: pthread_cond_t())
+        pthread_cond_init(condition, nil)
     }
 
+    deinit {
+        pthread_cond_destroy(condition)
+        condition.deallocate()
+    }
+
+    /// Call inside the lock's `withLock`.
     func broadcast() { pthread_cond_broadcast(condition) }
 }

@@ -32,6 +32,7 @@ extension WriteAheadLog {
         guard let snapshot else { return }
         do {
             try progressStore.save(snapshot)
+            lock.withLock { stats.progressSaves += 1 }
         } catch {
             lock.withLock { progressDirty = true }
             throw error
@@ -84,7 +85,7 @@ extension WriteAheadLog {
         let interval = Int(options.checkpointInterval.milliseconds) * 1_000_000
         while true {
             let stop: Bool = lock.withLock {
-                if !stopping { lock.wait(nanoseconds: interval) }
+                if !stopping { lock.wait(maintenanceWake, nanoseconds: interval) }
                 return stopping && stopped
             }
             do {

@@ -20,6 +20,28 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:none").isEmpty)
     }
 
+    /// At Conductor's pace every record is a round of its own, and the writer's condition is
+    /// broadcast at every append: the maintenance thread woke with it and saved progress (two
+    /// writes, two fdatasyncs) once per delivered record instead of once per checkpoint interval.
+    @Test func progressIsSavedOncePerIntervalNotOncePerRecord() throws {
+        let t = try TestWAL()
+        t.options.checkpointInterval = .milliseconds(250)
+        try t.restart()
+        let reader = t.wal.reader(for: "file:a")
+        let saves0 = t.wal.currentStats.progressSaves
+        let started = ContinuousClock.now
+        for i in 0..<60 {
+            try t.append([record("paced-\(i)")])
+            let batch = try reader.next(maxRecords: 10)
+            t.wal.markFinished(sink: "file:a", seqs: batch.map(\.seq))
+            usleep(2_000)
+        }
+        let elapsed = ContinuousClock.now - started
+        let saves = t.wal.currentStats.progressSaves - saves0
+        let intervals = UInt64(elapsed / .milliseconds(250)) + 2
+        #expect(saves <= intervals, "\(saves) progress saves for 60 records in \(elapsed): at most one per 250 ms interval")
+    }
+
     @Test func seqsKeepGrowingAcrossRestarts() throws {
         let t = try TestWAL()
         try t.append([record("a")])
