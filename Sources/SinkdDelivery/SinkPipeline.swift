@@ -44,6 +44,8 @@ public final class SinkPipeline: Sendable {
     private let othersWaiting: @Sendable () -> Bool
     private let heldBytesPerSink: Int
     private let heldBudget: HeldBytesBudget?
+    /// The loop the pipeline's task, its sends and its timer run on.
+    private let executor: EventLoopExecutor
 
     enum Event: Sendable {
         case completed(UInt64, [DeliveryOutcome])
@@ -73,6 +75,7 @@ public final class SinkPipeline: Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
         snapshotBox = NIOLockedValueBox(PipelineSnapshot(sink: address.identity))
         metrics = PipelineMetrics(sink: address.identity)
+        executor = EventLoopExecutor(loop: MultiThreadedEventLoopGroup.singleton.next())
     }
 
     public var snapshot: PipelineSnapshot { snapshotBox.withLockedValue { $0 } }
@@ -95,15 +98,26 @@ public final class SinkPipeline: Sendable {
         continuation.yield(.stop)
     }
 
+    /// Runs until stopped or idle, on the pipeline's event loop.
     public func run() async {
+        if #available(macOS 15.0, *) {
+            await withTaskExecutorPreference(executor) { await runLoop() }
+        } else {
+            await runLoop()
+        }
+    }
+
+    private func runLoop() async {
         let limits = family.limits(for: address, options: options)
         var machine = PipelineStateMachine(settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
         var lastQueued: QueuedSignal?
         var readerDrained = false
+        /// The last read reached the end of what was durable (the next records are fresh).
+        var caughtUp = false
         var waitingForData = false
-        var timer = WakeTimer(loop: MultiThreadedEventLoopGroup.singleton.any())
+        var timer = WakeTimer(loop: executor.loop)
         var idleSince: UInt64? = nil
         var waitingForBudget = false
         // Bytes this pipeline has reported to the shared budget; all of it is returned on exit.
@@ -226,15 +240,30 @@ public final class SinkPipeline: Sendable {
             }
             if machine.wantsRecords, !readerDrained, totalLeft > 0 {
                 waitingForBudget = false
-                let maxBytes = max(1, min(4 << 20, machine.bytesWanted, totalLeft))
+                let maxRecords = max(limits.maxBatchCount * 2, 256)
                 do {
-                    let batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: max(limits.maxBatchCount * 2, 256), maxBytes: maxBytes) }
+                    let batch: [SequencedRecord]
+                    if caughtUp {
+                        // Told of new records while caught up: they were written a moment ago
+                        // and are in the page cache, so a small read runs here, on the loop,
+                        // rather than hopping to the thread pool and back (two wake-ups per
+                        // record at Conductor's pace). A pipeline that is behind reads there.
+                        let maxBytes = max(1, min(Self.inlineReadBytes, machine.bytesWanted, totalLeft))
+                        batch = try reader.next(maxRecords: maxRecords, maxBytes: maxBytes)
+                    } else {
+                        let maxBytes = max(1, min(4 << 20, machine.bytesWanted, totalLeft))
+                        batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: maxRecords, maxBytes: maxBytes) }
+                    }
+                    caughtUp = reader.reachedEnd
                     if batch.isEmpty {
                         readerDrained = true
                     } else {
                         await apply(machine.add(batch))
                         idleSince = nil
                         readRecords = true
+                        // The read went to the end of what was durable: another now would
+                        // return nothing; wait for new data instead.
+                        if reader.reachedEnd { readerDrained = true }
                     }
                 } catch {
                     logger.error("cannot read the WAL for this sink; retrying in 1s", metadata: ["error": "\(error)"])
@@ -266,7 +295,7 @@ public final class SinkPipeline: Sendable {
                     let previous = lastQueued
                     let queued = QueuedSignal()
                     lastQueued = queued
-                    Task {
+                    spawn {
                         await previous?.wait()
                         do throws(SinkConnectionError) {
                             let outcomes = try await c.send(records, queued: { queued.raise() })
@@ -336,6 +365,18 @@ public final class SinkPipeline: Sendable {
             logger.warning("stopped with batches still in flight; they will be sent again after the next start", metadata: ["records": "\(machine.inFlightRecords)"])
         }
         await client?.close()
+    }
+
+    /// The most a caught-up pipeline reads on its loop at once.
+    static let inlineReadBytes = 256 << 10
+
+    /// A send's task, on the pipeline's loop as well.
+    private func spawn(_ body: @escaping @Sendable () async -> Void) {
+        if #available(macOS 15.0, *) {
+            Task(executorPreference: executor, operation: body)
+        } else {
+            Task(operation: body)
+        }
     }
 
     public static func nowMillis() -> UInt64 {

@@ -112,7 +112,10 @@ final class RedisConnection: Sendable {
     /// `limits`: what one reply may hold (the sink's commands get small replies, never arrays).
     static func connect(host: String, port: Int, group: EventLoopGroup, timeout: TimeAmount, replyTimeout: TimeAmount,
                         limits: RESPLimits = .xaddReplies) async throws -> RedisConnection {
-        let channel = try await ClientBootstrap(group: group)
+        // group.any(): the loop this runs on when it is one of the group's, as a sink pipeline's
+        // task is (SinkPipeline, EventLoopExecutor): its sends and their replies then need no
+        // wake-up of another thread.
+        let channel = try await ClientBootstrap(group: group.any())
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in

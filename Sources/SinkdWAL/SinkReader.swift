@@ -21,6 +21,9 @@ public final class SinkReader: @unchecked Sendable {
     private var replay: Set<UInt64>
     private var readUpTo: UInt64
     private var openSegment: (id: UInt64, fd: CInt, offset: Int)?
+    /// The last `next` read to the end of what was durable (it was not cut short by its record
+    /// or byte limit): another call now would return nothing, so wait for new data instead.
+    public private(set) var reachedEnd = false
 
     init(wal: WriteAheadLog, sink: String, progress: DeliveryProgress.Sink) {
         self.wal = wal
@@ -96,7 +99,8 @@ public final class SinkReader: @unchecked Sendable {
             openSegment!.offset = scanner.offset
             if scanner.offset < segment.visibleSize || !segment.sealed { break }
         }
-        if out.count < maxRecords, bytes < maxBytes {
+        reachedEnd = out.count < maxRecords && bytes < maxBytes
+        if reachedEnd {
             caughtUpTo = max(caughtUpTo, visibleSeq)  // read to the end of what was visible
             // Records handed out before a restart that a full pass did not find are damaged
             // beyond reading: reported and finished, so their seqs do not stay outstanding (and
