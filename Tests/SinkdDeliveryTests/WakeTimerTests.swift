@@ -40,6 +40,23 @@ import Testing
         #expect(fired.value == 1)
     }
 
+    /// An idle deadline moves later with every record: the armed, earlier one stays, fires, and
+    /// the pipeline arms the later one then (one scheduled task per idle_timeout, not per record).
+    @Test func aLaterDeadlineKeepsTheArmedOne() {
+        var (loop, fired, timer) = Self.timer()
+        timer.arm(at: 300, now: 0, fired.callback())
+        for later in 301...1_300 { timer.arm(at: UInt64(later), now: 0, fired.callback()) }
+        #expect(timer.scheduled == 1)
+        #expect(timer.deadline == 300)
+        loop.advanceTime(by: .milliseconds(300))
+        #expect(fired.value == 1)
+        timer.fired(300)
+        timer.arm(at: 1_300, now: 300, fired.callback())
+        #expect(timer.scheduled == 2)
+        loop.advanceTime(by: .milliseconds(1_000))
+        #expect(fired.value == 2)
+    }
+
     @Test func aDeadlineInThePastFiresOnTheNextTick() {
         var (loop, fired, timer) = Self.timer()
         timer.arm(at: 100, now: 900, fired.callback())
