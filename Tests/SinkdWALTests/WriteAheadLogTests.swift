@@ -42,6 +42,24 @@ import SinkdCore
         #expect(saves <= intervals, "\(saves) progress saves for 60 records in \(elapsed): at most one per 250 ms interval")
     }
 
+    /// A read that went to the end of what is durable says so, so that the pipeline waits for
+    /// new data instead of reading again (an empty read per record was a thread-pool round trip
+    /// at Conductor's pace); one cut short by its limits does not.
+    @Test func aReaderSaysWhenItReachedTheEnd() throws {
+        let t = try TestWAL()
+        try t.append((0..<5).map { record("r\($0)") })
+        let reader = t.wal.reader(for: "file:a")
+        #expect(try reader.next(maxRecords: 3).count == 3)
+        #expect(reader.reachedEnd == false, "cut short by maxRecords: more may be there")
+        #expect(try reader.next(maxRecords: 10).count == 2)
+        #expect(reader.reachedEnd, "read to the end")
+        try t.append([record("r5")])
+        #expect(try reader.next(maxRecords: 10, maxBytes: 1).count == 1)
+        #expect(reader.reachedEnd == false, "cut short by maxBytes")
+        #expect(try reader.next(maxRecords: 10).isEmpty)
+        #expect(reader.reachedEnd)
+    }
+
     @Test func seqsKeepGrowingAcrossRestarts() throws {
         let t = try TestWAL()
         try t.append([record("a")])

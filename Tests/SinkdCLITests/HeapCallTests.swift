@@ -1,0 +1,67 @@
+import Foundation
+import SinkdIngest
+import SinkdTestSupport
+import Testing
+
+/// Heap calls per record on the ingest and delivery paths, counted by Benchmarks/heapcount.c
+/// preloaded into a real daemon: counts are deterministic where CPU times are not, so a change
+/// that adds allocations per record fails here rather than only in a benchmark nobody reran
+/// (issue 30). One record at a time, each answered before the next: Conductor's pace, where
+/// every record is a WAL round and a delivery of its own (the most a record costs).
+@Suite(.serialized, .blockingThreads) struct HeapCallTests {
+    /// What this test measured when the bound was set (the debug build `swift test` runs), with
+    /// room for the run-to-run spread (a delivery that catches two records at once costs less,
+    /// a round that a timer shares costs more). README, Performance has the release figures.
+    static let measuredPerRecord = 313.0  // 2026-12-07, three runs: 311 - 315
+    static let boundPerRecord = 340.0
+
+    @Test func heapCallsPerRecordStayWithinTheirBound() async throws {
+        try await blocking {
+            let dir = try TemporaryDirectory()
+            let counter = try HeapCounter.build(into: dir.path)
+            let config = try dir.write("sinkd.yaml", """
+                ingest: {socket: \(dir.path)/ingest.sock}
+                control: {socket: \(dir.path)/control.sock}
+                wal: {directory: \(dir.path)/wal, fsync: always}
+                log: {level: warning, format: logfmt}
+                sinks: {file: {directory: \(dir.path)/outbox}}
+                """)
+            let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", environment: counter.environment)
+            defer { daemon.stopIfRunning() }
+            let client = try daemon.connect(socket: dir.path + "/ingest.sock")
+            let outbox = dir.path + "/outbox/counted.ndjson"
+            let payload = String(repeating: "x", count: 1000)
+
+            func sendOneAtATime(_ prefix: String, _ count: Int) {
+                for i in 0..<count {
+                    #expect(client.write(Array(#"{"id":"\#(prefix)\#(i)","sink":"file:counted","payload":{"d":"\#(payload)"}}"#.utf8) + [10]))
+                    let answer = client.readLine(timeoutMillis: 10_000)
+                    #expect(answer.flatMap(CrashDurabilityTests.acceptedID) == "\(prefix)\(i)")
+                }
+            }
+            func waitDelivered(_ lines: Int) {
+                let deadline = Date().addingTimeInterval(30)
+                while Date() < deadline {
+                    let data = FileManager.default.contents(atPath: outbox) ?? Data()
+                    if data.reduce(0, { $0 + ($1 == 10 ? 1 : 0) }) >= lines { return }
+                    usleep(10_000)
+                }
+                Issue.record("not every record reached \(outbox) in 30 s")
+            }
+
+            // Warm up: the pipeline, its file, the dedupe table's first pages.
+            sendOneAtATime("warm-", 200)
+            waitDelivered(200)
+            let before = counter.read()
+            #expect(before.calls > 0, "the counter counts (LD_PRELOAD took effect)")
+            let records = 1000
+            sendOneAtATime("counted-", records)
+            waitDelivered(200 + records)
+            usleep(300_000)  // the checkpoint after the last delivery (checkpoint_interval 250 ms)
+            let counted = counter.read() - before
+            let perRecord = Double(counted.calls) / Double(records)
+            print("heap calls per record, one at a time (debug build): \(perRecord); bytes requested per record: \(counted.bytes / UInt64(records))")
+            #expect(perRecord <= Self.boundPerRecord, "\(perRecord) heap calls per record; measured \(Self.measuredPerRecord) when the bound was set")
+        }
+    }
+}
