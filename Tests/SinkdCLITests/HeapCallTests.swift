@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized, .blockingThreads) struct HeapCallTests {
     /// What this test measured when the bound was set (the debug build `swift test` runs), with
     /// room for the run-to-run spread (a delivery that catches two records at once costs less,
-    /// a round that a timer shares costs more). README, Performance has the release figures.
+    /// a round that a timer shares costs more). docs/PERFORMANCE.md has the release figures.
     static let measuredPerRecord = 313.0  // 2026-12-07, three runs: 311 - 315
     static let boundPerRecord = 340.0
 
