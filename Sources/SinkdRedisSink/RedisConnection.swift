@@ -37,19 +37,62 @@ struct RESPDecoder: ByteToMessageDecoder {
     }
 }
 
-/// Matches replies to pipelined commands, in order.
+/// Matches replies to pipelined commands, in order, and holds each write's replies to their
+/// deadline: one timer per connection, armed for the oldest deadline owed (not a scheduled task
+/// per send: at Conductor's pace that was four heap calls per record). Past a deadline every
+/// waiting send fails with `RedisReplyTimeout` and the connection is closed (the replies still
+/// owed on it could no longer be matched).
 final class RESPClientHandler: ChannelDuplexHandler {
     typealias InboundIn = RESPValue
     typealias OutboundIn = (bytes: [UInt8], replies: Int, promise: EventLoopPromise<[RESPValue]>)
     typealias OutboundOut = ByteBuffer
 
-    private var waiting: [(count: Int, collected: [RESPValue], promise: EventLoopPromise<[RESPValue]>)] = []
+    private struct Waiting {
+        var count: Int
+        var collected: [RESPValue]
+        var promise: EventLoopPromise<[RESPValue]>
+        var deadline: NIODeadline
+    }
+
+    private let replyTimeout: TimeAmount
+    private var waiting: [Waiting] = []
     private var head = 0
+    /// Armed for a deadline no later than the head's, while anything may be owed.
+    private var timer: Scheduled<Void>?
+
+    init(replyTimeout: TimeAmount) {
+        self.replyTimeout = replyTimeout
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        waiting.append((request.replies, [], request.promise))
+        let deadline = context.eventLoop.now + replyTimeout
+        waiting.append(Waiting(count: request.replies, collected: [], promise: request.promise, deadline: deadline))
+        if timer == nil { arm(context: context, at: deadline) }
         context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: request.bytes)), promise: promise)
+    }
+
+    /// The timer fires at `deadline`; then the head's own deadline decides (an earlier send may
+    /// have been answered meanwhile: the timer is armed again for the new head, not replaced at
+    /// every reply).
+    private func arm(context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            handler.checkDeadline(context: context)
+        }
+    }
+
+    private func checkDeadline(context: ChannelHandlerContext) {
+        guard head < waiting.count else { return }
+        let oldest = waiting[head]
+        if oldest.deadline <= context.eventLoop.now {
+            failAll(RedisReplyTimeout(timeout: replyTimeout, replies: oldest.count - oldest.collected.count))
+            context.close(promise: nil)
+        } else {
+            arm(context: context, at: oldest.deadline)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -62,7 +105,10 @@ final class RESPClientHandler: ChannelDuplexHandler {
         if waiting[head].collected.count == waiting[head].count {
             let done = waiting[head]
             head += 1
-            if head > 64, head * 2 > waiting.count {
+            if head == waiting.count {
+                waiting.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 64, head * 2 > waiting.count {
                 waiting.removeFirst(head)
                 head = 0
             }
@@ -71,6 +117,8 @@ final class RESPClientHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
         failAll(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
@@ -121,7 +169,7 @@ final class RedisConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder(limits: limits)))
-                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler())
+                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler(replyTimeout: replyTimeout))
                 }
             }
             .connect(host: host, port: port).get()
@@ -146,13 +194,7 @@ final class RedisConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }  // closed before the write: never left
-        let channel = self.channel
-        let timeout = replyTimeout
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(RedisReplyTimeout(timeout: timeout, replies: replies))
-            channel.close(promise: nil)
-        }
-        promise.futureResult.whenComplete { _ in deadline.cancel() }
+        // The reply deadline is the handler's (RESPClientHandler): from the write, replyTimeout.
         channel.writeAndFlush((bytes: bytes, replies: replies, promise: promise), promise: written)
         queued()
         return try await promise.futureResult.get()

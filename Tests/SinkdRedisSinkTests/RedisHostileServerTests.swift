@@ -34,6 +34,34 @@ import SinkdTestSupport
         }
     }
 
+    /// One timer per connection, armed for the oldest deadline owed: a send answered in time
+    /// leaves it armed, and when it fires for that earlier deadline the send now first in line
+    /// still gets its own full reply timeout, then fails and the connection closes.
+    @Test func eachSendKeepsItsOwnReplyDeadlineWithOneTimer() throws {
+        let channel = EmbeddedChannel(handler: RESPClientHandler(replyTimeout: .milliseconds(1000)))
+        try channel.connect(to: .init(unixDomainSocketPath: "/none")).wait()
+        let loop = channel.embeddedEventLoop
+        let first = loop.makePromise(of: [RESPValue].self)
+        try channel.writeOutbound((bytes: Array("A".utf8), replies: 1, promise: first))
+        loop.advanceTime(by: .milliseconds(100))
+        try channel.writeInbound(RESPValue.simpleString("1-0"))
+        #expect(try first.futureResult.wait() == [.simpleString("1-0")])
+
+        loop.advanceTime(by: .milliseconds(500))  // t = 600
+        let second = loop.makePromise(of: [RESPValue].self)
+        var failure: (any Error)?
+        second.futureResult.whenFailure { failure = $0 }
+        try channel.writeOutbound((bytes: Array("B".utf8), replies: 1, promise: second))
+        loop.advanceTime(by: .milliseconds(400))  // t = 1000: the first send's deadline
+        #expect(failure == nil, "the second send's deadline is 1600, not the first one's")
+        #expect(channel.isActive)
+        loop.advanceTime(by: .milliseconds(599))  // t = 1599
+        #expect(failure == nil)
+        loop.advanceTime(by: .milliseconds(1))  // t = 1600
+        #expect(failure is RedisReplyTimeout, "\(String(describing: failure))")
+        #expect(!channel.isActive, "the connection is closed: the replies owed could no longer be matched")
+    }
+
     @Test func aServerThatNeverAnswersFailsTheBatchAtTheReplyTimeout() async throws {
         let server = try ScriptedTCPServer { _, _ in }
         let (error, took) = try await Self.failure(server)
