@@ -131,7 +131,10 @@ public final class SinkPipeline: Sendable {
         defer { heldBudget?.adjust(by: -reportedHeld) }
         var generator = SystemRandomNumberGenerator()
         let sink = address.identity
-        defer { timer.cancel() }
+        defer {
+            timer.cancel()
+            wal.forgetDataWaiters(sink: sink)
+        }
 
         func now() -> UInt64 { Self.nowMillis() }
         func wake(at millis: UInt64) {
@@ -273,7 +276,7 @@ public final class SinkPipeline: Sendable {
             if readerDrained, !waitingForData, machine.wantsRecords {
                 waitingForData = true
                 let continuation = self.continuation
-                wal.whenNewData(after: reader.caughtUpTo) { continuation.yield(.newData) }
+                wal.whenNewData(after: reader.caughtUpTo, sink: sink) { continuation.yield(.newData) }
             }
             // Send what can be sent.
             var waitUntil: UInt64?

@@ -295,12 +295,18 @@ extension WriteAheadLog {
                     reservedBytes -= e.frameLength
                 }
             }
+            var waiters: [@Sendable () -> Void] = []
             if keep > 0 {
                 stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
                 var last: String?
                 for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
                     newSinks.insert(e.sink)
                     last = e.sink
+                    if !sinkDataWaiters.isEmpty, let sinkWaiters = sinkDataWaiters.removeValue(forKey: e.sink) { waiters += sinkWaiters }
+                }
+                if !dataWaiters.isEmpty {
+                    waiters += dataWaiters
+                    dataWaiters.removeAll()
                 }
             }
             // Callbacks registered while the round was being written went to `writing`.
@@ -309,8 +315,6 @@ extension WriteAheadLog {
             writing = nil
             stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
             stats.writingSinceNanos = 0
-            let waiters = keep == 0 ? [] : dataWaiters
-            if !waiters.isEmpty { dataWaiters.removeAll() }
             if case .success = result { recycleFrames(&round.frames) }
             return (callbacks, waiters, takeSpaceWaiters())
         }

@@ -214,7 +214,11 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Set when ingest stops: appends are refused and a write blocked on a full disk gives up.
     var appendsClosed = false
     var spaceWaiters: [(bytes: Int, callback: @Sendable () -> Void)] = []
+    /// Waiting for durable records of any sink (the dispatcher's watch).
     var dataWaiters: [@Sendable () -> Void] = []
+    /// Waiting for durable records of one sink (its pipeline): a round wakes only the sinks it
+    /// holds records of, not every idle pipeline.
+    var sinkDataWaiters: [String: [@Sendable () -> Void]] = [:]
     /// Sinks that received durable records since `drainNewSinks()` was last called.
     var newSinks = Set<String>()
     var stopping = false
@@ -460,12 +464,29 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Calls `callback` once after new records become readable.
     public func whenNewData(after seq: UInt64, _ callback: @escaping @Sendable () -> Void) {
+        whenNewData(after: seq, sink: nil, callback)
+    }
+
+    /// `callback` once a record of `sink` (of any sink if nil) is durable; at once if any
+    /// record after `seq` is durable already (the caller reads and finds out whether one is its
+    /// sink's), or the WAL is stopping.
+    public func whenNewData(after seq: UInt64, sink: String?, _ callback: @escaping @Sendable () -> Void) {
         let now: Bool = lock.withLock {
             if stopping || stats.durableSeq > seq { return true }
-            dataWaiters.append(callback)
+            if let sink {
+                sinkDataWaiters[sink, default: []].append(callback)
+            } else {
+                dataWaiters.append(callback)
+            }
             return false
         }
         if now { callback() }
+    }
+
+    /// The pipeline of `sink` left: its waiter, if any, goes (a sink that never gets another
+    /// record would keep it otherwise).
+    public func forgetDataWaiters(sink: String) {
+        lock.withLock { _ = sinkDataWaiters.removeValue(forKey: sink) }
     }
 
     /// True once `shutdown()` began: callbacks registered now run at once; do not re-register.
@@ -506,8 +527,8 @@ public final class WriteAheadLog: @unchecked Sendable {
             if writerThread == nil { drainForShutdown() }
         }
         let waiters: [@Sendable () -> Void] = lock.withLock {
-            defer { spaceWaiters.removeAll(); dataWaiters.removeAll() }
-            return spaceWaiters.map(\.callback) + dataWaiters
+            defer { spaceWaiters.removeAll(); dataWaiters.removeAll(); sinkDataWaiters.removeAll() }
+            return spaceWaiters.map(\.callback) + dataWaiters + sinkDataWaiters.values.flatMap { $0 }
         }
         for w in waiters { w() }
         progressStore.close()

@@ -34,6 +34,7 @@ struct BenchPaced: ParsableCommand {
     @Option(help: "Payload bytes per record.") var payloadBytes = 1024
     @Option(help: "redis (XADD to a private redis-server) or file.") var sink = "redis"
     @Flag(help: "Skip the perf window (system calls per record).") var noSyscalls = false
+    @Option(help: "Other sinks with one record each first, whose pipelines stay live and idle meanwhile (as a Conductor server's many queues).") var idleSinks = 0
 
     func run() throws {
         let rateList = rates.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
@@ -72,6 +73,12 @@ struct BenchPaced: ParsableCommand {
         say("paced     \(connections) connections, each one \(payloadBytes) B record at a time, to \(target), fsync always; sinkd \(sinkdBinary())")
         say("          idle RSS \(format(Double(residentKiB(pid)) / 1024)) MiB")
 
+        if idleSinks > 0 {
+            let family = sink == "redis" ? "redis" : "file"
+            _ = try? runBenchClient(socket: socket, prefix: "idle-", count: idleSinks, rate: 0, payloadBytes: 16, window: 100,
+                                    sinkForIndex: { "\(family):idle\($0)" })
+            say("          \(idleSinks) other sinks given one record each: their pipelines are live and idle")
+        }
         for rate in rateList {
             let floor = fdatasyncFloor(dir: dir, rate: rate, seconds: min(seconds, 5), bytes: recordBytes)
             say("floor     \(rate)/s, write + fdatasync of \(recordBytes) B: \(format(floor * 1e6)) µs CPU per record")

@@ -60,6 +60,42 @@ import SinkdCore
         #expect(reader.reachedEnd)
     }
 
+    /// A round wakes the pipelines of the sinks it holds records of, and the any-sink watchers;
+    /// not every idle pipeline (each woken one read, found nothing and registered again: at
+    /// Conductor's pace with 50 live sinks, 50 wake-ups per record).
+    @Test func newDataWakesOnlyTheSinksThatGotRecords() throws {
+        let t = try TestWAL()
+        try t.append([record("first", sink: "file:a")])
+        let seen = t.wal.currentStats.durableSeq
+        let woken = WokenSinks()
+        for sink in ["file:a", "file:b", "file:c"] {
+            t.wal.whenNewData(after: seen, sink: sink) { woken.add(sink) }
+        }
+        t.wal.whenNewData(after: seen) { woken.add("any") }
+        // Waiters run on the writer thread after the round's acknowledgements: a round that
+        // follows (its own acknowledgement) is after them.
+        var n = 0
+        func afterWaiters() throws {
+            n += 1
+            try t.append([record("sync-\(n)", sink: "file:z")])
+        }
+        try t.append([record("second", sink: "file:b")])
+        try afterWaiters()
+        #expect(woken.all == ["any", "file:b"])
+        try t.append([record("third", sink: "file:a"), record("fourth", sink: "file:c")])
+        try afterWaiters()
+        #expect(woken.all == ["any", "file:a", "file:b", "file:c"])
+        // Registered when data after `seen` is already durable: called at once.
+        t.wal.whenNewData(after: seen, sink: "file:d") { woken.add("file:d") }
+        #expect(woken.all.contains("file:d"))
+        // A pipeline that left takes its waiter with it.
+        t.wal.whenNewData(after: t.wal.currentStats.durableSeq, sink: "file:e") { woken.add("file:e") }
+        t.wal.forgetDataWaiters(sink: "file:e")
+        try t.append([record("fifth", sink: "file:e")])
+        try afterWaiters()
+        #expect(!woken.all.contains("file:e"))
+    }
+
     @Test func seqsKeepGrowingAcrossRestarts() throws {
         let t = try TestWAL()
         try t.append([record("a")])
@@ -401,4 +437,12 @@ import SinkdCore
         #expect(t.wal.recoveryReport.scannedSegments == 0)
         #expect(t.wal.recoveryReport.records == 1000)
     }
+}
+
+/// Which waiters ran (callbacks run on the WAL's writer thread).
+final class WokenSinks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var names: [String] = []
+    func add(_ name: String) { lock.withLock { names.append(name) } }
+    var all: [String] { lock.withLock { names.sorted() } }
 }
