@@ -131,9 +131,11 @@ public final class SinkPipeline: Sendable {
         defer { heldBudget?.adjust(by: -reportedHeld) }
         var generator = SystemRandomNumberGenerator()
         let sink = address.identity
+        let newData = self.continuation
+        let dataWatch = wal.watchData(sink: sink) { newData.yield(.newData) }
         defer {
             timer.cancel()
-            wal.forgetDataWaiters(sink: sink)
+            wal.forgetDataWatch(dataWatch)
         }
 
         func now() -> UInt64 { Self.nowMillis() }
@@ -275,8 +277,7 @@ public final class SinkPipeline: Sendable {
             }
             if readerDrained, !waitingForData, machine.wantsRecords {
                 waitingForData = true
-                let continuation = self.continuation
-                wal.whenNewData(after: reader.caughtUpTo, sink: sink) { continuation.yield(.newData) }
+                wal.arm(dataWatch, after: reader.caughtUpTo)
             }
             // Send what can be sent.
             var waitUntil: UInt64?

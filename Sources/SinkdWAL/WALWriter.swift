@@ -302,7 +302,10 @@ extension WriteAheadLog {
                 for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
                     newSinks.insert(e.sink)
                     last = e.sink
-                    if !sinkDataWaiters.isEmpty, let sinkWaiters = sinkDataWaiters.removeValue(forKey: e.sink) { waiters += sinkWaiters }
+                    if let watch = dataWatches[e.sink], watch.armed {
+                        watch.armed = false
+                        waiters.append(watch.callback)
+                    }
                 }
                 if !dataWaiters.isEmpty {
                     waiters += dataWaiters

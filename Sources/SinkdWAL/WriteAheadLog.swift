@@ -216,9 +216,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     var spaceWaiters: [(bytes: Int, callback: @Sendable () -> Void)] = []
     /// Waiting for durable records of any sink (the dispatcher's watch).
     var dataWaiters: [@Sendable () -> Void] = []
-    /// Waiting for durable records of one sink (its pipeline): a round wakes only the sinks it
-    /// holds records of, not every idle pipeline.
-    var sinkDataWaiters: [String: [@Sendable () -> Void]] = [:]
+    /// Each live pipeline's watch for durable records of its sink: a round wakes only the sinks
+    /// it holds records of, not every idle pipeline; armed and fired without a heap call.
+    var dataWatches: [String: DataWatch] = [:]
     /// Sinks that received durable records since `drainNewSinks()` was last called.
     var newSinks = Set<String>()
     var stopping = false
@@ -464,29 +464,51 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Calls `callback` once after new records become readable.
     public func whenNewData(after seq: UInt64, _ callback: @escaping @Sendable () -> Void) {
-        whenNewData(after: seq, sink: nil, callback)
+        let now: Bool = lock.withLock {
+            if stopping || stats.durableSeq > seq { return true }
+            dataWaiters.append(callback)
+            return false
+        }
+        if now { callback() }
     }
 
     /// `callback` once a record of `sink` (of any sink if nil) is durable; at once if any
     /// record after `seq` is durable already (the caller reads and finds out whether one is its
     /// sink's), or the WAL is stopping.
     public func whenNewData(after seq: UInt64, sink: String?, _ callback: @escaping @Sendable () -> Void) {
-        let now: Bool = lock.withLock {
-            if stopping || stats.durableSeq > seq { return true }
-            if let sink {
-                sinkDataWaiters[sink, default: []].append(callback)
-            } else {
-                dataWaiters.append(callback)
-            }
-            return false
+        guard let sink else {
+            whenNewData(after: seq, callback)
+            return
         }
-        if now { callback() }
+        let watch = watchData(sink: sink, callback)
+        arm(watch, after: seq)
     }
 
-    /// The pipeline of `sink` left: its waiter, if any, goes (a sink that never gets another
-    /// record would keep it otherwise).
-    public func forgetDataWaiters(sink: String) {
-        lock.withLock { _ = sinkDataWaiters.removeValue(forKey: sink) }
+    /// A pipeline's standing watch for durable records of `sink`, replacing an earlier one of
+    /// the sink: `arm` it each time the pipeline has read everything (no closure or array per
+    /// wait), `forgetDataWatch` when the pipeline leaves.
+    public func watchData(sink: String, _ callback: @escaping @Sendable () -> Void) -> DataWatch {
+        let watch = DataWatch(sink: sink, callback: callback)
+        lock.withLock { dataWatches[sink] = watch }
+        return watch
+    }
+
+    /// `watch`'s callback runs once a record of its sink after `seq` is durable: at once if any
+    /// record after `seq` is durable already, or the WAL is stopping.
+    public func arm(_ watch: DataWatch, after seq: UInt64) {
+        let now: Bool = lock.withLock {
+            if stopping || stats.durableSeq > seq { return true }
+            watch.armed = true
+            return false
+        }
+        if now { watch.callback() }
+    }
+
+    /// The pipeline of `sink` left: its watch goes (only if it is still the registered one).
+    public func forgetDataWatch(_ watch: DataWatch) {
+        lock.withLock {
+            if dataWatches[watch.sink] === watch { dataWatches[watch.sink] = nil }
+        }
     }
 
     /// True once `shutdown()` began: callbacks registered now run at once; do not re-register.
@@ -527,8 +549,10 @@ public final class WriteAheadLog: @unchecked Sendable {
             if writerThread == nil { drainForShutdown() }
         }
         let waiters: [@Sendable () -> Void] = lock.withLock {
-            defer { spaceWaiters.removeAll(); dataWaiters.removeAll(); sinkDataWaiters.removeAll() }
-            return spaceWaiters.map(\.callback) + dataWaiters + sinkDataWaiters.values.flatMap { $0 }
+            let watches = dataWatches.values.filter(\.armed)
+            for w in watches { w.armed = false }
+            defer { spaceWaiters.removeAll(); dataWaiters.removeAll() }
+            return spaceWaiters.map(\.callback) + dataWaiters + watches.map(\.callback)
         }
         for w in waiters { w() }
         progressStore.close()
@@ -564,5 +588,18 @@ public enum BlockingThread {
     /// Starts a thread nobody joins.
     public static func detach(_ body: @escaping @Sendable () -> Void) {
         pthread_detach(start(body))
+    }
+}
+
+/// A pipeline's watch for durable records of its sink (`WriteAheadLog.watchData`). `armed` is
+/// read and written under the WAL's lock only.
+public final class DataWatch: @unchecked Sendable {
+    let sink: String
+    let callback: @Sendable () -> Void
+    var armed = false
+
+    init(sink: String, callback: @escaping @Sendable () -> Void) {
+        self.sink = sink
+        self.callback = callback
     }
 }

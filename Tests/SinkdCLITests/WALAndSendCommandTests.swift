@@ -74,7 +74,7 @@ import SinkdTestSupport
         let records = 100_000
         let pad = String(repeating: "x", count: 1000)
         let input = dir.path + "/input.ndjson"
-        FileManager.default.createFile(atPath: input, contents: nil)
+        #expect(FileManager.default.createFile(atPath: input, contents: nil))
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: input))
         var chunk = ""
         for i in 0..<records {

@@ -88,9 +88,10 @@ import SinkdCore
         // Registered when data after `seen` is already durable: called at once.
         t.wal.whenNewData(after: seen, sink: "file:d") { woken.add("file:d") }
         #expect(woken.all.contains("file:d"))
-        // A pipeline that left takes its waiter with it.
-        t.wal.whenNewData(after: t.wal.currentStats.durableSeq, sink: "file:e") { woken.add("file:e") }
-        t.wal.forgetDataWaiters(sink: "file:e")
+        // A pipeline that left takes its watch with it.
+        let watch = t.wal.watchData(sink: "file:e") { woken.add("file:e") }
+        t.wal.arm(watch, after: t.wal.currentStats.durableSeq)
+        t.wal.forgetDataWatch(watch)
         try t.append([record("fifth", sink: "file:e")])
         try afterWaiters()
         #expect(!woken.all.contains("file:e"))
