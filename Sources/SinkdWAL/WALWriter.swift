@@ -225,16 +225,18 @@ extension WriteAheadLog {
             activeSize += bytes
             let added = round.entries[index..<end]
             lock.withLock {
-                var s = segments[segments.count - 1]
+                // In place: a copy of the segment (`var s = segments[last]`) shared its summary's
+                // table of sinks with the array, so the first add copied the whole table, once
+                // per round: per record at Conductor's pace, ~6 KB with 50 sinks.
+                let last = segments.count - 1
                 for e in added {
-                    s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+                    segments[last].summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
                     backlogTracker.appended(sink: e.sink, seq: e.seq, acceptedAtMillis: e.acceptedAtMillis)
                 }
-                s.summary.fileSize = UInt64(activeSize)
-                s.fileBytes += bytes
+                segments[last].summary.fileSize = UInt64(activeSize)
+                segments[last].fileBytes += bytes
                 diskBytes += bytes
                 reservedBytes -= bytes
-                segments[segments.count - 1] = s
             }
             index = end
             round.writtenEntries = end
