@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SinkdIngest
+import SinkdTestSupport
 import SinkdWAL
 
 #if canImport(Glibc)
@@ -54,12 +55,14 @@ struct BenchRedis: ParsableCommand {
 
         // End to end.
         let config = try writeBenchConfig(dir: dir, sinks: #"{redis: {url: "redis://127.0.0.1:\#(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}"#)
-        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
+        let counter = try HeapCounter.build(into: dir)
+        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock", environment: counter.environment)
         defer {
             daemon.terminate()
             daemon.waitUntilExit()
         }
         var sampler = RSSSampler(pid: daemon.processIdentifier)
+        let cpu0 = cpuSeconds(daemon.processIdentifier), heap0 = counter.read()
         let t0 = monotonicSeconds()
         let group = DispatchGroup()
         for c in 0..<connections {
@@ -75,8 +78,11 @@ struct BenchRedis: ParsableCommand {
         let total = (records / connections) * connections
         while xlen(port: port, key: "e2e") < total { usleep(20_000) }
         let elapsed = monotonicSeconds() - t0
+        let cpu = cpuSeconds(daemon.processIdentifier) - cpu0, heap = counter.read() - heap0
         say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → XADD:")
         say("          \(format(Double(total) / elapsed)) records/s delivered (\(format(100 * Double(total) / elapsed / baseline)) % of redis-benchmark); all acknowledged after \(format(acked)) s")
+        say("          sinkd CPU \(format(cpu / Double(total) * 1e6)) µs per record (\(format(100 * cpu / elapsed)) % of a core), "
+            + "heap calls \(format(Double(heap.calls) / Double(total))) per record (\(format(Double(heap.bytes) / Double(total))) B requested)")
         say("          sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
 
         guard backlogRecords > 0 else { return }
