@@ -97,28 +97,39 @@ actor ReloadCoordinator {
         return ReloadOutcome(applied: true, generation: number, messages: warnings)
     }
 
-    /// Settings a running sinkd cannot change, by their config key.
-    static func restartOnlyChanges(from old: SinkdConfig, to new: SinkdConfig) -> [String] {
-        var out: [String] = []
-        if old.ingest != new.ingest { out.append("ingest") }
-        if old.control != new.control { out.append("control") }
-        if old.wal != new.wal { out.append("wal") }
-        if old.metrics != new.metrics { out.append("metrics") }
-        if old.log.format != new.log.format { out.append("log.format") }
-        if old.delivery.dedupeWindow != new.delivery.dedupeWindow || old.delivery.dedupeMaxEntries != new.delivery.dedupeMaxEntries { out.append("delivery.dedupe") }
-        if old.delivery.deadLetterDirectory != new.delivery.deadLetterDirectory { out.append("delivery.dead_letter.directory") }
-        return out
+    /// A setting a running sinkd cannot change: its config key, and how the running value is
+    /// kept in a reloaded configuration. The one list both the warning and the keeping read, so
+    /// a restart-only setting cannot be warned about and then applied, or the reverse.
+    struct RestartOnly: Sendable {
+        let key: String
+        let keep: @Sendable (_ running: SinkdConfig, _ reloaded: inout SinkdConfig) -> Void
     }
 
+    static let restartOnly: [RestartOnly] = [
+        RestartOnly(key: "ingest") { $1.ingest = $0.ingest },
+        RestartOnly(key: "control") { $1.control = $0.control },
+        RestartOnly(key: "wal") { $1.wal = $0.wal },
+        RestartOnly(key: "metrics") { $1.metrics = $0.metrics },
+        RestartOnly(key: "log.format") { $1.log.format = $0.log.format },
+        RestartOnly(key: "delivery.dedupe") {
+            $1.delivery.dedupeWindow = $0.delivery.dedupeWindow
+            $1.delivery.dedupeMaxEntries = $0.delivery.dedupeMaxEntries
+        },
+        RestartOnly(key: "delivery.dead_letter.directory") { $1.delivery.deadLetterDirectory = $0.delivery.deadLetterDirectory },
+    ]
+
+    /// Settings a running sinkd cannot change that differ in `new`, by their config key.
+    static func restartOnlyChanges(from old: SinkdConfig, to new: SinkdConfig) -> [String] {
+        restartOnly.filter { setting in
+            var kept = new
+            setting.keep(old, &kept)
+            return kept != new
+        }.map(\.key)
+    }
+
+    /// `new` with every restart-only setting as it is in `old`.
     static func keepRestartOnly(from old: SinkdConfig, in new: inout SinkdConfig) {
-        new.ingest = old.ingest
-        new.control = old.control
-        new.wal = old.wal
-        new.metrics = old.metrics
-        new.log.format = old.log.format
-        new.delivery.dedupeWindow = old.delivery.dedupeWindow
-        new.delivery.dedupeMaxEntries = old.delivery.dedupeMaxEntries
-        new.delivery.deadLetterDirectory = old.delivery.deadLetterDirectory
+        for setting in restartOnly { setting.keep(old, &new) }
     }
 }
 
