@@ -266,16 +266,25 @@ enum SinkFamilies {
     /// sections, on a reload) are kept rather than created again.
     static func make(_ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:], logger: Logger) -> [ConfigFamily: any SinkFamily] {
         var families: [ConfigFamily: any SinkFamily] = [:]
-        if let file = config.sinks.file { families[.file] = reusing[.file] ?? FileSinkFamily(config: file) }
-        if let redis = config.sinks.redis { families[.redis] = reusing[.redis] ?? RedisSinkFamily(config: redis) }
-        if let http = config.sinks.http { families[.http] = reusing[.http] ?? HTTPSinkFamily(config: http) }
-        if let sqs = config.sinks.sqs { families[.sqs] = reusing[.sqs] ?? SQSSinkFamily(config: sqs, logger: logger) }
-        if let conductor = config.sinks.conductor {
-            families[.conductor] = reusing[.conductor] ?? ConductorSinkFamily(config: conductor, logger: logger)
+        let sinks = config.sinks
+        for family in ConfigFamily.allCases {
+            if let running = reusing[family], sinks.configuredFamilies.contains(family) {
+                families[family] = running
+                continue
+            }
+            // Exhaustive: a new family is a compile error here until it is made (docs/ADDING_A_SINK_FAMILY.md).
+            let made: (any SinkFamily)? = switch family {
+            case .file: sinks.file.map { FileSinkFamily(config: $0) }
+            case .redis: sinks.redis.map { RedisSinkFamily(config: $0) }
+            case .http: sinks.http.map { HTTPSinkFamily(config: $0) }
+            case .sqs: sinks.sqs.map { SQSSinkFamily(config: $0, logger: logger) }
+            case .conductor: sinks.conductor.map { ConductorSinkFamily(config: $0, logger: logger) }
+            case .amqp: sinks.amqp.map { AMQPSinkFamily(config: $0, logger: logger) }
+            case .nats: sinks.nats.map { NATSSinkFamily(config: $0, logger: logger) }
+            case .kafka: sinks.kafka.map { KafkaSinkFamily(config: $0, logger: logger) }
+            }
+            if let made { families[family] = made }
         }
-        if let amqp = config.sinks.amqp { families[.amqp] = reusing[.amqp] ?? AMQPSinkFamily(config: amqp, logger: logger) }
-        if let nats = config.sinks.nats { families[.nats] = reusing[.nats] ?? NATSSinkFamily(config: nats, logger: logger) }
-        if let kafka = config.sinks.kafka { families[.kafka] = reusing[.kafka] ?? KafkaSinkFamily(config: kafka, logger: logger) }
         return families
     }
 }

@@ -10,10 +10,13 @@ public struct SinkdCommand: AsyncParsableCommand {
         discussion: """
             Conductor writes each EVENT task's message to sinkd's Unix socket; sinkd stores it in \
             a write-ahead log, acknowledges it once it is durable, and forwards it to the queue \
-            named by the task's sink (sqs:, amqp_queue:, amqp_exchange:, nats:, nats_stream:, jsm:, kafka:, conductor, \
-            file:, http:, redis:) with retries, backoff and a dead-letter store.
+            named by the task's sink (\(SinkPrefix.allCases.map { $0 == .conductor ? "conductor" : $0.rawValue + ":" }.joined(separator: ", "))) \
+            with retries, backoff and a dead-letter store.
 
             The configuration is read from --config, else $SINKD_CONFIG, else /etc/sinkd/sinkd.yaml.
+
+            README.md is the place to start; docs/OPERATIONS.md (running it), docs/PROTOCOL.md (the \
+            socket), docs/ARCHITECTURE.md, docs/RELIABILITY.md and docs/PERFORMANCE.md say the rest.
             """,
         version: SinkdVersion.version,
         subcommands: [Run.self, Send.self, Status.self, Top.self, Reload.self, DLQ.self, CheckConfig.self, WALCommand.self, Version.self]

@@ -47,7 +47,9 @@ public struct DescriptorBudget: Sendable, Equatable {
             case .http: shared += options.poolSize * max(1, sinks.http?.endpoints.count ?? 1)
             // One connection per broker that leads a partition: at least the bootstrap servers.
             case .kafka: shared += max(options.poolSize, sinks.kafka?.bootstrapServers.count ?? 1)
-            default: shared += options.poolSize
+            // Shared pools: a family's pool_size connections (channels share amqp's connections,
+            // conductor's pool is shared by every conductor sink).
+            case .sqs, .amqp, .nats, .conductor: shared += options.poolSize
             }
         }
         self.init(limit: limit, maxConnections: config.ingest.maxConnections, maxSinks: config.delivery.maxSinks,

@@ -34,20 +34,35 @@ public enum Redaction {
             for (name, value) in queryParameters(u) where isSecretName(name) { out.append(value) }
         }
         let s = config.sinks
-        for e in s.http?.endpoints.values.sorted(by: { $0.url < $1.url }) ?? [] {
-            url(e.url)
-            for (name, value) in e.headers where isSecretHeader(name) {
-                out.append(value)
-                // "Bearer abc": the credential alone too.
-                if let space = value.lastIndex(of: " ") { out.append(String(value[value.index(after: space)...])) }
+        // Every family, in an exhaustive switch: a new family must say what of its section is
+        // secret (docs/ADDING_A_SINK_FAMILY.md).
+        for family in ConfigFamily.allCases {
+            switch family {
+            case .file:
+                break  // a directory: nothing secret
+            case .http:
+                for e in s.http?.endpoints.values.sorted(by: { $0.url < $1.url }) ?? [] {
+                    url(e.url)
+                    for (name, value) in e.headers where isSecretHeader(name) {
+                        out.append(value)
+                        // "Bearer abc": the credential alone too.
+                        if let space = value.lastIndex(of: " ") { out.append(String(value[value.index(after: space)...])) }
+                    }
+                }
+            case .redis:
+                if let r = s.redis { url(r.url) }
+            case .sqs:
+                if let q = s.sqs { out += [q.secretAccessKey, q.sessionToken]; url(q.endpoint) }
+            case .amqp:
+                for u in s.amqp?.urls ?? [] { url(u) }
+            case .nats:
+                if let n = s.nats { out += [n.password, n.token, n.nkeySeed]; n.servers.forEach(url) }
+            case .conductor:
+                if let c = s.conductor { url(c.postgresURL); if let p = c.password { out.append(p) } }
+            case .kafka:
+                if let k = s.kafka, let sasl = k.sasl { out.append(sasl.password) }
             }
         }
-        if let r = s.redis { url(r.url) }
-        if let q = s.sqs { out += [q.secretAccessKey, q.sessionToken]; url(q.endpoint) }
-        for u in s.amqp?.urls ?? [] { url(u) }
-        if let n = s.nats { out += [n.password, n.token, n.nkeySeed]; n.servers.forEach(url) }
-        if let c = s.conductor { url(c.postgresURL); if let p = c.password { out.append(p) } }
-        if let k = s.kafka, let sasl = k.sasl { out.append(sasl.password) }
         // Short strings would hide ordinary words; longest first so that a secret containing
         // another is hidden whole.
         return Array(Set(out.filter { $0.utf8.count >= 4 })).sorted { $0.utf8.count > $1.utf8.count }

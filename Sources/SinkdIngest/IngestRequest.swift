@@ -45,7 +45,7 @@ extension SinkPrefix {
     public var isConductorQueueType: Bool {
         switch self {
         case .file, .http, .redis: false
-        default: true
+        case .conductor, .sqs, .amqpQueue, .amqpExchange, .nats, .natsStream, .jsm, .kafka: true
         }
     }
 
