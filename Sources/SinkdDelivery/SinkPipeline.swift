@@ -80,8 +80,6 @@ public final class SinkPipeline: Sendable {
 
     public var snapshot: PipelineSnapshot { snapshotBox.withLockedValue { $0 } }
 
-    /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
-    /// `delivery.shutdown_timeout`.
     /// The pipeline left with nothing to deliver: its metric series go (they start again from 0
     /// if the sink comes back, which Prometheus' rate() reads as a counter reset).
     public func retireMetrics() {
@@ -93,6 +91,8 @@ public final class SinkPipeline: Sendable {
         continuation.yield(.nudge)
     }
 
+    /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
+    /// `delivery.shutdown_timeout`.
     public func stop() {
         stopping.withLockedValue { $0 = true }
         continuation.yield(.stop)
@@ -324,8 +324,6 @@ public final class SinkPipeline: Sendable {
                 if waitUntil == nil { wake(at: deadline) }
                 snapshotBox.withLockedValue { $0.state = .idle }
             }
-            // More may be read right away (the last read filled a batch): do not wait for an
-            // event, which might be a completion that takes long (a broker blocking publishes).
             // The last read returned records and there is room for more: read on rather than wait
             // for an event, which might be a completion that takes long (a broker blocking
             // publishes). Only after records: a failing read waits for its retry time.
