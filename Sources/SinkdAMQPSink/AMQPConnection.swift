@@ -301,7 +301,7 @@ final class AMQPClientHandler: ChannelDuplexHandler {
     }
 
     static func nowMillis() -> UInt64 {
-        NIODeadline.now().uptimeNanoseconds / 1_000_000
+        MonotonicClock.millis()
     }
 }
 

@@ -138,7 +138,7 @@ public final class SinkPipeline: Sendable {
             wal.forgetDataWatch(dataWatch)
         }
 
-        func now() -> UInt64 { Self.nowMillis() }
+        func now() -> UInt64 { WallClock.millis() }
         func wake(at millis: UInt64) {
             let continuation = self.continuation
             timer.arm(at: millis, now: now()) { continuation.yield(.wake(millis)) }
@@ -381,11 +381,6 @@ public final class SinkPipeline: Sendable {
         }
     }
 
-    public static func nowMillis() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
 }
 
 /// Per-sink counters and the delivery latency histogram (README, Metrics).

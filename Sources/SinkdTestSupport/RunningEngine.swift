@@ -41,7 +41,7 @@ public final class RunningEngine: @unchecked Sendable {
 
     /// Appends `records` and returns once they are durable (as ingest acknowledges them).
     public func append(_ records: [EventRecord]) async {
-        let (_, ticket) = wal.append(records, nowMillis: SinkPipeline.nowMillis())
+        let (_, ticket) = wal.append(records, nowMillis: WallClock.millis())
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wal.whenDurable(ticket) { _ in c.resume() } }
     }
 

@@ -388,10 +388,3 @@ extension WriteAheadLog {
     }
 }
 
-enum WallClock {
-    static func millis() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
-}

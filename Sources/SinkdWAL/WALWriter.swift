@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Logging
 import Metrics
+import SinkdCore
 
 // # The writer thread
 //
@@ -628,125 +629,5 @@ extension WriteAheadLog {
             }
         }
         lock.withLock { stopped = true }
-    }
-}
-
-/// One record of the active segment, as the writer tracks it.
-struct ActiveEntry {
-    var seq: UInt64
-    var key: DedupeKey
-    var sink: String
-    var bodyBytes: Int
-    var acceptedAtMillis: UInt64
-    /// The file offset just past its frame.
-    var end: Int
-
-    init(_ e: WriteAheadLog.Round.Entry, end: Int) {
-        seq = e.seq
-        key = e.key
-        sink = e.sink
-        bodyBytes = e.frameLength - SegmentFormat.frameHeaderSize
-        acceptedAtMillis = e.acceptedAtMillis
-        self.end = end
-    }
-}
-
-extension SegmentSummary {
-    /// The exact summary of these records.
-    init(entries: some Sequence<ActiveEntry>) {
-        self.init()
-        for e in entries { add(seq: e.seq, sink: e.sink, bodyBytes: e.bodyBytes, acceptedAtMillis: e.acceptedAtMillis) }
-    }
-
-    func encode(entries: [ActiveEntry]) -> [UInt8] {
-        encode(keys: entries.map { SummaryKey(key: $0.key, seq: $0.seq, acceptedAtMillis: $0.acceptedAtMillis) })
-    }
-}
-
-/// Copies of frames with their entries (offsets into `frames`).
-struct FrameCopy {
-    var frames: [UInt8] = []
-    var entries: [WriteAheadLog.Round.Entry] = []
-
-    mutating func append(_ round: WriteAheadLog.Round, from index: Int) {
-        guard index < round.entries.count else { return }
-        let start = round.entries[index].frameOffset
-        let base = frames.count
-        frames.append(contentsOf: round.frames[start...])
-        for var e in round.entries[index...] {
-            e.frameOffset = e.frameOffset - start + base
-            entries.append(e)
-        }
-    }
-
-    mutating func append(_ other: FrameCopy) {
-        let base = frames.count
-        frames += other.frames
-        for var e in other.entries {
-            e.frameOffset += base
-            entries.append(e)
-        }
-    }
-
-    mutating func removeAll() {
-        frames.removeAll()
-        entries.removeAll()
-    }
-}
-
-/// At most one line per key every 10 s; the next says how many were suppressed.
-public struct RateLimitedLog: Sendable {
-    private var last: [String: (nanos: UInt64, suppressed: Int)] = [:]
-    static let intervalNanos: UInt64 = 10_000_000_000
-
-    public init() {}
-
-    public mutating func log(_ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error, metadata: Logger.Metadata = [:]) {
-        let now = MonotonicClock.nanos()
-        if let entry = last[key], now - entry.nanos < Self.intervalNanos {
-            last[key]!.suppressed += 1
-            return
-        }
-        var metadata = metadata
-        if let entry = last[key], entry.suppressed > 0 { metadata["suppressed_since_last"] = "\(entry.suppressed)" }
-        last[key] = (now, 0)
-        logger.log(level: level, message, metadata: metadata)
-    }
-}
-
-extension Result {
-    var isFailure: Bool {
-        if case .failure = self { return true }
-        return false
-    }
-}
-
-public enum MonotonicClock {
-    public static func nanos() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-}
-
-extension Duration {
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-    }
-}
-
-enum WALMetrics {
-    static let fsync = Metrics.Timer(label: "sinkd_wal_fsync_seconds")
-    static let writeFailures = Counter(label: "sinkd_wal_write_failures_total")
-    static let rewritten = Counter(label: "sinkd_wal_rewritten_records_total")
-    static let recordsAtRisk = Counter(label: "sinkd_wal_records_at_risk_total")
-    static let corruptFrames = Counter(label: "sinkd_wal_corrupt_frames_total")
-    static let lostRecords = Counter(label: "sinkd_wal_lost_records_total")
-
-    /// Makes every counter now (a static is made at first use), so that each is exported from
-    /// the start, at 0: an alert on "lost records increased" needs the series before the loss.
-    static func exportAll() {
-        for counter in [writeFailures, rewritten, recordsAtRisk, corruptFrames, lostRecords] { counter.increment(by: 0) }
     }
 }

@@ -169,7 +169,7 @@ import SinkdTestSupport
     @Test func aRecordAppendedWhileTheServiceStartsIsDelivered() async throws {
         let h = try EngineHarness(probes: .init(startup: { wal in
             let record = EventRecord(id: "early", sink: "http:early", payload: Array(#""p""#.utf8))
-            let (_, ticket) = wal.append([record], nowMillis: SinkPipeline.nowMillis())
+            let (_, ticket) = wal.append([record], nowMillis: WallClock.millis())
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wal.whenDurable(ticket) { _ in c.resume() } }
         }))
         #expect(await h.eventually(timeout: .seconds(10)) { h.family.deliveredRecords("http:early").map(\.record.id) == ["early"] },
@@ -187,7 +187,7 @@ import SinkdTestSupport
             guard !once.get() else { return }
             once.set(true)
             let record = EventRecord(id: "between", sink: "http:between", payload: Array(#""p""#.utf8))
-            let (_, ticket) = wal.append([record], nowMillis: SinkPipeline.nowMillis())
+            let (_, ticket) = wal.append([record], nowMillis: WallClock.millis())
             // The first check runs on the service's task, never on the WAL's writer thread.
             let done = DispatchSemaphore(value: 0)
             wal.whenDurable(ticket) { _ in done.signal() }

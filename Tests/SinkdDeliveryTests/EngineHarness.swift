@@ -163,7 +163,7 @@ final class EngineHarness: @unchecked Sendable {
     @discardableResult
     func append(_ sink: String, _ ids: [String], payloadBytes: Int = 16) -> [UInt64] {
         let records = ids.map { EventRecord(id: $0, sink: sink, payload: Array(("\"" + String(repeating: "p", count: payloadBytes) + "\"").utf8)) }
-        let (outcomes, ticket) = wal.append(records, nowMillis: SinkPipeline.nowMillis())
+        let (outcomes, ticket) = wal.append(records, nowMillis: WallClock.millis())
         let done = DispatchSemaphore(value: 0)
         wal.whenDurable(ticket) { _ in done.signal() }
         done.wait()
