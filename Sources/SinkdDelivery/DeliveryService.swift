@@ -18,13 +18,6 @@ public final class DeliveryService: Service, Sendable {
     private let sinksWaiting = NIOLockedValueBox(false)
     /// Record bytes held by all pipelines (`delivery.max_held_bytes`).
     public let heldBudget: HeldBytesBudget
-    /// Tests only: runs at start between the two reads of the WAL (the new sinks drained, the
-    /// sinks in the log listed), where an append once went unseen by both and never got a
-    /// pipeline.
-    let startupProbe = NIOLockedValueBox<(@Sendable () async -> Void)?>(nil)
-    /// Tests only: runs in each check of the new-sink watch between its two reads of the WAL
-    /// (the durable seq it waits after, the new sinks).
-    let watchProbe = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// The configuration and families pipelines start with; replaced by `apply` on a reload.
     public struct Generation: Sendable {
@@ -122,35 +115,46 @@ public final class DeliveryService: Service, Sendable {
         let stopped = NIOLockedValueBox(false)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Event.self) { group in
-                var waitingSinks: [String] = []
-                var waitingSet = Set<String>()
-                var parked = Set<String>()
-                func start(_ sink: String) {
-                    guard !stopped.withLockedValue({ $0 }), pipelines.withLockedValue({ $0[sink] == nil }) else { return }
-                    guard let address = try? SinkAddress.parse(identity: sink) else {
-                        if parked.insert(sink).inserted {
-                            logger.error("records in the WAL name a sink sinkd cannot parse; they stay in the WAL", metadata: ["sink": "\(sink)"])
-                        }
-                        return
-                    }
+                // The decisions (DispatcherStateMachine); this loop executes them.
+                var machine = DispatcherStateMachine()
+                var limit: Int { min(generation.config.delivery.maxSinks, sinkLimit) }
+                func check(_ sink: String) -> DispatcherStateMachine.SinkCheck {
+                    guard let address = try? SinkAddress.parse(identity: sink) else { return .unparseable }
                     let current = generation
-                    guard let familyName = address.prefix.configFamily, let family = current.families[familyName], let options = current.config.sinks.options(for: familyName) else {
-                        if parked.insert(sink).inserted {
+                    guard let family = address.prefix.configFamily, current.families[family] != nil, current.config.sinks.options(for: family) != nil else {
+                        return .unconfigured
+                    }
+                    return .ready
+                }
+                func execute(_ actions: [DispatcherStateMachine.Action]) {
+                    for action in actions {
+                        switch action {
+                        case .start(let sink):
+                            startPipeline(sink)
+                        case .parkedUnparseable(let sink):
+                            logger.error("records in the WAL name a sink sinkd cannot parse; they stay in the WAL", metadata: ["sink": "\(sink)"])
+                        case .parkedUnconfigured(let sink):
                             logger.warning("records wait in the WAL: their sink family is not configured or has no delivery yet", metadata: ["sink": "\(sink)"])
+                        case .nudgeIdlePipelines:
+                            // Idle pipelines give their slot up now rather than at idle_timeout.
+                            sinksWaiting.withLockedValue { $0 = true }
+                            for pipeline in pipelines.withLockedValue({ Array($0.values) }) { pipeline.nudge() }
+                        case .retireMetrics(let sink):
+                            retiring.removeValue(forKey: sink)?.retireMetrics()
+                        case .stopAll:
+                            stopped.withLockedValue { $0 = true }
+                            for pipeline in pipelines.withLockedValue({ Array($0.values) }) { pipeline.stop() }
                         }
-                        return
                     }
-                    guard pipelines.withLockedValue({ $0.count }) < min(current.config.delivery.maxSinks, sinkLimit) else {
-                        if waitingSet.insert(sink).inserted {
-                            waitingSinks.append(sink)
-                            if !sinksWaiting.withLockedValue({ $0 }) {
-                                // Idle pipelines give their slot up now rather than at idle_timeout.
-                                sinksWaiting.withLockedValue { $0 = true }
-                                for pipeline in pipelines.withLockedValue({ Array($0.values) }) { pipeline.nudge() }
-                            }
-                        }
-                        return
-                    }
+                    retiring.removeAll()
+                    if !machine.sinksWaiting { sinksWaiting.withLockedValue { $0 = false } }
+                }
+                var retiring: [String: SinkPipeline] = [:]
+                func startPipeline(_ sink: String) {
+                    // check() said ready: the address parses and the family is configured.
+                    guard let address = try? SinkAddress.parse(identity: sink), let familyName = address.prefix.configFamily else { return }
+                    let current = generation
+                    guard let family = current.families[familyName], let options = current.config.sinks.options(for: familyName) else { return }
                     let sinksWaiting = self.sinksWaiting
                     let pipeline = SinkPipeline(address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
                                                 shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger,
@@ -173,41 +177,26 @@ public final class DeliveryService: Service, Sendable {
                         return stopped.withLockedValue { $0 } || Task.isCancelled ? .shutdown : .newSinks
                     }
                 }
-                // Sinks with records from before this start. New sinks are drained first, then the
-                // log listed: a round completing in between is in the list (its segment summary is
-                // updated before it counts as new), one completing later wakes the watch below.
-                // The other order lost it: listed too early, then drained away unseen.
-                _ = wal.drainNewSinks()
-                if let probe = startupProbe.withLockedValue({ $0 }) { await probe() }
-                for sink in wal.sinksInLog().keys.sorted() { start(sink) }
+                // Sinks with records from before this start, read in the order the machine gives.
+                for read in DispatcherStateMachine.startupReads {
+                    switch read {
+                    case .drainNewSinks: _ = wal.drainNewSinks()
+                    case .listLog: execute(machine.consider(wal.sinksInLog().keys.sorted(), limit: limit, check: check))
+                    }
+                }
                 watchNewSinks()
                 awaitNewSinks()
                 for await event in group {
                     // Cancelled (the service group is going down hard): stop like a shutdown,
                     // never restart a pipeline that only left because of it.
-                    if Task.isCancelled, !stopped.withLockedValue({ $0 }) {
-                        stopped.withLockedValue { $0 = true }
-                        for pipeline in self.pipelines.withLockedValue({ Array($0.values) }) { pipeline.stop() }
-                    }
-                    if stopped.withLockedValue({ $0 }) {
-                        if case .exited(let sink) = event {
-                            pipelines.withLockedValue { $0[sink] = nil }
-                            retireIdleFamilies(exited: sink)
-                        }
-                        continue
-                    }
+                    if Task.isCancelled || stopped.withLockedValue({ $0 }) { execute(machine.shutdown()) }
                     switch event {
                     case .newSinks:
+                        guard !machine.stopped else { continue }
                         if state.withLockedValue({ s in defer { s.reloadPending = false }; return s.reloadPending }) {
-                            // A reload: sinks parked for a missing family may have one now.
-                            parked.removeAll()
-                            for sink in wal.sinksInLog().keys.sorted() where pipelines.withLockedValue({ $0[sink] == nil }) {
-                                start(sink)
-                            }
+                            execute(machine.reloaded(inLog: wal.sinksInLog().keys.sorted(), limit: limit, check: check))
                         }
-                        for sink in wal.drainNewSinks().sorted() where pipelines.withLockedValue({ $0[sink] == nil }) {
-                            start(sink)
-                        }
+                        execute(machine.consider(wal.drainNewSinks().sorted(), limit: limit, check: check))
                         watchNewSinks()
                         awaitNewSinks()
                     case .exited(let sink):
@@ -217,20 +206,9 @@ public final class DeliveryService: Service, Sendable {
                         // Records handed out but not finished (a pipeline stopped by a reload), or
                         // a record that arrived while it was leaving: a new pipeline takes over.
                         let progress = wal.progress(of: sink)
-                        if !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo) {
-                            start(sink)
-                        } else {
-                            // Nothing left: no state or series is kept for a sink that may never
-                            // come back (15,000 one-off sinks must not mean 15,000 series).
-                            exited?.retireMetrics()
-                            parked.remove(sink)
-                        }
-                        while !waitingSinks.isEmpty, pipelines.withLockedValue({ $0.count }) < min(generation.config.delivery.maxSinks, sinkLimit) {
-                            let next = waitingSinks.removeFirst()
-                            waitingSet.remove(next)
-                            start(next)
-                        }
-                        if waitingSinks.isEmpty { sinksWaiting.withLockedValue { $0 = false } }
+                        let recordsLeft = !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo)
+                        if let exited { retiring[sink] = exited }
+                        execute(machine.exited(sink, recordsLeft: recordsLeft, limit: limit, check: check))
                     case .shutdown:
                         continue
                     }
@@ -244,20 +222,21 @@ public final class DeliveryService: Service, Sendable {
     }
 
     /// Fires `signal` once the WAL has records for a sink without a pipeline (checked on every
-    /// new durable batch).
+    /// new durable batch), reading the WAL in the order the machine gives.
     private func watchNewSinks() {
         let signal = self.signal
         let pipelines = self.pipelines
         let wal = self.wal
-        let probe = watchProbe.withLockedValue { $0 }
         @Sendable func check() {
             guard !wal.isStopping else { return }
-            // The durable seq first, then the new sinks: a round completing in between is among
-            // them, or (later) past `seen`, which calls back at once. The other order waited
-            // after a round it had not seen.
-            let seen = wal.currentStats.durableSeq
-            probe?()
-            let fresh = wal.peekNewSinks().contains { sink in pipelines.withLockedValue { $0[sink] == nil } }
+            var seen: UInt64 = 0
+            var fresh = false
+            for read in DispatcherStateMachine.watchReads {
+                switch read {
+                case .durableSeq: seen = wal.currentStats.durableSeq
+                case .newSinks: fresh = wal.peekNewSinks().contains { sink in pipelines.withLockedValue { $0[sink] == nil } }
+                }
+            }
             if fresh {
                 signal.fire()
             } else {

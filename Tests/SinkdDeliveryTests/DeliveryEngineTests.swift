@@ -161,44 +161,6 @@ import SinkdTestSupport
         await h.finish()
     }
 
-    /// CI, twice (ConductorPostgresTests' wrong password, deadLettersAreNotLoggedOnePerRecord):
-    /// records appended while the service started were never delivered. Startup listed the WAL's
-    /// sinks, the append completed, then startup drained the new sinks and threw the fresh one
-    /// away: the sink got no pipeline until another record came for it (or a restart). The probe
-    /// puts an append exactly between the two reads.
-    @Test func aRecordAppendedWhileTheServiceStartsIsDelivered() async throws {
-        let h = try EngineHarness(probes: .init(startup: { wal in
-            let record = EventRecord(id: "early", sink: "http:early", payload: Array(#""p""#.utf8))
-            let (_, ticket) = wal.append([record], nowMillis: WallClock.millis())
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wal.whenDurable(ticket) { _ in c.resume() } }
-        }))
-        #expect(await h.eventually(timeout: .seconds(10)) { h.family.deliveredRecords("http:early").map(\.record.id) == ["early"] },
-                "\(h.service.snapshots)")
-        await h.finish()
-    }
-
-    /// The same race one step later: the new-sink watch read the new sinks (none without a
-    /// pipeline), a round for a new sink completed, then the watch registered to wait for data
-    /// after the durable seq as it was now, past that round: the sink waited for the next append
-    /// to any sink. The probe appends between the watch's two reads, once.
-    @Test func aRecordAppendedWhileTheWatchRegistersIsDelivered() async throws {
-        let once = LockedBox(false)
-        let h = try EngineHarness(probes: .init(watch: { wal in
-            guard !once.get() else { return }
-            once.set(true)
-            let record = EventRecord(id: "between", sink: "http:between", payload: Array(#""p""#.utf8))
-            let (_, ticket) = wal.append([record], nowMillis: WallClock.millis())
-            // The first check runs on the service's task, never on the WAL's writer thread.
-            let done = DispatchSemaphore(value: 0)
-            wal.whenDurable(ticket) { _ in done.signal() }
-            done.wait()
-        }))
-        #expect(await h.eventually(timeout: .seconds(10)) { h.family.deliveredRecords("http:between").map(\.record.id) == ["between"] },
-                "\(h.service.snapshots)")
-        #expect(once.get())
-        await h.finish()
-    }
-
     /// The service group cancelled (not a graceful shutdown): delivery ends promptly and does not
     /// restart pipelines that only left because of the cancellation.
     @Test func cancellationEndsDeliveryWithoutRestartingPipelines() async throws {

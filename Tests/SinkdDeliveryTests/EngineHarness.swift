@@ -94,17 +94,9 @@ final class EngineHarness: @unchecked Sendable {
     let family: ScriptedFamily
     let logger: Logger
 
-    /// Given the WAL, set as the service's `startupProbe` and `watchProbe` at each start.
-    struct Probes {
-        var startup: (@Sendable (WriteAheadLog) async -> Void)?
-        var watch: (@Sendable (WriteAheadLog) -> Void)?
-    }
-    let probes: Probes
-
     init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger,
-         probes: Probes = Probes(), _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
+         _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
         self.family = family
-        self.probes = probes
         self.logger = logger
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
         var config = SinkdConfig()
@@ -136,8 +128,6 @@ final class EngineHarness: @unchecked Sendable {
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
         service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
-        if let probe = probes.startup, let wal { service.startupProbe.withLockedValue { $0 = { await probe(wal) } } }
-        if let probe = probes.watch, let wal { service.watchProbe.withLockedValue { $0 = { probe(wal) } } }
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Self.logger))
         let group = self.group!
         runTask = Task { try await group.run() }
