@@ -272,7 +272,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdRedisSinkTests",
-            dependencies: [
+            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
                 "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -290,7 +290,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdIngestTests",
-            dependencies: [
+            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
                 "SinkdIngest", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -310,7 +310,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdNATSSinkTests",
-            dependencies: [
+            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
                 "SinkdNATSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -322,7 +322,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdAMQPSinkTests",
-            dependencies: [
+            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
                 "SinkdAMQPSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

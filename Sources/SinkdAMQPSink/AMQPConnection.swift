@@ -6,16 +6,20 @@ import SinkdCore
 import SinkdTLS
 
 /// Splits the byte stream into frames (bounded by the negotiated frame_max).
-struct AMQPFrameByteDecoder: ByteToMessageDecoder {
+struct AMQPFrameByteDecoder: NIOSingleStepByteToMessageDecoder {
     typealias InboundOut = AMQPFrame
     let decoder = AMQPFrameDecoder()
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    mutating func decode(buffer: inout ByteBuffer) throws -> AMQPFrame? {
         let decoded = try buffer.withUnsafeReadableBytes { try decoder.decode($0) }
-        guard let (frame, used) = decoded else { return .needMoreData }
+        guard let (frame, used) = decoded else { return nil }
         buffer.moveReaderIndex(forwardBy: used)
-        context.fireChannelRead(wrapInboundOut(frame))
-        return .continue
+        return frame
+    }
+
+    /// A partial frame at the end of the stream is dropped (the connection is gone).
+    mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> AMQPFrame? {
+        try decode(buffer: &buffer)
     }
 }
 

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// What the line framer hands on: a whole line, or the news that a line exceeded the limit.
-public enum IngestFrame: Sendable {
+public enum IngestFrame: Sendable, Equatable {
     case line(ByteBuffer)
     /// A line longer than the limit was dropped; framing resumes after its newline.
     case tooLarge(bytes: Int)
@@ -70,7 +70,7 @@ public struct LineSplitter: Sendable {
 
 /// `LineSplitter` as a NIO decoder, for the control socket (whose clients are few and trusted
 /// enough to decode a whole burst). A partial line at end of stream is discarded.
-public struct LineFramer: ByteToMessageDecoder {
+public struct LineFramer: NIOSingleStepByteToMessageDecoder {
     public typealias InboundOut = IngestFrame
     private var splitter: LineSplitter
 
@@ -78,15 +78,13 @@ public struct LineFramer: ByteToMessageDecoder {
         splitter = LineSplitter(maxLineBytes: maxLineBytes)
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = splitter.next(&buffer) else { return .needMoreData }
-        context.fireChannelRead(wrapInboundOut(frame))
-        return .continue
+    public mutating func decode(buffer: inout ByteBuffer) throws -> IngestFrame? {
+        splitter.next(&buffer)
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        while try decode(context: context, buffer: &buffer) == .continue {}
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> IngestFrame? {
+        if let frame = splitter.next(&buffer) { return frame }
         buffer.moveReaderIndex(forwardBy: buffer.readableBytes)  // a partial last line is discarded
-        return .needMoreData
+        return nil
     }
 }

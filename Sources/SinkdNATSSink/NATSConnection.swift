@@ -6,16 +6,20 @@ import NIOTLS
 import SinkdTLS
 
 /// Splits the byte stream into server operations.
-struct NATSDecoder: ByteToMessageDecoder {
+struct NATSDecoder: NIOSingleStepByteToMessageDecoder {
     typealias InboundOut = NATSServerOp
     let parser: NATSParser
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    mutating func decode(buffer: inout ByteBuffer) throws -> NATSServerOp? {
         let parsed = try buffer.withUnsafeReadableBytes { try parser.parse($0) }
-        guard let (op, used) = parsed else { return .needMoreData }
+        guard let (op, used) = parsed else { return nil }
         buffer.moveReaderIndex(forwardBy: used)
-        context.fireChannelRead(wrapInboundOut(op))
-        return .continue
+        return op
+    }
+
+    /// A partial operation at the end of the stream is dropped (the connection is gone).
+    mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> NATSServerOp? {
+        try decode(buffer: &buffer)
     }
 }
 

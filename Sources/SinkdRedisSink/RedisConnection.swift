@@ -6,7 +6,7 @@ import NIOPosix
 /// received: a value's type line is searched for its CRLF once (a line trickling in a byte at a
 /// time is not scanned again from its start), and with arrays refused a value is parsed only once
 /// its line is complete.
-struct RESPDecoder: ByteToMessageDecoder {
+struct RESPDecoder: NIOSingleStepByteToMessageDecoder {
     typealias InboundOut = RESPValue
     let limits: RESPLimits
     /// Bytes of the current value's type line already known to hold no CRLF.
@@ -17,7 +17,7 @@ struct RESPDecoder: ByteToMessageDecoder {
         self.limits = limits
     }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    mutating func decode(buffer: inout ByteBuffer) throws -> RESPValue? {
         let limits = self.limits
         let searchFrom = searched
         let step = try buffer.withUnsafeReadableBytes { bytes throws(RESP.ProtocolError) -> (value: (RESPValue, Int)?, searched: Int) in
@@ -29,11 +29,15 @@ struct RESPDecoder: ByteToMessageDecoder {
             return (try RESP.parse(bytes, limits: limits), searchFrom)
         }
         searched = step.searched
-        guard let (value, used) = step.value else { return .needMoreData }
+        guard let (value, used) = step.value else { return nil }
         searched = 0
         buffer.moveReaderIndex(forwardBy: used)
-        context.fireChannelRead(wrapInboundOut(value))
-        return .continue
+        return value
+    }
+
+    /// A partial reply at the end of the stream is dropped (the connection is gone).
+    mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> RESPValue? {
+        try decode(buffer: &buffer)
     }
 }
 

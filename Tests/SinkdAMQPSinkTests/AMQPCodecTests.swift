@@ -1,9 +1,18 @@
 import Testing
 @testable import SinkdAMQPSink
+import NIOCore
+import NIOTestUtils
 
 /// The AMQP 0-9-1 codec on byte fixtures: every frame type, every method a publisher uses, frames
 /// split across reads, malformed input; then the connection and channel state machines.
 @Suite struct AMQPCodecTests {
+    /// The channel decoder on every fixture, fed whole, a byte at a time and in every split
+    /// NIO's ByteToMessageDecoderVerifier tries, and at end of stream.
+    @Test func theChannelDecoderHandlesEverySplit() throws {
+        let pairs = Self.fixtures.map { (name, frame) in (ByteBuffer(bytes: Self.hex(String(name.split(separator: " ").last!))), [frame]) }
+        try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) { AMQPFrameByteDecoder() }
+    }
+
     static func hex(_ s: String) -> [UInt8] {
         var out: [UInt8] = []
         var chars = Array(s.filter { !$0.isWhitespace })

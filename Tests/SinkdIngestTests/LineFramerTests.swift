@@ -2,9 +2,20 @@ import NIOCore
 import NIOEmbedded
 import Testing
 @testable import SinkdIngest
+import NIOTestUtils
 
 /// Byte-level fixtures for the framer, fed in arbitrary pieces.
 @Suite struct LineFramerTests {
+    /// The control socket's line decoder in every split NIO's verifier tries.
+    @Test func theDecoderHandlesEverySplit() throws {
+        let pairs: [(String, [IngestFrame])] = [
+            ("a\n", [.line(ByteBuffer(string: "a"))]),
+            ("bb\r\n\n", [.line(ByteBuffer(string: "bb")), .line(ByteBuffer())]),
+            ("0123456789xyz\nok\n", [.tooLarge(bytes: 13), .line(ByteBuffer(string: "ok"))]),
+        ]
+        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: pairs) { LineFramer(maxLineBytes: 10) }
+    }
+
     enum Out: Equatable {
         case line(String)
         case tooLarge(Int)

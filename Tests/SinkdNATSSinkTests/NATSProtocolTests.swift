@@ -3,10 +3,17 @@ import Testing
 import SinkdCore
 import SinkdDelivery
 @testable import SinkdNATSSink
+import NIOCore
+import NIOTestUtils
 
 /// The NATS protocol without a server: byte fixtures for every server operation and every
 /// command sinkd sends, reads split at every offset, the connection state machine, NKeys.
 @Suite struct NATSProtocolTests {
+    /// The channel decoder on every fixture, in every split NIO's verifier tries.
+    @Test func theChannelDecoderHandlesEverySplit() throws {
+        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: Self.fixtures.map { ($0.0, [$0.1]) }) { NATSDecoder(parser: NATSParser()) }
+    }
+
     static let fixtures: [(String, NATSServerOp)] = [
         ("PING\r\n", .ping),
         ("PONG\r\n", .pong),

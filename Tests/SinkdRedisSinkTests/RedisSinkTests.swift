@@ -4,8 +4,20 @@ import SinkdCore
 import SinkdDelivery
 @testable import SinkdRedisSink
 import SinkdTestSupport
+import NIOTestUtils
 
 @Suite struct RESPTests {
+    /// The reply decoder (XADD replies: no arrays) in every split NIO's verifier tries.
+    @Test func theDecoderHandlesEverySplit() throws {
+        let pairs: [(String, [RESPValue])] = [
+            ("+OK\r\n", [.simpleString("OK")]),
+            ("$15\r\n1796644587983-0\r\n", [.bulkString(Array("1796644587983-0".utf8))]),
+            ("-ERR no such key\r\n:7\r\n", [.error("ERR no such key"), .integer(7)]),
+            ("$-1\r\n", [.bulkString(nil)]),
+        ]
+        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: pairs) { RESPDecoder(limits: .xaddReplies) }
+    }
+
     static func parse(_ text: String) throws -> RESPValue? {
         try Array(text.utf8).withUnsafeBytes { try RESP.parse($0)?.0 }
     }
