@@ -1,5 +1,5 @@
 /// sinkd's configuration, schema v1. Every default here is the one documented in
-/// Config/sinkd.yaml and README's Configuration section; `ConfigLoader` fills these values from YAML.
+/// Config/sinkd.yaml and docs/CONFIGURATION.md; `ConfigLoader` fills these values from YAML.
 public struct SinkdConfig: Sendable, Equatable {
     /// The file this configuration was read from ("" for the built-in defaults).
     public var sourcePath: String = ""

@@ -7,7 +7,7 @@
 /// When the configured `ingest.max_connections` and `delivery.max_sinks` do not fit, both are
 /// lowered (connections to at most half of what is left); sinks beyond the lowered number wait
 /// their turn as with `max_sinks`, clients beyond it are answered `too_many_connections`.
-/// I/O-free: the caller reads the limit (README, Resource bounds).
+/// I/O-free: the caller reads the limit (docs/SERVICE.md, Resource bounds).
 public struct DescriptorBudget: Sendable, Equatable {
     /// Descriptors kept for sinkd itself (an idle sinkd holds about 25).
     public static let baseReserve = 64

@@ -12,7 +12,7 @@ public final class DeliveryService: Service, Sendable {
     let logger: Logger
     private let pipelines = NIOLockedValueBox<[String: SinkPipeline]>([:])
     private let signal = AsyncSignal()
-    /// `delivery.max_sinks` is capped by this (the descriptor budget, README Resource bounds).
+    /// `delivery.max_sinks` is capped by this (the descriptor budget, docs/SERVICE.md, Resource bounds).
     let sinkLimit: Int
     /// Sinks wait for a pipeline slot: idle pipelines leave at once to make room.
     private let sinksWaiting = NIOLockedValueBox(false)

@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 /// A pipeline reads more only while bytes are left (or when it holds nothing: every sink can
 /// always take its next record, so none starves); one that must wait is called back when others
 /// release bytes. So records held ≤ max_held_bytes + max_sinks × max_record_bytes, and per sink
-/// ≤ max_held_bytes_per_sink + one record (README, Resource bounds).
+/// ≤ max_held_bytes_per_sink + one record (docs/SERVICE.md, Resource bounds).
 public final class HeldBytesBudget: Sendable {
     private let state: NIOLockedValueBox<(held: Int, limit: Int, waiters: [@Sendable () -> Void])>
 

@@ -19,7 +19,7 @@ public final class IngestContext: Sendable {
     /// Responses a connection may owe before it stops reading (its pipelining window).
     public let maxPendingResponses: Int
     /// Bytes of answers a connection may owe before it stops taking lines
-    /// (`ingest.max_unanswered_bytes`; README, Resource bounds).
+    /// (`ingest.max_unanswered_bytes`; docs/SERVICE.md, Resource bounds).
     public let maxAnswerBytes: Int
     public let maxRecordBytes: Int
     public let state: ServerState

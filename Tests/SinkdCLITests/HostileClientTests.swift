@@ -112,7 +112,7 @@ import Glibc
             print("hostile clients: all answers read after \(Date().timeIntervalSince(started)) s")
             let peak = Self.memory(pid, "VmHWM")
             print("hostile clients: peak RSS \(peak >> 20) MiB, \((peak - baseline) >> 20) MiB over the baseline")
-            // Documented bound (README, Resource bounds): answers owed ≤ max_unanswered_bytes per
+            // Documented bound (docs/SERVICE.md, Resource bounds): answers owed ≤ max_unanswered_bytes per
             // connection, plus the bytes read and not yet taken (here 8 KiB in a buffer of up to
             // 64 KiB, the largest read); ~310 MB more than that without the bound.
             let allowed = clients * (Self.answerBound + (64 << 10))
