@@ -253,7 +253,7 @@ let conductorSinkGrammar: [ConductorSinkRow] = [
     ConductorSinkRow(sink: "sqss:orders", conductor: .fails("EventQueues.getQueue: no provider for type sqss")),
     ConductorSinkRow(sink: "sqs:orders", conductor: .publishes(.sqsQueue("orders"))),
     ConductorSinkRow(sink: "sqs:orders.fifo", conductor: .fails("SQSObservableQueue: CreateQueue of a .fifo name without FifoQueue is refused by SQS"),
-                     differs: "sinkd sends to FIFO queues (MessageGroupId, MessageDeduplicationId): docs/DELIVERY.md, SQS"),
+                     differs: "sinkd sends to FIFO queues (MessageGroupId, MessageDeduplicationId): docs/sinks/sqs.md"),
     ConductorSinkRow(sink: "nats:alerts", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
     ConductorSinkRow(sink: "nats:alerts.high:workers", conductor: .publishes(.natsSubject("alerts.high", queueGroup: "workers"))),
     ConductorSinkRow(sink: "nats:alerts:", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
