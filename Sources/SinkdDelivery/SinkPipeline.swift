@@ -383,7 +383,7 @@ public final class SinkPipeline: Sendable {
 
 }
 
-/// Per-sink counters and the delivery latency histogram (docs/SERVICE.md, Metrics).
+/// Per-sink counters and the delivery latency histogram (docs/METRICS.md).
 struct PipelineMetrics: Sendable {
     let delivered: Counter
     let retried: Counter

@@ -385,7 +385,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 }
 
 
-/// Counters of the ingest protocol (docs/SERVICE.md, Metrics).
+/// Counters of the ingest protocol (docs/METRICS.md).
 enum IngestMetrics {
     static let accepted = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "accepted")])
     static let duplicate = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "duplicate")])

@@ -1,6 +1,6 @@
 import Metrics
 
-/// The WAL's own series (docs/SERVICE.md, Metrics); the rest of its figures are read from `WALStats`.
+/// The WAL's own series (docs/METRICS.md); the rest of its figures are read from `WALStats`.
 enum WALMetrics {
     static let fsync = Metrics.Timer(label: "sinkd_wal_fsync_seconds")
     static let writeFailures = Counter(label: "sinkd_wal_write_failures_total")

@@ -56,7 +56,7 @@ def main():
     ]:
         print(f".TP\n.I {path}\n{what}")
     print(".SH SEE ALSO")
-    print("\\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), /usr/share/doc/sinkd/README.md, /usr/share/doc/sinkd/docs/ (OPERATIONS.md, SERVICE.md, CONFIGURATION.md, DELIVERY.md, DURABILITY.md, PROTOCOL.md, CLI.md)")
+    print("\\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), /usr/share/doc/sinkd/README.md, /usr/share/doc/sinkd/docs/ (OPERATIONS.md, SERVICE.md, CONFIGURATION.md, DELIVERY.md, DURABILITY.md, PROTOCOL.md, CLI.md, METRICS.md, sinks/)")
 
 
 if __name__ == "__main__":
