@@ -23,36 +23,14 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private enum Slot {
-        case ready([UInt8])
-        /// A record in the WAL's hands; its answer is estimated at `estimate` bytes.
-        case waiting(estimate: Int)
-        /// Before `slotsHead`: answered.
-        case written
-    }
-
     private let shared: IngestContext
-    private var slots: [Slot] = []
-    private var slotsHead = 0
-    /// Absolute number of `slots[slotsHead]`.
-    private var firstSlotNumber: UInt64 = 0
+    /// The decisions: answers owed and their bytes, bounds, blocked records (I/O-free).
+    private var state: IngestConnectionState
     private var batch: [EventRecord] = []
     private var batchSlots: [UInt64] = []
-    /// Records refused with `.full` under `when_full: block`, retried when space returns.
-    private var blocked: (records: [EventRecord], slots: [UInt64])?
     /// Bytes read and not yet split into lines.
     private var input: ByteBuffer?
     private var splitter: LineSplitter
-    /// The last `takeLines` stopped at the bound with whole lines left in `input`.
-    private var inputStalled = false
-    /// The client half-closed: answer what it sent, then close.
-    private var inputEnded = false
-    /// Bytes of answers owed: estimated for records in the WAL, encoded for ready ones, and
-    /// written to the channel but not yet taken by the kernel.
-    private var answerBytes = 0
-    /// Encoded answers whose predecessors are all answered, written by the next `flushReady`.
-    private var ready: [UInt8] = []
-    private var closing = false
     private var pumping = false
     private var pumpAgain = false
     private var context: ChannelHandlerContext?
@@ -60,9 +38,8 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     init(shared: IngestContext) {
         self.shared = shared
         self.splitter = LineSplitter(maxLineBytes: shared.maxRecordBytes)
+        self.state = IngestConnectionState(maxPendingResponses: shared.maxPendingResponses, maxAnswerBytes: shared.maxAnswerBytes)
     }
-
-    private var owed: Int { slots.count - slotsHead }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -76,7 +53,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     func channelInactive(context: ChannelHandlerContext) {
         shared.state.connectionClosed()
-        closing = true
+        state.channelClosed()
         input = nil  // nobody is left to answer: unanswered lines were never acknowledged
         context.fireChannelInactive()
     }
@@ -101,13 +78,13 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, owed == 0 {
+        if event is IdleStateHandler.IdleStateEvent, state.owed == 0 {
             shared.logger.debug("closing an idle ingest connection")
             context.close(promise: nil)
             return
         }
         if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
-            inputEnded = true
+            state.inputClosed()
             pump(context: context)
             return
         }
@@ -132,37 +109,32 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
         repeat {
             pumpAgain = false
             takeLines()
-            if blocked == nil { submit() }
+            if state.blocked == nil { submit() }
             flushReady(context: context)
-            readIfAllowed(context: context)
-            if inputEnded, !inputStalled, owed == 0, context.channel.isActive {
+            if state.mayRead(channelWritable: context.channel.isWritable) { context.read() }
+            if state.shouldClose, context.channel.isActive {
                 context.close(promise: nil)
             }
         } while pumpAgain
     }
 
-    /// May the connection take another line (or read more bytes)?
-    private var withinBounds: Bool {
-        !closing && blocked == nil && owed < shared.maxPendingResponses && answerBytes < shared.maxAnswerBytes
-    }
-
     private func takeLines() {
         guard var buffer = input else {
-            inputStalled = false
+            state.inputStalled = false
             return
         }
         input = nil  // uniquely referenced while lines are taken: no copy on write
         var stalled = false
         while true {
-            guard withinBounds else {
+            guard state.mayTakeLine else {
                 stalled = true
                 break
             }
             guard let frame = splitter.next(&buffer) else { break }
             take(frame)
         }
-        inputStalled = stalled && !closing
-        if buffer.readableBytes > 0, !closing {
+        state.inputStalled = stalled && !state.closing
+        if buffer.readableBytes > 0, !state.closing {
             if buffer.readerIndex > 64 << 10 { buffer.discardReadBytes() }
             input = buffer
         }
@@ -197,11 +169,8 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
             case .failure(let rejection):
                 appendReady(.rejected(rejection))
             case .success(let record):
-                let number = firstSlotNumber + UInt64(owed)
                 // `{"id":…,"status":"duplicate","seq":<20 digits>}\n` is 50 bytes around the id.
-                let estimate = record.id.utf8.count + 64
-                answerBytes += estimate
-                slots.append(.waiting(estimate: estimate))
+                let number = state.expectAnswer(estimate: record.id.utf8.count + 64)
                 batch.append(record)
                 batchSlots.append(number)
             }
@@ -245,16 +214,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func appendReady(_ response: IngestResponse) {
         if case .rejected(let r) = response { IngestMetrics.rejected(r.code).increment() }
-        if owed == 0 {
-            // Nothing before it is unanswered: straight into the bytes the next write sends.
-            let before = ready.count
-            response.encode(into: &ready)
-            answerBytes += ready.count - before
-            return
-        }
-        let bytes = response.encoded()
-        answerBytes += bytes.count
-        slots.append(.ready(bytes))
+        state.answer(response)
     }
 
     private func submit() {
@@ -281,7 +241,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                 if shared.whenFull == .block || outcome == .busy {
                     // Wait for room for this record (never at once while it does not fit, so
                     // this cannot spin), then append it and the rest again.
-                    blocked = (Array(records[i...]), Array(numbers[i...]))
+                    state.block(Array(records[i...]), Array(numbers[i...]))
                     let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
                     shared.wal.whenSpaceAvailable(bytes: WriteAheadLog.frameLength(of: records[i])) {
                         bound.execute { $0.retryBlocked() }
@@ -330,40 +290,20 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func retryBlocked() {
-        guard let (records, numbers) = blocked, let context else { return }
-        blocked = nil
+        guard let context, let (records, numbers) = state.unblock() else { return }
         append(records, numbers)
         pump(context: context)
     }
 
     private func fill(_ number: UInt64, _ response: IngestResponse) {
-        let index = slotsHead + Int(number - firstSlotNumber)
-        guard index < slots.count else { return }
-        let bytes = response.encoded()
-        if case .waiting(let estimate) = slots[index] { answerBytes += bytes.count - estimate }
-        slots[index] = .ready(bytes)
+        state.fill(number, response)
     }
 
     /// Writes the ready responses at the head, in order, with one flush.
     private func flushReady(context: ChannelHandlerContext) {
-        var out = ready
-        ready = []
-        while slotsHead < slots.count, case .ready(let bytes) = slots[slotsHead] {
-            out.append(contentsOf: bytes)
-            slots[slotsHead] = .written  // the answer's bytes are freed now, not when the slots are compacted
-            slotsHead += 1
-            firstSlotNumber += 1
-        }
-        if slotsHead == slots.count {
-            slots.removeAll(keepingCapacity: true)  // all answered: start over at the front
-            slotsHead = 0
-        } else if slotsHead > 1024, slotsHead * 2 > slots.count {
-            slots.removeFirst(slotsHead)
-            slotsHead = 0
-        }
-        guard !out.isEmpty else { return }
+        guard let out = state.takeWritable() else { return }
         guard context.channel.isActive else {
-            answerBytes -= out.count
+            state.written(out.count)
             return
         }
         // Counted until the kernel has them: a client that never reads keeps them owed.
@@ -372,16 +312,12 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         promise.futureResult.whenComplete { _ in
             let handler = bound.value
-            handler.answerBytes -= written
+            handler.state.written(written)
             if let context = handler.context { handler.pump(context: context) }
         }
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: out)), promise: promise)
     }
 
-    private func readIfAllowed(context: ChannelHandlerContext) {
-        guard withinBounds, !inputStalled, !inputEnded, context.channel.isWritable else { return }
-        context.read()
-    }
 }
 
 

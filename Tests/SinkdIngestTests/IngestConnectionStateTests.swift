@@ -1,0 +1,99 @@
+import SinkdCore
+import Testing
+@testable import SinkdIngest
+
+/// The ingest connection's decisions with plain values (issue 31: they lived in the channel
+/// handler): answers in request order whatever order the WAL finishes in, the bytes a client that
+/// never reads can hold, the bounds on taking lines and reading, blocked records, the close after
+/// a half-close.
+@Suite struct IngestConnectionStateTests {
+    static func text(_ bytes: [UInt8]?) -> String { String(decoding: bytes ?? [], as: UTF8.self) }
+    static let rejected = IngestResponse.rejected(IngestRejection(.malformed, "bad"))
+
+    @Test func answersLeaveInRequestOrderWhateverOrderTheyAreKnownIn() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let a = s.expectAnswer(estimate: 70)
+        s.answer(Self.rejected)  // known at once, but after a
+        let c = s.expectAnswer(estimate: 70)
+        #expect(s.owed == 3)
+        #expect(s.takeWritable() == nil, "a is not answered yet: nothing may be written")
+        s.fill(c, .accepted(id: "c", seq: 2))
+        #expect(s.takeWritable() == nil, "c is ready, but a is still before it")
+        s.fill(a, .accepted(id: "a", seq: 1))
+        let out = Self.text(s.takeWritable())
+        #expect(out.split(separator: "\n").map { $0.contains(#""id":"a""#) ? "a" : $0.contains(#""id":"c""#) ? "c" : "r" } == ["a", "r", "c"])
+        #expect(s.owed == 0)
+        #expect(s.takeWritable() == nil)
+    }
+
+    @Test func answerBytesCountFromTheLineUntilTheKernelTookThem() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let n = s.expectAnswer(estimate: 70)
+        #expect(s.answerBytes == 70, "estimated while the record is in the WAL")
+        s.fill(n, .accepted(id: "x", seq: 1))
+        let exact = IngestResponse.accepted(id: "x", seq: 1).encoded().count
+        #expect(s.answerBytes == exact, "exact once encoded")
+        let out = s.takeWritable()!
+        #expect(s.answerBytes == exact, "still owed while the channel holds it")
+        s.written(out.count)
+        #expect(s.answerBytes == 0)
+    }
+
+    @Test func aClientThatNeverReadsIsHeldAtTheBound() {
+        var s = IngestConnectionState(maxPendingResponses: 1_000_000, maxAnswerBytes: 1000)
+        var taken = 0
+        while s.mayTakeLine {
+            s.answer(Self.rejected)
+            taken += 1
+            _ = s.takeWritable()  // handed to a channel whose peer never reads: never `written`
+        }
+        let one = Self.rejected.encoded().count
+        #expect(s.answerBytes >= 1000 && s.answerBytes < 1000 + one, "at most one answer past the bound")
+        #expect(taken == (1000 + one - 1) / one)
+        #expect(!s.mayRead(channelWritable: true))
+    }
+
+    @Test func pendingAnswersBoundTheLinesTaken() {
+        var s = IngestConnectionState(maxPendingResponses: 3, maxAnswerBytes: 1 << 20)
+        for _ in 0..<3 { _ = s.expectAnswer(estimate: 70) }
+        #expect(!s.mayTakeLine)
+        s.fill(0, .accepted(id: "a", seq: 1))
+        _ = s.takeWritable()
+        #expect(s.mayTakeLine, "one written: room for one more")
+    }
+
+    @Test func blockedRecordsStopTheConnectionUntilUnblocked() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let n = s.expectAnswer(estimate: 70)
+        let record = EventRecord(id: "r", sink: "file:a", payload: Array("1".utf8))
+        s.block([record], [n])
+        #expect(!s.mayTakeLine)
+        #expect(!s.mayRead(channelWritable: true))
+        let waiting = s.unblock()
+        #expect(waiting?.records.map(\.id) == ["r"] && waiting?.numbers == [n])
+        #expect(s.unblock() == nil, "once")
+        #expect(s.mayTakeLine)
+    }
+
+    @Test func aHalfCloseClosesOnceEverythingIsAnswered() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let n = s.expectAnswer(estimate: 70)
+        s.inputClosed()
+        #expect(!s.shouldClose, "one answer still owed")
+        #expect(!s.mayRead(channelWritable: true), "nothing more to read after a half-close")
+        s.fill(n, .accepted(id: "a", seq: 1))
+        _ = s.takeWritable()
+        #expect(s.shouldClose)
+    }
+
+    @Test func aClosedChannelTakesNothingAndAnOldSlotNumberIsIgnored() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let n = s.expectAnswer(estimate: 70)
+        s.fill(n, .accepted(id: "a", seq: 1))
+        _ = s.takeWritable()
+        s.fill(n, .accepted(id: "a", seq: 1))  // a slot already written: no trap, nothing changes
+        #expect(s.owed == 0)
+        s.channelClosed()
+        #expect(!s.mayTakeLine)
+    }
+}
