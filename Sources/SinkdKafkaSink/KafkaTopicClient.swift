@@ -43,7 +43,6 @@ struct KafkaTopicClient: SinkClient {
 
     func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         var meta = try await family.metadata(topic, refresh: false)
-        var outcomes = [DeliveryOutcome?](repeating: nil, count: batch.count)
         // Placement as the Java client's default partitioner places keyed records.
         var byPartition: [Int32: [Int]] = [:]
         for (i, item) in batch.enumerated() {
@@ -61,17 +60,14 @@ struct KafkaTopicClient: SinkClient {
         // Giving up at one request's own timeout dropped the producer, and the next try, under a
         // new id, stored again what a slow broker had already stored.
         let deadline = ContinuousClock.now + family.config.deliveryTimeout
-        // Per partition, the parts still to send, in WAL order (a split's halves one after the
-        // other); one part per partition per round.
-        var queues: [Int32: [Part]] = [:]
-        for (partition, indices) in byPartition {
-            queues[partition] = KafkaRecordBatch.chunks(indices, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) })
-                .map { Part(partition: partition, indices: $0) }
-        }
+        // The rounds' decisions (KafkaSendRounds); this loop does their I/O.
+        var rounds = KafkaSendRounds(topic: topic, records: batch.count, parts: byPartition.mapValues { indices in
+            KafkaRecordBatch.chunks(indices, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) })
+        })
         // A part handed sequences and left unacknowledged when this send ends (given up, paused)
         // leaves a gap no later batch can cross: the producer is dropped.
         defer {
-            for part in queues.values.joined() {
+            for part in rounds.unacknowledged {
                 guard let base = part.base else { continue }
                 let key = KafkaProducerState.PartitionKey(topic: topic, partition: part.partition)
                 family.settle { s in
@@ -79,34 +75,22 @@ struct KafkaTopicClient: SinkClient {
                 }
             }
         }
-        var lastError = ""
-        var backoff = false
-        var round = 0
-        while queues.values.contains(where: { !$0.isEmpty }) {
-            round += 1
-            if round > 1, ContinuousClock.now >= deadline {
-                for part in queues.values.joined() { for i in part.indices where outcomes[i] == nil { outcomes[i] = .retryable("kafka: \(lastError)") } }
-                break
+        while rounds.hasWork {
+            switch rounds.startRound(deadlinePassed: ContinuousClock.now >= deadline) {
+            case .gaveUp:
+                return rounds.finalOutcomes
+            case .send(let backoffMillis):
+                if backoffMillis > 0 { try? await Task.sleep(for: .milliseconds(backoffMillis)) }
             }
-            if backoff { try? await Task.sleep(for: .milliseconds(min(1000, 25 << min(round, 5)))) }
-            backoff = false
             let (_, generation) = try await family.producer()
-            // This round: the first part of each partition; one handed sequences under an older
-            // producer is handed new ones.
-            var heads: [Int32] = []
-            for partition in queues.keys.sorted() where !(queues[partition]!.isEmpty) {
-                if queues[partition]![0].generation != generation { queues[partition]![0].base = nil }
-                heads.append(partition)
-            }
-            var refresh = false
+            // This round: the first part of each partition.
+            let heads = rounds.heads(generation: generation)
             var connections: [Int32: KafkaConnection] = [:]  // by leader
             var sendable: [Int32] = []
             for partition in heads {
                 let leader = Int(partition) < meta.leaders.count ? meta.leaders[Int(partition)] : -1
                 guard leader >= 0, let node = family.node(leader) else {
-                    lastError = "no leader for partition \(partition) of \(topic)"
-                    refresh = true
-                    backoff = true
+                    rounds.noLeader(partition)
                     continue
                 }
                 if connections[leader] == nil {
@@ -122,7 +106,7 @@ struct KafkaTopicClient: SinkClient {
             var answers: [(partitions: [Int32], answers: EventLoopFuture<[PartAnswer]>)] = []
             // Batches sent again go first, each in its turn (the first unacknowledged of its partition).
             for partition in sendable {
-                let part = queues[partition]![0]
+                let part = rounds.head(partition)
                 guard let base = part.base else { continue }
                 let key = KafkaProducerState.PartitionKey(topic: topic, partition: partition)
                 let connection = connections[leaderOf(partition)]!
@@ -133,14 +117,14 @@ struct KafkaTopicClient: SinkClient {
                 if let sent {
                     answers.append(([partition], sent))
                 } else if !family.producerState.isOpen(key, base: base, generation: generation) {
-                    queues[partition]![0].base = nil  // its producer is gone: sent anew (if time is up instead, the loop says so)
+                    rounds.producerGone(partition)  // sent anew (if time is up instead, the next round says so)
                 }
             }
             // New batches: sequences for all of them at once, one request per leader.
-            let fresh = sendable.filter { queues[$0]![0].base == nil }
+            let fresh = sendable.filter { rounds.head($0).base == nil }
             if !fresh.isEmpty {
-                let keys = fresh.map { (key: KafkaProducerState.PartitionKey(topic: topic, partition: $0), count: queues[$0]![0].indices.count) }
-                let heads = fresh.map { queues[$0]![0] }
+                let keys = fresh.map { (key: KafkaProducerState.PartitionKey(topic: topic, partition: $0), count: rounds.head($0).indices.count) }
+                let heads = fresh.map { rounds.head($0) }
                 let leaders = Set(fresh.map(leaderOf))
                 let written = await family.admit(keys, generation: generation, deadline: deadline,
                                                  ready: { leaders.allSatisfy { connections[$0]!.isActive } }) { producers in
@@ -155,8 +139,7 @@ struct KafkaTopicClient: SinkClient {
                 }
                 if let (requests, producers) = written {
                     for (partition, producer) in zip(fresh, producers) {
-                        queues[partition]![0].base = producer.baseSequence
-                        queues[partition]![0].generation = generation
+                        rounds.assigned(partition, base: producer.baseSequence, generation: generation)
                     }
                     answers += requests
                     // The pipeline's next send starts now: its batches get the sequences after these.
@@ -170,43 +153,14 @@ struct KafkaTopicClient: SinkClient {
                 do {
                     results = try await future.get()
                 } catch {
-                    results = partitions.map { _ in .resend(reason: "\(error)", refresh: true, backoff: true) }
+                    try rounds.requestFailed(partitions, error: "\(error)")
+                    continue
                 }
-                for (partition, answer) in zip(partitions, results) {
-                    var part = queues[partition]![0]
-                    switch answer {
-                    case .delivered:
-                        for i in part.indices { outcomes[i] = .delivered }
-                        queues[partition]!.removeFirst()
-                    case .resend(let reason, let refreshMetadata, let wait):
-                        lastError = "partition \(partition): \(reason)"
-                        refresh = refresh || refreshMetadata
-                        backoff = backoff || wait
-                    case .split(let second, let reason):
-                        lastError = "partition \(partition): \(reason)"
-                        let half = part.indices.count / 2
-                        var rest = part
-                        rest.indices = Array(part.indices[half...])
-                        rest.base = second
-                        part.indices = Array(part.indices[..<half])
-                        queues[partition]!.replaceSubrange(0...0, with: [part, rest])
-                    case .permanent(let indices, let reason):
-                        let refused = Set(indices.map { part.indices[$0] })
-                        for i in refused { outcomes[i] = .permanent("kafka topic \(topic) partition \(partition): \(reason)") }
-                        part.indices = part.indices.filter { !refused.contains($0) }
-                        part.base = nil
-                        if part.indices.isEmpty { queues[partition]!.removeFirst() } else { queues[partition]![0] = part }
-                    case .anew(let reason):
-                        lastError = "partition \(partition): \(reason)"
-                        queues[partition]![0].base = nil
-                    case .pause(let reason):
-                        throw SinkConnectionError("kafka refused producing to \(topic): \(reason)")
-                    }
-                }
+                for (partition, answer) in zip(partitions, results) { try rounds.apply(answer, to: partition) }
             }
-            if refresh { meta = (try? await family.metadata(topic, refresh: true)) ?? meta }
+            if rounds.refresh { meta = (try? await family.metadata(topic, refresh: true)) ?? meta }
         }
-        return outcomes.map { $0 ?? .retryable("kafka: not sent") }
+        return rounds.finalOutcomes
     }
 
     /// Writes one Produce request with `parts` (each with its producer fields) on `connection`
