@@ -113,13 +113,9 @@ public final class SinkPipeline: Sendable {
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
         var lastQueued: QueuedSignal?
-        var readerDrained = false
-        /// The last read reached the end of what was durable (the next records are fresh).
-        var caughtUp = false
-        var waitingForData = false
+        // The reading decisions (PipelineReadState); this loop does the reads and waits.
+        var reading = PipelineReadState()
         var timer = WakeTimer(loop: executor.loop)
-        var idleSince: UInt64? = nil
-        var waitingForBudget = false
         // Bytes this pipeline has reported to the shared budget; all of it is returned on exit.
         var reportedHeld = 0
         let heldBudget = self.heldBudget
@@ -236,47 +232,35 @@ public final class SinkPipeline: Sendable {
             // Read while there is room (in this sink's and in the total byte budget) and the WAL
             // has more. A pipeline holding nothing always reads its next record.
             var readRecords = false
-            var totalLeft = heldBudget?.available ?? .max
-            if totalLeft == 0, machine.heldRecords == 0 { totalLeft = 1 }
-            if machine.wantsRecords, !readerDrained, totalLeft == 0, !waitingForBudget, let heldBudget {
-                waitingForBudget = true
+            let maxRecords = max(limits.maxBatchCount * 2, 256)
+            let read = reading.nextRead(wantsRecords: machine.wantsRecords, bytesWanted: machine.bytesWanted,
+                                        budgetLeft: heldBudget?.available ?? .max, holding: machine.heldRecords)
+            switch read {
+            case .none:
+                break
+            case .waitForBudget:
                 let continuation = self.continuation
-                heldBudget.whenAvailable { continuation.yield(.nudge) }
-            }
-            if machine.wantsRecords, !readerDrained, totalLeft > 0 {
-                waitingForBudget = false
-                let maxRecords = max(limits.maxBatchCount * 2, 256)
+                heldBudget?.whenAvailable { continuation.yield(.nudge) }
+            case .inline(let maxBytes), .onPool(let maxBytes):
                 do {
-                    let batch: [SequencedRecord]
-                    if caughtUp {
-                        // Told of new records while caught up: they were written a moment ago
-                        // and are in the page cache, so a small read runs here, on the loop,
-                        // rather than hopping to the thread pool and back (two wake-ups per
-                        // record at Conductor's pace). A pipeline that is behind reads there.
-                        let maxBytes = max(1, min(Self.inlineReadBytes, machine.bytesWanted, totalLeft))
-                        batch = try reader.next(maxRecords: maxRecords, maxBytes: maxBytes)
-                    } else {
-                        let maxBytes = max(1, min(4 << 20, machine.bytesWanted, totalLeft))
-                        batch = try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: maxRecords, maxBytes: maxBytes) }
-                    }
-                    caughtUp = reader.reachedEnd
-                    if batch.isEmpty {
-                        readerDrained = true
-                    } else {
+                    // Told of new records while caught up: they were written a moment ago and are
+                    // in the page cache, so a small read runs here, on the loop, rather than
+                    // hopping to the thread pool and back (two wake-ups per record at
+                    // Conductor's pace). A pipeline that is behind reads there.
+                    let batch = read == .inline(maxBytes: maxBytes)
+                        ? try reader.next(maxRecords: maxRecords, maxBytes: maxBytes)
+                        : try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: maxRecords, maxBytes: maxBytes) }
+                    reading.read(count: batch.count, reachedEnd: reader.reachedEnd)
+                    if !batch.isEmpty {
                         await apply(machine.add(batch))
-                        idleSince = nil
                         readRecords = true
-                        // The read went to the end of what was durable: another now would
-                        // return nothing; wait for new data instead.
-                        if reader.reachedEnd { readerDrained = true }
                     }
                 } catch {
                     logger.error("cannot read the WAL for this sink; retrying in 1s", metadata: ["error": "\(error)"])
                     wake(at: now() + 1000)
                 }
             }
-            if readerDrained, !waitingForData, machine.wantsRecords {
-                waitingForData = true
+            if reading.shouldWatchForData(wantsRecords: machine.wantsRecords) {
                 wal.arm(dataWatch, after: reader.caughtUpTo)
             }
             // Send what can be sent.
@@ -316,18 +300,17 @@ public final class SinkPipeline: Sendable {
                 }
             }
             if let waitUntil { wake(at: waitUntil) }
-            if machine.isIdle, readerDrained {
-                let since = idleSince ?? now()
-                idleSince = since
-                let deadline = since + UInt64(max(0, options.idleTimeout.milliseconds))
-                if now() >= deadline || othersWaiting(), !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
+            if case .idle(let deadline, let mayLeave) = reading.idle(machineIdle: machine.isIdle, now: now(),
+                                                                     idleTimeoutMillis: UInt64(max(0, options.idleTimeout.milliseconds)),
+                                                                     othersWaiting: othersWaiting()) {
+                if mayLeave, !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
                 if waitUntil == nil { wake(at: deadline) }
                 snapshotBox.withLockedValue { $0.state = .idle }
             }
             // The last read returned records and there is room for more: read on rather than wait
             // for an event, which might be a completion that takes long (a broker blocking
             // publishes). Only after records: a failing read waits for its retry time.
-            if readRecords, machine.wantsRecords, !readerDrained { continue loop }
+            if reading.readOn(readRecords: readRecords, wantsRecords: machine.wantsRecords) { continue loop }
             // Wait for something to happen.
             guard let event = await iterator.next() else { break }
             switch event {
@@ -338,11 +321,10 @@ public final class SinkPipeline: Sendable {
                 await client?.close()
                 client = nil
             case .newData:
-                waitingForData = false
-                readerDrained = false
+                reading.newData()
             case .wake(let deadline):
                 timer.fired(deadline)
-                readerDrained = false
+                reading.woke()
             case .nudge:
                 continue loop
             case .stop:
@@ -368,9 +350,6 @@ public final class SinkPipeline: Sendable {
         }
         await client?.close()
     }
-
-    /// The most a caught-up pipeline reads on its loop at once.
-    static let inlineReadBytes = 256 << 10
 
     /// A send's task, on the pipeline's loop as well.
     private func spawn(_ body: @escaping @Sendable () async -> Void) {
