@@ -75,6 +75,7 @@ import Testing
     /// Handing records out finishes none of them: no checkpoint is due. (A sink that is down
     /// keeps reading into its window; a checkpoint per batch, each encoding every outstanding seq,
     /// took most of sinkd's CPU during the soak's Kafka outages.)
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func handingOutAloneWritesNoCheckpoint() throws {
         let t = try TestWAL()
         try t.append((0..<100).map { record("r\($0)") })

@@ -12,6 +12,7 @@ import SinkdCore
 
     // MARK: item 1: a failure after records were acknowledged on write
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test(arguments: [FsyncMode.interval, .never])
     func writeFailureNeverRemovesAcknowledgedRecords(_ mode: FsyncMode) throws {
         let t = try TestWAL(whenFull: .reject, fsync: mode)
@@ -32,6 +33,7 @@ import SinkdCore
         }
     }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test func failedIntervalSyncRewritesWhatWasAcknowledged() throws {
         let t = try TestWAL(whenFull: .reject, fsync: .interval)
         t.options.fsyncInterval = .seconds(30)
@@ -48,6 +50,7 @@ import SinkdCore
 
     /// A failure outside any round (the seal's fdatasync at shutdown, an interval sync) keeps
     /// every frame written, the last round's included.
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test(arguments: [FsyncMode.interval, .never])
     func aFailedSyncOutsideARoundKeepsTheLastRound(_ mode: FsyncMode) throws {
         let t = try TestWAL(whenFull: .reject, fsync: mode)
@@ -72,6 +75,7 @@ import SinkdCore
 
     static let modes: [Mode] = [FsyncMode.always, .interval, .never].flatMap { f in [WhenFull.block, .reject].map { Mode(fsync: f, whenFull: $0) } }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test(arguments: modes)
     func fullFileSystemLosesNoAcknowledgedRecord(_ mode: Mode) throws {
         let fs = try SmallFileSystem(bytes: 2 << 20)
@@ -135,6 +139,7 @@ import SinkdCore
         }
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func startsOnAFullDiskAndFreesSpaceByDelivering() throws {
         let fs = try SmallFileSystem(bytes: 2 << 20)
         let t = try TestWAL(segmentSize: 128 << 10, maxSize: 64 << 20, whenFull: .reject, directory: fs.path + "/wal")
@@ -169,6 +174,7 @@ import SinkdCore
 
     // MARK: item 5: oddities in the state directory
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func oddEntriesAreMovedAsideAndStartGoesOn() throws {
         let t = try TestWAL()
         try t.append([record("kept")])
@@ -197,6 +203,7 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").count == 2)
     }
 
+    /// Guards WAL invariants 3 and 6 (WriteAheadLog.swift).
     @Test func anEIOReadingAProgressCopyMovesItAsideAndStartGoesOn() throws {
         let t = try TestWAL()
         try t.append((0..<3).map { record("e\($0)") })
@@ -214,6 +221,7 @@ import SinkdCore
 
     // MARK: item 6: the seq floor
 
+    /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test(arguments: ProgressStore.slotNames)
     func seqsNeverGoBackwardsWhenOneProgressFileIsDamaged(_ damaged: String) throws {
         let t = try TestWAL()
@@ -232,6 +240,7 @@ import SinkdCore
         #expect(try t.append([record("g")]) == [.accepted(seq: 6)])
     }
 
+    /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func seqsNeverGoBackwardsWhenOneProgressFileIsLost() throws {
         let t = try TestWAL()
         try t.append((0..<5).map { record("f\($0)") })
@@ -289,6 +298,7 @@ final class LockedResult: @unchecked Sendable {
         throw TestFailure("no record \(id)")
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func aFrameDamagedInASealedSegmentIsReportedAndQuarantined() throws {
         let t = try TestWAL()
         try t.append((1...3).map { record("c\($0)", payload: #"{"v":"c\#($0)"}"#) })
@@ -302,6 +312,7 @@ final class LockedResult: @unchecked Sendable {
         #expect(quarantined.contains { $0.hasSuffix(".damaged") }, "its bytes are kept: \(quarantined)")
     }
 
+    /// Guards WAL invariants 4 and 6 (WriteAheadLog.swift).
     @Test func aDamagedRecordHandedOutBeforeARestartDoesNotStayOutstanding() throws {
         let t = try TestWAL()
         try t.append((1...3).map { record("o\($0)", payload: #"{"v":"o\#($0)"}"#) })
@@ -320,6 +331,7 @@ final class LockedResult: @unchecked Sendable {
         #expect(try readAll(t.wal, sink: "file:a").isEmpty)
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func aFrameWithAValidChecksumButAnUndecodableBodyDoesNotPinTheReader() throws {
         let t = try TestWAL()
         try t.append([record("u1")])
@@ -355,6 +367,7 @@ final class LockedResult: @unchecked Sendable {
 @Suite(.serialized, .blockingThreads) struct FaultAtEveryStepTests {
     static let operations: [FaultInjector.Operation] = [.write, .fsync, .truncate, .rename, .directorySync]
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test(arguments: [FsyncMode.always, .interval, .never])
     func aFailureAtAnyStepLosesNoAcknowledgedRecord(_ mode: FsyncMode) throws {
         var failedSomewhere = 0
@@ -495,6 +508,7 @@ final class LockedResult: @unchecked Sendable {
 /// (every acknowledged record stays in a segment until finished) broken from outside is reported
 /// per sink with the seqs, and counted.
 @Suite(.serialized, .blockingThreads) struct MissingSegmentTests {
+    /// Guards WAL invariants 1 and 4 (WriteAheadLog.swift).
     @Test func aMissingSegmentsRecordsAreReportedLostPerSink() throws {
         let t = try TestWAL(segmentSize: 64 << 10, maxSize: 16 << 20)
         let payload = #"{"pad":""# + String(repeating: "x", count: 1000) + #""}"#
@@ -523,6 +537,7 @@ final class LockedResult: @unchecked Sendable {
 
     /// The decision as plain values: outstanding seqs outside every present segment, and what
     /// a missing segment's summary names above each sink's readUpTo.
+    /// Guards WAL invariants 1 and 4 (WriteAheadLog.swift).
     @Test func whatIsLostIsFoundExactlyPerSink() {
         var progress = DeliveryProgress()
         progress.handedOut(sink: "a", seqs: [1, 2, 3, 10, 11, 12])
@@ -546,6 +561,7 @@ final class LockedResult: @unchecked Sendable {
 /// 1-11 had been handed out (each copy damaged alone held). A segment is named by the first seq it
 /// holds, and the one every start opens, empty, by the next seq: the newest name is a floor too.
 @Suite(.serialized, .blockingThreads) struct SeqFloorTests {
+    /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func bothProgressCopiesDamagedDoNotReuseASeq() throws {
         let t = try TestWAL()
         let first = try t.append((1...11).map { record("f\($0)") })

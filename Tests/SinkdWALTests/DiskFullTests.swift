@@ -52,6 +52,7 @@ import SinkdTestSupport
 
     static let payload = "\"" + String(repeating: "z", count: 4000) + "\""
 
+    /// Guards WAL invariants 1 and 2 (WriteAheadLog.swift).
     @Test func rejectModeAnswersNoSpaceThenRecovers() throws {
         let fs = try SmallFilesystem(megabytes: 4)
         let t = try TestWAL(segmentSize: 1 << 20, maxSize: 1 << 30, whenFull: .reject, directory: fs.path + "/wal")
@@ -78,6 +79,7 @@ import SinkdTestSupport
         #expect(ids == accepted + ["after"], "every acknowledged record, nothing that was refused")
     }
 
+    /// Guards WAL invariants 1 and 2 (WriteAheadLog.swift).
     @Test func blockModeHoldsAcknowledgementsUntilSpaceReturns() throws {
         let fs = try SmallFilesystem(megabytes: 4)
         let t = try TestWAL(segmentSize: 1 << 20, maxSize: 1 << 30, whenFull: .block, directory: fs.path + "/wal")

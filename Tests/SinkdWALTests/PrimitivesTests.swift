@@ -72,6 +72,7 @@ import SinkdCore
 
     /// A checkpoint re-encodes only the sinks that changed since the last one (a down sink's large
     /// window is encoded once), and what it writes is byte for byte what a full encode writes.
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func checkpointsReuseTheRunsOfUnchangedSinks() throws {
         var p = DeliveryProgress()
         // A down sink holding a window of interleaved seqs (every other seq: one run per seq).
@@ -102,6 +103,7 @@ import SinkdCore
     /// The progress file stores outstanding seqs as runs: a whole in-flight window costs a few
     /// bytes per checkpoint, not eight per seq, and reads back exactly; files of version 1 (one
     /// u64 per seq) are still read; a run outside what was handed out is damage.
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func progressStoresOutstandingSeqsAsRunsAndReadsVersionOne() throws {
         var p = DeliveryProgress()
         p.handedOut(sink: "kafka:orders", seqs: 1...40_000)
@@ -208,6 +210,7 @@ import SinkdCore
         #expect(t.lookUp(DedupeKey(sink: "s", id: "1"), now: 1_000) == nil)
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func deliveryProgressIsExact() throws {
         var p = DeliveryProgress()
         for seq in [3, 5, 8, 9] as [UInt64] { p.handedOut(sink: "a", seq: seq) }

@@ -45,6 +45,7 @@ import SinkdCore
         #expect(e.last == .end(offset: bytes.count))
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func tornTailAtEveryOffsetOfTheLastFrame() throws {
         let (bytes, starts) = Self.segment([1, 2, 3])
         for cut in starts[2]..<bytes.count {
@@ -58,6 +59,7 @@ import SinkdCore
         }
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func bitFlipInABodySkipsOneRecord() throws {
         var (bytes, starts) = Self.segment([1, 2, 3, 4])
         bytes[starts[1] + 20] ^= 0x10
@@ -66,6 +68,7 @@ import SinkdCore
         #expect(e.contains(.corrupt(offset: starts[1], length: starts[2] - starts[1])))
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func damagedLengthResynchronises() throws {
         var (bytes, starts) = Self.segment([1, 2, 3, 4])
         bytes[starts[1] + 1] ^= 0x7F  // length now huge
@@ -73,6 +76,7 @@ import SinkdCore
         #expect(Self.seqs(e) == [1, 3, 4])
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func bitFlipsAnywhereNeverCrashAndKeepOtherRecords() throws {
         let (clean, starts) = Self.segment(Array(1...6), bodySize: 24)
         for position in SegmentFormat.headerSize..<clean.count {
@@ -87,6 +91,7 @@ import SinkdCore
         }
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func zeroFilledTailIsTorn() throws {
         let (bytes, _) = Self.segment([1, 2])
         let e = try Self.events(bytes + [UInt8](repeating: 0, count: 4096))
@@ -98,6 +103,7 @@ import SinkdCore
 @Suite struct ResyncCostTests {
     /// Garbage in front of many frames: the scanner reads each byte a bounded number of times,
     /// however much garbage (the old resync re-read a 256 KiB window per garbage byte).
+    /// Guards WAL invariants 5 and 6 (WriteAheadLog.swift).
     @Test(arguments: [16 << 10, 128 << 10])
     func resynchronisingIsLinear(_ garbageBytes: Int) throws {
         var generator = SeededGenerator(seed: 0x5eed)

@@ -6,6 +6,7 @@ import SinkdCore
 
 /// The WAL on real files in temporary directories.
 @Suite(.serialized, .blockingThreads) struct WriteAheadLogTests {
+    /// Guards WAL invariant 1 (WriteAheadLog.swift).
     @Test func acceptedRecordsSurviveARestartInOrder() throws {
         let t = try TestWAL()
         let outcomes = try t.append((1...100).map { record("t-\($0)", sink: $0 % 2 == 0 ? "file:even" : "file:odd") })
@@ -23,6 +24,7 @@ import SinkdCore
     /// At Conductor's pace every record is a round of its own, and the writer's condition is
     /// broadcast at every append: the maintenance thread woke with it and saved progress (two
     /// writes, two fdatasyncs) once per delivered record instead of once per checkpoint interval.
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func progressIsSavedOncePerIntervalNotOncePerRecord() throws {
         let t = try TestWAL()
         t.options.checkpointInterval = .milliseconds(250)
@@ -97,6 +99,7 @@ import SinkdCore
         #expect(!woken.all.contains("file:e"))
     }
 
+    /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func seqsKeepGrowingAcrossRestarts() throws {
         let t = try TestWAL()
         try t.append([record("a")])
@@ -112,6 +115,7 @@ import SinkdCore
         #expect(try t.append([record("c")]) == [.accepted(seq: 3)])
     }
 
+    /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func duplicatesAreAnsweredWithTheOriginalSeqAcrossRestarts() throws {
         let t = try TestWAL()
         #expect(try t.append([record("x"), record("x"), record("x", sink: "file:b")]) == [.accepted(seq: 1), .duplicate(seq: 1), .accepted(seq: 2)])
@@ -132,6 +136,7 @@ import SinkdCore
         #expect(try t.append([record("x")], now: now + 601_000) == [.accepted(seq: 2)])
     }
 
+    /// Guards WAL invariant 1 (WriteAheadLog.swift).
     @Test func crashLeavesEveryAcknowledgedRecord() throws {
         let t = try TestWAL(segmentSize: 64 << 10)
         for batch in 0..<20 {
@@ -145,6 +150,7 @@ import SinkdCore
         #expect(crashed.wal.recoveryReport.scannedSegments == 1, "only the unsealed segment is scanned")
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func finishedRecordsAreNotReadAgainAndSegmentsAreDeleted() throws {
         let t = try TestWAL(segmentSize: 16 << 10)
         try t.append((0..<300).map { record("a-\($0)", sink: "file:a", payload: "\"\(String(repeating: "x", count: 100))\"") })
@@ -166,6 +172,7 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:b").count == 10, "another sink's records are untouched")
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func outstandingRecordsAreReplayedAfterARestart() throws {
         let t = try TestWAL()
         try t.append((1...10).map { record("r\($0)") })
@@ -188,6 +195,7 @@ import SinkdCore
         #expect(try reader.next(maxRecords: 10).isEmpty)
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func tornTailOfTheLastSegmentIsTruncatedAtEveryOffset() throws {
         let t = try TestWAL()
         try t.append((1...3).map { record("r\($0)") })
@@ -209,6 +217,7 @@ import SinkdCore
         }
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func corruptRecordIsSkippedCountedAndTheRestKept() throws {
         let t = try TestWAL()
         try t.append((1...5).map { record("r\($0)") })
@@ -233,6 +242,7 @@ import SinkdCore
     /// Random damage to every file of a crashed WAL (segments, summaries, progress): each start
     /// succeeds, loses at most the records whose frames were hit, and the next start is quiet.
     /// Seeded; a failure names the seed (SINKD_TEST_SEED reruns it).
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test(arguments: 0..<8)
     func randomBitFlipsInEveryFileNeverStopTheWALFromStarting(_ round: Int) throws {
         let seed = ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(UInt32.max))
@@ -264,6 +274,7 @@ import SinkdCore
         #expect(copy.wal.recoveryReport.corruptFrames.isEmpty && copy.wal.recoveryReport.quarantined.isEmpty, "the second start finds nothing new to repair")
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func unreadableSegmentGoesToQuarantine() throws {
         let t = try TestWAL()
         try t.append([record("r1")])
@@ -278,6 +289,7 @@ import SinkdCore
         #expect(t.wal.recoveryReport.quarantined.isEmpty, "no crash loop, no repeated quarantine")
     }
 
+    /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test func emptySegmentFromAnInterruptedCreateIsRemoved() throws {
         let t = try TestWAL()
         try t.append([record("r1")])
@@ -288,6 +300,7 @@ import SinkdCore
         #expect(!t.files().contains(SegmentFormat.fileName(id: 99)))
     }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test func rejectWhenFull() throws {
         let payload = "\"" + String(repeating: "x", count: 1000) + "\""
         let t = try TestWAL(segmentSize: 16 << 10, maxSize: 40 << 10, whenFull: .reject)
@@ -305,6 +318,7 @@ import SinkdCore
         #expect(try t.append([record("after", payload: payload)]) == [.accepted(seq: UInt64(seqs.count + 1))])
     }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test func blockWhenFullStopsAtTheFirstRecordThatDoesNotFit() throws {
         let payload = "\"" + String(repeating: "x", count: 1000) + "\""
         let t = try TestWAL(segmentSize: 16 << 10, maxSize: 40 << 10, whenFull: .block)
@@ -326,6 +340,7 @@ import SinkdCore
         #expect(waiting.wait(timeout: .now() + .seconds(5)) == .success)
     }
 
+    /// Guards WAL invariants 1 and 2 (WriteAheadLog.swift).
     @Test func failedFsyncAcknowledgesNothingAndMovesToANewSegment() throws {
         let t = try TestWAL(whenFull: .reject)
         try t.append([record("before")])
@@ -343,6 +358,7 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["before", "lost"])
     }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test func noSpaceWithRejectFailsTheRound() throws {
         let t = try TestWAL(whenFull: .reject)
         FaultInjector.shared.arm(.write, errno: ENOSPC, under: t.directory)
@@ -356,6 +372,7 @@ import SinkdCore
         #expect(try t.append([record("y")]) == [.accepted(seq: 2)])
     }
 
+    /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test func noSpaceWithBlockHoldsTheRoundUntilSpaceReturns() throws {
         let t = try TestWAL(whenFull: .block)
         FaultInjector.shared.arm(.write, errno: ENOSPC, times: 3, under: t.directory)
@@ -376,6 +393,7 @@ import SinkdCore
 }
 
 @Suite(.serialized, .blockingThreads) struct WALModesAndDeletionTests {
+    /// Guards WAL invariant 1 (WriteAheadLog.swift).
     @Test func intervalModeAcknowledgesAfterTheWriteAndSyncsOnTheInterval() throws {
         let t = try TestWAL(fsync: .interval)
         try t.append((1...10).map { record("i\($0)") })
@@ -386,6 +404,7 @@ import SinkdCore
         #expect(try readAll(crashed.wal, sink: "file:a").count == 10)
     }
 
+    /// Guards WAL invariant 1 (WriteAheadLog.swift).
     @Test func neverModeStillKeepsRecordsAcrossAProcessCrash() throws {
         let t = try TestWAL(fsync: .never)
         try t.append((1...10).map { record("n\($0)") })
@@ -394,6 +413,7 @@ import SinkdCore
         #expect(try readAll(crashed.wal, sink: "file:a").count == 10)
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func crashAfterSavingProgressButBeforeUnlinkingFinishesTheDeletion() throws {
         let t = try TestWAL(segmentSize: 8 << 10)
         try t.append((0..<100).map { record("d\($0)", payload: "\"\(String(repeating: "q", count: 200))\"") })
@@ -417,6 +437,7 @@ import SinkdCore
         #expect(try t.append([record("next")]) == [.accepted(seq: 101)])
     }
 
+    /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func crashBetweenUnlinkingASegmentAndItsSummaryIsTidiedUp() throws {
         let t = try TestWAL(segmentSize: 8 << 10)
         try t.append((0..<100).map { record("s\($0)", payload: "\"\(String(repeating: "q", count: 200))\"") })
@@ -428,6 +449,7 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").count < 100, "the deleted segment's records are gone, the rest are read")
     }
 
+    /// Guards WAL invariant 5 (WriteAheadLog.swift).
     @Test func startUpReadsSummariesNotSegments() throws {
         let t = try TestWAL(segmentSize: 16 << 10)
         for batch in 0..<10 {
