@@ -33,7 +33,10 @@ let package = Package(
         // The write-ahead log: segments, group commit, recovery, delivery progress, sink readers.
         .target(
             name: "SinkdWAL",
-            dependencies: ["SinkdCore", "CCRC32C", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]
+            dependencies: [
+                "SinkdCore", "CCRC32C", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         // The Unix-socket ingest protocol: framing, request parsing, acknowledgement after durability.
         .target(
@@ -124,7 +127,10 @@ let package = Package(
         // Client TLS contexts from a family's `tls` section (swift-nio-ssl), for the NATS and AMQP sinks.
         .target(
             name: "SinkdTLS",
-            dependencies: ["SinkdCore", "SinkdDelivery", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
+            dependencies: [
+                "SinkdCore", "SinkdDelivery", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
         ),
         // nats:, jsm:, nats_stream: over a NATS client on SwiftNIO (TLS with swift-nio-ssl, NKeys with swift-crypto).
         .target(
@@ -232,7 +238,9 @@ let package = Package(
         ),
         // Fuzzing: what every untrusted byte reaches (FuzzTarget), and the libFuzzer binary
         // scripts/fuzz builds from it; the test suite replays the committed corpora.
-        .target(name: "SinkdFuzzTargets", dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
+        .target(
+            name: "SinkdFuzzTargets",
+            dependencies: ["SinkdCore", "SinkdIngest", "SinkdWAL", "SinkdAMQPSink", "SinkdNATSSink", "SinkdDelivery"]),
         .systemLibrary(name: "CFuzzDriver"),
         // zlib (apt zlib1g-dev), for Kafka's gzip compression.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -254,7 +262,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdKafkaSinkTests",
-            dependencies: ["SinkdKafkaSink", "SinkdCore", "SinkdDelivery", "SinkdIngest", "SinkdTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SinkdKafkaSink", "SinkdCore", "SinkdDelivery", "SinkdIngest", "SinkdTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "SinkdCoreTests", dependencies: ["SinkdCore"]),
@@ -272,7 +283,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdRedisSinkTests",
-            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
+            dependencies: [
+                .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -290,7 +302,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdIngestTests",
-            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
+            dependencies: [
+                .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdIngest", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -310,7 +323,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdNATSSinkTests",
-            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
+            dependencies: [
+                .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdNATSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -322,7 +336,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkdAMQPSinkTests",
-            dependencies: [.product(name: "NIOTestUtils", package: "swift-nio"), 
+            dependencies: [
+                .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdAMQPSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -338,7 +353,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "SinkdCLITests", dependencies: ["SinkdCLI", "SinkdControl", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore", "SinkdTestSupport", "sinkd"]),
+        .testTarget(
+            name: "SinkdCLITests",
+            dependencies: [
+                "SinkdCLI", "SinkdControl", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore",
+                "SinkdTestSupport", "sinkd",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -43,7 +43,8 @@ public struct AMQPChannelStateMachine: Sendable {
             switch (a, b) {
             case (.none, .none), (.ready, .ready): true
             case (.send(let x), .send(let y)): x == y
-            case (.resolved(let x), .resolved(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            case (.resolved(let x), .resolved(let y)):
+                x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
             case (.closed(let c1, let t1, let k1, let m1, let s1), .closed(let c2, let t2, let k2, let m2, let s2)):
                 c1 == c2 && t1 == t2 && k1 == k2 && m1 == m2 && s1 == s2
             default: false
@@ -96,7 +97,9 @@ public struct AMQPChannelStateMachine: Sendable {
         case .heartbeat:
             return .none
         case .header(_, let bodySize, let properties):
-            guard let returned = awaitingReturnHeader else { return protocolViolation("a content header without basic.return") }
+            guard let returned = awaitingReturnHeader else {
+                return protocolViolation("a content header without basic.return")
+            }
             awaitingReturnHeader = nil
             markReturned(messageID: properties.messageID, code: returned.code, text: returned.text)
             if bodySize > 0 { returning = (returned.code, returned.text, bodySize) }
@@ -122,7 +125,9 @@ public struct AMQPChannelStateMachine: Sendable {
             return nextDeclaration(remaining: remaining - 1)
         case (_, .channelClose(let code, let text, let classID, let methodID)):
             state = .closed
-            return .closed(code: code, text: text, classID: classID, methodID: methodID, send: [AMQPFrame(channel: id, .method(.channelCloseOk))])
+            return .closed(
+                code: code, text: text, classID: classID, methodID: methodID,
+                send: [AMQPFrame(channel: id, .method(.channelCloseOk))])
         case (_, .channelFlow(let active)):
             flowActive = active
             return .send([AMQPFrame(channel: id, .method(.channelFlowOk(active: active)))])
@@ -145,7 +150,11 @@ public struct AMQPChannelStateMachine: Sendable {
     public mutating func close() -> [AMQPFrame] {
         guard state != .closed else { return [] }
         state = .closed
-        return [AMQPFrame(channel: id, .method(.channelClose(replyCode: 200, replyText: "sinkd closing", classID: 0, methodID: 0)))]
+        return [
+            AMQPFrame(
+                channel: id, .method(.channelClose(replyCode: 200, replyText: "sinkd closing", classID: 0, methodID: 0))
+            )
+        ]
     }
 
     /// The tokens still unresolved (to fail them when the channel or connection goes away).

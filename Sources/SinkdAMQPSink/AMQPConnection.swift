@@ -38,7 +38,9 @@ enum AMQPOutbound {
     case openChannel(declarations: [AMQPMethod], EventLoopPromise<UInt16>)
     /// Already encoded publishes on `channel`, one message-id each, in order.
     /// `confirmTimeout`: past it, without every confirm, the batch fails and its channel is closed.
-    case publish(channel: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount, EventLoopPromise<[AMQPChannelStateMachine.Resolution]>)
+    case publish(
+        channel: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount,
+        EventLoopPromise<[AMQPChannelStateMachine.Resolution]>)
     case closeChannel(UInt16)
 }
 
@@ -62,8 +64,11 @@ final class AMQPClientHandler: ChannelDuplexHandler {
     private let events: @Sendable (Event) -> Void
     private var channels: [UInt16: AMQPChannelStateMachine] = [:]
     private var opening: [UInt16: EventLoopPromise<UInt16>] = [:]
-    private var batches: [UInt64: (results: [AMQPChannelStateMachine.Resolution?], remaining: Int, channel: UInt16,
-                                   promise: EventLoopPromise<[AMQPChannelStateMachine.Resolution]>, deadline: Scheduled<Void>?)] = [:]
+    private var batches:
+        [UInt64: (
+            results: [AMQPChannelStateMachine.Resolution?], remaining: Int, channel: UInt16,
+            promise: EventLoopPromise<[AMQPChannelStateMachine.Resolution]>, deadline: Scheduled<Void>?
+        )] = [:]
     private var nextBatch: UInt64 = 0
     private var heartbeat: RepeatedTask?
     private var failed = false
@@ -79,14 +84,18 @@ final class AMQPClientHandler: ChannelDuplexHandler {
         case failed(String)
     }
 
-    init(machine: AMQPConnectionStateMachine, connected: EventLoopPromise<AMQPConnectionStateMachine.Tuning>, events: @escaping @Sendable (Event) -> Void) {
+    init(
+        machine: AMQPConnectionStateMachine, connected: EventLoopPromise<AMQPConnectionStateMachine.Tuning>,
+        events: @escaping @Sendable (Event) -> Void
+    ) {
         self.machine = machine
         self.connected = connected
         self.events = events
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: AMQPFrame.protocolHeader)), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(context.channel.allocator.buffer(bytes: AMQPFrame.protocolHeader)), promise: nil)
         context.fireChannelActive()
     }
 
@@ -188,7 +197,10 @@ final class AMQPClientHandler: ChannelDuplexHandler {
         switch request {
         case .openChannel(let declarations, let p):
             guard let id = freeChannelID() else {
-                p.fail(AMQPChannelClosed(code: 0, text: "no free channel (channel_max \(machine.tuning?.channelMax ?? 0) reached)", classID: 0, methodID: 0))
+                p.fail(
+                    AMQPChannelClosed(
+                        code: 0, text: "no free channel (channel_max \(machine.tuning?.channelMax ?? 0) reached)",
+                        classID: 0, methodID: 0))
                 promise?.succeed(())
                 return
             }
@@ -205,7 +217,10 @@ final class AMQPClientHandler: ChannelDuplexHandler {
             }
             nextBatch += 1
             let batch = nextBatch
-            _ = channel.published(messageIDs.enumerated().map { (AMQPChannelStateMachine.Token(batch: batch, index: $0.offset), $0.element) })
+            _ = channel.published(
+                messageIDs.enumerated().map {
+                    (AMQPChannelStateMachine.Token(batch: batch, index: $0.offset), $0.element)
+                })
             channels[id] = channel
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let deadline = context.eventLoop.scheduleTask(in: confirmTimeout) {
@@ -333,7 +348,9 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
             let path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !path.isEmpty {
-                guard let decoded = PercentDecoding.decode(path) else { throw AMQPProtocolError("'\(Self.redacted(url))': the vhost has an invalid percent-encoding") }
+                guard let decoded = PercentDecoding.decode(path) else {
+                    throw AMQPProtocolError("'\(Self.redacted(url))': the vhost has an invalid percent-encoding")
+                }
                 virtualHost = decoded
             }
         }
@@ -348,11 +365,15 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
             host = String(rest[rest.index(after: rest.startIndex)..<close])
             rest = rest[rest.index(after: close)...]
             if rest.hasPrefix(":") {
-                guard let p = Int(rest.dropFirst()), (1...65_535).contains(p) else { throw AMQPProtocolError("'\(Self.redacted(url))': bad port") }
+                guard let p = Int(rest.dropFirst()), (1...65_535).contains(p) else {
+                    throw AMQPProtocolError("'\(Self.redacted(url))': bad port")
+                }
                 port = p
             }
         } else if let colon = rest.lastIndex(of: ":") {
-            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else { throw AMQPProtocolError("'\(Self.redacted(url))': bad port") }
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else {
+                throw AMQPProtocolError("'\(Self.redacted(url))': bad port")
+            }
             port = p
             host = String(rest[..<colon])
         } else if !rest.isEmpty {
@@ -367,7 +388,9 @@ public struct AMQPBrokerAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func redacted(_ url: String) -> String {
-        guard let at = url.lastIndex(of: "@"), let scheme = url.range(of: "://"), scheme.upperBound < at else { return url }
+        guard let at = url.lastIndex(of: "@"), let scheme = url.range(of: "://"), scheme.upperBound < at else {
+            return url
+        }
         let userInfo = url[scheme.upperBound..<at]
         let user = userInfo.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
         return url[..<scheme.upperBound] + user + ":(hidden)" + url[at...]
@@ -381,7 +404,10 @@ public final class AMQPConnection: Sendable {
     public let tuning: AMQPConnectionStateMachine.Tuning
     private let state: NIOLockedValueBox<(blocked: String?, failure: String?)>
 
-    init(channel: Channel, broker: AMQPBrokerAddress, tuning: AMQPConnectionStateMachine.Tuning, state: NIOLockedValueBox<(blocked: String?, failure: String?)>) {
+    init(
+        channel: Channel, broker: AMQPBrokerAddress, tuning: AMQPConnectionStateMachine.Tuning,
+        state: NIOLockedValueBox<(blocked: String?, failure: String?)>
+    ) {
         self.channel = channel
         self.broker = broker
         self.tuning = tuning
@@ -392,14 +418,17 @@ public final class AMQPConnection: Sendable {
     /// connection.blocked's reason while the broker blocks publishing (a resource alarm).
     public var blockedReason: String? { state.withLockedValue { $0.blocked } }
 
-    static func connect(to broker: AMQPBrokerAddress, tls: NIOSSLContext?, heartbeat: UInt16, version: String,
-                        group: EventLoopGroup, timeout: TimeAmount) async throws -> AMQPConnection {
+    static func connect(
+        to broker: AMQPBrokerAddress, tls: NIOSSLContext?, heartbeat: UInt16, version: String,
+        group: EventLoopGroup, timeout: TimeAmount
+    ) async throws -> AMQPConnection {
         let eventLoop = group.next()
         let opened = eventLoop.makePromise(of: AMQPConnectionStateMachine.Tuning.self)
         let state = NIOLockedValueBox<(blocked: String?, failure: String?)>((nil, nil))
         let machine = AMQPConnectionStateMachine(
             credentials: .init(user: broker.user, password: broker.password, virtualHost: broker.virtualHost),
-            heartbeatSeconds: heartbeat, clientProperties: AMQPConnectionStateMachine.clientProperties(version: version))
+            heartbeatSeconds: heartbeat, clientProperties: AMQPConnectionStateMachine.clientProperties(version: version)
+        )
         let hostname: String? = tls != nil && !broker.host.isIPAddress ? broker.host : nil
         let channel: Channel
         do {
@@ -409,18 +438,20 @@ public final class AMQPConnection: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
-                            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: tls, serverHostname: hostname))
                         }
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(AMQPFrameByteDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(AMQPClientHandler(machine: machine, connected: opened) { event in
-                            state.withLockedValue { s in
-                                switch event {
-                                case .blocked(let reason): s.blocked = reason
-                                case .unblocked: s.blocked = nil
-                                case .failed(let text): s.failure = text
+                        try channel.pipeline.syncOperations.addHandler(
+                            AMQPClientHandler(machine: machine, connected: opened) { event in
+                                state.withLockedValue { s in
+                                    switch event {
+                                    case .blocked(let reason): s.blocked = reason
+                                    case .unblocked: s.blocked = nil
+                                    case .failed(let text): s.failure = text
+                                    }
                                 }
-                            }
-                        })
+                            })
                     }
                 }
                 .connect(host: broker.host, port: broker.port).get()
@@ -429,7 +460,9 @@ public final class AMQPConnection: Sendable {
             throw error
         }
         let timer = eventLoop.scheduleTask(in: timeout) {
-            opened.fail(AMQPConnectionStateMachine.Failure.protocolViolation("no connection.open-ok within \(timeout.nanoseconds / 1_000_000_000) s"))
+            opened.fail(
+                AMQPConnectionStateMachine.Failure.protocolViolation(
+                    "no connection.open-ok within \(timeout.nanoseconds / 1_000_000_000) s"))
             channel.close(promise: nil)
         }
         defer { timer.cancel() }
@@ -451,8 +484,9 @@ public final class AMQPConnection: Sendable {
         let channel = self.channel
         // The handler completes the promise (here: fails it with everything else it holds).
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
-            channel.pipeline.fireErrorCaught(AMQPConnectionStateMachine.Failure.protocolViolation(
-                "no answer to channel.open or a declaration within \(timeout.nanoseconds / 1_000_000_000) s"))
+            channel.pipeline.fireErrorCaught(
+                AMQPConnectionStateMachine.Failure.protocolViolation(
+                    "no answer to channel.open or a declaration within \(timeout.nanoseconds / 1_000_000_000) s"))
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         channel.writeAndFlush(AMQPOutbound.openChannel(declarations: declarations, promise)).cascadeFailure(to: promise)
@@ -463,10 +497,15 @@ public final class AMQPConnection: Sendable {
     /// `queued` is called once the publishes are queued on the connection.
     /// Publishes on channel `id`; returns each message's confirm, or throws `AMQPConfirmTimeout`
     /// when they did not all come within `confirmTimeout`.
-    public func publish(channel id: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount = .seconds(30),
-                        queued: () -> Void = {}) async throws -> [AMQPChannelStateMachine.Resolution] {
+    public func publish(
+        channel id: UInt16, bytes: [UInt8], messageIDs: [String], confirmTimeout: TimeAmount = .seconds(30),
+        queued: () -> Void = {}
+    ) async throws -> [AMQPChannelStateMachine.Resolution] {
         let promise = channel.eventLoop.makePromise(of: [AMQPChannelStateMachine.Resolution].self)
-        channel.writeAndFlush(AMQPOutbound.publish(channel: id, bytes: bytes, messageIDs: messageIDs, confirmTimeout: confirmTimeout, promise)).cascadeFailure(to: promise)
+        channel.writeAndFlush(
+            AMQPOutbound.publish(
+                channel: id, bytes: bytes, messageIDs: messageIDs, confirmTimeout: confirmTimeout, promise)
+        ).cascadeFailure(to: promise)
         queued()
         return try await promise.futureResult.get()
     }
@@ -479,7 +518,8 @@ public final class AMQPConnection: Sendable {
         let channel = self.channel
         try? await channel.eventLoop.submit {
             if let handler = try? channel.pipeline.syncOperations.handler(type: AMQPClientHandler.self),
-               let context = try? channel.pipeline.syncOperations.context(handlerType: AMQPClientHandler.self) {
+                let context = try? channel.pipeline.syncOperations.context(handlerType: AMQPClientHandler.self)
+            {
                 handler.closeGracefully(context: context)
             } else {
                 channel.close(promise: nil)

@@ -113,7 +113,9 @@ public struct AMQPConnectionStateMachine: Sendable {
         if state == .closed { return .none }
         if case .heartbeat = frame.payload { return .none }
         guard frame.channel == 0 else {
-            guard isOpen else { return fail(.protocolViolation("a frame for channel \(frame.channel) before the connection was open")) }
+            guard isOpen else {
+                return fail(.protocolViolation("a frame for channel \(frame.channel) before the connection was open"))
+            }
             return .channelFrame(frame)
         }
         guard case .method(let method) = frame.payload else {
@@ -129,7 +131,14 @@ public struct AMQPConnectionStateMachine: Sendable {
             response += Array(credentials.user.utf8)
             response.append(0)
             response += Array(credentials.password.utf8)
-            return .send([AMQPFrame(channel: 0, .method(.connectionStartOk(clientProperties: clientProperties, mechanism: "PLAIN", response: response, locale: "en_US")))])
+            return .send([
+                AMQPFrame(
+                    channel: 0,
+                    .method(
+                        .connectionStartOk(
+                            clientProperties: clientProperties, mechanism: "PLAIN", response: response, locale: "en_US")
+                    ))
+            ])
         case (.awaitingTune, .connectionTune(let channelMax, let frameMax, let heartbeat)):
             let tuning = Tuning(
                 channelMax: channelMax == 0 ? 2047 : min(channelMax, 2047),
@@ -137,7 +146,11 @@ public struct AMQPConnectionStateMachine: Sendable {
                 heartbeat: Self.negotiate(heartbeat, requestedHeartbeat))
             state = .awaitingOpenOk(tuning)
             return .send([
-                AMQPFrame(channel: 0, .method(.connectionTuneOk(channelMax: tuning.channelMax, frameMax: tuning.frameMax, heartbeat: tuning.heartbeat))),
+                AMQPFrame(
+                    channel: 0,
+                    .method(
+                        .connectionTuneOk(
+                            channelMax: tuning.channelMax, frameMax: tuning.frameMax, heartbeat: tuning.heartbeat))),
                 AMQPFrame(channel: 0, .method(.connectionOpen(virtualHost: credentials.virtualHost))),
             ])
         case (.awaitingOpenOk(let tuning), .connectionOpenOk):
@@ -168,7 +181,8 @@ public struct AMQPConnectionStateMachine: Sendable {
     /// refuses the credentials of a client without authentication_failure_close.
     public var failureOnEOF: Failure {
         switch state {
-        case .awaitingTune, .awaitingOpenOk: .refused(code: 403, text: "the connection was closed during the handshake (wrong user, password or vhost?)")
+        case .awaitingTune, .awaitingOpenOk:
+            .refused(code: 403, text: "the connection was closed during the handshake (wrong user, password or vhost?)")
         default: .closedByServer(code: 0, text: "the connection was closed")
         }
     }
@@ -188,7 +202,11 @@ public struct AMQPConnectionStateMachine: Sendable {
     public mutating func close() -> Action {
         guard isOpen else { return .none }
         state = .closed
-        return .send([AMQPFrame(channel: 0, .method(.connectionClose(replyCode: 200, replyText: "sinkd closing", classID: 0, methodID: 0)))])
+        return .send([
+            AMQPFrame(
+                channel: 0,
+                .method(.connectionClose(replyCode: 200, replyText: "sinkd closing", classID: 0, methodID: 0)))
+        ])
     }
 
     public mutating func protocolError(_ error: AMQPProtocolError) -> Action {
@@ -200,7 +218,15 @@ public struct AMQPConnectionStateMachine: Sendable {
         state = .closed
         if case .protocolViolation(let text) = failure {
             // 505 UNEXPECTED_FRAME / 501 FRAME_ERROR: tell the server before closing.
-            return .fail(failure, send: [AMQPFrame(channel: 0, .method(.connectionClose(replyCode: 505, replyText: String(text.prefix(200)), classID: 0, methodID: 0)))])
+            return .fail(
+                failure,
+                send: [
+                    AMQPFrame(
+                        channel: 0,
+                        .method(
+                            .connectionClose(
+                                replyCode: 505, replyText: String(text.prefix(200)), classID: 0, methodID: 0)))
+                ])
         }
         return .fail(failure, send: [])
     }

@@ -79,7 +79,8 @@ public struct AMQPProperties: Sendable, Equatable {
 /// A method, by class and method: those a publisher sends or receives.
 public enum AMQPMethod: Sendable, Equatable {
     // connection (10)
-    case connectionStart(versionMajor: UInt8, versionMinor: UInt8, serverProperties: AMQPTable, mechanisms: String, locales: String)
+    case connectionStart(
+        versionMajor: UInt8, versionMinor: UInt8, serverProperties: AMQPTable, mechanisms: String, locales: String)
     case connectionStartOk(clientProperties: AMQPTable, mechanism: String, response: [UInt8], locale: String)
     case connectionTune(channelMax: UInt16, frameMax: UInt32, heartbeat: UInt16)
     case connectionTuneOk(channelMax: UInt16, frameMax: UInt32, heartbeat: UInt16)
@@ -97,10 +98,14 @@ public enum AMQPMethod: Sendable, Equatable {
     case channelClose(replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16)
     case channelCloseOk
     // exchange (40)
-    case exchangeDeclare(exchange: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, noWait: Bool, arguments: AMQPTable)
+    case exchangeDeclare(
+        exchange: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, noWait: Bool,
+        arguments: AMQPTable)
     case exchangeDeclareOk
     // queue (50)
-    case queueDeclare(queue: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, noWait: Bool, arguments: AMQPTable)
+    case queueDeclare(
+        queue: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, noWait: Bool,
+        arguments: AMQPTable)
     case queueDeclareOk(queue: String, messageCount: UInt32, consumerCount: UInt32)
     // basic (60)
     case basicPublish(exchange: String, routingKey: String, mandatory: Bool, immediate: Bool)

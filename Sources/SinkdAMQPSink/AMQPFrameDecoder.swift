@@ -11,7 +11,9 @@ struct AMQPReader {
     }
 
     private mutating func need(_ n: Int) throws(AMQPProtocolError) {
-        guard n >= 0, offset + n <= bytes.count else { throw AMQPProtocolError("a frame ends in the middle of a field") }
+        guard n >= 0, offset + n <= bytes.count else {
+            throw AMQPProtocolError("a frame ends in the middle of a field")
+        }
     }
 
     mutating func octet() throws(AMQPProtocolError) -> UInt8 {
@@ -99,7 +101,8 @@ struct AMQPReader {
             guard offset == end else { throw AMQPProtocolError("a field array overruns its size") }
             return .array(values)
         default:
-            throw AMQPProtocolError("unknown field type '\(String(UnicodeScalar(type)))' (0x\(String(type, radix: 16)))")
+            throw AMQPProtocolError(
+                "unknown field type '\(String(UnicodeScalar(type)))' (0x\(String(type, radix: 16)))")
         }
     }
 }
@@ -128,8 +131,12 @@ public struct AMQPFrameDecoder: Sendable {
             throw AMQPProtocolError("a frame of \(size + AMQPFrame.overhead) bytes, above frame_max \(maxFrameSize)")
         }
         guard bytes.count >= 7 + size + 1 else { return nil }
-        guard bytes[7 + size] == AMQPFrame.frameEnd else { throw AMQPProtocolError("a frame without its end octet 0xCE") }
-        guard let type = AMQPFrameType(rawValue: typeByte) else { throw AMQPProtocolError("unknown frame type \(typeByte)") }
+        guard bytes[7 + size] == AMQPFrame.frameEnd else {
+            throw AMQPProtocolError("a frame without its end octet 0xCE")
+        }
+        guard let type = AMQPFrameType(rawValue: typeByte) else {
+            throw AMQPProtocolError("unknown frame type \(typeByte)")
+        }
         let payloadBytes = UnsafeRawBufferPointer(rebasing: bytes[7..<(7 + size)])
         var r = AMQPReader(payloadBytes)
         let payload: AMQPFramePayload
@@ -181,10 +188,14 @@ public struct AMQPFrameDecoder: Sendable {
         let methodID = try r.short()
         switch (classID, methodID) {
         case (10, 10):
-            return .connectionStart(versionMajor: try r.octet(), versionMinor: try r.octet(), serverProperties: try r.table(),
-                                    mechanisms: String(decoding: try r.longString(), as: UTF8.self), locales: String(decoding: try r.longString(), as: UTF8.self))
+            return .connectionStart(
+                versionMajor: try r.octet(), versionMinor: try r.octet(), serverProperties: try r.table(),
+                mechanisms: String(decoding: try r.longString(), as: UTF8.self),
+                locales: String(decoding: try r.longString(), as: UTF8.self))
         case (10, 11):
-            return .connectionStartOk(clientProperties: try r.table(), mechanism: try r.shortString(), response: try r.longString(), locale: try r.shortString())
+            return .connectionStartOk(
+                clientProperties: try r.table(), mechanism: try r.shortString(), response: try r.longString(),
+                locale: try r.shortString())
         case (10, 30):
             return .connectionTune(channelMax: try r.short(), frameMax: try r.long(), heartbeat: try r.short())
         case (10, 31):
@@ -198,7 +209,9 @@ public struct AMQPFrameDecoder: Sendable {
             _ = try r.shortString()
             return .connectionOpenOk
         case (10, 50):
-            return .connectionClose(replyCode: try r.short(), replyText: try r.shortString(), classID: try r.short(), methodID: try r.short())
+            return .connectionClose(
+                replyCode: try r.short(), replyText: try r.shortString(), classID: try r.short(),
+                methodID: try r.short())
         case (10, 51):
             return .connectionCloseOk
         case (10, 60):
@@ -216,7 +229,9 @@ public struct AMQPFrameDecoder: Sendable {
         case (20, 21):
             return .channelFlowOk(active: try r.octet() & 1 == 1)
         case (20, 40):
-            return .channelClose(replyCode: try r.short(), replyText: try r.shortString(), classID: try r.short(), methodID: try r.short())
+            return .channelClose(
+                replyCode: try r.short(), replyText: try r.shortString(), classID: try r.short(),
+                methodID: try r.short())
         case (20, 41):
             return .channelCloseOk
         case (40, 10):
@@ -224,16 +239,20 @@ public struct AMQPFrameDecoder: Sendable {
             let exchange = try r.shortString()
             let type = try r.shortString()
             let bits = try r.octet()
-            return .exchangeDeclare(exchange: exchange, type: type, passive: bits & 1 != 0, durable: bits & 2 != 0, autoDelete: bits & 4 != 0,
-                                    internal: bits & 8 != 0, noWait: bits & 16 != 0, arguments: try r.table())
+            return .exchangeDeclare(
+                exchange: exchange, type: type, passive: bits & 1 != 0, durable: bits & 2 != 0,
+                autoDelete: bits & 4 != 0,
+                internal: bits & 8 != 0, noWait: bits & 16 != 0, arguments: try r.table())
         case (40, 11):
             return .exchangeDeclareOk
         case (50, 10):
             _ = try r.short()
             let queue = try r.shortString()
             let bits = try r.octet()
-            return .queueDeclare(queue: queue, passive: bits & 1 != 0, durable: bits & 2 != 0, exclusive: bits & 4 != 0, autoDelete: bits & 8 != 0,
-                                 noWait: bits & 16 != 0, arguments: try r.table())
+            return .queueDeclare(
+                queue: queue, passive: bits & 1 != 0, durable: bits & 2 != 0, exclusive: bits & 4 != 0,
+                autoDelete: bits & 8 != 0,
+                noWait: bits & 16 != 0, arguments: try r.table())
         case (50, 11):
             return .queueDeclareOk(queue: try r.shortString(), messageCount: try r.long(), consumerCount: try r.long())
         case (60, 40):
@@ -241,9 +260,12 @@ public struct AMQPFrameDecoder: Sendable {
             let exchange = try r.shortString()
             let routingKey = try r.shortString()
             let bits = try r.octet()
-            return .basicPublish(exchange: exchange, routingKey: routingKey, mandatory: bits & 1 != 0, immediate: bits & 2 != 0)
+            return .basicPublish(
+                exchange: exchange, routingKey: routingKey, mandatory: bits & 1 != 0, immediate: bits & 2 != 0)
         case (60, 50):
-            return .basicReturn(replyCode: try r.short(), replyText: try r.shortString(), exchange: try r.shortString(), routingKey: try r.shortString())
+            return .basicReturn(
+                replyCode: try r.short(), replyText: try r.shortString(), exchange: try r.shortString(),
+                routingKey: try r.shortString())
         case (60, 80):
             return .basicAck(deliveryTag: try r.longlong(), multiple: try r.octet() & 1 != 0)
         case (60, 120):

@@ -8,8 +8,12 @@ struct AMQPWriter {
 
     mutating func octet(_ v: UInt8) { bytes.append(v) }
     mutating func short(_ v: UInt16) { bytes.append(UInt8(v >> 8)); bytes.append(UInt8(v & 0xFF)) }
-    mutating func long(_ v: UInt32) { for s in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((v >> UInt32(s)) & 0xFF)) } }
-    mutating func longlong(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((v >> UInt64(s)) & 0xFF)) } }
+    mutating func long(_ v: UInt32) {
+        for s in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((v >> UInt32(s)) & 0xFF)) }
+    }
+    mutating func longlong(_ v: UInt64) {
+        for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((v >> UInt64(s)) & 0xFF)) }
+    }
 
     /// A short string: at most 255 bytes (callers check; longer values are refused earlier).
     mutating func shortString(_ s: String) {
@@ -84,10 +88,12 @@ struct AMQPWriter {
         short(methodID)
         switch m {
         case .connectionStart(let major, let minor, let properties, let mechanisms, let locales):
-            octet(major); octet(minor); table(properties); longString(Array(mechanisms.utf8)); longString(Array(locales.utf8))
+            octet(major); octet(minor); table(properties); longString(Array(mechanisms.utf8));
+            longString(Array(locales.utf8))
         case .connectionStartOk(let properties, let mechanism, let response, let locale):
             table(properties); shortString(mechanism); longString(response); shortString(locale)
-        case .connectionTune(let channelMax, let frameMax, let heartbeat), .connectionTuneOk(let channelMax, let frameMax, let heartbeat):
+        case .connectionTune(let channelMax, let frameMax, let heartbeat),
+            .connectionTuneOk(let channelMax, let frameMax, let heartbeat):
             short(channelMax); long(frameMax); short(heartbeat)
         case .connectionOpen(let vhost):
             shortString(vhost); shortString(""); octet(0)
@@ -105,13 +111,17 @@ struct AMQPWriter {
             longString([])
         case .channelFlow(let active), .channelFlowOk(let active):
             octet(active ? 1 : 0)
-        case .exchangeDeclare(let exchange, let type, let passive, let durable, let autoDelete, let isInternal, let noWait, let arguments):
+        case .exchangeDeclare(
+            let exchange, let type, let passive, let durable, let autoDelete, let isInternal, let noWait, let arguments):
             short(0); shortString(exchange); shortString(type)
-            octet((passive ? 1 : 0) | (durable ? 2 : 0) | (autoDelete ? 4 : 0) | (isInternal ? 8 : 0) | (noWait ? 16 : 0))
+            octet(
+                (passive ? 1 : 0) | (durable ? 2 : 0) | (autoDelete ? 4 : 0) | (isInternal ? 8 : 0) | (noWait ? 16 : 0))
             table(arguments)
-        case .queueDeclare(let queue, let passive, let durable, let exclusive, let autoDelete, let noWait, let arguments):
+        case .queueDeclare(
+            let queue, let passive, let durable, let exclusive, let autoDelete, let noWait, let arguments):
             short(0); shortString(queue)
-            octet((passive ? 1 : 0) | (durable ? 2 : 0) | (exclusive ? 4 : 0) | (autoDelete ? 8 : 0) | (noWait ? 16 : 0))
+            octet(
+                (passive ? 1 : 0) | (durable ? 2 : 0) | (exclusive ? 4 : 0) | (autoDelete ? 8 : 0) | (noWait ? 16 : 0))
             table(arguments)
         case .queueDeclareOk(let queue, let messages, let consumers):
             shortString(queue); long(messages); long(consumers)
@@ -153,7 +163,9 @@ public enum AMQPFrameEncoder {
         appendFrame(type: type, channel: frame.channel, payload: payload.bytes, to: &out)
     }
 
-    static func appendFrame(type: AMQPFrameType, channel: UInt16, payload: some Collection<UInt8>, to out: inout [UInt8]) {
+    static func appendFrame(
+        type: AMQPFrameType, channel: UInt16, payload: some Collection<UInt8>, to out: inout [UInt8]
+    ) {
         var w = AMQPWriter(out)
         out = []
         w.octet(type.rawValue)
@@ -166,10 +178,19 @@ public enum AMQPFrameEncoder {
 
     /// One message: basic.publish, its content header and body frames of at most
     /// `frameMax` bytes each (an empty body has no body frame).
-    public static func appendPublish(channel: UInt16, exchange: String, routingKey: String, mandatory: Bool,
-                                     properties: AMQPProperties, body: [UInt8], frameMax: Int, to out: inout [UInt8]) {
-        append(AMQPFrame(channel: channel, .method(.basicPublish(exchange: exchange, routingKey: routingKey, mandatory: mandatory, immediate: false))), to: &out)
-        append(AMQPFrame(channel: channel, .header(classID: 60, bodySize: UInt64(body.count), properties: properties)), to: &out)
+    public static func appendPublish(
+        channel: UInt16, exchange: String, routingKey: String, mandatory: Bool,
+        properties: AMQPProperties, body: [UInt8], frameMax: Int, to out: inout [UInt8]
+    ) {
+        append(
+            AMQPFrame(
+                channel: channel,
+                .method(
+                    .basicPublish(exchange: exchange, routingKey: routingKey, mandatory: mandatory, immediate: false))),
+            to: &out)
+        append(
+            AMQPFrame(channel: channel, .header(classID: 60, bodySize: UInt64(body.count), properties: properties)),
+            to: &out)
         let chunk = max(1, frameMax - AMQPFrame.overhead)
         var start = 0
         while start < body.count {

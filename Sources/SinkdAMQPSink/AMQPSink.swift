@@ -26,14 +26,19 @@ public final class AMQPSinkFamily: SinkFamily {
     private let connecting = NIOLock()
     private let tls: NIOLockedValueBox<NIOSSLContext?> = NIOLockedValueBox(nil)
 
-    public init(config: AMQPSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.amqp")) {
+    public init(
+        config: AMQPSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "sinkd.amqp")
+    ) {
         self.config = config
         self.group = group
         self.logger = logger
         var parsed: [AMQPBrokerAddress] = []
         var error: SinkConnectionError?
         for url in config.urls {
-            do { parsed.append(try AMQPBrokerAddress(url: url)) } catch let e { error = SinkConnectionError("sinks.amqp.urls: \(e.description)") }
+            do { parsed.append(try AMQPBrokerAddress(url: url)) } catch let e {
+                error = SinkConnectionError("sinks.amqp.urls: \(e.description)")
+            }
         }
         brokers = parsed
         brokerError = parsed.isEmpty ? (error ?? SinkConnectionError("sinks.amqp.urls is empty")) : nil
@@ -48,13 +53,19 @@ public final class AMQPSinkFamily: SinkFamily {
         return .messageWindow(window, maxBatchBytes: 16 << 20, maxMessageBytes: 128 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .amqp(let settings) = address.target else { throw SinkConnectionError("not an amqp sink: \(address)") }
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .amqp(let settings) = address.target else {
+            throw SinkConnectionError("not an amqp sink: \(address)")
+        }
         if let brokerError { throw brokerError }
         // Where Conductor's reading of the parameters may surprise: said once per sink.
         if !settings.notes.isEmpty, warned.withLockedValue({ $0.insert(address.identity).inserted }) {
             for note in settings.notes {
-                logger.warning("AMQP sink parameter read as Conductor reads it", metadata: ["sink": "\(address.identity)", "note": "\(note)"])
+                logger.warning(
+                    "AMQP sink parameter read as Conductor reads it",
+                    metadata: ["sink": "\(address.identity)", "note": "\(note)"])
             }
         }
         return AMQPSinkClient(family: self, route: AMQPRoute(settings, config: config), poolSize: options.poolSize)
@@ -98,7 +109,8 @@ public final class AMQPSinkFamily: SinkFamily {
             do {
                 let context = broker.tls ? try tlsContext() : nil
                 let connection = try await AMQPConnection.connect(
-                    to: broker, tls: context, heartbeat: UInt16(clamping: config.heartbeat.components.seconds), version: SinkdVersion.version,
+                    to: broker, tls: context, heartbeat: UInt16(clamping: config.heartbeat.components.seconds),
+                    version: SinkdVersion.version,
                     group: group, timeout: .seconds(5))
                 pool.withLockedValue { $0.nextBroker = i }
                 return connection
@@ -142,7 +154,11 @@ struct AMQPRoute: Sendable, Equatable {
             // broker comparing arguments sees one declaration from both (issue 20, item 7).
             if let p = s.maxPriority { arguments.entries.append(("x-max-priority", .int32(Int32(p)))) }
             arguments.entries.append(("x-queue-type", .string(config.queueType.rawValue)))
-            declarations = [.queueDeclare(queue: s.name, passive: false, durable: s.durable, exclusive: s.exclusive, autoDelete: s.autoDelete, noWait: false, arguments: arguments)]
+            declarations = [
+                .queueDeclare(
+                    queue: s.name, passive: false, durable: s.durable, exclusive: s.exclusive, autoDelete: s.autoDelete,
+                    noWait: false, arguments: arguments)
+            ]
             description = "queue '\(s.name)'"
         case .exchange:
             exchange = s.name
@@ -150,8 +166,12 @@ struct AMQPRoute: Sendable, Equatable {
             // Conductor passes its arguments (x-max-priority when given) to the exchange declaration too.
             var arguments = AMQPTable()
             if let p = s.maxPriority { arguments.entries.append(("x-max-priority", .int32(Int32(p)))) }
-            declarations = [.exchangeDeclare(exchange: s.name, type: s.exchangeType, passive: false, durable: s.durable, autoDelete: s.autoDelete,
-                                             internal: false, noWait: false, arguments: arguments)]
+            declarations = [
+                .exchangeDeclare(
+                    exchange: s.name, type: s.exchangeType, passive: false, durable: s.durable,
+                    autoDelete: s.autoDelete,
+                    internal: false, noWait: false, arguments: arguments)
+            ]
             description = "exchange '\(s.name)' (\(s.exchangeType)) with routing key '\(s.routingKey)'"
         }
         if !config.declare { declarations = [] }
@@ -194,7 +214,9 @@ final class AMQPSinkClient: SinkClient, Sendable {
 
     /// Published on the slot's channel; `queued` once the publishes are queued on the connection
     /// (one channel keeps them in order: with `pool_size: 1`, batches arrive in WAL order).
-    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+    func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, existing) = slots.withLockedValue { s -> (Int, (AMQPConnection, UInt16)?) in
             let slot = s.next
             s.next = (s.next + 1) % s.channels.count
@@ -227,16 +249,20 @@ final class AMQPSinkClient: SinkClient, Sendable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(batch.reduce(0) { $0 + $1.record.payload.count + 200 })
         for item in batch {
-            AMQPFrameEncoder.appendPublish(channel: channel, exchange: route.exchange, routingKey: route.routingKey, mandatory: true,
-                                           properties: route.properties(item.record), body: item.record.payload,
-                                           frameMax: Int(connection.tuning.frameMax), to: &bytes)
+            AMQPFrameEncoder.appendPublish(
+                channel: channel, exchange: route.exchange, routingKey: route.routingKey, mandatory: true,
+                properties: route.properties(item.record), body: item.record.payload,
+                frameMax: Int(connection.tuning.frameMax), to: &bytes)
         }
         let resolutions: [AMQPChannelStateMachine.Resolution]
         do {
-            resolutions = try await connection.publish(channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id),
-                                                       confirmTimeout: TimeAmount(family.config.confirmTimeout), queued: queued)
+            resolutions = try await connection.publish(
+                channel: channel, bytes: bytes, messageIDs: batch.map(\.record.id),
+                confirmTimeout: TimeAmount(family.config.confirmTimeout), queued: queued)
         } catch let closed as AMQPChannelClosed {
-            slots.withLockedValue { if $0.channels[slot]?.1 == channel, $0.channels[slot]?.0 === connection { $0.channels[slot] = nil } }
+            slots.withLockedValue {
+                if $0.channels[slot]?.1 == channel, $0.channels[slot]?.0 === connection { $0.channels[slot] = nil }
+            }
             // e.g. 404 NOT_FOUND: the exchange does not exist (declare: false). Retried: it may be created.
             return batch.map { _ in .retryable("\(route.description): \(closed)") }
         } catch {
@@ -247,7 +273,8 @@ final class AMQPSinkClient: SinkClient, Sendable {
             switch resolution {
             case .acked: .delivered
             case .nacked: .retryable("RabbitMQ nacked the message (basic.nack)")
-            case .returned(let code, let text): .permanent("unroutable: \(route.description) routed it nowhere (\(code) \(text))")
+            case .returned(let code, let text):
+                .permanent("unroutable: \(route.description) routed it nowhere (\(code) \(text))")
             }
         }
     }

@@ -29,7 +29,10 @@ actor ReloadCoordinator {
     private var running = false
     private var queued: [CheckedContinuation<ReloadOutcome, Never>]?
 
-    init(configPath: String, daemon: Daemon, notifier: SystemdNotifier, logLevel: LogLevelControl, levelOverride: LogLevel?, logger: Logger) {
+    init(
+        configPath: String, daemon: Daemon, notifier: SystemdNotifier, logLevel: LogLevelControl,
+        levelOverride: LogLevel?, logger: Logger
+    ) {
         self.configPath = configPath
         self.daemon = daemon
         self.notifier = notifier
@@ -64,9 +67,12 @@ actor ReloadCoordinator {
             config = try ConfigLoader.load(path: configPath)
         } catch {
             for e in error.errors {
-                logger.error("reload rejected: invalid configuration; sinkd keeps running on the old one", metadata: ["error": "\(e.description)"])
+                logger.error(
+                    "reload rejected: invalid configuration; sinkd keeps running on the old one",
+                    metadata: ["error": "\(e.description)"])
             }
-            let summary = "reload failed: \(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(configPath) (\(error.errors.first?.description ?? "")); running generation \(current.number)"
+            let summary =
+                "reload failed: \(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(configPath) (\(error.errors.first?.description ?? "")); running generation \(current.number)"
             daemon.reloadFailure.set(summary)
             notifier.status(StatusLine.make(daemon: daemon))
             return ReloadOutcome(applied: false, generation: current.number, messages: error.errors.map(\.description))
@@ -89,9 +95,12 @@ actor ReloadCoordinator {
         let number = daemon.delivery.apply(config: effective, families: families)
         let added = Set(families.keys).subtracting(current.families.keys).map(\.rawValue).sorted()
         let removed = Set(current.families.keys).subtracting(families.keys).map(\.rawValue).sorted()
-        logger.notice("configuration reloaded", metadata: [
-            "generation": "\(number)", "added": "\(added.joined(separator: ","))", "removed": "\(removed.joined(separator: ","))",
-        ])
+        logger.notice(
+            "configuration reloaded",
+            metadata: [
+                "generation": "\(number)", "added": "\(added.joined(separator: ","))",
+                "removed": "\(removed.joined(separator: ","))",
+            ])
         daemon.reloadFailure.set(nil)
         notifier.ready(status: StatusLine.make(daemon: daemon))
         return ReloadOutcome(applied: true, generation: number, messages: warnings)
@@ -115,7 +124,9 @@ actor ReloadCoordinator {
             $1.delivery.dedupeWindow = $0.delivery.dedupeWindow
             $1.delivery.dedupeMaxEntries = $0.delivery.dedupeMaxEntries
         },
-        RestartOnly(key: "delivery.dead_letter.directory") { $1.delivery.deadLetterDirectory = $0.delivery.deadLetterDirectory },
+        RestartOnly(key: "delivery.dead_letter.directory") {
+            $1.delivery.deadLetterDirectory = $0.delivery.deadLetterDirectory
+        },
     ]
 
     /// Settings a running sinkd cannot change that differ in `new`, by their config key.
@@ -169,7 +180,8 @@ enum StatusLine {
         let diskFull = stats.diskFullSinceMillis > 0 ? ", WAL DISK FULL (clients wait)" : ""
         // A failed reload stays in the line (the periodic update keeps it) until a reload succeeds.
         let reload = daemon.reloadFailure.get().map { "\($0); " } ?? ""
-        return "\(reload)\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))\(diskFull)"
+        return
+            "\(reload)\(sinks) sink\(sinks == 1 ? "" : "s")\(downText), backlog \(grouped(records)) record\(records == 1 ? "" : "s"), WAL \(Units.formatSize(stats.bytes))\(diskFull)"
     }
 
     static func grouped(_ n: UInt64) -> String {

@@ -32,7 +32,8 @@ struct Reload: ParsableCommand {
             return
         }
         for error in response["errors"] as? [String] ?? [] { Terminal.printError(error) }
-        Terminal.printError("sinkd reload: \(response["error"] as? String ?? "refused"); still running generation \(generation)")
+        Terminal.printError(
+            "sinkd reload: \(response["error"] as? String ?? "refused"); still running generation \(generation)")
         throw ExitCode(1)
     }
 }

@@ -26,12 +26,15 @@ import SinkdWAL
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the daemon: accept records on the ingest socket and forward them to their sinks.",
-        discussion: "Stops gracefully on SIGTERM or SIGINT: stops accepting, makes what it read durable and answers it, then exits 0."
+        discussion:
+            "Stops gracefully on SIGTERM or SIGINT: stops accepting, makes what it read durable and answers it, then exits 0."
     )
 
     @OptionGroup var options: ConfigOption
 
-    @Option(help: ArgumentHelp("Overrides log.level (trace, debug, info, notice, warning, error, critical).", valueName: "level"))
+    @Option(
+        help: ArgumentHelp(
+            "Overrides log.level (trace, debug, info, notice, warning, error, critical).", valueName: "level"))
     var logLevel: LogLevel?
 
     func run() async throws {
@@ -54,20 +57,25 @@ struct Run: AsyncParsableCommand {
         let logger = Logger(label: "sinkd")
         let sockets = ListenFDs.assign(passed)
         for unused in sockets.unused {
-            logger.warning("systemd passed a socket sinkd does not use; closing it", metadata: ["name": "\(unused.name)", "fd": "\(unused.fd)"])
+            logger.warning(
+                "systemd passed a socket sinkd does not use; closing it",
+                metadata: ["name": "\(unused.name)", "fd": "\(unused.fd)"])
             close(unused.fd)
         }
         let budget = DescriptorLimit.raiseAndBudget(config: config, logger: logger)
         guard budget.limit >= DescriptorBudget.minimumLimit else {
-            let message = "the file-descriptor limit (RLIMIT_NOFILE) is \(budget.limit); sinkd needs at least \(DescriptorBudget.minimumLimit): raise LimitNOFILE= in the unit or `ulimit -n`"
+            let message =
+                "the file-descriptor limit (RLIMIT_NOFILE) is \(budget.limit); sinkd needs at least \(DescriptorBudget.minimumLimit): raise LimitNOFILE= in the unit or `ulimit -n`"
             logger.critical("sinkd could not start", metadata: ["error": "\(message)"])
             notifier.status("could not start: \(message)")
             throw ExitCode(StateDirectoryError.exitStatus)
         }
         let daemon: Daemon
         do {
-            daemon = try await Daemon.start(config: config, logger: logger, registry: registry, notifier: notifier, budget: budget,
-                                            inherited: (sockets.ingest, sockets.control), reload: { await coordinator.withLockedValue { $0 }?.reload() })
+            daemon = try await Daemon.start(
+                config: config, logger: logger, registry: registry, notifier: notifier, budget: budget,
+                inherited: (sockets.ingest, sockets.control),
+                reload: { await coordinator.withLockedValue { $0 }?.reload() })
         } catch let error as StateDirectoryError {
             // Restarting cannot help: systemd's RestartPreventExitStatus= names this status.
             logger.critical("sinkd could not start", metadata: ["error": "\(error)"])
@@ -79,7 +87,9 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         coordinator.withLockedValue {
-            $0 = ReloadCoordinator(configPath: options.path, daemon: daemon, notifier: notifier, logLevel: logLevel, levelOverride: self.logLevel, logger: logger)
+            $0 = ReloadCoordinator(
+                configPath: options.path, daemon: daemon, notifier: notifier, logLevel: logLevel,
+                levelOverride: self.logLevel, logger: logger)
         }
         try await daemon.run(stopSignals: stopSignals, hangups: hangups, notifier: notifier)
     }
@@ -101,19 +111,27 @@ struct Daemon: Sendable {
     /// Why the last reload failed, until one succeeds: STATUS= shows it (StatusLine).
     let reloadFailure = LastReloadFailure()
 
-    static func start(config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?, notifier: SystemdNotifier = SystemdNotifier(),
-                      budget: DescriptorBudget? = nil, inherited: (ingest: CInt?, control: CInt?) = (nil, nil),
-                      reload: (@Sendable () async -> ReloadOutcome?)? = nil) async throws -> Daemon {
+    static func start(
+        config: SinkdConfig, logger: Logger, registry: PrometheusCollectorRegistry?,
+        notifier: SystemdNotifier = SystemdNotifier(),
+        budget: DescriptorBudget? = nil, inherited: (ingest: CInt?, control: CInt?) = (nil, nil),
+        reload: (@Sendable () async -> ReloadOutcome?)? = nil
+    ) async throws -> Daemon {
         let wal: WriteAheadLog
         do {
             // Recovery reads segment summaries, so it is normally quick; while it runs, systemd is
             // asked for more start-up time every 10 s so a large or damaged WAL is not killed.
-            let recovering = StartupExtender(notifier: notifier, status: "recovering the write-ahead log in \(config.wal.directory)")
+            let recovering = StartupExtender(
+                notifier: notifier, status: "recovering the write-ahead log in \(config.wal.directory)")
             defer { recovering.stop() }
             wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
         } catch {
-            throw StateDirectoryError("cannot use the write-ahead log directory \(config.wal.directory): \(error). "
-                + (error.operation == "lock" ? "" : "Check that it is a directory the sinkd user owns and can write (systemd's StateDirectory= makes it so), then start sinkd again."))
+            throw StateDirectoryError(
+                "cannot use the write-ahead log directory \(config.wal.directory): \(error). "
+                    + (error.operation == "lock"
+                        ? ""
+                        : "Check that it is a directory the sinkd user owns and can write (systemd's StateDirectory= makes it so), then start sinkd again.")
+            )
         }
         wal.start()
         let deadLetters: DeadLetterStore
@@ -124,18 +142,28 @@ struct Daemon: Sendable {
             throw DaemonError("cannot use the dead-letter directory \(config.delivery.deadLetterDirectory): \(error)")
         }
         let families = SinkFamilies.make(config, logger: logger)
-        let delivery = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger, sinkLimit: budget?.sinks ?? .max)
+        let delivery = DeliveryService(
+            wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger,
+            sinkLimit: budget?.sinks ?? .max)
         let state = ServerState()
         let shared = IngestContext(wal: wal, config: config, logger: logger, state: state)
-        let source: ListenSource = inherited.ingest.map { .inherited(fd: $0, path: config.ingest.socket) } ?? .path(config.ingest.socket, mode: config.ingest.socketMode)
-        let ingest = IngestService(shared: shared, config: config.ingest, source: source, group: MultiThreadedEventLoopGroup.singleton, connectionLimit: budget?.connections)
+        let source: ListenSource =
+            inherited.ingest.map { .inherited(fd: $0, path: config.ingest.socket) }
+            ?? .path(config.ingest.socket, mode: config.ingest.socketMode)
+        let ingest = IngestService(
+            shared: shared, config: config.ingest, source: source, group: MultiThreadedEventLoopGroup.singleton,
+            connectionLimit: budget?.connections)
         var controlReload: (@Sendable () async -> ReloadOutcome)?
         if let reload {
             controlReload = { @Sendable in
-                await reload() ?? ReloadOutcome(applied: false, generation: 1, messages: ["sinkd is still starting; retry in a moment"])
+                await reload()
+                    ?? ReloadOutcome(
+                        applied: false, generation: 1, messages: ["sinkd is still starting; retry in a moment"])
             }
         }
-        let control = ControlService(config: config, wal: wal, delivery: delivery, deadLetters: deadLetters, ingestState: state, logger: logger, reload: controlReload)
+        let control = ControlService(
+            config: config, wal: wal, delivery: delivery, deadLetters: deadLetters, ingestState: state, logger: logger,
+            reload: controlReload)
         do {
             try await control.bind(inherited: inherited.control)
         } catch {
@@ -144,7 +172,8 @@ struct Daemon: Sendable {
         }
         var metrics: MetricsService?
         if let registry, let listen = HostPort(config.metrics.listen) {
-            let service = MetricsService(listen: listen, registry: registry, wal: wal, delivery: delivery, logger: logger)
+            let service = MetricsService(
+                listen: listen, registry: registry, wal: wal, delivery: delivery, logger: logger)
             do {
                 try await service.bind()
             } catch {
@@ -159,24 +188,36 @@ struct Daemon: Sendable {
             wal.shutdown()
             throw DaemonError("cannot listen on \(config.ingest.socket): \(error)")
         }
-        return Daemon(config: config, logger: logger, wal: wal, ingestContext: shared, ingest: ingest, delivery: delivery, control: control, metrics: metrics)
+        return Daemon(
+            config: config, logger: logger, wal: wal, ingestContext: shared, ingest: ingest, delivery: delivery,
+            control: control, metrics: metrics)
     }
 
-    func run(stopSignals: StopSignals, hangups: HangupSignals? = nil, notifier: SystemdNotifier = SystemdNotifier()) async throws {
+    func run(
+        stopSignals: StopSignals, hangups: HangupSignals? = nil, notifier: SystemdNotifier = SystemdNotifier()
+    ) async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: stopSignals, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: stopSignals, successTerminationBehavior: .gracefullyShutdownGroup)
         ]
         if let interval = SystemdNotifier.watchdogInterval() {
             let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
-            services.append(.init(service: WatchdogService(interval: interval, loops: loops, walWritingSince: { [wal] in wal.currentStats.writingSinceNanos },
-                                                           now: { MonotonicClock.nanos() }, notifier: notifier, logger: logger)))
+            services.append(
+                .init(
+                    service: WatchdogService(
+                        interval: interval, loops: loops,
+                        walWritingSince: { [wal] in wal.currentStats.writingSinceNanos },
+                        now: { MonotonicClock.nanos() }, notifier: notifier, logger: logger)))
         }
         if let hangups { services.append(.init(service: hangups)) }
         if notifier.isActive { services.append(.init(service: StatusReporter(daemon: self, notifier: notifier))) }
         // Stopped in reverse: ingest first (no new records), then delivery (in-flight batches).
-        services += [.init(service: delivery), .init(service: control)] + (metrics.map { [.init(service: $0)] } ?? []) + [.init(service: ingest)]
+        services +=
+            [.init(service: delivery), .init(service: control)] + (metrics.map { [.init(service: $0)] } ?? []) + [
+                .init(service: ingest)
+            ]
         let group = ServiceGroup(configuration: .init(services: services, logger: logger))
-        logger.info("sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
+        logger.info(
+            "sinkd started", metadata: ["version": "\(SinkdVersion.version)", "config": "\(config.sourcePath)"])
         notifier.ready(status: StatusLine.make(daemon: self))
         try await group.run()
         for family in delivery.allFamilies { await family.shutdown() }
@@ -229,12 +270,16 @@ enum DescriptorLimit {
         }
         let current = Int(clamping: limit.rlim_cur)
         let budget = DescriptorBudget(limit: current, config: config)
-        var metadata: Logger.Metadata = ["limit": "\(current)", "reserve": "\(budget.reserve)", "per_sink": "\(budget.perSink)"]
+        var metadata: Logger.Metadata = [
+            "limit": "\(current)", "reserve": "\(budget.reserve)", "per_sink": "\(budget.perSink)",
+        ]
         if before != limit.rlim_cur { metadata["raised_from"] = "\(before)" }
         if budget.lowers(maxConnections: config.ingest.maxConnections, maxSinks: config.delivery.maxSinks) {
             metadata["max_connections"] = "\(budget.connections) (configured \(config.ingest.maxConnections))"
             metadata["max_sinks"] = "\(budget.sinks) (configured \(config.delivery.maxSinks))"
-            logger.warning("the file-descriptor limit is too low for ingest.max_connections and delivery.max_sinks; both are lowered to fit (raise LimitNOFILE= or `ulimit -n`)", metadata: metadata)
+            logger.warning(
+                "the file-descriptor limit is too low for ingest.max_connections and delivery.max_sinks; both are lowered to fit (raise LimitNOFILE= or `ulimit -n`)",
+                metadata: metadata)
         } else {
             logger.debug("file-descriptor budget", metadata: metadata)
         }
@@ -264,7 +309,9 @@ func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 enum SinkFamilies {
     /// The families `config` enables; those in `reusing` (running instances of unchanged
     /// sections, on a reload) are kept rather than created again.
-    static func make(_ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:], logger: Logger) -> [ConfigFamily: any SinkFamily] {
+    static func make(
+        _ config: SinkdConfig, reusing: [ConfigFamily: any SinkFamily] = [:], logger: Logger
+    ) -> [ConfigFamily: any SinkFamily] {
         var families: [ConfigFamily: any SinkFamily] = [:]
         let sinks = config.sinks
         for family in ConfigFamily.allCases {
@@ -273,16 +320,17 @@ enum SinkFamilies {
                 continue
             }
             // Exhaustive: a new family is a compile error here until it is made (docs/ADDING_A_SINK_FAMILY.md).
-            let made: (any SinkFamily)? = switch family {
-            case .file: sinks.file.map { FileSinkFamily(config: $0) }
-            case .redis: sinks.redis.map { RedisSinkFamily(config: $0) }
-            case .http: sinks.http.map { HTTPSinkFamily(config: $0) }
-            case .sqs: sinks.sqs.map { SQSSinkFamily(config: $0, logger: logger) }
-            case .conductor: sinks.conductor.map { ConductorSinkFamily(config: $0, logger: logger) }
-            case .amqp: sinks.amqp.map { AMQPSinkFamily(config: $0, logger: logger) }
-            case .nats: sinks.nats.map { NATSSinkFamily(config: $0, logger: logger) }
-            case .kafka: sinks.kafka.map { KafkaSinkFamily(config: $0, logger: logger) }
-            }
+            let made: (any SinkFamily)? =
+                switch family {
+                case .file: sinks.file.map { FileSinkFamily(config: $0) }
+                case .redis: sinks.redis.map { RedisSinkFamily(config: $0) }
+                case .http: sinks.http.map { HTTPSinkFamily(config: $0) }
+                case .sqs: sinks.sqs.map { SQSSinkFamily(config: $0, logger: logger) }
+                case .conductor: sinks.conductor.map { ConductorSinkFamily(config: $0, logger: logger) }
+                case .amqp: sinks.amqp.map { AMQPSinkFamily(config: $0, logger: logger) }
+                case .nats: sinks.nats.map { NATSSinkFamily(config: $0, logger: logger) }
+                case .kafka: sinks.kafka.map { KafkaSinkFamily(config: $0, logger: logger) }
+                }
             if let made { families[family] = made }
         }
         return families
@@ -312,7 +360,8 @@ final class StopSignals: Service, @unchecked Sendable {
 
     func run() async throws {
         for await number in stream.cancelOnGracefulShutdown() {
-            notifier.stopping(status: "stopping (\(number == SIGTERM ? "SIGTERM" : "SIGINT")): finishing in-flight records")
+            notifier.stopping(
+                status: "stopping (\(number == SIGTERM ? "SIGTERM" : "SIGINT")): finishing in-flight records")
             return
         }
     }

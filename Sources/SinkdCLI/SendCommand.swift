@@ -54,7 +54,9 @@ struct Send: ParsableCommand {
         do {
             client = try IngestClient(path: path)
         } catch let failure as IngestClient.Failure where failure.isPermissionDenied {
-            Terminal.printError("sinkd send: \(failure); the ingest socket is for members of group sinkd: `sudo usermod -aG sinkd $USER`, then log in again")
+            Terminal.printError(
+                "sinkd send: \(failure); the ingest socket is for members of group sinkd: `sudo usermod -aG sinkd $USER`, then log in again"
+            )
             throw ExitCode(2)
         } catch {
             Terminal.printError("sinkd send: \(error)")
@@ -80,7 +82,9 @@ struct Send: ParsableCommand {
         // sinkd answers every request it read, then closes once the writer shut its side.
         while let response = client.readLine() {
             answered += 1
-            if !(response.starts(with: Array(#"{"id":"#.utf8)) && (contains(response, #""status":"accepted""#) || contains(response, #""status":"duplicate""#))) {
+            if !(response.starts(with: Array(#"{"id":"#.utf8))
+                && (contains(response, #""status":"accepted""#) || contains(response, #""status":"duplicate""#)))
+            {
                 allGood = false
             }
             output += response
@@ -94,7 +98,8 @@ struct Send: ParsableCommand {
         FileHandle.standardOutput.write(Data(output))
         let total = sent.wait()
         if answered < total {
-            Terminal.printError("sinkd send: \(total - answered) of \(total) requests were not answered (the connection closed)")
+            Terminal.printError(
+                "sinkd send: \(total - answered) of \(total) requests were not answered (the connection closed)")
             throw ExitCode(1)
         }
         if !allGood { throw ExitCode(1) }

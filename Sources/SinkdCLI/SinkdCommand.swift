@@ -19,7 +19,10 @@ public struct SinkdCommand: AsyncParsableCommand {
             socket), docs/ARCHITECTURE.md, docs/RELIABILITY.md and docs/PERFORMANCE.md say the rest.
             """,
         version: SinkdVersion.version,
-        subcommands: [Run.self, Send.self, Status.self, Top.self, Reload.self, DLQ.self, CheckConfig.self, WALCommand.self, Version.self]
+        subcommands: [
+            Run.self, Send.self, Status.self, Top.self, Reload.self, DLQ.self, CheckConfig.self, WALCommand.self,
+            Version.self,
+        ]
     )
 
     public init() {}
@@ -27,7 +30,11 @@ public struct SinkdCommand: AsyncParsableCommand {
 
 /// `--config` as every subcommand that reads the configuration takes it.
 struct ConfigOption: ParsableArguments {
-    @Option(name: .shortAndLong, help: ArgumentHelp("The configuration file.", discussion: "Default: $SINKD_CONFIG, else /etc/sinkd/sinkd.yaml.", valueName: "path"))
+    @Option(
+        name: .shortAndLong,
+        help: ArgumentHelp(
+            "The configuration file.", discussion: "Default: $SINKD_CONFIG, else /etc/sinkd/sinkd.yaml.",
+            valueName: "path"))
     var config: String?
 
     var path: String {
@@ -48,7 +55,8 @@ struct ConfigOption: ParsableArguments {
 }
 
 struct Version: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print sinkd's version and the configuration schema it reads.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print sinkd's version and the configuration schema it reads.")
 
     func run() {
         print("sinkd \(SinkdVersion.version) (config schema v\(SinkdVersion.configSchema))")
@@ -59,7 +67,8 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and summarise it.",
-        discussion: "Exit 0 with a summary when the file is valid; exit 1 listing every error (FILE:LINE:COLUMN: KEY: MESSAGE) otherwise."
+        discussion:
+            "Exit 0 with a summary when the file is valid; exit 1 listing every error (FILE:LINE:COLUMN: KEY: MESSAGE) otherwise."
     )
 
     @OptionGroup var options: ConfigOption

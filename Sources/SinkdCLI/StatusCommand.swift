@@ -22,7 +22,9 @@ enum Control {
         } catch let failure as IngestClient.Failure where failure.isPermissionDenied {
             // The control socket is root's alone (systemd/sinkd-control.socket): status, reload and
             // dead letters reveal or change what sinkd holds.
-            throw ControlError("permission denied on sinkd's control socket \(socket): only root may use it; run the command with sudo, e.g. `sudo sinkd status`")
+            throw ControlError(
+                "permission denied on sinkd's control socket \(socket): only root may use it; run the command with sudo, e.g. `sudo sinkd status`"
+            )
         } catch {
             throw ControlError("cannot reach sinkd's control socket \(socket) (is sinkd running?): \(error)")
         }
@@ -45,7 +47,8 @@ enum Control {
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the running daemon's sinks, backlog and WAL.",
-        discussion: "Asks the daemon over control.socket. Exit 0 with the table (or JSON with --json); 2 if sinkd cannot be reached."
+        discussion:
+            "Asks the daemon over control.socket. Exit 0 with the table (or JSON with --json); 2 if sinkd cannot be reached."
     )
 
     @OptionGroup var config: ConfigOption
@@ -77,20 +80,32 @@ enum StatusTable {
         var lines = [
             "sinkd \(r.version), up \(age(r.uptimeSeconds)), config \(r.configPath) (generation \(r.configGeneration))",
             "WAL: \(r.walSegments) segments, \(Units.formatSize(r.walBytes)), next seq \(r.walNextSeq); \(r.ingestConnections) ingest connections"
-                + (r.walDiskFullSinceMillis.map { ", DISK FULL since \(Date(timeIntervalSince1970: Double($0) / 1000)) (records held, clients wait)" } ?? "")
-                + ((r.walWriteFailures ?? 0) > 0 ? ", \(r.walWriteFailures!) write failures (\(r.walRewrittenRecords ?? 0) records rewritten, \(r.walRecordsAtRisk ?? 0) at risk)" : ""),
+                + (r.walDiskFullSinceMillis.map {
+                    ", DISK FULL since \(Date(timeIntervalSince1970: Double($0) / 1000)) (records held, clients wait)"
+                } ?? "")
+                + ((r.walWriteFailures ?? 0) > 0
+                    ? ", \(r.walWriteFailures!) write failures (\(r.walRewrittenRecords ?? 0) records rewritten, \(r.walRecordsAtRisk ?? 0) at risk)"
+                    : ""),
             "",
         ]
-        let header = ["SINK", "STATE", "BACKLOG", "BYTES", "OLDEST", "DELIVERED", "RETRIED", "DEAD", "IN FLIGHT", "LAST ERROR"]
+        let header = [
+            "SINK", "STATE", "BACKLOG", "BYTES", "OLDEST", "DELIVERED", "RETRIED", "DEAD", "IN FLIGHT", "LAST ERROR",
+        ]
         var rows = [header]
         for s in r.sinks {
-            rows.append([s.sink, s.state, String(s.backlogRecords), Units.formatSize(Int(s.backlogBytes)), s.oldestUndeliveredSeconds.map(age) ?? "-",
-                         String(s.delivered), String(s.retried), String(s.deadLettered), String(s.inFlight), s.lastError ?? ""])
+            rows.append([
+                s.sink, s.state, String(s.backlogRecords), Units.formatSize(Int(s.backlogBytes)),
+                s.oldestUndeliveredSeconds.map(age) ?? "-",
+                String(s.delivered), String(s.retried), String(s.deadLettered), String(s.inFlight), s.lastError ?? "",
+            ])
         }
         if r.sinks.isEmpty { rows.append(["(no sink has records)", "", "", "", "", "", "", "", "", ""]) }
         let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for row in rows {
-            lines.append(row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            lines.append(
+                row.enumerated().map { c, cell in
+                    c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
         }
         return lines.joined(separator: "\n")
     }

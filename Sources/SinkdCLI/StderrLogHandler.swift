@@ -41,7 +41,8 @@ struct StderrLogHandler: LogHandler {
         var line: String
         switch format {
         case .logfmt:
-            line = "ts=\(timestamp) level=\(event.level) msg=\(Self.logfmtValue(Redactor.shared.redact(event.message.description)))"
+            line =
+                "ts=\(timestamp) level=\(event.level) msg=\(Self.logfmtValue(Redactor.shared.redact(event.message.description)))"
             for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                 line += " \(key)=\(Self.logfmtValue(Redactor.shared.redact(value.description)))"
             }
@@ -77,7 +78,11 @@ struct StderrLogHandler: LogHandler {
     /// A logfmt value: quoted when it holds a space, `=`, a quote, or anything `LogText` escapes;
     /// every control character escaped, so no remote text can start a line of its own.
     static func logfmtValue(_ s: String) -> String {
-        let needsQuotes = s.isEmpty || s.unicodeScalars.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || LogText.isControl($0) })
+        let needsQuotes =
+            s.isEmpty
+            || s.unicodeScalars.contains(where: {
+                $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || LogText.isControl($0)
+            })
         guard needsQuotes else { return s }
         return "\"" + LogText.escapingControls(s, also: ["\"", "\\"]) + "\""
     }
@@ -92,7 +97,8 @@ struct StderrLogHandler: LogHandler {
             let s = String(v)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
+        return
+            "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
     }
 }
 

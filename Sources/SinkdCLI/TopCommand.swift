@@ -26,14 +26,17 @@ struct Top: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds between refreshes (0.2 to 60).", valueName: "seconds"))
     var interval: Double = 1
 
-    @Option(help: ArgumentHelp("Leave after this many refreshes (default: until q, Ctrl-C or SIGTERM).", valueName: "n"))
+    @Option(
+        help: ArgumentHelp("Leave after this many refreshes (default: until q, Ctrl-C or SIGTERM).", valueName: "n"))
     var count: Int = 0
 
     @Flag(help: "Plain lines even on a terminal, as a pipe gets them.")
     var plain = false
 
     func validate() throws {
-        guard interval >= 0.2, interval <= 60 else { throw ValidationError("--interval must be between 0.2 and 60 seconds, got \(interval)") }
+        guard interval >= 0.2, interval <= 60 else {
+            throw ValidationError("--interval must be between 0.2 and 60 seconds, got \(interval)")
+        }
         guard count >= 0 else { throw ValidationError("--count must be 0 or more, got \(count)") }
     }
 
@@ -56,7 +59,10 @@ struct Top: ParsableCommand {
                 let response = try Control.request(["command": "status"], socket: socket)
                 let data = try JSONSerialization.data(withJSONObject: response["status"] ?? [:])
                 let report = try JSONDecoder().decode(StatusReport.self, from: data)
-                let seconds = previous.map { Double((at - $0.at).components.seconds) + Double((at - $0.at).components.attoseconds) / 1e18 } ?? 0
+                let seconds =
+                    previous.map {
+                        Double((at - $0.at).components.seconds) + Double((at - $0.at).components.attoseconds) / 1e18
+                    } ?? 0
                 drawn = Drawn(previous: previous?.report, current: report, seconds: seconds)
                 paint(draw(drawn!, screen), on: screen)
                 previous = (report, at)
@@ -78,12 +84,17 @@ struct Top: ParsableCommand {
             waiting: while true {
                 let remaining = clock.now.duration(to: next)
                 guard remaining > .zero else { break }
-                let millis = Int32(min(Double(remaining.components.seconds) * 1000 + Double(remaining.components.attoseconds) / 1e15, 60_000))
+                let millis = Int32(
+                    min(
+                        Double(remaining.components.seconds) * 1000 + Double(remaining.components.attoseconds) / 1e15,
+                        60_000))
                 switch signals.wait(millis: max(millis, 1), keyboard: screen != nil) {
                 case .timeout:
                     break waiting
                 case .key(let bytes):
-                    if bytes.contains(where: { [UInt8(ascii: "q"), UInt8(ascii: "Q"), 0x03, 0x04].contains($0) }) { return }
+                    if bytes.contains(where: { [UInt8(ascii: "q"), UInt8(ascii: "Q"), 0x03, 0x04].contains($0) }) {
+                        return
+                    }
                 case .signal(SIGWINCH):
                     screen?.measure()
                     if let drawn, lastError == nil { paint(draw(drawn, screen), on: screen) }
@@ -102,8 +113,9 @@ struct Top: ParsableCommand {
     }
 
     private func draw(_ d: Drawn, _ screen: TerminalScreen?) -> [String] {
-        TopView.render(previous: d.previous, current: d.current, seconds: d.seconds, width: screen?.size.columns ?? 200,
-                       height: screen?.size.rows ?? .max, now: Date(), plain: screen == nil)
+        TopView.render(
+            previous: d.previous, current: d.current, seconds: d.seconds, width: screen?.size.columns ?? 200,
+            height: screen?.size.rows ?? .max, now: Date(), plain: screen == nil)
     }
 
     private func paint(_ lines: [String], on screen: TerminalScreen?) {

@@ -16,8 +16,9 @@ struct TopView {
     static func rates(previous: StatusReport.Sink?, current: StatusReport.Sink, seconds: Double) -> Rates? {
         guard let previous, seconds > 0 else { return nil }
         func rate(_ before: UInt64, _ now: UInt64) -> Double { Double(now >= before ? now - before : now) / seconds }
-        return Rates(delivered: rate(previous.delivered, current.delivered), retried: rate(previous.retried, current.retried),
-                     deadLettered: rate(previous.deadLettered, current.deadLettered))
+        return Rates(
+            delivered: rate(previous.delivered, current.delivered), retried: rate(previous.retried, current.retried),
+            deadLettered: rate(previous.deadLettered, current.deadLettered))
     }
 
     /// Accepted records per second: the WAL's next seq advances by one per accepted record.
@@ -53,22 +54,37 @@ struct TopView {
     static let columns: [Column] = [
         Column(title: "SINK", width: 0, rightAligned: false, priority: 100) { s, _ in s.sink },
         Column(title: "STATE", width: 7, rightAligned: false, priority: 99) { s, _ in s.state },
-        Column(title: "DELIV/S", width: 7, rightAligned: true, priority: 90) { _, r in r.map { number($0.delivered) } ?? "-" },
-        Column(title: "BACKLOG", width: 7, rightAligned: true, priority: 80) { s, _ in number(Double(s.backlogRecords)) },
-        Column(title: "OLDEST", width: 6, rightAligned: true, priority: 70) { s, _ in s.oldestUndeliveredSeconds.map(StatusTable.age) ?? "-" },
-        Column(title: "RETRY/S", width: 7, rightAligned: true, priority: 60) { _, r in r.map { number($0.retried) } ?? "-" },
-        Column(title: "DEAD/S", width: 6, rightAligned: true, priority: 50) { _, r in r.map { number($0.deadLettered) } ?? "-" },
+        Column(title: "DELIV/S", width: 7, rightAligned: true, priority: 90) { _, r in
+            r.map { number($0.delivered) } ?? "-"
+        },
+        Column(title: "BACKLOG", width: 7, rightAligned: true, priority: 80) { s, _ in number(Double(s.backlogRecords))
+        },
+        Column(title: "OLDEST", width: 6, rightAligned: true, priority: 70) { s, _ in
+            s.oldestUndeliveredSeconds.map(StatusTable.age) ?? "-"
+        },
+        Column(title: "RETRY/S", width: 7, rightAligned: true, priority: 60) { _, r in
+            r.map { number($0.retried) } ?? "-"
+        },
+        Column(title: "DEAD/S", width: 6, rightAligned: true, priority: 50) { _, r in
+            r.map { number($0.deadLettered) } ?? "-"
+        },
     ]
 
     /// The screen: at most `height` lines, none wider than `width` characters. `plain`: for a pipe
     /// (no key hint; every sink, whatever the height).
-    static func render(previous: StatusReport?, current: StatusReport, seconds: Double, width: Int, height: Int, now: Date, plain: Bool = false) -> [String] {
+    static func render(
+        previous: StatusReport?, current: StatusReport, seconds: Double, width: Int, height: Int, now: Date,
+        plain: Bool = false
+    ) -> [String] {
         let width = max(width, 20)
         let clock = Self.clock(now)
         var lines: [String] = []
-        lines.append("sinkd \(current.version)  up \(StatusTable.age(current.uptimeSeconds))  config generation \(current.configGeneration)  \(clock)")
+        lines.append(
+            "sinkd \(current.version)  up \(StatusTable.age(current.uptimeSeconds))  config generation \(current.configGeneration)  \(clock)"
+        )
         let ingest = ingestRate(previous: previous, current: current, seconds: seconds).map { number($0) + "/s" } ?? "-"
-        var wal = "ingest \(ingest)  connections \(current.ingestConnections)  WAL \(Units.formatSize(current.walBytes)) in \(current.walSegments) segments"
+        var wal =
+            "ingest \(ingest)  connections \(current.ingestConnections)  WAL \(Units.formatSize(current.walBytes)) in \(current.walSegments) segments"
         if current.walDiskFullSinceMillis != nil { wal += "  DISK FULL: records held" }
         if let failures = current.walWriteFailures, failures > 0 { wal += "  \(failures) write failures" }
         lines.append(wal)
@@ -81,13 +97,16 @@ struct TopView {
         let nameWidth = min(max(sinks.map(\.sink.count).max() ?? 4, 4), 40)
         var shown = columns
         func fixedWidth(_ columns: [Column]) -> Int { columns.dropFirst().reduce(0) { $0 + $1.width + 2 } }
-        while fixedWidth(shown) + 12 > width, let drop = shown.filter({ $0.priority < 99 }).min(by: { $0.priority < $1.priority }) {
+        while fixedWidth(shown) + 12 > width,
+            let drop = shown.filter({ $0.priority < 99 }).min(by: { $0.priority < $1.priority })
+        {
             shown.removeAll { $0.title == drop.title }
         }
         // A last error needs room to be read: the rates of retries and dead letters give way first.
         if sinks.contains(where: { $0.lastError != nil }) {
             while width - min(nameWidth, width - fixedWidth(shown)) - fixedWidth(shown) - 2 < 20,
-                  let drop = shown.filter({ $0.priority < 70 }).min(by: { $0.priority < $1.priority }) {
+                let drop = shown.filter({ $0.priority < 70 }).min(by: { $0.priority < $1.priority })
+            {
                 shown.removeAll { $0.title == drop.title }
             }
         }
@@ -147,7 +166,8 @@ struct TopView {
     /// Control characters (a newline in an error, an escape sequence from a hostile broker's
     /// answer) would break the screen or drive the terminal: shown as spaces.
     static func oneLine(_ text: String) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+        String(
+            String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
     }
 
     static func clock(_ date: Date) -> String {

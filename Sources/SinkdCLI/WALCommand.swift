@@ -13,7 +13,8 @@ struct WALCommand: ParsableCommand {
 
     /// The directory: the argument, else wal.directory of the configuration.
     struct Location: ParsableArguments {
-        @Argument(help: ArgumentHelp("The WAL directory. Default: wal.directory of the configuration.", valueName: "dir"))
+        @Argument(
+            help: ArgumentHelp("The WAL directory. Default: wal.directory of the configuration.", valueName: "dir"))
         var directory: String?
 
         @OptionGroup var config: ConfigOption
@@ -27,7 +28,8 @@ struct WALCommand: ParsableCommand {
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check every segment's framing and checksums.",
-            discussion: "Prints one line per segment and a total. Exit 0 when every frame is intact, 1 when a corrupt frame, a torn tail or an unreadable segment was found."
+            discussion:
+                "Prints one line per segment and a total. Exit 0 when every frame is intact, 1 when a corrupt frame, a torn tail or an unreadable segment was found."
         )
 
         @OptionGroup var location: Location

@@ -38,7 +38,9 @@ public struct PostgresEndpoint: Sendable, Equatable {
                 guard kv.count == 2 else { continue }
                 if kv[0] == "sslmode" {
                     guard let mode = PostgresSSLMode(rawValue: String(kv[1])) else {
-                        throw SinkConnectionError("sinks.conductor.postgres.url: sslmode '\(kv[1])' (known: disable, prefer, require, verify-full)")
+                        throw SinkConnectionError(
+                            "sinks.conductor.postgres.url: sslmode '\(kv[1])' (known: disable, prefer, require, verify-full)"
+                        )
                     }
                     sslMode = mode
                 }
@@ -83,7 +85,10 @@ public enum ConductorQueue {
     /// The columns sinkd needs, by table (checked at connect: sinkd never creates or alters them).
     public static let requiredColumns: [(table: String, columns: [String])] = [
         ("queue", ["queue_name"]),
-        ("queue_message", ["deliver_on", "queue_name", "message_id", "priority", "popped", "offset_time_seconds", "payload"]),
+        (
+            "queue_message",
+            ["deliver_on", "queue_name", "message_id", "priority", "popped", "offset_time_seconds", "payload"]
+        ),
     ]
 
     public static let columnsQuery = """
@@ -137,14 +142,26 @@ public enum ConductorQueue {
         for item in batch {
             let r = item.record
             if queueTooLong {
-                plan.rowOfRecord.append(.failure(Refusal(reason: "conductor: the queue name '\(queue.prefix(40))…' is \(queue.count) characters; queue.queue_name is varchar(255)")))
+                plan.rowOfRecord.append(
+                    .failure(
+                        Refusal(
+                            reason:
+                                "conductor: the queue name '\(queue.prefix(40))…' is \(queue.count) characters; queue.queue_name is varchar(255)"
+                        )))
                 continue
             }
             if r.id.count > 255 {
-                plan.rowOfRecord.append(.failure(Refusal(reason: "conductor: the message id is \(r.id.count) characters; queue_message.message_id is varchar(255)")))
+                plan.rowOfRecord.append(
+                    .failure(
+                        Refusal(
+                            reason:
+                                "conductor: the message id is \(r.id.count) characters; queue_message.message_id is varchar(255)"
+                        )))
                 continue
             }
-            let row = Row(queue: queue, messageID: r.id, priority: Int32(r.priority ?? 0), payload: String(decoding: r.payload, as: UTF8.self))
+            let row = Row(
+                queue: queue, messageID: r.id, priority: Int32(r.priority ?? 0),
+                payload: String(decoding: r.payload, as: UTF8.self))
             if let existing = rowIndex[r.id] {
                 plan.rows[existing] = row
                 plan.rowOfRecord.append(.success(existing))

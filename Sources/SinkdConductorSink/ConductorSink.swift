@@ -24,8 +24,11 @@ public final class ConductorSinkFamily: SinkFamily {
     let sessionTimeZone: String
     private let warned = NIOLockedValueBox<Set<String>>([])
 
-    public init(config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.conductor"),
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        config: ConductorSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "sinkd.conductor"),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.config = config
         self.logger = logger
         let zone = config.timeZone.isEmpty ? LocalTimeZone.name(environment: environment) : config.timeZone
@@ -37,7 +40,8 @@ public final class ConductorSinkFamily: SinkFamily {
             endpoint = .failure(error)
         }
         self.endpoint = endpoint
-        pool = PostgresLeasePool(size: max(1, config.options.poolSize), group: group, logger: logger) { () throws(SinkConnectionError) in
+        pool = PostgresLeasePool(size: max(1, config.options.poolSize), group: group, logger: logger) {
+            () throws(SinkConnectionError) in
             switch endpoint {
             case .success(let e): return try Self.connectionConfiguration(e, timeZone: zone)
             case .failure(let error): throw error
@@ -50,15 +54,20 @@ public final class ConductorSinkFamily: SinkFamily {
         SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 32 << 20, maxMessageBytes: 64 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .conductorQueue = address.target else { throw SinkConnectionError("not a conductor sink: \(address)") }
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .conductorQueue = address.target else {
+            throw SinkConnectionError("not a conductor sink: \(address)")
+        }
         _ = try endpoint.get()
         let queue = ConductorQueue.queueName(of: address.identity)
         // `conductor:` (and `conductor:conductor:`) name the queue `<workflowType>:` in Conductor
         // too; said once, since it is rarely what the workflow's author meant.
         if queue.hasSuffix(":"), warned.withLockedValue({ $0.insert(address.identity).inserted }) {
-            logger.warning("this sink names the DAO queue '\(queue)', ending in ':', as Conductor expands it (an empty name after 'conductor:')",
-                           metadata: ["sink": "\(address.identity)"])
+            logger.warning(
+                "this sink names the DAO queue '\(queue)', ending in ':', as Conductor expands it (an empty name after 'conductor:')",
+                metadata: ["sink": "\(address.identity)"])
         }
         return ConductorQueueClient(family: self, queue: queue)
     }
@@ -67,7 +76,9 @@ public final class ConductorSinkFamily: SinkFamily {
         await pool.closeAll()
     }
 
-    static func connectionConfiguration(_ e: PostgresEndpoint, timeZone: String) throws(SinkConnectionError) -> PostgresConnection.Configuration {
+    static func connectionConfiguration(
+        _ e: PostgresEndpoint, timeZone: String
+    ) throws(SinkConnectionError) -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
         switch e.sslMode {
         case .disable:
@@ -77,9 +88,11 @@ public final class ConductorSinkFamily: SinkFamily {
         case .require:
             tls = .require(try TLSContexts.client(TLSConfig(verify: false), section: "sinks.conductor.postgres"))
         case .verifyFull:
-            tls = .require(try TLSContexts.client(TLSConfig(caFile: e.caFile, verify: true), section: "sinks.conductor.postgres"))
+            tls = .require(
+                try TLSContexts.client(TLSConfig(caFile: e.caFile, verify: true), section: "sinks.conductor.postgres"))
         }
-        var c = PostgresConnection.Configuration(host: e.host, port: e.port, username: e.user, password: e.password, database: e.database, tls: tls)
+        var c = PostgresConnection.Configuration(
+            host: e.host, port: e.port, username: e.user, password: e.password, database: e.database, tls: tls)
         c.options.connectTimeout = .seconds(5)
         // Set at startup, so every session compares deliver_on in the engine's zone, as pgjdbc
         // sets the JVM's (issue 20, item 1). An unknown zone fails the connection with the
@@ -107,7 +120,10 @@ final class PostgresLeasePool: Sendable {
     private let configuration: @Sendable () throws(SinkConnectionError) -> PostgresConnection.Configuration
     private let ids = ManagedAtomicCounter()
 
-    init(size: Int, group: EventLoopGroup, logger: Logger, configuration: @escaping @Sendable () throws(SinkConnectionError) -> PostgresConnection.Configuration) {
+    init(
+        size: Int, group: EventLoopGroup, logger: Logger,
+        configuration: @escaping @Sendable () throws(SinkConnectionError) -> PostgresConnection.Configuration
+    ) {
         self.size = size
         self.group = group
         self.logger = logger
@@ -177,7 +193,8 @@ final class PostgresLeasePool: Sendable {
     /// checks the tables within `operationLimit`.
     private func connect() async throws -> PostgresConnection {
         let configuration = try self.configuration()
-        let c = try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: ids.next(), logger: logger)
+        let c = try await PostgresConnection.connect(
+            on: group.next(), configuration: configuration, id: ids.next(), logger: logger)
         do {
             let logger = self.logger
             try await Self.bounded(c, limit: Self.operationLimit) { try await Self.checkTables($0, logger: logger) }
@@ -196,8 +213,10 @@ final class PostgresLeasePool: Sendable {
     /// closes or `limit` passes, without waiting for the operation itself. postgres-nio never
     /// completes a request written just after its channel closed (the server crashed between the
     /// lease and the write): awaiting it, as a task group would, hangs the batch forever.
-    static func bounded<T: Sendable>(_ connection: PostgresConnection, limit: Duration,
-                                     _ operation: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    static func bounded<T: Sendable>(
+        _ connection: PostgresConnection, limit: Duration,
+        _ operation: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
         let waiter = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
         let finish: @Sendable (Result<T, any Error>) -> Void = { result in
             waiter.withLockedValue { w -> CheckedContinuation<T, any Error>? in
@@ -244,7 +263,9 @@ final class PostgresLeasePool: Sendable {
     }
 
     private func wakeOne() {
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Next, Never>? in s.waiters.isEmpty ? nil : s.waiters.removeFirst() }
+        let waiter = state.withLockedValue { s -> CheckedContinuation<Next, Never>? in
+            s.waiters.isEmpty ? nil : s.waiters.removeFirst()
+        }
         waiter?.resume(returning: .retry)
     }
 
@@ -265,7 +286,9 @@ final class PostgresLeasePool: Sendable {
     /// Conductor's migrations create the tables; sinkd only checks they are there.
     static func checkTables(_ c: PostgresConnection, logger: Logger) async throws {
         var found: [String: Set<String>] = [:]
-        for try await (table, column) in try await c.query(PostgresQuery(unsafeSQL: ConductorQueue.columnsQuery), logger: logger).decode((String, String).self) {
+        for try await (table, column) in try await c.query(
+            PostgresQuery(unsafeSQL: ConductorQueue.columnsQuery), logger: logger
+        ).decode((String, String).self) {
             found[table, default: []].insert(column)
         }
         var missing: [String] = []
@@ -278,7 +301,9 @@ final class PostgresLeasePool: Sendable {
             if !absent.isEmpty { missing.append("\(table) columns \(absent.joined(separator: ", "))") }
         }
         if !missing.isEmpty {
-            throw SinkConnectionError("Conductor's queue tables are missing in this database (\(missing.joined(separator: "; "))): sinkd never creates them; start Conductor once with PostgreSQL persistence (its migrations create them) or point sinks.conductor.postgres at Conductor's database")
+            throw SinkConnectionError(
+                "Conductor's queue tables are missing in this database (\(missing.joined(separator: "; "))): sinkd never creates them; start Conductor once with PostgreSQL persistence (its migrations create them) or point sinks.conductor.postgres at Conductor's database"
+            )
         }
     }
 }
@@ -334,7 +359,11 @@ final class CloseWatch: Sendable {
 /// A counter for connection ids (logging only).
 final class ManagedAtomicCounter: Sendable {
     private let value = NIOLockedValueBox(0)
-    func next() -> Int { value.withLockedValue { $0 += 1; return $0 } }
+    func next() -> Int {
+        value.withLockedValue {
+            $0 += 1; return $0
+        }
+    }
 }
 
 struct UpsertBatch: PostgresPreparedStatement {
@@ -413,7 +442,8 @@ final class ConductorQueueClient: SinkClient, Sendable {
                         try await $0.execute(UpsertBatch(rows: rows), logger: logger)
                     }
                 } catch {
-                    throw connection.isClosed && !(error is PostgresLeasePool.Broken) ? PostgresLeasePool.Broken(underlying: error) : error
+                    throw connection.isClosed && !(error is PostgresLeasePool.Broken)
+                        ? PostgresLeasePool.Broken(underlying: error) : error
                 }
             }
             return nil
@@ -431,12 +461,15 @@ final class ConductorQueueClient: SinkClient, Sendable {
         }
         guard let state = psql.serverInfo?[.sqlState] else {
             // No server answer: the connection failed (refused, closed, timed out, TLS).
-            return .connection(SinkConnectionError("\(place): \(psql.code.description)\(psql.underlying.map { ": \($0)" } ?? "")"))
+            return .connection(
+                SinkConnectionError("\(place): \(psql.code.description)\(psql.underlying.map { ": \($0)" } ?? "")"))
         }
         let message = psql.serverInfo?[.message] ?? "error"
         switch ConductorQueue.kind(sqlState: state) {
         case .missingSchema:
-            return .connection(SinkConnectionError("\(place): Conductor's queue tables are missing (\(state) \(message)): sinkd never creates them"))
+            return .connection(
+                SinkConnectionError(
+                    "\(place): Conductor's queue tables are missing (\(state) \(message)): sinkd never creates them"))
         case .refused:
             return .connection(SinkConnectionError("\(place) refused sinkd (\(state)): \(message)"))
         case .unavailable:

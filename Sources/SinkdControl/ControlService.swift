@@ -70,8 +70,11 @@ public final class ControlService: Service, Sendable {
     /// The listening channel, and whether sinkd created its socket file.
     private let channel = NIOLockedValueBox<(Channel, Bool)?>(nil)
 
-    public init(config: SinkdConfig, wal: WriteAheadLog, delivery: DeliveryService, deadLetters: DeadLetterStore, ingestState: ServerState, logger: Logger,
-                reload: (@Sendable () async -> ReloadOutcome)? = nil) {
+    public init(
+        config: SinkdConfig, wal: WriteAheadLog, delivery: DeliveryService, deadLetters: DeadLetterStore,
+        ingestState: ServerState, logger: Logger,
+        reload: (@Sendable () async -> ReloadOutcome)? = nil
+    ) {
         self.path = config.control.socket
         self.reload = reload
         self.wal = wal
@@ -87,7 +90,8 @@ public final class ControlService: Service, Sendable {
         let bootstrap = ServerBootstrap(group: ControlThreads.loop)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLineBytes: 64 << 10)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineFramer(maxLineBytes: 64 << 10)))
                     try channel.pipeline.syncOperations.addHandler(ControlHandler(service: self))
                 }
             }
@@ -124,29 +128,39 @@ public final class ControlService: Service, Sendable {
             let state: String
             if let p {
                 state = p.state.rawValue
-            } else if let address = try? SinkAddress.parse(identity: name), let family = address.prefix.configFamily, config.sinks.configuredFamilies.contains(family) {
+            } else if let address = try? SinkAddress.parse(identity: name), let family = address.prefix.configFamily,
+                config.sinks.configuredFamilies.contains(family)
+            {
                 state = "idle"
             } else {
                 state = "waiting"
             }
-            sinks.append(StatusReport.Sink(
-                sink: name, state: state, backlogRecords: b?.records ?? 0, backlogBytes: b?.bytes ?? 0,
-                oldestUndeliveredSeconds: b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) },
-                delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
-                inFlight: p?.inFlight ?? 0, heldBytes: p?.heldBytes ?? 0, lastError: p?.lastError.map(Redactor.shared.redact)))
+            sinks.append(
+                StatusReport.Sink(
+                    sink: name, state: state, backlogRecords: b?.records ?? 0, backlogBytes: b?.bytes ?? 0,
+                    oldestUndeliveredSeconds: b?.oldestMillis.map { max(0, (now - Double($0)) / 1000) },
+                    delivered: p?.delivered ?? 0, retried: p?.retried ?? 0, deadLettered: p?.deadLettered ?? 0,
+                    inFlight: p?.inFlight ?? 0, heldBytes: p?.heldBytes ?? 0,
+                    lastError: p?.lastError.map(Redactor.shared.redact)))
         }
-        return StatusReport(version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started), configGeneration: generation.number,
-                            configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes, walNextSeq: stats.nextSeq,
-                            walDiskFullSinceMillis: stats.diskFullSinceMillis > 0 ? stats.diskFullSinceMillis : nil,
-                            walWriteFailures: stats.writeFailures, walRewrittenRecords: stats.rewrittenRecords, walRecordsAtRisk: stats.recordsAtRisk,
-                            ingestConnections: ingestState.openConnections, heldBytes: delivery.heldBudget.held, sinks: sinks)
+        return StatusReport(
+            version: SinkdVersion.version, uptimeSeconds: Date().timeIntervalSince(started),
+            configGeneration: generation.number,
+            configPath: config.sourcePath, walSegments: stats.segments, walBytes: stats.bytes,
+            walNextSeq: stats.nextSeq,
+            walDiskFullSinceMillis: stats.diskFullSinceMillis > 0 ? stats.diskFullSinceMillis : nil,
+            walWriteFailures: stats.writeFailures, walRewrittenRecords: stats.rewrittenRecords,
+            walRecordsAtRisk: stats.recordsAtRisk,
+            ingestConnections: ingestState.openConnections, heldBytes: delivery.heldBudget.held, sinks: sinks)
     }
 
     /// Why `record` (a dead letter to replay) would not pass ingest, or nil. The request it came
     /// from is rebuilt and parsed by ingest's own parser, so the checks are the same.
     static func validateForReplay(_ record: EventRecord, maxRecordBytes: Int) -> String? {
         let line = RequestParser.requestLine(for: record)
-        guard line.count <= maxRecordBytes else { return "the record is \(line.count) bytes; ingest.max_record_bytes is \(maxRecordBytes)" }
+        guard line.count <= maxRecordBytes else {
+            return "the record is \(line.count) bytes; ingest.max_record_bytes is \(maxRecordBytes)"
+        }
         switch RequestParser.parse(line) {
         case .success: return nil
         case .failure(let rejection): return "\(rejection.code.rawValue): \(rejection.message)"
@@ -155,7 +169,9 @@ public final class ControlService: Service, Sendable {
 
     /// Handles one request line; returns the response line (without newline).
     func handle(_ line: [UInt8]) -> [UInt8] {
-        guard let request = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let command = request["command"] as? String else {
+        guard let request = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+            let command = request["command"] as? String
+        else {
             return Self.error("expected a JSON object with \"command\" (status, reload, dlq-replay, dlq-purge)")
         }
         let sink = request["sink"] as? String
@@ -223,7 +239,8 @@ public final class ControlService: Service, Sendable {
         func flush() {
             guard failure == nil, !chunk.isEmpty else { return }
             defer { chunk.removeAll(keepingCapacity: true); chunkBytes = 0 }
-            let (outcomes, ticket) = wal.append(chunk.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
+            let (outcomes, ticket) = wal.append(
+                chunk.map(\.record), nowMillis: UInt64(Date().timeIntervalSince1970 * 1000), checkDuplicates: false)
             let accepted = outcomes.filter { if case .accepted = $0 { true } else { false } }.count
             // Wait for the round whatever was taken: what is in the WAL must leave the store.
             let done = DispatchSemaphore(value: 0)
@@ -239,7 +256,8 @@ public final class ControlService: Service, Sendable {
             }
             for (e, outcome) in zip(chunk, outcomes) { if case .accepted = outcome { replayed.insert(e.seq) } }
             if accepted < chunk.count {
-                failure = "the WAL took \(replayed.count) of the records (it is full or stopping); those left the dead-letter store, the others stay: replay again later"
+                failure =
+                    "the WAL took \(replayed.count) of the records (it is full or stopping); those left the dead-letter store, the others stay: replay again later"
             }
         }
         try deadLetters.forEachEntry(sink: sink, since: since, until: until) { e in
@@ -261,7 +279,9 @@ public final class ControlService: Service, Sendable {
         // In the WAL now: safe to remove from the store (only those; the filter is their seqs).
         if !replayed.isEmpty {
             try deadLetters.purge(sink: sink, since: since, until: until, seqs: replayed)
-            logger.notice("dead letters replayed into the WAL", metadata: ["count": "\(replayed.count)", "sink": "\(sink ?? "*")"])
+            logger.notice(
+                "dead letters replayed into the WAL",
+                metadata: ["count": "\(replayed.count)", "sink": "\(sink ?? "*")"])
         }
         if let failure { return Self.error(failure) }
         let invalidPart = Array(#","invalid":["#.utf8) + invalidJSON + Array("]".utf8)
@@ -308,7 +328,10 @@ public struct ReloadOutcome: Sendable, Equatable {
     func encoded() -> [UInt8] {
         var out = Array(#"{"ok":"#.utf8) + Array((applied ? "true" : "false").utf8)
         out += Array(#","generation":\#(generation),"#.utf8)
-        out += Array((applied ? #""warnings":["# : #""error":"the new configuration was rejected; sinkd keeps running on the old one","errors":["#).utf8)
+        out += Array(
+            (applied
+                ? #""warnings":["#
+                : #""error":"the new configuration was rejected; sinkd keeps running on the old one","errors":["#).utf8)
         for (i, m) in messages.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             JSONText.appendString(m, to: &out)
@@ -329,7 +352,10 @@ final class ControlHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .line(let buffer) = unwrapInboundIn(data) else {
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: ControlService.error("request too large") + [0x0A])), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(
+                    context.channel.allocator.buffer(bytes: ControlService.error("request too large") + [0x0A])),
+                promise: nil)
             return
         }
         let line = Array(buffer.readableBytesView)

@@ -24,10 +24,13 @@ public enum MetricCatalogue {
         "sinkd_wal_fsync_seconds": "Duration of the WAL's fdatasync calls",
         "sinkd_wal_corrupt_frames_at_start": "Corrupt frames skipped by the last recovery",
         "sinkd_wal_corrupt_frames_total": "Damaged frames met by readers while running (each copied to quarantine/)",
-        "sinkd_wal_lost_records_total": "Acknowledged records that can no longer be delivered (damaged or missing from the WAL)",
+        "sinkd_wal_lost_records_total":
+            "Acknowledged records that can no longer be delivered (damaged or missing from the WAL)",
         "sinkd_wal_write_failures_total": "Failed WAL writes, fdatasyncs, rollovers and rewrites",
-        "sinkd_wal_rewritten_records_total": "Acknowledged records written again after their fdatasync failed (fsync: interval)",
-        "sinkd_wal_records_at_risk_total": "Acknowledged records whose fdatasync failed with no copy to write again (fsync: never)",
+        "sinkd_wal_rewritten_records_total":
+            "Acknowledged records written again after their fdatasync failed (fsync: interval)",
+        "sinkd_wal_records_at_risk_total":
+            "Acknowledged records whose fdatasync failed with no copy to write again (fsync: never)",
         "sinkd_wal_disk_full": "1 while the WAL's disk is full and records are held, else 0",
         "sinkd_wal_pending_bytes": "Bytes of records held in memory, not yet in a segment",
         "process_start_time_seconds": "When this sinkd process started, in seconds since the Unix epoch",
@@ -43,17 +46,23 @@ struct HelpingMetricsFactory: MetricsFactory {
     var registry: PrometheusCollectorRegistry { inner.registry }
 
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)), labels: dimensions)
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)), labels: dimensions)
     }
 
     func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)), labels: dimensions)
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)), labels: dimensions)
     }
 
     func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
         let buckets = inner.durationHistogramBuckets[label] ?? inner.defaultDurationHistogramBuckets
-        return registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)),
-                                              labels: dimensions, buckets: buckets)
+        return registry.makeDurationHistogram(
+            descriptor: MetricNameDescriptor(
+                metricName: label, unitName: "", helpText: MetricCatalogue.help(for: label)),
+            labels: dimensions, buckets: buckets)
     }
 
     func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
@@ -65,7 +74,9 @@ struct HelpingMetricsFactory: MetricsFactory {
     }
 
     func destroyCounter(_ handler: any CounterHandler) { inner.destroyCounter(handler) }
-    func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) { inner.destroyFloatingPointCounter(handler) }
+    func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        inner.destroyFloatingPointCounter(handler)
+    }
     func destroyRecorder(_ handler: any RecorderHandler) { inner.destroyRecorder(handler) }
     func destroyMeter(_ handler: any MeterHandler) { inner.destroyMeter(handler) }
     func destroyTimer(_ handler: any TimerHandler) { inner.destroyTimer(handler) }

@@ -27,17 +27,24 @@ public final class MetricsService: Service, Sendable {
     public static func bootstrap() -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-                                                   .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
-                                                   .seconds(15), .seconds(60), .seconds(300)]
-        factory.durationHistogramBuckets["sinkd_wal_fsync_seconds"] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
-                                                                       .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-                                                                       .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1)]
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+            .seconds(15), .seconds(60), .seconds(300),
+        ]
+        factory.durationHistogramBuckets["sinkd_wal_fsync_seconds"] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
+        ]
         MetricsSystem.bootstrap(HelpingMetricsFactory(inner: factory))
         return registry
     }
 
-    public init(listen: HostPort, registry: PrometheusCollectorRegistry, wal: WriteAheadLog, delivery: DeliveryService, logger: Logger) {
+    public init(
+        listen: HostPort, registry: PrometheusCollectorRegistry, wal: WriteAheadLog, delivery: DeliveryService,
+        logger: Logger
+    ) {
         self.listen = listen
         self.registry = registry
         self.wal = wal
@@ -66,10 +73,14 @@ public final class MetricsService: Service, Sendable {
 
     private func gauge(_ name: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
         // The full name is given as metricName; no unit suffix is appended.
-        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricCatalogue.help(for: name)), labels: labels)
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricCatalogue.help(for: name)),
+            labels: labels)
     }
 
-    static let sinkGauges = ["sinkd_backlog_records", "sinkd_backlog_bytes", "sinkd_backlog_oldest_seconds", "sinkd_sink_up"]
+    static let sinkGauges = [
+        "sinkd_backlog_records", "sinkd_backlog_bytes", "sinkd_backlog_oldest_seconds", "sinkd_sink_up",
+    ]
     static let started = Date().timeIntervalSince1970
 
     /// The exposition text, with state gauges refreshed.
@@ -126,7 +137,10 @@ final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
         headers.add(name: "Content-Length", value: String(body.count))
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(
+                .head(HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         let keepAlive = head.isKeepAlive
         let channel = context.channel

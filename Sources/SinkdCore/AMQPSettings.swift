@@ -41,7 +41,10 @@ public struct AMQPSettings: Sendable, Hashable {
         public var reason: String
     }
 
-    public static let parameterNames = ["exchangeType", "routingKey", "durable", "autoDelete", "exclusive", "deliveryMode", "maxPriority", "bindQueueName"]
+    public static let parameterNames = [
+        "exchangeType", "routingKey", "durable", "autoDelete", "exclusive", "deliveryMode", "maxPriority",
+        "bindQueueName",
+    ]
 
     public static func parse(_ location: String, kind: Kind) throws(ParseError) -> AMQPSettings {
         let parts = location.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
@@ -60,22 +63,28 @@ public struct AMQPSettings: Sendable, Hashable {
             let rawKey = kv.first.map(String.init) ?? ""
             guard kv.count == 2 else {
                 if !raw.allSatisfy(\.isWhitespace) {
-                    settings.notes.append("parameter '\(raw)' is not name=value and is ignored, as Conductor ignores it")
+                    settings.notes.append(
+                        "parameter '\(raw)' is not name=value and is ignored, as Conductor ignores it")
                 }
                 continue
             }
             let value = String(kv[1])
             guard let canonical = parameterNames.first(where: { $0.lowercased() == rawKey.lowercased() }) else {
-                settings.notes.append("unknown parameter '\(rawKey)' is ignored, as Conductor ignores it (known: \(parameterNames.joined(separator: ", ")))")
+                settings.notes.append(
+                    "unknown parameter '\(rawKey)' is ignored, as Conductor ignores it (known: \(parameterNames.joined(separator: ", ")))"
+                )
                 continue
             }
             if !seen.insert(canonical).inserted {
-                settings.notes.append("parameter '\(canonical)' is given more than once; the last value is used, as Conductor does")
+                settings.notes.append(
+                    "parameter '\(canonical)' is given more than once; the last value is used, as Conductor does")
             }
             switch canonical {
             case "exchangeType": settings.exchangeType = value
             case "routingKey":
-                guard value.utf8.count <= 255 else { throw ParseError(reason: "routingKey is at most 255 bytes (an AMQP shortstr)") }
+                guard value.utf8.count <= 255 else {
+                    throw ParseError(reason: "routingKey is at most 255 bytes (an AMQP shortstr)")
+                }
                 settings.routingKey = value
             case "durable": settings.durable = boolean(value, canonical, &settings.notes)
             case "autoDelete": settings.autoDelete = boolean(value, canonical, &settings.notes)

@@ -55,7 +55,8 @@ public struct CRC32C: Sendable {
         CRC32C.table.withUnsafeBufferPointer { t in
             while count >= 8 {
                 let word = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)) ^ UInt64(crc)
-                crc = t[7 &* 256 &+ Int(word & 0xFF)]
+                crc =
+                    t[7 &* 256 &+ Int(word & 0xFF)]
                     ^ t[6 &* 256 &+ Int((word >> 8) & 0xFF)]
                     ^ t[5 &* 256 &+ Int((word >> 16) & 0xFF)]
                     ^ t[4 &* 256 &+ Int((word >> 24) & 0xFF)]

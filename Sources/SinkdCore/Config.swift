@@ -116,7 +116,9 @@ public struct PipelineOptions: Sendable, Equatable {
     /// The delivery-wide policy unless the family overrides it.
     public var retry: RetryPolicy
 
-    public init(poolSize: Int, maxInFlight: Int, batchSize: Int, linger: Duration = .zero, retry: RetryPolicy = RetryPolicy()) {
+    public init(
+        poolSize: Int, maxInFlight: Int, batchSize: Int, linger: Duration = .zero, retry: RetryPolicy = RetryPolicy()
+    ) {
         self.poolSize = poolSize
         self.maxInFlight = maxInFlight
         self.batchSize = batchSize
@@ -143,18 +145,19 @@ public struct SinksConfig: Sendable, Equatable {
     /// The families whose section is present (an exhaustive switch: a new family is a compile
     /// error here until its section is named; docs/ADDING_A_SINK_FAMILY.md).
     public var configuredFamilies: Set<ConfigFamily> {
-        Set(ConfigFamily.allCases.filter { family in
-            switch family {
-            case .file: file != nil
-            case .http: http != nil
-            case .redis: redis != nil
-            case .sqs: sqs != nil
-            case .amqp: amqp != nil
-            case .nats: nats != nil
-            case .conductor: conductor != nil
-            case .kafka: kafka != nil
-            }
-        })
+        Set(
+            ConfigFamily.allCases.filter { family in
+                switch family {
+                case .file: file != nil
+                case .http: http != nil
+                case .redis: redis != nil
+                case .sqs: sqs != nil
+                case .amqp: amqp != nil
+                case .nats: nats != nil
+                case .conductor: conductor != nil
+                case .kafka: kafka != nil
+                }
+            })
     }
 
     /// Whether `family`'s section is the same in both (a reload keeps its running family then).
@@ -312,7 +315,9 @@ public struct KafkaSinkConfig: Sendable, Equatable {
 
     /// `host:port` (IPv6 as `[::1]:9092`).
     public static func hostPort(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65_535).contains(port)
+        else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return host.isEmpty ? nil : (host, port)

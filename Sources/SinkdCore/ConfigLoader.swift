@@ -16,18 +16,23 @@ public enum ConfigLoader {
         return defaultPath
     }
 
-    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigErrors) -> SinkdConfig {
+    public static func load(
+        path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigErrors) -> SinkdConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason: String
             if FileManager.default.fileExists(atPath: path) {
                 reason = "cannot be read (check its permissions)"
             } else {
-                reason = "does not exist (pass --config PATH or set SINKD_CONFIG; Config/sinkd.yaml is a documented starting point)"
+                reason =
+                    "does not exist (pass --config PATH or set SINKD_CONFIG; Config/sinkd.yaml is a documented starting point)"
             }
             throw ConfigErrors([ConfigError(file: path, keyPath: "", message: "the configuration file \(reason)")])
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigErrors([ConfigError(file: path, keyPath: "", message: "the configuration file is not UTF-8 text")])
+            throw ConfigErrors([
+                ConfigError(file: path, keyPath: "", message: "the configuration file is not UTF-8 text")
+            ])
         }
         return try parse(yaml: text, file: path, environment: environment)
     }
@@ -39,8 +44,8 @@ public enum ConfigLoader {
     public static func controlSocket(path: String) -> String {
         let fallback = SinkdConfig().control.socket
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-              let root = (try? Yams.compose(yaml: text)) ?? nil, case .mapping(let top) = root,
-              case .mapping(let control)? = top["control"], case .scalar(let socket)? = control["socket"]
+            let root = (try? Yams.compose(yaml: text)) ?? nil, case .mapping(let top) = root,
+            case .mapping(let control)? = top["control"], case .scalar(let socket)? = control["socket"]
         else { return fallback }
         return socket.string.isEmpty ? fallback : socket.string
     }
@@ -66,7 +71,8 @@ public enum ConfigLoader {
         let paths = PathResolver(workingDirectory: workingDirectory)
         readIngest(top.section("ingest"), into: &config.ingest, paths: paths)
         let control = top.section("control")
-        config.control.socket = paths.absolute(control.readingAll { $0.string("socket", default: config.control.socket) })
+        config.control.socket = paths.absolute(
+            control.readingAll { $0.string("socket", default: config.control.socket) })
         let wal = top.section("wal")
         readWAL(wal, into: &config.wal, paths: paths)
         readDelivery(top.section("delivery"), into: &config.delivery, paths: paths)
@@ -75,9 +81,11 @@ public enum ConfigLoader {
             config.log.format = log.choice("format", default: config.log.format)
         }
         top.section("metrics").readingAll { metrics in
-            config.metrics.listen = metrics.value("listen", default: "", expected: "\"HOST:PORT\" or \"\"", { text in
-                text.isEmpty || HostPort(text) != nil ? text : nil
-            })
+            config.metrics.listen = metrics.value(
+                "listen", default: "", expected: "\"HOST:PORT\" or \"\"",
+                { text in
+                    text.isEmpty || HostPort(text) != nil ? text : nil
+                })
         }
         config.sinks = SinksReader(section: top.section("sinks"), delivery: config.delivery, paths: paths).read()
         top.finish()
@@ -85,7 +93,8 @@ public enum ConfigLoader {
             crossCheck(config, wal: wal, control: control)
         }
         guard diagnostics.errors.isEmpty else {
-            throw ConfigErrors(diagnostics.errors.sorted { ($0.line ?? 0, $0.column ?? 0) < ($1.line ?? 0, $1.column ?? 0) })
+            throw ConfigErrors(
+                diagnostics.errors.sorted { ($0.line ?? 0, $0.column ?? 0) < ($1.line ?? 0, $1.column ?? 0) })
         }
         config.secretValues = diagnostics.secretValues
         return config
@@ -93,10 +102,15 @@ public enum ConfigLoader {
 
     private static func syntaxError(_ error: YamlError, file: String) -> ConfigError {
         switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            return ConfigError(file: file, line: mark.line, column: mark.column, keyPath: "", message: "YAML syntax error: \(problem)")
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
+            return ConfigError(
+                file: file, line: mark.line, column: mark.column, keyPath: "", message: "YAML syntax error: \(problem)")
         case .duplicatedKeysInMapping(let duplicates, _):
-            return ConfigError(file: file, keyPath: "", message: "YAML error: key(s) \(duplicates.joined(separator: ", ")) appear more than once in one mapping")
+            return ConfigError(
+                file: file, keyPath: "",
+                message: "YAML error: key(s) \(duplicates.joined(separator: ", ")) appear more than once in one mapping"
+            )
         default:
             return ConfigError(file: file, keyPath: "", message: "YAML error: \(error)")
         }
@@ -107,15 +121,18 @@ public enum ConfigLoader {
     private static func readIngest(_ s: ConfigSection, into c: inout IngestConfig, paths: PathResolver) {
         s.readingAll { s in
             c.socket = paths.absolute(s.string("socket", default: c.socket))
-            c.socketMode = s.value("socket_mode", default: c.socketMode, expected: "an octal file mode like \"0660\"") { text in
+            c.socketMode = s.value("socket_mode", default: c.socketMode, expected: "an octal file mode like \"0660\"") {
+                text in
                 guard (3...4).contains(text.count), let mode = UInt32(text, radix: 8), mode <= 0o777 else { return nil }
                 return mode
             }
             c.maxRecordBytes = s.size("max_record_bytes", default: c.maxRecordBytes)
-            c.maxRecordBytes = s.checkRange("max_record_bytes", c.maxRecordBytes, 256...(64 << 20), fallback: c.maxRecordBytes)
+            c.maxRecordBytes = s.checkRange(
+                "max_record_bytes", c.maxRecordBytes, 256...(64 << 20), fallback: c.maxRecordBytes)
             c.maxConnections = s.int("max_connections", default: c.maxConnections, range: 1...65_536)
             c.maxUnansweredBytes = s.size("max_unanswered_bytes", default: c.maxUnansweredBytes)
-            c.maxUnansweredBytes = s.checkRange("max_unanswered_bytes", c.maxUnansweredBytes, (4 << 10)...(64 << 20), fallback: c.maxUnansweredBytes)
+            c.maxUnansweredBytes = s.checkRange(
+                "max_unanswered_bytes", c.maxUnansweredBytes, (4 << 10)...(64 << 20), fallback: c.maxUnansweredBytes)
             c.idleTimeout = s.duration("idle_timeout", default: c.idleTimeout)
             c.allowedUIDs = s.list("allowed_uids", default: [], expected: "a numeric user id") { UInt32($0) }
             c.allowedGIDs = s.list("allowed_gids", default: [], expected: "a numeric group id") { UInt32($0) }
@@ -131,7 +148,9 @@ public enum ConfigLoader {
             c.fsyncInterval = s.duration("fsync_interval", default: c.fsyncInterval)
             c.whenFull = s.choice("when_full", default: c.whenFull)
             if c.fsync == .interval, c.fsyncInterval == .zero {
-                s.diagnostics.report(s.child("fsync_interval"), at: s.node("fsync_interval")?.mark ?? s.mark, "must be greater than 0s when wal.fsync is interval")
+                s.diagnostics.report(
+                    s.child("fsync_interval"), at: s.node("fsync_interval")?.mark ?? s.mark,
+                    "must be greater than 0s when wal.fsync is interval")
             }
         }
     }
@@ -145,11 +164,15 @@ public enum ConfigLoader {
             r.maxAttempts = s.int("max_attempts", default: r.maxAttempts, range: 0...1_000_000)
             r.maxAge = s.duration("max_age", default: r.maxAge)
             if r.initialBackoff == .zero {
-                s.diagnostics.report(s.child("initial_backoff"), at: s.node("initial_backoff")?.mark ?? s.mark, "must be greater than 0s")
+                s.diagnostics.report(
+                    s.child("initial_backoff"), at: s.node("initial_backoff")?.mark ?? s.mark, "must be greater than 0s"
+                )
             }
             if r.maxBackoff < r.initialBackoff {
-                s.diagnostics.report(s.child("max_backoff"), at: s.node("max_backoff")?.mark ?? s.mark,
-                                     "must be at least initial_backoff (\(Units.formatDuration(r.initialBackoff))), got \(Units.formatDuration(r.maxBackoff))")
+                s.diagnostics.report(
+                    s.child("max_backoff"), at: s.node("max_backoff")?.mark ?? s.mark,
+                    "must be at least initial_backoff (\(Units.formatDuration(r.initialBackoff))), got \(Units.formatDuration(r.maxBackoff))"
+                )
             }
         }
         return r
@@ -162,9 +185,12 @@ public enum ConfigLoader {
             c.shutdownTimeout = s.duration("shutdown_timeout", default: c.shutdownTimeout)
             c.maxSinks = s.int("max_sinks", default: c.maxSinks, range: 1...1_000_000)
             c.maxHeldBytesPerSink = s.size("max_held_bytes_per_sink", default: c.maxHeldBytesPerSink)
-            c.maxHeldBytesPerSink = s.checkRange("max_held_bytes_per_sink", c.maxHeldBytesPerSink, (64 << 10)...(64 << 30), fallback: c.maxHeldBytesPerSink)
+            c.maxHeldBytesPerSink = s.checkRange(
+                "max_held_bytes_per_sink", c.maxHeldBytesPerSink, (64 << 10)...(64 << 30),
+                fallback: c.maxHeldBytesPerSink)
             c.maxHeldBytes = s.size("max_held_bytes", default: c.maxHeldBytes)
-            c.maxHeldBytes = s.checkRange("max_held_bytes", c.maxHeldBytes, (1 << 20)...(1 << 40), fallback: c.maxHeldBytes)
+            c.maxHeldBytes = s.checkRange(
+                "max_held_bytes", c.maxHeldBytes, (1 << 20)...(1 << 40), fallback: c.maxHeldBytes)
             c.retry = readRetry(s.section("retry"), base: c.retry)
             s.section("dead_letter").readingAll { d in
                 c.deadLetterDirectory = paths.absolute(d.string("directory", default: c.deadLetterDirectory))
@@ -175,15 +201,21 @@ public enum ConfigLoader {
     /// Rules that involve more than one key, checked once every key on its own is valid.
     private static func crossCheck(_ c: SinkdConfig, wal: ConfigSection, control: ConfigSection) {
         if c.wal.segmentSize < 2 * c.ingest.maxRecordBytes {
-            wal.diagnostics.report("wal.segment_size", at: wal.node("segment_size")?.mark ?? wal.mark,
-                                   "must be at least twice ingest.max_record_bytes (\(Units.formatSize(2 * c.ingest.maxRecordBytes))), got \(Units.formatSize(c.wal.segmentSize))")
+            wal.diagnostics.report(
+                "wal.segment_size", at: wal.node("segment_size")?.mark ?? wal.mark,
+                "must be at least twice ingest.max_record_bytes (\(Units.formatSize(2 * c.ingest.maxRecordBytes))), got \(Units.formatSize(c.wal.segmentSize))"
+            )
         }
         if c.wal.maxSize < 2 * c.wal.segmentSize {
-            wal.diagnostics.report("wal.max_size", at: wal.node("max_size")?.mark ?? wal.mark,
-                                   "must be at least twice wal.segment_size (\(Units.formatSize(2 * c.wal.segmentSize))), got \(Units.formatSize(c.wal.maxSize))")
+            wal.diagnostics.report(
+                "wal.max_size", at: wal.node("max_size")?.mark ?? wal.mark,
+                "must be at least twice wal.segment_size (\(Units.formatSize(2 * c.wal.segmentSize))), got \(Units.formatSize(c.wal.maxSize))"
+            )
         }
         if c.ingest.socket == c.control.socket {
-            control.diagnostics.report("control.socket", at: control.node("socket")?.mark ?? control.mark, "must differ from ingest.socket (\(c.ingest.socket))")
+            control.diagnostics.report(
+                "control.socket", at: control.node("socket")?.mark ?? control.mark,
+                "must differ from ingest.socket (\(c.ingest.socket))")
         }
     }
 }
@@ -219,7 +251,9 @@ public struct HostPort: Sendable, Equatable {
         guard let colon = text.lastIndex(of: ":") else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else {
+            return nil
+        }
         self.host = host
         self.port = port
     }

@@ -14,7 +14,8 @@ final class ConfigDiagnostics {
     }
 
     func report(_ keyPath: String, at mark: Mark?, _ message: String) {
-        errors.append(ConfigError(file: file, line: mark?.line, column: mark?.column, keyPath: keyPath, message: message))
+        errors.append(
+            ConfigError(file: file, line: mark?.line, column: mark?.column, keyPath: keyPath, message: message))
     }
 }
 
@@ -60,7 +61,8 @@ final class ConfigSection {
     func finish() {
         for entry in entries where !known.contains(entry.key) {
             let list = known.sorted().joined(separator: ", ")
-            diagnostics.report(child(entry.key), at: entry.keyMark, "unknown key '\(entry.key)' (known keys here: \(list))")
+            diagnostics.report(
+                child(entry.key), at: entry.keyMark, "unknown key '\(entry.key)' (known keys here: \(list))")
         }
     }
 
@@ -105,7 +107,9 @@ final class ConfigSection {
     }
 
     /// A server URL of one of `schemes` (ServerURL): the error says what is wrong with it.
-    func serverURL(_ key: String, default value: String, schemes: [String], hostRequired: Bool = true, expected: String) -> String {
+    func serverURL(
+        _ key: String, default value: String, schemes: [String], hostRequired: Bool = true, expected: String
+    ) -> String {
         guard let (text, shown, mark) = scalar(key, expected: expected) else { return value }
         if let problem = ServerURL.problem(text, schemes: schemes, hostRequired: hostRequired) {
             diagnostics.report(child(key), at: mark, "expected \(expected), got \(shown): \(problem)")
@@ -121,19 +125,26 @@ final class ConfigSection {
     public static let maxSize = 1 << 50
 
     /// A duration of at most `limit` (`why` says what the limit is, in the error).
-    func duration(_ key: String, default value: Duration, atMost limit: Duration = maxDuration, why: String = "a year") -> Duration {
+    func duration(
+        _ key: String, default value: Duration, atMost limit: Duration = maxDuration, why: String = "a year"
+    ) -> Duration {
         let parsed = self.value(key, default: value, expected: "a duration like \"30s\"", Units.parseDuration)
         guard parsed <= limit else {
-            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatDuration(limit)) (\(why)), got \(Units.formatDuration(parsed))")
+            diagnostics.report(
+                child(key), at: node(key)?.mark,
+                "must be at most \(Units.formatDuration(limit)) (\(why)), got \(Units.formatDuration(parsed))")
             return value
         }
         return parsed
     }
 
     func size(_ key: String, default value: Int) -> Int {
-        let parsed = self.value(key, default: value, expected: "a size like \"64MiB\" or a number of bytes", Units.parseSize)
+        let parsed = self.value(
+            key, default: value, expected: "a size like \"64MiB\" or a number of bytes", Units.parseSize)
         guard parsed <= Self.maxSize else {
-            diagnostics.report(child(key), at: node(key)?.mark, "must be at most \(Units.formatSize(Self.maxSize)), got \(parsed) bytes")
+            diagnostics.report(
+                child(key), at: node(key)?.mark,
+                "must be at most \(Units.formatSize(Self.maxSize)), got \(parsed) bytes")
             return value
         }
         return parsed
@@ -147,7 +158,9 @@ final class ConfigSection {
     func double(_ key: String, default value: Double, range: ClosedRange<Double>) -> Double {
         let parsed = self.value(key, default: value, expected: "a number", { Double($0) })
         guard range.contains(parsed) else {
-            diagnostics.report(child(key), at: node(key)?.mark, "must be between \(range.lowerBound) and \(range.upperBound), got \(parsed)")
+            diagnostics.report(
+                child(key), at: node(key)?.mark,
+                "must be between \(range.lowerBound) and \(range.upperBound), got \(parsed)")
             return value
         }
         return parsed
@@ -170,7 +183,9 @@ final class ConfigSection {
 
     func checkRange(_ key: String, _ parsed: Int, _ range: ClosedRange<Int>, fallback: Int) -> Int {
         guard range.contains(parsed) else {
-            diagnostics.report(child(key), at: node(key)?.mark, "must be between \(range.lowerBound) and \(range.upperBound), got \(parsed)")
+            diagnostics.report(
+                child(key), at: node(key)?.mark,
+                "must be between \(range.lowerBound) and \(range.upperBound), got \(parsed)")
             return fallback
         }
         return parsed
@@ -200,7 +215,8 @@ final class ConfigSection {
     func namedEntries(_ key: String) -> [(name: String, path: String, node: Node)] {
         guard let node = node(key), !node.isNull else { return [] }
         guard let mapping = node.mapping else {
-            diagnostics.report(child(key), at: node.mark, "expected a mapping of names to values, got \(node.kindDescription)")
+            diagnostics.report(
+                child(key), at: node.mark, "expected a mapping of names to values, got \(node.kindDescription)")
             return []
         }
         return mapping.map { pair in

@@ -7,12 +7,23 @@ public enum ConfigSummary {
             lines.append("  " + key.padding(toLength: 14) + value)
         }
         lines.append("\(c.sourcePath): OK")
-        add("ingest", "\(c.ingest.socket) (mode 0\(String(c.ingest.socketMode, radix: 8)), max record \(Units.formatSize(c.ingest.maxRecordBytes)), max \(c.ingest.maxConnections) connections\(peerRule(c.ingest)))")
+        add(
+            "ingest",
+            "\(c.ingest.socket) (mode 0\(String(c.ingest.socketMode, radix: 8)), max record \(Units.formatSize(c.ingest.maxRecordBytes)), max \(c.ingest.maxConnections) connections\(peerRule(c.ingest)))"
+        )
         add("control", c.control.socket)
-        add("wal", "\(c.wal.directory) (segments \(Units.formatSize(c.wal.segmentSize)), max \(Units.formatSize(c.wal.maxSize)), fsync \(fsyncText(c.wal)), when full: \(c.wal.whenFull.rawValue))")
+        add(
+            "wal",
+            "\(c.wal.directory) (segments \(Units.formatSize(c.wal.segmentSize)), max \(Units.formatSize(c.wal.maxSize)), fsync \(fsyncText(c.wal)), when full: \(c.wal.whenFull.rawValue))"
+        )
         let r = c.delivery.retry
-        add("retry", "backoff \(Units.formatDuration(r.initialBackoff)) x\(r.multiplier) up to \(Units.formatDuration(r.maxBackoff)), \(r.maxAttempts == 0 ? "unlimited attempts" : "\(r.maxAttempts) attempts")\(r.maxAge == .zero ? "" : ", max age \(Units.formatDuration(r.maxAge))")")
-        add("dedupe", "\(Units.formatDuration(c.delivery.dedupeWindow)) window, at most \(c.delivery.dedupeMaxEntries) entries")
+        add(
+            "retry",
+            "backoff \(Units.formatDuration(r.initialBackoff)) x\(r.multiplier) up to \(Units.formatDuration(r.maxBackoff)), \(r.maxAttempts == 0 ? "unlimited attempts" : "\(r.maxAttempts) attempts")\(r.maxAge == .zero ? "" : ", max age \(Units.formatDuration(r.maxAge))")"
+        )
+        add(
+            "dedupe",
+            "\(Units.formatDuration(c.delivery.dedupeWindow)) window, at most \(c.delivery.dedupeMaxEntries) entries")
         add("dead letters", c.delivery.deadLetterDirectory)
         add("log", "level \(c.log.level.rawValue), format \(c.log.format.rawValue)")
         add("metrics", c.metrics.listen.isEmpty ? "off" : "http://\(c.metrics.listen)/metrics")
@@ -24,9 +35,11 @@ public enum ConfigSummary {
             for family in families {
                 let o = c.sinks.options(for: family)!
                 let detail = familyDetail(family, c.sinks)
-                lines.append("    " + family.rawValue.padding(toLength: 12) + detail
-                    + " [pool \(o.poolSize), in flight \(o.maxInFlight), batch \(o.batchSize)"
-                    + (o.linger > .zero ? ", linger \(Units.formatDuration(o.linger))" : "") + ", \(o.ordering.rawValue) ordering]")
+                lines.append(
+                    "    " + family.rawValue.padding(toLength: 12) + detail
+                        + " [pool \(o.poolSize), in flight \(o.maxInFlight), batch \(o.batchSize)"
+                        + (o.linger > .zero ? ", linger \(Units.formatDuration(o.linger))" : "")
+                        + ", \(o.ordering.rawValue) ordering]")
             }
         }
         return lines.joined(separator: "\n")
@@ -68,7 +81,9 @@ public enum ConfigSummary {
 
     /// Hides the password of `scheme://user:password@host`.
     static func redacted(_ url: String) -> String {
-        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return url }
+        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else {
+            return url
+        }
         let userInfo = url[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + ":(set)" + String(url[at...])

@@ -9,7 +9,9 @@ public struct DeadlineExceeded: Error, Sendable, Equatable, CustomStringConverti
 /// ends at the response head; a body can trickle for ever): one deadline then covers connecting,
 /// the head and the whole body. The operation must end when cancelled (AsyncHTTPClient's body
 /// iteration does: it cancels the request).
-public func withDeadline<T: Sendable>(_ deadline: ContinuousClock.Instant, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withDeadline<T: Sendable>(
+    _ deadline: ContinuousClock.Instant, _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await operation() }
         group.addTask {

@@ -52,8 +52,9 @@ public struct DescriptorBudget: Sendable, Equatable {
             case .sqs, .amqp, .nats, .conductor: shared += options.poolSize
             }
         }
-        self.init(limit: limit, maxConnections: config.ingest.maxConnections, maxSinks: config.delivery.maxSinks,
-                  sharedConnections: shared, perSink: perSink)
+        self.init(
+            limit: limit, maxConnections: config.ingest.maxConnections, maxSinks: config.delivery.maxSinks,
+            sharedConnections: shared, perSink: perSink)
     }
 
     /// True when the configuration's numbers had to be lowered.

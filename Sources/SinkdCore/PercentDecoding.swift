@@ -10,7 +10,8 @@ public enum PercentDecoding {
         while let b = iterator.next() {
             switch b {
             case UInt8(ascii: "%"):
-                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l) else { return nil }
+                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l)
+                else { return nil }
                 bytes.append(hi << 4 | lo)
             case UInt8(ascii: "+") where plusAsSpace:
                 bytes.append(UInt8(ascii: " "))

@@ -12,12 +12,16 @@ public enum Redaction {
     public static let hidden = "(hidden)"
 
     /// Query parameters whose values are hidden (compared lower-cased, `-` and `_` ignored).
-    static let secretParameterWords = ["token", "password", "passwd", "pwd", "pass", "secret", "key", "apikey", "auth", "signature", "sig", "credential", "code", "session"]
+    static let secretParameterWords = [
+        "token", "password", "passwd", "pwd", "pass", "secret", "key", "apikey", "auth", "signature", "sig",
+        "credential", "code", "session",
+    ]
 
     static func isSecretName(_ name: String) -> Bool {
         let n = name.lowercased().filter { $0 != "-" && $0 != "_" }
         return secretParameterWords.contains { n == $0 || n.hasSuffix($0) || n.hasPrefix($0) }
-            || n.contains("token") || n.contains("secret") || n.contains("password") || n.contains("authorization") || n == "cookie"
+            || n.contains("token") || n.contains("secret") || n.contains("password") || n.contains("authorization")
+            || n == "cookie"
     }
 
     /// Header names whose values are secrets.
@@ -30,7 +34,9 @@ public enum Redaction {
     public static func secrets(of config: SinkdConfig) -> [String] {
         var out = config.secretValues
         func url(_ u: String) {
-            if let password = userinfoPassword(u) { out.append(password); out.append(PercentDecoding.decode(password) ?? password) }
+            if let password = userinfoPassword(u) {
+                out.append(password); out.append(PercentDecoding.decode(password) ?? password)
+            }
             for (name, value) in queryParameters(u) where isSecretName(name) { out.append(value) }
         }
         let s = config.sinks
@@ -46,7 +52,9 @@ public enum Redaction {
                     for (name, value) in e.headers where isSecretHeader(name) {
                         out.append(value)
                         // "Bearer abc": the credential alone too.
-                        if let space = value.lastIndex(of: " ") { out.append(String(value[value.index(after: space)...])) }
+                        if let space = value.lastIndex(of: " ") {
+                            out.append(String(value[value.index(after: space)...]))
+                        }
                     }
                 }
             case .redis:
@@ -86,7 +94,9 @@ public enum Redaction {
             out += rest[..<scheme.upperBound]
             rest = rest[scheme.upperBound...]
             // The URL runs to the next space, quote or angle bracket.
-            let end = rest.firstIndex { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "<" || $0 == ">" || $0 == "\n" } ?? rest.endIndex
+            let end =
+                rest.firstIndex { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "<" || $0 == ">" || $0 == "\n" }
+                ?? rest.endIndex
             out += redactedURLTail(String(rest[..<end]))
             rest = rest[end...]
         }
@@ -115,7 +125,9 @@ public enum Redaction {
         guard let scheme = url.range(of: "://") else { return nil }
         let rest = url[scheme.upperBound...]
         let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else { return nil }
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else {
+            return nil
+        }
         let password = String(rest[rest.index(after: colon)..<at])
         return password.isEmpty ? nil : password
     }

@@ -49,7 +49,11 @@ public struct SecretResolver: Sendable {
                 continue
             }
             guard let close = afterDollar.firstIndex(of: "}") else {
-                return .failure(Failure(message: "unterminated secret reference '\(rest[dollar...].prefix(40))': expected '}' (write $${ for a literal ${)"))
+                return .failure(
+                    Failure(
+                        message:
+                            "unterminated secret reference '\(rest[dollar...].prefix(40))': expected '}' (write $${ for a literal ${)"
+                    ))
             }
             let reference = String(afterDollar[afterDollar.index(after: afterDollar.startIndex)..<close])
             switch lookUp(reference) {
@@ -68,7 +72,9 @@ public struct SecretResolver: Sendable {
     private func lookUp(_ reference: String) -> Result<String, Failure> {
         let shown = "${\(reference)}"
         guard let colon = reference.firstIndex(of: ":") else {
-            return .failure(Failure(message: "secret reference \(shown): expected ${env:NAME}, ${file:/path} or ${credential:NAME}"))
+            return .failure(
+                Failure(message: "secret reference \(shown): expected ${env:NAME}, ${file:/path} or ${credential:NAME}")
+            )
         }
         let kind = reference[..<colon]
         let name = String(reference[reference.index(after: colon)...])
@@ -91,11 +97,16 @@ public struct SecretResolver: Sendable {
                 return .failure(Failure(message: "secret reference \(shown): a credential name cannot contain '/'"))
             }
             guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
-                return .failure(Failure(message: "secret reference \(shown): CREDENTIALS_DIRECTORY is not set (add LoadCredential=\(name):/path/to/secret to the unit, or use ${file:...} outside systemd)"))
+                return .failure(
+                    Failure(
+                        message:
+                            "secret reference \(shown): CREDENTIALS_DIRECTORY is not set (add LoadCredential=\(name):/path/to/secret to the unit, or use ${file:...} outside systemd)"
+                    ))
             }
             return readSecretFile(directory + "/" + name, reference: shown)
         default:
-            return .failure(Failure(message: "secret reference \(shown): unknown kind '\(kind)' (known: env, file, credential)"))
+            return .failure(
+                Failure(message: "secret reference \(shown): unknown kind '\(kind)' (known: env, file, credential)"))
         }
     }
 
@@ -111,20 +122,30 @@ public struct SecretResolver: Sendable {
         // O_NONBLOCK: opening a FIFO must not wait for a writer.
         let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
-            let reason = errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))); check its permissions)"
+            let reason =
+                errno == ENOENT
+                ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))); check its permissions)"
             return .failure(Failure(message: "secret reference \(reference): file \(path) \(reason)"))
         }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
-            return .failure(Failure(message: "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"))
+            return .failure(
+                Failure(
+                    message:
+                        "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"
+                ))
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
             return .failure(Failure(message: "secret reference \(reference): \(path) is not a regular file"))
         }
         let limit = Self.maxSecretBytes
         guard info.st_size <= limit else {
-            return .failure(Failure(message: "secret reference \(reference): file \(path) holds \(info.st_size) bytes; a secret is at most \(limit / 1024) KiB (is this the right file?)"))
+            return .failure(
+                Failure(
+                    message:
+                        "secret reference \(reference): file \(path) holds \(info.st_size) bytes; a secret is at most \(limit / 1024) KiB (is this the right file?)"
+                ))
         }
         var bytes = [UInt8](repeating: 0, count: limit + 1)
         var count = 0
@@ -132,13 +153,21 @@ public struct SecretResolver: Sendable {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, limit + 1 - count) }
             if n < 0, errno == EINTR { continue }
             guard n >= 0 else {
-                return .failure(Failure(message: "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"))
+                return .failure(
+                    Failure(
+                        message:
+                            "secret reference \(reference): file \(path) cannot be read (\(String(cString: strerror(errno))))"
+                    ))
             }
             if n == 0 { break }
             count += n
         }
         guard count <= limit else {
-            return .failure(Failure(message: "secret reference \(reference): file \(path) holds more than \(limit / 1024) KiB; a secret is at most that (is this the right file?)"))
+            return .failure(
+                Failure(
+                    message:
+                        "secret reference \(reference): file \(path) holds more than \(limit / 1024) KiB; a secret is at most that (is this the right file?)"
+                ))
         }
         guard var value = String(validating: bytes[..<count], as: UTF8.self) else {
             return .failure(Failure(message: "secret reference \(reference): file \(path) is not UTF-8 text"))

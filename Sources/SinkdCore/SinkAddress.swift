@@ -117,13 +117,20 @@ extension SinkAddress {
         expanded: Bool = false
     ) throws(SinkAddressError) -> SinkAddress {
         // The expanded form (`queueType:queueURI`, as a provider's getQueue sees it) is not expanded again.
-        let address = expanded ? try parse(identity: sink) : try parse(sink, workflowType: workflowType, taskRefName: taskRefName)
+        let address =
+            expanded ? try parse(identity: sink) : try parse(sink, workflowType: workflowType, taskRefName: taskRefName)
         guard let family = address.prefix.configFamily else { throw .notSupportedYet(address.prefix) }
         guard sinks.configuredFamilies.contains(family) else {
             throw .familyNotConfigured(family, prefix: address.prefix, configPath: configPath)
         }
-        if address.prefix == .jsm, case .natsSubject("", _) = address.target, (sinks.nats?.jsmSubjectPrefix ?? "").isEmpty {
-            throw .invalidLocation(sink: sink, reason: "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)")
+        if address.prefix == .jsm, case .natsSubject("", _) = address.target,
+            (sinks.nats?.jsmSubjectPrefix ?? "").isEmpty
+        {
+            throw .invalidLocation(
+                sink: sink,
+                reason:
+                    "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)"
+            )
         }
         if case .httpEndpoint(let name) = address.target, let http = sinks.http, http.endpoints[name] == nil {
             throw .unknownHTTPEndpoint(name, known: http.endpoints.keys.sorted())
@@ -132,7 +139,9 @@ extension SinkAddress {
     }
 
     /// The grammar alone, without looking at which families are configured.
-    public static func parse(_ sink: String, workflowType: String?, taskRefName: String?) throws(SinkAddressError) -> SinkAddress {
+    public static func parse(
+        _ sink: String, workflowType: String?, taskRefName: String?
+    ) throws(SinkAddressError) -> SinkAddress {
         // After expansion only `conductor` sinks change, and their errors are raised by the expansion.
         try parse(identity: try expandConductor(sink, workflowType: workflowType, taskRefName: taskRefName))
     }
@@ -146,10 +155,13 @@ extension SinkAddress {
         // `jsm:` alone is Conductor's subject prefix by itself (checked against the configured prefix
         // where the configuration is known).
         guard !location.isEmpty || prefix == .jsm else { throw .emptyLocation(identity) }
-        return SinkAddress(prefix: prefix, location: location, target: try parseTarget(prefix, location: location, sink: identity))
+        return SinkAddress(
+            prefix: prefix, location: location, target: try parseTarget(prefix, location: location, sink: identity))
     }
 
-    static func expandConductor(_ sink: String, workflowType: String?, taskRefName: String?) throws(SinkAddressError) -> String {
+    static func expandConductor(
+        _ sink: String, workflowType: String?, taskRefName: String?
+    ) throws(SinkAddressError) -> String {
         guard sink.hasPrefix("conductor") else { return sink }
         guard let workflowType, !workflowType.isEmpty else { throw .missingContext(sink: sink, field: "workflowType") }
         guard let taskRefName, !taskRefName.isEmpty else { throw .missingContext(sink: sink, field: "taskRefName") }
@@ -164,7 +176,9 @@ extension SinkAddress {
         return "conductor:\(workflowType):\(name)"
     }
 
-    private static func parseTarget(_ prefix: SinkPrefix, location: String, sink: String) throws(SinkAddressError) -> Target {
+    private static func parseTarget(
+        _ prefix: SinkPrefix, location: String, sink: String
+    ) throws(SinkAddressError) -> Target {
         switch prefix {
         case .conductor:
             return .conductorQueue(location)
@@ -173,7 +187,11 @@ extension SinkAddress {
                 return .sqsQueue(location)
             }
             guard SinkName.isValidSQSQueueName(location) else {
-                throw .invalidLocation(sink: sink, reason: "an SQS queue name has 1 to 80 letters, digits, '-' or '_' (plus '.fifo' for FIFO queues), or is an https:// queue URL")
+                throw .invalidLocation(
+                    sink: sink,
+                    reason:
+                        "an SQS queue name has 1 to 80 letters, digits, '-' or '_' (plus '.fifo' for FIFO queues), or is an https:// queue URL"
+                )
             }
             return .sqsQueue(location)
         case .amqpQueue, .amqpExchange:
@@ -199,30 +217,42 @@ extension SinkAddress {
             // As Conductor: core NATS publishes any subject the server takes (an empty token, as in
             // `orders..x`, is published; the family warns once); `jsm:` alone is the prefix itself.
             // White space can never be sent (it would split the PUB line).
-            let valid = switch prefix {
-            case .nats: SinkName.isPublishableNATSSubject(subject)
-            case .jsm where subject.isEmpty: true
-            default: SinkName.isValidNATSSubject(subject)
-            }
+            let valid =
+                switch prefix {
+                case .nats: SinkName.isPublishableNATSSubject(subject)
+                case .jsm where subject.isEmpty: true
+                default: SinkName.isValidNATSSubject(subject)
+                }
             guard valid else {
-                throw .invalidLocation(sink: sink, reason: "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)")
+                throw .invalidLocation(
+                    sink: sink,
+                    reason:
+                        "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)"
+                )
             }
             return .natsSubject(subject, queueGroup: group)
         case .kafka:
             return .kafkaTopic(location)
         case .file:
             guard SinkName.isValidFileName(location) else {
-                throw .invalidLocation(sink: sink, reason: "a file sink name may use letters, digits, '.', '_' and '-', must not start with '.', and is at most 200 bytes")
+                throw .invalidLocation(
+                    sink: sink,
+                    reason:
+                        "a file sink name may use letters, digits, '.', '_' and '-', must not start with '.', and is at most 200 bytes"
+                )
             }
             return .file(location)
         case .http:
             guard SinkName.isValidFileName(location) else {
-                throw .invalidLocation(sink: sink, reason: "an http sink names an endpoint of sinks.http.endpoints (letters, digits, '.', '_', '-')")
+                throw .invalidLocation(
+                    sink: sink,
+                    reason: "an http sink names an endpoint of sinks.http.endpoints (letters, digits, '.', '_', '-')")
             }
             return .httpEndpoint(location)
         case .redis:
             guard !location.contains(where: { $0.isWhitespace }), location.utf8.count <= 512 else {
-                throw .invalidLocation(sink: sink, reason: "a redis stream key must not contain white space and is at most 512 bytes")
+                throw .invalidLocation(
+                    sink: sink, reason: "a redis stream key must not contain white space and is at most 512 bytes")
             }
             return .redisStream(location)
         }
@@ -234,7 +264,8 @@ public enum SinkName {
     public static func isValidFileName(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= 200, !name.hasPrefix(".") else { return false }
         return name.utf8.allSatisfy { b in
-            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x2D
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F
+                || b == 0x2D
         }
     }
 

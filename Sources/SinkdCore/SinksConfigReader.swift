@@ -20,12 +20,16 @@ struct SinksReader {
                 c.options = options
                 for (name, path, node) in s.namedEntries("endpoints") {
                     if !SinkName.isValidFileName(name) {
-                        s.diagnostics.report(path, at: node.mark, "endpoint names may use letters, digits, '.', '_' and '-' only, got \"\(name)\"")
+                        s.diagnostics.report(
+                            path, at: node.mark,
+                            "endpoint names may use letters, digits, '.', '_' and '-' only, got \"\(name)\"")
                     }
                     let e = ConfigSection(node, path: path, diagnostics: s.diagnostics)
-                    let url = e.serverURL("url", default: "", schemes: ["http", "https"], expected: "an http:// or https:// URL")
+                    let url = e.serverURL(
+                        "url", default: "", schemes: ["http", "https"], expected: "an http:// or https:// URL")
                     if url.isEmpty, e.node("url") == nil {
-                        s.diagnostics.report(path + ".url", at: node.mark, "is required: the URL records for http:\(name) are POSTed to")
+                        s.diagnostics.report(
+                            path + ".url", at: node.mark, "is required: the URL records for http:\(name) are POSTed to")
                     }
                     var endpoint = HTTPEndpoint(url: url)
                     for (header, headerPath, headerNode) in e.namedEntries("headers") {
@@ -41,11 +45,14 @@ struct SinksReader {
             }
             sinks.redis = family(s, .redis) { s, options in
                 var c = RedisSinkConfig()
-                c.url = s.serverURL("url", default: c.url, schemes: ["redis"], hostRequired: false, expected: "a redis:// URL")
+                c.url = s.serverURL(
+                    "url", default: c.url, schemes: ["redis"], hostRequired: false, expected: "a redis:// URL")
                 c.maxlen = s.int("maxlen", default: c.maxlen, range: 0...Int.max)
                 let replyTimeout = s.duration("reply_timeout", default: c.replyTimeout)
                 if replyTimeout < .milliseconds(100) || replyTimeout > .seconds(600) {
-                    s.diagnostics.report(s.child("reply_timeout"), at: s.node("reply_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(replyTimeout))")
+                    s.diagnostics.report(
+                        s.child("reply_timeout"), at: s.node("reply_timeout")?.mark,
+                        "must be between 100ms and 10m, got \(Units.formatDuration(replyTimeout))")
                 } else {
                     c.replyTimeout = replyTimeout
                 }
@@ -55,21 +62,30 @@ struct SinksReader {
             sinks.sqs = family(s, .sqs) { s, options in
                 var c = SQSSinkConfig()
                 c.region = s.string("region", default: c.region)
-                c.endpoint = s.value("endpoint", default: c.endpoint, expected: "an http:// or https:// URL, or \"\"") { text in
+                c.endpoint = s.value("endpoint", default: c.endpoint, expected: "an http:// or https:// URL, or \"\"") {
+                    text in
                     text.isEmpty || text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
                 }
-                c.accountID = s.value("account_id", default: c.accountID, expected: "a 12-digit AWS account id, or \"\"") { text in
+                c.accountID = s.value(
+                    "account_id", default: c.accountID, expected: "a 12-digit AWS account id, or \"\""
+                ) { text in
                     text.isEmpty || (text.count == 12 && text.allSatisfy(\.isASCIIDigit)) ? text : nil
                 }
                 c.accessKeyID = s.string("access_key_id", default: c.accessKeyID)
                 c.secretAccessKey = s.string("secret_access_key", default: c.secretAccessKey)
                 c.sessionToken = s.string("session_token", default: c.sessionToken)
                 c.profile = s.string("profile", default: c.profile)
-                c.stsEndpoint = s.value("sts_endpoint", default: c.stsEndpoint, expected: "an http:// or https:// URL, or \"\"") { text in
+                c.stsEndpoint = s.value(
+                    "sts_endpoint", default: c.stsEndpoint, expected: "an http:// or https:// URL, or \"\""
+                ) { text in
                     text.isEmpty || text.hasPrefix("http://") || text.hasPrefix("https://") ? text : nil
                 }
-                c.maxBatchBytes = s.checkRange("max_batch_bytes", s.size("max_batch_bytes", default: c.maxBatchBytes), 1024...(1 << 20), fallback: c.maxBatchBytes)
-                c.maxMessageBytes = s.checkRange("max_message_bytes", s.size("max_message_bytes", default: c.maxMessageBytes), 0...(1 << 20), fallback: c.maxMessageBytes)
+                c.maxBatchBytes = s.checkRange(
+                    "max_batch_bytes", s.size("max_batch_bytes", default: c.maxBatchBytes), 1024...(1 << 20),
+                    fallback: c.maxBatchBytes)
+                c.maxMessageBytes = s.checkRange(
+                    "max_message_bytes", s.size("max_message_bytes", default: c.maxMessageBytes), 0...(1 << 20),
+                    fallback: c.maxMessageBytes)
                 c.createMissingQueues = s.bool("create_missing_queues", default: c.createMissingQueues)
                 c.fifoGroupID = s.string("fifo_group_id", default: c.fifoGroupID)
                 c.messageAttributes = s.bool("message_attributes", default: c.messageAttributes)
@@ -78,7 +94,9 @@ struct SinksReader {
             }
             sinks.amqp = family(s, .amqp) { s, options in
                 var c = AMQPSinkConfig()
-                c.urls = s.list("urls", default: c.urls, expected: "an amqp:// or amqps:// URL with a host and a port of 1-65535") { text in
+                c.urls = s.list(
+                    "urls", default: c.urls, expected: "an amqp:// or amqps:// URL with a host and a port of 1-65535"
+                ) { text in
                     ServerURL.problem(text, schemes: ["amqp", "amqps"]) == nil ? text : nil
                 }
                 if let node = s.node("urls"), node.sequence?.count == 0 {
@@ -87,7 +105,9 @@ struct SinksReader {
                 c.heartbeat = s.duration("heartbeat", default: c.heartbeat)
                 let confirmTimeout = s.duration("confirm_timeout", default: c.confirmTimeout)
                 if confirmTimeout < .milliseconds(100) || confirmTimeout > .seconds(600) {
-                    s.diagnostics.report(s.child("confirm_timeout"), at: s.node("confirm_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(confirmTimeout))")
+                    s.diagnostics.report(
+                        s.child("confirm_timeout"), at: s.node("confirm_timeout")?.mark,
+                        "must be between 100ms and 10m, got \(Units.formatDuration(confirmTimeout))")
                 } else {
                     c.confirmTimeout = confirmTimeout
                 }
@@ -102,7 +122,10 @@ struct SinksReader {
             }
             sinks.nats = family(s, .nats) { s, options in
                 var c = NATSSinkConfig()
-                c.servers = s.list("servers", default: c.servers, expected: "a nats://, tls:// or HOST:PORT server address with a port of 1-65535") { text in
+                c.servers = s.list(
+                    "servers", default: c.servers,
+                    expected: "a nats://, tls:// or HOST:PORT server address with a port of 1-65535"
+                ) { text in
                     ServerURL.problem(text, schemes: ["nats", "tls"]) == nil || HostPort(text) != nil ? text : nil
                 }
                 if let node = s.node("servers"), node.sequence?.count == 0 {
@@ -124,7 +147,9 @@ struct SinksReader {
             sinks.conductor = family(s, .conductor) { s, options in
                 var c = ConductorSinkConfig()
                 s.section("postgres").readingAll { p in
-                    c.postgresURL = p.serverURL("url", default: c.postgresURL, schemes: ["postgres", "postgresql"], hostRequired: false, expected: "a postgres:// URL")
+                    c.postgresURL = p.serverURL(
+                        "url", default: c.postgresURL, schemes: ["postgres", "postgresql"], hostRequired: false,
+                        expected: "a postgres:// URL")
                     if p.node("host") != nil { c.host = p.string("host", default: "") }
                     if p.node("port") != nil { c.port = p.int("port", default: 5432, range: 1...65_535) }
                     if p.node("database") != nil { c.database = p.string("database", default: "") }
@@ -139,13 +164,18 @@ struct SinksReader {
             }
             sinks.kafka = family(s, .kafka) { s, options in
                 var c = KafkaSinkConfig()
-                c.bootstrapServers = s.list("bootstrap_servers", default: c.bootstrapServers, expected: "a HOST:PORT broker address") { text in
+                c.bootstrapServers = s.list(
+                    "bootstrap_servers", default: c.bootstrapServers, expected: "a HOST:PORT broker address"
+                ) { text in
                     KafkaSinkConfig.hostPort(text) != nil ? text : nil
                 }
                 if s.node("bootstrap_servers") == nil {
-                    s.diagnostics.report(s.child("bootstrap_servers"), at: s.mark, "is required: at least one HOST:PORT of a Kafka broker")
+                    s.diagnostics.report(
+                        s.child("bootstrap_servers"), at: s.mark,
+                        "is required: at least one HOST:PORT of a Kafka broker")
                 } else if let node = s.node("bootstrap_servers"), node.sequence?.count == 0 {
-                    s.diagnostics.report(s.child("bootstrap_servers"), at: node.mark, "needs at least one HOST:PORT of a Kafka broker")
+                    s.diagnostics.report(
+                        s.child("bootstrap_servers"), at: node.mark, "needs at least one HOST:PORT of a Kafka broker")
                 }
                 c.clientID = s.string("client_id", default: c.clientID)
                 c.headers = s.bool("headers", default: c.headers)
@@ -153,20 +183,26 @@ struct SinksReader {
                 c.compression = s.choice("compression", default: c.compression)
                 let age = s.duration("metadata_max_age", default: c.metadataMaxAge)
                 if age < .milliseconds(100) || age > .seconds(24 * 3600) {
-                    s.diagnostics.report(s.child("metadata_max_age"), at: s.node("metadata_max_age")?.mark, "must be between 100ms and 24h, got \(Units.formatDuration(age))")
+                    s.diagnostics.report(
+                        s.child("metadata_max_age"), at: s.node("metadata_max_age")?.mark,
+                        "must be between 100ms and 24h, got \(Units.formatDuration(age))")
                 } else {
                     c.metadataMaxAge = age
                 }
                 let timeout = s.duration("request_timeout", default: c.requestTimeout)
                 if timeout < .milliseconds(100) || timeout > .seconds(600) {
-                    s.diagnostics.report(s.child("request_timeout"), at: s.node("request_timeout")?.mark, "must be between 100ms and 10m, got \(Units.formatDuration(timeout))")
+                    s.diagnostics.report(
+                        s.child("request_timeout"), at: s.node("request_timeout")?.mark,
+                        "must be between 100ms and 10m, got \(Units.formatDuration(timeout))")
                 } else {
                     c.requestTimeout = timeout
                 }
                 let delivery = s.duration("delivery_timeout", default: c.deliveryTimeout)
                 if delivery < c.requestTimeout || delivery > .seconds(3600) {
-                    s.diagnostics.report(s.child("delivery_timeout"), at: s.node("delivery_timeout")?.mark,
-                                         "must be at least request_timeout (\(Units.formatDuration(c.requestTimeout))) and at most 1h, got \(Units.formatDuration(delivery))")
+                    s.diagnostics.report(
+                        s.child("delivery_timeout"), at: s.node("delivery_timeout")?.mark,
+                        "must be at least request_timeout (\(Units.formatDuration(c.requestTimeout))) and at most 1h, got \(Units.formatDuration(delivery))"
+                    )
                 } else {
                     c.deliveryTimeout = delivery
                 }
@@ -178,10 +214,13 @@ struct SinksReader {
                         sasl.username = a.string("username", default: "")
                         sasl.password = a.string("password", default: "")
                         if a.node("username") == nil || sasl.username.isEmpty {
-                            a.diagnostics.report(a.child("username"), at: a.node("username")?.mark ?? node?.mark, "is required with sasl: the user sinkd authenticates as")
+                            a.diagnostics.report(
+                                a.child("username"), at: a.node("username")?.mark ?? node?.mark,
+                                "is required with sasl: the user sinkd authenticates as")
                         }
                         if a.node("password") == nil {
-                            a.diagnostics.report(a.child("password"), at: node?.mark, "is required with sasl: that user's password")
+                            a.diagnostics.report(
+                                a.child("password"), at: node?.mark, "is required with sasl: that user's password")
                         }
                     }
                     c.sasl = sasl
@@ -204,7 +243,9 @@ struct SinksReader {
 
     /// Reads one family's subsection when present: its own keys through `body`, then the shared
     /// pipeline options; reports unknown keys.
-    private func family<T>(_ parent: ConfigSection, _ family: ConfigFamily, _ body: (ConfigSection, PipelineOptions) -> T) -> T? {
+    private func family<T>(
+        _ parent: ConfigSection, _ family: ConfigFamily, _ body: (ConfigSection, PipelineOptions) -> T
+    ) -> T? {
         guard parent.keys.contains(family.rawValue) else {
             _ = parent.node(family.rawValue)  // known key, merely absent
             return nil
@@ -216,8 +257,9 @@ struct SinksReader {
         options.maxInFlight = s.int("max_in_flight", default: options.maxInFlight, range: 1...100_000)
         options.batchSize = s.int("batch_size", default: options.batchSize, range: 1...10_000)
         options.idleTimeout = s.duration("idle_timeout", default: options.idleTimeout)
-        options.linger = s.duration("linger", default: options.linger, atMost: PipelineOptions.maxLinger,
-                                    why: "how long a batch that is not full waits for more records while others are in flight")
+        options.linger = s.duration(
+            "linger", default: options.linger, atMost: PipelineOptions.maxLinger,
+            why: "how long a batch that is not full waits for more records while others are in flight")
         options.ordering = s.choice("ordering", default: options.ordering)
         if s.keys.contains("retry") {
             options.retry = ConfigLoader.readRetry(s.section("retry"), base: delivery.retry)

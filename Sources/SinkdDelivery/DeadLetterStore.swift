@@ -28,7 +28,10 @@ public final class DeadLetterStore: @unchecked Sendable {
         public var lastAttemptMillis: UInt64?
         public var deadLetteredMillis: UInt64
 
-        public init(seq: UInt64, record: EventRecord, error: String, attempts: Int, firstAttemptMillis: UInt64?, lastAttemptMillis: UInt64?, deadLetteredMillis: UInt64) {
+        public init(
+            seq: UInt64, record: EventRecord, error: String, attempts: Int, firstAttemptMillis: UInt64?,
+            lastAttemptMillis: UInt64?, deadLetteredMillis: UInt64
+        ) {
             self.seq = seq
             self.record = record
             self.error = error
@@ -84,17 +87,23 @@ public final class DeadLetterStore: @unchecked Sendable {
     /// Holds them all: for tests and small stores; the tools stream with `forEachEntry`.
     public func entries(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil) throws -> [Entry] {
         var out: [Entry] = []
-        try forEachEntry(sink: sink, since: since, until: until) { out.append($0); return true }
+        try forEachEntry(sink: sink, since: since, until: until) {
+            out.append($0); return true
+        }
         return out
     }
 
     /// Calls `body` with each matching entry, file by file (sink by sink), each file in the order
     /// written (oldest first), reading one line at a time. `body` returns false to stop.
-    public func forEachEntry(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, _ body: (Entry) throws -> Bool) throws {
+    public func forEachEntry(
+        sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, _ body: (Entry) throws -> Bool
+    ) throws {
         for file in try files(sink: sink) {
             var stopped = false
             try FileIO.forEachLine(file) { line in
-                guard let e = Self.decode(Array(line)), Self.matches(e, since: since, until: until, seqs: nil) else { return true }
+                guard let e = Self.decode(Array(line)), Self.matches(e, since: since, until: until, seqs: nil) else {
+                    return true
+                }
                 stopped = try !body(e)
                 return !stopped
             }
@@ -111,7 +120,9 @@ public final class DeadLetterStore: @unchecked Sendable {
     /// atomically, streamed: the lines kept are copied as they are into a new file (exclusive
     /// create, no link followed), synced, renamed over the old one, and the directory synced.
     @discardableResult
-    public func purge(sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, seqs: Set<UInt64>? = nil) throws -> Int {
+    public func purge(
+        sink: String? = nil, since: UInt64? = nil, until: UInt64? = nil, seqs: Set<UInt64>? = nil
+    ) throws -> Int {
         var removed = 0
         try lock.withLock {
             for file in try files(sink: sink) {
@@ -198,12 +209,15 @@ public final class DeadLetterStore: @unchecked Sendable {
 
     static func decode(_ line: [UInt8]) -> Entry? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-              let seq = (object["seq"] as? NSNumber)?.uint64Value,
-              let sink = object["sink"] as? String, let id = object["id"] as? String else { return nil }
+            let seq = (object["seq"] as? NSNumber)?.uint64Value,
+            let sink = object["sink"] as? String, let id = object["id"] as? String
+        else { return nil }
         // The payload's own bytes: from the first `,"payload":` (earlier string fields are escaped
         // JSON and cannot contain it raw) up to the final `}`.
         let marker = Array(#","payload":"#.utf8)
-        guard let start = firstRange(of: marker, in: line)?.upperBound, line.last == UInt8(ascii: "}") else { return nil }
+        guard let start = firstRange(of: marker, in: line)?.upperBound, line.last == UInt8(ascii: "}") else {
+            return nil
+        }
         var record = EventRecord(id: id, sink: sink, payload: Array(line[start..<(line.count - 1)]))
         record.acceptedAtMillis = (object["acceptedAt"] as? NSNumber)?.uint64Value ?? 0
         record.workflowInstanceId = object["workflowInstanceId"] as? String
@@ -212,16 +226,21 @@ public final class DeadLetterStore: @unchecked Sendable {
         record.correlationId = object["correlationId"] as? String
         record.taskRefName = object["taskRefName"] as? String
         record.priority = (object["priority"] as? NSNumber)?.uint8Value
-        return Entry(seq: seq, record: record, error: object["error"] as? String ?? "", attempts: (object["attempts"] as? NSNumber)?.intValue ?? 0,
-                     firstAttemptMillis: (object["firstAttempt"] as? NSNumber)?.uint64Value, lastAttemptMillis: (object["lastAttempt"] as? NSNumber)?.uint64Value,
-                     deadLetteredMillis: (object["deadLettered"] as? NSNumber)?.uint64Value ?? 0)
+        return Entry(
+            seq: seq, record: record, error: object["error"] as? String ?? "",
+            attempts: (object["attempts"] as? NSNumber)?.intValue ?? 0,
+            firstAttemptMillis: (object["firstAttempt"] as? NSNumber)?.uint64Value,
+            lastAttemptMillis: (object["lastAttempt"] as? NSNumber)?.uint64Value,
+            deadLetteredMillis: (object["deadLettered"] as? NSNumber)?.uint64Value ?? 0)
     }
 
     private static func firstRange(of needle: [UInt8], in haystack: [UInt8]) -> Range<Int>? {
         guard haystack.count >= needle.count else { return nil }
         var i = 0
         while i + needle.count <= haystack.count {
-            if haystack[i] == needle[0], Array(haystack[i..<(i + needle.count)]) == needle { return i..<(i + needle.count) }
+            if haystack[i] == needle[0], Array(haystack[i..<(i + needle.count)]) == needle {
+                return i..<(i + needle.count)
+            }
             i += 1
         }
         return nil

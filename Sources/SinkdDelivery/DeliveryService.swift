@@ -35,11 +35,15 @@ public final class DeliveryService: Service, Sendable {
 
     private let state: NIOLockedValueBox<Reloadable>
 
-    public init(wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore, logger: Logger, sinkLimit: Int = .max) {
+    public init(
+        wal: WriteAheadLog, config: SinkdConfig, families: [ConfigFamily: any SinkFamily], deadLetters: DeadLetterStore,
+        logger: Logger, sinkLimit: Int = .max
+    ) {
         self.wal = wal
         self.sinkLimit = sinkLimit
         self.heldBudget = HeldBytesBudget(limit: config.delivery.maxHeldBytes)
-        self.state = NIOLockedValueBox(Reloadable(generation: Generation(number: 1, config: config, families: families)))
+        self.state = NIOLockedValueBox(
+            Reloadable(generation: Generation(number: 1, config: config, families: families)))
         self.deadLetters = deadLetters
         self.logger = logger
     }
@@ -64,7 +68,8 @@ public final class DeliveryService: Service, Sendable {
             for pipeline in live {
                 guard let family = pipeline.address.prefix.configFamily else { continue }
                 let sameFamily = families[family].map { $0 === pipeline.family } ?? false
-                let sameOptions = config.sinks.options(for: family) == pipeline.options
+                let sameOptions =
+                    config.sinks.options(for: family) == pipeline.options
                     && config.delivery.shutdownTimeout == old.config.delivery.shutdownTimeout
                 if !sameFamily || !sameOptions { stopping.append(pipeline) }
             }
@@ -121,7 +126,9 @@ public final class DeliveryService: Service, Sendable {
                 func check(_ sink: String) -> DispatcherStateMachine.SinkCheck {
                     guard let address = try? SinkAddress.parse(identity: sink) else { return .unparseable }
                     let current = generation
-                    guard let family = address.prefix.configFamily, current.families[family] != nil, current.config.sinks.options(for: family) != nil else {
+                    guard let family = address.prefix.configFamily, current.families[family] != nil,
+                        current.config.sinks.options(for: family) != nil
+                    else {
                         return .unconfigured
                     }
                     return .ready
@@ -132,9 +139,13 @@ public final class DeliveryService: Service, Sendable {
                         case .start(let sink):
                             startPipeline(sink)
                         case .parkedUnparseable(let sink):
-                            logger.error("records in the WAL name a sink sinkd cannot parse; they stay in the WAL", metadata: ["sink": "\(sink)"])
+                            logger.error(
+                                "records in the WAL name a sink sinkd cannot parse; they stay in the WAL",
+                                metadata: ["sink": "\(sink)"])
                         case .parkedUnconfigured(let sink):
-                            logger.warning("records wait in the WAL: their sink family is not configured or has no delivery yet", metadata: ["sink": "\(sink)"])
+                            logger.warning(
+                                "records wait in the WAL: their sink family is not configured or has no delivery yet",
+                                metadata: ["sink": "\(sink)"])
                         case .nudgeIdlePipelines:
                             // Idle pipelines give their slot up now rather than at idle_timeout.
                             sinksWaiting.withLockedValue { $0 = true }
@@ -152,14 +163,19 @@ public final class DeliveryService: Service, Sendable {
                 var retiring: [String: SinkPipeline] = [:]
                 func startPipeline(_ sink: String) {
                     // check() said ready: the address parses and the family is configured.
-                    guard let address = try? SinkAddress.parse(identity: sink), let familyName = address.prefix.configFamily else { return }
+                    guard let address = try? SinkAddress.parse(identity: sink),
+                        let familyName = address.prefix.configFamily
+                    else { return }
                     let current = generation
-                    guard let family = current.families[familyName], let options = current.config.sinks.options(for: familyName) else { return }
+                    guard let family = current.families[familyName],
+                        let options = current.config.sinks.options(for: familyName)
+                    else { return }
                     let sinksWaiting = self.sinksWaiting
-                    let pipeline = SinkPipeline(address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
-                                                shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger,
-                                                othersWaiting: { sinksWaiting.withLockedValue { $0 } },
-                                                heldBytesPerSink: current.config.delivery.maxHeldBytesPerSink, heldBudget: heldBudget)
+                    let pipeline = SinkPipeline(
+                        address: address, options: options, family: family, wal: wal, deadLetters: deadLetters,
+                        shutdownTimeout: current.config.delivery.shutdownTimeout, logger: logger,
+                        othersWaiting: { sinksWaiting.withLockedValue { $0 } },
+                        heldBytesPerSink: current.config.delivery.maxHeldBytesPerSink, heldBudget: heldBudget)
                     pipelines.withLockedValue { $0[sink] = pipeline }
                     group.addTask {
                         await pipeline.run()
@@ -193,7 +209,9 @@ public final class DeliveryService: Service, Sendable {
                     switch event {
                     case .newSinks:
                         guard !machine.stopped else { continue }
-                        if state.withLockedValue({ s in defer { s.reloadPending = false }; return s.reloadPending }) {
+                        if state.withLockedValue({ s in
+                            defer { s.reloadPending = false }; return s.reloadPending
+                        }) {
                             execute(machine.reloaded(inLog: wal.sinksInLog().keys.sorted(), limit: limit, check: check))
                         }
                         execute(machine.consider(wal.drainNewSinks().sorted(), limit: limit, check: check))
@@ -206,7 +224,8 @@ public final class DeliveryService: Service, Sendable {
                         // Records handed out but not finished (a pipeline stopped by a reload), or
                         // a record that arrived while it was leaving: a new pipeline takes over.
                         let progress = wal.progress(of: sink)
-                        let recordsLeft = !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo)
+                        let recordsLeft =
+                            !progress.outstanding.isEmpty || wal.hasRecords(sink: sink, after: progress.readUpTo)
                         if let exited { retiring[sink] = exited }
                         execute(machine.exited(sink, recordsLeft: recordsLeft, limit: limit, check: check))
                     case .shutdown:
@@ -234,7 +253,8 @@ public final class DeliveryService: Service, Sendable {
             for read in DispatcherStateMachine.watchReads {
                 switch read {
                 case .durableSeq: seen = wal.currentStats.durableSeq
-                case .newSinks: fresh = wal.peekNewSinks().contains { sink in pipelines.withLockedValue { $0[sink] == nil } }
+                case .newSinks:
+                    fresh = wal.peekNewSinks().contains { sink in pipelines.withLockedValue { $0[sink] == nil } }
                 }
             }
             if fresh {

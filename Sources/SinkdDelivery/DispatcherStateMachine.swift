@@ -99,7 +99,9 @@ struct DispatcherStateMachine {
         return [.stopAll]
     }
 
-    private mutating func consider(_ sink: String, limit: Int, check: (String) -> SinkCheck, into actions: inout [Action]) {
+    private mutating func consider(
+        _ sink: String, limit: Int, check: (String) -> SinkCheck, into actions: inout [Action]
+    ) {
         guard !stopped, !live.contains(sink), !waitingSet.contains(sink) else { return }
         switch check(sink) {
         case .unparseable:

@@ -45,7 +45,8 @@ public struct PipelineStateMachine: Sendable {
         public init(limits: SinkLimits, options: PipelineOptions, byteLimit: Int = .max) {
             self.byteLimit = byteLimit
             self.limits = limits
-            self.maxInFlight = options.ordering == .strict ? 1 : max(1, limits.maxBatchesInFlight ?? options.maxInFlight)
+            self.maxInFlight =
+                options.ordering == .strict ? 1 : max(1, limits.maxBatchesInFlight ?? options.maxInFlight)
             self.ordering = options.ordering
             self.retry = RetrySchedule(options.retry)
             var reconnectPolicy = RetryPolicy()
@@ -134,7 +135,12 @@ public struct PipelineStateMachine: Sendable {
         for r in records {
             let item = Item(entry: r)
             if r.record.payload.count > settings.limits.maxMessageBytes {
-                effects.deadLetters.append(DeadLetter(item: item, reason: "the message is \(r.record.payload.count) bytes; this sink takes at most \(settings.limits.maxMessageBytes)"))
+                effects.deadLetters.append(
+                    DeadLetter(
+                        item: item,
+                        reason:
+                            "the message is \(r.record.payload.count) bytes; this sink takes at most \(settings.limits.maxMessageBytes)"
+                    ))
                 effects.finished.append(r.seq)
                 continue
             }
@@ -244,7 +250,9 @@ public struct PipelineStateMachine: Sendable {
     }
 
     /// The broker answered a batch, one outcome per record. `random` gives numbers in [0, 1).
-    public mutating func completed(batchID: UInt64, outcomes: [DeliveryOutcome], now: UInt64, random: () -> Double) -> Effects {
+    public mutating func completed(
+        batchID: UInt64, outcomes: [DeliveryOutcome], now: UInt64, random: () -> Double
+    ) -> Effects {
         guard let batch = inFlight.removeValue(forKey: batchID) else { return Effects() }
         var effects = Effects()
         if batchID >= firstBatchSinceDown {
@@ -256,7 +264,8 @@ public struct PipelineStateMachine: Sendable {
         }
         var retries: [Item] = []
         for (index, var item) in batch.enumerated() {
-            let outcome = index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
+            let outcome =
+                index < outcomes.count ? outcomes[index] : .retryable("the sink returned no outcome for this record")
             switch outcome {
             case .delivered:
                 heldBytes -= item.bytes
@@ -272,12 +281,16 @@ public struct PipelineStateMachine: Sendable {
             case .retryable(let reason, let retryAfter):
                 item.attempts += 1
                 item.lastError = reason
-                if settings.retry.isExhausted(attempts: item.attempts, firstAttemptMillis: item.firstAttemptMillis ?? now, nowMillis: now) {
+                if settings.retry.isExhausted(
+                    attempts: item.attempts, firstAttemptMillis: item.firstAttemptMillis ?? now, nowMillis: now)
+                {
                     heldBytes -= item.bytes
-                    effects.deadLetters.append(DeadLetter(item: item, reason: "gave up after \(item.attempts) attempts: \(reason)"))
+                    effects.deadLetters.append(
+                        DeadLetter(item: item, reason: "gave up after \(item.attempts) attempts: \(reason)"))
                     effects.finished.append(item.seq)
                 } else {
-                    let delay = settings.retry.delay(afterAttempts: item.attempts, unit: random(), retryAfter: retryAfter)
+                    let delay = settings.retry.delay(
+                        afterAttempts: item.attempts, unit: random(), retryAfter: retryAfter)
                     item.notBefore = now + UInt64(max(0, delay.milliseconds))
                     retries.append(item)
                     effects.retried += 1
@@ -290,7 +303,8 @@ public struct PipelineStateMachine: Sendable {
 
     /// The connection failed while sending a batch: its records wait again without spending an
     /// attempt, and the sink pauses before reconnecting.
-    public mutating func connectionFailed(batchID: UInt64, error: String, now: UInt64, random: () -> Double) -> Effects {
+    public mutating func connectionFailed(batchID: UInt64, error: String, now: UInt64, random: () -> Double) -> Effects
+    {
         var effects = Effects()
         if var batch = inFlight.removeValue(forKey: batchID) {
             for i in batch.indices { batch[i].lastError = error }

@@ -30,7 +30,11 @@ public struct RetrySchedule: Sendable {
     /// used up its retries at `nowMillis`.
     public func isExhausted(attempts: Int, firstAttemptMillis: UInt64, nowMillis: UInt64) -> Bool {
         if policy.maxAttempts > 0, attempts >= policy.maxAttempts { return true }
-        if policy.maxAge > .zero, nowMillis >= firstAttemptMillis, nowMillis - firstAttemptMillis >= UInt64(policy.maxAge.milliseconds) { return true }
+        if policy.maxAge > .zero, nowMillis >= firstAttemptMillis,
+            nowMillis - firstAttemptMillis >= UInt64(policy.maxAge.milliseconds)
+        {
+            return true
+        }
         return false
     }
 }

@@ -40,10 +40,12 @@ public struct SinkLimits: Sendable, Equatable {
     /// Limits for a family whose `max_in_flight` counts unacknowledged messages: batches of at
     /// most `batch_size` and never more than `max_in_flight` messages, and as many batches as
     /// fit in that window.
-    public static func messageWindow(_ options: PipelineOptions, maxBatchBytes: Int, maxMessageBytes: Int) -> SinkLimits {
+    public static func messageWindow(_ options: PipelineOptions, maxBatchBytes: Int, maxMessageBytes: Int) -> SinkLimits
+    {
         let count = max(1, min(options.batchSize, options.maxInFlight))
-        return SinkLimits(maxBatchCount: count, maxBatchBytes: maxBatchBytes, maxMessageBytes: maxMessageBytes,
-                          maxBatchesInFlight: max(1, options.maxInFlight / count))
+        return SinkLimits(
+            maxBatchCount: count, maxBatchBytes: maxBatchBytes, maxMessageBytes: maxMessageBytes,
+            maxBatchesInFlight: max(1, options.maxInFlight / count))
     }
 }
 
@@ -56,13 +58,17 @@ public protocol SinkClient: Sendable {
     /// failed before that). The pipeline starts its next send only then, so batches pipelined on
     /// one connection reach the broker in WAL order (issue 20, item 9). The default calls it at
     /// once: clients over several connections keep no order between batches anyway.
-    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome]
+    func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome]
     /// Closes the connections (the pipeline is idle, removed, or sinkd stops).
     func close() async
 }
 
 extension SinkClient {
-    public func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+    public func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         queued()
         return try await send(batch)
     }

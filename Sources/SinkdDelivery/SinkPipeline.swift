@@ -58,8 +58,12 @@ public final class SinkPipeline: Sendable {
         case stop
     }
 
-    public init(address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog, deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger,
-                othersWaiting: @escaping @Sendable () -> Bool = { false }, heldBytesPerSink: Int = .max, heldBudget: HeldBytesBudget? = nil) {
+    public init(
+        address: SinkAddress, options: PipelineOptions, family: any SinkFamily, wal: WriteAheadLog,
+        deadLetters: DeadLetterStore, shutdownTimeout: Duration, logger: Logger,
+        othersWaiting: @escaping @Sendable () -> Bool = { false }, heldBytesPerSink: Int = .max,
+        heldBudget: HeldBytesBudget? = nil
+    ) {
         self.address = address
         self.heldBytesPerSink = heldBytesPerSink
         self.heldBudget = heldBudget
@@ -109,7 +113,8 @@ public final class SinkPipeline: Sendable {
 
     private func runLoop() async {
         let limits = family.limits(for: address, options: options)
-        var machine = PipelineStateMachine(settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
+        var machine = PipelineStateMachine(
+            settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
         var lastQueued: QueuedSignal?
@@ -148,7 +153,9 @@ public final class SinkPipeline: Sendable {
             let t = now()
             if t >= deadLetterWindowStart + 10_000 {
                 if deadLettersUnlogged > 0 {
-                    logger.warning("dead-lettered more records (not logged one by one)", metadata: ["count": "\(deadLettersUnlogged)", "seconds": "10"])
+                    logger.warning(
+                        "dead-lettered more records (not logged one by one)",
+                        metadata: ["count": "\(deadLettersUnlogged)", "seconds": "10"])
                 }
                 deadLetterWindowStart = t
                 deadLettersLoggedInWindow = 0
@@ -160,26 +167,37 @@ public final class SinkPipeline: Sendable {
                     continue
                 }
                 deadLettersLoggedInWindow += 1
-                logger.warning("dead-lettered a record", metadata: ["id": "\(d.item.entry.record.id)", "seq": "\(d.item.seq)", "attempts": "\(d.item.attempts)", "error": "\(d.reason)"])
+                logger.warning(
+                    "dead-lettered a record",
+                    metadata: [
+                        "id": "\(d.item.entry.record.id)", "seq": "\(d.item.seq)", "attempts": "\(d.item.attempts)",
+                        "error": "\(d.reason)",
+                    ])
             }
         }
         func apply(_ effects: PipelineStateMachine.Effects) async {
             var finished = effects.finished
             if !effects.deadLetters.isEmpty {
                 let entries = effects.deadLetters.map { d in
-                    DeadLetterStore.Entry(seq: d.item.seq, record: d.item.entry.record, error: d.reason, attempts: d.item.attempts,
-                                          firstAttemptMillis: d.item.firstAttemptMillis, lastAttemptMillis: d.item.lastAttemptMillis, deadLetteredMillis: now())
+                    DeadLetterStore.Entry(
+                        seq: d.item.seq, record: d.item.entry.record, error: d.reason, attempts: d.item.attempts,
+                        firstAttemptMillis: d.item.firstAttemptMillis, lastAttemptMillis: d.item.lastAttemptMillis,
+                        deadLetteredMillis: now())
                 }
                 // A dead letter must be on disk before its record leaves the WAL.
                 var written = false
                 while !written {
                     do {
-                        try await NIOThreadPool.singleton.runIfActive { [deadLetters] in try deadLetters.append(sink: sink, entries) }
+                        try await NIOThreadPool.singleton.runIfActive { [deadLetters] in
+                            try deadLetters.append(sink: sink, entries)
+                        }
                         written = true
                     } catch {
                         // Not written: the records stay unfinished in the WAL (sent again after a restart).
                         if Task.isCancelled || stopping.withLockedValue({ $0 }) { break }
-                        logger.error("cannot write dead letters; retrying in 1s (the records stay in the WAL)", metadata: ["error": "\(error)"])
+                        logger.error(
+                            "cannot write dead letters; retrying in 1s (the records stay in the WAL)",
+                            metadata: ["error": "\(error)"])
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
@@ -203,7 +221,9 @@ public final class SinkPipeline: Sendable {
             if let change = effects.healthChanged {
                 switch change {
                 case .up: logger.notice("sink is up again")
-                case .down(let reason): logger.warning("sink is down; pausing it and reconnecting with backoff", metadata: ["error": "\(reason)"])
+                case .down(let reason):
+                    logger.warning(
+                        "sink is down; pausing it and reconnecting with backoff", metadata: ["error": "\(reason)"])
                 }
             }
             snapshotBox.withLockedValue { s in
@@ -233,8 +253,9 @@ public final class SinkPipeline: Sendable {
             // has more. A pipeline holding nothing always reads its next record.
             var readRecords = false
             let maxRecords = max(limits.maxBatchCount * 2, 256)
-            let read = reading.nextRead(wantsRecords: machine.wantsRecords, bytesWanted: machine.bytesWanted,
-                                        budgetLeft: heldBudget?.available ?? .max, holding: machine.heldRecords)
+            let read = reading.nextRead(
+                wantsRecords: machine.wantsRecords, bytesWanted: machine.bytesWanted,
+                budgetLeft: heldBudget?.available ?? .max, holding: machine.heldRecords)
             switch read {
             case .none:
                 break
@@ -247,9 +268,12 @@ public final class SinkPipeline: Sendable {
                     // in the page cache, so a small read runs here, on the loop, rather than
                     // hopping to the thread pool and back (two wake-ups per record at
                     // Conductor's pace). A pipeline that is behind reads there.
-                    let batch = read == .inline(maxBytes: maxBytes)
+                    let batch =
+                        read == .inline(maxBytes: maxBytes)
                         ? try reader.next(maxRecords: maxRecords, maxBytes: maxBytes)
-                        : try await NIOThreadPool.singleton.runIfActive { try reader.next(maxRecords: maxRecords, maxBytes: maxBytes) }
+                        : try await NIOThreadPool.singleton.runIfActive {
+                            try reader.next(maxRecords: maxRecords, maxBytes: maxBytes)
+                        }
                     reading.read(count: batch.count, reachedEnd: reader.reachedEnd)
                     if !batch.isEmpty {
                         await apply(machine.add(batch))
@@ -272,7 +296,10 @@ public final class SinkPipeline: Sendable {
                         do {
                             client = try family.makeClient(for: address, options: options)
                         } catch {
-                            await apply(machine.connectionFailed(batchID: id, error: error.message, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+                            await apply(
+                                machine.connectionFailed(
+                                    batchID: id, error: error.message, now: now(),
+                                    random: { Double.random(in: 0..<1, using: &generator) }))
                             continue sending
                         }
                     }
@@ -300,9 +327,11 @@ public final class SinkPipeline: Sendable {
                 }
             }
             if let waitUntil { wake(at: waitUntil) }
-            if case .idle(let deadline, let mayLeave) = reading.idle(machineIdle: machine.isIdle, now: now(),
-                                                                     idleTimeoutMillis: UInt64(max(0, options.idleTimeout.milliseconds)),
-                                                                     othersWaiting: othersWaiting()) {
+            if case .idle(let deadline, let mayLeave) = reading.idle(
+                machineIdle: machine.isIdle, now: now(),
+                idleTimeoutMillis: UInt64(max(0, options.idleTimeout.milliseconds)),
+                othersWaiting: othersWaiting())
+            {
                 if mayLeave, !wal.hasRecords(sink: sink, after: reader.caughtUpTo) { break loop }
                 if waitUntil == nil { wake(at: deadline) }
                 snapshotBox.withLockedValue { $0.state = .idle }
@@ -315,9 +344,14 @@ public final class SinkPipeline: Sendable {
             guard let event = await iterator.next() else { break }
             switch event {
             case .completed(let id, let outcomes):
-                await apply(machine.completed(batchID: id, outcomes: outcomes, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+                await apply(
+                    machine.completed(
+                        batchID: id, outcomes: outcomes, now: now(),
+                        random: { Double.random(in: 0..<1, using: &generator) }))
             case .connectionFailed(let id, let error):
-                await apply(machine.connectionFailed(batchID: id, error: error, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
+                await apply(
+                    machine.connectionFailed(
+                        batchID: id, error: error, now: now(), random: { Double.random(in: 0..<1, using: &generator) }))
                 await client?.close()
                 client = nil
             case .newData:
@@ -346,7 +380,9 @@ public final class SinkPipeline: Sendable {
             }
         }
         if !machine.inFlight.isEmpty {
-            logger.warning("stopped with batches still in flight; they will be sent again after the next start", metadata: ["records": "\(machine.inFlightRecords)"])
+            logger.warning(
+                "stopped with batches still in flight; they will be sent again after the next start",
+                metadata: ["records": "\(machine.inFlightRecords)"])
         }
         await client?.close()
     }

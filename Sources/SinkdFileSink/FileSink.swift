@@ -23,7 +23,9 @@ public final class FileSinkFamily: SinkFamily {
         SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 8 << 20, maxMessageBytes: 64 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
         guard case .file(let name) = address.target else { throw SinkConnectionError("not a file sink: \(address)") }
         return FileSinkClient(path: directory + "/" + name + ".ndjson", directory: directory, pool: pool)
     }

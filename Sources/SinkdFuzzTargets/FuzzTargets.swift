@@ -41,9 +41,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             guard let again = try? SinkAddress.parse(identity: address.identity) else {
                 fatalError("sink-address: identity '\(address.identity)' of '\(text)' does not parse back")
             }
-            precondition(again.identity == address.identity, "sink-address: identity changes on a second parse: '\(address.identity)' → '\(again.identity)'")
+            precondition(
+                again.identity == address.identity,
+                "sink-address: identity changes on a second parse: '\(address.identity)' → '\(again.identity)'")
         case .config:
-            _ = try? ConfigLoader.parse(yaml: String(decoding: data, as: UTF8.self), file: "fuzz.yaml", environment: [:], workingDirectory: "/")
+            _ = try? ConfigLoader.parse(
+                yaml: String(decoding: data, as: UTF8.self), file: "fuzz.yaml", environment: [:], workingDirectory: "/")
         case .configNumbers:
             guard let first = data.first else { return }
             let key = ConfigNumbers.keys[Int(first) % ConfigNumbers.keys.count]
@@ -58,7 +61,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 precondition(steps <= bytes.count + 1, "wal-segment: the scanner does not advance")
                 switch event {
                 case .record(_, _, let bodyOffset, let bodyLength):
-                    precondition(bodyOffset + bodyLength <= bytes.count, "wal-segment: a frame past the end of the segment")
+                    precondition(
+                        bodyOffset + bodyLength <= bytes.count, "wal-segment: a frame past the end of the segment")
                     scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) { _ = try? RecordCodec.decode($0) }
                 case .corrupt, .tornTail:
                     continue
@@ -68,13 +72,16 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 if case .end = event { break }
             }
             _ = DeliveryProgress.decode(bytes)
-            if let (_, keysOffset) = SegmentSummary.decode(bytes), let keysOffset { _ = SegmentSummary.decodeKeys(bytes, from: keysOffset) }
+            if let (_, keysOffset) = SegmentSummary.decode(bytes), let keysOffset {
+                _ = SegmentSummary.decodeKeys(bytes, from: keysOffset)
+            }
         case .amqpFrame:
             let decoder = AMQPFrameDecoder(maxFrameSize: 1 << 20)
             var rest = data
             while !rest.isEmpty {
                 guard let (_, used) = try? decoder.decode(rest) else { return }
-                precondition(used > 0 && used <= rest.count, "amqp-frame: a frame that takes \(used) of \(rest.count) bytes")
+                precondition(
+                    used > 0 && used <= rest.count, "amqp-frame: a frame that takes \(used) of \(rest.count) bytes")
                 rest = UnsafeRawBufferPointer(rebasing: rest[used...])
             }
         case .natsParser:
@@ -82,7 +89,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             var rest = data
             while !rest.isEmpty {
                 guard let (_, used) = try? parser.parse(rest) else { return }
-                precondition(used > 0 && used <= rest.count, "nats-parser: an operation that takes \(used) of \(rest.count) bytes")
+                precondition(
+                    used > 0 && used <= rest.count,
+                    "nats-parser: an operation that takes \(used) of \(rest.count) bytes")
                 rest = UnsafeRawBufferPointer(rebasing: rest[used...])
             }
         }
@@ -97,7 +106,8 @@ public enum ConfigNumbers {
         "wal.segment_size", "wal.max_size", "wal.fsync_interval",
         "delivery.dedupe_window", "delivery.dedupe_max_entries", "delivery.shutdown_timeout", "delivery.max_sinks",
         "delivery.max_held_bytes_per_sink", "delivery.max_held_bytes",
-        "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.multiplier", "delivery.retry.max_attempts", "delivery.retry.max_age",
+        "delivery.retry.initial_backoff", "delivery.retry.max_backoff", "delivery.retry.multiplier",
+        "delivery.retry.max_attempts", "delivery.retry.max_age",
         "sinks.file.pool_size", "sinks.file.max_in_flight", "sinks.file.batch_size", "sinks.file.idle_timeout",
         "sinks.redis.maxlen", "sinks.redis.retry.multiplier", "sinks.redis.retry.max_backoff",
         "sinks.sqs.max_batch_bytes", "sinks.sqs.max_message_bytes",
@@ -129,7 +139,10 @@ public enum ConfigNumbers {
     }
 
     public static func check(key: String, value: String) {
-        guard let config = try? ConfigLoader.parse(yaml: yaml(key: key, value: value), file: "fuzz.yaml", environment: [:], workingDirectory: "/") else { return }
+        guard
+            let config = try? ConfigLoader.parse(
+                yaml: yaml(key: key, value: value), file: "fuzz.yaml", environment: [:], workingDirectory: "/")
+        else { return }
         use(config)
     }
 
@@ -150,9 +163,10 @@ public enum ConfigNumbers {
                 _ = schedule.delay(afterAttempts: attempts, unit: 0.999)
                 _ = schedule.isExhausted(attempts: attempts, firstAttemptMillis: 0, nowMillis: .max)
             }
-            _ = PipelineStateMachine.Settings(limits: SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 8 << 20, maxMessageBytes: 64 << 20), options: options,
-                                              byteLimit: config.delivery.maxHeldBytesPerSink)
+            _ = PipelineStateMachine.Settings(
+                limits: SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 8 << 20, maxMessageBytes: 64 << 20),
+                options: options,
+                byteLimit: config.delivery.maxHeldBytesPerSink)
         }
     }
 }
-

@@ -18,7 +18,8 @@ public final class HTTPSinkFamily: SinkFamily, Sendable {
     public init(config: HTTPSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.config = config
         var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, config.options.poolSize))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, config.options.poolSize))
         configuration.redirectConfiguration = .disallow
         configuration.timeout.connect = .seconds(5)
         self.client = HTTPClient(eventLoopGroup: group, configuration: configuration)
@@ -33,7 +34,9 @@ public final class HTTPSinkFamily: SinkFamily, Sendable {
         SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 64 << 20, maxMessageBytes: 64 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
         guard case .httpEndpoint(let name) = address.target, let endpoint = config.endpoints[name] else {
             throw SinkConnectionError("http endpoint of \(address) is not configured in sinks.http.endpoints")
         }
@@ -51,12 +54,14 @@ struct HTTPEndpointClient: SinkClient {
             for (index, item) in batch.enumerated() {
                 group.addTask { (index, await post(item.record)) }
             }
-            var out = [Result<DeliveryOutcome, SinkConnectionError>](repeating: .success(.delivered), count: batch.count)
+            var out = [Result<DeliveryOutcome, SinkConnectionError>](
+                repeating: .success(.delivered), count: batch.count)
             for await (index, result) in group { out[index] = result }
             return out
         }
         // If no request got through to the server, the connection is the problem.
-        if results.allSatisfy({ if case .failure = $0 { true } else { false } }), case .failure(let error) = results[0] {
+        if results.allSatisfy({ if case .failure = $0 { true } else { false } }), case .failure(let error) = results[0]
+        {
             throw error
         }
         return results.map { result in
@@ -70,8 +75,11 @@ struct HTTPEndpointClient: SinkClient {
     private func post(_ record: EventRecord) async -> Result<DeliveryOutcome, SinkConnectionError> {
         // Record fields become headers: one that no header may carry is this record's problem
         // (dead-lettered with the reason), never the connection's, so it cannot pin the sink.
-        if let problem = Self.headerProblem([("id", "Idempotency-Key", record.id), ("workflowInstanceId", "X-Sinkd-Workflow-Instance-Id", record.workflowInstanceId),
-                                             ("correlationId", "X-Sinkd-Correlation-Id", record.correlationId)]) {
+        if let problem = Self.headerProblem([
+            ("id", "Idempotency-Key", record.id),
+            ("workflowInstanceId", "X-Sinkd-Workflow-Instance-Id", record.workflowInstanceId),
+            ("correlationId", "X-Sinkd-Correlation-Id", record.correlationId),
+        ]) {
             return .success(.permanent(problem))
         }
         var request = HTTPClientRequest(url: endpoint.url)
@@ -80,7 +88,9 @@ struct HTTPEndpointClient: SinkClient {
         for (name, value) in endpoint.headers { request.headers.replaceOrAdd(name: name, value: value) }
         request.headers.replaceOrAdd(name: "Idempotency-Key", value: record.id)
         request.headers.replaceOrAdd(name: "X-Sinkd-Message-Id", value: record.id)
-        if let w = record.workflowInstanceId { request.headers.replaceOrAdd(name: "X-Sinkd-Workflow-Instance-Id", value: w) }
+        if let w = record.workflowInstanceId {
+            request.headers.replaceOrAdd(name: "X-Sinkd-Workflow-Instance-Id", value: w)
+        }
         if let c = record.correlationId { request.headers.replaceOrAdd(name: "X-Sinkd-Correlation-Id", value: c) }
         request.body = .bytes(record.payload)
         // One deadline for connecting, the head and the whole body (AsyncHTTPClient's own ends at
@@ -93,17 +103,25 @@ struct HTTPEndpointClient: SinkClient {
         do {
             let (status, headers, body) = try await withDeadline(deadline) {
                 let response = try await client.execute(prepared, timeout: timeout)
-                return (response.status, response.headers, try await Self.read(response.body, keeping: Self.keptBodyBytes))
+                return (
+                    response.status, response.headers, try await Self.read(response.body, keeping: Self.keptBodyBytes)
+                )
             }
             if (300..<400).contains(Int(status.code)) {
                 // The endpoint moved: a configuration matter, not the record's. Redirects are not
                 // followed (a POST's body and Idempotency-Key would go to a host not configured).
                 let location = headers.first(name: "Location").map { " to \($0.prefix(200))" } ?? ""
-                return .failure(SinkConnectionError("\(url): HTTP \(status.code) \(status.reasonPhrase)\(location): sinkd does not follow redirects; set the endpoint's url to where it points"))
+                return .failure(
+                    SinkConnectionError(
+                        "\(url): HTTP \(status.code) \(status.reasonPhrase)\(location): sinkd does not follow redirects; set the endpoint's url to where it points"
+                    ))
             }
             return .success(Self.outcome(status: status, headers: headers, body: String(decoding: body, as: UTF8.self)))
-        } catch where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError) {
-            return .failure(SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
+        } catch
+            where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError)
+        {
+            return .failure(
+                SinkConnectionError("\(url): no complete response within \(Units.formatDuration(endpoint.timeout))"))
         } catch {
             return .failure(SinkConnectionError("\(url): \(error)"))
         }
@@ -128,7 +146,8 @@ struct HTTPEndpointClient: SinkClient {
             guard let value else { continue }
             for (offset, byte) in value.utf8.enumerated() where (byte < 0x20 && byte != 0x09) || byte == 0x7F {
                 let code = String(byte, radix: 16, uppercase: true)
-                return "the record's \(field) holds the control character U+\(code.count == 1 ? "000" : "00")\(code) at byte \(offset), which an HTTP header (\(header)) cannot carry"
+                return
+                    "the record's \(field) holds the control character U+\(code.count == 1 ? "000" : "00")\(code) at byte \(offset), which an HTTP header (\(header)) cannot carry"
             }
         }
         return nil
@@ -141,7 +160,9 @@ struct HTTPEndpointClient: SinkClient {
         case 200..<300:
             return .delivered
         case 408, 429, 500..<600:
-            let retryAfter = headers.first(name: "Retry-After").flatMap { Int64($0.trimmingWhitespaceLite) }.map { Duration.seconds($0) }
+            let retryAfter = headers.first(name: "Retry-After").flatMap { Int64($0.trimmingWhitespaceLite) }.map {
+                Duration.seconds($0)
+            }
             return .retryable(summary, retryAfter: retryAfter)
         default:
             return .permanent(summary)

@@ -38,7 +38,8 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     init(shared: IngestContext) {
         self.shared = shared
         self.splitter = LineSplitter(maxLineBytes: shared.maxRecordBytes)
-        self.state = IngestConnectionState(maxPendingResponses: shared.maxPendingResponses, maxAnswerBytes: shared.maxAnswerBytes)
+        self.state = IngestConnectionState(
+            maxPendingResponses: shared.maxPendingResponses, maxAnswerBytes: shared.maxAnswerBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -142,12 +143,18 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func take(_ frame: IngestFrame) {
         if shared.state.isShuttingDown {
-            appendReady(.rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts")))
+            appendReady(
+                .rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts")))
             return
         }
         switch frame {
         case .tooLarge(let bytes):
-            appendReady(.rejected(IngestRejection(.tooLarge, "the request line is \(bytes) bytes; ingest.max_record_bytes allows \(Units.formatSize(shared.maxRecordBytes))")))
+            appendReady(
+                .rejected(
+                    IngestRejection(
+                        .tooLarge,
+                        "the request line is \(bytes) bytes; ingest.max_record_bytes allows \(Units.formatSize(shared.maxRecordBytes))"
+                    )))
         case .line(let buffer):
             if buffer.readableBytes == 0 {
                 return  // blank lines are not requests
@@ -197,7 +204,9 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
         if let cached = sinkCache[request.sink] {
             identity = cached
         } else {
-            identity = request.resolvingSink(sinks: shared.sinks, configPath: shared.configPath).map(\.sink).mapError { IngestRejection($0.code, $0.message) }
+            identity = request.resolvingSink(sinks: shared.sinks, configPath: shared.configPath).map(\.sink).mapError {
+                IngestRejection($0.code, $0.message)
+            }
             if sinkCache.count >= 256 { sinkCache.removeAll(keepingCapacity: true) }
             sinkCache[request.sink] = identity
         }
@@ -248,11 +257,20 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                     }
                 } else {
                     IngestMetrics.rejected(.walFull).increment()
-                    fill(numbers[i], .rejected(IngestRejection(.walFull, "the write-ahead log is full (wal.max_size); send again later", id: records[i].id)))
+                    fill(
+                        numbers[i],
+                        .rejected(
+                            IngestRejection(
+                                .walFull, "the write-ahead log is full (wal.max_size); send again later",
+                                id: records[i].id)))
                 }
             case .shuttingDown:
                 IngestMetrics.rejected(.shuttingDown).increment()
-                fill(numbers[i], .rejected(IngestRejection(.shuttingDown, "sinkd is shutting down; send again after it restarts", id: records[i].id)))
+                fill(
+                    numbers[i],
+                    .rejected(
+                        IngestRejection(
+                            .shuttingDown, "sinkd is shutting down; send again after it restarts", id: records[i].id)))
             }
         }
         var accepted = 0
@@ -274,14 +292,19 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
             case .success:
                 fill(number, response)
             case .failure(let error):
-                let id: String? = switch response {
-                case .accepted(let id, _), .duplicate(let id, _): id
-                case .rejected(let r): r.id
-                case .queueTypes: nil
-                }
-                let rejection = error.isNoSpace
-                    ? IngestRejection(.walFull, "the disk holding the write-ahead log is full; send again later", id: id)
-                    : IngestRejection(.internal, "the write-ahead log could not make the record durable (\(error)); send again", id: id)
+                let id: String? =
+                    switch response {
+                    case .accepted(let id, _), .duplicate(let id, _): id
+                    case .rejected(let r): r.id
+                    case .queueTypes: nil
+                    }
+                let rejection =
+                    error.isNoSpace
+                    ? IngestRejection(
+                        .walFull, "the disk holding the write-ahead log is full; send again later", id: id)
+                    : IngestRejection(
+                        .internal, "the write-ahead log could not make the record durable (\(error)); send again",
+                        id: id)
                 IngestMetrics.rejected(rejection.code).increment()
                 fill(number, .rejected(rejection))
             }
@@ -320,13 +343,13 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
 }
 
-
 /// Counters of the ingest protocol (docs/METRICS.md).
 enum IngestMetrics {
     static let accepted = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "accepted")])
     static let duplicate = Counter(label: "sinkd_ingest_records_total", dimensions: [("result", "duplicate")])
-    private static let rejectedByCode: [RejectCode: Counter] = Dictionary(uniqueKeysWithValues: RejectCode.allCases.map {
-        ($0, Counter(label: "sinkd_ingest_rejected_total", dimensions: [("code", $0.rawValue)]))
-    })
+    private static let rejectedByCode: [RejectCode: Counter] = Dictionary(
+        uniqueKeysWithValues: RejectCode.allCases.map {
+            ($0, Counter(label: "sinkd_ingest_rejected_total", dimensions: [("code", $0.rawValue)]))
+        })
     static func rejected(_ code: RejectCode) -> Counter { rejectedByCode[code]! }
 }

@@ -24,7 +24,9 @@ public final class IngestContext: Sendable {
     public let maxRecordBytes: Int
     public let state: ServerState
 
-    public init(wal: WriteAheadLog, config: SinkdConfig, logger: Logger, state: ServerState, maxPendingResponses: Int = 4096) {
+    public init(
+        wal: WriteAheadLog, config: SinkdConfig, logger: Logger, state: ServerState, maxPendingResponses: Int = 4096
+    ) {
         self.wal = wal
         self.sinksBox = NIOLockedValueBox(config.sinks)
         self.configPath = config.sourcePath

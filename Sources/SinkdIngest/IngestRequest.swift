@@ -52,7 +52,9 @@ extension SinkPrefix {
     /// The Conductor queue types `sinks` serves, in a stable order.
     public static func conductorQueueTypes(servedBy sinks: SinksConfig) -> [String] {
         let families = sinks.configuredFamilies
-        return allCases.filter { $0.isConductorQueueType && $0.configFamily.map(families.contains) == true }.map(\.rawValue).sorted()
+        return allCases.filter { $0.isConductorQueueType && $0.configFamily.map(families.contains) == true }.map(
+            \.rawValue
+        ).sorted()
     }
 }
 
@@ -75,14 +77,16 @@ extension EventRecord {
     /// configuration: the record to append, with the normalized sink identity, or why not.
     public func resolvingSink(sinks: SinksConfig, configPath: String) -> Result<EventRecord, IngestRejection> {
         do {
-            let address = try SinkAddress.parse(sink, workflowType: workflowType, taskRefName: taskRefName, sinks: sinks, configPath: configPath,
-                                                expanded: sinkIsExpanded)
+            let address = try SinkAddress.parse(
+                sink, workflowType: workflowType, taskRefName: taskRefName, sinks: sinks, configPath: configPath,
+                expanded: sinkIsExpanded)
             var resolved = self
             resolved.sink = address.identity
             resolved.sinkIsExpanded = false
             return .success(resolved)
         } catch {
-            return .failure(IngestRejection(error.isConfigurationProblem ? .unknownSink : .invalidSink, error.description, id: id))
+            return .failure(
+                IngestRejection(error.isConfigurationProblem ? .unknownSink : .invalidSink, error.description, id: id))
         }
     }
 }

@@ -49,4 +49,3 @@ public enum IngestResponse: Sendable, Equatable {
         out.append(contentsOf: "}\n".utf8)
     }
 }
-

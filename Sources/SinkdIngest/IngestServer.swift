@@ -74,7 +74,10 @@ public final class IngestService: Service, @unchecked Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     private let boundChannel = NIOLockedValueBox<Channel?>(nil)
 
-    public init(shared: IngestContext, config: IngestConfig, source: ListenSource, group: EventLoopGroup, connectionLimit: Int? = nil) {
+    public init(
+        shared: IngestContext, config: IngestConfig, source: ListenSource, group: EventLoopGroup,
+        connectionLimit: Int? = nil
+    ) {
         self.shared = shared
         self.connectionLimit = min(config.maxConnections, connectionLimit ?? config.maxConnections)
         self.config = config
@@ -100,13 +103,15 @@ public final class IngestService: Service, @unchecked Sendable {
             try Self.prepareSocketPath(path)
             channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
             guard chmod(path, mode_t(mode)) == 0 else {
-                throw IngestServerError(description: "chmod \(String(mode, radix: 8)) \(path): \(String(cString: strerror(errno)))")
+                throw IngestServerError(
+                    description: "chmod \(String(mode, radix: 8)) \(path): \(String(cString: strerror(errno)))")
             }
         case .inherited(let fd, _):
             channel = try await bootstrap.withBoundSocket(fd).get()
         }
         boundChannel.withLockedValue { $0 = channel }
-        shared.logger.info("ingest socket listening", metadata: ["socket": "\(sourcePath)", "inherited": "\(isInherited)"])
+        shared.logger.info(
+            "ingest socket listening", metadata: ["socket": "\(sourcePath)", "inherited": "\(isInherited)"])
     }
 
     var sourcePath: String {
@@ -156,10 +161,16 @@ public final class IngestService: Service, @unchecked Sendable {
         }
         guard admitted else {
             refusals.withLockedValue {
-                $0.log(shared.logger, key: "refused", "refused an ingest connection: ingest.max_connections reached", level: .warning, metadata: ["max_connections": "\(connectionLimit)"])
+                $0.log(
+                    shared.logger, key: "refused", "refused an ingest connection: ingest.max_connections reached",
+                    level: .warning, metadata: ["max_connections": "\(connectionLimit)"])
             }
-            let what = connectionLimit < config.maxConnections ? "\(connectionLimit) connections (ingest.max_connections lowered to fit the descriptor limit)" : "ingest.max_connections (\(connectionLimit)) connections"
-            let refusal = IngestResponse.rejected(IngestRejection(.tooManyConnections, "sinkd already has \(what); retry later"))
+            let what =
+                connectionLimit < config.maxConnections
+                ? "\(connectionLimit) connections (ingest.max_connections lowered to fit the descriptor limit)"
+                : "ingest.max_connections (\(connectionLimit)) connections"
+            let refusal = IngestResponse.rejected(
+                IngestRejection(.tooManyConnections, "sinkd already has \(what); retry later"))
             return channel.pipeline.addHandler(RefusingHandler(refusal))
         }
         channels.withLockedValue { $0[id] = channel }
@@ -169,7 +180,9 @@ public final class IngestService: Service, @unchecked Sendable {
         }
         return checkPeer(channel).flatMap { [self] allowed in
             guard allowed else {
-                let refusal = IngestResponse.rejected(IngestRejection(.forbidden, "this user or group may not write to sinkd (ingest.allowed_uids / allowed_gids)"))
+                let refusal = IngestResponse.rejected(
+                    IngestRejection(
+                        .forbidden, "this user or group may not write to sinkd (ingest.allowed_uids / allowed_gids)"))
                 return channel.pipeline.addHandler(RefusingHandler(refusal))
             }
             return channel.eventLoop.makeCompletedFuture {
@@ -184,13 +197,20 @@ public final class IngestService: Service, @unchecked Sendable {
 
     /// SO_PEERCRED: who is on the other end. Refused peers are logged with uid and pid.
     private func checkPeer(_ channel: Channel) -> EventLoopFuture<Bool> {
-        guard !config.allowedUIDs.isEmpty || !config.allowedGIDs.isEmpty else { return channel.eventLoop.makeSucceededFuture(true) }
-        guard let provider = channel as? SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(false) }
-        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
+        guard !config.allowedUIDs.isEmpty || !config.allowedGIDs.isEmpty else {
+            return channel.eventLoop.makeSucceededFuture(true)
+        }
+        guard let provider = channel as? SocketOptionProvider else {
+            return channel.eventLoop.makeSucceededFuture(false)
+        }
+        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
         return future.map { [self] cred in
             let allowed = config.allowedUIDs.contains(cred.uid) || config.allowedGIDs.contains(cred.gid)
             if !allowed {
-                shared.logger.warning("refused an ingest client not in allowed_uids/allowed_gids", metadata: ["uid": "\(cred.uid)", "gid": "\(cred.gid)", "pid": "\(cred.pid)"])
+                shared.logger.warning(
+                    "refused an ingest client not in allowed_uids/allowed_gids",
+                    metadata: ["uid": "\(cred.uid)", "gid": "\(cred.gid)", "pid": "\(cred.pid)"])
             }
             return allowed
         }.recover { _ in false }
@@ -204,7 +224,8 @@ public final class IngestService: Service, @unchecked Sendable {
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-            throw IngestServerError(description: "\(path) exists and is not a socket; remove it or choose another ingest.socket")
+            throw IngestServerError(
+                description: "\(path) exists and is not a socket; remove it or choose another ingest.socket")
         }
         if socketAnswers(path) {
             throw IngestServerError(description: "another process is listening on \(path) (is sinkd already running?)")
@@ -225,7 +246,9 @@ public final class IngestService: Service, @unchecked Sendable {
             raw[bytes.count] = 0
         }
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         return rc == 0
     }

@@ -50,7 +50,10 @@ struct JSONScanner {
         parseLine().flatMap { request in
             switch request {
             case .record(let record): .success(record)
-            case .query: .failure(IngestRejection(.invalidField, "a query ('query') is a question to sinkd's ingest socket, not a record"))
+            case .query:
+                .failure(
+                    IngestRejection(
+                        .invalidField, "a query ('query') is a question to sinkd's ingest socket, not a record"))
             }
         }
     }
@@ -64,25 +67,35 @@ struct JSONScanner {
                 // Say what it is if it is valid JSON, else where it stops being JSON.
                 let kind = try value(depth: 1)
                 skipWhitespace()
-                guard i == bytes.count else { throw Malformed(offset: i, expected: "the end of the line after the JSON value") }
+                guard i == bytes.count else {
+                    throw Malformed(offset: i, expected: "the end of the line after the JSON value")
+                }
                 return .failure(IngestRejection(.malformed, "a request must be a JSON object, got \(kind.description)"))
             }
             try object(depth: 1) { scanner, member in
-                let rawKey = UnsafeRawBufferPointer(rebasing: scanner.bytes[(member.keyStart + 1)..<(member.keyEnd - 1)])
-                guard let field = Field.matching(rawKey) ?? member.key.decoded.flatMap(Field.init(rawValue:)) else { return }
+                let rawKey = UnsafeRawBufferPointer(
+                    rebasing: scanner.bytes[(member.keyStart + 1)..<(member.keyEnd - 1)])
+                guard let field = Field.matching(rawKey) ?? member.key.decoded.flatMap(Field.init(rawValue:)) else {
+                    return
+                }
                 if values[field] != nil {
-                    throw IngestRejection(.invalidField, "field '\(field.rawValue)' appears more than once (at byte \(member.keyStart))", id: scanner.id)
+                    throw IngestRejection(
+                        .invalidField, "field '\(field.rawValue)' appears more than once (at byte \(member.keyStart))",
+                        id: scanner.id)
                 }
                 let string = member.kind == .string ? scanner.stringValue(member.value.lowerBound) : nil
                 values[field] = Value(kind: member.kind, range: member.value, string: string)
                 if field == .id, member.kind == .string { scanner.id = string?.decoded }
             }
             skipWhitespace()
-            guard i == bytes.count else { throw Malformed(offset: i, expected: "the end of the line after the JSON object") }
+            guard i == bytes.count else {
+                throw Malformed(offset: i, expected: "the end of the line after the JSON object")
+            }
         } catch let rejection as IngestRejection {
             return .failure(rejection)
         } catch let m as Malformed {
-            return .failure(IngestRejection(.malformed, "malformed JSON at byte \(m.offset): expected \(m.expected)", id: id))
+            return .failure(
+                IngestRejection(.malformed, "malformed JSON at byte \(m.offset): expected \(m.expected)", id: id))
         } catch let u as InvalidUTF8 {
             return .failure(IngestRejection(.malformed, "invalid UTF-8 at byte \(u.offset)", id: id))
         } catch {
@@ -95,13 +108,22 @@ struct JSONScanner {
     /// `{"query":NAME}` and nothing else sinkd reads.
     private func query(_ value: Value, _ values: FieldValues) -> Result<IngestRequest, IngestRejection> {
         if let other = Field.allCases.first(where: { $0 != .query && values[$0] != nil }) {
-            return .failure(IngestRejection(.invalidField, "a query takes no record fields, but '\(other.rawValue)' is given: send records and queries as separate lines", id: id))
+            return .failure(
+                IngestRejection(
+                    .invalidField,
+                    "a query takes no record fields, but '\(other.rawValue)' is given: send records and queries as separate lines",
+                    id: id))
         }
         guard value.kind == .string, let name = value.string?.decoded else {
-            return .failure(IngestRejection(.invalidField, "field 'query' must be a string naming the question (known: \(IngestQuery.knownList)), got \(value.kind.description)"))
+            return .failure(
+                IngestRejection(
+                    .invalidField,
+                    "field 'query' must be a string naming the question (known: \(IngestQuery.knownList)), got \(value.kind.description)"
+                ))
         }
         guard let query = IngestQuery(rawValue: name) else {
-            return .failure(IngestRejection(.invalidField, "unknown query '\(name.prefix(64))' (known: \(IngestQuery.knownList))"))
+            return .failure(
+                IngestRejection(.invalidField, "unknown query '\(name.prefix(64))' (known: \(IngestQuery.knownList))"))
         }
         return .success(.query(query))
     }
@@ -110,26 +132,41 @@ struct JSONScanner {
         func text(_ field: Field, required: Bool, maxBytes: Int) -> Result<String?, IngestRejection> {
             guard let v = values[field], v.kind != .null || required else { return .success(nil) }
             guard v.kind == .string, let s = v.string else {
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' must be a string, got \(v.kind.description)", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField, "field '\(field.rawValue)' must be a string, got \(v.kind.description)", id: id))
             }
             guard let decoded = s.decoded else {
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' contains an unpaired UTF-16 surrogate escape", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField, "field '\(field.rawValue)' contains an unpaired UTF-16 surrogate escape", id: id)
+                )
             }
             let n = decoded.utf8.count
             if required, n == 0 {
                 return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' must not be empty", id: id))
             }
             guard n <= maxBytes else {
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' is \(n) bytes long; at most \(maxBytes) are allowed", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField, "field '\(field.rawValue)' is \(n) bytes long; at most \(maxBytes) are allowed",
+                        id: id))
             }
             // These fields travel as protocol headers and properties (HTTP headers, NATS headers
             // and subjects, AMQP properties, SQS attributes, PostgreSQL text), where a control
             // character is refused or splits the message: such a record could never be delivered.
             if decoded.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == 0xC2 }),
-               let (offset, scalar) = decoded.unicodeScalars.enumerated().first(where: { RequestParser.isControl($0.element) }) {
+                let (offset, scalar) = decoded.unicodeScalars.enumerated().first(where: {
+                    RequestParser.isControl($0.element)
+                })
+            {
                 let hex = String(scalar.value, radix: 16, uppercase: true)
                 let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' contains the control character \(code) at character \(offset + 1); ids, sinks and context fields are sent as protocol headers and properties, where control characters cannot go: remove it", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField,
+                        "field '\(field.rawValue)' contains the control character \(code) at character \(offset + 1); ids, sinks and context fields are sent as protocol headers and properties, where control characters cannot go: remove it",
+                        id: id))
             }
             return .success(decoded)
         }
@@ -137,46 +174,72 @@ struct JSONScanner {
             guard let v = values[field], v.kind != .null else { return .success(nil) }
             let raw = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[v.range]), as: UTF8.self)
             guard v.kind == .number, let n = Int64(raw) else {
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' must be an integer, got \(v.kind == .number ? raw : v.kind.description)", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField,
+                        "field '\(field.rawValue)' must be an integer, got \(v.kind == .number ? raw : v.kind.description)",
+                        id: id))
             }
             guard range.contains(n) else {
-                return .failure(IngestRejection(.invalidField, "field '\(field.rawValue)' must be from \(range.lowerBound) to \(range.upperBound), got \(n)", id: id))
+                return .failure(
+                    IngestRejection(
+                        .invalidField,
+                        "field '\(field.rawValue)' must be from \(range.lowerBound) to \(range.upperBound), got \(n)",
+                        id: id))
             }
             return .success(n)
         }
         let expanded = values[.queueType] != nil || values[.queueURI] != nil
         if expanded, values[.sink] != nil {
-            return .failure(IngestRejection(.invalidField, "give either 'sink' (as the EVENT task names it) or 'queueType' and 'queueURI' (as an event queue provider sees it, already expanded), not both", id: id))
+            return .failure(
+                IngestRejection(
+                    .invalidField,
+                    "give either 'sink' (as the EVENT task names it) or 'queueType' and 'queueURI' (as an event queue provider sees it, already expanded), not both",
+                    id: id))
         }
         if expanded, values[.queueType] == nil || values[.queueURI] == nil {
             let missing = values[.queueType] == nil ? "queueType" : "queueURI"
-            return .failure(IngestRejection(.missingField, "missing field '\(missing)': the expanded form needs both 'queueType' (e.g. \"conductor\", \"sqs\") and 'queueURI' (e.g. \"order_flow:notify_ref\")", id: id))
+            return .failure(
+                IngestRejection(
+                    .missingField,
+                    "missing field '\(missing)': the expanded form needs both 'queueType' (e.g. \"conductor\", \"sqs\") and 'queueURI' (e.g. \"order_flow:notify_ref\")",
+                    id: id))
         }
         for field in [Field.id, .sink, .payload] where values[field] == nil && !(field == .sink && expanded) {
-            let what = switch field {
-            case .id: "the message id (Conductor's taskId)"
-            case .sink: "where to forward the record, e.g. \"sqs:orders\""
-            default: "the message body to forward (any JSON value)"
-            }
+            let what =
+                switch field {
+                case .id: "the message id (Conductor's taskId)"
+                case .sink: "where to forward the record, e.g. \"sqs:orders\""
+                default: "the message body to forward (any JSON value)"
+                }
             return .failure(IngestRejection(.missingField, "missing field '\(field.rawValue)': \(what)", id: id))
         }
         do {
-            guard let id = try text(.id, required: true, maxBytes: 255).get() else { throw IngestRejection(.missingField, "missing field 'id'") }
+            guard let id = try text(.id, required: true, maxBytes: 255).get() else {
+                throw IngestRejection(.missingField, "missing field 'id'")
+            }
             let sink: String
             if expanded {
                 guard let type = try text(.queueType, required: true, maxBytes: 64).get(),
-                      let uri = try text(.queueURI, required: true, maxBytes: RequestParser.maxSinkBytes - 65).get()
+                    let uri = try text(.queueURI, required: true, maxBytes: RequestParser.maxSinkBytes - 65).get()
                 else { throw IngestRejection(.missingField, "missing field 'queueType' or 'queueURI'", id: id) }
                 sink = type + ":" + uri
             } else {
-                guard let raw = try text(.sink, required: true, maxBytes: RequestParser.maxSinkBytes).get() else { throw IngestRejection(.missingField, "missing field 'sink'", id: id) }
+                guard let raw = try text(.sink, required: true, maxBytes: RequestParser.maxSinkBytes).get() else {
+                    throw IngestRejection(.missingField, "missing field 'sink'", id: id)
+                }
                 sink = raw
             }
-            var request = EventRecord(id: id, sink: sink, payload: Array(UnsafeRawBufferPointer(rebasing: bytes[values[.payload]!.range])))
+            var request = EventRecord(
+                id: id, sink: sink, payload: Array(UnsafeRawBufferPointer(rebasing: bytes[values[.payload]!.range])))
             request.sinkIsExpanded = expanded
-            request.workflowInstanceId = try text(.workflowInstanceId, required: false, maxBytes: RequestParser.maxContextBytes).get()
-            request.workflowType = try text(.workflowType, required: false, maxBytes: RequestParser.maxContextBytes).get()
-            request.correlationId = try text(.correlationId, required: false, maxBytes: RequestParser.maxContextBytes).get()
+            request.workflowInstanceId = try text(
+                .workflowInstanceId, required: false, maxBytes: RequestParser.maxContextBytes
+            ).get()
+            request.workflowType = try text(.workflowType, required: false, maxBytes: RequestParser.maxContextBytes)
+                .get()
+            request.correlationId = try text(.correlationId, required: false, maxBytes: RequestParser.maxContextBytes)
+                .get()
             request.taskRefName = try text(.taskRefName, required: false, maxBytes: RequestParser.maxContextBytes).get()
             request.workflowVersion = try integer(.workflowVersion, range: Int64.min...Int64.max).get()
             request.priority = try integer(.priority, range: 0...99).get().map { UInt8($0) }
@@ -238,7 +301,9 @@ struct JSONScanner {
     }
 
     mutating func value(depth: Int) throws -> Kind {
-        guard depth <= RequestParser.maxDepth else { throw Malformed(offset: i, expected: "nesting at most \(RequestParser.maxDepth) levels deep") }
+        guard depth <= RequestParser.maxDepth else {
+            throw Malformed(offset: i, expected: "nesting at most \(RequestParser.maxDepth) levels deep")
+        }
         guard let c = peek() else { throw Malformed(offset: i, expected: "a value") }
         switch c {
         case UInt8(ascii: "{"):
@@ -259,7 +324,9 @@ struct JSONScanner {
                     i += 1
                     continue
                 }
-                guard peek() == UInt8(ascii: "]") else { throw Malformed(offset: i, expected: "',' or ']' in an array") }
+                guard peek() == UInt8(ascii: "]") else {
+                    throw Malformed(offset: i, expected: "',' or ']' in an array")
+                }
                 i += 1
                 return .array
             }
@@ -302,7 +369,9 @@ struct JSONScanner {
         }
         while true {
             skipWhitespace()
-            guard peek() == UInt8(ascii: "\"") else { throw Malformed(offset: i, expected: "'\"' to start an object key") }
+            guard peek() == UInt8(ascii: "\"") else {
+                throw Malformed(offset: i, expected: "'\"' to start an object key")
+            }
             let keyStart = i
             // Keys are decoded only where a visitor reads them (the request's top level).
             let key = try string(decode: visit != nil)
@@ -319,7 +388,9 @@ struct JSONScanner {
                 i += 1
                 continue
             }
-            guard peek() == UInt8(ascii: "}") else { throw Malformed(offset: i, expected: "',' or '}' after an object member") }
+            guard peek() == UInt8(ascii: "}") else {
+                throw Malformed(offset: i, expected: "',' or '}' after an object member")
+            }
             i += 1
             return
         }
@@ -347,13 +418,17 @@ struct JSONScanner {
         }
         if peek() == UInt8(ascii: ".") {
             i += 1
-            guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { throw Malformed(offset: i, expected: "a digit after '.'") }
+            guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else {
+                throw Malformed(offset: i, expected: "a digit after '.'")
+            }
             while let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") { i += 1 }
         }
         if peek() == UInt8(ascii: "e") || peek() == UInt8(ascii: "E") {
             i += 1
             if peek() == UInt8(ascii: "+") || peek() == UInt8(ascii: "-") { i += 1 }
-            guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { throw Malformed(offset: i, expected: "a digit in an exponent") }
+            guard let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else {
+                throw Malformed(offset: i, expected: "a digit in an exponent")
+            }
             while let d = peek(), d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") { i += 1 }
         }
         _ = start
@@ -382,12 +457,14 @@ struct JSONScanner {
                 guard let e = peek() else { break }
                 switch e {
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     i += 1
                 case UInt8(ascii: "u"):
                     i += 1
                     for _ in 0..<4 {
-                        guard let h = peek(), Self.hex(h) != nil else { throw Malformed(offset: i, expected: "four hex digits after \\u") }
+                        guard let h = peek(), Self.hex(h) != nil else {
+                            throw Malformed(offset: i, expected: "four hex digits after \\u")
+                        }
                         i += 1
                     }
                 default:
@@ -415,7 +492,8 @@ struct JSONScanner {
             let quote = w ^ (ones &* 0x22)
             let backslash = w ^ (ones &* 0x5C)
             // A byte is zero (haszero), below 0x20 (hasless) or at least 0x80 (high bit).
-            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
+            let special =
+                ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
             guard special & highs == 0 else { return }
             i += 8
         }
@@ -482,7 +560,9 @@ struct JSONScanner {
                 var scalar = hex4(k)
                 k += 4
                 if scalar >= 0xD800, scalar <= 0xDBFF {
-                    guard k + 6 <= raw.count, raw[k] == UInt8(ascii: "\\"), raw[k + 1] == UInt8(ascii: "u") else { return nil }
+                    guard k + 6 <= raw.count, raw[k] == UInt8(ascii: "\\"), raw[k + 1] == UInt8(ascii: "u") else {
+                        return nil
+                    }
                     let low = hex4(k + 2)
                     guard low >= 0xDC00, low <= 0xDFFF else { return nil }
                     scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)

@@ -33,7 +33,8 @@ public struct LineSplitter: Sendable {
         // buffer's collection view cost 6 % of sinkd's CPU under load).
         let from = searchedUpTo
         let found: Int? = buffer.withUnsafeReadableBytes { raw -> Int? in
-            guard from < raw.count, let base = raw.baseAddress, let hit = memchr(base + from, 0x0A, raw.count - from) else { return nil }
+            guard from < raw.count, let base = raw.baseAddress, let hit = memchr(base + from, 0x0A, raw.count - from)
+            else { return nil }
             return base.distance(to: UnsafeRawPointer(hit))
         }
         if let length = found {
@@ -46,7 +47,11 @@ public struct LineSplitter: Sendable {
                 return .tooLarge(bytes: total)
             }
             var lineLength = length
-            if lineLength > 0, buffer.getInteger(at: buffer.readerIndex + lineLength - 1, as: UInt8.self) == UInt8(ascii: "\r") { lineLength -= 1 }
+            if lineLength > 0,
+                buffer.getInteger(at: buffer.readerIndex + lineLength - 1, as: UInt8.self) == UInt8(ascii: "\r")
+            {
+                lineLength -= 1
+            }
             if lineLength > maxLineBytes {
                 buffer.moveReaderIndex(forwardBy: length + 1)
                 return .tooLarge(bytes: lineLength)

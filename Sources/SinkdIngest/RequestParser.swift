@@ -38,8 +38,10 @@ public enum RequestParser {
         JSONText.appendString(record.id, to: &line)
         line += Array(#","sink":"#.utf8)
         JSONText.appendString(record.sink, to: &line)
-        for (key, value) in [("workflowInstanceId", record.workflowInstanceId), ("workflowType", record.workflowType),
-                             ("correlationId", record.correlationId), ("taskRefName", record.taskRefName)] {
+        for (key, value) in [
+            ("workflowInstanceId", record.workflowInstanceId), ("workflowType", record.workflowType),
+            ("correlationId", record.correlationId), ("taskRefName", record.taskRefName),
+        ] {
             guard let value else { continue }
             line += Array(",\"\(key)\":".utf8)
             JSONText.appendString(value, to: &line)

@@ -32,7 +32,8 @@ final class ChangeSignal: Sendable {
                 return s.nextWaiter
             }
             guard let id else { return c.resume() }
-            let scheduled = loop.scheduleTask(in: TimeAmount(max(.zero, ContinuousClock.now.duration(to: deadline)))) { [state] in
+            let scheduled = loop.scheduleTask(in: TimeAmount(max(.zero, ContinuousClock.now.duration(to: deadline)))) {
+                [state] in
                 let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: id) }
                 waiter?.resume()
             }

@@ -56,12 +56,17 @@ final class KafkaClientHandler: ChannelDuplexHandler {
         decoder.feed(buffer.readableBytesView)
         do {
             while let frame = try decoder.next() {
-                guard head < waiting.count else { throw KafkaConnectionError("the broker sent a response nobody asked for") }
-                guard frame.count >= 4 else { throw KafkaConnectionError("the broker sent a response shorter than its correlation id") }
+                guard head < waiting.count else {
+                    throw KafkaConnectionError("the broker sent a response nobody asked for")
+                }
+                guard frame.count >= 4 else {
+                    throw KafkaConnectionError("the broker sent a response shorter than its correlation id")
+                }
                 let correlation = frame.prefix(4).reduce(Int32(0)) { ($0 << 8) | Int32($1) }
                 let expected = waiting[head]
                 guard correlation == expected.correlation else {
-                    throw KafkaConnectionError("the broker answered correlation id \(correlation) where \(expected.correlation) was next")
+                    throw KafkaConnectionError(
+                        "the broker answered correlation id \(correlation) where \(expected.correlation) was next")
                 }
                 head += 1
                 if head > 64, head * 2 > waiting.count {
@@ -104,7 +109,10 @@ public final class KafkaConnection: Sendable {
     /// KIP-368): the connection is replaced before then.
     let renewBy: ContinuousClock.Instant?
 
-    init(channel: Channel, broker: String, versions: [Int16: KafkaApiVersions.Range], renewBy: ContinuousClock.Instant? = nil) {
+    init(
+        channel: Channel, broker: String, versions: [Int16: KafkaApiVersions.Range],
+        renewBy: ContinuousClock.Instant? = nil
+    ) {
         self.channel = channel
         self.broker = broker
         self.versions = versions
@@ -112,15 +120,20 @@ public final class KafkaConnection: Sendable {
     }
 
     /// Connects (TLS first when `tls` is given), asks ApiVersions, then authenticates with `sasl`.
-    public static func connect(host: String, port: Int, clientID: String, group: EventLoopGroup, timeout: TimeAmount,
-                               tls: NIOSSLContext? = nil, sasl: KafkaSASLConfig? = nil) async throws -> KafkaConnection {
+    public static func connect(
+        host: String, port: Int, clientID: String, group: EventLoopGroup, timeout: TimeAmount,
+        tls: NIOSSLContext? = nil, sasl: KafkaSASLConfig? = nil
+    ) async throws -> KafkaConnection {
         let serverHostname: String? = host.isIPAddress ? nil : host
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverHostname)) }
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(KafkaClientHandler())
                 }
             }
@@ -130,18 +143,27 @@ public final class KafkaConnection: Sendable {
         do {
             let payload: [UInt8]
             do {
-                payload = try await probe.request(timeout: timeout) { KafkaApiVersions.request(correlationID: $0, clientID: clientID) }
+                payload = try await probe.request(timeout: timeout) {
+                    KafkaApiVersions.request(correlationID: $0, clientID: clientID)
+                }
             } catch {
                 if tls != nil, error is NIOSSLError || !channel.isActive {
-                    throw KafkaConnectionError("TLS with broker \(broker) failed: \(error) (check sinks.kafka.tls: ca_file, and that this listener speaks TLS)")
+                    throw KafkaConnectionError(
+                        "TLS with broker \(broker) failed: \(error) (check sinks.kafka.tls: ca_file, and that this listener speaks TLS)"
+                    )
                 }
                 if !channel.isActive {
-                    throw KafkaConnectionError("broker \(broker) closed the connection at ApiVersions (\(error)): a TLS listener? (sinks.kafka.tls)")
+                    throw KafkaConnectionError(
+                        "broker \(broker) closed the connection at ApiVersions (\(error)): a TLS listener? (sinks.kafka.tls)"
+                    )
                 }
                 throw error
             }
             let response = try KafkaApiVersions.response(payload)
-            guard response.errorCode == 0 else { throw KafkaConnectionError("broker \(broker) refused ApiVersions: \(KafkaErrorCode.name(response.errorCode))") }
+            guard response.errorCode == 0 else {
+                throw KafkaConnectionError(
+                    "broker \(broker) refused ApiVersions: \(KafkaErrorCode.name(response.errorCode))")
+            }
             var renewBy: ContinuousClock.Instant?
             if let sasl {
                 let authenticated = KafkaConnection(channel: channel, broker: broker, versions: response.versions)
@@ -160,21 +182,36 @@ public final class KafkaConnection: Sendable {
     /// SaslHandshake, then SaslAuthenticate until the exchange completes; the session lifetime
     /// (milliseconds, 0 = none).
     func authenticate(_ sasl: KafkaSASLConfig, clientID: String, timeout: TimeAmount) async throws -> Int64 {
-        guard versions[KafkaSaslHandshake.apiKey] != nil, let version = version(KafkaSaslAuthenticate.apiKey, supported: KafkaSaslAuthenticate.versions) else {
-            throw KafkaConnectionError("broker \(broker) does not speak SaslHandshake v1 and SaslAuthenticate v0-v1 (a broker older than Kafka 1.0?)")
+        guard versions[KafkaSaslHandshake.apiKey] != nil,
+            let version = version(KafkaSaslAuthenticate.apiKey, supported: KafkaSaslAuthenticate.versions)
+        else {
+            throw KafkaConnectionError(
+                "broker \(broker) does not speak SaslHandshake v1 and SaslAuthenticate v0-v1 (a broker older than Kafka 1.0?)"
+            )
         }
         let mechanism = sasl.mechanism.rawValue
-        let handshake = try KafkaSaslHandshake.response(try await request(timeout: timeout) { KafkaSaslHandshake.request(correlationID: $0, clientID: clientID, mechanism: mechanism) })
+        let handshake = try KafkaSaslHandshake.response(
+            try await request(timeout: timeout) {
+                KafkaSaslHandshake.request(correlationID: $0, clientID: clientID, mechanism: mechanism)
+            })
         guard handshake.errorCode == 0 else {
-            throw KafkaConnectionError("broker \(broker) refused SASL mechanism \(mechanism): \(KafkaErrorCode.name(handshake.errorCode)); it offers \(handshake.mechanisms.isEmpty ? "none" : handshake.mechanisms.joined(separator: ", ")) (sinks.kafka.sasl.mechanism)")
+            throw KafkaConnectionError(
+                "broker \(broker) refused SASL mechanism \(mechanism): \(KafkaErrorCode.name(handshake.errorCode)); it offers \(handshake.mechanisms.isEmpty ? "none" : handshake.mechanisms.joined(separator: ", ")) (sinks.kafka.sasl.mechanism)"
+            )
         }
         var authenticator = KafkaSaslAuthenticator(sasl)
         var token: [UInt8]? = authenticator.start()
         var lifetime: Int64 = 0
         while let sending = token {
-            let answer = try KafkaSaslAuthenticate.response(try await request(timeout: timeout) { KafkaSaslAuthenticate.request(version: version, correlationID: $0, clientID: clientID, authBytes: sending) }, version: version)
+            let answer = try KafkaSaslAuthenticate.response(
+                try await request(timeout: timeout) {
+                    KafkaSaslAuthenticate.request(
+                        version: version, correlationID: $0, clientID: clientID, authBytes: sending)
+                }, version: version)
             guard answer.errorCode == 0 else {
-                throw KafkaConnectionError("broker \(broker) refused SASL \(mechanism) authentication of user \(sasl.username): \(KafkaErrorCode.name(answer.errorCode))\(answer.errorMessage.map { ": \($0)" } ?? "") (sinks.kafka.sasl)")
+                throw KafkaConnectionError(
+                    "broker \(broker) refused SASL \(mechanism) authentication of user \(sasl.username): \(KafkaErrorCode.name(answer.errorCode))\(answer.errorMessage.map { ": \($0)" } ?? "") (sinks.kafka.sasl)"
+                )
             }
             lifetime = answer.sessionLifetimeMillis
             do {
@@ -219,7 +256,8 @@ public final class KafkaConnection: Sendable {
     private func enqueue(timeout: TimeAmount, _ request: KafkaOutbound.Request) -> EventLoopFuture<[UInt8]> {
         let promise = channel.eventLoop.makePromise(of: [UInt8].self)
         let timer = channel.eventLoop.scheduleTask(in: timeout) { [channel, broker] in
-            promise.fail(KafkaConnectionError("no answer from broker \(broker) within \(timeout.nanoseconds / 1_000_000) ms"))
+            promise.fail(
+                KafkaConnectionError("no answer from broker \(broker) within \(timeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }

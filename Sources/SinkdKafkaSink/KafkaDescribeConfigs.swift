@@ -7,7 +7,9 @@ public enum KafkaDescribeConfigs {
     public static let versions: ClosedRange<Int16> = 1...2
     static let topicResource: Int8 = 2
 
-    public static func request(version: Int16, correlationID: Int32, clientID: String, topic: String, keys: [String]) -> [UInt8] {
+    public static func request(
+        version: Int16, correlationID: Int32, clientID: String, topic: String, keys: [String]
+    ) -> [UInt8] {
         var body = KafkaWriter()
         KafkaRequestHeader.v1(&body, apiKey: apiKey, version: version, correlationID: correlationID, clientID: clientID)
         body.int32(1)

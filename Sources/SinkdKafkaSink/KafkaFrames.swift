@@ -23,10 +23,18 @@ public struct KafkaReader: Sendable {
         return raw.reduce(T.zero) { ($0 << 8) | T(truncatingIfNeeded: $1) }
     }
 
-    public mutating func int8(_ what: String) throws(Truncated) -> Int8 { Int8(bitPattern: try integer(UInt8.self, what)) }
-    public mutating func int16(_ what: String) throws(Truncated) -> Int16 { Int16(bitPattern: try integer(UInt16.self, what)) }
-    public mutating func int32(_ what: String) throws(Truncated) -> Int32 { Int32(bitPattern: try integer(UInt32.self, what)) }
-    public mutating func int64(_ what: String) throws(Truncated) -> Int64 { Int64(bitPattern: try integer(UInt64.self, what)) }
+    public mutating func int8(_ what: String) throws(Truncated) -> Int8 {
+        Int8(bitPattern: try integer(UInt8.self, what))
+    }
+    public mutating func int16(_ what: String) throws(Truncated) -> Int16 {
+        Int16(bitPattern: try integer(UInt16.self, what))
+    }
+    public mutating func int32(_ what: String) throws(Truncated) -> Int32 {
+        Int32(bitPattern: try integer(UInt32.self, what))
+    }
+    public mutating func int64(_ what: String) throws(Truncated) -> Int64 {
+        Int64(bitPattern: try integer(UInt64.self, what))
+    }
 
     /// Unsigned LEB128 (compact lengths, tagged-field counts), at most 10 bytes.
     public mutating func uvarint(_ what: String) throws(Truncated) -> UInt64 {
@@ -136,7 +144,9 @@ public enum KafkaApiVersions {
         let correlation = try r.int32("correlation id")
         let error = try r.int16("error code")
         let count = try r.int32("api keys count")
-        guard count >= 0, Int(count) * 6 <= r.remaining else { throw KafkaReader.Truncated(what: "api keys (\(count))", offset: r.offset) }
+        guard count >= 0, Int(count) * 6 <= r.remaining else {
+            throw KafkaReader.Truncated(what: "api keys (\(count))", offset: r.offset)
+        }
         var versions: [Int16: Range] = [:]
         for _ in 0..<count {
             let key = try r.int16("api key")

@@ -7,8 +7,10 @@ public enum KafkaInitProducerId {
     /// A whole request frame: request header v2 (flexible), then TransactionalId (compact nullable
     /// string: null), TransactionTimeoutMs, ProducerId, ProducerEpoch (-1, -1 for a new producer),
     /// and no tagged fields.
-    public static func request(version: Int16 = 3, correlationID: Int32, clientID: String,
-                               producerID: Int64 = -1, producerEpoch: Int16 = -1) -> [UInt8] {
+    public static func request(
+        version: Int16 = 3, correlationID: Int32, clientID: String,
+        producerID: Int64 = -1, producerEpoch: Int16 = -1
+    ) -> [UInt8] {
         var body = KafkaWriter()
         KafkaRequestHeader.v2(&body, apiKey: apiKey, version: version, correlationID: correlationID, clientID: clientID)
         body.uvarint(0)  // TransactionalId: null
@@ -45,7 +47,8 @@ public enum KafkaInitProducerId {
 public enum KafkaRequestHeader {
     /// Request header v2: api key, version, correlation id, client id (a nullable int16-length
     /// string even in flexible versions), tagged fields.
-    public static func v2(_ w: inout KafkaWriter, apiKey: Int16, version: Int16, correlationID: Int32, clientID: String) {
+    public static func v2(_ w: inout KafkaWriter, apiKey: Int16, version: Int16, correlationID: Int32, clientID: String)
+    {
         w.int16(apiKey)
         w.int16(version)
         w.int32(correlationID)

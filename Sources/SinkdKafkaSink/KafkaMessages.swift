@@ -6,7 +6,8 @@
 
 extension KafkaRequestHeader {
     /// Request header v1 (the non-flexible versions).
-    public static func v1(_ w: inout KafkaWriter, apiKey: Int16, version: Int16, correlationID: Int32, clientID: String) {
+    public static func v1(_ w: inout KafkaWriter, apiKey: Int16, version: Int16, correlationID: Int32, clientID: String)
+    {
         w.int16(apiKey)
         w.int16(version)
         w.int32(correlationID)
@@ -27,7 +28,9 @@ extension KafkaWriter {
 
 extension KafkaReader {
     public mutating func string(_ what: String) throws(Truncated) -> String {
-        guard let s = try nullableString(what) else { throw Truncated(what: what + " (null where a string is required)", offset: offset) }
+        guard let s = try nullableString(what) else {
+            throw Truncated(what: what + " (null where a string is required)", offset: offset)
+        }
         return s
     }
 
@@ -38,7 +41,9 @@ extension KafkaReader {
     public mutating func arrayCount(_ what: String, minimumElementBytes: Int) throws(Truncated) -> Int {
         let n = Int(try int32(what))
         if n == -1 { return 0 }
-        guard n >= 0, n <= remaining / Swift.max(1, minimumElementBytes) else { throw Truncated(what: "\(what) (count \(n))", offset: offset) }
+        guard n >= 0, n <= remaining / Swift.max(1, minimumElementBytes) else {
+            throw Truncated(what: "\(what) (count \(n))", offset: offset)
+        }
         return n
     }
 
@@ -55,7 +60,9 @@ public enum KafkaMetadata {
     public static let apiKey: Int16 = 3
     public static let versions: ClosedRange<Int16> = 4...8
 
-    public static func request(version: Int16, correlationID: Int32, clientID: String, topics: [String], allowAutoTopicCreation: Bool) -> [UInt8] {
+    public static func request(
+        version: Int16, correlationID: Int32, clientID: String, topics: [String], allowAutoTopicCreation: Bool
+    ) -> [UInt8] {
         var w = KafkaWriter()
         KafkaRequestHeader.v1(&w, apiKey: apiKey, version: version, correlationID: correlationID, clientID: clientID)
         w.int32(Int32(topics.count))
@@ -138,16 +145,23 @@ public enum KafkaProduce {
     public static let versions: ClosedRange<Int16> = 3...8
 
     /// One topic's record batches, one per partition; acks -1 (all in-sync replicas).
-    public static func request(version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String, batches: [(partition: Int32, records: [UInt8])]) -> [UInt8] {
-        request(version: version, correlationID: correlationID, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic,
-                capacity: batches.reduce(0) { $0 + $1.records.count },
-                batches: batches.map { b in (b.partition, { (w: inout KafkaWriter) in w.raw(b.records) }) })
+    public static func request(
+        version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String,
+        batches: [(partition: Int32, records: [UInt8])]
+    ) -> [UInt8] {
+        request(
+            version: version, correlationID: correlationID, clientID: clientID, timeoutMillis: timeoutMillis,
+            topic: topic,
+            capacity: batches.reduce(0) { $0 + $1.records.count },
+            batches: batches.map { b in (b.partition, { (w: inout KafkaWriter) in w.raw(b.records) }) })
     }
 
     /// The same, framed, each batch written by its `encode` straight into the request's one buffer
     /// (`capacity`: about the batches' bytes, so that it is allocated once).
-    public static func request(version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String, capacity: Int,
-                               batches: [(partition: Int32, encode: (inout KafkaWriter) -> Void)]) -> [UInt8] {
+    public static func request(
+        version: Int16, correlationID: Int32, clientID: String, timeoutMillis: Int32, topic: String, capacity: Int,
+        batches: [(partition: Int32, encode: (inout KafkaWriter) -> Void)]
+    ) -> [UInt8] {
         var w = KafkaWriter(capacity: capacity + 64 + clientID.utf8.count + topic.utf8.count + 12 * batches.count)
         w.int32(0)  // the frame's length, filled in below
         KafkaRequestHeader.v1(&w, apiKey: apiKey, version: version, correlationID: correlationID, clientID: clientID)
@@ -210,7 +224,10 @@ public enum KafkaProduce {
                     }
                     message = try r.nullableString("error message")
                 }
-                partitions.append(PartitionResult(partition: index, errorCode: error, baseOffset: base, errorMessage: message, recordErrors: recordErrors))
+                partitions.append(
+                    PartitionResult(
+                        partition: index, errorCode: error, baseOffset: base, errorMessage: message,
+                        recordErrors: recordErrors))
             }
             results[name, default: []] += partitions
         }
@@ -240,9 +257,11 @@ public enum KafkaErrorCode {
         5: "LEADER_NOT_AVAILABLE", 6: "NOT_LEADER_OR_FOLLOWER", 7: "REQUEST_TIMED_OUT", 10: "MESSAGE_TOO_LARGE",
         13: "NETWORK_EXCEPTION", 17: "INVALID_TOPIC_EXCEPTION", 18: "RECORD_LIST_TOO_LARGE", 19: "NOT_ENOUGH_REPLICAS",
         20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND", 21: "INVALID_REQUIRED_ACKS", 29: "TOPIC_AUTHORIZATION_FAILED",
-        31: "CLUSTER_AUTHORIZATION_FAILED", 32: "INVALID_TIMESTAMP", 33: "UNSUPPORTED_SASL_MECHANISM", 34: "ILLEGAL_SASL_STATE", 35: "UNSUPPORTED_VERSION", 42: "INVALID_REQUEST",
+        31: "CLUSTER_AUTHORIZATION_FAILED", 32: "INVALID_TIMESTAMP", 33: "UNSUPPORTED_SASL_MECHANISM",
+        34: "ILLEGAL_SASL_STATE", 35: "UNSUPPORTED_VERSION", 42: "INVALID_REQUEST",
         43: "UNSUPPORTED_FOR_MESSAGE_FORMAT", 45: "OUT_OF_ORDER_SEQUENCE_NUMBER", 46: "DUPLICATE_SEQUENCE_NUMBER",
-        47: "INVALID_PRODUCER_EPOCH", 56: "KAFKA_STORAGE_ERROR", 58: "SASL_AUTHENTICATION_FAILED", 59: "UNKNOWN_PRODUCER_ID",
+        47: "INVALID_PRODUCER_EPOCH", 56: "KAFKA_STORAGE_ERROR", 58: "SASL_AUTHENTICATION_FAILED",
+        59: "UNKNOWN_PRODUCER_ID",
         74: "FENCED_LEADER_EPOCH", 75: "UNKNOWN_LEADER_EPOCH", 87: "INVALID_RECORD", 89: "THROTTLING_QUOTA_EXCEEDED",
         90: "PRODUCER_FENCED",
     ]

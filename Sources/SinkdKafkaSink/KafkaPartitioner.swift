@@ -14,7 +14,8 @@ public enum KafkaPartitioner {
         let blocks = length / 4
         for i in 0..<blocks {
             let o = i * 4
-            var k = UInt32(bytes[o]) | UInt32(bytes[o + 1]) << 8 | UInt32(bytes[o + 2]) << 16 | UInt32(bytes[o + 3]) << 24
+            var k =
+                UInt32(bytes[o]) | UInt32(bytes[o + 1]) << 8 | UInt32(bytes[o + 2]) << 16 | UInt32(bytes[o + 3]) << 24
             k = k &* m
             k ^= k >> r
             k = k &* m

@@ -76,10 +76,11 @@ public struct KafkaProducerState: Sendable, Equatable {
 
     /// Whether a new batch may be handed sequences on every one of `keys` now.
     public func hasRoom(_ keys: [PartitionKey]) -> Bool {
-        hasProducer && keys.allSatisfy { key in
-            let w = windows[key] ?? Window()
-            return w.open.count < Self.windowSize && !w.open.contains(where: \.failed)
-        }
+        hasProducer
+            && keys.allSatisfy { key in
+                let w = windows[key] ?? Window()
+                return w.open.count < Self.windowSize && !w.open.contains(where: \.failed)
+            }
     }
 
     /// Hands `count` sequences on `key` to a batch about to be written; its producer fields.
@@ -143,10 +144,12 @@ public struct KafkaProducerState: Sendable, Equatable {
         let whole = windows[key]!.open[i]
         guard firstCount > 0, firstCount < whole.count else { return nil }
         let second = Self.advance(base, by: firstCount)
-        windows[key]!.open.replaceSubrange(i...i, with: [
-            Batch(base: base, count: firstCount, failed: true),
-            Batch(base: second, count: whole.count - firstCount, failed: true),
-        ])
+        windows[key]!.open.replaceSubrange(
+            i...i,
+            with: [
+                Batch(base: base, count: firstCount, failed: true),
+                Batch(base: second, count: whole.count - firstCount, failed: true),
+            ])
         return second
     }
 
@@ -177,7 +180,9 @@ public enum KafkaProduceDecision: Sendable, Equatable {
     /// Refused authorization: the sink pauses.
     case pause(reason: String)
 
-    public static func decide(errorCode: Int16, count: Int, recordErrors: [Int32], message: String?) -> KafkaProduceDecision {
+    public static func decide(
+        errorCode: Int16, count: Int, recordErrors: [Int32], message: String?
+    ) -> KafkaProduceDecision {
         let reason = KafkaErrorCode.name(errorCode) + (message.map { ": \($0)" } ?? "")
         switch KafkaErrorCode.kind(errorCode) {
         case .none, .duplicate:

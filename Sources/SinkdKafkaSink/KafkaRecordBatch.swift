@@ -89,7 +89,8 @@ public struct KafkaRecord: Sendable, Equatable {
     public var headers: [(key: String, value: [UInt8]?)]
     public var timestampMillis: Int64
 
-    public init(key: [UInt8]?, value: [UInt8]?, headers: [(key: String, value: [UInt8]?)] = [], timestampMillis: Int64) {
+    public init(key: [UInt8]?, value: [UInt8]?, headers: [(key: String, value: [UInt8]?)] = [], timestampMillis: Int64)
+    {
         self.key = key
         self.value = value
         self.headers = headers
@@ -163,7 +164,8 @@ public enum KafkaRecordBatch {
     }
 
     /// One v2 batch of `records` (at least one), timestamps CreateTime.
-    public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none) -> [UInt8] {
+    public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none) -> [UInt8]
+    {
         var w = KafkaWriter(capacity: overheadBytes + records.reduce(0) { $0 + estimatedSize($1) })
         encode(records, producer: producer, compression: compression, into: &w)
         return w.bytes
@@ -171,7 +173,9 @@ public enum KafkaRecordBatch {
 
     /// The same batch appended to `w` (a Produce request being written): each value is copied
     /// once, into `w`, and no record is first written anywhere else (uncompressed).
-    public static func encode(_ records: [KafkaRecord], producer: Producer, compression: Compression = .none, into w: inout KafkaWriter) {
+    public static func encode(
+        _ records: [KafkaRecord], producer: Producer, compression: Compression = .none, into w: inout KafkaWriter
+    ) {
         let base = records.map(\.timestampMillis).min() ?? 0
         let max = records.map(\.timestampMillis).max() ?? 0
         w.int64(0)  // baseOffset: the broker assigns offsets
@@ -211,10 +215,14 @@ public enum KafkaRecordBatch {
     private static func appendRecords(_ records: [KafkaRecord], base: Int64, to w: inout KafkaWriter) {
         for (i, r) in records.enumerated() {
             let delta = r.timestampMillis - base
-            var length = 1 + KafkaWriter.varintSize(delta) + KafkaWriter.varintSize(Int64(i))
-                + KafkaWriter.varbytesSize(r.key) + KafkaWriter.varbytesSize(r.value) + KafkaWriter.varintSize(Int64(r.headers.count))
+            var length =
+                1 + KafkaWriter.varintSize(delta) + KafkaWriter.varintSize(Int64(i))
+                + KafkaWriter.varbytesSize(r.key) + KafkaWriter.varbytesSize(r.value)
+                + KafkaWriter.varintSize(Int64(r.headers.count))
             for h in r.headers {
-                length += KafkaWriter.varintSize(Int64(h.key.utf8.count)) + h.key.utf8.count + KafkaWriter.varbytesSize(h.value)
+                length +=
+                    KafkaWriter.varintSize(Int64(h.key.utf8.count)) + h.key.utf8.count
+                    + KafkaWriter.varbytesSize(h.value)
             }
             w.varint(Int64(length))
             w.int8(0)

@@ -131,26 +131,41 @@ public struct KafkaSaslAuthenticator: Sendable {
             let fields = Self.fields(serverFirst)
             if let e = fields["e"] { throw Failure("the broker refused the SCRAM exchange: \(e)") }
             guard let serverNonce = fields["r"], serverNonce.hasPrefix(nonce), serverNonce.count > nonce.count else {
-                throw Failure("the broker's SCRAM nonce does not extend sinkd's (a broker that does not follow RFC 5802, or a man in the middle)")
+                throw Failure(
+                    "the broker's SCRAM nonce does not extend sinkd's (a broker that does not follow RFC 5802, or a man in the middle)"
+                )
             }
             guard let saltText = fields["s"], let salt = Base64.decode(saltText), !salt.isEmpty else {
                 throw Failure("the broker's SCRAM first message has no valid salt")
             }
-            guard let iterationText = fields["i"], let iterations = Int(iterationText), Self.iterations.contains(iterations) else {
-                throw Failure("the broker's SCRAM iteration count \(fields["i"] ?? "(none)") is outside \(Self.iterations.lowerBound)...\(Self.iterations.upperBound)")
+            guard let iterationText = fields["i"], let iterations = Int(iterationText),
+                Self.iterations.contains(iterations)
+            else {
+                throw Failure(
+                    "the broker's SCRAM iteration count \(fields["i"] ?? "(none)") is outside \(Self.iterations.lowerBound)...\(Self.iterations.upperBound)"
+                )
             }
             let withoutProof = "c=biws,r=\(serverNonce)"
             let authMessage = Array("\(bare),\(serverFirst),\(withoutProof)".utf8)
-            let (proof, serverSignature) = mechanism == .scramSHA256
-                ? Self.scram(SHA256.self, password: Array(password.utf8), salt: salt, iterations: iterations, authMessage: authMessage)
-                : Self.scram(SHA512.self, password: Array(password.utf8), salt: salt, iterations: iterations, authMessage: authMessage)
+            let (proof, serverSignature) =
+                mechanism == .scramSHA256
+                ? Self.scram(
+                    SHA256.self, password: Array(password.utf8), salt: salt, iterations: iterations,
+                    authMessage: authMessage)
+                : Self.scram(
+                    SHA512.self, password: Array(password.utf8), salt: salt, iterations: iterations,
+                    authMessage: authMessage)
             step = .scramFinalSent(serverSignature: serverSignature)
             return Array("\(withoutProof),p=\(Base64.encode(proof))".utf8)
         case .scramFinalSent(let expected):
             let fields = Self.fields(String(decoding: server, as: UTF8.self))
-            if let e = fields["e"] { throw Failure("the broker refused the SCRAM proof: \(e) (a wrong username or password)") }
+            if let e = fields["e"] {
+                throw Failure("the broker refused the SCRAM proof: \(e) (a wrong username or password)")
+            }
             guard let v = fields["v"], let signature = Base64.decode(v), signature == expected else {
-                throw Failure("the broker's SCRAM server signature is wrong: it does not know the password (a man in the middle?)")
+                throw Failure(
+                    "the broker's SCRAM server signature is wrong: it does not know the password (a man in the middle?)"
+                )
             }
             step = .done
             return nil
@@ -170,7 +185,9 @@ public struct KafkaSaslAuthenticator: Sendable {
     }
 
     /// RFC 5802 section 3: the client proof and the server signature it expects.
-    static func scram<H: HashFunction>(_: H.Type, password: [UInt8], salt: [UInt8], iterations: Int, authMessage: [UInt8]) -> (proof: [UInt8], serverSignature: [UInt8]) {
+    static func scram<H: HashFunction>(
+        _: H.Type, password: [UInt8], salt: [UInt8], iterations: Int, authMessage: [UInt8]
+    ) -> (proof: [UInt8], serverSignature: [UInt8]) {
         let salted = hi(H.self, password: password, salt: salt, iterations: iterations)
         let key = SymmetricKey(data: salted)
         let clientKey = Array(HMAC<H>.authenticationCode(for: Array("Client Key".utf8), using: key))

@@ -53,7 +53,10 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         var producer = KafkaProducerState()
     }
 
-    public init(config: KafkaSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "sinkd.kafka")) {
+    public init(
+        config: KafkaSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "sinkd.kafka")
+    ) {
         self.config = config
         self.group = group
         self.logger = logger
@@ -64,8 +67,12 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 16 << 20, maxMessageBytes: 16 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .kafkaTopic(let topic) = address.target else { throw SinkConnectionError("not a kafka sink: \(address)") }
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .kafkaTopic(let topic) = address.target else {
+            throw SinkConnectionError("not a kafka sink: \(address)")
+        }
         return KafkaTopicClient(family: self, topic: topic)
     }
 
@@ -84,8 +91,9 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         let key = "\(host):\(port)"
         if let c = state.withLockedValue({ $0.connections[key] }), c.isUsable { return c }
         do {
-            let made = try await KafkaConnection.connect(host: host, port: port, clientID: config.clientID, group: group, timeout: .seconds(10),
-                                                         tls: try tlsContext(), sasl: config.sasl)
+            let made = try await KafkaConnection.connect(
+                host: host, port: port, clientID: config.clientID, group: group, timeout: .seconds(10),
+                tls: try tlsContext(), sasl: config.sasl)
             let previous = state.withLockedValue { s -> KafkaConnection? in
                 defer { s.connections[key] = made }
                 return s.connections[key]
@@ -121,7 +129,8 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
                 errors.append(error.message)
             }
         }
-        throw SinkConnectionError("no bootstrap server of sinks.kafka.bootstrap_servers answered: \(errors.joined(separator: "; "))")
+        throw SinkConnectionError(
+            "no bootstrap server of sinks.kafka.bootstrap_servers answered: \(errors.joined(separator: "; "))")
     }
 
     /// The topic's partitions and leaders (cached; `refresh` asks a broker again). A topic the
@@ -133,13 +142,18 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         if !refresh, let known, ContinuousClock.now - known.fetchedAt < config.metadataMaxAge { return known }
         let connection = try await anyConnection()
         guard let version = connection.version(KafkaMetadata.apiKey, supported: KafkaMetadata.versions) else {
-            throw SinkConnectionError("kafka broker \(connection.broker) speaks no Metadata version in \(KafkaMetadata.versions)")
+            throw SinkConnectionError(
+                "kafka broker \(connection.broker) speaks no Metadata version in \(KafkaMetadata.versions)")
         }
         let clientID = config.clientID
         let create = config.createTopics
         let payload: [UInt8]
         do {
-            payload = try await connection.request(timeout: timeout) { KafkaMetadata.request(version: version, correlationID: $0, clientID: clientID, topics: [topic], allowAutoTopicCreation: create) }
+            payload = try await connection.request(timeout: timeout) {
+                KafkaMetadata.request(
+                    version: version, correlationID: $0, clientID: clientID, topics: [topic],
+                    allowAutoTopicCreation: create)
+            }
         } catch {
             throw SinkConnectionError("kafka broker \(connection.broker): Metadata: \(error)")
         }
@@ -148,9 +162,12 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
             response = try KafkaMetadata.response(payload, version: version)
         } catch {
             await connection.close()
-            throw SinkConnectionError("kafka broker \(connection.broker) sent a Metadata answer sinkd cannot read (\(error))")
+            throw SinkConnectionError(
+                "kafka broker \(connection.broker) sent a Metadata answer sinkd cannot read (\(error))")
         }
-        guard let t = response.topics[topic] else { throw SinkConnectionError("kafka: the Metadata answer does not mention topic \(topic)") }
+        guard let t = response.topics[topic] else {
+            throw SinkConnectionError("kafka: the Metadata answer does not mention topic \(topic)")
+        }
         switch KafkaErrorCode.kind(t.errorCode) {
         case .none:
             break
@@ -158,7 +175,9 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
             throw SinkConnectionError("kafka refused access to topic \(topic): \(KafkaErrorCode.name(t.errorCode))")
         default:
             if t.errorCode == 3 {
-                throw SinkConnectionError("kafka topic \(topic) does not exist\(create ? " (and the broker did not create it)" : ""): create it, or set sinks.kafka.create_topics: true")
+                throw SinkConnectionError(
+                    "kafka topic \(topic) does not exist\(create ? " (and the broker did not create it)" : ""): create it, or set sinks.kafka.create_topics: true"
+                )
             }
             throw SinkConnectionError("kafka: Metadata for topic \(topic): \(KafkaErrorCode.name(t.errorCode))")
         }
@@ -166,9 +185,13 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         var leaders = [Int32](repeating: -1, count: t.partitions.count)
         for p in t.partitions where p.index >= 0 && Int(p.index) < leaders.count { leaders[Int(p.index)] = p.leaderID }
         var meta = TopicMetadata(leaders: leaders)
-        meta.maxMessageBytes = await maxMessageBytes(topic, connection: connection) ?? known?.maxMessageBytes ?? Self.defaultMaxMessageBytes
+        meta.maxMessageBytes =
+            await maxMessageBytes(topic, connection: connection) ?? known?.maxMessageBytes
+            ?? Self.defaultMaxMessageBytes
         if let known, known.leaders.count != leaders.count {
-            logger.notice("kafka topic's partition count changed: records are placed by the new count", metadata: ["topic": "\(topic)", "partitions": "\(known.leaders.count) → \(leaders.count)"])
+            logger.notice(
+                "kafka topic's partition count changed: records are placed by the new count",
+                metadata: ["topic": "\(topic)", "partitions": "\(known.leaders.count) → \(leaders.count)"])
         }
         state.withLockedValue { s in
             for (id, b) in response.brokers { s.nodes[id] = (b.host, Int(b.port)) }
@@ -180,12 +203,21 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// The topic's max.message.bytes by DescribeConfigs; nil when the broker does not say (no such
     /// API version, an error, no value: Tansu answers with no configs).
     func maxMessageBytes(_ topic: String, connection: KafkaConnection) async -> Int? {
-        guard let version = connection.version(KafkaDescribeConfigs.apiKey, supported: KafkaDescribeConfigs.versions) else { return nil }
+        guard let version = connection.version(KafkaDescribeConfigs.apiKey, supported: KafkaDescribeConfigs.versions)
+        else { return nil }
         let clientID = config.clientID
-        guard let payload = try? await connection.request(timeout: timeout, { KafkaDescribeConfigs.request(version: version, correlationID: $0, clientID: clientID, topic: topic, keys: ["max.message.bytes"]) }),
-              let results = try? KafkaDescribeConfigs.response(payload),
-              let result = results.first(where: { $0.name == topic }), result.errorCode == 0,
-              let text = result.configs["max.message.bytes"] ?? nil, let value = Int(text) else { return nil }
+        guard
+            let payload = try? await connection.request(
+                timeout: timeout,
+                {
+                    KafkaDescribeConfigs.request(
+                        version: version, correlationID: $0, clientID: clientID, topic: topic,
+                        keys: ["max.message.bytes"])
+                }),
+            let results = try? KafkaDescribeConfigs.response(payload),
+            let result = results.first(where: { $0.name == topic }), result.errorCode == 0,
+            let text = result.configs["max.message.bytes"] ?? nil, let value = Int(text)
+        else { return nil }
         // A hostile or broken answer cannot make batches absurd: at least one small record fits.
         return min(max(value, 1024), 1 << 30)
     }
@@ -201,7 +233,9 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
         let clientID = config.clientID
         let payload: [UInt8]
         do {
-            payload = try await connection.request(timeout: timeout) { KafkaInitProducerId.request(version: version, correlationID: $0, clientID: clientID) }
+            payload = try await connection.request(timeout: timeout) {
+                KafkaInitProducerId.request(version: version, correlationID: $0, clientID: clientID)
+            }
         } catch {
             throw SinkConnectionError("kafka broker \(connection.broker): InitProducerId: \(error)")
         }
@@ -210,16 +244,22 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
             response = try KafkaInitProducerId.response(payload)
         } catch {
             await connection.close()
-            throw SinkConnectionError("kafka broker \(connection.broker) sent an InitProducerId answer sinkd cannot read (\(error))")
+            throw SinkConnectionError(
+                "kafka broker \(connection.broker) sent an InitProducerId answer sinkd cannot read (\(error))")
         }
         guard response.errorCode == 0, response.producerID >= 0 else {
-            throw SinkConnectionError("kafka broker \(connection.broker) refused InitProducerId (the idempotent producer): \(KafkaErrorCode.name(response.errorCode))")
+            throw SinkConnectionError(
+                "kafka broker \(connection.broker) refused InitProducerId (the idempotent producer): \(KafkaErrorCode.name(response.errorCode))"
+            )
         }
         let fresh = state.withLockedValue { s -> KafkaProducerState in
-            if !s.producer.hasProducer { s.producer.reset(producerID: response.producerID, epoch: response.producerEpoch) }
+            if !s.producer.hasProducer {
+                s.producer.reset(producerID: response.producerID, epoch: response.producerEpoch)
+            }
             return s.producer
         }
-        logger.info("kafka idempotent producer", metadata: ["producer_id": "\(fresh.producerID)", "epoch": "\(fresh.epoch)"])
+        logger.info(
+            "kafka idempotent producer", metadata: ["producer_id": "\(fresh.producerID)", "epoch": "\(fresh.epoch)"])
         return (fresh, fresh.generation)
     }
 
@@ -248,8 +288,11 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// for the producer again), or at `deadline`.
     /// `ready` is asked under the write lock first: false (a connection closed meanwhile) returns
     /// nil at once, nothing handed out.
-    func admit<T>(_ parts: [(key: KafkaProducerState.PartitionKey, count: Int)], generation: Int, deadline: ContinuousClock.Instant,
-                  ready: () -> Bool, write: ([KafkaRecordBatch.Producer]) -> T) async -> T? {
+    func admit<T>(
+        _ parts: [(key: KafkaProducerState.PartitionKey, count: Int)], generation: Int,
+        deadline: ContinuousClock.Instant,
+        ready: () -> Bool, write: ([KafkaRecordBatch.Producer]) -> T
+    ) async -> T? {
         await whenAllowed(deadline: deadline, ready: ready, write: write) { p in
             guard p.generation == generation, p.hasProducer else { return .never }
             guard p.hasRoom(parts.map(\.key)) else { return .notYet }
@@ -260,8 +303,10 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
     /// Waits until the batch at `base` on `key` is the first unacknowledged one of its partition,
     /// then calls `write` with its producer fields under the write lock. nil when the batch is not
     /// open under `generation` any more (a dropped producer: send it anew), or at `deadline`.
-    func resend<T>(_ key: KafkaProducerState.PartitionKey, base: Int32, generation: Int, deadline: ContinuousClock.Instant,
-                   ready: () -> Bool, write: (KafkaRecordBatch.Producer) -> T) async -> T? {
+    func resend<T>(
+        _ key: KafkaProducerState.PartitionKey, base: Int32, generation: Int, deadline: ContinuousClock.Instant,
+        ready: () -> Bool, write: (KafkaRecordBatch.Producer) -> T
+    ) async -> T? {
         await whenAllowed(deadline: deadline, ready: ready, write: write) { p in
             guard p.isOpen(key, base: base, generation: generation) else { return .never }
             guard p.isFirst(key, base: base, generation: generation) else { return .notYet }
@@ -272,8 +317,10 @@ public final class KafkaSinkFamily: SinkFamily, Sendable {
 
     /// Under the write lock: `decide` on the producer's state; `.now` writes, `.never` gives up,
     /// `.notYet` waits for the state to change (or `deadline`) and decides again.
-    private func whenAllowed<T, V>(deadline: ContinuousClock.Instant, ready: () -> Bool, write: (V) -> T,
-                                   decide: (inout KafkaProducerState) -> Permission<V>) async -> T? {
+    private func whenAllowed<T, V>(
+        deadline: ContinuousClock.Instant, ready: () -> Bool, write: (V) -> T,
+        decide: (inout KafkaProducerState) -> Permission<V>
+    ) async -> T? {
         while true {
             let seen = changes.version
             let written: T?? = writeLock.withLock {

@@ -41,17 +41,25 @@ struct KafkaTopicClient: SinkClient {
         case pause(reason: String)
     }
 
-    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+    func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         var meta = try await family.metadata(topic, refresh: false)
         // Placement as the Java client's default partitioner places keyed records.
         var byPartition: [Int32: [Int]] = [:]
         for (i, item) in batch.enumerated() {
-            let p = KafkaPartitioner.partition(forKey: Array(item.record.id.utf8), partitions: Int32(meta.leaders.count)) ?? 0
+            let p =
+                KafkaPartitioner.partition(forKey: Array(item.record.id.utf8), partitions: Int32(meta.leaders.count))
+                ?? 0
             byPartition[p, default: []].append(i)
         }
         let fired = NIOLockedValueBox(false)
         let raise: @Sendable () -> Void = {
-            if fired.withLockedValue({ f in defer { f = true }; return !f }) { queued() }
+            if fired.withLockedValue({ f in
+                defer { f = true }; return !f
+            }) {
+                queued()
+            }
         }
         defer { raise() }
 
@@ -61,9 +69,11 @@ struct KafkaTopicClient: SinkClient {
         // new id, stored again what a slow broker had already stored.
         let deadline = ContinuousClock.now + family.config.deliveryTimeout
         // The rounds' decisions (KafkaSendRounds); this loop does their I/O.
-        var rounds = KafkaSendRounds(topic: topic, records: batch.count, parts: byPartition.mapValues { indices in
-            KafkaRecordBatch.chunks(indices, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) })
-        })
+        var rounds = KafkaSendRounds(
+            topic: topic, records: batch.count,
+            parts: byPartition.mapValues { indices in
+                KafkaRecordBatch.chunks(indices, limit: meta.maxMessageBytes, size: { estimatedSize(batch[$0].record) })
+            })
         // A part handed sequences and left unacknowledged when this send ends (given up, paused)
         // leaves a gap no later batch can cross: the producer is dropped.
         defer {
@@ -71,7 +81,9 @@ struct KafkaTopicClient: SinkClient {
                 guard let base = part.base else { continue }
                 let key = KafkaProducerState.PartitionKey(topic: topic, partition: part.partition)
                 family.settle { s in
-                    if s.isOpen(key, base: base, generation: part.generation) { s.invalidate(generation: part.generation) }
+                    if s.isOpen(key, base: base, generation: part.generation) {
+                        s.invalidate(generation: part.generation)
+                    }
                 }
             }
         }
@@ -96,7 +108,8 @@ struct KafkaTopicClient: SinkClient {
                 if connections[leader] == nil {
                     let connection = try await family.connection(host: node.host, port: node.port)
                     guard connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) != nil else {
-                        throw SinkConnectionError("kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
+                        throw SinkConnectionError(
+                            "kafka broker \(connection.broker) speaks no Produce version in \(KafkaProduce.versions)")
                     }
                     connections[leader] = connection
                 }
@@ -111,7 +124,9 @@ struct KafkaTopicClient: SinkClient {
                 let key = KafkaProducerState.PartitionKey(topic: topic, partition: partition)
                 let connection = connections[leaderOf(partition)]!
                 // Connections are looked up before waiting: one closed meanwhile sends the round again.
-                let sent = await family.resend(key, base: base, generation: generation, deadline: deadline, ready: { connection.isActive }) { producer in
+                let sent = await family.resend(
+                    key, base: base, generation: generation, deadline: deadline, ready: { connection.isActive }
+                ) { producer in
                     produce(connection, batch, [(part, producer)], generation: generation)
                 }
                 if let sent {
@@ -123,17 +138,27 @@ struct KafkaTopicClient: SinkClient {
             // New batches: sequences for all of them at once, one request per leader.
             let fresh = sendable.filter { rounds.head($0).base == nil }
             if !fresh.isEmpty {
-                let keys = fresh.map { (key: KafkaProducerState.PartitionKey(topic: topic, partition: $0), count: rounds.head($0).indices.count) }
+                let keys = fresh.map {
+                    (
+                        key: KafkaProducerState.PartitionKey(topic: topic, partition: $0),
+                        count: rounds.head($0).indices.count
+                    )
+                }
                 let heads = fresh.map { rounds.head($0) }
                 let leaders = Set(fresh.map(leaderOf))
-                let written = await family.admit(keys, generation: generation, deadline: deadline,
-                                                 ready: { leaders.allSatisfy { connections[$0]!.isActive } }) { producers in
+                let written = await family.admit(
+                    keys, generation: generation, deadline: deadline,
+                    ready: { leaders.allSatisfy { connections[$0]!.isActive } }
+                ) { producers in
                     var byLeader: [Int32: [(Part, KafkaRecordBatch.Producer)]] = [:]
                     for (part, producer) in zip(heads, producers) {
                         byLeader[leaderOf(part.partition), default: []].append((part, producer))
                     }
                     let requests = byLeader.sorted(by: { $0.key < $1.key }).map { leader, parts in
-                        (partitions: parts.map(\.0.partition), answers: produce(connections[leader]!, batch, parts, generation: generation))
+                        (
+                            partitions: parts.map(\.0.partition),
+                            answers: produce(connections[leader]!, batch, parts, generation: generation)
+                        )
                     }
                     return (requests, producers)
                 }
@@ -166,8 +191,13 @@ struct KafkaTopicClient: SinkClient {
     /// Writes one Produce request with `parts` (each with its producer fields) on `connection`
     /// now, and returns what each part's answer means, the producer's state settled as the answer
     /// arrives (so that a batch waiting for its turn never waits for another send to look).
-    func produce(_ connection: KafkaConnection, _ batch: [SequencedRecord], _ parts: [(Part, KafkaRecordBatch.Producer)], generation: Int) -> EventLoopFuture<[PartAnswer]> {
-        let version = connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions) ?? KafkaProduce.versions.lowerBound
+    func produce(
+        _ connection: KafkaConnection, _ batch: [SequencedRecord], _ parts: [(Part, KafkaRecordBatch.Producer)],
+        generation: Int
+    ) -> EventLoopFuture<[PartAnswer]> {
+        let version =
+            connection.version(KafkaProduce.apiKey, supported: KafkaProduce.versions)
+            ?? KafkaProduce.versions.lowerBound
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let compression: KafkaRecordBatch.Compression = family.config.compression == .gzip ? .gzip : .none
         let clientID = family.config.clientID
@@ -182,51 +212,78 @@ struct KafkaTopicClient: SinkClient {
             part.0.indices.reduce(total) { $0 + estimatedSize(batch[$1].record) }
         }
         let request = KafkaProduce.request(
-            version: version, correlationID: 0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic, capacity: capacity,
+            version: version, correlationID: 0, clientID: clientID, timeoutMillis: timeoutMillis, topic: topic,
+            capacity: capacity,
             batches: parts.map { part, producer in
-                (part.partition, { (w: inout KafkaWriter) in
-                    let start = w.bytes.count
-                    KafkaRecordBatch.encode(part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: producer, compression: compression, into: &w)
-                    largest = max(largest, w.bytes.count - start)
-                })
+                (
+                    part.partition,
+                    { (w: inout KafkaWriter) in
+                        let start = w.bytes.count
+                        KafkaRecordBatch.encode(
+                            part.indices.map { record(batch[$0].record, timestampMillis: now) }, producer: producer,
+                            compression: compression, into: &w)
+                        largest = max(largest, w.bytes.count - start)
+                    }
+                )
             })
         family.batchesSent.withLockedValue { [largest] in $0 = ($0.count + parts.count, max($0.largest, largest)) }
         let answer = connection.enqueue(timeout: family.timeout, framed: request)
         return answer.map { payload in
-            Self.settle(payload: payload, version: version, connection: connection, sent: sent, topic: topic, generation: generation, family: family)
+            Self.settle(
+                payload: payload, version: version, connection: connection, sent: sent, topic: topic,
+                generation: generation, family: family)
         }.recover { error in
             // No answer: perhaps stored. Sent again with the same sequences (stored once).
-            Self.failed(sent, reason: "broker \(connection.broker): \(error)", refresh: true, topic: topic, generation: generation, family: family)
+            Self.failed(
+                sent, reason: "broker \(connection.broker): \(error)", refresh: true, topic: topic,
+                generation: generation, family: family)
         }
     }
 
     /// Every batch of a request failed as a whole (no answer, or one sinkd cannot read): each waits
     /// to be sent again with its sequences.
-    static func failed(_ sent: [(partition: Int32, base: Int32, count: Int)], reason: String, refresh: Bool,
-                       topic: String, generation: Int, family: KafkaSinkFamily) -> [PartAnswer] {
-        family.settle { s in for p in sent { s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation) } }
+    static func failed(
+        _ sent: [(partition: Int32, base: Int32, count: Int)], reason: String, refresh: Bool,
+        topic: String, generation: Int, family: KafkaSinkFamily
+    ) -> [PartAnswer] {
+        family.settle { s in
+            for p in sent {
+                s.failed(.init(topic: topic, partition: p.partition), base: p.base, generation: generation)
+            }
+        }
         return sent.map { _ in .resend(reason: reason, refresh: refresh, backoff: true) }
     }
 
-    static func settle(payload: [UInt8], version: Int16, connection: KafkaConnection, sent: [(partition: Int32, base: Int32, count: Int)],
-                       topic: String, generation: Int, family: KafkaSinkFamily) -> [PartAnswer] {
+    static func settle(
+        payload: [UInt8], version: Int16, connection: KafkaConnection,
+        sent: [(partition: Int32, base: Int32, count: Int)],
+        topic: String, generation: Int, family: KafkaSinkFamily
+    ) -> [PartAnswer] {
         let response: KafkaProduce.Response
         do {
             response = try KafkaProduce.response(payload, version: version)
         } catch {
             connection.channel.close(promise: nil)
-            return failed(sent, reason: "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))", refresh: false,
-                          topic: topic, generation: generation, family: family)
+            return failed(
+                sent, reason: "broker \(connection.broker) sent a Produce answer sinkd cannot read (\(error))",
+                refresh: false,
+                topic: topic, generation: generation, family: family)
         }
-        let results = Dictionary((response.results[topic] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { a, _ in a })
+        let results = Dictionary(
+            (response.results[topic] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { a, _ in a })
         return family.settle { s in
             sent.map { p -> PartAnswer in
                 let key = KafkaProducerState.PartitionKey(topic: topic, partition: p.partition)
                 guard let result = results[p.partition] else {
                     s.failed(key, base: p.base, generation: generation)
-                    return .resend(reason: "broker \(connection.broker) did not answer for partition \(p.partition)", refresh: false, backoff: true)
+                    return .resend(
+                        reason: "broker \(connection.broker) did not answer for partition \(p.partition)",
+                        refresh: false, backoff: true)
                 }
-                switch KafkaProduceDecision.decide(errorCode: result.errorCode, count: p.count, recordErrors: result.recordErrors, message: result.errorMessage) {
+                switch KafkaProduceDecision.decide(
+                    errorCode: result.errorCode, count: p.count, recordErrors: result.recordErrors,
+                    message: result.errorMessage)
+                {
                 case .delivered:
                     s.acknowledged(key, base: p.base, generation: generation)
                     return .delivered
@@ -242,7 +299,8 @@ struct KafkaTopicClient: SinkClient {
                     s.invalidate(generation: generation)
                     return .anew(reason: reason)
                 case .split(let reason):
-                    guard let second = s.split(key, base: p.base, firstCount: p.count / 2, generation: generation) else { return .anew(reason: reason) }
+                    guard let second = s.split(key, base: p.base, firstCount: p.count / 2, generation: generation)
+                    else { return .anew(reason: reason) }
                     return .split(second: second, reason: reason)
                 case .permanent(let indices, let reason):
                     s.invalidate(generation: generation)
@@ -260,7 +318,10 @@ struct KafkaTopicClient: SinkClient {
         var size = 36 + r.id.utf8.count + r.payload.count
         if family.config.headers {
             size += 10 + "sinkd-message-id".utf8.count + r.id.utf8.count
-            for (name, value) in [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType), ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)] {
+            for (name, value) in [
+                ("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType),
+                ("correlationId", r.correlationId), ("taskRefName", r.taskRefName),
+            ] {
                 if let value { size += 10 + name.utf8.count + value.utf8.count }
             }
         }

@@ -14,13 +14,16 @@ public final class NATSAdmin: Sendable {
 
     /// Connects to the first server of `config` with its credentials and TLS; `onMessage` hears
     /// the messages of `subscribe`d subjects.
-    public static func connect(_ config: NATSSinkConfig, onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil) async throws -> NATSAdmin {
+    public static func connect(
+        _ config: NATSSinkConfig, onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil
+    ) async throws -> NATSAdmin {
         let family = NATSSinkFamily(config: config)
         let server = try NATSServerAddress(parsing: config.servers.first ?? "nats://127.0.0.1:4222")
         let tls = server.tls || family.tlsConfigured ? try family.tlsContext() : nil
-        let connection = try await NATSConnection.connect(to: server, tls: tls, tlsWanted: tls != nil, group: MultiThreadedEventLoopGroup.singleton,
-                                                          timeout: .seconds(5), options: { try family.connectOptions(for: server, info: $0) },
-                                                          onInfo: { _ in }, onMessage: onMessage, parser: NATSParser())
+        let connection = try await NATSConnection.connect(
+            to: server, tls: tls, tlsWanted: tls != nil, group: MultiThreadedEventLoopGroup.singleton,
+            timeout: .seconds(5), options: { try family.connectOptions(for: server, info: $0) },
+            onInfo: { _ in }, onMessage: onMessage, parser: NATSParser())
         return NATSAdmin(connection: connection)
     }
 
@@ -36,10 +39,13 @@ public final class NATSAdmin: Sendable {
     }
 
     /// A request/reply; the reply's payload.
-    public func request(_ subject: String, _ body: String = "", timeout: TimeAmount = .seconds(5)) async throws -> [UInt8] {
+    public func request(
+        _ subject: String, _ body: String = "", timeout: TimeAmount = .seconds(5)
+    ) async throws -> [UInt8] {
         let batch = connection.nextBatch()
         var bytes: [UInt8] = []
-        NATSEncoder.request(subject: subject, replyTo: connection.inbox + ".\(batch).0", payload: Array(body.utf8), into: &bytes)
+        NATSEncoder.request(
+            subject: subject, replyTo: connection.inbox + ".\(batch).0", payload: Array(body.utf8), into: &bytes)
         guard let reply = try await connection.requests(bytes, batch: batch, count: 1, timeout: timeout)[0] else {
             throw Failure(description: "no reply to \(subject)")
         }
@@ -59,7 +65,8 @@ public final class NATSAdmin: Sendable {
     /// Creates a file-backed stream with one replica.
     public func createStream(_ name: String, subjects: [String], duplicateWindowSeconds: Int = 120) async throws {
         let subjectsJSON = subjects.map(JSONText.quoted).joined(separator: ",")
-        let body = #"{"name":\#(JSONText.quoted(name)),"subjects":[\#(subjectsJSON)],"storage":"file","num_replicas":1,"duplicate_window":\#(duplicateWindowSeconds * 1_000_000_000)}"#
+        let body =
+            #"{"name":\#(JSONText.quoted(name)),"subjects":[\#(subjectsJSON)],"storage":"file","num_replicas":1,"duplicate_window":\#(duplicateWindowSeconds * 1_000_000_000)}"#
         let reply = try await jetStream("$JS.API.STREAM.CREATE.\(name)", body)
         if let error = reply["error"] { throw Failure(description: "cannot create stream \(name): \(error)") }
     }

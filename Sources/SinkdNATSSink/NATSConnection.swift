@@ -62,15 +62,20 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let events: @Sendable (NATSServerInfo) -> Void
     private var pings: [EventLoopPromise<String?>] = []
     private var pingHead = 0
-    private var requests: [UInt64: (replies: [NATSReply?], remaining: Int, promise: EventLoopPromise<[NATSReply?]>, timer: Scheduled<Void>?)] = [:]
+    private var requests:
+        [UInt64: (
+            replies: [NATSReply?], remaining: Int, promise: EventLoopPromise<[NATSReply?]>, timer: Scheduled<Void>?
+        )] = [:]
     private var closeWhenIdle = false
     /// Messages of subscriptions other than the inbox (benchmarks and tools subscribe).
     private let onMessage: (@Sendable (String, [UInt8]) -> Void)?
 
-    init(tlsWanted: Bool, inbox: String, connected: EventLoopPromise<NATSServerInfo>,
-         connectOptions: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
-         makeTLSHandler: (@Sendable () throws -> NIOSSLClientHandler)?,
-         events: @escaping @Sendable (NATSServerInfo) -> Void, onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil) {
+    init(
+        tlsWanted: Bool, inbox: String, connected: EventLoopPromise<NATSServerInfo>,
+        connectOptions: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
+        makeTLSHandler: (@Sendable () throws -> NIOSSLClientHandler)?,
+        events: @escaping @Sendable (NATSServerInfo) -> Void, onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil
+    ) {
         self.onMessage = onMessage
         self.machine = NATSConnectionStateMachine(tlsWanted: tlsWanted)
         self.inbox = inbox
@@ -99,7 +104,9 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             break
         case .startTLS:
             do {
-                guard let makeTLSHandler else { throw NATSConnectionStateMachine.Failure.tlsMismatch("TLS requested without a TLS configuration") }
+                guard let makeTLSHandler else {
+                    throw NATSConnectionStateMachine.Failure.tlsMismatch("TLS requested without a TLS configuration")
+                }
                 try context.pipeline.syncOperations.addHandler(try makeTLSHandler(), position: .first)
             } catch {
                 fail(error, context: context)
@@ -119,7 +126,8 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .sendPong:
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.machine.pongWritten() }
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: NATSEncoder.pong)), promise: written)
+            context.writeAndFlush(
+                wrapOutboundOut(context.channel.allocator.buffer(bytes: NATSEncoder.pong)), promise: written)
         case .pingAnswered(let error):
             guard pingHead < pings.count else { break }
             let promise = pings[pingHead]
@@ -135,7 +143,9 @@ final class NATSClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 onMessage?(subject, payload)
                 break
             }
-            guard var pending = requests[batch], index < pending.replies.count, pending.replies[index] == nil else { break }
+            guard var pending = requests[batch], index < pending.replies.count, pending.replies[index] == nil else {
+                break
+            }
             pending.replies[index] = NATSReply(headers: headers, payload: payload)
             pending.remaining -= 1
             if pending.remaining == 0 {
@@ -275,11 +285,13 @@ public final class NATSConnection: Sendable {
     /// `parser`: what one server operation may hold. The sink's connections get replies only
     /// (PubAcks, API answers: small), so a MSG of more than 1 MiB is refused there rather than
     /// buffered; tools that subscribe (`onMessage`) pass the protocol's own limits.
-    static func connect(to server: NATSServerAddress, tls: NIOSSLContext?, tlsWanted: Bool, group: EventLoopGroup, timeout: TimeAmount,
-                        options: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
-                        onInfo: @escaping @Sendable (NATSServerInfo) -> Void,
-                        onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil,
-                        parser: NATSParser = NATSParser(maxControlLine: 64 << 10, maxMessage: 1 << 20)) async throws -> NATSConnection {
+    static func connect(
+        to server: NATSServerAddress, tls: NIOSSLContext?, tlsWanted: Bool, group: EventLoopGroup, timeout: TimeAmount,
+        options: @escaping @Sendable (NATSServerInfo) throws -> NATSConnectOptions,
+        onInfo: @escaping @Sendable (NATSServerInfo) -> Void,
+        onMessage: (@Sendable (String, [UInt8]) -> Void)? = nil,
+        parser: NATSParser = NATSParser(maxControlLine: 64 << 10, maxMessage: 1 << 20)
+    ) async throws -> NATSConnection {
         let inbox = "_INBOX." + randomToken()
         let eventLoop = group.next()
         let handshake = eventLoop.makePromise(of: NATSServerInfo.self)
@@ -297,9 +309,11 @@ public final class NATSConnection: Sendable {
                         onInfo(info)
                     }
                     return channel.eventLoop.makeCompletedFuture {
-                        let handler = NATSClientHandler(tlsWanted: tlsWanted, inbox: inbox, connected: handshake, connectOptions: options,
-                                                        makeTLSHandler: makeTLS, events: onInfo, onMessage: onMessage)
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NATSDecoder(parser: parser)))
+                        let handler = NATSClientHandler(
+                            tlsWanted: tlsWanted, inbox: inbox, connected: handshake, connectOptions: options,
+                            makeTLSHandler: makeTLS, events: onInfo, onMessage: onMessage)
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(NATSDecoder(parser: parser)))
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
@@ -309,7 +323,9 @@ public final class NATSConnection: Sendable {
             throw error
         }
         let timer = eventLoop.scheduleTask(in: timeout) {
-            handshake.fail(NATSConnectionStateMachine.Failure.server("no answer to CONNECT within \(timeout.nanoseconds / 1_000_000_000) s"))
+            handshake.fail(
+                NATSConnectionStateMachine.Failure.server(
+                    "no answer to CONNECT within \(timeout.nanoseconds / 1_000_000_000) s"))
             channel.close(promise: nil)
         }
         defer { timer.cancel() }
@@ -325,7 +341,9 @@ public final class NATSConnection: Sendable {
         return made
     }
 
-    private static func tlsHandlerMaker(_ tls: NIOSSLContext?, host: String) -> (@Sendable () throws -> NIOSSLClientHandler)? {
+    private static func tlsHandlerMaker(
+        _ tls: NIOSSLContext?, host: String
+    ) -> (@Sendable () throws -> NIOSSLClientHandler)? {
         guard let tls else { return nil }
         let hostname: String? = host.isIPAddress ? nil : host
         return { try NIOSSLClientHandler(context: tls, serverHostname: hostname) }
@@ -341,7 +359,8 @@ public final class NATSConnection: Sendable {
         if enteredLameDuck {
             channel.eventLoop.execute {
                 if let handler = try? self.channel.pipeline.syncOperations.handler(type: NATSClientHandler.self),
-                   let context = try? self.channel.pipeline.syncOperations.context(handlerType: NATSClientHandler.self) {
+                    let context = try? self.channel.pipeline.syncOperations.context(handlerType: NATSClientHandler.self)
+                {
                     handler.drainAndClose(context: context)
                 }
             }
@@ -356,7 +375,8 @@ public final class NATSConnection: Sendable {
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }
         let timer = channel.eventLoop.scheduleTask(in: timeout) { [channel] in
-            promise.fail(NATSConnectionStateMachine.Failure.server("no PONG within \(timeout.nanoseconds / 1_000_000_000) s"))
+            promise.fail(
+                NATSConnectionStateMachine.Failure.server("no PONG within \(timeout.nanoseconds / 1_000_000_000) s"))
             channel.close(promise: nil)
         }
         channel.writeAndFlush(NATSOutbound.flushed(bytes, promise), promise: written)
@@ -375,11 +395,14 @@ public final class NATSConnection: Sendable {
 
     /// Writes already encoded requests of `batch`; returns one reply per request (nil: none
     /// within `timeout`).
-    public func requests(_ bytes: [UInt8], batch: UInt64, count: Int, timeout: TimeAmount, queued: () -> Void = {}) async throws -> [NATSReply?] {
+    public func requests(
+        _ bytes: [UInt8], batch: UInt64, count: Int, timeout: TimeAmount, queued: () -> Void = {}
+    ) async throws -> [NATSReply?] {
         let promise = channel.eventLoop.makePromise(of: [NATSReply?].self)
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }
-        channel.writeAndFlush(NATSOutbound.requests(bytes, batch: batch, count: count, timeout: timeout, promise), promise: written)
+        channel.writeAndFlush(
+            NATSOutbound.requests(bytes, batch: batch, count: count, timeout: timeout, promise), promise: written)
         queued()
         return try await promise.futureResult.get()
     }
@@ -391,6 +414,8 @@ public final class NATSConnection: Sendable {
     static func randomToken() -> String {
         let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
         var generator = SystemRandomNumberGenerator()
-        return String(decoding: (0..<22).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] }, as: UTF8.self)
+        return String(
+            decoding: (0..<22).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] },
+            as: UTF8.self)
     }
 }

@@ -97,7 +97,8 @@ public struct NATSConnectionStateMachine: Sendable {
             pingsInWindow += 1
             guard pingsInWindow <= Self.maxPingsPerSecond else {
                 state = .closed
-                return .close(.protocolViolation("the server sent more than \(Self.maxPingsPerSecond) PINGs within a second"))
+                return .close(
+                    .protocolViolation("the server sent more than \(Self.maxPingsPerSecond) PINGs within a second"))
             }
             guard !pongUnwritten else { return .none }
             pongUnwritten = true
@@ -107,7 +108,10 @@ public struct NATSConnectionStateMachine: Sendable {
             if tlsWanted || info.tlsRequired {
                 guard info.tlsRequired || info.tlsAvailable else {
                     state = .closed
-                    return .close(.tlsMismatch("TLS is configured (a tls:// server or sinks.nats.tls) but the nats server does not offer it"))
+                    return .close(
+                        .tlsMismatch(
+                            "TLS is configured (a tls:// server or sinks.nats.tls) but the nats server does not offer it"
+                        ))
                 }
                 state = .awaitingTLS(info)
                 return .startTLS
@@ -125,7 +129,9 @@ public struct NATSConnectionStateMachine: Sendable {
         case (.awaitingConnectReply, .err(let message)):
             state = .closed
             let lower = message.lowercased()
-            if lower.contains("authorization") || lower.contains("authentication") || lower.contains("user authentication") {
+            if lower.contains("authorization") || lower.contains("authentication")
+                || lower.contains("user authentication")
+            {
                 return .close(.authorization(message))
             }
             return .close(.server(message))

@@ -41,9 +41,12 @@ public struct NATSServerInfo: Sendable, Equatable {
         if let announced = fields["max_payload"] {
             // A server's limit is 1 MB by default and at most 64 MB; anything else (0, -1, 2^64,
             // a fraction, a string) is a broken or hostile INFO, not a reason to refuse records.
-            guard let number = announced as? NSNumber, !(announced is Bool), number.doubleValue == number.doubleValue.rounded(),
-                  number.doubleValue >= 1, number.doubleValue <= Double(Self.maxPayloadLimit) else {
-                throw NATSProtocolError("INFO announces max_payload \(announced), not a size from 1 to \(Self.maxPayloadLimit) bytes")
+            guard let number = announced as? NSNumber, !(announced is Bool),
+                number.doubleValue == number.doubleValue.rounded(),
+                number.doubleValue >= 1, number.doubleValue <= Double(Self.maxPayloadLimit)
+            else {
+                throw NATSProtocolError(
+                    "INFO announces max_payload \(announced), not a size from 1 to \(Self.maxPayloadLimit) bytes")
             }
             maxPayload = number.intValue
         }
@@ -87,7 +90,9 @@ public struct NATSParser: Sendable {
     /// or nil when `bytes` holds only part of one.
     public func parse(_ bytes: UnsafeRawBufferPointer) throws(NATSProtocolError) -> (NATSServerOp, Int)? {
         guard let lineEnd = Self.findCRLF(bytes, from: 0) else {
-            if bytes.count > maxControlLine { throw NATSProtocolError("a control line longer than \(maxControlLine) bytes") }
+            if bytes.count > maxControlLine {
+                throw NATSProtocolError("a control line longer than \(maxControlLine) bytes")
+            }
             return nil
         }
         let line = UnsafeRawBufferPointer(rebasing: bytes[0..<lineEnd])
@@ -128,9 +133,13 @@ public struct NATSParser: Sendable {
             let headers: [UInt8]? = withHeaders ? Array(body.prefix(headerBytes)) : nil
             let payload = Array(body.dropFirst(headerBytes))
             let reply = args.count == 3 + sizes ? args[2] : nil
-            return (.message(subject: args[0], sid: args[1], replyTo: reply, headers: headers, payload: payload), afterLine + total + 2)
+            return (
+                .message(subject: args[0], sid: args[1], replyTo: reply, headers: headers, payload: payload),
+                afterLine + total + 2
+            )
         default:
-            throw NATSProtocolError("unknown operation from the server: \(String(decoding: line.prefix(80), as: UTF8.self))")
+            throw NATSProtocolError(
+                "unknown operation from the server: \(String(decoding: line.prefix(80), as: UTF8.self))")
         }
     }
 
@@ -154,7 +163,8 @@ public struct NATSParser: Sendable {
         @inline(__always) func upper(_ b: UInt8) -> UInt8 { b >= 97 && b <= 122 ? b - 32 : b }
         switch end {
         case 3 where upper(line[0]) == 77 && upper(line[1]) == 83 && upper(line[2]) == 71: return ("MSG", args)
-        case 4 where upper(line[0]) == 72 && upper(line[1]) == 77 && upper(line[2]) == 83 && upper(line[3]) == 71: return ("HMSG", args)
+        case 4 where upper(line[0]) == 72 && upper(line[1]) == 77 && upper(line[2]) == 83 && upper(line[3]) == 71:
+            return ("HMSG", args)
         default: return (String(decoding: line[0..<end], as: UTF8.self).uppercased(), args)
         }
     }
@@ -178,7 +188,9 @@ public enum NATSEncoder {
 
     /// HPUB with a reply subject and headers (`headers` is the whole header block:
     /// `NATS/1.0\r\nName: value\r\n\r\n`).
-    public static func hpub(subject: [UInt8], replyTo: [UInt8], headers: [UInt8], payload: some Collection<UInt8>, into out: inout [UInt8]) {
+    public static func hpub(
+        subject: [UInt8], replyTo: [UInt8], headers: [UInt8], payload: some Collection<UInt8>, into out: inout [UInt8]
+    ) {
         out.append(contentsOf: "HPUB ".utf8)
         out.append(contentsOf: subject)
         out.append(32)
@@ -195,7 +207,9 @@ public enum NATSEncoder {
 
     /// The JetStream publish of one record: HPUB to `subject`, replies to `replyPrefix` + `index`,
     /// with the `Nats-Msg-Id` header, written straight into `out` (the hot path: no temporaries).
-    public static func jetStreamPublish(subject: [UInt8], replyPrefix: [UInt8], index: Int, messageID: String, payload: [UInt8], into out: inout [UInt8]) {
+    public static func jetStreamPublish(
+        subject: [UInt8], replyPrefix: [UInt8], index: Int, messageID: String, payload: [UInt8], into out: inout [UInt8]
+    ) {
         let headerCount = messageIDHeaderPrefix.count + messageID.utf8.count + 4
         out.append(contentsOf: "HPUB ".utf8)
         out.append(contentsOf: subject)
@@ -246,8 +260,12 @@ public enum NATSEncoder {
             out.append(48)
             return
         }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var digits:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var n = value
         var count = 0
         withUnsafeMutableBytes(of: &digits) { d in

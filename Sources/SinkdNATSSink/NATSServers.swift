@@ -42,11 +42,15 @@ public struct NATSServerAddress: Sendable, Hashable, CustomStringConvertible {
             host = String(rest[rest.index(after: rest.startIndex)..<close])
             rest = rest[rest.index(after: close)...]
             if rest.hasPrefix(":") {
-                guard let p = Int(rest.dropFirst()), (1...65_535).contains(p) else { throw SinkConnectionError("nats server '\(text)': bad port") }
+                guard let p = Int(rest.dropFirst()), (1...65_535).contains(p) else {
+                    throw SinkConnectionError("nats server '\(text)': bad port")
+                }
                 port = p
             }
         } else if let colon = rest.lastIndex(of: ":") {
-            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else { throw SinkConnectionError("nats server '\(text)': bad port") }
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else {
+                throw SinkConnectionError("nats server '\(text)': bad port")
+            }
             port = p
             host = String(rest[..<colon])
         } else {
@@ -84,14 +88,18 @@ final class NATSServerList: Sendable {
     /// `server` worked: the next connection attempt starts after it.
     func used(_ server: NATSServerAddress) {
         state.withLockedValue { s in
-            if let i = s.servers.firstIndex(where: { $0.endpoint == server.endpoint }) { s.next = (i + 1) % s.servers.count }
+            if let i = s.servers.firstIndex(where: { $0.endpoint == server.endpoint }) {
+                s.next = (i + 1) % s.servers.count
+            }
         }
     }
 
     /// Adds the cluster members INFO announced (`host:port`), keeping the scheme of the
     /// configured servers (TLS stays TLS).
     func discovered(_ urls: [String], tls: Bool) {
-        let found = urls.compactMap { try? NATSServerAddress(parsing: $0) }.map { NATSServerAddress(host: $0.host, port: $0.port, tls: tls || $0.tls) }
+        let found = urls.compactMap { try? NATSServerAddress(parsing: $0) }.map {
+            NATSServerAddress(host: $0.host, port: $0.port, tls: tls || $0.tls)
+        }
         state.withLockedValue { s in
             for server in found where !s.servers.contains(where: { $0.endpoint == server.endpoint }) {
                 s.servers.append(server)

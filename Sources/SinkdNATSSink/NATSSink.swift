@@ -28,8 +28,10 @@ public final class NATSSinkFamily: SinkFamily {
     /// How long a JetStream publish waits for its PubAck before it is retried.
     let ackTimeout: TimeAmount
 
-    public init(config: NATSSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                logger: Logger = Logger(label: "sinkd.nats"), ackTimeout: TimeAmount = .seconds(10)) {
+    public init(
+        config: NATSSinkConfig, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "sinkd.nats"), ackTimeout: TimeAmount = .seconds(10)
+    ) {
         self.config = config
         self.group = group
         self.logger = logger
@@ -48,24 +50,32 @@ public final class NATSSinkFamily: SinkFamily {
         .messageWindow(options, maxBatchBytes: 8 << 20, maxMessageBytes: 64 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .natsSubject(let subject, _) = address.target else { throw SinkConnectionError("not a nats sink: \(address)") }
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .natsSubject(let subject, _) = address.target else {
+            throw SinkConnectionError("not a nats sink: \(address)")
+        }
         if let serverError { throw serverError }
         switch address.prefix {
         case .nats:
             if !SinkName.isValidNATSSubject(subject), warned.withLockedValue({ $0.insert(address.identity).inserted }) {
-                logger.warning("this subject has an empty token; it is published as Conductor publishes it, but no subscriber can subscribe to it",
-                               metadata: ["sink": "\(address.identity)", "subject": "\(subject)"])
+                logger.warning(
+                    "this subject has an empty token; it is published as Conductor publishes it, but no subscriber can subscribe to it",
+                    metadata: ["sink": "\(address.identity)", "subject": "\(subject)"])
             }
             return NATSSinkClient(family: self, mode: .core, subject: subject, poolSize: options.poolSize)
         case .natsStream:
             if warned.withLockedValue({ $0.insert(address.identity).inserted }) {
-                logger.warning("NATS Streaming is end of life: nats_stream sinks are published to JetStream as jsm sinks",
-                               metadata: ["sink": "\(address.identity)", "subject": "\(config.jsmSubjectPrefix + subject)"])
+                logger.warning(
+                    "NATS Streaming is end of life: nats_stream sinks are published to JetStream as jsm sinks",
+                    metadata: ["sink": "\(address.identity)", "subject": "\(config.jsmSubjectPrefix + subject)"])
             }
-            return NATSSinkClient(family: self, mode: .jetStream, subject: config.jsmSubjectPrefix + subject, poolSize: options.poolSize)
+            return NATSSinkClient(
+                family: self, mode: .jetStream, subject: config.jsmSubjectPrefix + subject, poolSize: options.poolSize)
         default:
-            return NATSSinkClient(family: self, mode: .jetStream, subject: config.jsmSubjectPrefix + subject, poolSize: options.poolSize)
+            return NATSSinkClient(
+                family: self, mode: .jetStream, subject: config.jsmSubjectPrefix + subject, poolSize: options.poolSize)
         }
     }
 
@@ -84,7 +94,9 @@ public final class NATSSinkFamily: SinkFamily {
             do {
                 text = try String(contentsOfFile: config.credentialsFile, encoding: .utf8)
             } catch {
-                throw SinkConnectionError("sinks.nats.credentials_file \(config.credentialsFile): cannot read it (\(error.localizedDescription))")
+                throw SinkConnectionError(
+                    "sinks.nats.credentials_file \(config.credentialsFile): cannot read it (\(error.localizedDescription))"
+                )
             }
             let credentials = try NATSCredentials(text: text, path: config.credentialsFile)
             options.jwt = credentials.jwt
@@ -95,7 +107,8 @@ public final class NATSSinkFamily: SinkFamily {
             do { pair = try NKeyPair(seed: seed) } catch { throw SinkConnectionError("sinks.nats nkey seed: \(error)") }
             if options.jwt == nil { options.nkey = pair.publicKey }
             guard let nonce = info.nonce else {
-                throw SinkConnectionError("the nats server sent no nonce to sign: it is not configured for NKey or JWT authentication")
+                throw SinkConnectionError(
+                    "the nats server sent no nonce to sign: it is not configured for NKey or JWT authentication")
             }
             options.signature = try pair.sign(nonce: nonce)
         }
@@ -135,12 +148,16 @@ final class NATSSinkClient: SinkClient, Sendable {
     }
 
     /// `queued` once the batch's PUBs/HPUBs are queued on the slot's connection.
-    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+    func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, connection) = try await connection()
         do {
             switch mode {
             case .core: return try await sendCore(batch, on: connection, queued: queued)
-            case .jetStream: return try await sendJetStream(batch, on: connection, mayCreateStream: family.config.jsmCreateStream, queued: queued)
+            case .jetStream:
+                return try await sendJetStream(
+                    batch, on: connection, mayCreateStream: family.config.jsmCreateStream, queued: queued)
             }
         } catch let error as SinkConnectionError {
             throw error
@@ -152,7 +169,9 @@ final class NATSSinkClient: SinkClient, Sendable {
     }
 
     /// Core publish: PUBs and a PING; everything before the PONG was processed.
-    private func sendCore(_ batch: [SequencedRecord], on connection: NATSConnection, queued: () -> Void) async throws -> [DeliveryOutcome] {
+    private func sendCore(
+        _ batch: [SequencedRecord], on connection: NATSConnection, queued: () -> Void
+    ) async throws -> [DeliveryOutcome] {
         let maxPayload = connection.info.maxPayload
         var outcomes = [DeliveryOutcome](repeating: .delivered, count: batch.count)
         var bytes: [UInt8] = []
@@ -174,26 +193,32 @@ final class NATSSinkClient: SinkClient, Sendable {
     }
 
     /// JetStream publish: HPUBs with Nats-Msg-Id, one PubAck each.
-    private func sendJetStream(_ batch: [SequencedRecord], on connection: NATSConnection, mayCreateStream: Bool, queued: () -> Void = {}) async throws -> [DeliveryOutcome] {
+    private func sendJetStream(
+        _ batch: [SequencedRecord], on connection: NATSConnection, mayCreateStream: Bool, queued: () -> Void = {}
+    ) async throws -> [DeliveryOutcome] {
         let maxPayload = connection.info.maxPayload
         var outcomes = [DeliveryOutcome?](repeating: nil, count: batch.count)
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(batch.reduce(0) { $0 + $1.record.payload.count + $1.record.id.utf8.count + subjectBytes.count + 96 })
+        bytes.reserveCapacity(
+            batch.reduce(0) { $0 + $1.record.payload.count + $1.record.id.utf8.count + subjectBytes.count + 96 })
         let batchNumber = connection.nextBatch()
         let replyPrefix = Array((connection.inbox + ".\(batchNumber).").utf8)
         var sentIndex: [Int] = []
         for (i, item) in batch.enumerated() {
-            let size = item.record.payload.count + NATSEncoder.messageIDHeaderPrefix.count + item.record.id.utf8.count + 4
+            let size =
+                item.record.payload.count + NATSEncoder.messageIDHeaderPrefix.count + item.record.id.utf8.count + 4
             if size > maxPayload {
                 outcomes[i] = .permanent(Self.tooLarge(size, maxPayload))
                 continue
             }
-            NATSEncoder.jetStreamPublish(subject: subjectBytes, replyPrefix: replyPrefix, index: sentIndex.count, messageID: item.record.id,
-                                         payload: item.record.payload, into: &bytes)
+            NATSEncoder.jetStreamPublish(
+                subject: subjectBytes, replyPrefix: replyPrefix, index: sentIndex.count, messageID: item.record.id,
+                payload: item.record.payload, into: &bytes)
             sentIndex.append(i)
         }
         guard !sentIndex.isEmpty else { return outcomes.map { $0! } }
-        let replies = try await connection.requests(bytes, batch: batchNumber, count: sentIndex.count, timeout: family.ackTimeout, queued: queued)
+        let replies = try await connection.requests(
+            bytes, batch: batchNumber, count: sentIndex.count, timeout: family.ackTimeout, queued: queued)
         var noStream: [Int] = []
         for (k, reply) in replies.enumerated() {
             let i = sentIndex[k]
@@ -204,7 +229,9 @@ final class NATSSinkClient: SinkClient, Sendable {
         }
         if !noStream.isEmpty {
             guard mayCreateStream else {
-                throw SinkConnectionError("no JetStream stream captures subject '\(subject)' (or JetStream is not enabled): create one, or set sinks.nats.jsm.create_stream: true")
+                throw SinkConnectionError(
+                    "no JetStream stream captures subject '\(subject)' (or JetStream is not enabled): create one, or set sinks.nats.jsm.create_stream: true"
+                )
             }
             try await createStream(on: connection)
             let again = try await sendJetStream(noStream.map { batch[$0] }, on: connection, mayCreateStream: false)
@@ -218,13 +245,22 @@ final class NATSSinkClient: SinkClient, Sendable {
         let name = JetStreamPubAck.streamName(for: subject)
         let batchNumber = connection.nextBatch()
         var bytes: [UInt8] = []
-        let config = #"{"name":\#(JSONText.quoted(name)),"subjects":[\#(JSONText.quoted(subject))],"storage":"file","num_replicas":1}"#
-        NATSEncoder.request(subject: "$JS.API.STREAM.CREATE.\(name)", replyTo: connection.inbox + ".\(batchNumber).0", payload: Array(config.utf8), into: &bytes)
+        let config =
+            #"{"name":\#(JSONText.quoted(name)),"subjects":[\#(JSONText.quoted(subject))],"storage":"file","num_replicas":1}"#
+        NATSEncoder.request(
+            subject: "$JS.API.STREAM.CREATE.\(name)", replyTo: connection.inbox + ".\(batchNumber).0",
+            payload: Array(config.utf8), into: &bytes)
         let reply = try await connection.requests(bytes, batch: batchNumber, count: 1, timeout: family.ackTimeout)[0]
-        guard let reply else { throw SinkConnectionError("JetStream did not answer the creation of stream \(name) within the ack timeout") }
-        if reply.status == 503 { throw SinkConnectionError("JetStream is not enabled on nats server \(connection.server) (start it with -js)") }
+        guard let reply else {
+            throw SinkConnectionError("JetStream did not answer the creation of stream \(name) within the ack timeout")
+        }
+        if reply.status == 503 {
+            throw SinkConnectionError(
+                "JetStream is not enabled on nats server \(connection.server) (start it with -js)")
+        }
         if let error = JetStreamPubAck.apiError(reply.payload), error.errCode != 10058 {  // 10058: name in use (created meanwhile)
-            throw SinkConnectionError("JetStream refused to create stream \(name) for subject '\(subject)': \(error.description)")
+            throw SinkConnectionError(
+                "JetStream refused to create stream \(name) for subject '\(subject)': \(error.description)")
         }
         family.logger.notice("created JetStream stream", metadata: ["stream": "\(name)", "subject": "\(subject)"])
     }
@@ -299,7 +335,9 @@ enum JetStreamPubAck {
     static let permanentErrCodes: Set<Int> = [10054]
 
     static func outcome(_ reply: NATSReply?, timeout: TimeAmount) -> Result {
-        guard let reply else { return .outcome(.retryable("nats: no JetStream PubAck within \(timeout.nanoseconds / 1_000_000_000) s")) }
+        guard let reply else {
+            return .outcome(.retryable("nats: no JetStream PubAck within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
         if let status = reply.status {
             if status == 503 { return .noStream }
             if status >= 400 { return .outcome(.retryable("nats: JetStream answered status \(status)")) }
@@ -309,7 +347,10 @@ enum JetStreamPubAck {
             // else is a PubAck: a reply without both is not counted as stored.
             return isPubAck(reply.payload)
                 ? .outcome(.delivered)
-                : .outcome(.retryable("nats: a reply that is not a JetStream PubAck: \(String(decoding: reply.payload.prefix(120), as: UTF8.self))"))
+                : .outcome(
+                    .retryable(
+                        "nats: a reply that is not a JetStream PubAck: \(String(decoding: reply.payload.prefix(120), as: UTF8.self))"
+                    ))
         }
         // 10039: JetStream not enabled (for the account); other 503s (10077 store failed, e.g.
         // the stream is full) are about the stream's state, retried.
@@ -339,9 +380,11 @@ enum JetStreamPubAck {
     static func apiError(_ payload: [UInt8]) -> APIError? {
         guard payload.count >= 9, contains(payload, #""error""#) else { return nil }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any],
-              let error = object["error"] as? [String: Any] else { return nil }
-        return APIError(code: (error["code"] as? NSNumber)?.intValue ?? 0, errCode: (error["err_code"] as? NSNumber)?.intValue ?? 0,
-                        text: error["description"] as? String ?? "unknown error")
+            let error = object["error"] as? [String: Any]
+        else { return nil }
+        return APIError(
+            code: (error["code"] as? NSNumber)?.intValue ?? 0, errCode: (error["err_code"] as? NSNumber)?.intValue ?? 0,
+            text: error["description"] as? String ?? "unknown error")
     }
 
     static func contains(_ bytes: [UInt8], _ needle: String) -> Bool {

@@ -141,7 +141,9 @@ public struct NATSCredentials: Sendable {
             }
         }
         guard blocks.count >= 2, !blocks[0].isEmpty, !blocks[1].isEmpty else {
-            throw NKeyError("\(path): a credentials file holds a 'BEGIN NATS USER JWT' block and then a 'BEGIN USER NKEY SEED' block")
+            throw NKeyError(
+                "\(path): a credentials file holds a 'BEGIN NATS USER JWT' block and then a 'BEGIN USER NKEY SEED' block"
+            )
         }
         jwt = blocks[0]
         seed = blocks[1]

@@ -23,7 +23,8 @@ public struct RESPLimits: Sendable, Equatable {
     }
 
     /// What the protocol allows (bulk strings up to 512 MB).
-    public static let protocolMaximum = RESPLimits(maxLineBytes: 64 << 10, maxBulkBytes: 512 << 20, maxArrayCount: 1 << 20)
+    public static let protocolMaximum = RESPLimits(
+        maxLineBytes: 64 << 10, maxBulkBytes: 512 << 20, maxArrayCount: 1 << 20)
     /// What XADD, AUTH and SELECT answer: an entry id, `+OK`, an error. Never an array, never long.
     public static let xaddReplies = RESPLimits(maxLineBytes: 4096, maxBulkBytes: 256, maxArrayCount: 0)
 }
@@ -63,8 +64,10 @@ public enum RESP {
 
     /// Parses one value from the start of `bytes`: the value and how many bytes it took, nil if
     /// more bytes are needed. Throws on bytes that are not RESP or exceed `limits`.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, from start: Int = 0, depth: Int = 0,
-                             limits: RESPLimits = .protocolMaximum) throws(ProtocolError) -> (RESPValue, Int)? {
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, from start: Int = 0, depth: Int = 0,
+        limits: RESPLimits = .protocolMaximum
+    ) throws(ProtocolError) -> (RESPValue, Int)? {
         guard depth < 32 else { throw ProtocolError(description: "RESP arrays nested deeper than 32") }
         guard start < bytes.count else { return nil }
         guard let lineEnd = crlf(bytes, from: start + 1) else {
@@ -83,20 +86,32 @@ public enum RESP {
         case UInt8(ascii: "$"):
             guard let n = Int(line), n >= -1 else { throw ProtocolError(description: "bad RESP bulk length '\(line)'") }
             guard n <= limits.maxBulkBytes else {
-                throw ProtocolError(description: "a RESP bulk string of \(n) bytes, more than the \(limits.maxBulkBytes) this reply can hold")
+                throw ProtocolError(
+                    description:
+                        "a RESP bulk string of \(n) bytes, more than the \(limits.maxBulkBytes) this reply can hold")
             }
             if n == -1 { return (.bulkString(nil), next - start) }
             guard bytes.count >= next + n + 2 else { return nil }
-            guard bytes[next + n] == 0x0D, bytes[next + n + 1] == 0x0A else { throw ProtocolError(description: "a RESP bulk string not followed by CRLF") }
-            return (.bulkString(Array(UnsafeRawBufferPointer(rebasing: bytes[next..<(next + n)]))), next + n + 2 - start)
+            guard bytes[next + n] == 0x0D, bytes[next + n + 1] == 0x0A else {
+                throw ProtocolError(description: "a RESP bulk string not followed by CRLF")
+            }
+            return (
+                .bulkString(Array(UnsafeRawBufferPointer(rebasing: bytes[next..<(next + n)]))), next + n + 2 - start
+            )
         case UInt8(ascii: "*"):
-            guard limits.maxArrayCount > 0 else { throw ProtocolError(description: "an array reply, which this command never gets") }
-            guard let n = Int(line), n >= -1, n <= limits.maxArrayCount else { throw ProtocolError(description: "bad RESP array length '\(line)'") }
+            guard limits.maxArrayCount > 0 else {
+                throw ProtocolError(description: "an array reply, which this command never gets")
+            }
+            guard let n = Int(line), n >= -1, n <= limits.maxArrayCount else {
+                throw ProtocolError(description: "bad RESP array length '\(line)'")
+            }
             if n == -1 { return (.array(nil), next - start) }
             var items: [RESPValue] = []
             var offset = next
             for _ in 0..<n {
-                guard let (item, used) = try parse(bytes, from: offset, depth: depth + 1, limits: limits) else { return nil }
+                guard let (item, used) = try parse(bytes, from: offset, depth: depth + 1, limits: limits) else {
+                    return nil
+                }
                 items.append(item)
                 offset += used
             }

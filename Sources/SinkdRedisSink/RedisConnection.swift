@@ -20,7 +20,8 @@ struct RESPDecoder: NIOSingleStepByteToMessageDecoder {
     mutating func decode(buffer: inout ByteBuffer) throws -> RESPValue? {
         let limits = self.limits
         let searchFrom = searched
-        let step = try buffer.withUnsafeReadableBytes { bytes throws(RESP.ProtocolError) -> (value: (RESPValue, Int)?, searched: Int) in
+        let step = try buffer.withUnsafeReadableBytes {
+            bytes throws(RESP.ProtocolError) -> (value: (RESPValue, Int)?, searched: Int) in
             guard bytes.count > 1 else { return (nil, 0) }
             if limits.maxArrayCount == 0, RESP.crlf(bytes, from: max(1, searchFrom)) == nil {
                 guard bytes.count <= limits.maxLineBytes + 2 else { throw RESP.lineTooLong(limits) }
@@ -162,8 +163,10 @@ final class RedisConnection: Sendable {
     }
 
     /// `limits`: what one reply may hold (the sink's commands get small replies, never arrays).
-    static func connect(host: String, port: Int, group: EventLoopGroup, timeout: TimeAmount, replyTimeout: TimeAmount,
-                        limits: RESPLimits = .xaddReplies) async throws -> RedisConnection {
+    static func connect(
+        host: String, port: Int, group: EventLoopGroup, timeout: TimeAmount, replyTimeout: TimeAmount,
+        limits: RESPLimits = .xaddReplies
+    ) async throws -> RedisConnection {
         // group.any(): the loop this runs on when it is one of the group's, as a sink pipeline's
         // task is (SinkPipeline, EventLoopExecutor): its sends and their replies then need no
         // wake-up of another thread.

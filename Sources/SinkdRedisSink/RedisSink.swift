@@ -31,12 +31,16 @@ public struct RedisEndpoint: Sendable, Equatable {
             let db = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !db.isEmpty {
-                guard let n = Int(db), n >= 0 else { throw SinkConnectionError("sinks.redis.url: database '\(db)' is not a number") }
+                guard let n = Int(db), n >= 0 else {
+                    throw SinkConnectionError("sinks.redis.url: database '\(db)' is not a number")
+                }
                 database = n
             }
         }
         if let colon = rest.lastIndex(of: ":") {
-            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else { throw SinkConnectionError("sinks.redis.url: bad port") }
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(p) else {
+                throw SinkConnectionError("sinks.redis.url: bad port")
+            }
             port = p
             rest = rest[..<colon]
         }
@@ -61,10 +65,15 @@ public final class RedisSinkFamily: SinkFamily {
         SinkLimits(maxBatchCount: options.batchSize, maxBatchBytes: 16 << 20, maxMessageBytes: 512 << 20)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .redisStream(let stream) = address.target else { throw SinkConnectionError("not a redis sink: \(address)") }
-        return RedisStreamClient(stream: stream, endpoint: try RedisEndpoint(url: config.url), maxlen: config.maxlen,
-                                 replyTimeout: config.replyTimeout, poolSize: options.poolSize, group: group)
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .redisStream(let stream) = address.target else {
+            throw SinkConnectionError("not a redis sink: \(address)")
+        }
+        return RedisStreamClient(
+            stream: stream, endpoint: try RedisEndpoint(url: config.url), maxlen: config.maxlen,
+            replyTimeout: config.replyTimeout, poolSize: options.poolSize, group: group)
     }
 }
 
@@ -76,7 +85,10 @@ final class RedisStreamClient: SinkClient, Sendable {
     let group: EventLoopGroup
     private let pool: NIOLockedValueBox<(connections: [RedisConnection?], next: Int)>
 
-    init(stream: String, endpoint: RedisEndpoint, maxlen: Int, replyTimeout: Duration = .seconds(10), poolSize: Int, group: EventLoopGroup) {
+    init(
+        stream: String, endpoint: RedisEndpoint, maxlen: Int, replyTimeout: Duration = .seconds(10), poolSize: Int,
+        group: EventLoopGroup
+    ) {
         self.stream = Array(stream.utf8)
         self.endpoint = endpoint
         self.maxlen = maxlen
@@ -90,7 +102,9 @@ final class RedisStreamClient: SinkClient, Sendable {
     }
 
     /// Pipelined on the slot's connection; `queued` once the batch's XADDs are queued on it.
-    func send(_ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void) async throws(SinkConnectionError) -> [DeliveryOutcome] {
+    func send(
+        _ batch: [SequencedRecord], queued: @escaping @Sendable () -> Void
+    ) async throws(SinkConnectionError) -> [DeliveryOutcome] {
         let (slot, existing) = pool.withLockedValue { p -> (Int, RedisConnection?) in
             let slot = p.next
             p.next = (p.next + 1) % p.connections.count
@@ -120,8 +134,9 @@ final class RedisStreamClient: SinkClient, Sendable {
                 // Not what XADD answers: the server is not redis, or its replies no longer match
                 // the commands. Nothing in the batch counts as delivered.
                 await drop(connection, slot: slot)
-                throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port) answered XADD with \(Self.describe(reply)), "
-                    + "not an entry id or an error; the connection was closed")
+                throw SinkConnectionError(
+                    "redis \(endpoint.host):\(endpoint.port) answered XADD with \(Self.describe(reply)), "
+                        + "not an entry id or an error; the connection was closed")
             }
             outcomes.append(outcome)
         }
@@ -136,8 +151,9 @@ final class RedisStreamClient: SinkClient, Sendable {
     private func connect() async throws(SinkConnectionError) -> RedisConnection {
         let connection: RedisConnection
         do {
-            connection = try await RedisConnection.connect(host: endpoint.host, port: endpoint.port, group: group, timeout: .seconds(5),
-                                                           replyTimeout: TimeAmount(replyTimeout))
+            connection = try await RedisConnection.connect(
+                host: endpoint.host, port: endpoint.port, group: group, timeout: .seconds(5),
+                replyTimeout: TimeAmount(replyTimeout))
         } catch {
             throw SinkConnectionError("cannot connect to redis \(endpoint.host):\(endpoint.port): \(error)")
         }
@@ -166,8 +182,10 @@ final class RedisStreamClient: SinkClient, Sendable {
 
     /// The XADD of one record, appended to `out` (no intermediate arrays: this is the hot path).
     func encodeXADD(_ r: EventRecord, into out: inout [UInt8]) {
-        let context: [(StaticString, String?)] = [("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType),
-                                                  ("correlationId", r.correlationId), ("taskRefName", r.taskRefName)]
+        let context: [(StaticString, String?)] = [
+            ("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType),
+            ("correlationId", r.correlationId), ("taskRefName", r.taskRefName),
+        ]
         let version = r.workflowVersion.map { String($0) }
         let priority = r.priority.map { String($0) }
         var parts = 7 + (maxlen > 0 ? 3 : 0)
@@ -208,7 +226,9 @@ final class RedisStreamClient: SinkClient, Sendable {
         switch reply {
         case .bulkString(.some(let id)) where isEntryID(id): return .delivered
         case .error(let message):
-            let transient = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN", "NOREPLICAS"]
+            let transient = [
+                "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN", "NOREPLICAS",
+            ]
             if transient.contains(where: { message.hasPrefix($0) }) { return .retryable("redis: \(message)") }
             return .permanent("redis: \(message)")
         default:
@@ -219,7 +239,8 @@ final class RedisStreamClient: SinkClient, Sendable {
     /// Digits, a dash, digits: the id redis gives a stream entry.
     static func isEntryID(_ id: [UInt8]) -> Bool {
         guard let dash = id.firstIndex(of: UInt8(ascii: "-")), dash > 0, dash < id.count - 1 else { return false }
-        return id[..<dash].allSatisfy { (0x30...0x39).contains($0) } && id[(dash + 1)...].allSatisfy { (0x30...0x39).contains($0) }
+        return id[..<dash].allSatisfy { (0x30...0x39).contains($0) }
+            && id[(dash + 1)...].allSatisfy { (0x30...0x39).contains($0) }
     }
 
     /// A reply for an error message, short whatever its size.

@@ -48,7 +48,9 @@ public struct CredentialCache: Sendable {
         guard let expiration = entry.value.expiration else { return .use(entry.value.credentials) }
         let lifetime = max(0, expiration.timeIntervalSince(entry.fetchedAt))
         if now >= expiration.addingTimeInterval(-min(60, lifetime / 10)) { return .mustFetch }
-        if now >= expiration.addingTimeInterval(-min(300, lifetime / 2)), !refreshing, retryNotBefore.map({ now >= $0 }) ?? true {
+        if now >= expiration.addingTimeInterval(-min(300, lifetime / 2)), !refreshing,
+            retryNotBefore.map({ now >= $0 }) ?? true
+        {
             refreshing = true
             return .useAndRefresh(entry.value.credentials)
         }
@@ -107,7 +109,8 @@ public final class AWSCredentialProvider: Sendable {
     public var cached: CredentialCache.Entry? { state.withLockedValue { $0.cache.entry } }
 
     public func credentials() async throws(SinkConnectionError) -> SigV4Signer.Credentials {
-        let (decision, task) = state.withLockedValue { s -> (CredentialCache.Decision, Task<ExpiringCredentials, any Error>?) in
+        let (decision, task) = state.withLockedValue {
+            s -> (CredentialCache.Decision, Task<ExpiringCredentials, any Error>?) in
             let decision = s.cache.decide(now: Date())
             switch decision {
             case .use: return (decision, nil)
@@ -144,7 +147,9 @@ public final class AWSCredentialProvider: Sendable {
                 if firstTime || recovered {
                     var metadata: Logger.Metadata = ["source": "\(source)"]
                     if let expiration = value.expiration { metadata["expires"] = "\(Self.iso(expiration))" }
-                    logger.notice(recovered ? "AWS credentials fetched again" : "AWS credentials for the sqs family", metadata: metadata)
+                    logger.notice(
+                        recovered ? "AWS credentials fetched again" : "AWS credentials for the sqs family",
+                        metadata: metadata)
                 }
                 return value
             } catch {
@@ -155,8 +160,11 @@ public final class AWSCredentialProvider: Sendable {
                     return (s.failing, s.cache.entry?.value.expiration.map { $0 > Date() } ?? false)
                 }
                 if !wasFailing {
-                    logger.warning(stillValid ? "cannot refresh AWS credentials; signing with the current ones until they expire" : "cannot get AWS credentials; the sqs sinks pause until they can",
-                                   metadata: ["source": "\(source)", "error": "\(error)"])
+                    logger.warning(
+                        stillValid
+                            ? "cannot refresh AWS credentials; signing with the current ones until they expire"
+                            : "cannot get AWS credentials; the sqs sinks pause until they can",
+                        metadata: ["source": "\(source)", "error": "\(error)"])
                 }
                 throw SinkConnectionError("cannot get AWS credentials from \(source): \(error)")
             }
@@ -179,8 +187,11 @@ public struct AWSCredentialFetcher: Sendable {
     let readFile: @Sendable (String) -> String?
     let timeouts: AWSRequestTimeouts
 
-    public init(client: HTTPClient, region: String, stsEndpoint: String, readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
-                timeouts: AWSRequestTimeouts = AWSRequestTimeouts()) {
+    public init(
+        client: HTTPClient, region: String, stsEndpoint: String,
+        readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
+        timeouts: AWSRequestTimeouts = AWSRequestTimeouts()
+    ) {
         self.client = client
         self.region = region
         self.stsEndpoint = stsEndpoint
@@ -193,70 +204,123 @@ public struct AWSCredentialFetcher: Sendable {
         case .fixed(let credentials, _):
             return ExpiringCredentials(credentials: credentials, expiration: nil)
         case .webIdentity(let role, let tokenFile, let sessionName, _):
-            guard let token = readFile(tokenFile)?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
-                throw SinkConnectionError("cannot read the web identity token file \(tokenFile) (AWS_WEB_IDENTITY_TOKEN_FILE): check that it exists and that the sinkd user can read it")
+            guard let token = readFile(tokenFile)?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty
+            else {
+                throw SinkConnectionError(
+                    "cannot read the web identity token file \(tokenFile) (AWS_WEB_IDENTITY_TOKEN_FILE): check that it exists and that the sinkd user can read it"
+                )
             }
-            let form = [("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"), ("RoleArn", role), ("RoleSessionName", sessionName), ("WebIdentityToken", token)]
+            let form = [
+                ("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"), ("RoleArn", role),
+                ("RoleSessionName", sessionName), ("WebIdentityToken", token),
+            ]
             return try await sts(form, action: "AssumeRoleWithWebIdentity", signer: nil)
         case .assumeRole(let role, let sessionName, let externalID, let duration, let inner, _):
             let sourceCredentials = try await fetch(inner).credentials
-            var form = [("Action", "AssumeRole"), ("Version", "2011-06-15"), ("RoleArn", role), ("RoleSessionName", sessionName)]
+            var form = [
+                ("Action", "AssumeRole"), ("Version", "2011-06-15"), ("RoleArn", role),
+                ("RoleSessionName", sessionName),
+            ]
             if let externalID { form.append(("ExternalId", externalID)) }
             if let duration { form.append(("DurationSeconds", "\(duration)")) }
-            return try await sts(form, action: "AssumeRole", signer: SigV4Signer(credentials: sourceCredentials, region: region, service: "sts"))
+            return try await sts(
+                form, action: "AssumeRole",
+                signer: SigV4Signer(credentials: sourceCredentials, region: region, service: "sts"))
         case .process(let command, _):
             return try await runProcess(command)
         case .container(let url, let tokenFile, let token):
             var headers: [(String, String)] = []
             if let tokenFile {
-                guard let text = readFile(tokenFile)?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else {
-                    throw SinkConnectionError("cannot read the container authorization token file \(tokenFile) (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)")
+                guard let text = readFile(tokenFile)?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty
+                else {
+                    throw SinkConnectionError(
+                        "cannot read the container authorization token file \(tokenFile) (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"
+                    )
                 }
                 headers.append(("Authorization", text))
             } else if let token {
                 headers.append(("Authorization", token))
             }
             let response = try await http(.GET, url, headers: headers, timeout: timeouts.container)
-            guard response.status == 200 else { throw SinkConnectionError("the container credentials endpoint \(url) answered HTTP \(response.status): \(Self.snippet(response.body))") }
+            guard response.status == 200 else {
+                throw SinkConnectionError(
+                    "the container credentials endpoint \(url) answered HTTP \(response.status): \(Self.snippet(response.body))"
+                )
+            }
             return try Self.parseJSONCredentials(response.body, what: "the container credentials endpoint \(url)")
         case .instanceMetadata(let endpoint):
             let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
-            let tokenResponse = try await http(.PUT, base + "/latest/api/token", headers: [("X-aws-ec2-metadata-token-ttl-seconds", "21600")], timeout: timeouts.instanceMetadata)
-            guard tokenResponse.status == 200, let token = String(bytes: tokenResponse.body, encoding: .utf8), !token.isEmpty else {
-                throw SinkConnectionError("instance metadata \(base): the IMDSv2 token request answered HTTP \(tokenResponse.status) (sinkd uses IMDSv2 only)")
+            let tokenResponse = try await http(
+                .PUT, base + "/latest/api/token", headers: [("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+                timeout: timeouts.instanceMetadata)
+            guard tokenResponse.status == 200, let token = String(bytes: tokenResponse.body, encoding: .utf8),
+                !token.isEmpty
+            else {
+                throw SinkConnectionError(
+                    "instance metadata \(base): the IMDSv2 token request answered HTTP \(tokenResponse.status) (sinkd uses IMDSv2 only)"
+                )
             }
             let auth = [("X-aws-ec2-metadata-token", token)]
-            let roles = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/", headers: auth, timeout: timeouts.instanceMetadata)
-            guard roles.status == 200, let role = String(bytes: roles.body, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(String.init), !role.isEmpty else {
-                throw SinkConnectionError("instance metadata \(base): no IAM role attached to this instance (HTTP \(roles.status)): attach an instance profile")
+            let roles = try await http(
+                .GET, base + "/latest/meta-data/iam/security-credentials/", headers: auth,
+                timeout: timeouts.instanceMetadata)
+            guard roles.status == 200,
+                let role = String(bytes: roles.body, encoding: .utf8)?.split(whereSeparator: \.isNewline).first.map(
+                    String.init), !role.isEmpty
+            else {
+                throw SinkConnectionError(
+                    "instance metadata \(base): no IAM role attached to this instance (HTTP \(roles.status)): attach an instance profile"
+                )
             }
-            let response = try await http(.GET, base + "/latest/meta-data/iam/security-credentials/" + role, headers: auth, timeout: timeouts.instanceMetadata)
-            guard response.status == 200 else { throw SinkConnectionError("instance metadata \(base): the credentials of role \(role) answered HTTP \(response.status)") }
+            let response = try await http(
+                .GET, base + "/latest/meta-data/iam/security-credentials/" + role, headers: auth,
+                timeout: timeouts.instanceMetadata)
+            guard response.status == 200 else {
+                throw SinkConnectionError(
+                    "instance metadata \(base): the credentials of role \(role) answered HTTP \(response.status)")
+            }
             return try Self.parseJSONCredentials(response.body, what: "instance metadata \(base) (role \(role))")
         }
     }
 
     /// An STS query-protocol call: form-encoded POST, XML answer.
-    func sts(_ form: [(String, String)], action: String, signer: SigV4Signer?) async throws(SinkConnectionError) -> ExpiringCredentials {
-        let body = Array(form.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }.joined(separator: "&").utf8)
-        guard let url = URL(string: stsEndpoint), let host = url.host else { throw SinkConnectionError("sinks.sqs.sts_endpoint \(stsEndpoint) is not a URL") }
-        var headers: [(String, String)] = [("Host", url.port.map { "\(host):\($0)" } ?? host), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")]
-        if let signer { headers += signer.sign(method: "POST", path: url.path.isEmpty ? "/" : url.path, headers: headers, body: body, date: Date()) }
-        let response = try await http(.POST, stsEndpoint, headers: headers.filter { $0.0 != "Host" }, body: body, timeout: timeouts.sts)
+    func sts(
+        _ form: [(String, String)], action: String, signer: SigV4Signer?
+    ) async throws(SinkConnectionError) -> ExpiringCredentials {
+        let body = Array(
+            form.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }.joined(separator: "&").utf8)
+        guard let url = URL(string: stsEndpoint), let host = url.host else {
+            throw SinkConnectionError("sinks.sqs.sts_endpoint \(stsEndpoint) is not a URL")
+        }
+        var headers: [(String, String)] = [
+            ("Host", url.port.map { "\(host):\($0)" } ?? host),
+            ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
+        ]
+        if let signer {
+            headers += signer.sign(
+                method: "POST", path: url.path.isEmpty ? "/" : url.path, headers: headers, body: body, date: Date())
+        }
+        let response = try await http(
+            .POST, stsEndpoint, headers: headers.filter { $0.0 != "Host" }, body: body, timeout: timeouts.sts)
         let text = String(decoding: response.body, as: UTF8.self)
         guard response.status == 200 else {
             let code = Self.xmlValue("Code", in: text) ?? "HTTP \(response.status)"
             let message = Self.xmlValue("Message", in: text) ?? Self.snippet(response.body)
             throw SinkConnectionError("STS \(action) at \(stsEndpoint) refused: \(code): \(message)")
         }
-        guard let key = Self.xmlValue("AccessKeyId", in: text), let secret = Self.xmlValue("SecretAccessKey", in: text) else {
+        guard let key = Self.xmlValue("AccessKeyId", in: text), let secret = Self.xmlValue("SecretAccessKey", in: text)
+        else {
             throw SinkConnectionError("STS \(action) at \(stsEndpoint) answered without credentials")
         }
-        return ExpiringCredentials(credentials: .init(accessKeyID: key, secretAccessKey: secret, sessionToken: Self.xmlValue("SessionToken", in: text)),
-                                   expiration: Self.xmlValue("Expiration", in: text).flatMap(Self.parseDate))
+        return ExpiringCredentials(
+            credentials: .init(
+                accessKeyID: key, secretAccessKey: secret, sessionToken: Self.xmlValue("SessionToken", in: text)),
+            expiration: Self.xmlValue("Expiration", in: text).flatMap(Self.parseDate))
     }
 
-    func http(_ method: HTTPMethod, _ url: String, headers: [(String, String)], body: [UInt8]? = nil, timeout: Duration) async throws(SinkConnectionError) -> (status: Int, body: [UInt8]) {
+    func http(
+        _ method: HTTPMethod, _ url: String, headers: [(String, String)], body: [UInt8]? = nil, timeout: Duration
+    ) async throws(SinkConnectionError) -> (status: Int, body: [UInt8]) {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -277,7 +341,8 @@ public struct AWSCredentialFetcher: Sendable {
         let limit = timeouts.credentialProcess
         let result: Result<CredentialProcess.Output, CredentialProcess.Failure>
         do {
-            result = try await NIOThreadPool.singleton.runIfActive { () -> Result<CredentialProcess.Output, CredentialProcess.Failure> in
+            result = try await NIOThreadPool.singleton.runIfActive {
+                () -> Result<CredentialProcess.Output, CredentialProcess.Failure> in
                 do throws(CredentialProcess.Failure) {
                     return .success(try CredentialProcess.run(command, timeout: limit))
                 } catch {
@@ -292,17 +357,21 @@ public struct AWSCredentialFetcher: Sendable {
         case .success(let o): output = o
         case .failure(let failure): throw SinkConnectionError(failure.description)
         }
-        let stderr = String(decoding: output.stderr.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let stderr = String(decoding: output.stderr.prefix(300), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         guard output.status == 0 else {
             let how = output.status.map { "exited with status \($0)" } ?? "was killed by signal \(output.signal ?? 0)"
             throw SinkConnectionError("credential_process \(how)\(stderr.isEmpty ? "" : ": " + stderr)")
         }
-        return try Self.parseJSONCredentials(output.stdout, what: "credential_process", tokenKey: "SessionToken", requireVersion: true)
+        return try Self.parseJSONCredentials(
+            output.stdout, what: "credential_process", tokenKey: "SessionToken", requireVersion: true)
     }
 
     /// The JSON credentials of the container endpoint and IMDS (`Token`) and of credential_process
     /// (`SessionToken`, `Version: 1`).
-    static func parseJSONCredentials(_ body: [UInt8], what: String, tokenKey: String = "Token", requireVersion: Bool = false) throws(SinkConnectionError) -> ExpiringCredentials {
+    static func parseJSONCredentials(
+        _ body: [UInt8], what: String, tokenKey: String = "Token", requireVersion: Bool = false
+    ) throws(SinkConnectionError) -> ExpiringCredentials {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
             throw SinkConnectionError("\(what) answered with something that is not a JSON object")
         }
@@ -310,19 +379,27 @@ public struct AWSCredentialFetcher: Sendable {
             throw SinkConnectionError("\(what) answered Code \(code): \(object["Message"] as? String ?? "")")
         }
         if requireVersion, (object["Version"] as? Int) != 1 {
-            throw SinkConnectionError("\(what) printed JSON without \"Version\": 1 (the only version of the credential process protocol)")
+            throw SinkConnectionError(
+                "\(what) printed JSON without \"Version\": 1 (the only version of the credential process protocol)")
         }
-        guard let key = object["AccessKeyId"] as? String, !key.isEmpty, let secret = object["SecretAccessKey"] as? String, !secret.isEmpty else {
+        guard let key = object["AccessKeyId"] as? String, !key.isEmpty,
+            let secret = object["SecretAccessKey"] as? String, !secret.isEmpty
+        else {
             throw SinkConnectionError("\(what) answered without AccessKeyId and SecretAccessKey")
         }
         let expiration: Date?
         if let text = object["Expiration"] as? String {
-            guard let date = parseDate(text) else { throw SinkConnectionError("\(what): Expiration \(text) is not an ISO 8601 time") }
+            guard let date = parseDate(text) else {
+                throw SinkConnectionError("\(what): Expiration \(text) is not an ISO 8601 time")
+            }
             expiration = date
         } else {
             expiration = nil
         }
-        return ExpiringCredentials(credentials: .init(accessKeyID: key, secretAccessKey: secret, sessionToken: (object[tokenKey] as? String).flatMap { $0.isEmpty ? nil : $0 }), expiration: expiration)
+        return ExpiringCredentials(
+            credentials: .init(
+                accessKeyID: key, secretAccessKey: secret,
+                sessionToken: (object[tokenKey] as? String).flatMap { $0.isEmpty ? nil : $0 }), expiration: expiration)
     }
 
     static func parseDate(_ text: String) -> Date? {
@@ -335,10 +412,13 @@ public struct AWSCredentialFetcher: Sendable {
 
     /// The text of the first `<name>` element (XML entities decoded).
     static func xmlValue(_ name: String, in text: String) -> String? {
-        guard let open = text.range(of: "<\(name)>"), let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex) else { return nil }
+        guard let open = text.range(of: "<\(name)>"),
+            let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex)
+        else { return nil }
         return String(text[open.upperBound..<close.lowerBound])
             .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
-            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'").replacingOccurrences(of: "&amp;", with: "&")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
     }
 
     static func snippet(_ body: [UInt8]) -> String {

@@ -29,7 +29,9 @@ extension HTTPClient {
     /// `request` under one deadline covering connecting, the head and the whole body
     /// (AsyncHTTPClient's own deadline ends at the head: a body trickling in held the caller, and
     /// every caller sharing its fetch, for ever), the body capped at `maxBodyBytes`.
-    func fetch(_ request: HTTPClientRequest, timeout: Duration, maxBodyBytes: Int) async throws -> (status: Int, headers: HTTPHeaders, body: [UInt8]) {
+    func fetch(
+        _ request: HTTPClientRequest, timeout: Duration, maxBodyBytes: Int
+    ) async throws -> (status: Int, headers: HTTPHeaders, body: [UInt8]) {
         do {
             return try await withDeadline(ContinuousClock.now + timeout) {
                 let response = try await self.execute(request, timeout: TimeAmount(timeout))
@@ -42,7 +44,9 @@ extension HTTPClient {
                 }
                 return (Int(response.status.code), response.headers, body)
             }
-        } catch where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError) {
+        } catch
+            where error is DeadlineExceeded || [.deadlineExceeded, .readTimeout].contains(error as? HTTPClientError)
+        {
             throw FetchFailure(description: "no complete response within \(Units.formatDuration(timeout))")
         }
     }

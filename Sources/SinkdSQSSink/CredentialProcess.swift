@@ -31,13 +31,17 @@ enum CredentialProcess {
         var description: String {
             switch self {
             case .cannotStart(let why): "credential_process could not start: \(why)"
-            case .timedOut(let limit): "credential_process did not finish within \(limit.components.seconds) s; its process group was killed"
-            case .tooMuchOutput(let limit): "credential_process printed more than \(limit) bytes (a credentials JSON is far smaller); its process group was killed"
+            case .timedOut(let limit):
+                "credential_process did not finish within \(limit.components.seconds) s; its process group was killed"
+            case .tooMuchOutput(let limit):
+                "credential_process printed more than \(limit) bytes (a credentials JSON is far smaller); its process group was killed"
             }
         }
     }
 
-    static func run(_ command: String, timeout: Duration, maxStdout: Int = 1 << 20, keptStderr: Int = 4096) throws(Failure) -> Output {
+    static func run(
+        _ command: String, timeout: Duration, maxStdout: Int = 1 << 20, keptStderr: Int = 4096
+    ) throws(Failure) -> Output {
         var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw .cannotStart("pipe: \(String(cString: strerror(errno)))") }
         guard pipe(&errPipe) == 0 else {
@@ -63,7 +67,8 @@ enum CredentialProcess {
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
         defer { for a in argv { free(a) } }
@@ -85,9 +90,18 @@ enum CredentialProcess {
                 failure = .timedOut(timeout)
                 break
             }
-            var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+                pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
+            ]
             for i in 0..<2 where !open[i] { fds[i].fd = -1 }
-            let millis = Int32(min(100, max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)))
+            let millis = Int32(
+                min(
+                    100,
+                    max(
+                        1,
+                        remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+            )
             let ready = poll(&fds, 2, millis)
             if ready < 0, errno != EINTR { break }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
@@ -112,7 +126,8 @@ enum CredentialProcess {
                 // Exited? Asked without reaping it, so that its group id cannot be reused before
                 // the group is killed: what the shell left running (holding our pipes) goes with it.
                 var info = siginfo_t()
-                if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0, info._sifields._kill.si_pid == pid {
+                if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0, info._sifields._kill.si_pid == pid
+                {
                     kill(-pid, SIGKILL)
                     exitStatus = reap(pid)
                 }
@@ -125,7 +140,9 @@ enum CredentialProcess {
         if let failure { throw failure }
         let status = exitStatus ?? 0
         let signal = status & 0x7f
-        return Output(status: signal == 0 ? (status >> 8) & 0xff : nil, signal: signal == 0 ? nil : signal, stdout: stdout, stderr: stderr)
+        return Output(
+            status: signal == 0 ? (status >> 8) & 0xff : nil, signal: signal == 0 ? nil : signal, stdout: stdout,
+            stderr: stderr)
     }
 
     private static func reap(_ pid: pid_t) -> Int32 {

@@ -105,7 +105,9 @@ public enum SQSProtocol {
     /// CreateQueue; a name ending in `.fifo` creates a FIFO queue (deduplication by the ids sinkd sends).
     public static func createQueue(name: String) -> [UInt8] {
         var object: [String: Any] = ["QueueName": name]
-        if name.hasSuffix(".fifo") { object["Attributes"] = ["FifoQueue": "true", "ContentBasedDeduplication": "false"] }
+        if name.hasSuffix(".fifo") {
+            object["Attributes"] = ["FifoQueue": "true", "ContentBasedDeduplication": "false"]
+        }
         return json(object)
     }
 
@@ -135,7 +137,9 @@ public enum SQSProtocol {
         }
         for entry in object["Failed"] as? [[String: Any]] ?? [] {
             guard let id = (entry["Id"] as? String).flatMap(Int.init) else { continue }
-            result.failed[id] = .init(senderFault: entry["SenderFault"] as? Bool ?? false, code: entry["Code"] as? String ?? "", message: entry["Message"] as? String ?? "")
+            result.failed[id] = .init(
+                senderFault: entry["SenderFault"] as? Bool ?? false, code: entry["Code"] as? String ?? "",
+                message: entry["Message"] as? String ?? "")
         }
         return result
     }
@@ -170,12 +174,14 @@ public enum SQSProtocol {
             switch code {
             case "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", "NonExistentQueue":
                 return .queueDoesNotExist
-            case "InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException", "ExpiredToken",
-                 "ExpiredTokenException", "UnrecognizedClientException", "IncompleteSignature", "MissingAuthenticationToken",
-                 "InvalidSecurity", "RequestExpired":
+            case "InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
+                "ExpiredToken",
+                "ExpiredTokenException", "UnrecognizedClientException", "IncompleteSignature",
+                "MissingAuthenticationToken",
+                "InvalidSecurity", "RequestExpired":
                 return .credentials
             case "ThrottlingException", "RequestThrottled", "Throttling", "ServiceUnavailable", "InternalError",
-                 "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled":
+                "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled":
                 return .retryable
             default:
                 if status == 401 || status == 403 { return .credentials }
@@ -189,19 +195,24 @@ public enum SQSProtocol {
         var code = (object["__type"] as? String ?? object["code"] as? String ?? "")
         if let hash = code.lastIndex(of: "#") { code = String(code[code.index(after: hash)...]) }
         if let header = queryErrorHeader, let legacy = header.split(separator: ";").first, !legacy.isEmpty,
-           code.isEmpty || legacy.hasPrefix("AWS.SimpleQueueService.") {
+            code.isEmpty || legacy.hasPrefix("AWS.SimpleQueueService.")
+        {
             code = String(legacy)
         }
         // Some servers (and AWS's query protocol) answer errors in XML: <Code>…</Code><Message>…</Message>.
         let text = String(decoding: body.prefix(4096), as: UTF8.self)
         if code.isEmpty, let xmlCode = xmlElement("Code", in: text) { code = xmlCode }
         if code.isEmpty { code = "HTTP\(status)" }
-        let message = object["message"] as? String ?? object["Message"] as? String ?? xmlElement("Message", in: text) ?? String(text.prefix(200))
+        let message =
+            object["message"] as? String ?? object["Message"] as? String ?? xmlElement("Message", in: text)
+            ?? String(text.prefix(200))
         return ServiceError(status: status, code: code, message: message)
     }
 
     static func xmlElement(_ name: String, in text: String) -> String? {
-        guard let open = text.range(of: "<\(name)>"), let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex) else { return nil }
+        guard let open = text.range(of: "<\(name)>"),
+            let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex)
+        else { return nil }
         return String(text[open.upperBound..<close.lowerBound])
     }
 

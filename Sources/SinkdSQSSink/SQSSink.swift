@@ -27,23 +27,40 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     let timeouts: AWSRequestTimeouts
     private let queueURLs = NIOLockedValueBox<[String: String]>([:])
 
-    public init(config: SQSSinkConfig, environment: [String: String] = ProcessInfo.processInfo.environment, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                logger: Logger = Logger(label: "sinkd.sqs"), readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
-                timeouts: AWSRequestTimeouts = AWSRequestTimeouts()) {
+    public init(
+        config: SQSSinkConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "sinkd.sqs"),
+        readFile: @escaping @Sendable (String) -> String? = SQSCredentials.defaultReadFile,
+        timeouts: AWSRequestTimeouts = AWSRequestTimeouts()
+    ) {
         self.config = config
         self.timeouts = timeouts
-        let region = config.region.isEmpty ? (environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["AWS_DEFAULT_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1") : config.region
+        let region =
+            config.region.isEmpty
+            ? (environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["AWS_DEFAULT_REGION"].flatMap
+            { $0.isEmpty ? nil : $0 } ?? "us-east-1") : config.region
         self.region = region
         endpoint = URL(string: config.endpoint.isEmpty ? "https://sqs.\(region).amazonaws.com/" : config.endpoint)!
         var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, config.options.poolSize))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, config.options.poolSize))
         configuration.redirectConfiguration = .disallow
         configuration.timeout.connect = .seconds(5)
         let client = HTTPClient(eventLoopGroup: group, configuration: configuration)
         self.client = client
-        let stsEndpoint = !config.stsEndpoint.isEmpty ? config.stsEndpoint : (environment["AWS_ENDPOINT_URL_STS"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://sts.\(region).amazonaws.com/")
-        credentials = SQSCredentials.resolve(config: config, environment: environment, readFile: readFile).map { source in
-            AWSCredentialProvider(source: source, fetcher: AWSCredentialFetcher(client: client, region: region, stsEndpoint: stsEndpoint, readFile: readFile, timeouts: timeouts), logger: logger)
+        let stsEndpoint =
+            !config.stsEndpoint.isEmpty
+            ? config.stsEndpoint
+            : (environment["AWS_ENDPOINT_URL_STS"].flatMap { $0.isEmpty ? nil : $0 }
+                ?? "https://sts.\(region).amazonaws.com/")
+        credentials = SQSCredentials.resolve(config: config, environment: environment, readFile: readFile).map {
+            source in
+            AWSCredentialProvider(
+                source: source,
+                fetcher: AWSCredentialFetcher(
+                    client: client, region: region, stsEndpoint: stsEndpoint, readFile: readFile, timeouts: timeouts),
+                logger: logger)
         }
     }
 
@@ -57,7 +74,8 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     func signer() async throws(SinkConnectionError) -> SigV4Signer {
         switch credentials {
         case .failure(let error): throw SinkConnectionError(error.description)
-        case .success(let provider): return SigV4Signer(credentials: try await provider.credentials(), region: region, service: "sqs")
+        case .success(let provider):
+            return SigV4Signer(credentials: try await provider.credentials(), region: region, service: "sqs")
         }
     }
 
@@ -68,23 +86,39 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     public var maxMessageBytes: Int { config.maxMessageBytes == 0 ? config.maxBatchBytes : config.maxMessageBytes }
 
     public func limits(for address: SinkAddress, options: PipelineOptions) -> SinkLimits {
-        SinkLimits(maxBatchCount: min(10, max(1, options.batchSize)), maxBatchBytes: config.maxBatchBytes, maxMessageBytes: maxMessageBytes)
+        SinkLimits(
+            maxBatchCount: min(10, max(1, options.batchSize)), maxBatchBytes: config.maxBatchBytes,
+            maxMessageBytes: maxMessageBytes)
     }
 
-    public func makeClient(for address: SinkAddress, options: PipelineOptions) throws(SinkConnectionError) -> any SinkClient {
-        guard case .sqsQueue(let location) = address.target else { throw SinkConnectionError("\(address) is not an SQS sink") }
+    public func makeClient(
+        for address: SinkAddress, options: PipelineOptions
+    ) throws(SinkConnectionError) -> any SinkClient {
+        guard case .sqsQueue(let location) = address.target else {
+            throw SinkConnectionError("\(address) is not an SQS sink")
+        }
         if case .failure(let error) = credentials { throw SinkConnectionError(error.description) }
         let queueName = location.hasPrefix("http") ? (URL(string: location)?.lastPathComponent ?? location) : location
-        return SQSQueueClient(family: self, location: location, queueName: queueName,
-                              entryOptions: .init(fifo: queueName.hasSuffix(".fifo"), groupIDTemplate: config.fifoGroupID, messageAttributes: config.messageAttributes, sink: address.identity))
+        return SQSQueueClient(
+            family: self, location: location, queueName: queueName,
+            entryOptions: .init(
+                fifo: queueName.hasSuffix(".fifo"), groupIDTemplate: config.fifoGroupID,
+                messageAttributes: config.messageAttributes, sink: address.identity))
     }
 
     /// ApproximateNumberOfMessages of a queue (benchmarks and tests); creates it first if asked.
     public func approximateMessages(queue: String, create: Bool) async throws -> Int {
         let signer = try await signer()
-        let lookup = try await call(create ? .createQueue : .getQueueUrl, body: create ? SQSProtocol.createQueue(name: queue) : SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: signer)
+        let lookup = try await call(
+            create ? .createQueue : .getQueueUrl,
+            body: create
+                ? SQSProtocol.createQueue(name: queue) : SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""),
+            signer: signer)
         guard let url = SQSProtocol.parseQueueURL(lookup.body) else { return 0 }
-        let response = try await call(.getQueueAttributes, body: SQSProtocol.json(["QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]]), signer: signer)
+        let response = try await call(
+            .getQueueAttributes,
+            body: SQSProtocol.json(["QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]]), signer: signer
+        )
         let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
         return ((object?["Attributes"] as? [String: String])?["ApproximateNumberOfMessages"]).flatMap(Int.init) ?? 0
     }
@@ -96,10 +130,14 @@ public final class SQSSinkFamily: SinkFamily, Sendable {
     /// no response throws.
     /// `maxResponseBytes`: what the answer may hold (1 MiB: a SendMessageBatch answer lists at most
     /// 10 entries; ReceiveMessage, which only tests use, can carry 10 messages of 1 MiB).
-    func call(_ action: SQSProtocol.Action, body: [UInt8], signer: SigV4Signer, maxResponseBytes: Int = 1 << 20) async throws(SinkConnectionError) -> (status: Int, body: [UInt8], queryError: String?) {
+    func call(
+        _ action: SQSProtocol.Action, body: [UInt8], signer: SigV4Signer, maxResponseBytes: Int = 1 << 20
+    ) async throws(SinkConnectionError) -> (status: Int, body: [UInt8], queryError: String?) {
         let host = endpoint.host.map { h in endpoint.port.map { "\(h):\($0)" } ?? h } ?? ""
         let path = endpoint.path.isEmpty ? "/" : endpoint.path
-        var headers: [(String, String)] = [("Host", host), ("Content-Type", SQSProtocol.contentType), ("X-Amz-Target", action.target)]
+        var headers: [(String, String)] = [
+            ("Host", host), ("Content-Type", SQSProtocol.contentType), ("X-Amz-Target", action.target),
+        ]
         headers += signer.sign(method: "POST", path: path, headers: headers, body: body, date: Date())
         var request = HTTPClientRequest(url: endpoint.absoluteString)
         request.method = .POST
@@ -136,11 +174,15 @@ struct SQSQueueClient: SinkClient {
         let body = SQSProtocol.sendMessageBatch(queueURL: queueURL, records: batch.map(\.record), options: entryOptions)
         let response = try await family.call(.sendMessageBatch, body: body, signer: try await family.signer())
         guard response.status == 200 else {
-            let error = SQSProtocol.parseError(status: response.status, body: response.body, queryErrorHeader: response.queryError)
+            let error = SQSProtocol.parseError(
+                status: response.status, body: response.body, queryErrorHeader: response.queryError)
             switch error.kind {
             case .queueDoesNotExist:
                 family.cache(location, nil)  // looked up again (or created) on the next attempt
-                return batch.map { _ in family.config.createMissingQueues ? .retryable("\(error)") : .permanent("queue \(queueName) does not exist (\(error))") }
+                return batch.map { _ in
+                    family.config.createMissingQueues
+                        ? .retryable("\(error)") : .permanent("queue \(queueName) does not exist (\(error))")
+                }
             case .credentials:
                 family.credentialsRefused()
                 throw SinkConnectionError("SQS refused the credentials: \(error)")
@@ -157,7 +199,9 @@ struct SQSQueueClient: SinkClient {
             }
         }
         guard let result = SQSProtocol.parseBatchResult(response.body) else {
-            return batch.map { _ in .retryable("SQS answered SendMessageBatch with something that is not its JSON result") }
+            return batch.map { _ in
+                .retryable("SQS answered SendMessageBatch with something that is not its JSON result")
+            }
         }
         return batch.indices.map { index in
             if result.successful.contains(index) { return .delivered }
@@ -174,28 +218,38 @@ struct SQSQueueClient: SinkClient {
     private func resolveQueueURL() async throws(SinkConnectionError) -> QueueResolution {
         if location.hasPrefix("http") { return .url(location) }
         if let cached = family.cachedURL(location) { return .url(cached) }
-        let lookup = try await family.call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queueName, ownerAccountID: family.config.accountID), signer: try await family.signer())
+        let lookup = try await family.call(
+            .getQueueUrl, body: SQSProtocol.getQueueUrl(name: queueName, ownerAccountID: family.config.accountID),
+            signer: try await family.signer())
         if lookup.status == 200, let url = SQSProtocol.parseQueueURL(lookup.body) {
             family.cache(location, url)
             return .url(url)
         }
-        let error = SQSProtocol.parseError(status: lookup.status, body: lookup.body, queryErrorHeader: lookup.queryError)
+        let error = SQSProtocol.parseError(
+            status: lookup.status, body: lookup.body, queryErrorHeader: lookup.queryError)
         switch error.kind {
         case .queueDoesNotExist:
             guard family.config.createMissingQueues else {
-                return .failed(.permanent("queue \(queueName) does not exist (sinks.sqs.create_missing_queues is false): \(error)"))
+                return .failed(
+                    .permanent("queue \(queueName) does not exist (sinks.sqs.create_missing_queues is false): \(error)")
+                )
             }
-            let created = try await family.call(.createQueue, body: SQSProtocol.createQueue(name: queueName), signer: try await family.signer())
+            let created = try await family.call(
+                .createQueue, body: SQSProtocol.createQueue(name: queueName), signer: try await family.signer())
             if created.status == 200, let url = SQSProtocol.parseQueueURL(created.body) {
                 family.cache(location, url)
                 return .url(url)
             }
-            let createError = SQSProtocol.parseError(status: created.status, body: created.body, queryErrorHeader: created.queryError)
+            let createError = SQSProtocol.parseError(
+                status: created.status, body: created.body, queryErrorHeader: created.queryError)
             if createError.kind == .credentials {
                 family.credentialsRefused()
                 throw SinkConnectionError("SQS refused the credentials: \(createError)")
             }
-            return .failed(createError.kind == .permanent ? .permanent("cannot create queue \(queueName): \(createError)") : .retryable("cannot create queue \(queueName): \(createError)"))
+            return .failed(
+                createError.kind == .permanent
+                    ? .permanent("cannot create queue \(queueName): \(createError)")
+                    : .retryable("cannot create queue \(queueName): \(createError)"))
         case .credentials:
             family.credentialsRefused()
             throw SinkConnectionError("SQS refused the credentials: \(error)")

@@ -30,18 +30,28 @@ public struct SigV4Signer: Sendable {
     /// The headers to add to the request: X-Amz-Date, X-Amz-Security-Token (with a session
     /// token), Authorization. `headers` must already hold every header to sign, Host included;
     /// `path` is the URI path (already URI-encoded as it will be sent), `query` the raw query.
-    public func sign(method: String, path: String, query: String = "", headers: [(String, String)], body: [UInt8], date: Date) -> [(String, String)] {
+    public func sign(
+        method: String, path: String, query: String = "", headers: [(String, String)], body: [UInt8], date: Date
+    ) -> [(String, String)] {
         let amzDate = Self.amzDate(date)
         var all = headers
         all.append(("X-Amz-Date", amzDate))
         if let token = credentials.sessionToken, !token.isEmpty { all.append(("X-Amz-Security-Token", token)) }
-        let (canonical, signedHeaders) = Self.canonicalRequest(method: method, path: path, query: query, headers: all, payloadHash: Self.hex(SHA256.hash(data: body)))
+        let (canonical, signedHeaders) = Self.canonicalRequest(
+            method: method, path: path, query: query, headers: all, payloadHash: Self.hex(SHA256.hash(data: body)))
         let scope = "\(amzDate.prefix(8))/\(region)/\(service)/aws4_request"
-        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: Array(canonical.utf8))))"
-        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: signingKey(day: String(amzDate.prefix(8)))))
+        let stringToSign =
+            "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: Array(canonical.utf8))))"
+        let signature = Self.hex(
+            HMAC<SHA256>.authenticationCode(
+                for: Array(stringToSign.utf8), using: signingKey(day: String(amzDate.prefix(8)))))
         var out: [(String, String)] = [("X-Amz-Date", amzDate)]
         if let token = credentials.sessionToken, !token.isEmpty { out.append(("X-Amz-Security-Token", token)) }
-        out.append(("Authorization", "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"))
+        out.append(
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+            ))
         return out
     }
 
@@ -56,7 +66,9 @@ public struct SigV4Signer: Sendable {
 
     /// The canonical request and the signed-headers list. Header names lower-cased and sorted,
     /// values trimmed with inner runs of spaces collapsed; repeated headers joined with ','.
-    static func canonicalRequest(method: String, path: String, query: String, headers: [(String, String)], payloadHash: String) -> (String, String) {
+    static func canonicalRequest(
+        method: String, path: String, query: String, headers: [(String, String)], payloadHash: String
+    ) -> (String, String) {
         var merged: [String: [String]] = [:]
         for (name, value) in headers {
             let trimmed = value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
@@ -65,7 +77,9 @@ public struct SigV4Signer: Sendable {
         let names = merged.keys.sorted()
         let canonicalHeaders = names.map { "\($0):\(merged[$0]!.joined(separator: ","))\n" }.joined()
         let signedHeaders = names.joined(separator: ";")
-        let canonical = [method, path.isEmpty ? "/" : path, canonicalQuery(query), canonicalHeaders, signedHeaders, payloadHash].joined(separator: "\n")
+        let canonical = [
+            method, path.isEmpty ? "/" : path, canonicalQuery(query), canonicalHeaders, signedHeaders, payloadHash,
+        ].joined(separator: "\n")
         return (canonical, signedHeaders)
     }
 
@@ -78,15 +92,17 @@ public struct SigV4Signer: Sendable {
             let value = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
             return (uriEncode(name), uriEncode(value))
         }
-        return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+        return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(
+            separator: "&")
     }
 
     static func uriEncode(_ s: String) -> String {
         var out = ""
         for byte in s.utf8 {
             switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
                 out.append(Character(UnicodeScalar(byte)))
             default:
                 out += String(format: "%%%02X", byte)
@@ -99,7 +115,9 @@ public struct SigV4Signer: Sendable {
         var t = time_t(date.timeIntervalSince1970)
         var parts = tm()
         gmtime_r(&t, &parts)
-        return String(format: "%04d%02d%02dT%02d%02d%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec)
+        return String(
+            format: "%04d%02d%02dT%02d%02d%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
+            parts.tm_min, parts.tm_sec)
     }
 
     static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {

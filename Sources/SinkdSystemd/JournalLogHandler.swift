@@ -39,7 +39,8 @@ public struct JournalLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         var entries = [
-            "MESSAGE=" + LogText.escapingControls(Redactor.shared.redact(Self.messageText(event.message.description, fields))),
+            "MESSAGE="
+                + LogText.escapingControls(Redactor.shared.redact(Self.messageText(event.message.description, fields))),
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=" + identifier,
             "CODE_FILE=" + event.file,
@@ -47,7 +48,8 @@ public struct JournalLogHandler: LogHandler {
             "CODE_FUNC=" + event.function,
         ]
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            entries.append(Self.fieldName(key) + "=" + LogText.escapingControls(Redactor.shared.redact(value.description)))
+            entries.append(
+                Self.fieldName(key) + "=" + LogText.escapingControls(Redactor.shared.redact(value.description)))
         }
         Self.send(entries)
     }

@@ -36,7 +36,8 @@ public struct WatchdogState: Sendable, Equatable {
             }
         }
         if verdict == .alive, walWritingSince != 0, now &- walWritingSince > thresholdNanos {
-            verdict = .stalled("the WAL writer has been in one write or fsync for \(Self.seconds(now &- walWritingSince)) s")
+            verdict = .stalled(
+                "the WAL writer has been in one write or fsync for \(Self.seconds(now &- walWritingSince)) s")
         }
         var probe: [Int] = []
         for loop in probeSent.indices where probeSent[loop] == nil {
@@ -62,8 +63,10 @@ public final class WatchdogService: Service, Sendable {
     let notifier: SystemdNotifier
     let logger: Logger
 
-    public init(interval: Duration, loops: [any EventLoop], walWritingSince: @escaping @Sendable () -> UInt64,
-                now: @escaping @Sendable () -> UInt64, notifier: SystemdNotifier, logger: Logger) {
+    public init(
+        interval: Duration, loops: [any EventLoop], walWritingSince: @escaping @Sendable () -> UInt64,
+        now: @escaping @Sendable () -> UInt64, notifier: SystemdNotifier, logger: Logger
+    ) {
         self.interval = interval
         self.loops = loops
         self.walWritingSince = walWritingSince
@@ -74,7 +77,11 @@ public final class WatchdogService: Service, Sendable {
 
     public func run() async throws {
         let period = interval / 2
-        let state = NIOLockedValueBox(WatchdogState(loops: loops.count, thresholdNanos: UInt64(period.components.seconds) * 1_000_000_000 + UInt64(period.components.attoseconds / 1_000_000_000)))
+        let state = NIOLockedValueBox(
+            WatchdogState(
+                loops: loops.count,
+                thresholdNanos: UInt64(period.components.seconds) * 1_000_000_000
+                    + UInt64(period.components.attoseconds / 1_000_000_000)))
         var stalled: String?
         logger.info("systemd watchdog enabled", metadata: ["interval": "\(interval)", "ping_every": "\(period)"])
         while !Task.isShuttingDownGracefully, !Task.isCancelled {

@@ -13,21 +13,28 @@ public enum TLSContexts {
                 configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(tls.caFile))
             }
         } catch {
-            throw SinkConnectionError("\(section).ca_file \(tls.caFile): not a readable PEM certificate file (\(error))")
+            throw SinkConnectionError(
+                "\(section).ca_file \(tls.caFile): not a readable PEM certificate file (\(error))")
         }
         if !tls.certificateFile.isEmpty || !tls.keyFile.isEmpty {
             guard !tls.certificateFile.isEmpty, !tls.keyFile.isEmpty else {
-                throw SinkConnectionError("\(section): certificate_file and key_file go together (a client certificate needs its key)")
+                throw SinkConnectionError(
+                    "\(section): certificate_file and key_file go together (a client certificate needs its key)")
             }
             do {
-                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { .certificate($0) }
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map {
+                    .certificate($0)
+                }
             } catch {
-                throw SinkConnectionError("\(section).certificate_file \(tls.certificateFile): not a readable PEM certificate file (\(error))")
+                throw SinkConnectionError(
+                    "\(section).certificate_file \(tls.certificateFile): not a readable PEM certificate file (\(error))"
+                )
             }
             do {
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem))
             } catch {
-                throw SinkConnectionError("\(section).key_file \(tls.keyFile): not a readable PEM private key (\(error))")
+                throw SinkConnectionError(
+                    "\(section).key_file \(tls.keyFile): not a readable PEM private key (\(error))")
             }
         }
         configuration.certificateVerification = tls.verify ? .fullVerification : .none

@@ -24,7 +24,9 @@ public struct BlockingThreads: SuiteTrait, TestTrait, TestScoping {
     public static let width = max(2, ProcessInfo.processInfo.activeProcessorCount)
     static let gate = AsyncGate(width: width)
 
-    public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    public func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
         // The suite-level call has no test case; each test's own call does the work.
         guard testCase != nil else { return try await function() }
         await Self.gate.enter()

@@ -14,7 +14,9 @@ public struct HeapCounter: Sendable {
     public struct Counts: Sendable {
         public var calls: UInt64
         public var bytes: UInt64
-        public static func - (a: Counts, b: Counts) -> Counts { Counts(calls: a.calls &- b.calls, bytes: a.bytes &- b.bytes) }
+        public static func - (a: Counts, b: Counts) -> Counts {
+            Counts(calls: a.calls &- b.calls, bytes: a.bytes &- b.bytes)
+        }
     }
 
     public struct BuildFailure: Error, CustomStringConvertible {
@@ -58,8 +60,15 @@ public struct HeapCounter: Sendable {
 
     /// The counts so far (zero before the counted process started).
     public func read() -> Counts {
-        guard let data = FileManager.default.contents(atPath: countsFile), data.count >= 16 else { return Counts(calls: 0, bytes: 0) }
-        let words = data.withUnsafeBytes { raw in (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        guard let data = FileManager.default.contents(atPath: countsFile), data.count >= 16 else {
+            return Counts(calls: 0, bytes: 0)
+        }
+        let words = data.withUnsafeBytes { raw in
+            (
+                raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            )
+        }
         return Counts(calls: UInt64(littleEndian: words.0), bytes: UInt64(littleEndian: words.1))
     }
 }

@@ -20,8 +20,13 @@ public final class RunningEngine: @unchecked Sendable {
 
     /// `configure` sets the family's section (and anything else) on a configuration whose WAL
     /// and dead letters live in the temporary directory.
-    public init(families: [ConfigFamily: any SinkFamily], logLevel: Logger.Level = .critical, _ configure: (inout SinkdConfig) -> Void) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
+    public init(
+        families: [ConfigFamily: any SinkFamily], logLevel: Logger.Level = .critical,
+        _ configure: (inout SinkdConfig) -> Void
+    ) throws {
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))")
+            .path
         var config = SinkdConfig()
         config.wal.directory = directory + "/wal"
         config.delivery.deadLetterDirectory = directory + "/dlq"
@@ -33,7 +38,8 @@ public final class RunningEngine: @unchecked Sendable {
         wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
-        service = DeliveryService(wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
+        service = DeliveryService(
+            wal: wal, config: config, families: families, deadLetters: deadLetters, logger: logger)
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
         let group = self.group
         run = Task { try await group.run() }
@@ -42,7 +48,9 @@ public final class RunningEngine: @unchecked Sendable {
     /// Appends `records` and returns once they are durable (as ingest acknowledges them).
     public func append(_ records: [EventRecord]) async {
         let (_, ticket) = wal.append(records, nowMillis: WallClock.millis())
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wal.whenDurable(ticket) { _ in c.resume() } }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            wal.whenDurable(ticket) { _ in c.resume() }
+        }
     }
 
     /// `sink`'s pipeline as `sinkd status` shows it (nil before it started).
@@ -55,7 +63,9 @@ public final class RunningEngine: @unchecked Sendable {
     /// Waits (up to `timeout`) until `sink`'s pipeline is in `state`; returns whether it got there.
     public func wait(for sink: String, state: PipelineSnapshot.State, timeout: Duration = .seconds(30)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        while self.state(of: sink) != state, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        while self.state(of: sink) != state, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         return self.state(of: sink) == state
     }
 
@@ -63,7 +73,9 @@ public final class RunningEngine: @unchecked Sendable {
     /// (The broker may hold a record a moment before its confirmation reaches the pipeline.)
     public func waitForDelivered(_ sink: String, _ count: UInt64, timeout: Duration = .seconds(30)) async -> UInt64 {
         let deadline = ContinuousClock.now + timeout
-        while snapshot(of: sink)?.delivered ?? 0 < count, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        while snapshot(of: sink)?.delivered ?? 0 < count, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         return snapshot(of: sink)?.delivered ?? 0
     }
 

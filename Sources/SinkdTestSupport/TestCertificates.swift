@@ -32,7 +32,8 @@ public struct TestCertificates: Sendable {
         p.arguments = ["-c", script]
         try p.run()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw Failure(description: "openssl could not make the test certificates (apt-get install openssl)") }
+        guard p.terminationStatus == 0 else {
+            throw Failure(description: "openssl could not make the test certificates (apt-get install openssl)")
+        }
     }
 }
-

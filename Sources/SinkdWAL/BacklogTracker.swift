@@ -66,7 +66,9 @@ public struct BacklogTracker: Sendable, Equatable {
     }
 
     /// The pipeline took these records (in seq order); `readUpTo` is the sink's progress after it.
-    public mutating func handedOut(sink name: String, records: some Sequence<(seq: UInt64, held: Held)>, readUpTo: UInt64) {
+    public mutating func handedOut(
+        sink name: String, records: some Sequence<(seq: UInt64, held: Held)>, readUpTo: UInt64
+    ) {
         Self.update(&sinks[name, default: Sink()]) { s in
             var last: UInt64?
             for r in records {
@@ -115,7 +117,9 @@ public struct BacklogTracker: Sendable, Equatable {
                 if let held = tracked.held[seq] {
                     bytes += held.bytes
                     oldest = min(oldest, held.acceptedAtMillis)
-                } else if let summary = summaries.first(where: { ($0.sinks[name]?.lastSeq ?? 0) >= seq }), let span = summary.sinks[name] {
+                } else if let summary = summaries.first(where: { ($0.sinks[name]?.lastSeq ?? 0) >= seq }),
+                    let span = summary.sinks[name]
+                {
                     bytes += span.bodyBytes / max(span.records, 1)
                     oldest = min(oldest, summary.minAcceptedMillis)
                 }

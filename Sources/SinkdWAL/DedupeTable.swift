@@ -45,7 +45,8 @@ public final class DedupeTable: @unchecked Sendable {
         }
         var slots = 1
         while slots < self.maxEntries * 2 { slots <<= 1 }
-        ring = calloc(self.maxEntries, MemoryLayout<Entry>.stride)!.bindMemory(to: Entry.self, capacity: self.maxEntries)
+        ring = calloc(self.maxEntries, MemoryLayout<Entry>.stride)!.bindMemory(
+            to: Entry.self, capacity: self.maxEntries)
         index = calloc(slots, MemoryLayout<UInt32>.stride)!.bindMemory(to: UInt32.self, capacity: slots)
         mask = slots - 1
     }
@@ -89,7 +90,9 @@ public final class DedupeTable: @unchecked Sendable {
     /// Forgets `key` (its record never became durable). Its ring entry stays until its turn to
     /// expire but can no longer be found.
     public func remove(_ key: DedupeKey, seq: UInt64) {
-        guard let slot = findSlot(a: key.a, b: UInt32(truncatingIfNeeded: key.b), seqLow: UInt32(truncatingIfNeeded: seq)) else { return }
+        guard
+            let slot = findSlot(a: key.a, b: UInt32(truncatingIfNeeded: key.b), seqLow: UInt32(truncatingIfNeeded: seq))
+        else { return }
         deleteSlot(slot)
     }
 

@@ -209,7 +209,9 @@ public struct DeliveryProgress: Sendable, Equatable {
                             let first = try c.u64()
                             let length = UInt64(try c.u32())
                             // Outstanding seqs were handed out: 1 ≤ seq ≤ readUpTo.
-                            guard first >= 1, length >= 1, first <= s.readUpTo, length - 1 <= s.readUpTo - first else { return nil }
+                            guard first >= 1, length >= 1, first <= s.readUpTo, length - 1 <= s.readUpTo - first else {
+                                return nil
+                            }
                             decoded += Int(length)
                             guard decoded <= maxDecodedSeqs else { return nil }
                             for seq in first...(first + (length - 1)) { s.outstanding.insert(seq) }

@@ -81,7 +81,8 @@ public enum FileIO {
     }
 
     /// Writes `bytes[range]` (all of it when `range` is nil).
-    public static func writeAll(_ fd: CInt, _ bytes: [UInt8], range: Range<Int>? = nil, path: String) throws(FileError) {
+    public static func writeAll(_ fd: CInt, _ bytes: [UInt8], range: Range<Int>? = nil, path: String) throws(FileError)
+    {
         let result: Result<Void, FileError> = bytes.withUnsafeBytes { raw in
             let slice = range.map { UnsafeRawBufferPointer(rebasing: raw[$0]) } ?? raw
             do throws(FileError) {
@@ -138,11 +139,15 @@ public enum FileIO {
         if let injected = FaultInjector.shared.failure(for: .rename, path: from) {
             throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: injected)
         }
-        guard Glibc.rename(from, to) == 0 else { throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: errno) }
+        guard Glibc.rename(from, to) == 0 else {
+            throw FileError(operation: "rename", path: "\(from) -> \(to)", errno: errno)
+        }
     }
 
     public static func unlink(_ path: String) throws(FileError) {
-        guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw FileError(operation: "unlink", path: path, errno: errno) }
+        guard Glibc.unlink(path) == 0 || errno == ENOENT else {
+            throw FileError(operation: "unlink", path: path, errno: errno)
+        }
     }
 
     /// mkdir -p.
@@ -166,13 +171,19 @@ public enum FileIO {
         guard fstat(fd, &st) == 0 else { throw FileError(operation: "fstat", path: path, errno: errno) }
         let uid = geteuid()
         if st.st_uid != uid {
-            throw FileError(operation: "check", path: path, errno: EPERM,
-                            detail: "it is owned by uid \(st.st_uid), not by sinkd's user (uid \(uid)); another user could plant files in it. chown it to sinkd's user (systemd's StateDirectory= does)")
+            throw FileError(
+                operation: "check", path: path, errno: EPERM,
+                detail:
+                    "it is owned by uid \(st.st_uid), not by sinkd's user (uid \(uid)); another user could plant files in it. chown it to sinkd's user (systemd's StateDirectory= does)"
+            )
         }
         let mode = st.st_mode & 0o7777
         if mode & 0o002 != 0 || (mode & 0o020 != 0 && st.st_gid != getegid()) {
-            throw FileError(operation: "check", path: path, errno: EPERM,
-                            detail: "its mode \(String(mode, radix: 8)) lets other users write into it; chmod o-w,g-w it (0750 is what sinkd creates)")
+            throw FileError(
+                operation: "check", path: path, errno: EPERM,
+                detail:
+                    "its mode \(String(mode, radix: 8)) lets other users write into it; chmod o-w,g-w it (0750 is what sinkd creates)"
+            )
         }
     }
 
@@ -215,7 +226,9 @@ public enum FileIO {
     /// Calls `body` with each line of `path` (without its newline; a last line without one too),
     /// reading 64 KiB at a time: memory is one chunk plus the longest line, whatever the file's
     /// size. `body` returns false to stop.
-    public static func forEachLine(_ path: String, noFollow: Bool = true, _ body: (ArraySlice<UInt8>) throws -> Bool) throws {
+    public static func forEachLine(
+        _ path: String, noFollow: Bool = true, _ body: (ArraySlice<UInt8>) throws -> Bool
+    ) throws {
         if let injected = FaultInjector.shared.failure(for: .read, path: path) {
             throw FileError(operation: "read", path: path, errno: injected)
         }
@@ -249,7 +262,8 @@ public enum FileIO {
     /// Opens `path` for appending without following a link. When this creates the file, the
     /// directory is synced before returning, so that the new entry is as durable as what is then
     /// written and synced into it.
-    public static func openForAppend(_ path: String, directory: String, mode: mode_t = 0o640) throws(FileError) -> CInt {
+    public static func openForAppend(_ path: String, directory: String, mode: mode_t = 0o640) throws(FileError) -> CInt
+    {
         while true {
             let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
             if fd >= 0 { return fd }
@@ -321,7 +335,9 @@ public final class FaultInjector: @unchecked Sendable {
     func failure(for operation: Operation, path: String) -> CInt? {
         guard lock.withLock({ anyArmed }) else { return nil }
         return lock.withLock {
-            guard let i = armed.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else { return nil }
+            guard let i = armed.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else {
+                return nil
+            }
             if armed[i].skip > 0 {
                 armed[i].skip -= 1
                 return nil
@@ -384,7 +400,8 @@ public final class Lock: @unchecked Sendable {
     private static func realtime(after nanoseconds: Int) -> timespec {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        var deadline = timespec(tv_sec: now.tv_sec + nanoseconds / 1_000_000_000, tv_nsec: now.tv_nsec + nanoseconds % 1_000_000_000)
+        var deadline = timespec(
+            tv_sec: now.tv_sec + nanoseconds / 1_000_000_000, tv_nsec: now.tv_nsec + nanoseconds % 1_000_000_000)
         if deadline.tv_nsec >= 1_000_000_000 {
             deadline.tv_sec += 1
             deadline.tv_nsec -= 1_000_000_000

@@ -25,7 +25,9 @@ struct MissingRecords: Equatable {
     }
 
     /// `present`: the seq ranges of the segments found (first...last of each, records > 0).
-    static func find(progress: DeliveryProgress, present: [ClosedRange<UInt64>], orphanSummaries: [SegmentSummary]) -> [Loss] {
+    static func find(
+        progress: DeliveryProgress, present: [ClosedRange<UInt64>], orphanSummaries: [SegmentSummary]
+    ) -> [Loss] {
         let ranges = present.sorted { $0.lowerBound < $1.lowerBound }
         func covered(_ seq: UInt64) -> Bool {
             var low = 0, high = ranges.count

@@ -83,7 +83,9 @@ final class ProgressStore {
             legacyPresent = true
             if (st.st_mode & S_IFMT) != S_IFREG {
                 out.damaged.append((Self.legacyName, "not a regular file"))
-            } else if let bytes = try? FileIO.readFile(legacy, noFollow: true), let progress = DeliveryProgress.decode(bytes) {
+            } else if let bytes = try? FileIO.readFile(legacy, noFollow: true),
+                let progress = DeliveryProgress.decode(bytes)
+            {
                 out.floor = max(out.floor, progress.nextSeq)
                 if newest == nil { newest = (0, progress) }
             } else {

@@ -8,7 +8,10 @@ public struct RateLimitedLog: Sendable {
 
     public init() {}
 
-    public mutating func log(_ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error, metadata: Logger.Metadata = [:]) {
+    public mutating func log(
+        _ logger: Logger, key: String, _ message: Logger.Message, level: Logger.Level = .error,
+        metadata: Logger.Metadata = [:]
+    ) {
         let now = MonotonicClock.nanos()
         if let entry = last[key], now - entry.nanos < Self.intervalNanos {
             last[key]!.suppressed += 1

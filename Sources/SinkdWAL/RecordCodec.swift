@@ -87,7 +87,9 @@ public enum RecordCodec {
     }
 
     /// The sink and id only: what recovery and readers need to route a frame without copying its payload.
-    public static func peekKey(_ body: UnsafeRawBufferPointer) throws(DecodeError) -> (sink: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer, acceptedAtMillis: UInt64) {
+    public static func peekKey(
+        _ body: UnsafeRawBufferPointer
+    ) throws(DecodeError) -> (sink: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer, acceptedAtMillis: UInt64) {
         var r = ByteCursor(body)
         _ = try r.u8()
         let accepted = try r.u64()
@@ -108,16 +110,23 @@ struct ByteCursor {
 
     mutating func take(_ n: Int) throws(RecordCodec.DecodeError) -> UnsafeRawBufferPointer {
         guard n >= 0, n <= remaining else {
-            throw RecordCodec.DecodeError(reason: "field of \(n) bytes at offset \(offset) runs past the end (\(remaining) left)")
+            throw RecordCodec.DecodeError(
+                reason: "field of \(n) bytes at offset \(offset) runs past the end (\(remaining) left)")
         }
         defer { offset += n }
         return UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + n)])
     }
 
     mutating func u8() throws(RecordCodec.DecodeError) -> UInt8 { try take(1)[0] }
-    mutating func u16() throws(RecordCodec.DecodeError) -> UInt16 { UInt16(littleEndian: try take(2).loadUnaligned(as: UInt16.self)) }
-    mutating func u32() throws(RecordCodec.DecodeError) -> UInt32 { UInt32(littleEndian: try take(4).loadUnaligned(as: UInt32.self)) }
-    mutating func u64() throws(RecordCodec.DecodeError) -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
+    mutating func u16() throws(RecordCodec.DecodeError) -> UInt16 {
+        UInt16(littleEndian: try take(2).loadUnaligned(as: UInt16.self))
+    }
+    mutating func u32() throws(RecordCodec.DecodeError) -> UInt32 {
+        UInt32(littleEndian: try take(4).loadUnaligned(as: UInt32.self))
+    }
+    mutating func u64() throws(RecordCodec.DecodeError) -> UInt64 {
+        UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self))
+    }
     mutating func bytes(_ n: Int) throws(RecordCodec.DecodeError) -> [UInt8] { Array(try take(n)) }
     mutating func string(_ n: Int) throws(RecordCodec.DecodeError) -> String {
         let raw = try take(n)

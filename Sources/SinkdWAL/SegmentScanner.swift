@@ -45,7 +45,10 @@ public struct SegmentScanner<Source: SegmentSource> {
     /// Bytes read from the source so far: what a resynchronisation cost.
     public private(set) var bytesRead = 0
 
-    public init(source: Source, from offset: Int = SegmentFormat.headerSize, maxBody: Int, afterSeq: UInt64 = 0, nearSeq: UInt64 = 0) {
+    public init(
+        source: Source, from offset: Int = SegmentFormat.headerSize, maxBody: Int, afterSeq: UInt64 = 0,
+        nearSeq: UInt64 = 0
+    ) {
         self.source = source
         self.offset = offset
         self.maxBody = maxBody
@@ -65,7 +68,9 @@ public struct SegmentScanner<Source: SegmentSource> {
         if let frame = try validFrame(at: offset, searching: false) {
             offset = frame.bodyOffset + frame.bodyLength
             lastSeq = frame.seq
-            return .record(seq: frame.seq, frameOffset: frame.bodyOffset - SegmentFormat.frameHeaderSize, bodyOffset: frame.bodyOffset, bodyLength: frame.bodyLength)
+            return .record(
+                seq: frame.seq, frameOffset: frame.bodyOffset - SegmentFormat.frameHeaderSize,
+                bodyOffset: frame.bodyOffset, bodyLength: frame.bodyLength)
         }
         let bad = offset
         var candidate = offset + 1
@@ -80,15 +85,19 @@ public struct SegmentScanner<Source: SegmentSource> {
         return .tornTail(offset: bad, length: size - bad)
     }
 
-    private mutating func validFrame(at position: Int, searching: Bool) throws -> (seq: UInt64, bodyOffset: Int, bodyLength: Int)? {
+    private mutating func validFrame(
+        at position: Int, searching: Bool
+    ) throws -> (seq: UInt64, bodyOffset: Int, bodyLength: Int)? {
         let size = source.size
         guard position + SegmentFormat.frameHeaderSize <= size else { return nil }
         try ensure(position, SegmentFormat.frameHeaderSize)
         let h = position - windowStart
         let (length, stored, seq) = window.withUnsafeBytes { w in
-            (Int(UInt32(littleEndian: w.loadUnaligned(fromByteOffset: h, as: UInt32.self))),
-             UInt32(littleEndian: w.loadUnaligned(fromByteOffset: h + 4, as: UInt32.self)),
-             UInt64(littleEndian: w.loadUnaligned(fromByteOffset: h + 8, as: UInt64.self)))
+            (
+                Int(UInt32(littleEndian: w.loadUnaligned(fromByteOffset: h, as: UInt32.self))),
+                UInt32(littleEndian: w.loadUnaligned(fromByteOffset: h + 4, as: UInt32.self)),
+                UInt64(littleEndian: w.loadUnaligned(fromByteOffset: h + 8, as: UInt64.self))
+            )
         }
         let bodyOffset = position + SegmentFormat.frameHeaderSize
         guard length > 0, length <= maxBody, bodyOffset + length <= size else { return nil }
@@ -108,7 +117,8 @@ public struct SegmentScanner<Source: SegmentSource> {
         try ensure(bodyOffset, length)
         let computed = window.withUnsafeBytes { w -> UInt32 in
             var crc = CRC32C()
-            crc.update(UnsafeRawBufferPointer(rebasing: w[(bodyOffset - windowStart)..<(bodyOffset - windowStart + length)]))
+            crc.update(
+                UnsafeRawBufferPointer(rebasing: w[(bodyOffset - windowStart)..<(bodyOffset - windowStart + length)]))
             return SegmentFormat.frameChecksum(bodyCRC: crc, seq: seq)
         }
         return computed == stored ? (seq, bodyOffset, length) : nil
@@ -121,7 +131,9 @@ public struct SegmentScanner<Source: SegmentSource> {
         let source = self.source
         while done < length {
             let chunk = min(scratch.count, length - done)
-            let n = try scratch.withUnsafeMutableBytes { try source.read(at: start + done, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<chunk])) }
+            let n = try scratch.withUnsafeMutableBytes {
+                try source.read(at: start + done, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<chunk]))
+            }
             bytesRead += n
             guard n == chunk else { throw ScanError.shortRead(offset: start + done, wanted: chunk, got: n) }
             scratch.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[0..<chunk])) }

@@ -78,7 +78,9 @@ public struct SegmentSummary: Sendable, Equatable {
         var out = Self.magic
         out.appendLE(Self.version)
         out.appendLE(UInt32(0))
-        for v in [firstSeq, lastSeq, minAcceptedMillis, maxAcceptedMillis, records, corruptFrames, fileSize] { out.appendLE(v) }
+        for v in [firstSeq, lastSeq, minAcceptedMillis, maxAcceptedMillis, records, corruptFrames, fileSize] {
+            out.appendLE(v)
+        }
         out.appendLE(UInt32(sinks.count))
         for (name, span) in sinks.sorted(by: { $0.key < $1.key }) {
             out.appendLE(UInt16(name.utf8.count))
@@ -119,7 +121,8 @@ public struct SegmentSummary: Sendable, Equatable {
                 let count = Int(try c.u32())
                 for _ in 0..<count {
                     let name = try c.string(Int(try c.u16()))
-                    s.sinks[name] = SinkSpan(firstSeq: try c.u64(), lastSeq: try c.u64(), records: try c.u64(), bodyBytes: try c.u64())
+                    s.sinks[name] = SinkSpan(
+                        firstSeq: try c.u64(), lastSeq: try c.u64(), records: try c.u64(), bodyBytes: try c.u64())
                 }
                 let end = c.offset
                 guard try c.u32() == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<end])) else { return nil }
@@ -141,10 +144,15 @@ public struct SegmentSummary: Sendable, Equatable {
                 var keys: [SummaryKey] = []
                 keys.reserveCapacity(count)
                 for _ in 0..<count {
-                    keys.append(SummaryKey(key: DedupeKey(a: try c.u64(), b: try c.u64()), seq: try c.u64(), acceptedAtMillis: try c.u64()))
+                    keys.append(
+                        SummaryKey(
+                            key: DedupeKey(a: try c.u64(), b: try c.u64()), seq: try c.u64(),
+                            acceptedAtMillis: try c.u64()))
                 }
                 let end = c.offset
-                guard try c.u32() == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[offset..<end])) else { return nil }
+                guard try c.u32() == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[offset..<end])) else {
+                    return nil
+                }
                 return keys
             } catch {
                 return nil

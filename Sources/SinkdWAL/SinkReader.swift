@@ -54,7 +54,9 @@ public final class SinkReader: @unchecked Sendable {
                 guard let fd = try openIfPresent(wal.path(SegmentFormat.fileName(id: segment.id))) else { continue }
                 openSegment = (segment.id, fd, SegmentFormat.headerSize)
             }
-            var scanner = SegmentScanner(source: FileSegment(fd: openSegment!.fd, size: segment.visibleSize), from: openSegment!.offset, maxBody: wal.options.segmentSize)
+            var scanner = SegmentScanner(
+                source: FileSegment(fd: openSegment!.fd, size: segment.visibleSize), from: openSegment!.offset,
+                maxBody: wal.options.segmentSize)
             scan: while out.count < maxRecords, bytes < maxBytes {
                 switch try scanner.next() {
                 case .record(let seq, let frameOffset, let bodyOffset, let bodyLength):
@@ -63,7 +65,9 @@ public final class SinkReader: @unchecked Sendable {
                     if wanted {
                         // A frame whose checksum holds but whose body does not decode is damage
                         // too (never a reason to throw on every call and pin the sink).
-                        let decoded: Result<EventRecord?, RecordCodec.DecodeError> = scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) { body in
+                        let decoded: Result<EventRecord?, RecordCodec.DecodeError> = scanner.withBody(
+                            bodyOffset: bodyOffset, length: bodyLength
+                        ) { body in
                             do throws(RecordCodec.DecodeError) {
                                 let key = try RecordCodec.peekKey(body)
                                 guard key.sink.elementsEqual(sinkBytes) else { return .success(nil) }
@@ -80,8 +84,11 @@ public final class SinkReader: @unchecked Sendable {
                         case .success(nil):
                             break
                         case .failure(let error):
-                            wal.reportCorruption(segment: segment.id, fd: openSegment!.fd, offset: frameOffset, length: bodyOffset + bodyLength - frameOffset,
-                                                 afterSeq: position, beforeSeq: seq + 1, sink: sink, reason: "a frame whose body does not decode (\(error))")
+                            wal.reportCorruption(
+                                segment: segment.id, fd: openSegment!.fd, offset: frameOffset,
+                                length: bodyOffset + bodyLength - frameOffset,
+                                afterSeq: position, beforeSeq: seq + 1, sink: sink,
+                                reason: "a frame whose body does not decode (\(error))")
                         }
                     }
                     position = seq
@@ -89,8 +96,9 @@ public final class SinkReader: @unchecked Sendable {
                     // Damage found while running (recovery counted what was there at start; this
                     // is bit rot since, or a segment whose summary hid it): counted, logged with
                     // its place, and its bytes kept in quarantine/, never passed over silently.
-                    wal.reportCorruption(segment: segment.id, fd: openSegment!.fd, offset: offset, length: length,
-                                         afterSeq: position, beforeSeq: nil, sink: sink, reason: "bytes that are not a valid frame")
+                    wal.reportCorruption(
+                        segment: segment.id, fd: openSegment!.fd, offset: offset, length: length,
+                        afterSeq: position, beforeSeq: nil, sink: sink, reason: "bytes that are not a valid frame")
                     continue
                 case .end:
                     break scan
@@ -175,9 +183,15 @@ extension WriteAheadLog {
     func handedOut(sink: String, records: [SequencedRecord]) {
         lock.withLock {
             progress.handedOut(sink: sink, seqs: records.lazy.map(\.seq))
-            backlogTracker.handedOut(sink: sink, records: records.lazy.map {
-                (seq: $0.seq, held: BacklogTracker.Held(bytes: UInt64($0.record.payload.count), acceptedAtMillis: $0.record.acceptedAtMillis))
-            }, readUpTo: progress.sink(sink).readUpTo)
+            backlogTracker.handedOut(
+                sink: sink,
+                records: records.lazy.map {
+                    (
+                        seq: $0.seq,
+                        held: BacklogTracker.Held(
+                            bytes: UInt64($0.record.payload.count), acceptedAtMillis: $0.record.acceptedAtMillis)
+                    )
+                }, readUpTo: progress.sink(sink).readUpTo)
         }
     }
 

@@ -28,7 +28,9 @@ public struct DedupeKey: Hashable, Sendable {
     public init(sink: String, id: String) {
         var sink = sink
         var id = id
-        self = sink.withUTF8 { s in id.withUTF8 { i in DedupeKey(sink: UnsafeRawBufferPointer(s), id: UnsafeRawBufferPointer(i)) } }
+        self = sink.withUTF8 { s in
+            id.withUTF8 { i in DedupeKey(sink: UnsafeRawBufferPointer(s), id: UnsafeRawBufferPointer(i)) }
+        }
     }
 }
 

@@ -19,8 +19,12 @@ public enum WALInspector {
 
     /// Visits every record of every segment in seq order. `visit` gets nil records for frames
     /// whose body does not decode (counted as corrupt).
-    public static func inspect(directory: String, maxBody: Int = 1 << 30, visit: (SequencedRecord) throws -> Void = { _ in }) throws -> [SegmentReport] {
-        let names = try FileIO.listDirectory(directory).filter { SegmentFormat.id(fromFileName: $0, suffix: ".wal") != nil }
+    public static func inspect(
+        directory: String, maxBody: Int = 1 << 30, visit: (SequencedRecord) throws -> Void = { _ in }
+    ) throws -> [SegmentReport] {
+        let names = try FileIO.listDirectory(directory).filter {
+            SegmentFormat.id(fromFileName: $0, suffix: ".wal") != nil
+        }
         var reports: [SegmentReport] = []
         for name in names {
             let path = directory + "/" + name
@@ -39,7 +43,9 @@ public enum WALInspector {
             scan: while true {
                 switch try scanner.next() {
                 case .record(let seq, let frameOffset, let bodyOffset, let bodyLength):
-                    let decoded = scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) { try? RecordCodec.decode($0) }
+                    let decoded = scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) {
+                        try? RecordCodec.decode($0)
+                    }
                     guard let record = decoded else {
                         report.corrupt.append((frameOffset, bodyLength + SegmentFormat.frameHeaderSize))
                         continue

@@ -12,7 +12,9 @@ enum WALMetrics {
     /// Makes every counter now (a static is made at first use), so that each is exported from
     /// the start, at 0: an alert on "lost records increased" needs the series before the loss.
     static func exportAll() {
-        for counter in [writeFailures, rewritten, recordsAtRisk, corruptFrames, lostRecords] { counter.increment(by: 0) }
+        for counter in [writeFailures, rewritten, recordsAtRisk, corruptFrames, lostRecords] {
+            counter.increment(by: 0)
+        }
     }
 }
 

@@ -49,9 +49,10 @@ extension WriteAheadLog {
             // double fault of the progress copies cannot make seqs start again from 1.
             let newestEmpty = segments.last.flatMap { $0.summary.records == 0 ? $0.id : nil }
             return segments.filter { segment in
-                segment.sealed && segment.id != newestEmpty && segment.summary.sinks.allSatisfy { sink, span in
-                    saved.sink(sink).isFinished(from: span.firstSeq, through: span.lastSeq)
-                }
+                segment.sealed && segment.id != newestEmpty
+                    && segment.summary.sinks.allSatisfy { sink, span in
+                        saved.sink(sink).isFinished(from: span.firstSeq, through: span.lastSeq)
+                    }
             }.map(\.id)
         }
         guard !finished.isEmpty else { return 0 }
@@ -91,7 +92,9 @@ extension WriteAheadLog {
             do {
                 try checkpoint()
             } catch {
-                progressLog.log(logger, key: "checkpoint", "could not save WAL progress or delete finished segments; will retry", metadata: ["error": "\(error)"])
+                progressLog.log(
+                    logger, key: "checkpoint", "could not save WAL progress or delete finished segments; will retry",
+                    metadata: ["error": "\(error)"])
             }
             if stop { return }
             if lock.withLock({ stopping }) {
@@ -106,7 +109,10 @@ extension WriteAheadLog {
 /// Damage met while running (SinkReader.swift).
 extension WriteAheadLog {
     /// Counts, logs (once per place) and copies into quarantine/ a damaged region of a segment.
-    func reportCorruption(segment id: UInt64, fd: CInt, offset: Int, length: Int, afterSeq: UInt64, beforeSeq: UInt64?, sink: String, reason: String) {
+    func reportCorruption(
+        segment id: UInt64, fd: CInt, offset: Int, length: Int, afterSeq: UInt64, beforeSeq: UInt64?, sink: String,
+        reason: String
+    ) {
         let first: Bool = lock.withLock {
             let isNew = corruptionSeen.insert(CorruptionPlace(segment: id, offset: offset)).inserted
             if isNew { stats.corruptFramesRunning += 1 }
@@ -127,10 +133,13 @@ extension WriteAheadLog {
         } catch {
             saved = "could not be saved: \(error)"
         }
-        logger.error("a damaged WAL frame was found while reading; the record in it cannot be delivered", metadata: [
-            "segment": "\(name)", "offset": "\(offset)", "bytes": "\(length)", "after_seq": "\(afterSeq)",
-            "before_seq": "\(beforeSeq.map(String.init) ?? "the segment's end")", "reader": "\(sink)", "reason": "\(reason)", "copy": "\(saved)",
-        ])
+        logger.error(
+            "a damaged WAL frame was found while reading; the record in it cannot be delivered",
+            metadata: [
+                "segment": "\(name)", "offset": "\(offset)", "bytes": "\(length)", "after_seq": "\(afterSeq)",
+                "before_seq": "\(beforeSeq.map(String.init) ?? "the segment's end")", "reader": "\(sink)",
+                "reason": "\(reason)", "copy": "\(saved)",
+            ])
     }
 
     /// Records handed out before a restart that can no longer be read: finished, loudly.
@@ -142,9 +151,13 @@ extension WriteAheadLog {
             progressDirty = true
         }
         WALMetrics.lostRecords.increment(by: seqs.count)
-        logger.critical("records handed out before a restart can no longer be read from the WAL (damaged); they are counted lost", metadata: [
-            "sink": "\(sink)", "seqs": "\(seqs.prefix(20).map(String.init).joined(separator: ","))\(seqs.count > 20 ? ",..." : "")", "records": "\(seqs.count)",
-        ])
+        logger.critical(
+            "records handed out before a restart can no longer be read from the WAL (damaged); they are counted lost",
+            metadata: [
+                "sink": "\(sink)",
+                "seqs": "\(seqs.prefix(20).map(String.init).joined(separator: ","))\(seqs.count > 20 ? ",..." : "")",
+                "records": "\(seqs.count)",
+            ])
     }
 }
 

@@ -17,8 +17,10 @@ public struct RecoveryReport: Sendable, Equatable {
     public var missingRecords: UInt64 = 0
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.segments == b.segments && a.records == b.records && a.corruptFrames.map(\.offset) == b.corruptFrames.map(\.offset)
-            && a.tornTails.map(\.offset) == b.tornTails.map(\.offset) && a.quarantined.map(\.segment) == b.quarantined.map(\.segment)
+        a.segments == b.segments && a.records == b.records
+            && a.corruptFrames.map(\.offset) == b.corruptFrames.map(\.offset)
+            && a.tornTails.map(\.offset) == b.tornTails.map(\.offset)
+            && a.quarantined.map(\.segment) == b.quarantined.map(\.segment)
     }
 }
 
@@ -58,9 +60,12 @@ extension FileSegment {
             let source = FileSegment(fd: fd, size: size)
             var header = [UInt8](repeating: 0, count: SegmentFormat.headerSize)
             let read = header.withUnsafeMutableBytes { try? source.read(at: 0, into: $0) }
-            guard read == SegmentFormat.headerSize else { throw .io(FileError(operation: "read", path: path, errno: EIO)) }
+            guard read == SegmentFormat.headerSize else {
+                throw .io(FileError(operation: "read", path: path, errno: EIO))
+            }
             guard Array(header[0..<8]) == SegmentFormat.magic,
-                  header[8..<12].withUnsafeBytes({ UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }) == SegmentFormat.version
+                header[8..<12].withUnsafeBytes({ UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
+                    == SegmentFormat.version
             else { throw .badHeader }
             return source
         } catch {
@@ -73,7 +78,9 @@ extension FileSegment {
 extension WriteAheadLog {
     /// Reads every frame of a segment file, verifying checksums. Memory stays bounded: only keys
     /// and the summary are kept.
-    static func scanSegment(path: String, maxBody: Int, nearSeq: UInt64 = 0) throws(SegmentOpenError) -> SegmentScanResult {
+    static func scanSegment(
+        path: String, maxBody: Int, nearSeq: UInt64 = 0
+    ) throws(SegmentOpenError) -> SegmentScanResult {
         let source = try FileSegment.open(path)
         defer { close(source.fd) }
         var result = SegmentScanResult()
@@ -83,12 +90,21 @@ extension WriteAheadLog {
                 switch try scanner.next() {
                 case .record(let seq, _, let bodyOffset, let bodyLength):
                     let ok: Bool = scanner.withBody(bodyOffset: bodyOffset, length: bodyLength) { body in
-                        guard let key = try? RecordCodec.peekKey(body), let sink = String(validating: key.sink, as: UTF8.self) else { return false }
-                        result.summary.add(seq: seq, sink: sink, bodyBytes: bodyLength, acceptedAtMillis: key.acceptedAtMillis)
-                        result.keys.append(SummaryKey(key: DedupeKey(sink: key.sink, id: key.id), seq: seq, acceptedAtMillis: key.acceptedAtMillis))
+                        guard let key = try? RecordCodec.peekKey(body),
+                            let sink = String(validating: key.sink, as: UTF8.self)
+                        else { return false }
+                        result.summary.add(
+                            seq: seq, sink: sink, bodyBytes: bodyLength, acceptedAtMillis: key.acceptedAtMillis)
+                        result.keys.append(
+                            SummaryKey(
+                                key: DedupeKey(sink: key.sink, id: key.id), seq: seq,
+                                acceptedAtMillis: key.acceptedAtMillis))
                         return true
                     }
-                    if !ok { result.corrupt.append((bodyOffset - SegmentFormat.frameHeaderSize, bodyLength + SegmentFormat.frameHeaderSize)) }
+                    if !ok {
+                        result.corrupt.append(
+                            (bodyOffset - SegmentFormat.frameHeaderSize, bodyLength + SegmentFormat.frameHeaderSize))
+                    }
                     result.validEnd = bodyOffset + bodyLength
                 case .corrupt(let offset, let length):
                     result.corrupt.append((offset, length))
@@ -137,7 +153,8 @@ extension WriteAheadLog {
         if let p = loaded.progress {
             progress = p
         } else if !loaded.damaged.isEmpty {
-            logger.error("no readable copy of the WAL progress is left: every record still in the WAL will be delivered again")
+            logger.error(
+                "no readable copy of the WAL progress is left: every record still in the WAL will be delivered again")
         }
         let segmentIDs = names.compactMap { SegmentFormat.id(fromFileName: $0, suffix: ".wal") }.sorted()
         let summaryIDs = Set(names.compactMap { SegmentFormat.id(fromFileName: $0, suffix: ".idx") })
@@ -145,15 +162,22 @@ extension WriteAheadLog {
         for id in summaryIDs where !segmentIDs.contains(id) {
             // Its segment is gone: what it held is read first (records no reader took yet are
             // reported lost below, by sink), then the summary goes too.
-            if let summary = Self.readSummary(path(SegmentFormat.summaryFileName(id: id))) { orphanSummaries.append(summary) }
+            if let summary = Self.readSummary(path(SegmentFormat.summaryFileName(id: id))) {
+                orphanSummaries.append(summary)
+            }
             try FileIO.unlink(path(SegmentFormat.summaryFileName(id: id)))
         }
         var maxSeq: UInt64 = 0
         for id in segmentIDs {
             let name = SegmentFormat.fileName(id: id)
             let size = try? fileSize(path(name))
-            if summaryIDs.contains(id), let summary = Self.readSummary(path(SegmentFormat.summaryFileName(id: id))), summary.fileSize == size.map(UInt64.init) {
-                segments.append(Segment(id: id, summary: summary, visibleSize: Int(summary.fileSize), sealed: true, fileBytes: Int(summary.fileSize)))
+            if summaryIDs.contains(id), let summary = Self.readSummary(path(SegmentFormat.summaryFileName(id: id))),
+                summary.fileSize == size.map(UInt64.init)
+            {
+                segments.append(
+                    Segment(
+                        id: id, summary: summary, visibleSize: Int(summary.fileSize), sealed: true,
+                        fileBytes: Int(summary.fileSize)))
                 maxSeq = max(maxSeq, summary.lastSeq)
                 report.records += summary.records
                 continue
@@ -166,7 +190,9 @@ extension WriteAheadLog {
                 switch error {
                 case .tooShort(let size):
                     // Created but never given a header or a record: nothing to keep.
-                    logger.notice("removing an empty WAL segment left by an interrupted start", metadata: ["segment": "\(name)", "bytes": "\(size)"])
+                    logger.notice(
+                        "removing an empty WAL segment left by an interrupted start",
+                        metadata: ["segment": "\(name)", "bytes": "\(size)"])
                     try FileIO.unlink(path(name))
                 case .badHeader:
                     try quarantine(name, reason: "not a sinkd WAL segment (bad header)", report: &report)
@@ -177,12 +203,16 @@ extension WriteAheadLog {
             }
             for c in scan.corrupt {
                 report.corruptFrames.append((name, c.offset, c.length))
-                logger.error("skipped a corrupt WAL frame", metadata: ["segment": "\(name)", "offset": "\(c.offset)", "bytes": "\(c.length)"])
+                logger.error(
+                    "skipped a corrupt WAL frame",
+                    metadata: ["segment": "\(name)", "offset": "\(c.offset)", "bytes": "\(c.length)"])
             }
             var fileBytes = size ?? scan.validEnd
             if let torn = scan.tornTail {
                 report.tornTails.append((name, torn.offset, torn.length))
-                logger.warning("truncating a torn tail (an interrupted write, never acknowledged)", metadata: ["segment": "\(name)", "offset": "\(torn.offset)", "bytes": "\(torn.length)"])
+                logger.warning(
+                    "truncating a torn tail (an interrupted write, never acknowledged)",
+                    metadata: ["segment": "\(name)", "offset": "\(torn.offset)", "bytes": "\(torn.length)"])
                 do throws(FileError) {
                     let fd = try FileIO.open(path(name), O_WRONLY | O_NOFOLLOW)
                     defer { close(fd) }
@@ -190,18 +220,25 @@ extension WriteAheadLog {
                     try FileIO.dataSync(fd, path: path(name))
                     fileBytes = scan.validEnd
                 } catch {
-                    logger.error("could not truncate a torn tail; readers stop before it", metadata: ["segment": "\(name)", "error": "\(error)"])
+                    logger.error(
+                        "could not truncate a torn tail; readers stop before it",
+                        metadata: ["segment": "\(name)", "error": "\(error)"])
                 }
             }
             if fileBytes == scan.validEnd {
                 do throws(FileError) {
-                    try FileIO.replaceAtomically(path(SegmentFormat.summaryFileName(id: id)), with: scan.summary.encode(keys: scan.keys), directory: directory)
+                    try FileIO.replaceAtomically(
+                        path(SegmentFormat.summaryFileName(id: id)), with: scan.summary.encode(keys: scan.keys),
+                        directory: directory)
                 } catch {
                     // Only an optimisation: without it the next start scans this segment again.
-                    logger.warning("could not write a WAL segment's summary; the next start scans the segment again", metadata: ["segment": "\(name)", "error": "\(error)"])
+                    logger.warning(
+                        "could not write a WAL segment's summary; the next start scans the segment again",
+                        metadata: ["segment": "\(name)", "error": "\(error)"])
                 }
             }
-            segments.append(Segment(id: id, summary: scan.summary, visibleSize: scan.validEnd, sealed: true, fileBytes: fileBytes))
+            segments.append(
+                Segment(id: id, summary: scan.summary, visibleSize: scan.validEnd, sealed: true, fileBytes: fileBytes))
             scannedKeys[id] = scan.keys
             maxSeq = max(maxSeq, scan.summary.lastSeq)
             report.records += scan.summary.records
@@ -225,18 +262,22 @@ extension WriteAheadLog {
             do throws(FileError) {
                 try progressStore.save(initial)
             } catch {
-                logger.warning("could not create the WAL progress files yet; will retry at the next checkpoint", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "could not create the WAL progress files yet; will retry at the next checkpoint",
+                    metadata: ["error": "\(error)"])
             }
         }
         report.deletedFinishedSegments = try deleteFinishedSegments(progress: progress)
         loadDedupe()
         scannedKeys = [:]
         recoveryReport = report
-        logger.info("WAL recovered", metadata: [
-            "segments": "\(segments.count)", "records": "\(report.records)", "scanned": "\(report.scannedSegments)",
-            "corrupt_frames": "\(report.corruptFrames.count)", "torn_tails": "\(report.tornTails.count)",
-            "quarantined": "\(report.quarantined.count)", "next_seq": "\(nextSeq)",
-        ])
+        logger.info(
+            "WAL recovered",
+            metadata: [
+                "segments": "\(segments.count)", "records": "\(report.records)", "scanned": "\(report.scannedSegments)",
+                "corrupt_frames": "\(report.corruptFrames.count)", "torn_tails": "\(report.tornTails.count)",
+                "quarantined": "\(report.quarantined.count)", "next_seq": "\(nextSeq)",
+            ])
     }
 
     /// Acknowledged records that no present segment holds (MissingRecords): reported per sink at
@@ -244,7 +285,8 @@ extension WriteAheadLog {
     /// the progress so that they do not stay outstanding for ever.
     private func reportMissingRecords(orphanSummaries: [SegmentSummary], report: inout RecoveryReport) {
         let present = segments.compactMap { s -> ClosedRange<UInt64>? in
-            s.summary.records > 0 && s.summary.firstSeq <= s.summary.lastSeq ? s.summary.firstSeq...s.summary.lastSeq : nil
+            s.summary.records > 0 && s.summary.firstSeq <= s.summary.lastSeq
+                ? s.summary.firstSeq...s.summary.lastSeq : nil
         }
         let losses = MissingRecords.find(progress: progress, present: present, orphanSummaries: orphanSummaries)
         for loss in losses {
@@ -252,9 +294,12 @@ extension WriteAheadLog {
             report.missingRecords += loss.records
             stats.missingRecordsLost += loss.records
             WALMetrics.lostRecords.increment(by: Int(loss.records))
-            logger.critical("acknowledged records are gone from the WAL: a segment file holding them is missing (deleted, or lost by the file system); they cannot be delivered", metadata: [
-                "sink": "\(loss.sink)", "seqs": "\(loss.firstSeq)-\(loss.lastSeq)", "records": "\(loss.exact ? "" : "at most ")\(loss.records)",
-            ])
+            logger.critical(
+                "acknowledged records are gone from the WAL: a segment file holding them is missing (deleted, or lost by the file system); they cannot be delivered",
+                metadata: [
+                    "sink": "\(loss.sink)", "seqs": "\(loss.firstSeq)-\(loss.lastSeq)",
+                    "records": "\(loss.exact ? "" : "at most ")\(loss.records)",
+                ])
         }
         if !losses.isEmpty { progressDirty = true }
     }
@@ -268,9 +313,14 @@ extension WriteAheadLog {
             let code = errno
             close(fd)
             let holder = (try? FileIO.readFile(path("lock"), noFollow: true))
-                .map { String(decoding: $0.filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
-            throw FileError(operation: "lock", path: directory, errno: code,
-                            detail: "another sinkd\(holder.map { " (pid \($0))" } ?? "") is using this WAL directory; stop it, or give this instance its own wal.directory")
+                .map { String(decoding: $0.filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self) }.flatMap {
+                    $0.isEmpty ? nil : $0
+                }
+            throw FileError(
+                operation: "lock", path: directory, errno: code,
+                detail:
+                    "another sinkd\(holder.map { " (pid \($0))" } ?? "") is using this WAL directory; stop it, or give this instance its own wal.directory"
+            )
         }
         lockFD = fd
         let pidFile = Glibc.open(path("lock"), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o640)
@@ -290,7 +340,8 @@ extension WriteAheadLog {
             var st = stat()
             guard lstat(path(name), &st) == 0 else { continue }
             let type = st.st_mode & S_IFMT
-            let ours = name.hasSuffix(".wal") || name.hasSuffix(".idx") || name.hasSuffix(".tmp") || name == "lock"
+            let ours =
+                name.hasSuffix(".wal") || name.hasSuffix(".idx") || name.hasSuffix(".tmp") || name == "lock"
                 || ProgressStore.slotNames.contains(name) || name == ProgressStore.legacyName
             if name == "quarantine" {
                 if type != S_IFDIR {
@@ -298,7 +349,9 @@ extension WriteAheadLog {
                     continue
                 }
             } else if ours, type != S_IFREG {
-                try moveAside(name, reason: type == S_IFLNK ? "a symbolic link where sinkd keeps a file" : "not a regular file", report: &report)
+                try moveAside(
+                    name, reason: type == S_IFLNK ? "a symbolic link where sinkd keeps a file" : "not a regular file",
+                    report: &report)
                 continue
             }
             kept.append(name)
@@ -308,7 +361,9 @@ extension WriteAheadLog {
 
     /// Moves `name` into quarantine/ (or, for a bad `quarantine` itself, beside it) under a name
     /// that does not exist yet, and makes both directories durable.
-    func moveAside(_ name: String, reason: String, report: inout RecoveryReport, toQuarantine: Bool = true) throws(FileError) {
+    func moveAside(
+        _ name: String, reason: String, report: inout RecoveryReport, toQuarantine: Bool = true
+    ) throws(FileError) {
         let stamp = WallClock.millis()
         let target: String
         if toQuarantine {
@@ -321,7 +376,9 @@ extension WriteAheadLog {
         if toQuarantine { try FileIO.syncDirectory(path("quarantine")) }
         try FileIO.syncDirectory(directory)
         report.quarantined.append((name, reason))
-        logger.error("moved an unexpected entry of the WAL directory aside", metadata: ["file": "\(name)", "to": "\(target)", "reason": "\(reason)"])
+        logger.error(
+            "moved an unexpected entry of the WAL directory aside",
+            metadata: ["file": "\(name)", "to": "\(target)", "reason": "\(reason)"])
     }
 
     private func ensureQuarantineDirectory(report: inout RecoveryReport) throws(FileError) {
@@ -354,7 +411,8 @@ extension WriteAheadLog {
         try FileIO.syncDirectory(q)
         try FileIO.syncDirectory(directory)
         report.quarantined.append((name, reason))
-        logger.error("moved an unreadable WAL file to quarantine/", metadata: ["file": "\(name)", "reason": "\(reason)"])
+        logger.error(
+            "moved an unreadable WAL file to quarantine/", metadata: ["file": "\(name)", "reason": "\(reason)"])
     }
 
     /// Refills the dedupe table from the newest segments whose records are within the window,
@@ -372,8 +430,11 @@ extension WriteAheadLog {
             if let scanned = scannedKeys[segment.id] {
                 keys = scanned
             } else {
-                guard let bytes = try? FileIO.readFile(path(SegmentFormat.summaryFileName(id: segment.id)), noFollow: true),
-                      let (_, offset) = SegmentSummary.decode(bytes), let offset, let decoded = SegmentSummary.decodeKeys(bytes, from: offset)
+                guard
+                    let bytes = try? FileIO.readFile(
+                        path(SegmentFormat.summaryFileName(id: segment.id)), noFollow: true),
+                    let (_, offset) = SegmentSummary.decode(bytes), let offset,
+                    let decoded = SegmentSummary.decodeKeys(bytes, from: offset)
                 else { continue }
                 keys = decoded
             }
@@ -387,4 +448,3 @@ extension WriteAheadLog {
         }
     }
 }
-

@@ -45,7 +45,8 @@ extension WriteAheadLog {
                     handleFailure(error)
                     // Nothing new can be written before it: clients wait only where they would
                     // for a full disk; otherwise what is pending is answered with the error.
-                    let hold = options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
+                    let hold =
+                        options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
                     if hold { markDiskFull(error) } else { failPendingRound(error) }
                     if lock.withLock({ stopping }) { break }
                     _ = waitBeforeRetry(&backoffMillis)
@@ -92,7 +93,8 @@ extension WriteAheadLog {
                 finish(&round, result: .success(()))
             } catch {
                 handleFailure(error, round: &round)
-                let retry = options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
+                let retry =
+                    options.whenFull == .block && error.isNoSpace && lock.withLock({ !stopping && !appendsClosed })
                 if retry {
                     markDiskFull(error)
                     held = round
@@ -163,9 +165,12 @@ extension WriteAheadLog {
             return true
         }
         if first {
-            logger.error("the disk holding the WAL is full: records are held (and clients wait) until space returns", metadata: [
-                "directory": "\(directory)", "error": "\(error)", "held_bytes": "\(lock.withLock { reservedBytes })",
-            ])
+            logger.error(
+                "the disk holding the WAL is full: records are held (and clients wait) until space returns",
+                metadata: [
+                    "directory": "\(directory)", "error": "\(error)",
+                    "held_bytes": "\(lock.withLock { reservedBytes })",
+                ])
         }
     }
 
@@ -176,13 +181,15 @@ extension WriteAheadLog {
         }
         if since > 0 {
             let seconds = Double(WallClock.millis() - min(since, WallClock.millis())) / 1000
-            logger.notice("the WAL can write again", metadata: ["directory": "\(directory)", "full_for_seconds": "\(seconds)"])
+            logger.notice(
+                "the WAL can write again", metadata: ["directory": "\(directory)", "full_for_seconds": "\(seconds)"])
         }
     }
 
     private func intervalSyncDue() -> Bool {
         options.fsync == .interval && dirtySinceSync
-            && (ContinuousClock.now - lastSync >= options.fsyncInterval || unsynced.frames.count >= options.pendingBudget)
+            && (ContinuousClock.now - lastSync >= options.fsyncInterval
+                || unsynced.frames.count >= options.pendingBudget)
     }
 
     /// Writes the round's frames (from `durableEntries` on) into the active segment, rotating as
@@ -200,7 +207,8 @@ extension WriteAheadLog {
             // The run of frames that fits in the active segment.
             var end = index
             var bytes = 0
-            while end < round.entries.count, activeSize + bytes + round.entries[end].frameLength <= options.segmentSize {
+            while end < round.entries.count, activeSize + bytes + round.entries[end].frameLength <= options.segmentSize
+            {
                 bytes += round.entries[end].frameLength
                 end += 1
             }
@@ -231,7 +239,9 @@ extension WriteAheadLog {
                 // per round: per record at Conductor's pace, ~6 KB with 50 sinks.
                 let last = segments.count - 1
                 for e in added {
-                    segments[last].summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+                    segments[last].summary.add(
+                        seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize,
+                        acceptedAtMillis: e.acceptedAtMillis)
                     backlogTracker.appended(sink: e.sink, seq: e.seq, acceptedAtMillis: e.acceptedAtMillis)
                 }
                 segments[last].summary.fileSize = UInt64(activeSize)
@@ -280,50 +290,54 @@ extension WriteAheadLog {
                 unsynced.append(round, from: round.durableEntries)
             }
         }
-        let (callbacks, waiters, space): ([(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)], [@Sendable () -> Void], [@Sendable () -> Void]) = lock.withLock {
-            let keep: Int
-            switch result {
-            case .success:
-                keep = round.entries.count
-                if activeFD >= 0, !segments.isEmpty { segments[segments.count - 1].visibleSize = activeSize }
-            case .failure(let error):
-                keep = round.durableEntries
-                lastFailure = error
-                recordFailure(round: round.number)
-                stats.failedRounds += 1
-                // handleFailure put the frames it cut back among the reserved: none of these is
-                // in a file now.
-                for e in round.entries[keep...] {
-                    dedupe.remove(e.key, seq: e.seq)
-                    reservedBytes -= e.frameLength
-                }
-            }
-            var waiters: [@Sendable () -> Void] = []
-            if keep > 0 {
-                stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
-                var last: String?
-                for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
-                    newSinks.insert(e.sink)
-                    last = e.sink
-                    if let watch = dataWatches[e.sink], watch.armed {
-                        watch.armed = false
-                        waiters.append(watch.callback)
+        let (callbacks, waiters, space):
+            (
+                [(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)], [@Sendable () -> Void],
+                [@Sendable () -> Void]
+            ) = lock.withLock {
+                let keep: Int
+                switch result {
+                case .success:
+                    keep = round.entries.count
+                    if activeFD >= 0, !segments.isEmpty { segments[segments.count - 1].visibleSize = activeSize }
+                case .failure(let error):
+                    keep = round.durableEntries
+                    lastFailure = error
+                    recordFailure(round: round.number)
+                    stats.failedRounds += 1
+                    // handleFailure put the frames it cut back among the reserved: none of these is
+                    // in a file now.
+                    for e in round.entries[keep...] {
+                        dedupe.remove(e.key, seq: e.seq)
+                        reservedBytes -= e.frameLength
                     }
                 }
-                if !dataWaiters.isEmpty {
-                    waiters += dataWaiters
-                    dataWaiters.removeAll()
+                var waiters: [@Sendable () -> Void] = []
+                if keep > 0 {
+                    stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
+                    var last: String?
+                    for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
+                        newSinks.insert(e.sink)
+                        last = e.sink
+                        if let watch = dataWatches[e.sink], watch.armed {
+                            watch.armed = false
+                            waiters.append(watch.callback)
+                        }
+                    }
+                    if !dataWaiters.isEmpty {
+                        waiters += dataWaiters
+                        dataWaiters.removeAll()
+                    }
                 }
+                // Callbacks registered while the round was being written went to `writing`.
+                let callbacks = writing?.number == round.number ? writing!.callbacks : round.callbacks
+                completedRound = round.number
+                writing = nil
+                stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
+                stats.writingSinceNanos = 0
+                if case .success = result { recycleFrames(&round.frames) }
+                return (callbacks, waiters, takeSpaceWaiters())
             }
-            // Callbacks registered while the round was being written went to `writing`.
-            let callbacks = writing?.number == round.number ? writing!.callbacks : round.callbacks
-            completedRound = round.number
-            writing = nil
-            stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
-            stats.writingSinceNanos = 0
-            if case .success = result { recycleFrames(&round.frames) }
-            return (callbacks, waiters, takeSpaceWaiters())
-        }
         for (rounds, callback) in callbacks {
             let failedEarlier = lock.withLock { anyFailed(rounds) }
             if case .success = result, failedEarlier {
@@ -355,9 +369,12 @@ extension WriteAheadLog {
             stats.writingSinceNanos = 0
         }
         WALMetrics.writeFailures.increment()
-        failureLog.log(logger, key: "\(error.operation) \(error.errno)", "a WAL write or fdatasync failed; no record of the failed round is acknowledged", metadata: [
-            "error": "\(error)", "records": "\(records)",
-        ])
+        failureLog.log(
+            logger, key: "\(error.operation) \(error.errno)",
+            "a WAL write or fdatasync failed; no record of the failed round is acknowledged",
+            metadata: [
+                "error": "\(error)", "records": "\(records)",
+            ])
         guard activeFD >= 0 else { return }
         let keep = activeRoundStart
         var truncated = true
@@ -365,17 +382,22 @@ extension WriteAheadLog {
             try FileIO.truncate(activeFD, to: keep, path: activePath)
         } catch {
             truncated = false
-            logger.error("could not cut a failed round off the WAL segment; a restart scans it (its frames may then be delivered though they were answered with an error)", metadata: [
-                "segment": "\(activePath)", "error": "\(error)",
-            ])
+            logger.error(
+                "could not cut a failed round off the WAL segment; a restart scans it (its frames may then be delivered though they were answered with an error)",
+                metadata: [
+                    "segment": "\(activePath)", "error": "\(error)",
+                ])
         }
         let kept = activeEntries.prefix { $0.end <= keep }
         activeEntries.removeAll()
         if options.fsync == .interval, !unsynced.entries.isEmpty {
             let first = unsynced.entries.first!.seq, last = unsynced.entries.last!.seq
-            logger.error("records reported durable were not synced when the WAL failed; writing them again from sinkd's copy into a new segment", metadata: [
-                "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)", "records": "\(unsynced.entries.count)",
-            ])
+            logger.error(
+                "records reported durable were not synced when the WAL failed; writing them again from sinkd's copy into a new segment",
+                metadata: [
+                    "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)",
+                    "records": "\(unsynced.entries.count)",
+                ])
             let id = lock.withLock { segments[segments.count - 1].id }
             // The records stay readable from here until the rewrite is synced; then this segment
             // is cut back to what its last successful fdatasync covered.
@@ -413,9 +435,12 @@ extension WriteAheadLog {
         guard let first = entries.first?.seq, let last = entries.last?.seq else { return }
         lock.withLock { stats.recordsAtRisk += UInt64(entries.count) }
         WALMetrics.recordsAtRisk.increment(by: entries.count)
-        logger.critical("fdatasync failed for records already reported durable (fsync: never): they survive a sinkd crash but may not survive a power loss", metadata: [
-            "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)", "records": "\(entries.count)", "error": "\(error)",
-        ])
+        logger.critical(
+            "fdatasync failed for records already reported durable (fsync: never): they survive a sinkd crash but may not survive a power loss",
+            metadata: [
+                "segment": "\(activePath)", "first_seq": "\(first)", "last_seq": "\(last)",
+                "records": "\(entries.count)", "error": "\(error)",
+            ])
     }
 
     /// One attempt, at shutdown, at `performRewrite`. Returns false when it failed: the records
@@ -431,9 +456,12 @@ extension WriteAheadLog {
             let count = rewrite.entries.count
             lock.withLock { stats.recordsAtRisk += UInt64(count) }
             WALMetrics.recordsAtRisk.increment(by: count)
-            logger.critical("could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced", metadata: [
-                "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(count)", "error": "\(error)",
-            ])
+            logger.critical(
+                "could not write again, at shutdown, records reported durable whose fdatasync failed; they stay in their old segment, unsynced",
+                metadata: [
+                    "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)",
+                    "records": "\(count)", "error": "\(error)",
+                ])
             return false
         }
     }
@@ -460,7 +488,9 @@ extension WriteAheadLog {
         lock.withLock {
             var s = segments[segments.count - 1]
             for e in rewrite.entries {
-                s.summary.add(seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize, acceptedAtMillis: e.acceptedAtMillis)
+                s.summary.add(
+                    seq: e.seq, sink: e.sink, bodyBytes: e.frameLength - SegmentFormat.frameHeaderSize,
+                    acceptedAtMillis: e.acceptedAtMillis)
                 backlogTracker.appended(sink: e.sink, seq: e.seq, acceptedAtMillis: e.acceptedAtMillis)
             }
             s.summary.fileSize = UInt64(activeSize)
@@ -477,9 +507,12 @@ extension WriteAheadLog {
             stats.writingSinceNanos = 0
         }
         WALMetrics.rewritten.increment(by: count)
-        logger.notice("records reported durable before a WAL failure are synced again in a new segment", metadata: [
-            "segment": "\(activePath)", "first_seq": "\(rewrite.entries.first!.seq)", "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(count)",
-        ])
+        logger.notice(
+            "records reported durable before a WAL failure are synced again in a new segment",
+            metadata: [
+                "segment": "\(activePath)", "first_seq": "\(rewrite.entries.first!.seq)",
+                "last_seq": "\(rewrite.entries.last!.seq)", "records": "\(count)",
+            ])
         rewrite.removeAll()
         if let cut = cutAfterRewrite {
             cutAfterRewrite = nil
@@ -495,12 +528,14 @@ extension WriteAheadLog {
             defer { close(fd) }
             try FileIO.truncate(fd, to: cut.size, path: file)
             try FileIO.dataSync(fd, path: file)
-        } catch where error.errno == ENOENT {
+        } catch  where error.errno == ENOENT {
             return  // every record in it was finished and the segment deleted meanwhile
         } catch {
             // Its copies of the rewritten seqs stay; readers skip a seq they have passed, so
             // they are delivered once. A restart rescans it (it has no summary).
-            logger.warning("could not cut a WAL segment back after rewriting its unsynced records", metadata: ["segment": "\(file)", "error": "\(error)"])
+            logger.warning(
+                "could not cut a WAL segment back after rewriting its unsynced records",
+                metadata: ["segment": "\(file)", "error": "\(error)"])
             return
         }
         let summary = SegmentSummary(entries: cut.keep)
@@ -526,7 +561,10 @@ extension WriteAheadLog {
         do throws(FileError) {
             try FileIO.replaceAtomically(path(SegmentFormat.summaryFileName(id: id)), with: bytes, directory: directory)
         } catch {
-            failureLog.log(logger, key: "summary", "could not write a WAL segment's summary; the next start scans the segment instead", metadata: ["segment": "\(activePath)", "error": "\(error)"])
+            failureLog.log(
+                logger, key: "summary",
+                "could not write a WAL segment's summary; the next start scans the segment instead",
+                metadata: ["segment": "\(activePath)", "error": "\(error)"])
         }
         close(activeFD)
         activeFD = -1
@@ -543,7 +581,9 @@ extension WriteAheadLog {
     /// segment again instead of a new one beside it, so names stay the first seq a segment holds.
     func reopenEmptyNewestSegment() throws(FileError) -> Bool {
         let candidate: Segment? = lock.withLock {
-            guard let last = segments.last, last.summary.records == 0, last.id == nextSeq, last.fileBytes == SegmentFormat.headerSize else { return nil }
+            guard let last = segments.last, last.summary.records == 0, last.id == nextSeq,
+                last.fileBytes == SegmentFormat.headerSize
+            else { return nil }
             return last
         }
         guard let segment = candidate else { return false }
@@ -573,7 +613,9 @@ extension WriteAheadLog {
         lock.withLock {
             var summary = SegmentSummary()
             summary.fileSize = UInt64(SegmentFormat.headerSize)
-            let segment = Segment(id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false, fileBytes: SegmentFormat.headerSize)
+            let segment = Segment(
+                id: id, summary: summary, visibleSize: SegmentFormat.headerSize, sealed: false,
+                fileBytes: SegmentFormat.headerSize)
             if replacingNewest {
                 segments[segments.count - 1] = segment
             } else {

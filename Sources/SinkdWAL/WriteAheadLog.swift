@@ -277,10 +277,12 @@ public final class WriteAheadLog: @unchecked Sendable {
         backlogTracker = BacklogTracker(summaries: segments.map(\.summary), progress: progress)
         do {
             if try !reopenEmptyNewestSegment() { try openNewActiveSegment() }
-        } catch where error.isNoSpace {
+        } catch  where error.isNoSpace {
             // A full disk must not stop sinkd from starting and delivering (which frees space):
             // the writer opens the segment with the first round that finds room.
-            logger.warning("no space for a new WAL segment at start; records wait until space returns", metadata: ["directory": "\(directory)", "error": "\(error)"])
+            logger.warning(
+                "no space for a new WAL segment at start; records wait until space returns",
+                metadata: ["directory": "\(directory)", "error": "\(error)"])
         }
     }
 
@@ -301,7 +303,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// the writer has `pendingBudget` bytes in hand; retry when `whenSpaceAvailable` fires.
     /// `checkDuplicates: false` appends even records whose (sink, id) was seen recently (a replay
     /// of dead letters); they are still remembered for later duplicates.
-    public func append(_ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
+    public func append(
+        _ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true
+    ) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
         // Encoding and the body checksum happen outside the lock, into one buffer for the batch.
         var bodies: [UInt8] = []
         bodies.reserveCapacity(records.reduce(0) { $0 + RecordCodec.encodedSize($1) })
@@ -314,52 +318,59 @@ public final class WriteAheadLog: @unchecked Sendable {
             bodies.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[start...])) }
             items.append((start..<bodies.count, crc, DedupeKey(sink: r.sink, id: r.id)))
         }
-        return lock.withLock { bodies.withUnsafeBytes { bodies in
-            var outcomes: [AppendOutcome] = []
-            outcomes.reserveCapacity(records.count)
-            var lowRound = UInt64.max
-            var highRound: UInt64 = 0
-            for (i, item) in items.enumerated() {
-                if stopping || appendsClosed {
-                    outcomes.append(.shuttingDown)
-                    continue
-                }
-                if checkDuplicates, let seq = dedupe.lookUp(item.key, now: nowMillis) {
-                    outcomes.append(.duplicate(seq: seq))
-                    if let round = roundHolding(seq) {
-                        lowRound = min(lowRound, round)
-                        highRound = max(highRound, round)
+        return lock.withLock {
+            bodies.withUnsafeBytes { bodies in
+                var outcomes: [AppendOutcome] = []
+                outcomes.reserveCapacity(records.count)
+                var lowRound = UInt64.max
+                var highRound: UInt64 = 0
+                for (i, item) in items.enumerated() {
+                    if stopping || appendsClosed {
+                        outcomes.append(.shuttingDown)
+                        continue
                     }
-                    stats.duplicateRecords += 1
-                    continue
+                    if checkDuplicates, let seq = dedupe.lookUp(item.key, now: nowMillis) {
+                        outcomes.append(.duplicate(seq: seq))
+                        if let round = roundHolding(seq) {
+                            lowRound = min(lowRound, round)
+                            highRound = max(highRound, round)
+                        }
+                        stats.duplicateRecords += 1
+                        continue
+                    }
+                    let frameLength = SegmentFormat.frameHeaderSize + item.body.count
+                    if totalBytes + frameLength > options.maxSize {
+                        outcomes.append(.full)
+                        if options.whenFull == .block { break }
+                        continue
+                    }
+                    if reservedBytes > 0, reservedBytes + frameLength > options.pendingBudget {
+                        outcomes.append(.busy)
+                        break
+                    }
+                    let seq = nextSeq
+                    nextSeq += 1
+                    let offset = pending.frames.count
+                    SegmentFormat.appendFrame(
+                        seq: seq, body: UnsafeRawBufferPointer(rebasing: bodies[item.body]), bodyCRC: item.crc,
+                        to: &pending.frames)
+                    pending.entries.append(
+                        Round.Entry(
+                            seq: seq, frameOffset: offset, frameLength: frameLength, sink: records[i].sink,
+                            key: item.key, acceptedAtMillis: nowMillis))
+                    reservedBytes += frameLength
+                    dedupe.insert(item.key, seq: seq, now: nowMillis)
+                    outcomes.append(.accepted(seq: seq))
+                    lowRound = min(lowRound, pending.number)
+                    highRound = pending.number
+                    stats.appendedRecords += 1
                 }
-                let frameLength = SegmentFormat.frameHeaderSize + item.body.count
-                if totalBytes + frameLength > options.maxSize {
-                    outcomes.append(.full)
-                    if options.whenFull == .block { break }
-                    continue
-                }
-                if reservedBytes > 0, reservedBytes + frameLength > options.pendingBudget {
-                    outcomes.append(.busy)
-                    break
-                }
-                let seq = nextSeq
-                nextSeq += 1
-                let offset = pending.frames.count
-                SegmentFormat.appendFrame(seq: seq, body: UnsafeRawBufferPointer(rebasing: bodies[item.body]), bodyCRC: item.crc, to: &pending.frames)
-                pending.entries.append(Round.Entry(seq: seq, frameOffset: offset, frameLength: frameLength, sink: records[i].sink, key: item.key, acceptedAtMillis: nowMillis))
-                reservedBytes += frameLength
-                dedupe.insert(item.key, seq: seq, now: nowMillis)
-                outcomes.append(.accepted(seq: seq))
-                lowRound = min(lowRound, pending.number)
-                highRound = pending.number
-                stats.appendedRecords += 1
+                if !pending.entries.isEmpty { lock.broadcast() }
+                // Only the rounds this batch's outcomes depend on: a batch of duplicates of durable
+                // records, or of refusals, completes at once.
+                return (outcomes, AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound))
             }
-            if !pending.entries.isEmpty { lock.broadcast() }
-            // Only the rounds this batch's outcomes depend on: a batch of duplicates of durable
-            // records, or of refusals, completes at once.
-            return (outcomes, AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound))
-        } }
+        }
     }
 
     /// The bytes `record` takes in a segment: what `whenSpaceAvailable` must find room for.
@@ -371,7 +382,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     private func roundHolding(_ seq: UInt64) -> UInt64? {
         // Entries are in seq order: a range check, not a scan (this runs per duplicate).
         if let writing, writing.durableEntries < writing.entries.count,
-           seq >= writing.entries[writing.durableEntries].seq, seq <= writing.entries[writing.entries.count - 1].seq {
+            seq >= writing.entries[writing.durableEntries].seq, seq <= writing.entries[writing.entries.count - 1].seq
+        {
             return writing.number
         }
         if let first = pending.entries.first?.seq, seq >= first { return pending.number }
@@ -394,10 +406,16 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Calls `callback` (on the writer thread, or at once) when every round of `ticket` is on disk,
     /// or with the error of the first that failed.
-    public func whenDurable(_ ticket: AppendTicket, _ callback: @escaping @Sendable (Result<Void, WALWriteError>) -> Void) {
+    public func whenDurable(
+        _ ticket: AppendTicket, _ callback: @escaping @Sendable (Result<Void, WALWriteError>) -> Void
+    ) {
         let immediate: Result<Void, WALWriteError>? = lock.withLock {
             if ticket.rounds.upperBound <= completedRound {
-                return anyFailed(ticket.rounds) ? .failure(lastFailure ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO))) : .success(())
+                return anyFailed(ticket.rounds)
+                    ? .failure(
+                        lastFailure
+                            ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO)))
+                    : .success(())
             }
             if ticket.rounds.upperBound == pending.number {
                 pending.callbacks.append((ticket.rounds, callback))
@@ -447,7 +465,9 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Under `lock`.
     func hasRoom(_ bytes: Int) -> Bool {
-        stopping || appendsClosed || (totalBytes + bytes <= options.maxSize && (reservedBytes == 0 || reservedBytes + bytes <= options.pendingBudget))
+        stopping || appendsClosed
+            || (totalBytes + bytes <= options.maxSize
+                && (reservedBytes == 0 || reservedBytes + bytes <= options.pendingBudget))
     }
 
     /// The space waiters whose frame fits now, removed from the list. Under `lock`; call them after.
@@ -576,11 +596,13 @@ public enum BlockingThread {
         }
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &thread, nil,
+            { arg in
+                let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
         precondition(rc == 0, "pthread_create failed: \(rc)")
         return thread
     }

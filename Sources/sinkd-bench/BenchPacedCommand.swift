@@ -15,7 +15,8 @@ import Glibc
 struct BenchPaced: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paced",
-        abstract: "CPU, heap calls and system calls per record at a steady pace, one record at a time, beside the fdatasync floor.",
+        abstract:
+            "CPU, heap calls and system calls per record at a steady pace, one record at a time, beside the fdatasync floor.",
         discussion: """
             Starts a private redis-server (with --sink redis) and sinkd with Benchmarks/heapcount.c \
             preloaded. For each rate of --rates: the floor (one thread writing a record's bytes and \
@@ -34,10 +35,15 @@ struct BenchPaced: ParsableCommand {
     @Option(help: "Payload bytes per record.") var payloadBytes = 1024
     @Option(help: "redis (XADD to a private redis-server) or file.") var sink = "redis"
     @Flag(help: "Skip the perf window (system calls per record).") var noSyscalls = false
-    @Option(help: "Other sinks with one record each first, whose pipelines stay live and idle meanwhile (as a Conductor server's many queues).") var idleSinks = 0
+    @Option(
+        help:
+            "Other sinks with one record each first, whose pipelines stay live and idle meanwhile (as a Conductor server's many queues)."
+    ) var idleSinks = 0
 
     func run() throws {
-        let rateList = rates.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
+        let rateList = rates.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter {
+            $0 > 0
+        }
         guard !rateList.isEmpty else { throw ValidationError("--rates: no positive rate in \(rates)") }
         guard sink == "redis" || sink == "file" else { throw ValidationError("--sink: redis or file, not \(sink)") }
         let dir = try freshBenchDirectory(directory)
@@ -56,7 +62,8 @@ struct BenchPaced: ParsableCommand {
                 redis.waitUntilExit()
             }
         }
-        let sinks = sink == "redis"
+        let sinks =
+            sink == "redis"
             ? #"{redis: {url: "redis://127.0.0.1:\#(redisPort)/0"}}"#
             : "{file: {directory: \(dir)/outbox}}"
         let config = try writeBenchConfig(dir: dir, sinks: sinks)
@@ -70,13 +77,16 @@ struct BenchPaced: ParsableCommand {
         let target = sink == "redis" ? "redis:paced" : "file:paced"
         var delivered = 0
         let recordBytes = payloadBytes + 100
-        say("paced     \(connections) connections, each one \(payloadBytes) B record at a time, to \(target), fsync always; sinkd \(sinkdBinary())")
+        say(
+            "paced     \(connections) connections, each one \(payloadBytes) B record at a time, to \(target), fsync always; sinkd \(sinkdBinary())"
+        )
         say("          idle RSS \(format(Double(residentKiB(pid)) / 1024)) MiB")
 
         if idleSinks > 0 {
             let family = sink == "redis" ? "redis" : "file"
-            _ = try? runBenchClient(socket: socket, prefix: "idle-", count: idleSinks, rate: 0, payloadBytes: 16, window: 100,
-                                    sinkForIndex: { "\(family):idle\($0)" })
+            _ = try? runBenchClient(
+                socket: socket, prefix: "idle-", count: idleSinks, rate: 0, payloadBytes: 16, window: 100,
+                sinkForIndex: { "\(family):idle\($0)" })
             say("          \(idleSinks) other sinks given one record each: their pipelines are live and idle")
         }
         for rate in rateList {
@@ -90,7 +100,9 @@ struct BenchPaced: ParsableCommand {
             let cpu0 = cpuTimes(pid), heap0 = counter.read(), switches0 = contextSwitches(pid)
             let client0 = cpuSeconds(getpid())
             let sampler = RSSSampler(pid: pid)
-            let latencies = pacedClients(socket: socket, prefix: "m\(rate)-", sink: target, rate: rate, seconds: seconds).sorted()
+            let latencies = pacedClients(
+                socket: socket, prefix: "m\(rate)-", sink: target, rate: rate, seconds: seconds
+            ).sorted()
             let clientCPU = cpuSeconds(getpid()) - client0
             delivered += latencies.count
             waitDelivered(delivered, dir: dir, port: redisPort)
@@ -99,19 +111,28 @@ struct BenchPaced: ParsableCommand {
             let heap = heap1 - heap0
             let user = cpu1.user - cpu0.user, system = cpu1.system - cpu0.system
             say("at        \(rate)/s for \(seconds) s: \(latencies.count) records")
-            say("          sinkd CPU \(format((user + system) / n * 1e6)) µs per record (user \(format(user / n * 1e6)), system \(format(system / n * 1e6))), "
-                + "\(format(100 * (user + system) / Double(seconds))) % of a core; the client's \(format(100 * clientCPU / Double(seconds))) %")
-            say("          heap calls \(format(Double(heap.calls) / n)) per record, \(format(Double(heap.bytes) / n)) B requested per record")
+            say(
+                "          sinkd CPU \(format((user + system) / n * 1e6)) µs per record (user \(format(user / n * 1e6)), system \(format(system / n * 1e6))), "
+                    + "\(format(100 * (user + system) / Double(seconds))) % of a core; the client's \(format(100 * clientCPU / Double(seconds))) %"
+            )
+            say(
+                "          heap calls \(format(Double(heap.calls) / n)) per record, \(format(Double(heap.bytes) / n)) B requested per record"
+            )
             say("          context switches \(format(Double(switches1 - switches0) / n)) per record")
-            say("          ack latency p50 \(format(percentile(latencies, 0.50) * 1000)) ms, p99 \(format(percentile(latencies, 0.99) * 1000)) ms; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+            say(
+                "          ack latency p50 \(format(percentile(latencies, 0.50) * 1000)) ms, p99 \(format(percentile(latencies, 0.99) * 1000)) ms; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+            )
 
             if !noSyscalls, let perf = PerfSyscalls(pid: pid, directory: dir) {
-                let counted = pacedClients(socket: socket, prefix: "s\(rate)-", sink: target, rate: rate, seconds: min(seconds, 5)).count
+                let counted = pacedClients(
+                    socket: socket, prefix: "s\(rate)-", sink: target, rate: rate, seconds: min(seconds, 5)
+                ).count
                 delivered += counted
                 waitDelivered(delivered, dir: dir, port: redisPort)
                 let counts = perf.stop()
                 let per = { (name: String) in format(Double(counts[name] ?? 0) / Double(max(1, counted))) }
-                let detail = PerfSyscalls.calls.filter { (counts[$0] ?? 0) > 0 }.map { "\($0) \(per($0))" }.joined(separator: ", ")
+                let detail = PerfSyscalls.calls.filter { (counts[$0] ?? 0) > 0 }.map { "\($0) \(per($0))" }.joined(
+                    separator: ", ")
                 say("          system calls \(per("total")) per record (perf, \(counted) records): \(detail)")
             }
         }
@@ -144,7 +165,9 @@ struct BenchPaced: ParsableCommand {
                     request += tail
                     let sent = monotonicSeconds()
                     guard client.write(request), let line = client.readLine(timeoutMillis: 30_000) else { break }
-                    if line.starts(with: Array(#"{"id""#.utf8)), line.count > 20 { latencies.append(monotonicSeconds() - sent) }
+                    if line.starts(with: Array(#"{"id""#.utf8)), line.count > 20 {
+                        latencies.append(monotonicSeconds() - sent)
+                    }
                     i += connections
                 }
                 collected.add(latencies)
@@ -205,8 +228,10 @@ struct BenchPaced: ParsableCommand {
 /// `perf stat` counting a process's system calls (all of them, and the ones named in `calls`)
 /// until `stop()`; nil when perf is not installed or cannot attach.
 final class PerfSyscalls: @unchecked Sendable {
-    static let calls = ["fdatasync", "fsync", "futex", "epoll_wait", "read", "write", "readv", "writev", "pread64", "pwrite64",
-                        "recvmsg", "sendmsg", "recvfrom", "sendto", "timerfd_settime", "eventfd2", "clock_nanosleep"]
+    static let calls = [
+        "fdatasync", "fsync", "futex", "epoll_wait", "read", "write", "readv", "writev", "pread64", "pwrite64",
+        "recvmsg", "sendmsg", "recvfrom", "sendto", "timerfd_settime", "eventfd2", "clock_nanosleep",
+    ]
     private let process = Process()
     private let output: String
 
@@ -214,7 +239,8 @@ final class PerfSyscalls: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/perf") else { return nil }
         output = directory + "/perf.csv"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/perf")
-        process.arguments = ["stat", "-x", ",", "-o", output, "-p", "\(pid)", "-e", "raw_syscalls:sys_enter"]
+        process.arguments =
+            ["stat", "-x", ",", "-o", output, "-p", "\(pid)", "-e", "raw_syscalls:sys_enter"]
             + Self.calls.flatMap { ["-e", "syscalls:sys_enter_\($0)"] }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -246,7 +272,8 @@ final class PerfSyscalls: @unchecked Sendable {
 /// utime and stime of a process, in seconds.
 func cpuTimes(_ pid: Int32) -> (user: Double, system: Double) {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return (0, 0) }
+        let close = stat.lastIndex(of: ")")
+    else { return (0, 0) }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return (0, 0) }
     let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -258,7 +285,9 @@ func contextSwitches(_ pid: Int32) -> Int {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
     var total = 0
     for task in tasks {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else {
+            continue
+        }
         for line in status.split(separator: "\n") where line.contains("ctxt_switches:") {
             total += Int(line.split(separator: "\t").last ?? "") ?? 0
         }
@@ -269,7 +298,8 @@ func contextSwitches(_ pid: Int32) -> Int {
 /// The resident set of a process now, in KiB.
 func residentKiB(_ pid: Int32) -> Int {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+    else { return 0 }
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
 }
 

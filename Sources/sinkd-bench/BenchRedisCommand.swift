@@ -44,19 +44,27 @@ struct BenchRedis: ParsableCommand {
         let baselineCount = max(records, 100_000)
         let rb = Process()
         rb.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
-        rb.arguments = ["-p", "\(port)", "-q", "-n", "\(baselineCount)", "-P", "64", "-c", "\(connections)", "XADD", "baseline", "*", "payload", value]
+        rb.arguments = [
+            "-p", "\(port)", "-q", "-n", "\(baselineCount)", "-P", "64", "-c", "\(connections)", "XADD", "baseline",
+            "*", "payload", value,
+        ]
         rb.standardOutput = FileHandle.nullDevice
         rb.standardInput = FileHandle.nullDevice
         let started = monotonicSeconds()
         try rb.run()
         rb.waitUntilExit()
         let baseline = Double(baselineCount) / (monotonicSeconds() - started)
-        say("baseline  redis-benchmark -P 64 -c \(connections) XADD with a \(payloadBytes) B field: \(format(baseline)) XADD/s")
+        say(
+            "baseline  redis-benchmark -P 64 -c \(connections) XADD with a \(payloadBytes) B field: \(format(baseline)) XADD/s"
+        )
 
         // End to end.
-        let config = try writeBenchConfig(dir: dir, sinks: #"{redis: {url: "redis://127.0.0.1:\#(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}"#)
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks: #"{redis: {url: "redis://127.0.0.1:\#(port)/0", pool_size: 2, max_in_flight: 8, batch_size: 512}}"#)
         let counter = try HeapCounter.build(into: dir)
-        let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock", environment: counter.environment)
+        let daemon = try startBenchDaemon(
+            config: config, socket: dir + "/ingest.sock", environment: counter.environment)
         defer {
             daemon.terminate()
             daemon.waitUntilExit()
@@ -68,8 +76,9 @@ struct BenchRedis: ParsableCommand {
         for c in 0..<connections {
             group.enter()
             BlockingThread.detach { [payloadBytes, window, records, connections] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "e\(c)-", count: records / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: window, sink: "redis:e2e")
+                _ = try? runBenchClient(
+                    socket: dir + "/ingest.sock", prefix: "e\(c)-", count: records / connections, rate: 0,
+                    payloadBytes: payloadBytes, window: window, sink: "redis:e2e")
                 group.leave()
             }
         }
@@ -79,10 +88,16 @@ struct BenchRedis: ParsableCommand {
         while xlen(port: port, key: "e2e") < total { usleep(20_000) }
         let elapsed = monotonicSeconds() - t0
         let cpu = cpuSeconds(daemon.processIdentifier) - cpu0, heap = counter.read() - heap0
-        say("e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → XADD:")
-        say("          \(format(Double(total) / elapsed)) records/s delivered (\(format(100 * Double(total) / elapsed / baseline)) % of redis-benchmark); all acknowledged after \(format(acked)) s")
-        say("          sinkd CPU \(format(cpu / Double(total) * 1e6)) µs per record (\(format(100 * cpu / elapsed)) % of a core), "
-            + "heap calls \(format(Double(heap.calls) / Double(total))) per record (\(format(Double(heap.bytes) / Double(total))) B requested)")
+        say(
+            "e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → XADD:"
+        )
+        say(
+            "          \(format(Double(total) / elapsed)) records/s delivered (\(format(100 * Double(total) / elapsed / baseline)) % of redis-benchmark); all acknowledged after \(format(acked)) s"
+        )
+        say(
+            "          sinkd CPU \(format(cpu / Double(total) * 1e6)) µs per record (\(format(100 * cpu / elapsed)) % of a core), "
+                + "heap calls \(format(Double(heap.calls) / Double(total))) per record (\(format(Double(heap.bytes) / Double(total))) B requested)"
+        )
         say("          sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
 
         guard backlogRecords > 0 else { return }
@@ -95,15 +110,18 @@ struct BenchRedis: ParsableCommand {
         for c in 0..<connections {
             group.enter()
             BlockingThread.detach { [payloadBytes, window] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "b\(c)-", count: perClient, rate: 0,
-                                        payloadBytes: payloadBytes, window: window, sink: "redis:backlog")
+                _ = try? runBenchClient(
+                    socket: dir + "/ingest.sock", prefix: "b\(c)-", count: perClient, rate: 0,
+                    payloadBytes: payloadBytes, window: window, sink: "redis:backlog")
                 group.leave()
             }
         }
         group.wait()
         let ingested = perClient * connections
         let bytes = Double(ingested * payloadBytes) / 1_073_741_824
-        say("backlog   \(ingested) records (\(format(bytes)) GiB of payload) accepted with Redis down in \(format(monotonicSeconds() - b0)) s; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "backlog   \(ingested) records (\(format(bytes)) GiB of payload) accepted with Redis down in \(format(monotonicSeconds() - b0)) s; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
         sampler = RSSSampler(pid: daemon.processIdentifier)
         redis = try startRedisServer(port: port, dir: dir)
         // The first delivery waits for the sink's reconnect backoff (up to 30 s): timed apart
@@ -117,7 +135,9 @@ struct BenchRedis: ParsableCommand {
         let d1 = monotonicSeconds()
         while xlen(port: port, key: "backlog") < ingested { usleep(50_000) }
         let drain = monotonicSeconds() - d1
-        say("drain     reconnected \(format(d1 - d0)) s after Redis was back; then \(format(Double(ingested - first) / drain)) records/s (\(format(drain)) s); peak RSS while draining \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "drain     reconnected \(format(d1 - d0)) s after Redis was back; then \(format(Double(ingested - first) / drain)) records/s (\(format(drain)) s); peak RSS while draining \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
     }
 }
 
@@ -125,7 +145,10 @@ struct BenchRedis: ParsableCommand {
 func startRedisServer(port: Int, dir: String) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-    p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", dir + "/redis.log"]
+    p.arguments = [
+        "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
+        dir + "/redis.log",
+    ]
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
     p.standardInput = FileHandle.nullDevice
@@ -151,4 +174,3 @@ func xlen(port: Int, key: String) -> Int {
     p.waitUntilExit()
     return p.terminationStatus == 0 ? Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 : -1
 }
-

@@ -15,8 +15,10 @@ import Glibc
 struct BenchSQS: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sqs",
-        abstract: "End-to-end messages/s into SQS, beside boto3's sequential SendMessageBatch: against moto, then against an endpoint that answers at once.",
-        discussion: "Needs moto_server and boto3 (scripts/test installs them). Against moto both clients wait for moto's Python; the instant endpoint shows what each client costs itself."
+        abstract:
+            "End-to-end messages/s into SQS, beside boto3's sequential SendMessageBatch: against moto, then against an endpoint that answers at once.",
+        discussion:
+            "Needs moto_server and boto3 (scripts/test installs them). Against moto both clients wait for moto's Python; the instant endpoint shows what each client costs itself."
     )
 
     @Option(help: "Where sinkd's WAL is written.") var directory = ".sinkd-bench"
@@ -47,7 +49,9 @@ struct BenchSQS: ParsableCommand {
         defer { BlockingAsync.run { await counter.shutdown() } }
         let ready = Date().addingTimeInterval(30)
         while BlockingAsync.run({ try? await counter.approximateMessages(queue: "probe", create: true) }) == nil {
-            guard Date() < ready else { throw ValidationError("moto_server did not start (pip install 'moto[server]')") }
+            guard Date() < ready else {
+                throw ValidationError("moto_server did not start (pip install 'moto[server]')")
+            }
             usleep(100_000)
         }
         try compare(label: "moto", endpoint: endpoint, messages: messages, dir: dir + "/moto") {
@@ -57,7 +61,10 @@ struct BenchSQS: ParsableCommand {
         // 2. Against an endpoint that answers at once: what each client itself costs.
         let (instant, instantPort) = try InstantSQSEndpoint.start()
         defer { try? instant.close().wait() }
-        try compare(label: "instant", endpoint: "http://127.0.0.1:\(instantPort)", messages: instantMessages, dir: dir + "/instant") {
+        try compare(
+            label: "instant", endpoint: "http://127.0.0.1:\(instantPort)", messages: instantMessages,
+            dir: dir + "/instant"
+        ) {
             InstantSQSEndpoint.delivered.load(ordering: .relaxed)
         }
     }
@@ -84,12 +91,20 @@ struct BenchSQS: ParsableCommand {
         try python.run()
         let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         python.waitUntilExit()
-        guard python.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard python.terminationStatus == 0,
+            let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
             throw ValidationError("the boto3 baseline failed (pip install boto3)")
         }
-        say("\(label): baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s")
+        say(
+            "\(label): baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s"
+        )
 
-        let config = try writeBenchConfig(dir: dir, sinks: #"{sqs: {endpoint: "\#(endpoint)", region: us-east-1, access_key_id: bench, secret_access_key: bench, create_missing_queues: true, pool_size: 8, max_in_flight: 16}}"#)
+        let config = try writeBenchConfig(
+            dir: dir,
+            sinks:
+                #"{sqs: {endpoint: "\#(endpoint)", region: us-east-1, access_key_id: bench, secret_access_key: bench, create_missing_queues: true, pool_size: 8, max_in_flight: 16}}"#
+        )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
             daemon.terminate()
@@ -102,8 +117,9 @@ struct BenchSQS: ParsableCommand {
         for c in 0..<connections {
             group.enter()
             BlockingThread.detach { [payloadBytes, messages, connections] in
-                _ = try? runBenchClient(socket: dir + "/ingest.sock", prefix: "s\(c)-", count: messages / connections, rate: 0,
-                                        payloadBytes: payloadBytes, window: 500, sink: "sqs:e2e")
+                _ = try? runBenchClient(
+                    socket: dir + "/ingest.sock", prefix: "s\(c)-", count: messages / connections, rate: 0,
+                    payloadBytes: payloadBytes, window: 500, sink: "sqs:e2e")
                 group.leave()
             }
         }
@@ -111,8 +127,12 @@ struct BenchSQS: ParsableCommand {
         let total = (messages / connections) * connections
         while delivered() - before < total { usleep(20_000) }
         let rate = Double(total) / (monotonicSeconds() - t0)
-        say("\(label): e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → SendMessageBatch:")
-        say("\(label):           \(format(rate)) messages/s delivered (\(format(rate / baseline))× boto3); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB")
+        say(
+            "\(label): e2e       \(connections) connections, \(total) records of \(payloadBytes) B, fsync always, socket → WAL → SendMessageBatch:"
+        )
+        say(
+            "\(label):           \(format(rate)) messages/s delivered (\(format(rate / baseline))× boto3); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
+        )
     }
 }
 

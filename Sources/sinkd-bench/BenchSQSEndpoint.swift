@@ -38,12 +38,15 @@ enum InstantSQSEndpoint {
             case .body(var chunk):
                 body.writeBuffer(&chunk)
             case .end:
-                let request = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
+                let request =
+                    (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
                 var reply: [String: Any] = [:]
                 switch target {
                 case "AmazonSQS.SendMessageBatch":
                     let entries = request["Entries"] as? [[String: Any]] ?? []
-                    reply["Successful"] = entries.map { ["Id": $0["Id"] as? String ?? "", "MessageId": UUID().uuidString, "MD5OfMessageBody": ""] }
+                    reply["Successful"] = entries.map {
+                        ["Id": $0["Id"] as? String ?? "", "MessageId": UUID().uuidString, "MD5OfMessageBody": ""]
+                    }
                     reply["Failed"] = [[String: Any]]()
                     InstantSQSEndpoint.delivered.add(entries.count, ordering: .relaxed)
                 default:  // GetQueueUrl, CreateQueue
@@ -53,8 +56,11 @@ enum InstantSQSEndpoint {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "application/x-amz-json-1.0")
                 headers.add(name: "Content-Length", value: "\(bytes.count)")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+                    promise: nil)
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             }
         }

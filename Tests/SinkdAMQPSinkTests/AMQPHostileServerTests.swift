@@ -40,7 +40,10 @@ import SinkdTestSupport
 
     static func broker(_ misbehaviour: Misbehaviour) throws -> ScriptedTCPServer {
         let buffers = Buffers()
-        let start = frame(0, .connectionStart(versionMajor: 0, versionMinor: 9, serverProperties: AMQPTable(), mechanisms: "PLAIN", locales: "en_US"))
+        let start = frame(
+            0,
+            .connectionStart(
+                versionMajor: 0, versionMinor: 9, serverProperties: AMQPTable(), mechanisms: "PLAIN", locales: "en_US"))
         return try ScriptedTCPServer { connection, received in
             let key = ObjectIdentifier(connection)
             var bytes = buffers.box.withLockedValue { $0[key, default: []] } + received
@@ -58,17 +61,22 @@ import SinkdTestSupport
                 bytes.removeFirst(used)
                 guard case .method(let method) = frame.payload else { continue }
                 switch method {
-                case .connectionStartOk: connection.write(Self.frame(0, .connectionTune(channelMax: 16, frameMax: 131_072, heartbeat: 0)))
+                case .connectionStartOk:
+                    connection.write(Self.frame(0, .connectionTune(channelMax: 16, frameMax: 131_072, heartbeat: 0)))
                 case .connectionOpen: connection.write(Self.frame(0, .connectionOpenOk))
                 case .channelOpen: connection.write(Self.frame(frame.channel, .channelOpenOk))
-                case .queueDeclare(let queue, _, _, _, _, _, _): connection.write(Self.frame(frame.channel, .queueDeclareOk(queue: queue, messageCount: 0, consumerCount: 0)))
+                case .queueDeclare(let queue, _, _, _, _, _, _):
+                    connection.write(
+                        Self.frame(frame.channel, .queueDeclareOk(queue: queue, messageCount: 0, consumerCount: 0)))
                 case .confirmSelect: connection.write(Self.frame(frame.channel, .confirmSelectOk))
                 case .basicPublish:
                     if misbehaviour == .wrongAck {
                         connection.write(Self.frame(frame.channel, .basicAck(deliveryTag: 999, multiple: false)))
                     } else {
                         var flood: [UInt8] = []
-                        for tag in 5_000..<6_000 { flood += Self.frame(frame.channel, .basicAck(deliveryTag: UInt64(tag), multiple: false)) }
+                        for tag in 5_000..<6_000 {
+                            flood += Self.frame(frame.channel, .basicAck(deliveryTag: UInt64(tag), multiple: false))
+                        }
                         connection.write(flood)
                     }
                 default: break
@@ -79,23 +87,37 @@ import SinkdTestSupport
     }
 
     /// Sends 3 records through a family whose broker is `server`; the outcomes or the connection error.
-    static func send(_ server: ScriptedTCPServer, confirmTimeout: Duration = .seconds(1)) async throws -> Result<[DeliveryOutcome], SinkConnectionError> {
+    static func send(
+        _ server: ScriptedTCPServer, confirmTimeout: Duration = .seconds(1)
+    ) async throws -> Result<[DeliveryOutcome], SinkConnectionError> {
         var amqp = AMQPSinkConfig()
         amqp.urls = ["amqp://guest:guest@127.0.0.1:\(server.port)/%2f"]
         amqp.confirmTimeout = confirmTimeout
         let family = AMQPSinkFamily(config: amqp)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "amqp_queue:hostile"), options: amqp.options)
-        defer { Task { await client.close(); await family.shutdown() } }
+        let client = try family.makeClient(
+            for: try SinkAddress.parse(identity: "amqp_queue:hostile"), options: amqp.options)
+        defer {
+            Task {
+                await client.close(); await family.shutdown()
+            }
+        }
         do {
-            return .success(try await client.send((1...3).map {
-                SequencedRecord(seq: UInt64($0), record: EventRecord(id: "r\($0)", sink: "amqp_queue:hostile", payload: Array("{}".utf8)))
-            }))
+            return .success(
+                try await client.send(
+                    (1...3).map {
+                        SequencedRecord(
+                            seq: UInt64($0),
+                            record: EventRecord(id: "r\($0)", sink: "amqp_queue:hostile", payload: Array("{}".utf8)))
+                    }))
         } catch {
             return .failure(error)
         }
     }
 
-    static func expectFailure(_ result: Result<[DeliveryOutcome], SinkConnectionError>, containing text: String, took: Duration, under limit: Duration) {
+    static func expectFailure(
+        _ result: Result<[DeliveryOutcome], SinkConnectionError>, containing text: String, took: Duration,
+        under limit: Duration
+    ) {
         #expect(took < limit, "\(took)")
         guard case .failure(let error) = result else {
             Issue.record("expected a connection error, got \(result)")
@@ -107,13 +129,17 @@ import SinkdTestSupport
     @Test func aSilentBrokerFailsTheConnectionAtTheHandshakeDeadline() async throws {
         let start = ContinuousClock.now
         let result = try await Self.send(try Self.broker(.silent))
-        Self.expectFailure(result, containing: "no connection.open-ok within 5 s", took: ContinuousClock.now - start, under: .seconds(30))
+        Self.expectFailure(
+            result, containing: "no connection.open-ok within 5 s", took: ContinuousClock.now - start,
+            under: .seconds(30))
     }
 
     @Test func aTricklingHandshakeFailsAtTheSameDeadline() async throws {
         let start = ContinuousClock.now
         let result = try await Self.send(try Self.broker(.trickle))
-        Self.expectFailure(result, containing: "no connection.open-ok within 5 s", took: ContinuousClock.now - start, under: .seconds(30))
+        Self.expectFailure(
+            result, containing: "no connection.open-ok within 5 s", took: ContinuousClock.now - start,
+            under: .seconds(30))
     }
 
     @Test func aHugeAnnouncedFrameIsRefusedAtItsHeader() async throws {

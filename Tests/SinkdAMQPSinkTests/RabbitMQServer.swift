@@ -52,26 +52,31 @@ final class RabbitMQServer: @unchecked Sendable {
 
     init() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.bin + "/rabbitmq-server") else {
-            throw Failure(description: "rabbitmq-server is not installed (scripts/test installs it: apt-get install rabbitmq-server)")
+            throw Failure(
+                description:
+                    "rabbitmq-server is not installed (scripts/test installs it: apt-get install rabbitmq-server)")
         }
         port = LoopbackTCP.freePort()
         node = "sinkd\(port)@localhost"
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-rabbitmq-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent(
+                "sinkd-rabbitmq-\(UUID().uuidString.prefix(8))"
+            ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try "[].".write(toFile: directory + "/enabled_plugins", atomically: true, encoding: .utf8)
         tlsPort = LoopbackTCP.freePort()
         try FileManager.default.createDirectory(atPath: directory + "/tls", withIntermediateDirectories: true)
         certificates = try TestCertificates(in: directory + "/tls")
         try """
-            listeners.tcp.default = 127.0.0.1:\(port)
-            listeners.ssl.default = 127.0.0.1:\(tlsPort)
-            ssl_options.cacertfile = \(certificates.caFile)
-            ssl_options.certfile = \(certificates.certificateFile)
-            ssl_options.keyfile = \(certificates.keyFile)
-            ssl_options.verify = verify_none
-            ssl_options.fail_if_no_peer_cert = false
-            loopback_users = none
-            """.write(toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
+        listeners.tcp.default = 127.0.0.1:\(port)
+        listeners.ssl.default = 127.0.0.1:\(tlsPort)
+        ssl_options.cacertfile = \(certificates.caFile)
+        ssl_options.certfile = \(certificates.certificateFile)
+        ssl_options.keyfile = \(certificates.keyFile)
+        ssl_options.verify = verify_none
+        ssl_options.fail_if_no_peer_cert = false
+        loopback_users = none
+        """.write(toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
         try start()
     }
 
@@ -105,7 +110,11 @@ final class RabbitMQServer: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, p.isRunning {
-            if LoopbackTCP.canConnect(port: port), (try? run(Self.bin + "/rabbitmqctl", ["-n", node, "await_startup", "--timeout", "30"])) != nil { return }
+            if LoopbackTCP.canConnect(port: port),
+                (try? run(Self.bin + "/rabbitmqctl", ["-n", node, "await_startup", "--timeout", "30"])) != nil
+            {
+                return
+            }
             usleep(200_000)
         }
         throw Failure(description: "rabbitmq-server did not start on port \(port) (logs in \(directory)/log)")
@@ -137,7 +146,9 @@ final class RabbitMQServer: @unchecked Sendable {
     /// The pika peer (Fixtures/amqp_peer.py); its standard output.
     @discardableResult
     func peer(_ arguments: [String]) async throws -> String {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/amqp_peer.py").path
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "Fixtures/amqp_peer.py"
+        ).path
         return try await offThePool { try self.run("/usr/bin/env", ["python3", script, self.url] + arguments) }
     }
 
@@ -159,7 +170,8 @@ final class RabbitMQServer: @unchecked Sendable {
         let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw Failure(description: "\(executable) \(arguments.joined(separator: " ")) failed: \(errors.suffix(500))")
+            throw Failure(
+                description: "\(executable) \(arguments.joined(separator: " ")) failed: \(errors.suffix(500))")
         }
         return output
     }

@@ -11,7 +11,9 @@ import SinkdTestSupport
 @Suite(.serialized, .blockingThreads) struct RabbitMQTests {
     static func server() async throws -> RabbitMQServer { try await RabbitMQServer.shared() }
 
-    static func config(_ server: RabbitMQServer, _ configure: (inout AMQPSinkConfig) -> Void = { _ in }) -> AMQPSinkConfig {
+    static func config(
+        _ server: RabbitMQServer, _ configure: (inout AMQPSinkConfig) -> Void = { _ in }
+    ) -> AMQPSinkConfig {
         var amqp = AMQPSinkConfig()
         amqp.urls = [server.url]
         amqp.options.retry.initialBackoff = .milliseconds(20)
@@ -48,8 +50,9 @@ import SinkdTestSupport
         let server = try await Self.server()
         let queue = Self.unique("orders")
         let (engine, family) = try Self.engine(Self.config(server))
-        var record = EventRecord(id: "evt-1", sink: "amqp_queue:\(queue)?maxPriority=10", payload: Array(#"{"order":1}"#.utf8),
-                                 workflowInstanceId: "wf-1", workflowType: "checkout", correlationId: "corr-9", priority: 7)
+        var record = EventRecord(
+            id: "evt-1", sink: "amqp_queue:\(queue)?maxPriority=10", payload: Array(#"{"order":1}"#.utf8),
+            workflowInstanceId: "wf-1", workflowType: "checkout", correlationId: "corr-9", priority: 7)
         let acceptedAround = Int(Date().timeIntervalSince1970)
         await engine.append([record])
         record.id = "evt-2"
@@ -57,11 +60,15 @@ import SinkdTestSupport
         record.workflowInstanceId = nil
         await engine.append([record])
         #expect(try await server.waitForCount(queue, 2) == 2)
-        let messages = try await server.get(queue, max: 2).sorted { ($0["message_id"] as? String ?? "") < ($1["message_id"] as? String ?? "") }
+        let messages = try await server.get(queue, max: 2).sorted {
+            ($0["message_id"] as? String ?? "") < ($1["message_id"] as? String ?? "")
+        }
         #expect(messages.count == 2)
         let m = try #require(messages.first)
         #expect(m["body"] as? String == #"{"order":1}"#)
-        #expect(m["exchange"] as? String == "" && m["routing_key"] as? String == queue, "the default exchange, routing key = queue")
+        #expect(
+            m["exchange"] as? String == "" && m["routing_key"] as? String == queue,
+            "the default exchange, routing key = queue")
         #expect(m["message_id"] as? String == "evt-1")
         #expect(m["correlation_id"] as? String == "evt-1")
         #expect(m["content_type"] as? String == "application/json")
@@ -69,7 +76,8 @@ import SinkdTestSupport
         #expect(m["delivery_mode"] as? Int == 2)
         #expect(m["priority"] as? Int == 7)
         let timestamp = m["timestamp"] as? Int ?? 0
-        #expect(abs(timestamp - acceptedAround) <= 5, "timestamp = when sinkd accepted the record (seconds): \(timestamp)")
+        #expect(
+            abs(timestamp - acceptedAround) <= 5, "timestamp = when sinkd accepted the record (seconds): \(timestamp)")
         let headers = m["headers"] as? [String: Any] ?? [:]
         #expect(headers["workflowInstanceId"] as? String == "wf-1")
         #expect(headers["workflowType"] as? String == "checkout")
@@ -90,7 +98,9 @@ import SinkdTestSupport
         try await server.peer(["bind", exchange, type, matching, type == "topic" ? "invoice.*" : "invoice.paid"])
         try await server.peer(["bind", exchange, type, other, "invoice.refunded"])
         let (engine, family) = try Self.engine(Self.config(server))
-        await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=\(type)&routingKey=invoice.paid&deliveryMode=1", 0..<20))
+        await engine.append(
+            Self.records(
+                "amqp_exchange:\(exchange)?exchangeType=\(type)&routingKey=invoice.paid&deliveryMode=1", 0..<20))
         #expect(try await server.waitForCount(matching, 20) == 20)
         let got = try await server.get(matching, max: 20)
         #expect(Set(got.compactMap { $0["body"] as? String }) == Set((0..<20).map { #"{"n":\#($0)}"# }))
@@ -114,9 +124,10 @@ import SinkdTestSupport
         let queue = Self.unique("prio")
         let declared = Self.unique("declared")
         let (engine, family) = try Self.engine(Self.config(server))
-        await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a+b", 0..<3)
-                            + Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a%2Eb", 3..<6)
-                            + Self.records("amqp_queue:\(queue)?maxPriority=5", 6..<8))
+        await engine.append(
+            Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a+b", 0..<3)
+                + Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=a%2Eb", 3..<6)
+                + Self.records("amqp_queue:\(queue)?maxPriority=5", 6..<8))
         #expect(try await server.waitForCount(plus, 3) == 3)
         #expect(try await server.waitForCount(percent, 3) == 3)
         #expect(try await server.get(plus, max: 3).allSatisfy { $0["routing_key"] as? String == "a+b" })
@@ -131,7 +142,9 @@ import SinkdTestSupport
         // record is unroutable, and dead-lettered: nothing is bound).
         await engine.append(Self.records("amqp_exchange:\(declared)?exchangeType=fanout&maxPriority=7", 8..<9))
         let deadline = ContinuousClock.now + .seconds(20)
-        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let exchanges = try await server.ctl(["list_exchanges", "name", "arguments"])
         let exchangeLine = exchanges.split(separator: "\n").first { $0.hasPrefix(declared) }.map(String.init) ?? ""
         #expect(exchangeLine.contains("x-max-priority"), "\(exchangeLine)")
@@ -144,10 +157,11 @@ import SinkdTestSupport
     @Test func firstAttemptsArriveInWALOrderOnOneChannel() async throws {
         let server = try await Self.server()
         let queue = Self.unique("ordered")
-        let (engine, _) = try Self.engine(Self.config(server) {
-            $0.options.poolSize = 1
-            $0.options.batchSize = 16  // many batches, so that an overtaking one shows
-        })
+        let (engine, _) = try Self.engine(
+            Self.config(server) {
+                $0.options.poolSize = 1
+                $0.options.batchSize = 16  // many batches, so that an overtaking one shows
+            })
         let total = 2000
         for chunk in 0..<(total / 100) {
             await engine.append(Self.records("amqp_queue:\(queue)", (chunk * 100)..<((chunk + 1) * 100)))
@@ -156,7 +170,10 @@ import SinkdTestSupport
         let bodies = try await server.get(queue, max: total).map { $0["body"] as? String ?? "" }
         #expect(bodies.count == total)
         let firstOutOfOrder = bodies.indices.first { bodies[$0] != #"{"n":\#($0)}"# }
-        #expect(firstOutOfOrder == nil, "message \(firstOutOfOrder ?? 0) is \(firstOutOfOrder.map { bodies[$0] } ?? ""), not record \(firstOutOfOrder ?? 0)")
+        #expect(
+            firstOutOfOrder == nil,
+            "message \(firstOutOfOrder ?? 0) is \(firstOutOfOrder.map { bodies[$0] } ?? ""), not record \(firstOutOfOrder ?? 0)"
+        )
         await engine.stop()
     }
 
@@ -166,7 +183,9 @@ import SinkdTestSupport
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(Self.records("amqp_exchange:\(exchange)?exchangeType=direct&routingKey=nobody", 0..<3))
         let deadline = ContinuousClock.now + .seconds(20)
-        while try engine.deadLetters.entries().count < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        while try engine.deadLetters.entries().count < 3, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let dead = try engine.deadLetters.entries()
         #expect(dead.count == 3)
         #expect(dead.first?.error.contains("unroutable") == true)
@@ -183,7 +202,9 @@ import SinkdTestSupport
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(Self.records("amqp_queue:\(queue)", 0..<4))  // durable=true by default
         let deadline = ContinuousClock.now + .seconds(20)
-        while try engine.deadLetters.entries().count < 4, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        while try engine.deadLetters.entries().count < 4, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let dead = try engine.deadLetters.entries()
         #expect(dead.count == 4)
         let error = dead.first?.error ?? ""
@@ -200,7 +221,9 @@ import SinkdTestSupport
         // Without a declaration nothing creates the queue: the default exchange returns it.
         await engine.append(Self.records("amqp_queue:\(queue)", 0..<1))
         let deadline = ContinuousClock.now + .seconds(20)
-        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(try await server.count(queue) == -1, "sinkd declared nothing")
         #expect(try engine.deadLetters.entries().first?.error.contains("NO_ROUTE") == true)
         try await server.peer(["declare", queue, "1"])
@@ -212,11 +235,14 @@ import SinkdTestSupport
 
     @Test func refusedCredentialsPauseTheSink() async throws {
         let server = try await Self.server()
-        let (engine, family) = try Self.engine(Self.config(server) { $0.urls = ["amqp://guest:wrong@127.0.0.1:\(server.port)/%2f"] })
+        let (engine, family) = try Self.engine(
+            Self.config(server) { $0.urls = ["amqp://guest:wrong@127.0.0.1:\(server.port)/%2f"] })
         await engine.append(Self.records("amqp_queue:\(Self.unique("x"))", 0..<2))
         let sink = engine.service.snapshots.first?.sink ?? ""
         let deadline = ContinuousClock.now + .seconds(20)
-        while engine.service.snapshots.first?.state != .down, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while engine.service.snapshots.first?.state != .down, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let error = engine.snapshot(of: engine.service.snapshots.first?.sink ?? sink)?.lastError ?? ""
         #expect(error.contains("refused"), "\(error)")
         #expect(!error.contains("wrong"), "the password is never shown")
@@ -233,7 +259,7 @@ import SinkdTestSupport
         await engine.append(Self.records(sink, 0..<10))
         #expect(try await server.waitForCount(queue, 10) == 10)
         try await server.ctl(["set_vm_memory_high_watermark", "0.0000001"])
-        
+
         // Publishing meets the alarm: the broker blocks the connection, the sink pauses.
         var n = 10
         let deadline = ContinuousClock.now + .seconds(30)
@@ -243,10 +269,15 @@ import SinkdTestSupport
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(engine.state(of: sink) == .down)
-        #expect(engine.snapshot(of: sink)?.lastError?.contains("blocked") == true, "\(engine.snapshot(of: sink)?.lastError ?? "")")
+        #expect(
+            engine.snapshot(of: sink)?.lastError?.contains("blocked") == true,
+            "\(engine.snapshot(of: sink)?.lastError ?? "")")
         try await server.ctl(["set_vm_memory_high_watermark", "0.4"])
         let arrived = try await server.waitForCount(queue, n, timeout: .seconds(60))
-        #expect(arrived == n, "everything arrives once the alarm clears: \(arrived) of \(n); \(String(describing: engine.snapshot(of: sink)))")
+        #expect(
+            arrived == n,
+            "everything arrives once the alarm clears: \(arrived) of \(n); \(String(describing: engine.snapshot(of: sink)))"
+        )
         #expect(try engine.deadLetters.entries().isEmpty)
         await engine.stop()
         await family.shutdown()
@@ -274,9 +305,14 @@ import SinkdTestSupport
         }
         let arrived = try await server.waitForCount(queue, total, timeout: .seconds(90))
         // What the pipeline was doing, should it not have arrived.
-        #expect(arrived >= total, "\(arrived) of \(total) in the queue; pipeline: \(String(describing: engine.snapshot(of: sink)))")
+        #expect(
+            arrived >= total,
+            "\(arrived) of \(total) in the queue; pipeline: \(String(describing: engine.snapshot(of: sink)))")
         let ids = Set(try await server.get(queue, max: 3 * total).compactMap { $0["message_id"] as? String })
-        #expect(ids.count == total, "every record arrived (at least once); missing: \(Self.ranges((0..<total).filter { !ids.contains("r-\($0)") }))")
+        #expect(
+            ids.count == total,
+            "every record arrived (at least once); missing: \(Self.ranges((0..<total).filter { !ids.contains("r-\($0)") }))"
+        )
         if ids.count != total {
             // Keep the broker's log for the diagnosis.
             let kept = FileManager.default.temporaryDirectory.path + "/sinkd-rabbitmq-log-\(server.port)"
@@ -317,13 +353,16 @@ import SinkdTestSupport
         let queue = Self.unique("full")
         // A queue that holds 3 messages and nacks publishes beyond (x-overflow: reject-publish).
         try await server.peer(["declare", queue, "1", "3"])
-        let (engine, family) = try Self.engine(Self.config(server) {
-            $0.declare = false
-            $0.options.retry.maxAttempts = 3
-        })
+        let (engine, family) = try Self.engine(
+            Self.config(server) {
+                $0.declare = false
+                $0.options.retry.maxAttempts = 3
+            })
         await engine.append(Self.records("amqp_queue:\(queue)", 0..<5))
         let deadline = ContinuousClock.now + .seconds(30)
-        while try engine.deadLetters.entries().count < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        while try engine.deadLetters.entries().count < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let dead = try engine.deadLetters.entries()
         #expect(dead.count == 2, "the two that did not fit, after 3 attempts each")
         #expect(dead.allSatisfy { $0.attempts == 3 && $0.error.contains("nacked") }, "\(dead.map(\.error))")
@@ -352,14 +391,21 @@ import SinkdTestSupport
     /// reason), its channel is closed, and it is sent again on a new one once confirms flow.
     @Test func lostConfirmsAreWaitedForUntilTheConfirmTimeoutOnly() async throws {
         let server = try await Self.server()
-        let flag = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-drop-confirms-\(UUID().uuidString)").path
+        let flag = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-drop-confirms-\(UUID().uuidString)"
+        ).path
         _ = FileManager.default.createFile(atPath: flag, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: flag) }
         let port = LoopbackTCP.freePort()
         let proxy = Process()
         proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        proxy.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/confirm_dropping_proxy.py").path,
-                           "\(port)", "\(server.port)", flag]
+        proxy.arguments = [
+            "python3",
+            URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+                "Fixtures/confirm_dropping_proxy.py"
+            ).path,
+            "\(port)", "\(server.port)", flag,
+        ]
         proxy.standardOutput = FileHandle.nullDevice
         try proxy.run()
         defer {
@@ -368,7 +414,9 @@ import SinkdTestSupport
             proxy.waitUntilExit()
         }
         let listening = ContinuousClock.now + .seconds(20)
-        while !LoopbackTCP.canConnect(port: port), ContinuousClock.now < listening { try await Task.sleep(for: .milliseconds(50)) }
+        while !LoopbackTCP.canConnect(port: port), ContinuousClock.now < listening {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let queue = Self.unique("confirms")
         let sink = "amqp_queue:\(queue)"
         var amqp = Self.config(server) { $0.confirmTimeout = .seconds(1) }

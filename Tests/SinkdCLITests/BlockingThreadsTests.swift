@@ -33,8 +33,6 @@ import SinkdTestSupport
 /// From a synchronous context, as the blocking code under test would ask.
 private func onBlockingThread() -> Bool { BlockingTestExecutor.isCurrentThread }
 
-
-
 /// Every suite in a test file that blocks (child processes, Python helpers, sleeps on a thread)
 /// carries the trait: a blocking suite without it holds one of the two cooperative threads the
 /// engines under test in the other suites need (CI saw a conductor sink deliver nothing in 40 s
@@ -44,14 +42,19 @@ private func onBlockingThread() -> Bool { BlockingTestExecutor.isCurrentThread }
     static let blockingCalls = ["Process()", "waitUntilExit", "usleep(", "Thread.sleep", "Python.run("]
 
     @Test func everySuiteInAFileThatBlocksCarriesTheTrait() throws {
-        let files = try #require(FileManager.default.enumerator(atPath: Self.tests.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") }
+        let files = try #require(FileManager.default.enumerator(atPath: Self.tests.path)).compactMap { $0 as? String }
+            .filter { $0.hasSuffix(".swift") }
         var checked = 0
         for file in files where !file.hasSuffix("BlockingThreadsTests.swift") {  // this file names the calls
             let text = try String(contentsOf: Self.tests.appendingPathComponent(file), encoding: .utf8)
             guard Self.blockingCalls.contains(where: text.contains) else { continue }
-            for line in text.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("@Suite") {
+            for line in text.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("@Suite")
+            {
                 checked += 1
-                #expect(line.contains(".blockingThreads"), "\(file): \(line.trimmingCharacters(in: .whitespaces)) blocks but runs on the cooperative pool: add .blockingThreads")
+                #expect(
+                    line.contains(".blockingThreads"),
+                    "\(file): \(line.trimmingCharacters(in: .whitespaces)) blocks but runs on the cooperative pool: add .blockingThreads"
+                )
             }
         }
         #expect(checked > 20, "the scan found the blocking suites (\(checked))")

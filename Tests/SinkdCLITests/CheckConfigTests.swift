@@ -5,7 +5,9 @@ import SinkdTestSupport
 @Suite(.blockingThreads) struct CheckConfigTests {
     @Test func validFilePrintsSummaryAndExitsZero() throws {
         let dir = try TemporaryDirectory()
-        let path = try dir.write("sinkd.yaml", """
+        let path = try dir.write(
+            "sinkd.yaml",
+            """
             wal: {directory: /data/wal, fsync: interval, fsync_interval: 50ms}
             sinks:
               file: {directory: /out}
@@ -15,7 +17,9 @@ import SinkdTestSupport
         #expect(result.status == 0)
         #expect(result.stderr == "")
         #expect(result.stdout.hasPrefix("\(path): OK\n"))
-        #expect(result.stdout.contains("wal           /data/wal (segments 64MiB, max 10GiB, fsync every 50ms, when full: block)"))
+        #expect(
+            result.stdout.contains(
+                "wal           /data/wal (segments 64MiB, max 10GiB, fsync every 50ms, when full: block)"))
         #expect(result.stdout.contains("amqp        amqp://sinkd:(set)@rabbit:5672/%2f"))
         #expect(result.stdout.contains("file        → /out/NAME.ndjson"))
         #expect(!result.stdout.contains("hunter2"))
@@ -28,12 +32,13 @@ import SinkdTestSupport
         let result = try SinkdProcess.run(["check-config", "-c", path])
         #expect(result.status == 1)
         #expect(result.stdout == "")
-        #expect(result.stderr == """
-            \(path):2:10: wal.fsync: expected one of always, interval, never, got "sometimes"
-            \(path):5:18: delivery.retry.max_backoff: expected a duration like "30s", got "thirty"
-            2 errors in \(path)
+        #expect(
+            result.stderr == """
+                \(path):2:10: wal.fsync: expected one of always, interval, never, got "sometimes"
+                \(path):5:18: delivery.retry.max_backoff: expected a duration like "30s", got "thirty"
+                2 errors in \(path)
 
-            """)
+                """)
     }
 
     @Test func configPathComesFromEnvironment() throws {

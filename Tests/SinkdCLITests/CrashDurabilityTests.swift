@@ -13,11 +13,15 @@ import Glibc
 /// and restarted each time.
 @Suite(.serialized, .blockingThreads) struct CrashDurabilityTests {
     @Test func sigkillAtRandomMomentsLosesNoAcknowledgedRecord() throws {
-        let seed = ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(UInt32.max))
+        let seed =
+            ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64(UInt32.max))
         print("crash test seed: \(seed) (rerun with SINKD_TEST_SEED=\(seed))")
         var rng = SeededGenerator(seed: seed)
         let dir = try TemporaryDirectory()
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 64KiB}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal, segment_size: 256KiB, max_size: 1GiB}
@@ -36,7 +40,9 @@ import Glibc
                 while !stop.isSet {
                     var chunk: [UInt8] = []
                     for _ in 0..<50 {
-                        chunk += Array(#"{"id":"i\#(iteration)-\#(n)","sink":"file:crash","payload":{"id":"i\#(iteration)-\#(n)","pad":"\#(String(repeating: "p", count: payloadSize))"}}"#.utf8)
+                        chunk += Array(
+                            #"{"id":"i\#(iteration)-\#(n)","sink":"file:crash","payload":{"id":"i\#(iteration)-\#(n)","pad":"\#(String(repeating: "p", count: payloadSize))"}}"#
+                                .utf8)
                         chunk.append(UInt8(ascii: "\n"))
                         n += 1
                     }
@@ -57,7 +63,9 @@ import Glibc
             #expect(started, "run \(iteration): nothing accepted within 30 s")
             let deadline = Date().addingTimeInterval(killAfter)
             while Date() < deadline {
-                if let line = client.readLine(timeoutMillis: 100), let id = Self.acceptedID(line) { accepted.insert(id) }
+                if let line = client.readLine(timeoutMillis: 100), let id = Self.acceptedID(line) {
+                    accepted.insert(id)
+                }
             }
             kill(daemon.process.processIdentifier, SIGKILL)
             // Responses already in our receive buffer were sent before the kill: they count too.
@@ -80,13 +88,17 @@ import Glibc
         var delivered: [String: Int] = [:]
         let outbox = (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/outbox/crash.ndjson"))) ?? Data()
         for line in outbox.split(separator: UInt8(ascii: "\n")) {
-            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let id = object["id"] as? String {
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                let id = object["id"] as? String
+            {
                 delivered[id, default: 0] += 1
             }
         }
         let lost = accepted.all.subtracting(inWAL).subtracting(delivered.keys)
         let duplicates = delivered.values.filter { $0 > 1 }.count
-        print("crash test: \(iterations) SIGKILLs, \(accepted.all.count) records accepted, \(delivered.count) delivered (\(duplicates) more than once), \(inWAL.count) in the WAL, \(lost.count) lost")
+        print(
+            "crash test: \(iterations) SIGKILLs, \(accepted.all.count) records accepted, \(delivered.count) delivered (\(duplicates) more than once), \(inWAL.count) in the WAL, \(lost.count) lost"
+        )
         #expect(accepted.all.count >= iterations, "every run was killed mid-stream")
         #expect(lost.isEmpty, "lost \(lost.count) acknowledged records, e.g. \(lost.prefix(5)) (seed \(seed))")
         #expect(reports.allSatisfy { $0.corrupt.isEmpty && $0.unreadable == nil }, "recovery left no damaged segment")
@@ -94,7 +106,8 @@ import Glibc
 
     static func acceptedID(_ line: [UInt8]) -> String? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-              object["status"] as? String == "accepted" else { return nil }
+            object["status"] as? String == "accepted"
+        else { return nil }
         return object["id"] as? String
     }
 
@@ -105,14 +118,17 @@ import Glibc
 
         /// `launcher` runs sinkd through another program (e.g. systemd-socket-activate and its
         /// options); `environment` adds variables.
-        static func start(config: String, log: String, environment: [String: String] = [:], launcher: [String] = []) throws -> Daemon {
+        static func start(
+            config: String, log: String, environment: [String: String] = [:], launcher: [String] = []
+        ) throws -> Daemon {
             let process = Process()
             if launcher.isEmpty {
                 process.executableURL = SinkdProcess.executable
                 process.arguments = ["run", "--config", config]
             } else {
                 process.executableURL = URL(fileURLWithPath: launcher[0])
-                process.arguments = Array(launcher.dropFirst()) + [SinkdProcess.executable.path, "run", "--config", config]
+                process.arguments =
+                    Array(launcher.dropFirst()) + [SinkdProcess.executable.path, "run", "--config", config]
             }
             if !environment.isEmpty {
                 var env = ProcessInfo.processInfo.environment
@@ -120,7 +136,9 @@ import Glibc
                 process.environment = env
             }
             process.standardOutput = FileHandle.nullDevice
-            if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+            if !FileManager.default.fileExists(atPath: log) {
+                _ = FileManager.default.createFile(atPath: log, contents: nil)
+            }
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             handle.seekToEndOfFile()
             process.standardError = handle
@@ -141,7 +159,9 @@ import Glibc
                 if let client = try? IngestClient(path: socket) { return client }
                 guard Date() < deadline, process.isRunning else {
                     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                    throw IngestClient.Failure(description: "sinkd did not start listening on \(socket); its log ends:\n\(output.suffix(2000))")
+                    throw IngestClient.Failure(
+                        description: "sinkd did not start listening on \(socket); its log ends:\n\(output.suffix(2000))"
+                    )
                 }
                 usleep(10_000)
             }

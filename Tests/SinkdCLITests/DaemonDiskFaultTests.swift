@@ -11,8 +11,12 @@ import Glibc
 /// The daemon itself under disk faults: SIGTERM while the WAL's disk is full, and a second
 /// daemon on the same WAL directory.
 @Suite(.serialized, .blockingThreads) struct DaemonDiskFaultTests {
-    static func config(_ dir: TemporaryDirectory, wal: String, name: String = "sinkd.yaml", sockets: String = "") throws -> String {
-        try dir.write(name, """
+    static func config(
+        _ dir: TemporaryDirectory, wal: String, name: String = "sinkd.yaml", sockets: String = ""
+    ) throws -> String {
+        try dir.write(
+            name,
+            """
             ingest: {socket: \(dir.path)/ingest\(sockets).sock, max_record_bytes: 64KiB}
             control: {socket: \(dir.path)/control\(sockets).sock}
             wal: {directory: \(wal), segment_size: 256KiB, max_size: 1GiB, when_full: block}
@@ -24,7 +28,8 @@ import Glibc
     @Test func sigtermEndsAFullDiskWaitAndEveryAcceptedRecordStays() throws {
         let fs = try SmallFileSystem(bytes: 2 << 20)
         let dir = try TemporaryDirectory()
-        let daemon = try CrashDurabilityTests.Daemon.start(config: try Self.config(dir, wal: fs.path + "/wal"), log: dir.path + "/sinkd.log")
+        let daemon = try CrashDurabilityTests.Daemon.start(
+            config: try Self.config(dir, wal: fs.path + "/wal"), log: dir.path + "/sinkd.log")
         defer { daemon.stopIfRunning() }
         let client = try daemon.connect(socket: dir.path + "/ingest.sock")
         let pad = String(repeating: "p", count: 1000)
@@ -36,7 +41,10 @@ import Glibc
             if sent < 4000 {
                 var chunk: [UInt8] = []
                 for _ in 0..<20 {
-                    chunk += Array(#"{"id":"d\#(sent)","sink":"http:dead","payload":{"pad":"\#(pad)"}}"#.utf8) + [UInt8(ascii: "\n")]
+                    chunk +=
+                        Array(#"{"id":"d\#(sent)","sink":"http:dead","payload":{"pad":"\#(pad)"}}"#.utf8) + [
+                            UInt8(ascii: "\n")
+                        ]
                     sent += 1
                 }
                 _ = client.write(chunk)
@@ -65,17 +73,20 @@ import Glibc
         let log = (try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? ""
         #expect(log.contains("the disk holding the WAL is full"), "the full disk is reported")
         #expect(!log.contains("watchdog"), "no watchdog complaint")
-        let failureLines = log.components(separatedBy: "\n").filter { $0.contains("a WAL write or fdatasync failed") }.count
+        let failureLines = log.components(separatedBy: "\n").filter { $0.contains("a WAL write or fdatasync failed") }
+            .count
         #expect(failureLines <= 4, "repeated write errors are rate-limited in the log (\(failureLines) lines)")
     }
 
     @Test func aSecondDaemonOnTheSameWALExits78NamingTheHolder() throws {
         let dir = try TemporaryDirectory()
         let wal = dir.path + "/wal"
-        let first = try CrashDurabilityTests.Daemon.start(config: try Self.config(dir, wal: wal), log: dir.path + "/first.log")
+        let first = try CrashDurabilityTests.Daemon.start(
+            config: try Self.config(dir, wal: wal), log: dir.path + "/first.log")
         defer { first.stopIfRunning() }
         _ = try first.connect(socket: dir.path + "/ingest.sock")
-        let second = try CrashDurabilityTests.Daemon.start(config: try Self.config(dir, wal: wal, name: "second.yaml", sockets: "2"), log: dir.path + "/second.log")
+        let second = try CrashDurabilityTests.Daemon.start(
+            config: try Self.config(dir, wal: wal, name: "second.yaml", sockets: "2"), log: dir.path + "/second.log")
         let started = Date()
         while second.process.isRunning, Date().timeIntervalSince(started) < 20 { usleep(20_000) }
         #expect(!second.process.isRunning, "the second sinkd refuses to start")
@@ -83,7 +94,9 @@ import Glibc
         second.process.waitUntilExit()
         #expect(second.process.terminationStatus == 78)
         let log = (try? String(contentsOfFile: dir.path + "/second.log", encoding: .utf8)) ?? ""
-        #expect(log.contains("another sinkd (pid \(first.process.processIdentifier))"), "the message names the holder: \(log.suffix(400))")
+        #expect(
+            log.contains("another sinkd (pid \(first.process.processIdentifier))"),
+            "the message names the holder: \(log.suffix(400))")
         #expect(first.process.isRunning, "the first daemon is untouched")
         // The offline tools only read: they work beside the running daemon.
         let verify = try SinkdProcess.run(["wal", "verify", wal])

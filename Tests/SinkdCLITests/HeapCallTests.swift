@@ -23,14 +23,17 @@ import Testing
         try await blocking {
             let dir = try TemporaryDirectory()
             let counter = try HeapCounter.build(into: dir.path)
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal, fsync: always}
                 log: {level: warning, format: logfmt}
                 sinks: {file: {directory: \(dir.path)/outbox}}
                 """)
-            let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", environment: counter.environment)
+            let daemon = try CrashDurabilityTests.Daemon.start(
+                config: config, log: dir.path + "/sinkd.log", environment: counter.environment)
             defer { daemon.stopIfRunning() }
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
             let outbox = dir.path + "/outbox/counted.ndjson"
@@ -38,7 +41,10 @@ import Testing
 
             func sendOneAtATime(_ prefix: String, _ count: Int) {
                 for i in 0..<count {
-                    #expect(client.write(Array(#"{"id":"\#(prefix)\#(i)","sink":"file:counted","payload":{"d":"\#(payload)"}}"#.utf8) + [10]))
+                    #expect(
+                        client.write(
+                            Array(#"{"id":"\#(prefix)\#(i)","sink":"file:counted","payload":{"d":"\#(payload)"}}"#.utf8)
+                                + [10]))
                     let answer = client.readLine(timeoutMillis: 10_000)
                     #expect(answer.flatMap(CrashDurabilityTests.acceptedID) == "\(prefix)\(i)")
                 }
@@ -71,9 +77,16 @@ import Testing
             let counted = counter.read() - before
             let perRecord = Double(counted.calls) / Double(records)
             let bytesPerRecord = counted.bytes / UInt64(records)
-            print("heap calls per record, one at a time (debug build): \(perRecord); bytes requested per record: \(bytesPerRecord)")
-            #expect(perRecord <= Self.boundPerRecord, "\(perRecord) heap calls per record; measured \(Self.measuredPerRecord) when the bound was set")
-            #expect(bytesPerRecord <= Self.boundBytesPerRecord, "\(bytesPerRecord) bytes requested per record; measured \(Self.measuredBytesPerRecord) when the bound was set")
+            print(
+                "heap calls per record, one at a time (debug build): \(perRecord); bytes requested per record: \(bytesPerRecord)"
+            )
+            #expect(
+                perRecord <= Self.boundPerRecord,
+                "\(perRecord) heap calls per record; measured \(Self.measuredPerRecord) when the bound was set")
+            #expect(
+                bytesPerRecord <= Self.boundBytesPerRecord,
+                "\(bytesPerRecord) bytes requested per record; measured \(Self.measuredBytesPerRecord) when the bound was set"
+            )
         }
     }
 }

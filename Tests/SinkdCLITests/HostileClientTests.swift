@@ -68,7 +68,9 @@ import Glibc
             let linesEach = 4096
             Self.allowDescriptors(clients + 512)
             let dir = try TemporaryDirectory()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock, max_connections: \(clients + 16), max_record_bytes: 64KiB, max_unanswered_bytes: \(Self.answerBound)}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
@@ -86,7 +88,9 @@ import Glibc
             // Each client sends 4,096 bad lines (8 KiB) in one write and reads nothing: ~530 KB of
             // answers each, of which the kernel holds ~210 KB (the socket's send buffer) and sinkd
             // the rest, ~320 MB in all, if it decoded whole bursts regardless of the bound.
-            let bad = [UInt8](repeating: 0, count: linesEach * 2).enumerated().map { $0.offset % 2 == 0 ? UInt8(ascii: "x") : 10 }
+            let bad = [UInt8](repeating: 0, count: linesEach * 2).enumerated().map {
+                $0.offset % 2 == 0 ? UInt8(ascii: "x") : 10
+            }
             let started = Date()
             var hostile: [IngestClient] = []
             for _ in 0..<clients {
@@ -98,7 +102,9 @@ import Glibc
             // Nobody else is hurt meanwhile: a new client is answered, and so is the control socket.
             let other = try IngestClient(path: dir.path + "/ingest.sock")
             other.write(Array(#"{"id":"during","sink":"file:good","payload":{}}"#.utf8) + [10])
-            #expect(other.readLine(timeoutMillis: 60_000).flatMap(CrashDurabilityTests.acceptedID) == "during", "answered in its turn (each of the 1,000 takes at most its bound per turn)")
+            #expect(
+                other.readLine(timeoutMillis: 60_000).flatMap(CrashDurabilityTests.acceptedID) == "during",
+                "answered in its turn (each of the 1,000 takes at most its bound per turn)")
             let status = try SinkdProcess.run(["status", "--config", config])
             #expect(status.status == 0, "sinkd status answers while 1,000 clients do not read: \(status.stderr)")
 
@@ -106,7 +112,8 @@ import Glibc
             // Clients then read every answer (every 20th client, to keep the test short): nothing
             // was dropped to keep the bound.
             var short = 0
-            for (i, client) in hostile.enumerated() where i % 20 == 0 && Self.countLines(client.fd, upTo: linesEach, timeout: 60) != linesEach { short += 1 }
+            for (i, client) in hostile.enumerated()
+            where i % 20 == 0 && Self.countLines(client.fd, upTo: linesEach, timeout: 60) != linesEach { short += 1 }
             #expect(short == 0, "\(short) clients got fewer than \(linesEach) answers")
 
             print("hostile clients: all answers read after \(Date().timeIntervalSince(started)) s")
@@ -116,7 +123,10 @@ import Glibc
             // connection, plus the bytes read and not yet taken (here 8 KiB in a buffer of up to
             // 64 KiB, the largest read); ~310 MB more than that without the bound.
             let allowed = clients * (Self.answerBound + (64 << 10))
-            #expect(peak - baseline <= allowed, "peak RSS grew by \((peak - baseline) >> 20) MiB over \(baseline >> 20) MiB; the bound for \(clients) connections is \(allowed >> 20) MiB")
+            #expect(
+                peak - baseline <= allowed,
+                "peak RSS grew by \((peak - baseline) >> 20) MiB over \(baseline >> 20) MiB; the bound for \(clients) connections is \(allowed >> 20) MiB"
+            )
             hostile.removeAll()
         }
     }
@@ -128,19 +138,24 @@ import Glibc
         try await blocking {
             let sinks = 1500
             let dir = try TemporaryDirectory()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
                 log: {level: info, format: logfmt}
                 sinks: {file: {directory: \(dir.path)/outbox}}
                 """)
-            let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:1024"])
+            let daemon = try CrashDurabilityTests.Daemon.start(
+                config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:1024"])
             defer { daemon.stopIfRunning() }
             let pid = daemon.process.processIdentifier
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
             var lines: [UInt8] = []
-            for i in 0..<sinks { lines += Array(#"{"id":"r\#(i)","sink":"file:s\#(i)","payload":{"n":\#(i)}}"#.utf8) + [10] }
+            for i in 0..<sinks {
+                lines += Array(#"{"id":"r\#(i)","sink":"file:s\#(i)","payload":{"n":\#(i)}}"#.utf8) + [10]
+            }
             #expect(client.write(lines))
             var accepted = 0
             for _ in 0..<sinks {
@@ -162,7 +177,10 @@ import Glibc
             let deadline = Date().addingTimeInterval(120)
             while Date() < deadline, daemon.process.isRunning {
                 mostDescriptors = max(mostDescriptors, Self.openDescriptors(pid))
-                delivered = ((try? FileManager.default.contentsOfDirectory(atPath: outbox)) ?? []).filter { $0.hasSuffix(".ndjson") }.count
+                delivered =
+                    ((try? FileManager.default.contentsOfDirectory(atPath: outbox)) ?? []).filter {
+                        $0.hasSuffix(".ndjson")
+                    }.count
                 if delivered == sinks + 1 { break }
                 usleep(100_000)
             }
@@ -173,7 +191,9 @@ import Glibc
             #expect(!log.contains("Too many open files"), "no descriptor ever ran out")
             #expect(log.contains("descriptor"), "the lowered limits are explained at start")
             let logLines = log.split(separator: "\n").count
-            print("descriptor limit: delivered \(delivered) sinks, at most \(mostDescriptors) descriptors in use, \(logLines) log lines")
+            print(
+                "descriptor limit: delivered \(delivered) sinks, at most \(mostDescriptors) descriptors in use, \(logLines) log lines"
+            )
             #expect(logLines < 100, "the log stays readable (\(logLines) lines)")
             let status = try SinkdProcess.run(["status", "--config", config])
             #expect(status.status == 0)
@@ -184,16 +204,20 @@ import Glibc
     @Test func theSoftDescriptorLimitIsRaisedToTheHardOne() async throws {
         try await blocking {
             let dir = try TemporaryDirectory()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
                 sinks: {file: {directory: \(dir.path)/outbox}}
                 """)
-            let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:4096"])
+            let daemon = try CrashDurabilityTests.Daemon.start(
+                config: config, log: dir.path + "/sinkd.log", launcher: ["/usr/bin/prlimit", "--nofile=1024:4096"])
             defer { daemon.stopIfRunning() }
             _ = try daemon.connect(socket: dir.path + "/ingest.sock")
-            let limits = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/limits", encoding: .utf8)) ?? ""
+            let limits =
+                (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/limits", encoding: .utf8)) ?? ""
             let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
             let numbers = line.split(separator: " ").compactMap { Int($0) }
             #expect(numbers == [4096, 4096], "soft and hard limit after start: \(line)")
@@ -208,7 +232,9 @@ import Glibc
             let sinks = 8
             let recordsEach = 60
             let dir = try TemporaryDirectory()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal, segment_size: 8MiB}
@@ -227,9 +253,14 @@ import Glibc
             var accepted = 0
             for n in 0..<recordsEach {
                 var chunk: [UInt8] = []
-                for s in 0..<sinks { chunk += Array(#"{"id":"r\#(n)","sink":"http:d\#(s)","payload":{"pad":"\#(pad)"}}"#.utf8) + [10] }
+                for s in 0..<sinks {
+                    chunk += Array(#"{"id":"r\#(n)","sink":"http:d\#(s)","payload":{"pad":"\#(pad)"}}"#.utf8) + [10]
+                }
                 #expect(client.write(chunk))
-                for _ in 0..<sinks where client.readLine(timeoutMillis: 30_000).flatMap(CrashDurabilityTests.acceptedID) != nil { accepted += 1 }
+                for _ in 0..<sinks
+                where client.readLine(timeoutMillis: 30_000).flatMap(CrashDurabilityTests.acceptedID) != nil {
+                    accepted += 1
+                }
             }
             #expect(accepted == sinks * recordsEach)
 
@@ -246,13 +277,20 @@ import Glibc
                 if held >= 15 << 20 { break }
                 usleep(200_000)
             }
-            #expect(held >= 15 << 20 && held <= (16 << 20) + sinks * (600 << 10), "the pipelines together hold up to max_held_bytes: \(held)")
-            #expect(heldPerSink.allSatisfy { $0 <= (4 << 20) + (600 << 10) }, "each holds at most its own budget and one record: \(heldPerSink)")
+            #expect(
+                held >= 15 << 20 && held <= (16 << 20) + sinks * (600 << 10),
+                "the pipelines together hold up to max_held_bytes: \(held)")
+            #expect(
+                heldPerSink.allSatisfy { $0 <= (4 << 20) + (600 << 10) },
+                "each holds at most its own budget and one record: \(heldPerSink)")
             let peak = Self.memory(pid, "VmHWM")
-            print("held bytes: \(held >> 20) MiB held, per sink \(heldPerSink.map { $0 >> 10 }) KiB, peak RSS +\((peak - baseline) >> 20) MiB")
+            print(
+                "held bytes: \(held >> 20) MiB held, per sink \(heldPerSink.map { $0 >> 10 }) KiB, peak RSS +\((peak - baseline) >> 20) MiB"
+            )
             // The bound: held ≤ 16 MiB + one record per sink, plus ingest's own (one request line
             // being parsed, the WAL's pending budget of 16 MiB) and copies in flight to the sink.
-            #expect(peak - baseline <= 96 << 20, "peak RSS grew by \((peak - baseline) >> 20) MiB with 240 MiB backlogged")
+            #expect(
+                peak - baseline <= 96 << 20, "peak RSS grew by \((peak - baseline) >> 20) MiB with 240 MiB backlogged")
         }
     }
 
@@ -265,7 +303,9 @@ import Glibc
         try await blocking {
             let dir = try TemporaryDirectory()
             let port = LoopbackTCP.freePort()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 16KiB}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal, segment_size: 64KiB}
@@ -282,7 +322,9 @@ import Glibc
             var after: [(rss: Int, metrics: Int)] = []
             for wave in 0..<5 {
                 var lines: [UInt8] = []
-                for i in 0..<sinksPerWave { lines += Array(#"{"id":"w\#(wave)-\#(i)","sink":"file:w\#(wave)s\#(i)","payload":{}}"#.utf8) + [10] }
+                for i in 0..<sinksPerWave {
+                    lines += Array(#"{"id":"w\#(wave)-\#(i)","sink":"file:w\#(wave)s\#(i)","payload":{}}"#.utf8) + [10]
+                }
                 #expect(client.write(lines))
                 for _ in 0..<sinksPerWave { _ = client.readLine(timeoutMillis: 30_000) }
                 // Delivered, then reaped after idle_timeout: the wave's series go.
@@ -292,16 +334,24 @@ import Glibc
                     usleep(200_000)
                     body = MetricsEndpointTests.get(port: port, path: "/metrics").body
                 } while body.contains("sink=\"file:w\(wave)s") && Date() < deadline
-                #expect(!body.contains("sink=\"file:w\(wave)s"), "wave \(wave): series of reaped sinks are gone from /metrics")
+                #expect(
+                    !body.contains("sink=\"file:w\(wave)s"),
+                    "wave \(wave): series of reaped sinks are gone from /metrics")
                 #expect(body.contains("sinkd_ingest_records_total"), "the exposition itself is there")
                 after.append((Self.memory(pid, "VmRSS"), body.utf8.count))
             }
-            print("reaped sinks: RSS after each wave \(after.map { $0.rss >> 20 }) MiB, /metrics \(after.map { $0.metrics }) bytes")
+            print(
+                "reaped sinks: RSS after each wave \(after.map { $0.rss >> 20 }) MiB, /metrics \(after.map { $0.metrics }) bytes"
+            )
             #expect(after[4].metrics <= after[0].metrics + 2048, "/metrics does not grow with sinks that are gone")
             // The first wave grows the allocator's pools; after that, 4,500 more one-off sinks cost
             // nothing beyond noise (before: ~5.5 KiB per sink ever seen, +24 MiB here).
-            #expect(after[4].rss - after[1].rss <= 6 << 20, "memory does not grow with one-off sinks: \((after[4].rss - after[1].rss) >> 10) KiB")
-            #expect(try SinkdProcess.run(["status", "--config", config]).stdout.contains("w4s") == false, "status lists no reaped sink")
+            #expect(
+                after[4].rss - after[1].rss <= 6 << 20,
+                "memory does not grow with one-off sinks: \((after[4].rss - after[1].rss) >> 10) KiB")
+            #expect(
+                try SinkdProcess.run(["status", "--config", config]).stdout.contains("w4s") == false,
+                "status lists no reaped sink")
         }
     }
 
@@ -314,7 +364,9 @@ import Glibc
         try await blocking {
             let dir = try TemporaryDirectory()
             let port = LoopbackTCP.freePort()
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
@@ -322,7 +374,8 @@ import Glibc
                 metrics: {listen: "127.0.0.1:\(port)"}
                 sinks: {file: {directory: \(dir.path)/outbox}}
                 """)
-            let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log", environment: ["SINKD_TEST_SEAMS": "1"])
+            let daemon = try CrashDurabilityTests.Daemon.start(
+                config: config, log: dir.path + "/sinkd.log", environment: ["SINKD_TEST_SEAMS": "1"])
             defer { daemon.stopIfRunning() }
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
             let blockers = try (0..<max(2, ProcessInfo.processInfo.activeProcessorCount)).map { _ in
@@ -332,18 +385,25 @@ import Glibc
             }
             // A blocker runs once the daemon says so (it logs before blocking).
             let started = Date()
-            while !((try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? "").contains("a control request blocks its thread"),
-                  Date().timeIntervalSince(started) < 10 { usleep(20_000) }
+            while !((try? String(contentsOfFile: dir.path + "/sinkd.log", encoding: .utf8)) ?? "").contains(
+                "a control request blocks its thread"),
+                Date().timeIntervalSince(started) < 10
+            { usleep(20_000) }
             let sent = Date()
             client.write(Array(#"{"id":"during","sink":"file:live","payload":{"x":1}}"#.utf8) + [10])
-            #expect(client.readLine(timeoutMillis: 6000).flatMap(CrashDurabilityTests.acceptedID) == "during", "ingest answers")
+            #expect(
+                client.readLine(timeoutMillis: 6000).flatMap(CrashDurabilityTests.acceptedID) == "during",
+                "ingest answers")
             var delivered = false
             while !delivered, Date().timeIntervalSince(sent) < 6 {
-                delivered = ((try? String(contentsOfFile: dir.path + "/outbox/live.ndjson", encoding: .utf8)) ?? "").contains(#""x":1"#)
+                delivered = ((try? String(contentsOfFile: dir.path + "/outbox/live.ndjson", encoding: .utf8)) ?? "")
+                    .contains(#""x":1"#)
                 if !delivered { usleep(50_000) }
             }
             #expect(delivered, "delivered while the control requests are still running")
-            #expect(MetricsEndpointTests.get(port: port, path: "/metrics").body.contains("sinkd_ingest_records_total"), "/metrics is served meanwhile")
+            #expect(
+                MetricsEndpointTests.get(port: port, path: "/metrics").body.contains("sinkd_ingest_records_total"),
+                "/metrics is served meanwhile")
             // The blockers were still running throughout (their answers come after 8 s each).
             var p = pollfd(fd: blockers[0].fd, events: Int16(POLLIN), revents: 0)
             #expect(poll(&p, 1, 0) == 0, "the slow control request had not finished: the check above ran during it")
@@ -359,7 +419,9 @@ import Glibc
         try await blocking {
             let dir = try TemporaryDirectory()
             let server = try EchoingHTTPServer(status: 200)
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
@@ -370,12 +432,19 @@ import Glibc
             defer { daemon.stopIfRunning() }
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
             var lines = Array(#"{"id":"poison\u0001","sink":"http:ok","payload":{}}"#.utf8) + [10]
-            for i in 0..<10 { lines += Array(#"{"id":"good-\#(i)","sink":"http:ok","workflowInstanceId":"w","payload":{"n":\#(i)}}"#.utf8) + [10] }
+            for i in 0..<10 {
+                lines +=
+                    Array(#"{"id":"good-\#(i)","sink":"http:ok","workflowInstanceId":"w","payload":{"n":\#(i)}}"#.utf8)
+                    + [10]
+            }
             #expect(client.write(lines))
             let first = client.readLine(timeoutMillis: 10_000).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            #expect(first.contains(#""code":"invalid_field""#) && first.contains("control character U+0001"), "the poison record is refused with its reason: \(first)")
+            #expect(
+                first.contains(#""code":"invalid_field""#) && first.contains("control character U+0001"),
+                "the poison record is refused with its reason: \(first)")
             var accepted = 0
-            for _ in 0..<10 where client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) != nil { accepted += 1 }
+            for _ in 0..<10 where client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) != nil
+            { accepted += 1 }
             #expect(accepted == 10)
             var json: [String: Any] = [:]
             let deadline = Date().addingTimeInterval(20)
@@ -385,7 +454,9 @@ import Glibc
                 json = (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]) ?? [:]
             } while Date() < deadline && ((json["sinks"] as? [[String: Any]])?.first?["delivered"] as? Int ?? 0) < 10
             let sink = (json["sinks"] as? [[String: Any]])?.first ?? [:]
-            #expect(sink["delivered"] as? Int == 10 && sink["state"] as? String != "down", "all 10 good records delivered: \(sink)")
+            #expect(
+                sink["delivered"] as? Int == 10 && sink["state"] as? String != "down",
+                "all 10 good records delivered: \(sink)")
         }
     }
 
@@ -396,7 +467,9 @@ import Glibc
         try await blocking {
             let dir = try TemporaryDirectory()
             func write(_ extra: String) throws -> String {
-                try dir.write("sinkd.yaml", """
+                try dir.write(
+                    "sinkd.yaml",
+                    """
                     ingest: {socket: \(dir.path)/ingest.sock}
                     control: {socket: \(dir.path)/control.sock}
                     wal: {directory: \(dir.path)/wal}
@@ -410,14 +483,20 @@ import Glibc
             defer { daemon.stopIfRunning() }
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
             let absurd = [
-                "delivery: {max_sinks: 8000000000000000000}", "delivery: {dedupe_window: 3000000h}", "delivery: {retry: {multiplier: 1e308}}",
-                "delivery: {max_held_bytes: 9223372036854775808}", "delivery: {retry: {max_backoff: 9223372036854775807ms}}",
-                "sinks: {file: {directory: \(dir.path)/outbox, batch_size: -1}}", "sinks: {file: {directory: \(dir.path)/outbox, idle_timeout: 999999999999h}}",
+                "delivery: {max_sinks: 8000000000000000000}", "delivery: {dedupe_window: 3000000h}",
+                "delivery: {retry: {multiplier: 1e308}}",
+                "delivery: {max_held_bytes: 9223372036854775808}",
+                "delivery: {retry: {max_backoff: 9223372036854775807ms}}",
+                "sinks: {file: {directory: \(dir.path)/outbox, batch_size: -1}}",
+                "sinks: {file: {directory: \(dir.path)/outbox, idle_timeout: 999999999999h}}",
             ]
             for (i, extra) in absurd.enumerated() {
                 // A second top-level key would be a duplicate: put the absurd section alone.
-                let text = extra.hasPrefix("sinks:") ? extra : extra + "\nsinks: {file: {directory: \(dir.path)/outbox}}"
-                try dir.write("sinkd.yaml", """
+                let text =
+                    extra.hasPrefix("sinks:") ? extra : extra + "\nsinks: {file: {directory: \(dir.path)/outbox}}"
+                try dir.write(
+                    "sinkd.yaml",
+                    """
                     ingest: {socket: \(dir.path)/ingest.sock}
                     control: {socket: \(dir.path)/control.sock}
                     wal: {directory: \(dir.path)/wal}
@@ -426,14 +505,19 @@ import Glibc
                     """)
                 let out = try SinkdProcess.run(["reload", "--config", config])
                 #expect(out.status == 1, "\(extra): refused (exit \(out.status)): \(out.stdout) \(out.stderr)")
-                #expect((out.stdout + out.stderr).contains("sinkd.yaml:"), "\(extra): the error names its position: \(out.stdout) \(out.stderr)")
+                #expect(
+                    (out.stdout + out.stderr).contains("sinkd.yaml:"),
+                    "\(extra): the error names its position: \(out.stdout) \(out.stderr)")
                 kill(daemon.process.processIdentifier, SIGHUP)
                 client.write(Array(#"{"id":"after-\#(i)","sink":"file:x","payload":{}}"#.utf8) + [10])
-                #expect(client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "after-\(i)", "\(extra): still running and accepting")
+                #expect(
+                    client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "after-\(i)",
+                    "\(extra): still running and accepting")
                 #expect(daemon.process.isRunning)
             }
             _ = try write("")
-            #expect(try SinkdProcess.run(["reload", "--config", config]).status == 0, "a valid configuration still reloads")
+            #expect(
+                try SinkdProcess.run(["reload", "--config", config]).status == 0, "a valid configuration still reloads")
         }
     }
 }

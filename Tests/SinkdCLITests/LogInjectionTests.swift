@@ -7,12 +7,17 @@ import SinkdTestSupport
 /// Issue 18, item 8: text from outside (an HTTP error body, a record id) can never start a log
 /// line of its own, in logfmt, JSON or the journal, whatever control characters it holds.
 @Suite(.blockingThreads) struct LogInjectionTests {
-    static let controls: [Unicode.Scalar] = (0..<0x20).map { Unicode.Scalar(UInt8($0)) } + [Unicode.Scalar(0x7F), Unicode.Scalar(0x85), "\u{2028}", "\u{2029}"]
+    static let controls: [Unicode.Scalar] =
+        (0..<0x20).map { Unicode.Scalar(UInt8($0)) } + [
+            Unicode.Scalar(0x7F), Unicode.Scalar(0x85), "\u{2028}", "\u{2029}",
+        ]
 
     @Test func logfmtEscapesEveryControlCharacter() {
         for c in Self.controls {
             let value = StderrLogHandler.logfmtValue("a\(Character(c))b")
-            #expect(!value.unicodeScalars.contains(where: LogText.isControl), "U+\(String(c.value, radix: 16)) left as is: \(value.debugDescription)")
+            #expect(
+                !value.unicodeScalars.contains(where: LogText.isControl),
+                "U+\(String(c.value, radix: 16)) left as is: \(value.debugDescription)")
             #expect(value.hasPrefix("\"") && value.hasSuffix("\""), "quoted")
         }
     }
@@ -21,7 +26,9 @@ import SinkdTestSupport
         let body = "nope\r\nts=2026-01-01T00:00:00.000Z level=critical msg=FORGED\rts=x level=critical msg=FORGED2"
         let line = "ts=t level=error msg=m error=" + StderrLogHandler.logfmtValue("HTTP 400: " + body)
         #expect(!line.contains("\n") && !line.contains("\r"))
-        #expect(line.hasPrefix(#"ts=t level=error msg=m error="HTTP 400: nope"#) && line.hasSuffix(#"msg=FORGED2""#), "the forged fields are inside the one quoted value")
+        #expect(
+            line.hasPrefix(#"ts=t level=error msg=m error="HTTP 400: nope"#) && line.hasSuffix(#"msg=FORGED2""#),
+            "the forged fields are inside the one quoted value")
         #expect(line.contains(#"nope\r\nts=2026-01-01T00:00:00.000Z level=critical msg=FORGED\rts=x"#))
     }
 

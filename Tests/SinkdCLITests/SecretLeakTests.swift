@@ -23,11 +23,17 @@ final class EchoingHTTPServer: @unchecked Sendable {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
         listen(fd, 64)
         var bound = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        _ = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
         port = Int(UInt16(bigEndian: bound.sin_port))
         let listener = fd
         Thread.detachNewThread {
@@ -42,14 +48,22 @@ final class EchoingHTTPServer: @unchecked Sendable {
                     request += chunk[0..<n]
                     if let text = String(bytes: request, encoding: .utf8), let end = text.range(of: "\r\n\r\n") {
                         let head = text[..<end.lowerBound]
-                        let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                        let length =
+                            head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
                             .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
-                        if text.utf8.count - text.utf8.distance(from: text.startIndex, to: end.upperBound) >= length { break }
+                        if text.utf8.count - text.utf8.distance(from: text.startIndex, to: end.upperBound) >= length {
+                            break
+                        }
                     }
                 }
                 let body = status == 400 ? "you sent: " + String(decoding: request, as: UTF8.self) : "ok"
-                let response = (status == 400 ? "HTTP/1.1 400 Bad Request\r\n" : "HTTP/1.1 200 OK\r\n") + "Content-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-                _ = Array(response.utf8).withUnsafeBytes { send(client, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                let response =
+                    (status == 400 ? "HTTP/1.1 400 Bad Request\r\n" : "HTTP/1.1 200 OK\r\n")
+                    + "Content-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+                    + body
+                _ = Array(response.utf8).withUnsafeBytes {
+                    send(client, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL))
+                }
                 close(client)
             }
         }
@@ -63,7 +77,10 @@ final class EchoingHTTPServer: @unchecked Sendable {
 /// output searched for the secrets: the log, STATUS=, `sinkd status` (text and JSON), /metrics,
 /// the dead-letter store and `sinkd dlq show`, `sinkd check-config`.
 @Suite(.serialized, .blockingThreads) struct SecretLeakTests {
-    static let secrets = ["hookPw-3f9a1c", "headerTok-77e2b0", "redisPw-0c4d9e", "sqsSecret-5b8f21", "amqpPw-a41d77", "natsPw-e0c3aa", "pgPw-19b6f4"]
+    static let secrets = [
+        "hookPw-3f9a1c", "headerTok-77e2b0", "redisPw-0c4d9e", "sqsSecret-5b8f21", "amqpPw-a41d77", "natsPw-e0c3aa",
+        "pgPw-19b6f4",
+    ]
 
     @Test func noSecretReachesAnyOutput() async throws {
         try await blocking {
@@ -71,7 +88,9 @@ final class EchoingHTTPServer: @unchecked Sendable {
             let echo = try EchoingHTTPServer()
             let port = LoopbackTCP.freePort()
             let dead = LoopbackTCP.freePort()  // nothing listens there
-            let config = try dir.write("sinkd.yaml", """
+            let config = try dir.write(
+                "sinkd.yaml",
+                """
                 ingest: {socket: \(dir.path)/ingest.sock}
                 control: {socket: \(dir.path)/control.sock}
                 wal: {directory: \(dir.path)/wal}
@@ -92,10 +111,17 @@ final class EchoingHTTPServer: @unchecked Sendable {
             let (daemon, notify, _) = try SystemdTests.startNotified(dir, config: config, environment: env)
             defer { daemon.stopIfRunning() }
             let client = try daemon.connect(socket: dir.path + "/ingest.sock")
-            let sinks = ["http:hook", "redis:events", "sqs:orders", "amqp_queue:billing", "nats:alerts", "conductor:audit"]
+            let sinks = [
+                "http:hook", "redis:events", "sqs:orders", "amqp_queue:billing", "nats:alerts", "conductor:audit",
+            ]
             for (i, sink) in sinks.enumerated() {
-                client.write(Array(#"{"id":"s\#(i)","sink":"\#(sink)","workflowType":"wf","taskRefName":"t","payload":{"n":\#(i)}}"#.utf8) + [10])
-                #expect(client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "s\(i)", "\(sink) accepted")
+                client.write(
+                    Array(
+                        #"{"id":"s\#(i)","sink":"\#(sink)","workflowType":"wf","taskRefName":"t","payload":{"n":\#(i)}}"#
+                            .utf8) + [10])
+                #expect(
+                    client.readLine(timeoutMillis: 10_000).flatMap(CrashDurabilityTests.acceptedID) == "s\(i)",
+                    "\(sink) accepted")
             }
             // Every sink has failed at least once: the http record is dead-lettered (400), the others
             // are down with a connection error.
@@ -104,30 +130,49 @@ final class EchoingHTTPServer: @unchecked Sendable {
             repeat {
                 usleep(200_000)
                 status = (try? SinkdProcess.run(["status", "--config", config], environment: env))?.stdout ?? ""
-            } while Date() < deadline && !(sinks.dropFirst().map({ $0 == "conductor:audit" ? "conductor:wf:audit" : $0 }).allSatisfy { s in status.split(separator: "\n").contains { $0.contains(s) && $0.contains("down") } }
-                                          && FileManager.default.fileExists(atPath: dir.path + "/dead/http%3Ahook.ndjson"))
-            #expect(FileManager.default.fileExists(atPath: dir.path + "/dead/http%3Ahook.ndjson"), "the http record was dead-lettered")
+            } while Date() < deadline
+                && !(sinks.dropFirst().map({ $0 == "conductor:audit" ? "conductor:wf:audit" : $0 }).allSatisfy { s in
+                    status.split(separator: "\n").contains { $0.contains(s) && $0.contains("down") }
+                }
+                    && FileManager.default.fileExists(atPath: dir.path + "/dead/http%3Ahook.ndjson"))
+            #expect(
+                FileManager.default.fileExists(atPath: dir.path + "/dead/http%3Ahook.ndjson"),
+                "the http record was dead-lettered")
             for s in sinks.dropFirst().map({ $0 == "conductor:audit" ? "conductor:wf:audit" : $0 }) {
-                #expect(status.split(separator: "\n").contains { $0.contains(s) && $0.contains("down") }, "\(s) is down: \(status)")
+                #expect(
+                    status.split(separator: "\n").contains { $0.contains(s) && $0.contains("down") },
+                    "\(s) is down: \(status)")
             }
             notify.collect(for: 0.5)
             var outputs: [(String, String)] = [
                 ("the log", (try? String(contentsOfFile: daemon.log, encoding: .utf8)) ?? ""),
                 ("STATUS=", notify.messages.map(\.text).joined(separator: "\n")),
                 ("sinkd status", status),
-                ("sinkd status --json", try SinkdProcess.run(["status", "--config", config, "--json"], environment: env).stdout),
+                (
+                    "sinkd status --json",
+                    try SinkdProcess.run(["status", "--config", config, "--json"], environment: env).stdout
+                ),
                 ("/metrics", MetricsEndpointTests.get(port: port, path: "/metrics").body),
                 ("sinkd dlq show", try SinkdProcess.run(["dlq", "show", "--config", config], environment: env).stdout),
                 ("sinkd dlq list", try SinkdProcess.run(["dlq", "list", "--config", config], environment: env).stdout),
-                ("sinkd check-config", try SinkdProcess.run(["check-config", "--config", config], environment: env).stdout),
+                (
+                    "sinkd check-config",
+                    try SinkdProcess.run(["check-config", "--config", config], environment: env).stdout
+                ),
             ]
             for file in (try? FileManager.default.contentsOfDirectory(atPath: dir.path + "/dead")) ?? [] {
-                outputs.append(("dead letter " + file, (try? String(contentsOfFile: dir.path + "/dead/" + file, encoding: .utf8)) ?? ""))
+                outputs.append(
+                    (
+                        "dead letter " + file,
+                        (try? String(contentsOfFile: dir.path + "/dead/" + file, encoding: .utf8)) ?? ""
+                    ))
             }
             for (name, text) in outputs {
                 #expect(!text.isEmpty, "\(name) has something to search")
                 for secret in Self.secrets {
-                    #expect(!text.contains(secret), "\(name) shows the secret \(secret): …\(text.components(separatedBy: secret)[0].suffix(160))")
+                    #expect(
+                        !text.contains(secret),
+                        "\(name) shows the secret \(secret): …\(text.components(separatedBy: secret)[0].suffix(160))")
                 }
             }
             // The echo really carried the secrets: what was hidden is marked so.

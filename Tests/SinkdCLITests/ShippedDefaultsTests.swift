@@ -5,7 +5,8 @@ import Testing
 /// Config/sinkd.yaml says "every value shown is the default": these tests hold it to that, so a
 /// default changed in the code (or in the file) without the other fails here (issue 31).
 @Suite struct ShippedDefaultsTests {
-    static let text = (try? String(contentsOfFile: ShippedPathsTests.root + "/Config/sinkd.yaml", encoding: .utf8)) ?? ""
+    static let text =
+        (try? String(contentsOfFile: ShippedPathsTests.root + "/Config/sinkd.yaml", encoding: .utf8)) ?? ""
 
     static func parse(_ yaml: String) throws(ConfigErrors) -> SinkdConfig {
         try ConfigLoader.parse(yaml: yaml, file: "/etc/sinkd/sinkd.yaml", environment: [:], workingDirectory: "/")

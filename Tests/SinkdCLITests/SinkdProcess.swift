@@ -7,7 +7,8 @@ struct SinkdProcess {
         if let override = ProcessInfo.processInfo.environment["SINKD_BINARY"] {
             return URL(fileURLWithPath: override)
         }
-        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("sinkd")
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "sinkd")
     }
 
     struct Output {
@@ -21,7 +22,9 @@ struct SinkdProcess {
     }
 
     /// Runs any program the same way (journalctl, pgrep, systemd-analyze).
-    static func runTool(_ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws -> Output {
+    static func runTool(
+        _ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil
+    ) throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -42,7 +45,9 @@ struct SinkdProcess {
         let errData = ReadAll(err.fileHandleForReading)
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.wait(), as: UTF8.self))
+        return Output(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData.wait(), as: UTF8.self))
     }
 }
 

@@ -12,7 +12,9 @@ import SinkdTestSupport
 
 @Suite(.serialized, .blockingThreads) struct StatusAndDLQCommandTests {
     static func config(_ dir: TemporaryDirectory) throws -> String {
-        try dir.write("sinkd.yaml", """
+        try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal}
@@ -27,7 +29,9 @@ import SinkdTestSupport
         let config = try Self.config(dir)
         let unreachable = try SinkdProcess.run(["status", "-c", config])
         #expect(unreachable.status == 2)
-        #expect(unreachable.stderr.contains("cannot reach sinkd's control socket \(dir.path)/control.sock (is sinkd running?)"))
+        #expect(
+            unreachable.stderr.contains(
+                "cannot reach sinkd's control socket \(dir.path)/control.sock (is sinkd running?)"))
 
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
@@ -63,19 +67,34 @@ import SinkdTestSupport
         let config = try Self.config(dir)
         let store = try DeadLetterStore(directory: dir.path + "/dlq")
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
-        try store.append(sink: "file:replayed", (1...3).map { n in
-            DeadLetterStore.Entry(seq: UInt64(n), record: EventRecord(id: "d\(n)", sink: "file:replayed", payload: Array(#"{"n":\#(n)}"#.utf8), acceptedAtMillis: now),
-                                  error: "connection reset", attempts: 5, firstAttemptMillis: now, lastAttemptMillis: now, deadLetteredMillis: now)
-        })
-        try store.append(sink: "file:kept", [DeadLetterStore.Entry(seq: 9, record: EventRecord(id: "k", sink: "file:kept", payload: Array("1".utf8)),
-                                                                    error: "too large", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: now - 7_200_000)])
+        try store.append(
+            sink: "file:replayed",
+            (1...3).map { n in
+                DeadLetterStore.Entry(
+                    seq: UInt64(n),
+                    record: EventRecord(
+                        id: "d\(n)", sink: "file:replayed", payload: Array(#"{"n":\#(n)}"#.utf8), acceptedAtMillis: now),
+                    error: "connection reset", attempts: 5, firstAttemptMillis: now, lastAttemptMillis: now,
+                    deadLetteredMillis: now)
+            })
+        try store.append(
+            sink: "file:kept",
+            [
+                DeadLetterStore.Entry(
+                    seq: 9, record: EventRecord(id: "k", sink: "file:kept", payload: Array("1".utf8)),
+                    error: "too large", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil,
+                    deadLetteredMillis: now - 7_200_000)
+            ])
         let list = try SinkdProcess.run(["dlq", "list", "-c", config])
         #expect(list.status == 0)
         #expect(list.stdout.contains("file:replayed  seq 1  id d1  attempts 5  connection reset"))
         #expect(list.stdout.hasSuffix("4 dead letters\n"))
-        #expect(try SinkdProcess.run(["dlq", "list", "-c", config, "--since", "1h"]).stdout.hasSuffix("3 dead letters\n"))
+        #expect(
+            try SinkdProcess.run(["dlq", "list", "-c", config, "--since", "1h"]).stdout.hasSuffix("3 dead letters\n"))
         let show = try SinkdProcess.run(["dlq", "show", "-c", config, "--sink", "file:replayed", "2"])
-        #expect(show.stdout.hasPrefix(#"{"seq":2,"sink":"file:replayed","id":"d2","error":"connection reset","attempts":5"#))
+        #expect(
+            show.stdout.hasPrefix(#"{"seq":2,"sink":"file:replayed","id":"d2","error":"connection reset","attempts":5"#)
+        )
         #expect(show.stdout.hasSuffix(#","payload":{"n":2}}"# + "\n"))
 
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
@@ -89,7 +108,9 @@ import SinkdTestSupport
         #expect(replay.stdout == "replayed 3 dead letters into the WAL\n")
         let outbox = dir.path + "/outbox/replayed.ndjson"
         let deadline = Date().addingTimeInterval(10)
-        while ((try? String(contentsOfFile: outbox, encoding: .utf8)) ?? "").split(separator: "\n").count < 3, Date() < deadline { usleep(20_000) }
+        while ((try? String(contentsOfFile: outbox, encoding: .utf8)) ?? "").split(separator: "\n").count < 3,
+            Date() < deadline
+        { usleep(20_000) }
         #expect((try? String(contentsOfFile: outbox, encoding: .utf8)) == "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n")
         #expect(try store.entries(sink: "file:replayed").isEmpty)
         let purge = try SinkdProcess.run(["dlq", "purge", "-c", config, "--until", "1h"])
@@ -112,11 +133,18 @@ import SinkdTestSupport
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         var huge = EventRecord(id: "huge", sink: "file:edited", payload: Array("1".utf8), acceptedAtMillis: now)
         huge.workflowType = String(repeating: "w", count: 70_000)
-        let good = EventRecord(id: "good", sink: "file:edited", payload: Array(#"{"ok":1}"#.utf8), acceptedAtMillis: now)
-        try store.append(sink: "file:edited", [
-            DeadLetterStore.Entry(seq: 1, record: huge, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: now),
-            DeadLetterStore.Entry(seq: 2, record: good, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: now),
-        ])
+        let good = EventRecord(
+            id: "good", sink: "file:edited", payload: Array(#"{"ok":1}"#.utf8), acceptedAtMillis: now)
+        try store.append(
+            sink: "file:edited",
+            [
+                DeadLetterStore.Entry(
+                    seq: 1, record: huge, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil,
+                    deadLetteredMillis: now),
+                DeadLetterStore.Entry(
+                    seq: 2, record: good, error: "x", attempts: 1, firstAttemptMillis: nil, lastAttemptMillis: nil,
+                    deadLetteredMillis: now),
+            ])
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
         defer { daemon.stopIfRunning() }
@@ -126,7 +154,9 @@ import SinkdTestSupport
         #expect(replay.stderr.contains("seq 1 (file:edited) not replayed"), "\(replay.stderr)")
         #expect(replay.stderr.contains("workflowType"), "the reason names the field: \(replay.stderr)")
         #expect(daemon.process.isRunning, "the daemon is alive")
-        #expect(try store.entries(sink: "file:edited").map(\.record.id) == ["huge"], "the bad line stays, the good one left")
+        #expect(
+            try store.entries(sink: "file:edited").map(\.record.id) == ["huge"], "the bad line stays, the good one left"
+        )
     }
 }
 
@@ -137,9 +167,13 @@ import SinkdTestSupport
     }
 
     /// A daemon with the metrics endpoint on a free port; `more` is the rest of its configuration.
-    static func daemonWithMetrics(_ dir: TemporaryDirectory, _ more: String) throws -> (config: String, port: Int, daemon: CrashDurabilityTests.Daemon) {
+    static func daemonWithMetrics(
+        _ dir: TemporaryDirectory, _ more: String
+    ) throws -> (config: String, port: Int, daemon: CrashDurabilityTests.Daemon) {
         let port = LoopbackTCP.freePort()
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal}
@@ -158,7 +192,10 @@ import SinkdTestSupport
             daemon.process.terminate()
             daemon.process.waitUntilExit()
         }
-        let input = [#"{"id":"m1","sink":"file:m","payload":1}"#, #"{"id":"m1","sink":"file:m","payload":1}"#, #"{"id":"m2","sink":"nope","payload":1}"#].joined(separator: "\n")
+        let input = [
+            #"{"id":"m1","sink":"file:m","payload":1}"#, #"{"id":"m1","sink":"file:m","payload":1}"#,
+            #"{"id":"m2","sink":"nope","payload":1}"#,
+        ].joined(separator: "\n")
         _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
         var body = ""
         let deadline = Date().addingTimeInterval(10)
@@ -178,7 +215,8 @@ import SinkdTestSupport
             #"sinkd_backlog_bytes{sink="file:m"} 0"#,
             #"sinkd_backlog_oldest_seconds{sink="file:m"} 0"#,
             #"sinkd_sink_up{sink="file:m"} 1"#,
-            "sinkd_wal_bytes ", "sinkd_wal_segments ", "sinkd_wal_fsync_seconds_count ", "sinkd_wal_corrupt_frames_at_start 0", "sinkd_wal_next_seq 2",
+            "sinkd_wal_bytes ", "sinkd_wal_segments ", "sinkd_wal_fsync_seconds_count ",
+            "sinkd_wal_corrupt_frames_at_start 0", "sinkd_wal_next_seq 2",
         ] {
             #expect(body.contains(line), "missing: \(line)")
         }
@@ -190,8 +228,12 @@ import SinkdTestSupport
     /// alert has a test there.
     @Test func alertingRulesPassPromtool() throws {
         let promtool = "/usr/bin/promtool"
-        try #require(FileManager.default.isExecutableFile(atPath: promtool), "promtool missing: apt-get install prometheus (scripts/test installs it)")
-        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Config/prometheus").standardized.path
+        try #require(
+            FileManager.default.isExecutableFile(atPath: promtool),
+            "promtool missing: apt-get install prometheus (scripts/test installs it)")
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../Config/prometheus"
+        ).standardized.path
         let check = try SinkdProcess.runTool(promtool, ["check", "rules", dir + "/sinkd-rules.yaml"])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         let test = try SinkdProcess.runTool(promtool, ["test", "rules", dir + "/sinkd-rules.test.yaml"])
@@ -212,9 +254,13 @@ import SinkdTestSupport
     /// Before the catalogue it flagged seven series recorded through swift-metrics.
     @Test func prometheusLintsTheExpositionClean() throws {
         let promtool = "/usr/bin/promtool"
-        try #require(FileManager.default.isExecutableFile(atPath: promtool), "promtool missing: apt-get install prometheus (scripts/test installs it)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: promtool),
+            "promtool missing: apt-get install prometheus (scripts/test installs it)")
         let dir = try TemporaryDirectory()
-        let (config, port, daemon) = try Self.daemonWithMetrics(dir, """
+        let (config, port, daemon) = try Self.daemonWithMetrics(
+            dir,
+            """
             delivery: {retry: {initial_backoff: 10ms, max_backoff: 50ms}}
             sinks: {file: {directory: \(dir.path)/outbox}, http: {endpoints: {closed: {url: "http://127.0.0.1:\(LoopbackTCP.freePort())/"}}}}
             """)
@@ -223,27 +269,41 @@ import SinkdTestSupport
             daemon.process.terminate()
             daemon.process.waitUntilExit()
         }
-        let input = [#"{"id":"a","sink":"file:one","payload":1}"#, #"{"id":"b","sink":"file:two","payload":1}"#,
-                     #"{"id":"c","sink":"http:closed","payload":1}"#, #"{"id":"d","sink":"nope","payload":1}"#].joined(separator: "\n")
+        let input = [
+            #"{"id":"a","sink":"file:one","payload":1}"#, #"{"id":"b","sink":"file:two","payload":1}"#,
+            #"{"id":"c","sink":"http:closed","payload":1}"#, #"{"id":"d","sink":"nope","payload":1}"#,
+        ].joined(separator: "\n")
         _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
         var body = ""
         let deadline = Date().addingTimeInterval(10)
-        while !(body.contains(#"sinkd_delivered_total{sink="file:two"} 1"#) && body.contains(#"sinkd_backlog_records{sink="http:closed"} 1"#)), Date() < deadline {
+        while !(body.contains(#"sinkd_delivered_total{sink="file:two"} 1"#)
+            && body.contains(#"sinkd_backlog_records{sink="http:closed"} 1"#)), Date() < deadline
+        {
             body = Self.get(port: port, path: "/metrics").body
             usleep(50_000)
         }
-        #expect(body.contains(#"sinkd_ingest_rejected_total{code="invalid_sink"} 1"#), "every kind of series is in the exposition")
+        #expect(
+            body.contains(#"sinkd_ingest_rejected_total{code="invalid_sink"} 1"#),
+            "every kind of series is in the exposition")
         let lint = try SinkdProcess.runTool(promtool, ["check", "metrics"], stdin: Data(body.utf8))
-        #expect(lint.status == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.stdout)\(lint.stderr)")
+        #expect(
+            lint.status == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.stdout)\(lint.stderr)")
         // Every series has its HELP from the catalogue, and the catalogue names nothing sinkd never exports.
-        let names = Set(body.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> String? in
-            let name = line.prefix { $0 != "{" && $0 != " " }
-            for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) && MetricCatalogue.help[String(name.dropLast(suffix.count))] != nil {
-                return String(name.dropLast(suffix.count))
-            }
-            return String(name)
-        })
-        #expect(names == Set(MetricCatalogue.help.keys), "exported but not in the catalogue: \(names.subtracting(MetricCatalogue.help.keys)); in the catalogue, not exported: \(Set(MetricCatalogue.help.keys).subtracting(names))")
-        for name in names { #expect(body.contains("# HELP \(name) \(MetricCatalogue.help[name] ?? "?")"), "HELP of \(name)") }
+        let names = Set(
+            body.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> String? in
+                let name = line.prefix { $0 != "{" && $0 != " " }
+                for suffix in ["_bucket", "_sum", "_count"]
+                where name.hasSuffix(suffix) && MetricCatalogue.help[String(name.dropLast(suffix.count))] != nil {
+                    return String(name.dropLast(suffix.count))
+                }
+                return String(name)
+            })
+        #expect(
+            names == Set(MetricCatalogue.help.keys),
+            "exported but not in the catalogue: \(names.subtracting(MetricCatalogue.help.keys)); in the catalogue, not exported: \(Set(MetricCatalogue.help.keys).subtracting(names))"
+        )
+        for name in names {
+            #expect(body.contains("# HELP \(name) \(MetricCatalogue.help[name] ?? "?")"), "HELP of \(name)")
+        }
     }
 }

@@ -25,7 +25,9 @@ final class NotifySocket {
             for (i, b) in path.utf8.enumerated() { raw[i] = b }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw IngestClient.Failure(description: "cannot bind \(path): errno \(errno)") }
     }
@@ -70,8 +72,12 @@ final class NotifySocket {
 }
 
 @Suite(.serialized, .blockingThreads) struct SystemdTests {
-    static func config(_ dir: TemporaryDirectory, sinks: String = "{file: {directory: DIR/outbox}}", extra: String = "") throws -> String {
-        try dir.write("sinkd.yaml", """
+    static func config(
+        _ dir: TemporaryDirectory, sinks: String = "{file: {directory: DIR/outbox}}", extra: String = ""
+    ) throws -> String {
+        try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal}
@@ -89,10 +95,13 @@ final class NotifySocket {
     }
 
     /// sinkd started with a NOTIFY_SOCKET of the test's (plus `environment`), once it said READY=1.
-    static func startNotified(_ dir: TemporaryDirectory, config: String, environment: [String: String] = [:]) throws -> (CrashDurabilityTests.Daemon, NotifySocket, ready: String) {
+    static func startNotified(
+        _ dir: TemporaryDirectory, config: String, environment: [String: String] = [:]
+    ) throws -> (CrashDurabilityTests.Daemon, NotifySocket, ready: String) {
         let notify = try NotifySocket(path: dir.path + "/notify.sock")
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
-                                                           environment: environment.merging(["NOTIFY_SOCKET": notify.path]) { $1 })
+        let daemon = try CrashDurabilityTests.Daemon.start(
+            config: config, log: dir.path + "/sinkd.log",
+            environment: environment.merging(["NOTIFY_SOCKET": notify.path]) { $1 })
         guard let ready = notify.waitFor(timeout: 30, { $0.contains("READY=1") }) else {
             daemon.stopIfRunning()
             throw IngestClient.Failure(description: "no READY=1 within 30 s")
@@ -105,8 +114,11 @@ final class NotifySocket {
         let config = try Self.config(dir)
         let (daemon, notify, ready) = try Self.startNotified(dir, config: config)
         defer { daemon.stopIfRunning() }
-        #expect(notify.messages.first?.text.contains("EXTEND_TIMEOUT_USEC=30000000") == true, "start-up time extended while the WAL is recovered")
-        #expect(NotifySocket.field("STATUS", in: ready)?.hasPrefix("0 sinks, backlog 0 records, WAL ") == true, "\(ready)")
+        #expect(
+            notify.messages.first?.text.contains("EXTEND_TIMEOUT_USEC=30000000") == true,
+            "start-up time extended while the WAL is recovered")
+        #expect(
+            NotifySocket.field("STATUS", in: ready)?.hasPrefix("0 sinks, backlog 0 records, WAL ") == true, "\(ready)")
         // READY means the socket accepts.
         _ = try IngestClient(path: dir.path + "/ingest.sock")
 
@@ -122,7 +134,8 @@ final class NotifySocket {
         let good = try String(contentsOfFile: config, encoding: .utf8)
         try (good + "\nbogus_key: 1\n").write(toFile: config, atomically: true, encoding: .utf8)
         kill(daemon.process.processIdentifier, SIGHUP)
-        let failed = try #require(notify.waitFor(timeout: 20) { $0.contains("STATUS=reload failed") || $0.contains("RELOADING=1") })
+        let failed = try #require(
+            notify.waitFor(timeout: 20) { $0.contains("STATUS=reload failed") || $0.contains("RELOADING=1") })
         #expect(!failed.contains("RELOADING=1"))
         #expect(failed.contains("STATUS=reload failed: 1 error in \(config)"), "\(failed)")
         #expect(failed.contains("bogus_key"), "the status names the error: \(failed)")
@@ -159,7 +172,8 @@ final class NotifySocket {
     @Test func watchdogPingsAtHalfTheIntervalAndStopsWhileAnEventLoopIsWedged() throws {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
-        let (daemon, notify, _) = try Self.startNotified(dir, config: config, environment: ["WATCHDOG_USEC": "1000000", "SINKD_TEST_SEAMS": "1"])
+        let (daemon, notify, _) = try Self.startNotified(
+            dir, config: config, environment: ["WATCHDOG_USEC": "1000000", "SINKD_TEST_SEAMS": "1"])
         defer { daemon.stopIfRunning() }
 
         let start = Date()
@@ -175,7 +189,8 @@ final class NotifySocket {
         let after = notify.messages.filter { $0.at >= wedged && $0.text == "WATCHDOG=1" }.map(\.at)
         let gaps = zip([wedged] + after, after).map { $1.timeIntervalSince($0) }
         #expect((gaps.max() ?? 0) >= 2.0, "no ping for at least 2 s while the loops were blocked; gaps \(gaps)")
-        #expect(after.filter { $0.timeIntervalSince(wedged) > 3.5 }.count >= 2, "pings resumed once the loops ran again")
+        #expect(
+            after.filter { $0.timeIntervalSince(wedged) > 3.5 }.count >= 2, "pings resumed once the loops ran again")
         let log = try String(contentsOfFile: daemon.log, encoding: .utf8)
         #expect(log.contains("not pinging the systemd watchdog: sinkd is stuck"))
         #expect(log.contains("has not run for"))
@@ -184,7 +199,8 @@ final class NotifySocket {
     @Test func noWatchdogPingsWhenWatchdogPIDIsAnotherProcess() throws {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
-        let (daemon, notify, _) = try Self.startNotified(dir, config: config, environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
+        let (daemon, notify, _) = try Self.startNotified(
+            dir, config: config, environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
         defer { daemon.stopIfRunning() }
         notify.collect(for: 1.5)  // 15 ping periods if the variable were (wrongly) honoured
         #expect(!notify.messages.contains { $0.text.contains("WATCHDOG=1") })
@@ -194,8 +210,9 @@ final class NotifySocket {
         let dir = try TemporaryDirectory()
         let config = try Self.config(dir)
         let socket = dir.path + "/ingest.sock"
-        let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log",
-                                                           launcher: ["/usr/bin/systemd-socket-activate", "-l", socket, "--fdname=ingest"])
+        let daemon = try CrashDurabilityTests.Daemon.start(
+            config: config, log: dir.path + "/sinkd.log",
+            launcher: ["/usr/bin/systemd-socket-activate", "-l", socket, "--fdname=ingest"])
         defer { daemon.stopIfRunning() }
         // The socket exists before sinkd runs: connect and write at once, the kernel queues it.
         var client: IngestClient?
@@ -205,7 +222,9 @@ final class NotifySocket {
             if client == nil { usleep(5_000) }
         }
         let c = try #require(client)
-        let lines = (0..<200).map { #"{"id":"sa-\#($0)","sink":"file:activated","payload":\#($0)}"# }.joined(separator: "\n") + "\n"
+        let lines =
+            (0..<200).map { #"{"id":"sa-\#($0)","sink":"file:activated","payload":\#($0)}"# }.joined(separator: "\n")
+            + "\n"
         #expect(c.write(Array(lines.utf8)))
         var accepted = 0
         while accepted < 200, let line = c.readLine(timeoutMillis: 30_000) {
@@ -213,7 +232,9 @@ final class NotifySocket {
         }
         #expect(accepted == 200)
         let log = try String(contentsOfFile: daemon.log, encoding: .utf8)
-        #expect(log.contains("ingest socket listening") && log.contains("inherited=true"), "sinkd used the passed socket:\n\(log.suffix(1500))")
+        #expect(
+            log.contains("ingest socket listening") && log.contains("inherited=true"),
+            "sinkd used the passed socket:\n\(log.suffix(1500))")
         daemon.process.terminate()
         daemon.process.waitUntilExit()
         #expect(FileManager.default.fileExists(atPath: socket), "a socket systemd passed is not unlinked by sinkd")
@@ -222,7 +243,8 @@ final class NotifySocket {
     /// Starts the standalone journald when none runs (it does as root without systemd as PID 1).
     static func ensureJournald() throws {
         if FileManager.default.fileExists(atPath: "/run/systemd/journal/socket"),
-           (try? SinkdProcess.runTool("/usr/bin/pgrep", ["-x", "systemd-journal"]).status) == 0 {
+            (try? SinkdProcess.runTool("/usr/bin/pgrep", ["-x", "systemd-journal"]).status) == 0
+        {
             return
         }
         try FileManager.default.createDirectory(atPath: "/run/systemd/journal", withIntermediateDirectories: true)
@@ -244,7 +266,8 @@ final class NotifySocket {
         let tag = "jt\(UInt32.random(in: 0...UInt32.max))"
         let config = try Self.config(dir, sinks: "{http: {endpoints: {\(tag): {url: \"http://127.0.0.1:1/never\"}}}}")
         // log.format journal (the test config says logfmt; the flag-free way is the file).
-        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "format: logfmt", with: "format: journal")
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
+            of: "format: logfmt", with: "format: journal")
         try text.write(toFile: config, atomically: true, encoding: .utf8)
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         defer { daemon.stopIfRunning() }
@@ -255,8 +278,12 @@ final class NotifySocket {
         var entry: [String: Any]?
         let deadline = Date().addingTimeInterval(20)
         while entry == nil, Date() < deadline {
-            let out = try SinkdProcess.runTool("/usr/bin/journalctl", ["-o", "json", "--no-pager", "SINKD_SINK=http:\(tag)"])
-            entry = out.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.first
+            let out = try SinkdProcess.runTool(
+                "/usr/bin/journalctl", ["-o", "json", "--no-pager", "SINKD_SINK=http:\(tag)"])
+            entry =
+                out.stdout.split(separator: "\n").compactMap {
+                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                }.first
             if entry == nil { usleep(200_000) }
         }
         let e = try #require(entry, "an entry with SINKD_SINK=http:\(tag) in the journal")
@@ -285,7 +312,9 @@ final class NotifySocket {
         let stop = LockedFlag()
         let reader = Thread {
             while let line = client.readLine(timeoutMillis: 60_000) {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let id = object["id"] as? String else { continue }
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                    let id = object["id"] as? String
+                else { continue }
                 if object["status"] as? String == "accepted" { accepted.insert(id) } else { rejected.insert(id) }
                 if stop.isSet, accepted.all.count + rejected.all.count == 6000 { return }
             }
@@ -293,7 +322,9 @@ final class NotifySocket {
         reader.start()
         // Sends, then waits for every answer: so each reload below happens between batches.
         func send(_ range: Range<Int>) {
-            let lines = range.map { #"{"id":"h-\#($0)","sink":"file:hup","payload":{"n":\#($0)}}"# }.joined(separator: "\n") + "\n"
+            let lines =
+                range.map { #"{"id":"h-\#($0)","sink":"file:hup","payload":{"n":\#($0)}}"# }.joined(separator: "\n")
+                + "\n"
             _ = client.write(Array(lines.utf8))
             let deadline = Date().addingTimeInterval(20)
             while accepted.all.count + rejected.all.count < range.upperBound, Date() < deadline { usleep(5_000) }
@@ -308,7 +339,8 @@ final class NotifySocket {
             let deadline = Date().addingTimeInterval(20)
             while Date() < deadline {
                 let log = (try? String(contentsOfFile: daemon.log, encoding: .utf8)) ?? ""
-                let outcomes = log.components(separatedBy: "configuration reloaded").count - 1
+                let outcomes =
+                    log.components(separatedBy: "configuration reloaded").count - 1
                     + log.components(separatedBy: "reload rejected").count - 1
                 if outcomes >= reloads { return }
                 usleep(20_000)
@@ -320,7 +352,9 @@ final class NotifySocket {
         send(1000..<2000)
         try reload(good.replacingOccurrences(of: "level: info", with: "level: debug"))  // valid
         send(2000..<3000)
-        let withoutFile = good.replacingOccurrences(of: "sinks: {file: {directory: \(dir.path)/outbox}}", with: "sinks: {redis: {url: \"redis://127.0.0.1:1/0\"}}")
+        let withoutFile = good.replacingOccurrences(
+            of: "sinks: {file: {directory: \(dir.path)/outbox}}",
+            with: "sinks: {redis: {url: \"redis://127.0.0.1:1/0\"}}")
         #expect(withoutFile != good)
         try reload(withoutFile)
         // File records are refused now (unknown_sink). (Records accepted but not yet delivered
@@ -338,17 +372,27 @@ final class NotifySocket {
             delivered = [:]
             let outbox = (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/outbox/hup.ndjson"))) ?? Data()
             for line in outbox.split(separator: UInt8(ascii: "\n")) {
-                if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let n = object["n"] as? Int {
+                if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                    let n = object["n"] as? Int
+                {
                     delivered["h-\(n)", default: 0] += 1
                 }
             }
-        } while (Set(delivered.keys) != accepted.all || accepted.all.count + rejected.all.count < 6000) && Date() < until
+        } while (Set(delivered.keys) != accepted.all || accepted.all.count + rejected.all.count < 6000)
+            && Date() < until
         let log = try String(contentsOfFile: daemon.log, encoding: .utf8)
-        print("SIGHUP while streaming: \(accepted.all.count) accepted, \(rejected.all.count) refused while the family was gone, \(delivered.count) delivered")
+        print(
+            "SIGHUP while streaming: \(accepted.all.count) accepted, \(rejected.all.count) refused while the family was gone, \(delivered.count) delivered"
+        )
         #expect(accepted.all.count + rejected.all.count == 6000, "every request answered")
-        #expect(rejected.all == Set((3000..<4000).map { "h-\($0)" }), "exactly the records sent while the file family was gone are refused")
-        #expect(Set(delivered.keys) == accepted.all, "accepted but not delivered: \(accepted.all.subtracting(delivered.keys).prefix(5))")
-        #expect(delivered.values.allSatisfy { $0 == 1 }, "sent twice: \(delivered.filter { $0.value > 1 }.keys.prefix(5))")
+        #expect(
+            rejected.all == Set((3000..<4000).map { "h-\($0)" }),
+            "exactly the records sent while the file family was gone are refused")
+        #expect(
+            Set(delivered.keys) == accepted.all,
+            "accepted but not delivered: \(accepted.all.subtracting(delivered.keys).prefix(5))")
+        #expect(
+            delivered.values.allSatisfy { $0 == 1 }, "sent twice: \(delivered.filter { $0.value > 1 }.keys.prefix(5))")
         #expect(log.contains("reload rejected: invalid configuration"))
         #expect(log.contains("configuration reloaded"))
         #expect(log.contains("removed=file"))
@@ -357,17 +401,21 @@ final class NotifySocket {
 
     /// The units as shipped: `systemd-analyze verify` clean, `security` exposure at most 1.5.
     @Test func unitsVerifyAndScoreAtMostOnePointFive() throws {
-        let units = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd").standardized.path
+        let units = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../systemd")
+            .standardized.path
         let dir = try TemporaryDirectory()
         // verify checks that ExecStart's binary exists: point it at the one under test.
         for name in ["sinkd.service", "sinkd.socket", "sinkd-control.socket"] {
             let text = try String(contentsOfFile: units + "/" + name, encoding: .utf8)
             try dir.write(name, text.replacingOccurrences(of: "/usr/bin/sinkd", with: SinkdProcess.executable.path))
         }
-        let verify = try SinkdProcess.runTool("/usr/bin/systemd-analyze", ["verify", dir.path + "/sinkd.service", dir.path + "/sinkd.socket", dir.path + "/sinkd-control.socket"])
+        let verify = try SinkdProcess.runTool(
+            "/usr/bin/systemd-analyze",
+            ["verify", dir.path + "/sinkd.service", dir.path + "/sinkd.socket", dir.path + "/sinkd-control.socket"])
         #expect(verify.status == 0)
         #expect(verify.stdout.isEmpty && verify.stderr.isEmpty, "verify is clean: \(verify.stdout)\(verify.stderr)")
-        let security = try SinkdProcess.runTool("/usr/bin/systemd-analyze", ["security", "--offline=yes", "--threshold=15", units + "/sinkd.service"])
+        let security = try SinkdProcess.runTool(
+            "/usr/bin/systemd-analyze", ["security", "--offline=yes", "--threshold=15", units + "/sinkd.service"])
         #expect(security.status == 0, "exposure above 1.5: \(security.stdout.suffix(300))")
         let score = security.stdout.split(separator: "\n").first { $0.contains("Overall exposure level") }
         #expect(score != nil)

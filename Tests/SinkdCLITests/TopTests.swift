@@ -41,7 +41,9 @@ import Glibc
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        for fd: Int32 in [0, 1, 2] {
+            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+        }
         var pid: pid_t = 0
         var cargs = argv.map { strdup($0) } + [nil]
         defer { for arg in cargs { free(arg) } }
@@ -53,9 +55,13 @@ import Glibc
     }
 
     func withDaemonAndTerminal(_ body: (Session, String) throws -> Void) throws {
-        try #require(FileManager.default.isExecutableFile(atPath: tmux), "tmux missing: apt-get install tmux (scripts/test installs it)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: tmux),
+            "tmux missing: apt-get install tmux (scripts/test installs it)")
         let dir = try TemporaryDirectory()
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal}
@@ -68,16 +74,26 @@ import Glibc
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         defer { daemon.stopIfRunning() }
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
-        let input = (0..<5).flatMap { [#"{"id":"h\#($0)","sink":"file:healthy","payload":1}"#, #"{"id":"f\#($0)","sink":"http:closed","payload":1}"#] }
+        let input = (0..<5).flatMap {
+            [
+                #"{"id":"h\#($0)","sink":"file:healthy","payload":1}"#,
+                #"{"id":"f\#($0)","sink":"http:closed","payload":1}"#,
+            ]
+        }
         _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.joined(separator: "\n").utf8))
         let session = Session(tmux: tmux, server: "sinkd-top-\(getpid())-\(UUID().uuidString.prefix(8))")
         defer { _ = try? session.run(["kill-server"]) }
         // posix_spawn and waitpid, not Foundation's Process: the tmux client forks the server and
         // exits, and Process.waitUntilExit was seen never to return for it (the client left a zombie).
-        let status = try Self.spawnAndWait([tmux, "-L", session.server, "new-session", "-d", "-s", "top", "-x", "100", "-y", "24", "bash --norc --noprofile"])
+        let status = try Self.spawnAndWait([
+            tmux, "-L", session.server, "new-session", "-d", "-s", "top", "-x", "100", "-y", "24",
+            "bash --norc --noprofile",
+        ])
         try #require(status == 0, "tmux new-session exited with status \(status)")
         try session.type("PS1='$ '; echo BEFORE-TOP", "Enter")
-        try session.type("\(SinkdProcess.executable.path) top -c \(config); echo EXIT=$?; echo MODES: $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo|isig)$')", "Enter")
+        try session.type(
+            "\(SinkdProcess.executable.path) top -c \(config); echo EXIT=$?; echo MODES: $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo|isig)$')",
+            "Enter")
         try body(session, config)
     }
 
@@ -87,8 +103,10 @@ import Glibc
             let screen = try session.wait("both sinks, the failing one down and first") { s in
                 let lines = s.split(separator: "\n").map(String.init)
                 guard let closed = lines.firstIndex(where: { $0.hasPrefix("http:closed") }),
-                      let healthy = lines.firstIndex(where: { $0.hasPrefix("file:healthy") }) else { return false }
-                return lines[closed].contains("down") && closed < healthy && lines[healthy].contains("idle") || lines[healthy].contains("up")
+                    let healthy = lines.firstIndex(where: { $0.hasPrefix("file:healthy") })
+                else { return false }
+                return lines[closed].contains("down") && closed < healthy && lines[healthy].contains("idle")
+                    || lines[healthy].contains("up")
             }
             #expect(screen.contains("SINK") && screen.contains("LAST ERROR") && screen.contains("q: quit"), "\(screen)")
             #expect(!screen.contains("BEFORE-TOP"), "the alternate screen hides the shell while top runs")
@@ -98,8 +116,11 @@ import Glibc
             }
             for line in narrow.split(separator: "\n") { #expect(line.count <= 46, "\(line)") }
             try session.type("q")
-            let after = try session.wait("top left with q") { $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") } }
-            #expect(!after.contains("q: quit") && !after.contains("LAST ERROR"), "the alternate screen is gone: \(after)")
+            let after = try session.wait("top left with q") {
+                $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") }
+            }
+            #expect(
+                !after.contains("q: quit") && !after.contains("LAST ERROR"), "the alternate screen is gone: \(after)")
             #expect(after.contains("MODES: isig icanon echo"), "the terminal modes are restored: \(after)")
         }
     }
@@ -108,8 +129,12 @@ import Glibc
         try withDaemonAndTerminal { session, _ in
             try session.wait("running") { $0.contains("http:closed") && $0.contains("q: quit") }
             try session.type("C-c")
-            let after = try session.wait("top left with Ctrl-C") { $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") } }
-            #expect(after.contains("BEFORE-TOP") && !after.contains("q: quit") && after.contains("MODES: isig icanon echo"), "\(after)")
+            let after = try session.wait("top left with Ctrl-C") {
+                $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") }
+            }
+            #expect(
+                after.contains("BEFORE-TOP") && !after.contains("q: quit") && after.contains("MODES: isig icanon echo"),
+                "\(after)")
         }
     }
 
@@ -117,11 +142,17 @@ import Glibc
     @Test func sigtermLeavesAndRestoresTheTerminal() throws {
         try withDaemonAndTerminal { session, config in
             try session.wait("running") { $0.contains("http:closed") && $0.contains("q: quit") }
-            let pids = try SinkdProcess.runTool("/usr/bin/pgrep", ["-f", "sinkd top -c \(config)"]).stdout.split(separator: "\n").compactMap { Int32($0) }
+            let pids = try SinkdProcess.runTool("/usr/bin/pgrep", ["-f", "sinkd top -c \(config)"]).stdout.split(
+                separator: "\n"
+            ).compactMap { Int32($0) }
             try #require(pids.count == 1, "pgrep: \(pids)")
             kill(pids[0], SIGTERM)
-            let after = try session.wait("top left on SIGTERM") { $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") } }
-            #expect(after.contains("BEFORE-TOP") && !after.contains("q: quit") && after.contains("MODES: isig icanon echo"), "\(after)")
+            let after = try session.wait("top left on SIGTERM") {
+                $0.contains("EXIT=0") && $0.split(separator: "\n").contains { $0.hasPrefix("MODES:") }
+            }
+            #expect(
+                after.contains("BEFORE-TOP") && !after.contains("q: quit") && after.contains("MODES: isig icanon echo"),
+                "\(after)")
         }
     }
 

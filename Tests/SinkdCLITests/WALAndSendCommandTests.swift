@@ -12,7 +12,9 @@ import SinkdTestSupport
     /// and retries) and every record stays in the WAL for these tests to inspect.
     static func config(_ dir: TemporaryDirectory) throws -> String {
         try dir.write("blocker", "not a directory")
-        return try dir.write("sinkd.yaml", """
+        return try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock, max_record_bytes: 64KiB}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal, segment_size: 256KiB}
@@ -27,16 +29,24 @@ import SinkdTestSupport
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
 
-        let one = try SinkdProcess.run(["send", "-c", config, "--sink", "file:events", "--id", "t-1", "--payload", #"{"a": 1}"#])
+        let one = try SinkdProcess.run([
+            "send", "-c", config, "--sink", "file:events", "--id", "t-1", "--payload", #"{"a": 1}"#,
+        ])
         #expect(one.status == 0)
         #expect(one.stdout == #"{"id":"t-1","status":"accepted","seq":1}"# + "\n")
 
-        let input = (2...50).map { #"{"id":"t-\#($0)","sink":"file:events","payload":[\#($0)]}"# }.joined(separator: "\n") + "\n"
+        let input =
+            (2...50).map { #"{"id":"t-\#($0)","sink":"file:events","payload":[\#($0)]}"# }.joined(separator: "\n")
+            + "\n"
         let many = try SinkdProcess.run(["send", "--socket", dir.path + "/ingest.sock"], stdin: Data(input.utf8))
         #expect(many.status == 0)
         #expect(many.stdout.split(separator: "\n").count == 49)
 
-        let bad = try SinkdProcess.run(["send", "-c", config], stdin: Data((#"{"id":"x","sink":"nope","payload":1}"# + "\n" + #"{"id":"t-1","sink":"file:events","payload":1}"# + "\n").utf8))
+        let bad = try SinkdProcess.run(
+            ["send", "-c", config],
+            stdin: Data(
+                (#"{"id":"x","sink":"nope","payload":1}"# + "\n" + #"{"id":"t-1","sink":"file:events","payload":1}"#
+                    + "\n").utf8))
         #expect(bad.status == 1, "a rejected record makes send fail")
         #expect(bad.stdout.contains(#""code":"invalid_sink""#))
         #expect(bad.stdout.contains(#""status":"duplicate""#))
@@ -61,7 +71,9 @@ import SinkdTestSupport
     /// is answered, blank lines are skipped and a last line without a newline is sent.
     @Test func sendStreamsStandardInputInBoundedMemory() throws {
         let dir = try TemporaryDirectory()
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal, fsync: never, max_size: 1GiB}
@@ -105,7 +117,9 @@ import SinkdTestSupport
         #expect(status == 0, "every record accepted: exit 0")
         let answers = try String(contentsOfFile: dir.path + "/answers", encoding: .utf8).split(separator: "\n")
         #expect(answers.count == records, "one answer per non-blank line")
-        #expect(answers.last?.hasPrefix(#"{"id":"big-\#(records - 1)","status":"accepted""#) == true, "the last line, without a newline, was sent")
+        #expect(
+            answers.last?.hasPrefix(#"{"id":"big-\#(records - 1)","status":"accepted""#) == true,
+            "the last line, without a newline, was sent")
         let peakMiB = usage.ru_maxrss / 1024
         #expect(peakMiB < 80, "sinkd send's peak RSS \(peakMiB) MiB for \(records) records (~100 MB) piped in")
     }
@@ -115,11 +129,15 @@ import SinkdTestSupport
         let config = try Self.config(dir)
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
-        let input = (1...5).map { #"{"id":"c-\#($0)","sink":"file:events","payload":"\#(String(repeating: "z", count: 100))"}"# }.joined(separator: "\n")
+        let input = (1...5).map {
+            #"{"id":"c-\#($0)","sink":"file:events","payload":"\#(String(repeating: "z", count: 100))"}"#
+        }.joined(separator: "\n")
         _ = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
         daemon.process.terminate()
         daemon.process.waitUntilExit()
-        let segment = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasSuffix(".wal") }.sorted().first!
+        let segment = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter {
+            $0.hasSuffix(".wal")
+        }.sorted().first!
         let path = dir.path + "/wal/" + segment
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         bytes[bytes.count - 60] ^= 0x01
@@ -135,7 +153,9 @@ import SinkdTestSupport
     @Test func unusableWALDirectoryIsAClearErrorAndExit78() throws {
         let dir = try TemporaryDirectory()
         try dir.write("blocker", "a file where the WAL directory should be")
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/blocker/wal}
@@ -157,7 +177,9 @@ import SinkdTestSupport
             first.process.terminate()
             first.process.waitUntilExit()
         }
-        let other = try dir.write("other.yaml", """
+        let other = try dir.write(
+            "other.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control2.sock}
             wal: {directory: \(dir.path)/wal2}
@@ -172,7 +194,9 @@ import SinkdTestSupport
 @Suite(.serialized, .blockingThreads) struct FileSinkEndToEndTests {
     @Test func recordsReachTheOutboxByteForByteAndLeaveTheWAL() throws {
         let dir = try TemporaryDirectory()
-        let config = try dir.write("sinkd.yaml", """
+        let config = try dir.write(
+            "sinkd.yaml",
+            """
             ingest: {socket: \(dir.path)/ingest.sock}
             control: {socket: \(dir.path)/control.sock}
             wal: {directory: \(dir.path)/wal, segment_size: 4MiB}
@@ -182,14 +206,17 @@ import SinkdTestSupport
         let daemon = try CrashDurabilityTests.Daemon.start(config: config, log: dir.path + "/sinkd.log")
         _ = try daemon.connect(socket: dir.path + "/ingest.sock")
         let payloads = (0..<300).map { #"{ "n" : \#($0), "s": "caf\u00e9 é", "f": 1.50e2 }"# }
-        let input = payloads.enumerated().map { #"{"id":"f-\#($0.offset)","sink":"file:orders","payload":\#($0.element)}"# }.joined(separator: "\n")
+        let input = payloads.enumerated().map {
+            #"{"id":"f-\#($0.offset)","sink":"file:orders","payload":\#($0.element)}"#
+        }.joined(separator: "\n")
         let sent = try SinkdProcess.run(["send", "-c", config], stdin: Data(input.utf8))
         #expect(sent.status == 0)
         let outbox = dir.path + "/outbox/orders.ndjson"
         let deadline = Date().addingTimeInterval(20)
         var lines: [String] = []
         while Date() < deadline {
-            lines = ((try? String(contentsOfFile: outbox, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            lines = ((try? String(contentsOfFile: outbox, encoding: .utf8)) ?? "").split(separator: "\n").map(
+                String.init)
             if lines.count >= 300 { break }
             usleep(20_000)
         }

@@ -10,7 +10,9 @@ import PostgresNIO
 /// What a batch becomes, without a database.
 @Suite struct ConductorQueuePlanTests {
     static func item(_ id: String, _ payload: String, priority: UInt8? = nil) -> SequencedRecord {
-        SequencedRecord(seq: 1, record: EventRecord(id: id, sink: "conductor:wf:task", payload: Array(payload.utf8), priority: priority))
+        SequencedRecord(
+            seq: 1,
+            record: EventRecord(id: id, sink: "conductor:wf:task", payload: Array(payload.utf8), priority: priority))
     }
 
     @Test func theQueueIsThePartAfterConductor() {
@@ -19,11 +21,13 @@ import PostgresNIO
     }
 
     @Test func oneRowPerMessageIdTheLatestWinning() {
-        let plan = ConductorQueue.plan([Self.item("a", "1"), Self.item("b", "2", priority: 5), Self.item("a", "3")], queue: "wf:t")
-        #expect(plan.rows == [
-            .init(queue: "wf:t", messageID: "a", priority: 0, payload: "3"),
-            .init(queue: "wf:t", messageID: "b", priority: 5, payload: "2"),
-        ])
+        let plan = ConductorQueue.plan(
+            [Self.item("a", "1"), Self.item("b", "2", priority: 5), Self.item("a", "3")], queue: "wf:t")
+        #expect(
+            plan.rows == [
+                .init(queue: "wf:t", messageID: "a", priority: 0, payload: "3"),
+                .init(queue: "wf:t", messageID: "b", priority: 5, payload: "2"),
+            ])
         #expect(plan.rowOfRecord == [.success(0), .success(1), .success(0)])
     }
 
@@ -43,8 +47,10 @@ import PostgresNIO
     }
 
     @Test(arguments: [
-        ("42P01", ConductorQueue.ErrorKind.missingSchema), ("42703", .missingSchema), ("28P01", .refused), ("3D000", .refused),
-        ("22001", .valueTooLong), ("40001", .retryable), ("40P01", .retryable), ("57P01", .unavailable), ("57P03", .unavailable), ("23502", .other),
+        ("42P01", ConductorQueue.ErrorKind.missingSchema), ("42703", .missingSchema), ("28P01", .refused),
+        ("3D000", .refused),
+        ("22001", .valueTooLong), ("40001", .retryable), ("40P01", .retryable), ("57P01", .unavailable),
+        ("57P03", .unavailable), ("23502", .other),
     ])
     func sqlStatesAreClassified(_ state: String, _ kind: ConductorQueue.ErrorKind) {
         #expect(ConductorQueue.kind(sqlState: state) == kind)
@@ -54,7 +60,9 @@ import PostgresNIO
         var c = ConductorSinkConfig()
         c.postgresURL = "postgres://app:p%40ss@db.example.com:6543/conductor_prod?sslmode=verify-full"
         var e = try PostgresEndpoint(c)
-        #expect(e.host == "db.example.com" && e.port == 6543 && e.user == "app" && e.password == "p@ss" && e.database == "conductor_prod" && e.sslMode == .verifyFull)
+        #expect(
+            e.host == "db.example.com" && e.port == 6543 && e.user == "app" && e.password == "p@ss"
+                && e.database == "conductor_prod" && e.sslMode == .verifyFull)
         #expect(!e.description.contains("p@ss"))
         c.host = "10.0.0.9"
         c.password = "from-credential"
@@ -71,18 +79,25 @@ import PostgresNIO
         #expect(LocalTimeZone.name(environment: ["TZ": "America/New_York"]) == "America/New_York")
         #expect(LocalTimeZone.name(environment: ["TZ": ":Asia/Tokyo"]) == "Asia/Tokyo")
         #expect(LocalTimeZone.name(environment: ["TZ": "/usr/share/zoneinfo/Europe/Paris"]) == "Europe/Paris")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-tz-\(UUID().uuidString.prefix(8))").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-tz-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try FileManager.default.createSymbolicLink(atPath: dir + "/localtime", withDestinationPath: "../usr/share/zoneinfo/Asia/Kolkata")
-        #expect(LocalTimeZone.name(environment: [:], localtime: dir + "/localtime", timezoneFile: dir + "/none") == "Asia/Kolkata")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/localtime", withDestinationPath: "../usr/share/zoneinfo/Asia/Kolkata")
+        #expect(
+            LocalTimeZone.name(environment: [:], localtime: dir + "/localtime", timezoneFile: dir + "/none")
+                == "Asia/Kolkata")
         #expect(LocalTimeZone.name(environment: [:], localtime: dir + "/none", timezoneFile: dir + "/none") == "UTC")
     }
 }
 
 /// Into a real PostgreSQL with Conductor's QueueDAO tables.
 @Suite(.serialized, .blockingThreads) struct ConductorPostgresTests {
-    static func config(_ server: PostgresServer, _ configure: (inout ConductorSinkConfig) -> Void = { _ in }) -> ConductorSinkConfig {
+    static func config(
+        _ server: PostgresServer, _ configure: (inout ConductorSinkConfig) -> Void = { _ in }
+    ) -> ConductorSinkConfig {
         var c = ConductorSinkConfig()
         c.postgresURL = server.url
         c.sslMode = .disable
@@ -100,7 +115,9 @@ import PostgresNIO
     /// As ingest stores them: the sink already expanded with the record's workflowType and taskRefName.
     static func record(_ id: String, sink: String, payload: String, priority: UInt8? = nil) -> EventRecord {
         let expanded = try! SinkAddress.parse(sink, workflowType: "checkout", taskRefName: "notify_task").identity
-        return EventRecord(id: id, sink: expanded, payload: Array(payload.utf8), workflowType: "checkout", taskRefName: "notify_task", priority: priority)
+        return EventRecord(
+            id: id, sink: expanded, payload: Array(payload.utf8), workflowType: "checkout", taskRefName: "notify_task",
+            priority: priority)
     }
 
     @Test func conductorSinksLandInTheirDAOQueues() async throws {
@@ -145,13 +162,19 @@ import PostgresNIO
         let (popped, stale) = try await server.admin { c -> (Int, Int) in
             _ = try await c.query(PostgresQuery(unsafeSQL: "SET TIME ZONE '\(zone)'"), logger: PostgresServer.logger)
             var ids: [String] = []
-            let peek = try await c.query("SELECT message_id, priority, payload FROM queue_message WHERE queue_name = \(queue) AND popped = false AND deliver_on <= (current_timestamp + (1000 ||' microseconds')::interval) ORDER BY priority DESC, deliver_on, created_on LIMIT 100 FOR UPDATE SKIP LOCKED", logger: PostgresServer.logger)
+            let peek = try await c.query(
+                "SELECT message_id, priority, payload FROM queue_message WHERE queue_name = \(queue) AND popped = false AND deliver_on <= (current_timestamp + (1000 ||' microseconds')::interval) ORDER BY priority DESC, deliver_on, created_on LIMIT 100 FOR UPDATE SKIP LOCKED",
+                logger: PostgresServer.logger)
             for try await (id, _, _) in peek.decode((String, Int, String).self) { ids.append(id) }
             for id in ids {
-                _ = try await c.query("UPDATE queue_message SET popped = true WHERE queue_name = \(queue) AND message_id = \(id) AND popped = false", logger: PostgresServer.logger)
+                _ = try await c.query(
+                    "UPDATE queue_message SET popped = true WHERE queue_name = \(queue) AND message_id = \(id) AND popped = false",
+                    logger: PostgresServer.logger)
             }
             var stale = 0
-            let sweep = try await c.query("SELECT queue_name, message_id FROM queue_message WHERE popped = true AND (deliver_on + (60 ||' seconds')::interval)  <  current_timestamp limit 1000 FOR UPDATE SKIP LOCKED", logger: PostgresServer.logger)
+            let sweep = try await c.query(
+                "SELECT queue_name, message_id FROM queue_message WHERE popped = true AND (deliver_on + (60 ||' seconds')::interval)  <  current_timestamp limit 1000 FOR UPDATE SKIP LOCKED",
+                logger: PostgresServer.logger)
             for try await _ in sweep.decode((String, String).self) { stale += 1 }
             return (ids.count, stale)
         }
@@ -173,7 +196,9 @@ import PostgresNIO
             #"{"id":"raw","sink":"conductor","workflowType":"order_flow","taskRefName":"notify_ref","payload":{"form":"raw"}}"#,
             #"{"id":"expanded","queueType":"conductor","queueURI":"order_flow:notify_ref","payload":{"form":"expanded"}}"#,
         ]
-        let records = try lines.map { try RequestParser.parse(Array($0.utf8)).get().resolvingSink(sinks: sinks, configPath: "test.yaml").get() }
+        let records = try lines.map {
+            try RequestParser.parse(Array($0.utf8)).get().resolvingSink(sinks: sinks, configPath: "test.yaml").get()
+        }
         #expect(records.map(\.sink) == ["conductor:order_flow:notify_ref", "conductor:order_flow:notify_ref"])
         let (engine, family) = try Self.engine(Self.config(server))
         await engine.append(records)
@@ -227,7 +252,9 @@ import PostgresNIO
         await engine.append((0..<20).map { Self.record("m\($0)", sink: "conductor", payload: #"{"n":\#($0)}"#) })
         #expect(await engine.wait(for: sink, state: .down))
         let error = engine.snapshot(of: sink)?.lastError ?? ""
-        #expect(error.contains("Conductor's queue tables are missing") && error.contains("table queue_message") && error.contains("never creates"), "\(error)")
+        #expect(
+            error.contains("Conductor's queue tables are missing") && error.contains("table queue_message")
+                && error.contains("never creates"), "\(error)")
         #expect(try engine.deadLetters.entries().isEmpty, "nothing is dead-lettered for a missing table")
         try await server.createConductorTables()
         #expect(try await server.waitForMessages(20, timeout: .seconds(60)).count == 20)
@@ -243,13 +270,18 @@ import PostgresNIO
         try await server.createConductorTables()
         let (engine, family) = try Self.engine(Self.config(server))
         let longType = String(repeating: "w", count: 300)
-        let long = EventRecord(id: "long", sink: try SinkAddress.parse("conductor", workflowType: longType, taskRefName: "t").identity,
-                               payload: Array("{}".utf8), workflowType: longType, taskRefName: "t")
+        let long = EventRecord(
+            id: "long", sink: try SinkAddress.parse("conductor", workflowType: longType, taskRefName: "t").identity,
+            payload: Array("{}".utf8), workflowType: longType, taskRefName: "t")
         await engine.append([long, Self.record("fine", sink: "conductor", payload: "{}")])
         // The pipelines' state goes with a failure, so a run that stalls says where.
-        #expect(try await server.waitForMessages(1, timeout: .seconds(60)).map(\.id) == ["fine"], "\(engine.service.snapshots)")
+        #expect(
+            try await server.waitForMessages(1, timeout: .seconds(60)).map(\.id) == ["fine"],
+            "\(engine.service.snapshots)")
         let deadline = ContinuousClock.now + .seconds(30)
-        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let dead = try engine.deadLetters.entries()
         #expect(dead.map(\.record.id) == ["long"], "\(engine.service.snapshots)")
         #expect(dead.first?.error.contains("varchar(255)") == true)
@@ -285,13 +317,19 @@ import PostgresNIO
         let (engine, family) = try Self.engine(Self.config(server))
         let total = 2000
         for chunk in 0..<20 {
-            await engine.append((chunk * 100..<(chunk + 1) * 100).map { Self.record("k\($0)", sink: "conductor", payload: #"{"n":\#($0)}"#) })
+            await engine.append(
+                (chunk * 100..<(chunk + 1) * 100).map {
+                    Self.record("k\($0)", sink: "conductor", payload: #"{"n":\#($0)}"#)
+                })
             if chunk == 6 { try await offThePool { server.kill() } }
             if chunk == 13 { try await server.restart() }
             try await Task.sleep(for: .milliseconds(30))
         }
         let messages = try await server.waitForMessages(total, timeout: .seconds(60))
-        #expect(messages.count == total, "every record is a row (redeliveries replaced their row); \(messages.count) of \(total); pipeline: \(String(describing: engine.snapshot(of: "conductor:checkout:notify_task")))")
+        #expect(
+            messages.count == total,
+            "every record is a row (redeliveries replaced their row); \(messages.count) of \(total); pipeline: \(String(describing: engine.snapshot(of: "conductor:checkout:notify_task")))"
+        )
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
         await engine.stop()
         await family.shutdown()
@@ -364,10 +402,11 @@ import PostgresNIO
     func tls(_ mode: PostgresSSLMode) async throws {
         let server = try await PostgresServer.make()
         try await server.createConductorTables()
-        let (engine, family) = try Self.engine(Self.config(server) {
-            $0.sslMode = mode
-            if mode == .verifyFull { $0.caFile = server.certificates.caFile }
-        })
+        let (engine, family) = try Self.engine(
+            Self.config(server) {
+                $0.sslMode = mode
+                if mode == .verifyFull { $0.caFile = server.certificates.caFile }
+            })
         await engine.append([Self.record("tls", sink: "conductor", payload: "{}")])
         #expect(try await server.waitForMessages(1).count == 1)
         await engine.stop()
@@ -378,7 +417,9 @@ import PostgresNIO
             await refusing.append([Self.record("untrusted", sink: "conductor", payload: "{}")])
             #expect(await refusing.wait(for: "conductor:checkout:notify_task", state: .down))
             let error = refusing.snapshot(of: "conductor:checkout:notify_task")?.lastError ?? ""
-            #expect(error.lowercased().contains("certificate") || error.lowercased().contains("tls") || error.lowercased().contains("ssl"), "\(error)")
+            #expect(
+                error.lowercased().contains("certificate") || error.lowercased().contains("tls")
+                    || error.lowercased().contains("ssl"), "\(error)")
             await refusing.stop()
             await refusingFamily.shutdown()
         }

@@ -35,19 +35,27 @@ final class PostgresServer: @unchecked Sendable {
     }
 
     private init() throws {
-        guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last else {
-            throw Failure(description: "PostgreSQL is not installed (scripts/test installs it: apt-get install postgresql)")
+        guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last
+        else {
+            throw Failure(
+                description: "PostgreSQL is not installed (scripts/test installs it: apt-get install postgresql)")
         }
         bin = "/usr/lib/postgresql/\(version)/bin"
         port = LoopbackTCP.freePort()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-pg-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-pg-\(UUID().uuidString.prefix(8))")
+            .path
         try FileManager.default.createDirectory(atPath: directory + "/tls", withIntermediateDirectories: true)
         certificates = try TestCertificates(in: directory + "/tls")
         try Self.password.write(toFile: directory + "/pwfile", atomically: true, encoding: .utf8)
         try run("/bin/chmod", ["0600", certificates.keyFile])
         if geteuid() == 0 { try run("/bin/chown", ["-R", "postgres:postgres", directory]) }
-        try asPostgres(bin + "/initdb", ["-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pwfile",
-                                         "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"])
+        try asPostgres(
+            bin + "/initdb",
+            [
+                "-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pwfile",
+                "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync",
+            ])
         try start()
     }
 
@@ -66,9 +74,11 @@ final class PostgresServer: @unchecked Sendable {
 
     func start() throws {
         let p = Process()
-        let arguments = [bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory,
-                         "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c", "timezone=UTC",
-                         "-c", "ssl_cert_file=\(certificates.certificateFile)", "-c", "ssl_key_file=\(certificates.keyFile)"]
+        let arguments = [
+            bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory,
+            "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c", "timezone=UTC",
+            "-c", "ssl_cert_file=\(certificates.certificateFile)", "-c", "ssl_key_file=\(certificates.keyFile)",
+        ]
         if geteuid() == 0 {
             p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
             p.arguments = ["-u", "postgres", "--"] + arguments
@@ -83,7 +93,9 @@ final class PostgresServer: @unchecked Sendable {
         Self.running.withLockedValue { _ = $0.insert(directory) }
         let deadline = Date().addingTimeInterval(30)
         while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, p.isRunning else { throw Failure(description: "postgres did not start on port \(port)") }
+            guard Date() < deadline, p.isRunning else {
+                throw Failure(description: "postgres did not start on port \(port)")
+            }
             usleep(50_000)
         }
     }
@@ -100,7 +112,8 @@ final class PostgresServer: @unchecked Sendable {
 
     private func postmasterPID() -> pid_t? {
         guard let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
-              let first = text.split(separator: "\n").first else { return nil }
+            let first = text.split(separator: "\n").first
+        else { return nil }
         return pid_t(first)
     }
 
@@ -110,7 +123,8 @@ final class PostgresServer: @unchecked Sendable {
         atexit {
             for directory in PostgresServer.running.withLockedValue({ $0 }) {
                 if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
-                   let first = text.split(separator: "\n").first, let pid = pid_t(first) {
+                    let first = text.split(separator: "\n").first, let pid = pid_t(first)
+                {
                     Glibc.kill(pid, SIGQUIT)
                 }
             }
@@ -135,15 +149,21 @@ final class PostgresServer: @unchecked Sendable {
                 try await admin("postgres") { _ in }
                 return
             } catch {
-                guard ContinuousClock.now < deadline else { throw Failure(description: "postgres does not accept connections: \(error)") }
+                guard ContinuousClock.now < deadline else {
+                    throw Failure(description: "postgres does not accept connections: \(error)")
+                }
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
     }
 
     /// A connection of the test's own (creating tables, reading rows back).
-    func admin<T: Sendable>(_ database: String = "conductor", _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: port, username: Self.user, password: Self.password, database: database, tls: .disable)
+    func admin<T: Sendable>(
+        _ database: String = "conductor", _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let configuration = PostgresConnection.Configuration(
+            host: "127.0.0.1", port: port, username: Self.user, password: Self.password, database: database,
+            tls: .disable)
         let c = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Self.logger)
         do {
             let value = try await body(c)
@@ -158,10 +178,12 @@ final class PostgresServer: @unchecked Sendable {
     /// Conductor's QueueDAO tables, as its migrations (V1..V6) leave them.
     func createConductorTables() async throws {
         try await admin { c in
-            try await c.query("""
+            try await c.query(
+                """
                 CREATE TABLE queue (queue_name varchar(255) PRIMARY KEY, created_on timestamp default current_timestamp)
                 """, logger: Self.logger)
-            try await c.query("""
+            try await c.query(
+                """
                 CREATE TABLE queue_message (created_on timestamp not null default current_timestamp,
                   deliver_on timestamp default current_timestamp, queue_name varchar(255) not null,
                   message_id varchar(255) not null, priority integer default 0, popped boolean default false,
@@ -182,8 +204,11 @@ final class PostgresServer: @unchecked Sendable {
     func messages() async throws -> [Message] {
         try await admin { c in
             var out: [Message] = []
-            let rows = try await c.query("SELECT queue_name, message_id, priority, popped, offset_time_seconds, payload FROM queue_message ORDER BY queue_name, message_id", logger: Self.logger)
-            for try await (q, m, p, popped, o, payload) in rows.decode((String, String, Int, Bool, Int64?, String).self) {
+            let rows = try await c.query(
+                "SELECT queue_name, message_id, priority, popped, offset_time_seconds, payload FROM queue_message ORDER BY queue_name, message_id",
+                logger: Self.logger)
+            for try await (q, m, p, popped, o, payload) in rows.decode((String, String, Int, Bool, Int64?, String).self)
+            {
                 out.append(Message(queue: q, id: m, priority: p, popped: popped, offset: o, payload: payload))
             }
             return out
@@ -193,7 +218,9 @@ final class PostgresServer: @unchecked Sendable {
     func queues() async throws -> [String] {
         try await admin { c in
             var out: [String] = []
-            for try await q in try await c.query("SELECT queue_name FROM queue ORDER BY queue_name", logger: Self.logger).decode(String.self) { out.append(q) }
+            for try await q in try await c.query(
+                "SELECT queue_name FROM queue ORDER BY queue_name", logger: Self.logger
+            ).decode(String.self) { out.append(q) }
             return out
         }
     }
@@ -226,6 +253,8 @@ final class PostgresServer: @unchecked Sendable {
         try p.run()
         let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw Failure(description: "\(executable) failed: \(errors.suffix(400))") }
+        guard p.terminationStatus == 0 else {
+            throw Failure(description: "\(executable) failed: \(errors.suffix(400))")
+        }
     }
 }

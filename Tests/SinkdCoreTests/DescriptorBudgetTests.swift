@@ -19,7 +19,8 @@ import Testing
 
     @Test func neverZeroAndNeverNegative() {
         for limit in [0, 1, 64, 100, 256, 1000] {
-            let b = DescriptorBudget(limit: limit, maxConnections: 65_536, maxSinks: 1_000_000, sharedConnections: 10_000, perSink: 9)
+            let b = DescriptorBudget(
+                limit: limit, maxConnections: 65_536, maxSinks: 1_000_000, sharedConnections: 10_000, perSink: 9)
             #expect(b.connections >= 1 && b.sinks >= 1, "limit \(limit)")
         }
     }

@@ -41,9 +41,15 @@ import Testing
         // As Conductor expands them: the queue `<workflowType>:` (issue 20, item 8).
         Case(sink: "conductor:", expected: .success("conductor:orderWf:")),
         Case(sink: "conductor:conductor:", expected: .success("conductor:orderWf:")),
-        Case(sink: "conductor", workflowType: nil, expected: .failure(.missingContext(sink: "conductor", field: "workflowType"))),
-        Case(sink: "conductor", taskRefName: nil, expected: .failure(.missingContext(sink: "conductor", field: "taskRefName"))),
-        Case(sink: "conductor:x", workflowType: "", expected: .failure(.missingContext(sink: "conductor:x", field: "workflowType"))),
+        Case(
+            sink: "conductor", workflowType: nil,
+            expected: .failure(.missingContext(sink: "conductor", field: "workflowType"))),
+        Case(
+            sink: "conductor", taskRefName: nil,
+            expected: .failure(.missingContext(sink: "conductor", field: "taskRefName"))),
+        Case(
+            sink: "conductor:x", workflowType: "",
+            expected: .failure(.missingContext(sink: "conductor:x", field: "workflowType"))),
         // Split at the first colon; unknown and missing prefixes.
         Case(sink: "orders", expected: .failure(.noColon("orders"))),
         Case(sink: "", expected: .failure(.noColon(""))),
@@ -56,17 +62,41 @@ import Testing
         // SQS.
         Case(sink: "sqs:orders", expected: .success("sqs:orders")),
         Case(sink: "sqs:orders.fifo", expected: .success("sqs:orders.fifo")),
-        Case(sink: "sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders", expected: .success("sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders")),
+        Case(
+            sink: "sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders",
+            expected: .success("sqs:https://sqs.us-east-1.amazonaws.com/123456789012/orders")),
         Case(sink: "sqs:bad name", expected: .failure(.invalidLocation(sink: "sqs:bad name", reason: sqsReason))),
-        Case(sink: "sqs:" + String(repeating: "q", count: 81), expected: .failure(.invalidLocation(sink: "sqs:" + String(repeating: "q", count: 81), reason: sqsReason))),
+        Case(
+            sink: "sqs:" + String(repeating: "q", count: 81),
+            expected: .failure(.invalidLocation(sink: "sqs:" + String(repeating: "q", count: 81), reason: sqsReason))),
         // AMQP, as Conductor's AMQPSettings.
         Case(sink: "amqp_queue:billing", expected: .success("amqp_queue:billing")),
-        Case(sink: "amqp_exchange:billing?exchangeType=topic&routingKey=paid", expected: .success("amqp_exchange:billing?exchangeType=topic&routingKey=paid")),
-        Case(sink: "amqp_exchange:billing?EXCHANGETYPE=fanout", expected: .success("amqp_exchange:billing?EXCHANGETYPE=fanout")),
-        Case(sink: "amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10", expected: .success("amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10")),
-        Case(sink: "amqp_queue:q?deliveryMode=3", expected: .failure(.invalidLocation(sink: "amqp_queue:q?deliveryMode=3", reason: "deliveryMode must be 1 (transient) or 2 (persistent), got '3'"))),
-        Case(sink: "amqp_queue:q?maxPriority=high", expected: .failure(.invalidLocation(sink: "amqp_queue:q?maxPriority=high", reason: "maxPriority must be an integer from 1 to 255, got 'high'"))),
-        Case(sink: "amqp_exchange:?routingKey=a", expected: .failure(.invalidLocation(sink: "amqp_exchange:?routingKey=a", reason: "the exchange name before '?' is empty"))),
+        Case(
+            sink: "amqp_exchange:billing?exchangeType=topic&routingKey=paid",
+            expected: .success("amqp_exchange:billing?exchangeType=topic&routingKey=paid")),
+        Case(
+            sink: "amqp_exchange:billing?EXCHANGETYPE=fanout",
+            expected: .success("amqp_exchange:billing?EXCHANGETYPE=fanout")),
+        Case(
+            sink: "amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10",
+            expected: .success(
+                "amqp_queue:q?durable=false&autoDelete=true&exclusive=false&deliveryMode=1&maxPriority=10")),
+        Case(
+            sink: "amqp_queue:q?deliveryMode=3",
+            expected: .failure(
+                .invalidLocation(
+                    sink: "amqp_queue:q?deliveryMode=3",
+                    reason: "deliveryMode must be 1 (transient) or 2 (persistent), got '3'"))),
+        Case(
+            sink: "amqp_queue:q?maxPriority=high",
+            expected: .failure(
+                .invalidLocation(
+                    sink: "amqp_queue:q?maxPriority=high",
+                    reason: "maxPriority must be an integer from 1 to 255, got 'high'"))),
+        Case(
+            sink: "amqp_exchange:?routingKey=a",
+            expected: .failure(
+                .invalidLocation(sink: "amqp_exchange:?routingKey=a", reason: "the exchange name before '?' is empty"))),
         // NATS family.
         Case(sink: "nats:alerts", expected: .success("nats:alerts")),
         Case(sink: "nats:alerts.high:workers", expected: .success("nats:alerts.high:workers")),
@@ -84,22 +114,35 @@ import Testing
         Case(sink: "nats_stream:legacy", expected: .success("nats_stream:legacy")),
         // sinkd's own families.
         Case(sink: "file:events", expected: .success("file:events")),
-        Case(sink: "file:../etc/passwd", expected: .failure(.invalidLocation(sink: "file:../etc/passwd", reason: fileReason))),
+        Case(
+            sink: "file:../etc/passwd",
+            expected: .failure(.invalidLocation(sink: "file:../etc/passwd", reason: fileReason))),
         Case(sink: "file:.hidden", expected: .failure(.invalidLocation(sink: "file:.hidden", reason: fileReason))),
         Case(sink: "http:audit", expected: .success("http:audit")),
         Case(sink: "http:billing", expected: .failure(.unknownHTTPEndpoint("billing", known: ["audit"]))),
         Case(sink: "redis:stream:orders", expected: .success("redis:stream:orders")),
-        Case(sink: "redis:has space", expected: .failure(.invalidLocation(sink: "redis:has space", reason: "a redis stream key must not contain white space and is at most 512 bytes"))),
+        Case(
+            sink: "redis:has space",
+            expected: .failure(
+                .invalidLocation(
+                    sink: "redis:has space",
+                    reason: "a redis stream key must not contain white space and is at most 512 bytes"))),
     ]
 
-    static let sqsReason = "an SQS queue name has 1 to 80 letters, digits, '-' or '_' (plus '.fifo' for FIFO queues), or is an https:// queue URL"
-    static let natsReason = "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)"
-    static let fileReason = "a file sink name may use letters, digits, '.', '_' and '-', must not start with '.', and is at most 200 bytes"
+    static let sqsReason =
+        "an SQS queue name has 1 to 80 letters, digits, '-' or '_' (plus '.fifo' for FIFO queues), or is an https:// queue URL"
+    static let natsReason =
+        "a NATS subject is dot-separated non-empty tokens without white space or ':' (e.g. orders.created)"
+    static let fileReason =
+        "a file sink name may use letters, digits, '.', '_' and '-', must not start with '.', and is at most 200 bytes"
 
     @Test(arguments: cases)
     func grammar(_ c: Case) {
         let result = Result { () throws(SinkAddressError) -> String in
-            try SinkAddress.parse(c.sink, workflowType: c.workflowType, taskRefName: c.taskRefName, sinks: Self.allFamilies, configPath: "sinkd.yaml").identity
+            try SinkAddress.parse(
+                c.sink, workflowType: c.workflowType, taskRefName: c.taskRefName, sinks: Self.allFamilies,
+                configPath: "sinkd.yaml"
+            ).identity
         }
         #expect(result == c.expected)
     }
@@ -108,7 +151,13 @@ import Testing
     @Test func bareJetStreamSinkNeedsAPrefix() {
         var sinks = Self.allFamilies
         sinks.nats?.jsmSubjectPrefix = ""
-        #expect(throws: SinkAddressError.invalidLocation(sink: "jsm:", reason: "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)")) {
+        #expect(
+            throws: SinkAddressError.invalidLocation(
+                sink: "jsm:",
+                reason:
+                    "'jsm:' alone publishes to sinks.nats.jsm.subject_prefix, which is empty: name a subject (jsm:orders)"
+            )
+        ) {
             try SinkAddress.parse("jsm:", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "sinkd.yaml")
         }
     }
@@ -121,25 +170,36 @@ import Testing
         var sinks = SinksConfig()
         sinks.file = FileSinkConfig()
         let error = #expect(throws: SinkAddressError.self) {
-            try SinkAddress.parse("amqp_exchange:billing", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "/etc/sinkd/sinkd.yaml")
+            try SinkAddress.parse(
+                "amqp_exchange:billing", workflowType: nil, taskRefName: nil, sinks: sinks,
+                configPath: "/etc/sinkd/sinkd.yaml")
         }
-        #expect(error?.description == "sink family 'amqp' (which serves amqp_exchange sinks) is not configured in /etc/sinkd/sinkd.yaml")
+        #expect(
+            error?.description
+                == "sink family 'amqp' (which serves amqp_exchange sinks) is not configured in /etc/sinkd/sinkd.yaml")
         #expect(error?.isConfigurationProblem == true)
         let sqs = #expect(throws: SinkAddressError.self) {
-            try SinkAddress.parse("sqs:orders", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "/etc/sinkd/sinkd.yaml")
+            try SinkAddress.parse(
+                "sqs:orders", workflowType: nil, taskRefName: nil, sinks: sinks, configPath: "/etc/sinkd/sinkd.yaml")
         }
         #expect(sqs?.description == "sink family 'sqs' is not configured in /etc/sinkd/sinkd.yaml")
     }
 
     @Test func messagesListKnownPrefixes() {
-        #expect(SinkAddressError.unknownPrefix("sqss").description
-            == "unknown sink prefix 'sqss' (known: conductor, sqs, amqp_queue, amqp_exchange, nats, nats_stream, jsm, kafka, file, http, redis)")
+        #expect(
+            SinkAddressError.unknownPrefix("sqss").description
+                == "unknown sink prefix 'sqss' (known: conductor, sqs, amqp_queue, amqp_exchange, nats, nats_stream, jsm, kafka, file, http, redis)"
+        )
         #expect(SinkAddressError.noColon("orders").description.hasPrefix("sink 'orders' has no ':'"))
-        #expect(SinkAddressError.notSupportedYet(.kafka).description == "sink prefix 'kafka' is recognised but not supported yet by sinkd")
+        #expect(
+            SinkAddressError.notSupportedYet(.kafka).description
+                == "sink prefix 'kafka' is recognised but not supported yet by sinkd")
     }
 
     @Test func parsesAMQPSettings() throws {
-        let address = try SinkAddress.parse("amqp_exchange:billing?exchangeType=direct&ROUTINGKEY=paid%20now&durable=FALSE&maxPriority=5&bindQueueName=b", workflowType: nil, taskRefName: nil)
+        let address = try SinkAddress.parse(
+            "amqp_exchange:billing?exchangeType=direct&ROUTINGKEY=paid%20now&durable=FALSE&maxPriority=5&bindQueueName=b",
+            workflowType: nil, taskRefName: nil)
         guard case .amqp(let s) = address.target else {
             Issue.record("expected an AMQP target, got \(address.target)")
             return
@@ -161,7 +221,9 @@ import Testing
     @Test func natsQueueGroupIsSplitOff() throws {
         let address = try SinkAddress.parse("nats:alerts:workers", workflowType: nil, taskRefName: nil)
         #expect(address.target == .natsSubject("alerts", queueGroup: "workers"))
-        #expect(try SinkAddress.parse("conductor:q", workflowType: "wf", taskRefName: "t").target == .conductorQueue("wf:q"))
+        #expect(
+            try SinkAddress.parse("conductor:q", workflowType: "wf", taskRefName: "t").target == .conductorQueue("wf:q")
+        )
     }
 }
 
@@ -252,26 +314,38 @@ let conductorSinkGrammar: [ConductorSinkRow] = [
     ConductorSinkRow(sink: "orders", conductor: .fails("EventQueues.getQueue: no ':' in the queue URI")),
     ConductorSinkRow(sink: "sqss:orders", conductor: .fails("EventQueues.getQueue: no provider for type sqss")),
     ConductorSinkRow(sink: "sqs:orders", conductor: .publishes(.sqsQueue("orders"))),
-    ConductorSinkRow(sink: "sqs:orders.fifo", conductor: .fails("SQSObservableQueue: CreateQueue of a .fifo name without FifoQueue is refused by SQS"),
-                     differs: "sinkd sends to FIFO queues (MessageGroupId, MessageDeduplicationId): docs/sinks/sqs.md"),
+    ConductorSinkRow(
+        sink: "sqs:orders.fifo",
+        conductor: .fails("SQSObservableQueue: CreateQueue of a .fifo name without FifoQueue is refused by SQS"),
+        differs: "sinkd sends to FIFO queues (MessageGroupId, MessageDeduplicationId): docs/sinks/sqs.md"),
     ConductorSinkRow(sink: "nats:alerts", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
-    ConductorSinkRow(sink: "nats:alerts.high:workers", conductor: .publishes(.natsSubject("alerts.high", queueGroup: "workers"))),
+    ConductorSinkRow(
+        sink: "nats:alerts.high:workers", conductor: .publishes(.natsSubject("alerts.high", queueGroup: "workers"))),
     ConductorSinkRow(sink: "nats:alerts:", conductor: .publishes(.natsSubject("alerts", queueGroup: nil))),
     ConductorSinkRow(sink: "nats:a..b", conductor: .publishes(.natsSubject("a..b", queueGroup: nil))),
     ConductorSinkRow(sink: "jsm:audit", conductor: .publishes(.natsSubject("audit", queueGroup: nil))),
     ConductorSinkRow(sink: "jsm:audit:x", conductor: .publishes(.natsSubject("audit", queueGroup: "x"))),
-    ConductorSinkRow(sink: "nats_stream:legacy:workers", conductor: .publishes(.natsSubject("legacy", queueGroup: "workers"))),
-    ConductorSinkRow(sink: "jsm:a..b", conductor: .fails("JetStream publish: the server refuses a subject with an empty token (sinkd refuses it at ingest, with the reason)")),
+    ConductorSinkRow(
+        sink: "nats_stream:legacy:workers", conductor: .publishes(.natsSubject("legacy", queueGroup: "workers"))),
+    ConductorSinkRow(
+        sink: "jsm:a..b",
+        conductor: .fails(
+            "JetStream publish: the server refuses a subject with an empty token (sinkd refuses it at ingest, with the reason)"
+        )),
     ConductorSinkRow(sink: "kafka:payments", conductor: .publishes(.kafkaTopic("payments"))),
 ]
 
 @Suite struct ConductorSinkGrammarTests {
     @Test(arguments: conductorSinkGrammar)
     func sinksMeanWhatConductorMakesOfThem(_ row: ConductorSinkRow) {
-        let parsed = try? SinkAddress.parse(row.sink, workflowType: "orderWf", taskRefName: "notify", sinks: SinkAddressTests.allFamilies, configPath: "sinkd.yaml")
+        let parsed = try? SinkAddress.parse(
+            row.sink, workflowType: "orderWf", taskRefName: "notify", sinks: SinkAddressTests.allFamilies,
+            configPath: "sinkd.yaml")
         switch (row.conductor, row.differs) {
         case (.publishes(let target), nil):
-            #expect(parsed?.target == target, "Conductor publishes \(row.sink) to \(target); sinkd: \(parsed.map { "\($0.target)" } ?? "refused")")
+            #expect(
+                parsed?.target == target,
+                "Conductor publishes \(row.sink) to \(target); sinkd: \(parsed.map { "\($0.target)" } ?? "refused")")
         case (.fails, nil):
             #expect(parsed == nil, "Conductor fails the task for \(row.sink); so does sinkd (refused at ingest)")
         case (.publishes, .some):

@@ -19,11 +19,13 @@ import SinkdTestSupport
 
     @Test func recordsThatFailAreRetriedUntilDelivered() async throws {
         let h = try EngineHarness()
-        h.family.script("http:r", [
-            .outcomes { $0.seq % 2 == 0 ? .retryable("503 Service Unavailable") : .delivered },
-            .outcomes { _ in .retryable("503 Service Unavailable") },
-            .outcomes { _ in .retryable("503 Service Unavailable") },
-        ])
+        h.family.script(
+            "http:r",
+            [
+                .outcomes { $0.seq % 2 == 0 ? .retryable("503 Service Unavailable") : .delivered },
+                .outcomes { _ in .retryable("503 Service Unavailable") },
+                .outcomes { _ in .retryable("503 Service Unavailable") },
+            ])
         h.append("http:r", Self.ids("r", 20))
         #expect(await h.eventually { h.family.deliveredRecords("http:r").count == 20 })
         let snapshot = h.service.snapshots.first { $0.sink == "http:r" }
@@ -34,11 +36,17 @@ import SinkdTestSupport
 
     @Test func permanentErrorsAndExhaustedRetriesGoToTheDeadLetterStore() async throws {
         let h = try EngineHarness { $0.sinks.http?.options.retry.maxAttempts = 3 }
-        h.family.script("http:p", [
-            .outcomes { $0.record.id == "bad" ? .permanent("404 Not Found: no such queue") : $0.record.id == "flaky" ? .retryable("timeout") : .delivered },
-            .outcomes { _ in .retryable("timeout") },
-            .outcomes { _ in .retryable("timeout") },
-        ])
+        h.family.script(
+            "http:p",
+            [
+                .outcomes {
+                    $0.record.id == "bad"
+                        ? .permanent("404 Not Found: no such queue")
+                        : $0.record.id == "flaky" ? .retryable("timeout") : .delivered
+                },
+                .outcomes { _ in .retryable("timeout") },
+                .outcomes { _ in .retryable("timeout") },
+            ])
         h.append("http:p", ["ok", "bad", "flaky"])
         #expect(await h.eventually { (try? h.deadLetters.entries(sink: "http:p").count) == 2 })
         let entries = try h.deadLetters.entries(sink: "http:p").sorted { $0.seq < $1.seq }
@@ -50,7 +58,8 @@ import SinkdTestSupport
         #expect(entries[1].firstAttemptMillis != nil && entries[1].lastAttemptMillis! >= entries[1].firstAttemptMillis!)
         #expect(entries[1].record.payload == Array("\"pppppppppppppppp\"".utf8))
         #expect(h.family.deliveredRecords("http:p").map(\.record.id) == ["ok"])
-        #expect(await h.eventually { h.wal.progress(of: "http:p").watermark >= 3 }, "dead letters are finished in the WAL")
+        #expect(
+            await h.eventually { h.wal.progress(of: "http:p").watermark >= 3 }, "dead letters are finished in the WAL")
         await h.finish()
     }
 
@@ -81,17 +90,21 @@ import SinkdTestSupport
         h.append("http:slow", Self.ids("first", 5))
         #expect(await h.eventually { h.family.batches("http:slow") == 1 }, "the first batch is in flight")
         h.append("http:slow", Self.ids("later", 30))
-        #expect(await h.eventually { h.family.deliveredRecords("http:slow").count == 30 }, "later records went out beside the stuck batch")
+        #expect(
+            await h.eventually { h.family.deliveredRecords("http:slow").count == 30 },
+            "later records went out beside the stuck batch")
         await h.finish()
     }
 
     @Test func strictOrderingDeliversInWALOrderDespiteFailures() async throws {
         let h = try EngineHarness { $0.sinks.http?.options.ordering = .strict }
         h.family.batchLimit = 3
-        h.family.script("http:s", [
-            .outcomes { $0.seq == 2 ? .retryable("busy") : .delivered },
-            .outcomes { _ in .retryable("busy") },
-        ])
+        h.family.script(
+            "http:s",
+            [
+                .outcomes { $0.seq == 2 ? .retryable("busy") : .delivered },
+                .outcomes { _ in .retryable("busy") },
+            ])
         h.append("http:s", Self.ids("s", 12))
         #expect(await h.eventually { h.family.deliveredRecords("http:s").count == 12 })
         // Seq 1 was delivered in the first batch; then 2 stays at the head until it succeeds.
@@ -154,7 +167,10 @@ import SinkdTestSupport
         let h = try EngineHarness(logger: logs.logger())
         h.family.script("http:refused", Array(repeating: .outcomes({ _ in .permanent("no such queue") }), count: 100))
         h.append("http:refused", Self.ids("x", 400))
-        #expect(await h.eventually { (try? h.deadLetters.entries(sink: "http:refused", since: nil, until: nil).count) == 400 })
+        #expect(
+            await h.eventually {
+                (try? h.deadLetters.entries(sink: "http:refused", since: nil, until: nil).count) == 400
+            })
         let lines = logs.entries.filter { $0.message.hasPrefix("dead-lettered") }
         #expect(lines.filter { $0.message == "dead-lettered a record" }.count == 5)
         #expect(lines.count <= 6, "\(lines.count) dead-letter lines for 400 records")
@@ -215,10 +231,14 @@ import SinkdTestSupport
         h.family.script("http:b", Array(repeating: .connectionError("broker down"), count: 3))
         let total = 1_000_000
         let rssBefore = Self.residentMiB()
-        for chunk in 0..<(total / 10_000) { h.append("http:b", (0..<10_000).map { "b\(chunk)-\($0)" }, payloadBytes: 8) }
+        for chunk in 0..<(total / 10_000) {
+            h.append("http:b", (0..<10_000).map { "b\(chunk)-\($0)" }, payloadBytes: 8)
+        }
         let held = h.service.snapshots.first?.held ?? 0
         let rssBacklog = Self.residentMiB()
-        print("backlog of \(total) records with the sink down: \(held) held in memory, test process RSS \(rssBefore) MiB before, \(rssBacklog) MiB with the backlog")
+        print(
+            "backlog of \(total) records with the sink down: \(held) held in memory, test process RSS \(rssBefore) MiB before, \(rssBacklog) MiB with the backlog"
+        )
         // The buffer limit (4 × batch × in flight) plus at most one read of 2 × batch past it.
         #expect(held <= 4 * 500 * 4 + 2 * 500)
         #expect(await h.eventually(timeout: .seconds(120)) { h.family.deliveredRecords("http:b").count >= total })
@@ -238,7 +258,9 @@ import SinkdTestSupport
     /// Found by the conductor tests: a sink named after a long workflow type made a file name above
     /// NAME_MAX, and the dead letter could never be written.
     @Test func sinksWithLongNamesGetShortDistinctFiles() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString.prefix(8))").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-dlq-\(UUID().uuidString.prefix(8))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try DeadLetterStore(directory: dir)
         let a = "conductor:" + String(repeating: "w", count: 300) + ":a"
@@ -246,22 +268,31 @@ import SinkdTestSupport
         #expect(DeadLetterStore.fileName(for: a).utf8.count <= 255)
         #expect(DeadLetterStore.fileName(for: a) != DeadLetterStore.fileName(for: b))
         #expect(DeadLetterStore.fileName(for: a) == DeadLetterStore.fileName(for: a), "stable")
-        let entry = DeadLetterStore.Entry(seq: 1, record: EventRecord(id: "x", sink: a, payload: Array("{}".utf8)), error: "e", attempts: 1,
-                                          firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
+        let entry = DeadLetterStore.Entry(
+            seq: 1, record: EventRecord(id: "x", sink: a, payload: Array("{}".utf8)), error: "e", attempts: 1,
+            firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
         try store.append(sink: a, [entry])
         #expect(try store.entries(sink: a) == [entry])
         #expect(try store.entries(sink: b).isEmpty)
     }
 
     @Test func appendListPurge() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString.prefix(8))").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-dlq-\(UUID().uuidString.prefix(8))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try DeadLetterStore(directory: dir)
-        var record = EventRecord(id: "t\"1", sink: "amqp_exchange:billing?routingKey=paid", payload: Array(#"{"a": [1, "x,\"payload\":"]}"#.utf8))
+        var record = EventRecord(
+            id: "t\"1", sink: "amqp_exchange:billing?routingKey=paid",
+            payload: Array(#"{"a": [1, "x,\"payload\":"]}"#.utf8))
         record.workflowType = "wf"
         record.priority = 7
-        let e1 = DeadLetterStore.Entry(seq: 5, record: record, error: "unroutable: NO_ROUTE", attempts: 1, firstAttemptMillis: 100, lastAttemptMillis: 100, deadLetteredMillis: 1000)
-        let e2 = DeadLetterStore.Entry(seq: 6, record: EventRecord(id: "t2", sink: "sqs:orders", payload: Array("null".utf8)), error: "x", attempts: 3, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 2000)
+        let e1 = DeadLetterStore.Entry(
+            seq: 5, record: record, error: "unroutable: NO_ROUTE", attempts: 1, firstAttemptMillis: 100,
+            lastAttemptMillis: 100, deadLetteredMillis: 1000)
+        let e2 = DeadLetterStore.Entry(
+            seq: 6, record: EventRecord(id: "t2", sink: "sqs:orders", payload: Array("null".utf8)), error: "x",
+            attempts: 3, firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 2000)
         try store.append(sink: record.sink, [e1])
         try store.append(sink: "sqs:orders", [e2])
         #expect(DeadLetterStore.fileName(for: record.sink) == "amqp_exchange%3Abilling%3FroutingKey%3Dpaid.ndjson")

@@ -13,8 +13,9 @@ import SinkdTestSupport
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-dlq-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try DeadLetterStore(directory: dir)
-        let entry = DeadLetterStore.Entry(seq: 1, record: EventRecord(id: "x", sink: "file:a", payload: Array("1".utf8)), error: "e", attempts: 1,
-                                          firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
+        let entry = DeadLetterStore.Entry(
+            seq: 1, record: EventRecord(id: "x", sink: "file:a", payload: Array("1".utf8)), error: "e", attempts: 1,
+            firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
         FaultInjector.shared.arm(.directorySync, errno: EIO, under: dir)
         defer { FaultInjector.shared.disarm(under: dir) }
         #expect(throws: FileError.self) { try store.append(sink: "file:a", [entry]) }
@@ -31,9 +32,11 @@ import SinkdTestSupport
         let victim = dir + "-victim"
         _ = FileManager.default.createFile(atPath: victim, contents: Data("keep".utf8))
         defer { try? FileManager.default.removeItem(atPath: victim) }
-        try FileManager.default.createSymbolicLink(atPath: dir + "/" + DeadLetterStore.fileName(for: "file:a"), withDestinationPath: victim)
-        let entry = DeadLetterStore.Entry(seq: 1, record: EventRecord(id: "x", sink: "file:a", payload: Array("1".utf8)), error: "e", attempts: 1,
-                                          firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/" + DeadLetterStore.fileName(for: "file:a"), withDestinationPath: victim)
+        let entry = DeadLetterStore.Entry(
+            seq: 1, record: EventRecord(id: "x", sink: "file:a", payload: Array("1".utf8)), error: "e", attempts: 1,
+            firstAttemptMillis: nil, lastAttemptMillis: nil, deadLetteredMillis: 1)
         #expect(throws: FileError.self) { try store.append(sink: "file:a", [entry]) }
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep")
     }

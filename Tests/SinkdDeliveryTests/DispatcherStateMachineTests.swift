@@ -11,8 +11,9 @@ import Testing
     @Test func sinksStartOnceEachUpToTheLimitThenWaitInOrder() {
         var m = M()
         #expect(m.consider(["a", "b", "a"], limit: 2, check: Self.ready) == [.start("a"), .start("b")])
-        #expect(m.consider(["c", "d", "c", "a"], limit: 2, check: Self.ready) == [.nudgeIdlePipelines],
-                "the first sink to wait nudges idle pipelines; a waiting or live sink is not considered twice")
+        #expect(
+            m.consider(["c", "d", "c", "a"], limit: 2, check: Self.ready) == [.nudgeIdlePipelines],
+            "the first sink to wait nudges idle pipelines; a waiting or live sink is not considered twice")
         #expect(m.waiting == ["c", "d"])
         #expect(m.sinksWaiting)
         // a leaves with nothing left: its series go, the first waiting sink starts.
@@ -39,17 +40,25 @@ import Testing
             if sink == "bad" { return .unparseable }
             return sink.hasPrefix("kafka:") && !configured ? .unconfigured : .ready
         }
-        #expect(m.consider(["bad", "kafka:t"], limit: 10, check: check) == [.parkedUnparseable("bad"), .parkedUnconfigured("kafka:t")])
+        #expect(
+            m.consider(["bad", "kafka:t"], limit: 10, check: check) == [
+                .parkedUnparseable("bad"), .parkedUnconfigured("kafka:t"),
+            ])
         #expect(m.consider(["bad", "kafka:t"], limit: 10, check: check) == [], "said once")
         configured = true
-        #expect(m.reloaded(inLog: ["bad", "kafka:t"], limit: 10, check: check) == [.parkedUnparseable("bad"), .start("kafka:t")])
+        #expect(
+            m.reloaded(inLog: ["bad", "kafka:t"], limit: 10, check: check) == [
+                .parkedUnparseable("bad"), .start("kafka:t"),
+            ])
     }
 
     @Test func aLowerLimitAfterAReloadFillsNoMoreSlots() {
         var m = M()
         _ = m.consider(["a", "b", "c"], limit: 3, check: Self.ready)
         #expect(m.consider(["d"], limit: 2, check: Self.ready) == [.nudgeIdlePipelines])
-        #expect(m.exited("a", recordsLeft: false, limit: 2, check: Self.ready) == [.retireMetrics("a")], "3 → 2 live: d still waits")
+        #expect(
+            m.exited("a", recordsLeft: false, limit: 2, check: Self.ready) == [.retireMetrics("a")],
+            "3 → 2 live: d still waits")
         #expect(m.exited("b", recordsLeft: false, limit: 2, check: Self.ready) == [.retireMetrics("b"), .start("d")])
     }
 
@@ -59,7 +68,9 @@ import Testing
         _ = m.consider(["w"], limit: 1, check: Self.ready)
         #expect(m.shutdown() == [.stopAll])
         #expect(m.shutdown() == [], "once")
-        #expect(m.exited("a", recordsLeft: true, limit: 1, check: Self.ready) == [], "a pipeline that left because of the stop is not started again")
+        #expect(
+            m.exited("a", recordsLeft: true, limit: 1, check: Self.ready) == [],
+            "a pipeline that left because of the stop is not started again")
         #expect(m.consider(["x"], limit: 1, check: Self.ready) == [])
         #expect(m.live.isEmpty)
     }

@@ -94,11 +94,15 @@ final class EngineHarness: @unchecked Sendable {
     let family: ScriptedFamily
     let logger: Logger
 
-    init(family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger,
-         _ configure: (inout SinkdConfig) -> Void = { _ in }) throws {
+    init(
+        family: ScriptedFamily = ScriptedFamily(), logger: Logger = EngineHarness.logger,
+        _ configure: (inout SinkdConfig) -> Void = { _ in }
+    ) throws {
         self.family = family
         self.logger = logger
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-engine-\(UUID().uuidString.prefix(8))")
+            .path
         var config = SinkdConfig()
         config.wal.directory = directory + "/wal"
         config.wal.segmentSize = 64 << 10
@@ -127,7 +131,8 @@ final class EngineHarness: @unchecked Sendable {
         wal = try WriteAheadLog(options: options, logger: Self.logger)
         wal.start()
         deadLetters = try DeadLetterStore(directory: config.delivery.deadLetterDirectory)
-        service = DeliveryService(wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
+        service = DeliveryService(
+            wal: wal, config: config, families: [.http: family], deadLetters: deadLetters, logger: logger)
         group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Self.logger))
         let group = self.group!
         runTask = Task { try await group.run() }
@@ -152,7 +157,10 @@ final class EngineHarness: @unchecked Sendable {
 
     @discardableResult
     func append(_ sink: String, _ ids: [String], payloadBytes: Int = 16) -> [UInt64] {
-        let records = ids.map { EventRecord(id: $0, sink: sink, payload: Array(("\"" + String(repeating: "p", count: payloadBytes) + "\"").utf8)) }
+        let records = ids.map {
+            EventRecord(
+                id: $0, sink: sink, payload: Array(("\"" + String(repeating: "p", count: payloadBytes) + "\"").utf8))
+        }
         let (outcomes, ticket) = wal.append(records, nowMillis: WallClock.millis())
         let done = DispatchSemaphore(value: 0)
         wal.whenDurable(ticket) { _ in done.signal() }
@@ -178,4 +186,3 @@ final class LockedBox<Value: Sendable>: Sendable {
     func get() -> Value { box.withLockedValue { $0 } }
     func set(_ value: Value) { box.withLockedValue { $0 = value } }
 }
-

@@ -5,16 +5,26 @@ import SinkdCore
 /// The pipeline's decisions with plain values: no sockets, no clocks, no randomness.
 @Suite struct PipelineStateMachineTests {
     static func records(_ seqs: ClosedRange<UInt64>, bytes: Int = 10) -> [SequencedRecord] {
-        seqs.map { SequencedRecord(seq: $0, record: EventRecord(id: "r\($0)", sink: "t:x", payload: [UInt8](repeating: 0x61, count: bytes))) }
+        seqs.map {
+            SequencedRecord(
+                seq: $0, record: EventRecord(id: "r\($0)", sink: "t:x", payload: [UInt8](repeating: 0x61, count: bytes))
+            )
+        }
     }
 
-    static func machine(batch: Int = 3, batchBytes: Int = 1 << 20, messageBytes: Int = 1 << 20, inFlight: Int = 2, ordering: OrderingMode = .relaxed,
-                        maxAttempts: Int = 0, maxAge: Duration = .zero, linger: Duration = .zero) -> PipelineStateMachine {
+    static func machine(
+        batch: Int = 3, batchBytes: Int = 1 << 20, messageBytes: Int = 1 << 20, inFlight: Int = 2,
+        ordering: OrderingMode = .relaxed,
+        maxAttempts: Int = 0, maxAge: Duration = .zero, linger: Duration = .zero
+    ) -> PipelineStateMachine {
         var options = PipelineOptions(poolSize: 1, maxInFlight: inFlight, batchSize: batch, linger: linger)
         options.ordering = ordering
         options.retry.maxAttempts = maxAttempts
         options.retry.maxAge = maxAge
-        return PipelineStateMachine(settings: .init(limits: SinkLimits(maxBatchCount: batch, maxBatchBytes: batchBytes, maxMessageBytes: messageBytes), options: options))
+        return PipelineStateMachine(
+            settings: .init(
+                limits: SinkLimits(maxBatchCount: batch, maxBatchBytes: batchBytes, maxMessageBytes: messageBytes),
+                options: options))
     }
 
     static func seqs(_ action: PipelineStateMachine.Action) -> [UInt64]? {
@@ -42,7 +52,9 @@ import SinkdCore
         #expect(Self.seqs(m.next(now: 106)) == [6, 7, 8, 9], "a full batch never waits")
         _ = m.add(Self.records(10...10))
         #expect(m.next(now: 107) == .wait(untilMillis: 112))
-        for id: UInt64 in 1...3 { _ = m.completed(batchID: id, outcomes: Array(repeating: .delivered, count: 4), now: 108, random: { 0 }) }
+        for id: UInt64 in 1...3 {
+            _ = m.completed(batchID: id, outcomes: Array(repeating: .delivered, count: 4), now: 108, random: { 0 })
+        }
         #expect(Self.seqs(m.next(now: 108)) == [10], "nothing in flight any more: it leaves before its deadline")
 
         var off = Self.machine(batch: 4, inFlight: 4)
@@ -72,7 +84,9 @@ import SinkdCore
         _ = r.add(Self.records(1...10))
         let first = Self.id(r.next(now: 0))
         _ = r.next(now: 0)
-        let e = r.completed(batchID: first, outcomes: [.delivered, .retryable("busy"), .delivered, .retryable("busy")], now: 5, random: { 0 })
+        let e = r.completed(
+            batchID: first, outcomes: [.delivered, .retryable("busy"), .delivered, .retryable("busy")], now: 5,
+            random: { 0 })
         #expect(e.finished == [1, 3])
         #expect(e.retried == 2)
         #expect(r.waiting.map(\.seq) == [2, 4, 9, 10])
@@ -139,7 +153,8 @@ import SinkdCore
         var m = Self.machine(batch: 2, inFlight: 1)
         _ = m.add(Self.records(1...4))
         let first = m.next(now: 1000)
-        let e = m.completed(batchID: Self.id(first), outcomes: [.retryable("busy"), .delivered], now: 1000, random: { 0.5 })
+        let e = m.completed(
+            batchID: Self.id(first), outcomes: [.retryable("busy"), .delivered], now: 1000, random: { 0.5 })
         #expect(e.finished == [2])
         #expect(e.retried == 1)
         // Attempt 1 failed: delay = 0.5 × 200 ms.
@@ -174,7 +189,9 @@ import SinkdCore
         var m = Self.machine(batch: 2, inFlight: 1, maxAttempts: 2)
         _ = m.add(Self.records(1...2))
         _ = m.next(now: 0)
-        let e1 = m.completed(batchID: 1, outcomes: [.retryable("timeout"), .permanent("NOT_FOUND - no queue 'x'")], now: 0, random: { 0 })
+        let e1 = m.completed(
+            batchID: 1, outcomes: [.retryable("timeout"), .permanent("NOT_FOUND - no queue 'x'")], now: 0, random: { 0 }
+        )
         #expect(e1.deadLetters.map(\.reason) == ["NOT_FOUND - no queue 'x'"])
         #expect(e1.finished == [2])
         _ = m.next(now: 0)
@@ -203,7 +220,9 @@ import SinkdCore
         _ = m.next(now: 0)
         let down = m.connectionFailed(batchID: 1, error: "connection refused", now: 0, random: { 0 })
         #expect(down.healthChanged == .down("connection refused"))
-        #expect(m.connectionFailed(batchID: 2, error: "connection refused", now: 0, random: { 0 }).healthChanged == nil, "logged once per state change")
+        #expect(
+            m.connectionFailed(batchID: 2, error: "connection refused", now: 0, random: { 0 }).healthChanged == nil,
+            "logged once per state change")
         #expect(m.health == .down("connection refused"))
         // Reconnect backoff: 0.5 × 500 ms for the first failure (jitter in [0.5, 1)).
         guard case .wait(let until?) = m.next(now: 0) else {
@@ -230,11 +249,14 @@ import SinkdCore
         _ = m.next(now: 0)
         _ = m.next(now: 0)
         _ = m.next(now: 0)
-        #expect(m.connectionFailed(batchID: 1, error: "stalled", now: 0, random: { 0 }).healthChanged == .down("stalled"))
-        let late = m.completed(batchID: 2, outcomes: [.retryable("timeout"), .retryable("timeout")], now: 1, random: { 0 })
+        #expect(
+            m.connectionFailed(batchID: 1, error: "stalled", now: 0, random: { 0 }).healthChanged == .down("stalled"))
+        let late = m.completed(
+            batchID: 2, outcomes: [.retryable("timeout"), .retryable("timeout")], now: 1, random: { 0 })
         #expect(late.healthChanged == nil, "in flight before the sink went down: proves nothing")
         #expect(m.health == .down("stalled"))
-        #expect(m.completed(batchID: 3, outcomes: [.delivered, .delivered], now: 2, random: { 0 }).healthChanged == nil)
+        #expect(
+            m.completed(batchID: 3, outcomes: [.delivered, .delivered], now: 2, random: { 0 }).healthChanged == nil)
         guard case .wait(let until?) = m.next(now: 2) else {
             Issue.record("expected the reconnect pause")
             return
@@ -244,7 +266,9 @@ import SinkdCore
             Issue.record("expected a probe batch, got \(probe)")
             return
         }
-        #expect(m.completed(batchID: id, outcomes: [.delivered, .delivered], now: until, random: { 0 }).healthChanged == .up, "the probe's answer does")
+        #expect(
+            m.completed(batchID: id, outcomes: [.delivered, .delivered], now: until, random: { 0 }).healthChanged
+                == .up, "the probe's answer does")
     }
 
     /// A sink that is down reads no further than one batch (its retry's); back up, it reads its
@@ -253,7 +277,9 @@ import SinkdCore
         var m = Self.machine(batch: 10, inFlight: 2)
         _ = m.add(Self.records(1...5))
         let first = m.next(now: 0)
-        #expect(m.connectionFailed(batchID: Self.id(first), error: "refused", now: 0, random: { 0 }).healthChanged == .down("refused"))
+        #expect(
+            m.connectionFailed(batchID: Self.id(first), error: "refused", now: 0, random: { 0 }).healthChanged
+                == .down("refused"))
         #expect(m.wantsRecords, "5 held, one batch is 10")
         _ = m.add(Self.records(6...10))
         #expect(!m.wantsRecords, "down: one batch held is enough")
@@ -262,7 +288,11 @@ import SinkdCore
             return
         }
         let probe = m.next(now: until)
-        #expect(m.completed(batchID: Self.id(probe), outcomes: Array(repeating: .delivered, count: Self.seqs(probe)?.count ?? 0), now: until, random: { 0 }).healthChanged == .up)
+        #expect(
+            m.completed(
+                batchID: Self.id(probe), outcomes: Array(repeating: .delivered, count: Self.seqs(probe)?.count ?? 0),
+                now: until, random: { 0 }
+            ).healthChanged == .up)
         #expect(m.wantsRecords, "up again: the window is open")
         _ = m.add(Self.records(11...900))
         #expect(m.wantsRecords, "\(m.heldRecords) held, the window is \(m.settings.bufferLimit)")
@@ -280,7 +310,10 @@ import SinkdCore
     @Test func readingStopsAtTheByteLimitAndResumesAsRecordsFinish() {
         var options = PipelineOptions(poolSize: 1, maxInFlight: 1, batchSize: 2)
         options.retry.maxAttempts = 1
-        var m = PipelineStateMachine(settings: .init(limits: SinkLimits(maxBatchCount: 2, maxBatchBytes: 1 << 20, maxMessageBytes: 1 << 20), options: options, byteLimit: 250))
+        var m = PipelineStateMachine(
+            settings: .init(
+                limits: SinkLimits(maxBatchCount: 2, maxBatchBytes: 1 << 20, maxMessageBytes: 1 << 20),
+                options: options, byteLimit: 250))
         _ = m.add(Self.records(1...2, bytes: 100))
         #expect(m.heldBytes == 200 && m.wantsRecords && m.bytesWanted == 50)
         _ = m.add(Self.records(3...3, bytes: 100))
@@ -355,7 +388,8 @@ import SinkdCore
             if records.contains(where: { $0.seq == 1 }) {
                 _ = m.connectionFailed(batchID: id, error: "refused by the client library", now: now, random: { 0 })
             } else {
-                _ = m.completed(batchID: id, outcomes: Array(repeating: .delivered, count: records.count), now: now, random: { 0 })
+                _ = m.completed(
+                    batchID: id, outcomes: Array(repeating: .delivered, count: records.count), now: now, random: { 0 })
                 delivered.formUnion(records.map(\.seq))
             }
             if delivered.count == 10 { break }

@@ -10,7 +10,9 @@ import SinkdTestSupport
 // .timeLimit: a guard against a hang, not a measurement. It counts the wait for a blocking test
 // slot (BlockingThreads) too, which on a loaded CI machine has taken over a minute.
 @Suite(.serialized, .blockingThreads, .timeLimit(.minutes(5))) struct HTTPHostileServerTests {
-    static func send(_ server: ScriptedTCPServer, timeout: Duration = .milliseconds(800), records: Int = 1) async throws -> Result<[DeliveryOutcome], SinkConnectionError> {
+    static func send(
+        _ server: ScriptedTCPServer, timeout: Duration = .milliseconds(800), records: Int = 1
+    ) async throws -> Result<[DeliveryOutcome], SinkConnectionError> {
         let family = HTTPSinkTests.family("http://127.0.0.1:\(server.port)/e", timeout: timeout)
         defer { Task { await family.shutdown() } }
         let client = try HTTPSinkTests.client(family)
@@ -22,7 +24,9 @@ import SinkdTestSupport
     }
 
     /// After the request's end, `answer` (the request ends with its body, which the sink sends whole).
-    static func answering(_ answer: @escaping @Sendable (ScriptedTCPServer.Connection) -> Void) throws -> ScriptedTCPServer {
+    static func answering(
+        _ answer: @escaping @Sendable (ScriptedTCPServer.Connection) -> Void
+    ) throws -> ScriptedTCPServer {
         try ScriptedTCPServer { connection, received in
             if String(decoding: received, as: UTF8.self).contains(#"{"a": 1}"#) { answer(connection) }
         }
@@ -72,13 +76,17 @@ import SinkdTestSupport
     /// the sink pauses with the reason and where it points, and the records wait.
     @Test func aRedirectPausesTheSinkInsteadOfDeadLetteringRecords() async throws {
         let server = try Self.answering { c in
-            c.write("HTTP/1.1 307 Temporary Redirect\r\nLocation: https://elsewhere.example/e\r\nContent-Length: 0\r\n\r\n")
+            c.write(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://elsewhere.example/e\r\nContent-Length: 0\r\n\r\n")
         }
         let result = try await Self.send(server, records: 2)
         guard case .failure(let error) = result else {
             Issue.record("expected the sink to pause, got \(result)")
             return
         }
-        #expect(error.message.contains("HTTP 307 Temporary Redirect to https://elsewhere.example/e: sinkd does not follow redirects"), "\(error)")
+        #expect(
+            error.message.contains(
+                "HTTP 307 Temporary Redirect to https://elsewhere.example/e: sinkd does not follow redirects"),
+            "\(error)")
     }
 }

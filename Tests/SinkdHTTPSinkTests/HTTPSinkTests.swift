@@ -22,7 +22,8 @@ final class ScriptedHTTPServer: Sendable {
     var port: Int { channel.localAddress!.port! }
 
     init(script: [(HTTPResponseStatus, [(String, String)])] = []) async throws {
-        let state = NIOLockedValueBox<(script: [(HTTPResponseStatus, [(String, String)])], received: [Received])>((script, []))
+        let state = NIOLockedValueBox<(script: [(HTTPResponseStatus, [(String, String)])], received: [Received])>(
+            (script, []))
         self.state = state
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -44,7 +45,9 @@ final class ScriptedHTTPServer: Sendable {
         var head: HTTPRequestHead?
         var body: [UInt8] = []
 
-        init(state: NIOLockedValueBox<(script: [(HTTPResponseStatus, [(String, String)])], received: [Received])>) { self.state = state }
+        init(state: NIOLockedValueBox<(script: [(HTTPResponseStatus, [(String, String)])], received: [Received])>) {
+            self.state = state
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
@@ -61,8 +64,11 @@ final class ScriptedHTTPServer: Sendable {
                 var headers = HTTPHeaders(extra)
                 let text = Array("answer \(status.code)".utf8)
                 headers.add(name: "Content-Length", value: "\(text.count)")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head!.version, status: status, headers: headers))), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: text)))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: head!.version, status: status, headers: headers))),
+                    promise: nil)
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: text)))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             }
         }
@@ -70,7 +76,9 @@ final class ScriptedHTTPServer: Sendable {
 }
 
 @Suite(.serialized, .blockingThreads) struct HTTPSinkTests {
-    static func family(_ url: String, headers: [String: String] = [:], timeout: Duration = .seconds(5)) -> HTTPSinkFamily {
+    static func family(
+        _ url: String, headers: [String: String] = [:], timeout: Duration = .seconds(5)
+    ) -> HTTPSinkFamily {
         var config = HTTPSinkConfig()
         var endpoint = HTTPEndpoint(url: url)
         endpoint.headers = headers
@@ -86,15 +94,20 @@ final class ScriptedHTTPServer: Sendable {
     }
 
     static func client(_ family: HTTPSinkFamily) throws -> any SinkClient {
-        try family.makeClient(for: try SinkAddress.parse(identity: "http:hook"), options: ConfigFamily.http.defaultOptions)
+        try family.makeClient(
+            for: try SinkAddress.parse(identity: "http:hook"), options: ConfigFamily.http.defaultOptions)
     }
 
     @Test func postsTheBodyWithIdempotencyHeaders() async throws {
         let server = try await ScriptedHTTPServer()
         let family = Self.family("http://127.0.0.1:\(server.port)/events", headers: ["Authorization": "Bearer t0ken"])
-        let outcomes = try await Self.client(family).send([Self.record("t-1", #"{ "spaced" : [1, 2] }"#), Self.record("t-2")])
+        let outcomes = try await Self.client(family).send([
+            Self.record("t-1", #"{ "spaced" : [1, 2] }"#), Self.record("t-2"),
+        ])
         #expect(outcomes == [.delivered, .delivered])
-        let received = server.received.sorted { $0.headers.first(name: "X-Sinkd-Message-Id")! < $1.headers.first(name: "X-Sinkd-Message-Id")! }
+        let received = server.received.sorted {
+            $0.headers.first(name: "X-Sinkd-Message-Id")! < $1.headers.first(name: "X-Sinkd-Message-Id")!
+        }
         #expect(received.count == 2)
         #expect(received[0].path == "/events")
         #expect(received[0].body == Array(#"{ "spaced" : [1, 2] }"#.utf8), "the body byte for byte")
@@ -116,14 +129,15 @@ final class ScriptedHTTPServer: Sendable {
         let client = try Self.client(family)
         var outcomes: [DeliveryOutcome] = []
         for i in 0..<6 { outcomes += try await client.send([Self.record("s\(i)")]) }
-        #expect(outcomes == [
-            .retryable("HTTP 503 Service Unavailable: answer 503"),
-            .retryable("HTTP 429 Too Many Requests: answer 429", retryAfter: .seconds(7)),
-            .retryable("HTTP 408 Request Timeout: answer 408"),
-            .permanent("HTTP 400 Bad Request: answer 400"),
-            .permanent("HTTP 404 Not Found: answer 404"),
-            .delivered,
-        ])
+        #expect(
+            outcomes == [
+                .retryable("HTTP 503 Service Unavailable: answer 503"),
+                .retryable("HTTP 429 Too Many Requests: answer 429", retryAfter: .seconds(7)),
+                .retryable("HTTP 408 Request Timeout: answer 408"),
+                .permanent("HTTP 400 Bad Request: answer 400"),
+                .permanent("HTTP 404 Not Found: answer 404"),
+                .delivered,
+            ])
         await family.shutdown()
         await server.stop()
     }
@@ -136,12 +150,19 @@ final class ScriptedHTTPServer: Sendable {
         let family = Self.family("http://127.0.0.1:\(server.port)/e")
         var badCorrelation = Self.record("ok-2")
         badCorrelation.record.correlationId = "line\r\nX-Forged: 1"
-        let outcomes = try await Self.client(family).send([Self.record("poison\u{1}"), Self.record("ok-1"), badCorrelation])
-        #expect(outcomes == [
-            .permanent("the record's id holds the control character U+0001 at byte 6, which an HTTP header (Idempotency-Key) cannot carry"),
-            .delivered,
-            .permanent("the record's correlationId holds the control character U+000D at byte 4, which an HTTP header (X-Sinkd-Correlation-Id) cannot carry"),
+        let outcomes = try await Self.client(family).send([
+            Self.record("poison\u{1}"), Self.record("ok-1"), badCorrelation,
         ])
+        #expect(
+            outcomes == [
+                .permanent(
+                    "the record's id holds the control character U+0001 at byte 6, which an HTTP header (Idempotency-Key) cannot carry"
+                ),
+                .delivered,
+                .permanent(
+                    "the record's correlationId holds the control character U+000D at byte 4, which an HTTP header (X-Sinkd-Correlation-Id) cannot carry"
+                ),
+            ])
         #expect(server.received.map { $0.headers.first(name: "X-Sinkd-Message-Id") } == ["ok-1"])
         await family.shutdown()
         await server.stop()

@@ -21,7 +21,9 @@ import Testing
         #expect(s.takeWritable() == nil, "c is ready, but a is still before it")
         s.fill(a, .accepted(id: "a", seq: 1))
         let out = Self.text(s.takeWritable())
-        #expect(out.split(separator: "\n").map { $0.contains(#""id":"a""#) ? "a" : $0.contains(#""id":"c""#) ? "c" : "r" } == ["a", "r", "c"])
+        #expect(
+            out.split(separator: "\n").map { $0.contains(#""id":"a""#) ? "a" : $0.contains(#""id":"c""#) ? "c" : "r" }
+                == ["a", "r", "c"])
         #expect(s.owed == 0)
         #expect(s.takeWritable() == nil)
     }

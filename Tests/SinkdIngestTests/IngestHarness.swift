@@ -15,7 +15,9 @@ final class IngestHarness: @unchecked Sendable {
     var socketPath: String { config.ingest.socket }
 
     init(_ configure: (inout SinkdConfig) -> Void = { _ in }) async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-ingest-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-ingest-\(UUID().uuidString.prefix(8))")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var config = SinkdConfig()
         config.sourcePath = "test.yaml"
@@ -29,8 +31,10 @@ final class IngestHarness: @unchecked Sendable {
         logger.logLevel = .critical
         wal = try WriteAheadLog(options: WALOptions(config), logger: logger)
         wal.start()
-        service = IngestService(shared: IngestContext(wal: wal, config: config, logger: logger, state: state), config: config.ingest,
-                                source: .path(config.ingest.socket, mode: config.ingest.socketMode), group: MultiThreadedEventLoopGroup.singleton)
+        service = IngestService(
+            shared: IngestContext(wal: wal, config: config, logger: logger, state: state), config: config.ingest,
+            source: .path(config.ingest.socket, mode: config.ingest.socketMode),
+            group: MultiThreadedEventLoopGroup.singleton)
         try await service.bind()
     }
 

@@ -266,7 +266,9 @@ import SinkdTestSupport
         }
         await h.stop()
         // A socket file nobody listens on (a crashed sinkd's) is replaced.
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-stale-\(UUID().uuidString.prefix(8))").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-stale-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/s.sock"
@@ -277,7 +279,11 @@ import SinkdTestSupport
             raw.copyBytes(from: Array(path.utf8))
             raw[path.utf8.count] = 0
         }
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
         close(fd)
         #expect(FileManager.default.fileExists(atPath: path))
         try IngestService.prepareSocketPath(path)

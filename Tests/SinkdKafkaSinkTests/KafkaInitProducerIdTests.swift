@@ -4,7 +4,8 @@ import Testing
 @Suite struct KafkaInitProducerIdTests {
     @Test func theRequestIsV3WithANullTransactionalIdAndANewProducer() {
         let frame = KafkaInitProducerId.request(correlationID: 9, clientID: "sinkd")
-        let body: [UInt8] = [0, 22, 0, 3, 0, 0, 0, 9, 0, 5] + Array("sinkd".utf8) + [0]  // header v2
+        let body: [UInt8] =
+            [0, 22, 0, 3, 0, 0, 0, 9, 0, 5] + Array("sinkd".utf8) + [0]  // header v2
             + [0] + [0x7F, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0xFF, count: 8) + [0xFF, 0xFF] + [0]
         #expect(frame == [0, 0, 0, UInt8(body.count)] + body)
     }

@@ -7,7 +7,9 @@ import SinkdTestSupport
 /// definitions): sinkd's requests byte for byte, and kafka-python's responses parsed; every
 /// truncation of a response is an error, never a trap.
 @Suite(.blockingThreads) struct KafkaMessagesTests {
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/kafka_messages.py").path
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures/kafka_messages.py"
+    ).path
 
     static func python(_ arguments: [String]) throws -> [UInt8] {
         let p = Process()
@@ -17,10 +19,14 @@ import SinkdTestSupport
         p.standardOutput = output
         p.standardError = errors
         try p.run()
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "kafka_messages.py \(arguments): \(err)"]) }
+        guard p.terminationStatus == 0 else {
+            throw CocoaError(
+                .executableLoad, userInfo: [NSLocalizedDescriptionKey: "kafka_messages.py \(arguments): \(err)"])
+        }
         var bytes: [UInt8] = []
         var index = out.startIndex
         while index < out.endIndex {
@@ -33,8 +39,11 @@ import SinkdTestSupport
 
     @Test(arguments: [Int16(4), 5, 7, 8])
     func metadataRequestIsKafkas(version: Int16) throws {
-        let ours = KafkaMetadata.request(version: version, correlationID: 11, clientID: "sinkd", topics: ["orders", "audit"], allowAutoTopicCreation: false)
-        #expect(ours == (try Self.python(["metadata-request", "\(version)", "11", "sinkd", "false", "orders", "audit"])))
+        let ours = KafkaMetadata.request(
+            version: version, correlationID: 11, clientID: "sinkd", topics: ["orders", "audit"],
+            allowAutoTopicCreation: false)
+        #expect(
+            ours == (try Self.python(["metadata-request", "\(version)", "11", "sinkd", "false", "orders", "audit"])))
     }
 
     @Test(arguments: [Int16(4), 5, 7, 8])
@@ -43,21 +52,39 @@ import SinkdTestSupport
         let response = try KafkaMetadata.response(payload, version: version)
         #expect(response.correlationID == 9)
         #expect(response.controllerID == 2)
-        #expect(response.brokers == [1: .init(nodeID: 1, host: "127.0.0.1", port: 9092), 2: .init(nodeID: 2, host: "kafka-2.internal", port: 9093)])
-        #expect(response.topics["orders"]?.partitions == [.init(errorCode: 0, index: 0, leaderID: 1), .init(errorCode: 9, index: 1, leaderID: 2), .init(errorCode: 0, index: 2, leaderID: 1)])
+        #expect(
+            response.brokers == [
+                1: .init(nodeID: 1, host: "127.0.0.1", port: 9092),
+                2: .init(nodeID: 2, host: "kafka-2.internal", port: 9093),
+            ])
+        #expect(
+            response.topics["orders"]?.partitions == [
+                .init(errorCode: 0, index: 0, leaderID: 1), .init(errorCode: 9, index: 1, leaderID: 2),
+                .init(errorCode: 0, index: 2, leaderID: 1),
+            ])
         #expect(response.topics["missing"]?.errorCode == 3)
         for cut in 0..<payload.count {
-            #expect(throws: KafkaReader.Truncated.self) { try KafkaMetadata.response(Array(payload.prefix(cut)), version: version) }
+            #expect(throws: KafkaReader.Truncated.self) {
+                try KafkaMetadata.response(Array(payload.prefix(cut)), version: version)
+            }
         }
     }
 
     @Test(arguments: [Int16(3), 5, 7, 8])
     func produceRequestIsKafkas(version: Int16) throws {
-        let a = KafkaRecordBatch.encode([KafkaRecord(key: Array("k".utf8), value: Array("v".utf8), timestampMillis: 1)], producer: .init(id: 7, epoch: 0, baseSequence: 0))
+        let a = KafkaRecordBatch.encode(
+            [KafkaRecord(key: Array("k".utf8), value: Array("v".utf8), timestampMillis: 1)],
+            producer: .init(id: 7, epoch: 0, baseSequence: 0))
         let b: [UInt8] = [0xAB, 0xCD]
-        let ours = KafkaProduce.request(version: version, correlationID: 3, clientID: "sinkd", timeoutMillis: 30000, topic: "orders", batches: [(0, a), (2, b)])
+        let ours = KafkaProduce.request(
+            version: version, correlationID: 3, clientID: "sinkd", timeoutMillis: 30000, topic: "orders",
+            batches: [(0, a), (2, b)])
         let hex = { (bytes: [UInt8]) in bytes.map { String(format: "%02x", $0) }.joined() }
-        #expect(ours == (try Self.python(["produce-request", "\(version)", "3", "sinkd", "30000", "orders", "0=" + hex(a), "2=" + hex(b)])))
+        #expect(
+            ours
+                == (try Self.python([
+                    "produce-request", "\(version)", "3", "sinkd", "30000", "orders", "0=" + hex(a), "2=" + hex(b),
+                ])))
     }
 
     @Test(arguments: [Int16(3), 5, 7, 8])
@@ -75,14 +102,20 @@ import SinkdTestSupport
             #expect(results[2].errorMessage == "a record is too large")
         }
         for cut in 0..<payload.count {
-            #expect(throws: KafkaReader.Truncated.self) { try KafkaProduce.response(Array(payload.prefix(cut)), version: version) }
+            #expect(throws: KafkaReader.Truncated.self) {
+                try KafkaProduce.response(Array(payload.prefix(cut)), version: version)
+            }
         }
     }
 
     @Test(arguments: [Int16(1), 2])
     func describeConfigsIsKafkas(version: Int16) throws {
-        #expect(KafkaDescribeConfigs.request(version: version, correlationID: 5, clientID: "sinkd", topic: "orders", keys: ["max.message.bytes"])
-                == (try Self.python(["describe-configs-request", "\(version)", "5", "sinkd", "orders", "max.message.bytes"])))
+        #expect(
+            KafkaDescribeConfigs.request(
+                version: version, correlationID: 5, clientID: "sinkd", topic: "orders", keys: ["max.message.bytes"])
+                == (try Self.python([
+                    "describe-configs-request", "\(version)", "5", "sinkd", "orders", "max.message.bytes",
+                ])))
         let payload = try Self.python(["describe-configs-response", "\(version)", "5"])
         let results = try KafkaDescribeConfigs.response(payload)
         #expect(results.map(\.name) == ["orders", "missing"])
@@ -90,7 +123,9 @@ import SinkdTestSupport
         #expect(results[0].configs["cleanup.policy"] == "delete")
         #expect(results[1].errorCode == 3 && results[1].errorMessage == "no such topic")
         for cut in 0..<payload.count {
-            #expect(throws: KafkaReader.Truncated.self) { try KafkaDescribeConfigs.response(Array(payload.prefix(cut))) }
+            #expect(throws: KafkaReader.Truncated.self) {
+                try KafkaDescribeConfigs.response(Array(payload.prefix(cut)))
+            }
         }
     }
 

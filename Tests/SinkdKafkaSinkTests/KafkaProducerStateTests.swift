@@ -34,7 +34,7 @@ import Testing
         s.reset(producerID: 7, epoch: 0)
         let g = s.generation
         for _ in 0..<3 { _ = s.reserve(Self.key, count: 10) }  // 0, 10, 20
-        s.failed(Self.key, base: 0, generation: g)   // NOT_LEADER_OR_FOLLOWER
+        s.failed(Self.key, base: 0, generation: g)  // NOT_LEADER_OR_FOLLOWER
         s.failed(Self.key, base: 10, generation: g)  // OUT_OF_ORDER behind it
         #expect(!s.hasRoom([Self.key]), "a failed batch waits: no new one behind it")
         #expect(s.isFirst(Self.key, base: 0, generation: g) && !s.isFirst(Self.key, base: 10, generation: g))
@@ -44,7 +44,9 @@ import Testing
         s.acknowledged(Self.key, base: 0, generation: g)
         #expect(s.isFirst(Self.key, base: 10, generation: g))
         s.resending(Self.key, base: 10, generation: g)
-        #expect(!s.wasFollowing(Self.key, base: 10, generation: g), "sent again as the first: an OUT_OF_ORDER now means the broker lost track")
+        #expect(
+            !s.wasFollowing(Self.key, base: 10, generation: g),
+            "sent again as the first: an OUT_OF_ORDER now means the broker lost track")
         #expect(s.hasRoom([Self.key]))
         s.acknowledged(Self.key, base: 10, generation: g)
         s.acknowledged(Self.key, base: 20, generation: g)
@@ -58,7 +60,9 @@ import Testing
         _ = s.reserve(Self.key, count: 10)
         _ = s.reserve(Self.key, count: 4)  // 10
         #expect(s.split(Self.key, base: 0, firstCount: 5, generation: g) == 5)
-        #expect(s.isFirst(Self.key, base: 0, generation: g) && s.isOpen(Self.key, base: 5, generation: g) && !s.hasRoom([Self.key]))
+        #expect(
+            s.isFirst(Self.key, base: 0, generation: g) && s.isOpen(Self.key, base: 5, generation: g)
+                && !s.hasRoom([Self.key]))
         #expect(s.split(Self.key, base: 10, firstCount: 4, generation: g) == nil, "a batch of 4 does not split at 4")
         s.resending(Self.key, base: 0, generation: g)
         s.acknowledged(Self.key, base: 0, generation: g)
@@ -74,7 +78,9 @@ import Testing
         s.invalidate(generation: g - 1)
         #expect(s.hasProducer, "an old generation's drop is ignored")
         s.invalidate(generation: g)
-        #expect(!s.hasProducer && !s.isOpen(Self.key, base: 0, generation: g), "every batch of the dropped producer is sent anew")
+        #expect(
+            !s.hasProducer && !s.isOpen(Self.key, base: 0, generation: g),
+            "every batch of the dropped producer is sent anew")
         #expect(s.generation == g + 1)
         s.reset(producerID: 8, epoch: 0)
         #expect(s.reserve(Self.key, count: 1) == .init(id: 8, epoch: 0, baseSequence: 0))
@@ -95,12 +101,20 @@ import Testing
         #expect(d(59) == .resetProducer(reason: "UNKNOWN_PRODUCER_ID"))
         #expect(d(45) == .resetProducer(reason: "OUT_OF_ORDER_SEQUENCE_NUMBER"))
         #expect(d(10) == .split(reason: "MESSAGE_TOO_LARGE"), "a batch too large is sent in halves")
-        #expect(d(10, count: 1) == .permanent(indices: [0], reason: "MESSAGE_TOO_LARGE"), "one record too large is a dead letter")
+        #expect(
+            d(10, count: 1) == .permanent(indices: [0], reason: "MESSAGE_TOO_LARGE"),
+            "one record too large is a dead letter")
         #expect(d(18, count: 1) == .permanent(indices: [0], reason: "RECORD_LIST_TOO_LARGE"))
-        #expect(d(87, count: 4, errors: [2, 9]) == .permanent(indices: [2], reason: "INVALID_RECORD"), "only the records the broker named; an index out of range is ignored")
+        #expect(
+            d(87, count: 4, errors: [2, 9]) == .permanent(indices: [2], reason: "INVALID_RECORD"),
+            "only the records the broker named; an index out of range is ignored")
         #expect(d(87, count: 2) == .permanent(indices: [0, 1], reason: "INVALID_RECORD"))
         #expect(d(29) == .pause(reason: "TOPIC_AUTHORIZATION_FAILED"))
-        #expect(d(9999) == .retry(refreshMetadata: false, reason: "error 9999"), "an unknown code is retried, never a dead letter")
-        #expect(KafkaProduceDecision.decide(errorCode: 10, count: 1, recordErrors: [], message: "max 1048576") == .permanent(indices: [0], reason: "MESSAGE_TOO_LARGE: max 1048576"))
+        #expect(
+            d(9999) == .retry(refreshMetadata: false, reason: "error 9999"),
+            "an unknown code is retried, never a dead letter")
+        #expect(
+            KafkaProduceDecision.decide(errorCode: 10, count: 1, recordErrors: [], message: "max 1048576")
+                == .permanent(indices: [0], reason: "MESSAGE_TOO_LARGE: max 1048576"))
     }
 }

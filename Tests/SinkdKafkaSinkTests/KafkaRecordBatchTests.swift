@@ -5,7 +5,9 @@ import SinkdCore
 @testable import SinkdKafkaSink
 
 @Suite(.blockingThreads) struct KafkaRecordBatchTests {
-    static let decoder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/decode_batch.py").path
+    static let decoder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures/decode_batch.py"
+    ).path
 
     static func decode(_ batch: [UInt8]) throws -> [[String: Any]] {
         let p = Process()
@@ -32,8 +34,10 @@ import SinkdCore
     @Test func aBatchIsReadBackByAnIndependentImplementation() throws {
         let records = [
             KafkaRecord(key: Array("task-1".utf8), value: Array(#"{"n":1}"#.utf8), timestampMillis: 1_700_000_000_000),
-            KafkaRecord(key: Array("task-2".utf8), value: Array(#"{"n":2}"#.utf8), headers: [("sinkd-message-id", Array("task-2".utf8))],
-                        timestampMillis: 1_700_000_000_250),
+            KafkaRecord(
+                key: Array("task-2".utf8), value: Array(#"{"n":2}"#.utf8),
+                headers: [("sinkd-message-id", Array("task-2".utf8))],
+                timestampMillis: 1_700_000_000_250),
             KafkaRecord(key: nil, value: nil, timestampMillis: 1_699_999_999_000),
         ]
         let batch = KafkaRecordBatch.encode(records, producer: .init(id: 4242, epoch: 3, baseSequence: 17))
@@ -52,15 +56,24 @@ import SinkdCore
     /// compression gzip: the records section is a gzip member (codec 1 in the attributes), which
     /// kafka-python's reader decompresses to the same records; the CRC covers the compressed bytes.
     @Test func aGzipBatchIsReadBackByAnIndependentImplementation() throws {
-        let records = (0..<50).map { KafkaRecord(key: Array("task-\($0)".utf8), value: Array(#"{"order":"o-\#($0)","status":"paid","items":[1,2,3]}"#.utf8), timestampMillis: 1_700_000_000_000 + Int64($0)) }
+        let records = (0..<50).map {
+            KafkaRecord(
+                key: Array("task-\($0)".utf8),
+                value: Array(#"{"order":"o-\#($0)","status":"paid","items":[1,2,3]}"#.utf8),
+                timestampMillis: 1_700_000_000_000 + Int64($0))
+        }
         let plain = KafkaRecordBatch.encode(records, producer: .init(id: 7, epoch: 0, baseSequence: 0))
-        let gzip = KafkaRecordBatch.encode(records, producer: .init(id: 7, epoch: 0, baseSequence: 0), compression: .gzip)
+        let gzip = KafkaRecordBatch.encode(
+            records, producer: .init(id: 7, epoch: 0, baseSequence: 0), compression: .gzip)
         #expect(gzip.count * 3 < plain.count, "repetitive JSON compresses: \(gzip.count) vs \(plain.count) bytes")
         let lines = try Self.decode(gzip)
         #expect(lines.first?["compression"] as? Int == 1)
         #expect(lines.first?["count"] as? Int == 50)
-        #expect(lines.dropFirst().map { $0["key"] as? String } == records.map { String(decoding: $0.key!, as: UTF8.self) })
-        #expect(lines.dropFirst().map { $0["value"] as? String } == records.map { String(decoding: $0.value!, as: UTF8.self) })
+        #expect(
+            lines.dropFirst().map { $0["key"] as? String } == records.map { String(decoding: $0.key!, as: UTF8.self) })
+        #expect(
+            lines.dropFirst().map { $0["value"] as? String }
+                == records.map { String(decoding: $0.value!, as: UTF8.self) })
         #expect(try Self.decode(plain).first?["compression"] as? Int == 0)
     }
 
@@ -68,20 +81,26 @@ import SinkdCore
     /// each batch's estimate within the limit, a record larger than the limit alone in its batch
     /// (the broker then says MESSAGE_TOO_LARGE: a dead letter, never a stuck sink).
     @Test func batchesAreCutToTheLimit() {
-        let records = [100, 200, 300, 5000, 50, 50, 400].map { KafkaRecord(key: Array(repeating: 1, count: 10), value: Array(repeating: 2, count: $0), timestampMillis: 0) }
+        let records = [100, 200, 300, 5000, 50, 50, 400].map {
+            KafkaRecord(key: Array(repeating: 1, count: 10), value: Array(repeating: 2, count: $0), timestampMillis: 0)
+        }
         let limit = KafkaRecordBatch.overheadBytes + 700
         let cut = KafkaRecordBatch.chunks(Array(records.indices), limit: limit) { records[$0] }
         #expect(cut.flatMap { $0 } == Array(records.indices))
         #expect(cut == [[0, 1], [2], [3], [4, 5, 6]])
         for chunk in cut where chunk.count > 1 {
             let encoded = KafkaRecordBatch.encode(chunk.map { records[$0] }, producer: .none)
-            #expect(encoded.count <= limit, "the estimate bounds the encoded size (Kafka compares the whole batch, log overhead included)")
+            #expect(
+                encoded.count <= limit,
+                "the estimate bounds the encoded size (Kafka compares the whole batch, log overhead included)")
         }
     }
 
     /// The topic client's shortcut estimate equals the estimate of the record it builds.
     @Test func theClientsEstimateIsTheRecordsEstimate() throws {
-        var r = EventRecord(id: "t-1", sink: "kafka:x", payload: Array(#"{"a":1}"#.utf8), workflowInstanceId: "wf", workflowType: "checkout")
+        var r = EventRecord(
+            id: "t-1", sink: "kafka:x", payload: Array(#"{"a":1}"#.utf8), workflowInstanceId: "wf",
+            workflowType: "checkout")
         r.correlationId = "c"
         for headers in [false, true] {
             var config = KafkaSinkConfig()

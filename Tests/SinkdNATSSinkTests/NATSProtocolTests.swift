@@ -11,7 +11,9 @@ import NIOTestUtils
 @Suite struct NATSProtocolTests {
     /// The channel decoder on every fixture, in every split NIO's verifier tries.
     @Test func theChannelDecoderHandlesEverySplit() throws {
-        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: Self.fixtures.map { ($0.0, [$0.1]) }) { NATSDecoder(parser: NATSParser()) }
+        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: Self.fixtures.map { ($0.0, [$0.1]) }) {
+            NATSDecoder(parser: NATSParser())
+        }
     }
 
     static let fixtures: [(String, NATSServerOp)] = [
@@ -21,13 +23,30 @@ import NIOTestUtils
         ("+OK\r\n", .ok),
         ("-ERR 'Authorization Violation'\r\n", .err("Authorization Violation")),
         ("-ERR 'Permissions Violation for Publish to \"x\"'\r\n", .err("Permissions Violation for Publish to \"x\"")),
-        ("MSG orders.created 1 5\r\nhello\r\n", .message(subject: "orders.created", sid: "1", replyTo: nil, headers: nil, payload: Array("hello".utf8))),
-        ("MSG _INBOX.a.3.7 1 reply.to 0\r\n\r\n", .message(subject: "_INBOX.a.3.7", sid: "1", replyTo: "reply.to", headers: nil, payload: [])),
-        ("HMSG _INBOX.a.1.0 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
-         .message(subject: "_INBOX.a.1.0", sid: "1", replyTo: nil, headers: Array("NATS/1.0 503\r\n\r\n".utf8), payload: [])),
-        ("HMSG s 9 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
-         .message(subject: "s", sid: "9", replyTo: "r", headers: Array("NATS/1.0\r\n\r\n".utf8), payload: Array("hi".utf8))),
-        ("MSG s 1 4\r\na\r\nb\r\n", .message(subject: "s", sid: "1", replyTo: nil, headers: nil, payload: Array("a\r\nb".utf8))),
+        (
+            "MSG orders.created 1 5\r\nhello\r\n",
+            .message(subject: "orders.created", sid: "1", replyTo: nil, headers: nil, payload: Array("hello".utf8))
+        ),
+        (
+            "MSG _INBOX.a.3.7 1 reply.to 0\r\n\r\n",
+            .message(subject: "_INBOX.a.3.7", sid: "1", replyTo: "reply.to", headers: nil, payload: [])
+        ),
+        (
+            "HMSG _INBOX.a.1.0 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
+            .message(
+                subject: "_INBOX.a.1.0", sid: "1", replyTo: nil, headers: Array("NATS/1.0 503\r\n\r\n".utf8),
+                payload: [])
+        ),
+        (
+            "HMSG s 9 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            .message(
+                subject: "s", sid: "9", replyTo: "r", headers: Array("NATS/1.0\r\n\r\n".utf8), payload: Array("hi".utf8)
+            )
+        ),
+        (
+            "MSG s 1 4\r\na\r\nb\r\n",
+            .message(subject: "s", sid: "1", replyTo: nil, headers: nil, payload: Array("a\r\nb".utf8))
+        ),
     ]
 
     @Test(arguments: 0..<fixtures.count) func parsesEachServerOperation(_ i: Int) throws {
@@ -39,12 +58,16 @@ import NIOTestUtils
         // Every strict prefix asks for more bytes and consumes nothing.
         for cut in 0..<bytes.count {
             let prefix = Array(bytes[0..<cut])
-            #expect(try prefix.withUnsafeBytes { try NATSParser().parse($0) } == nil, "prefix of \(cut) bytes of \(text.debugDescription)")
+            #expect(
+                try prefix.withUnsafeBytes { try NATSParser().parse($0) } == nil,
+                "prefix of \(cut) bytes of \(text.debugDescription)")
         }
     }
 
     @Test func parsesINFO() throws {
-        let text = #"INFO {"server_id":"NABC","version":"2.9.10","headers":true,"max_payload":1048576,"nonce":"xyz","connect_urls":["10.0.0.2:4222","10.0.0.3:4222"],"ldm":true,"jetstream":true,"tls_required":false}"# + "\r\n"
+        let text =
+            #"INFO {"server_id":"NABC","version":"2.9.10","headers":true,"max_payload":1048576,"nonce":"xyz","connect_urls":["10.0.0.2:4222","10.0.0.3:4222"],"ldm":true,"jetstream":true,"tls_required":false}"#
+            + "\r\n"
         let bytes = Array(text.utf8)
         guard case (.info(let info), let used)? = try bytes.withUnsafeBytes({ try NATSParser().parse($0) }) else {
             Issue.record("not INFO")
@@ -62,11 +85,16 @@ import NIOTestUtils
         let bytes = Array("PING\r\nMSG a 1 2\r\nhi\r\n+OK\r\n".utf8)
         var offset = 0
         var ops: [NATSServerOp] = []
-        while offset < bytes.count, let (op, used) = try bytes[offset...].withUnsafeBytes({ try NATSParser().parse($0) }) {
+        while offset < bytes.count,
+            let (op, used) = try bytes[offset...].withUnsafeBytes({ try NATSParser().parse($0) })
+        {
             ops.append(op)
             offset += used
         }
-        #expect(ops == [.ping, .message(subject: "a", sid: "1", replyTo: nil, headers: nil, payload: Array("hi".utf8)), .ok])
+        #expect(
+            ops == [
+                .ping, .message(subject: "a", sid: "1", replyTo: nil, headers: nil, payload: Array("hi".utf8)), .ok,
+            ])
     }
 
     @Test(arguments: [
@@ -97,8 +125,12 @@ import NIOTestUtils
         out = []
         let headers = NATSEncoder.messageIDHeaders("id-1")
         #expect(String(decoding: headers, as: UTF8.self) == "NATS/1.0\r\nNats-Msg-Id: id-1\r\n\r\n")
-        NATSEncoder.hpub(subject: Array("audit".utf8), replyTo: Array("_INBOX.x.1.0".utf8), headers: headers, payload: Array("{}".utf8), into: &out)
-        #expect(String(decoding: out, as: UTF8.self) == "HPUB audit _INBOX.x.1.0 31 33\r\nNATS/1.0\r\nNats-Msg-Id: id-1\r\n\r\n{}\r\n")
+        NATSEncoder.hpub(
+            subject: Array("audit".utf8), replyTo: Array("_INBOX.x.1.0".utf8), headers: headers,
+            payload: Array("{}".utf8), into: &out)
+        #expect(
+            String(decoding: out, as: UTF8.self)
+                == "HPUB audit _INBOX.x.1.0 31 33\r\nNATS/1.0\r\nNats-Msg-Id: id-1\r\n\r\n{}\r\n")
         out = []
         NATSEncoder.sub(subject: "_INBOX.x.>", sid: "1", into: &out)
         #expect(String(decoding: out, as: UTF8.self) == "SUB _INBOX.x.> 1\r\n")
@@ -178,7 +210,9 @@ import NIOTestUtils
         _ = m.received(.pong)
         m.pingSent()
         m.pingSent()
-        #expect(m.received(.err("Permissions Violation for Publish to \"secret\"")) == NATSConnectionStateMachine.Action.none)
+        #expect(
+            m.received(.err("Permissions Violation for Publish to \"secret\""))
+                == NATSConnectionStateMachine.Action.none)
         #expect(m.received(.pong) == .pingAnswered(error: "Permissions Violation for Publish to \"secret\""))
         #expect(m.received(.pong) == .pingAnswered(error: nil), "the error belongs to one batch only")
         #expect(m.received(.pong) == NATSConnectionStateMachine.Action.none, "a PONG nobody asked for")
@@ -204,18 +238,38 @@ import NIOTestUtils
     // MARK: JetStream replies
 
     @Test func pubAcksMapToOutcomes() {
-        func reply(_ json: String, headers: String? = nil) -> NATSReply { NATSReply(headers: headers.map { Array($0.utf8) }, payload: Array(json.utf8)) }
-        #expect(JetStreamPubAck.outcome(reply(#"{"stream":"S","seq":4}"#), timeout: .seconds(10)) == .outcome(.delivered))
-        #expect(JetStreamPubAck.outcome(reply(#"{"stream":"S","seq":4,"duplicate":true}"#), timeout: .seconds(10)) == .outcome(.delivered))
+        func reply(_ json: String, headers: String? = nil) -> NATSReply {
+            NATSReply(headers: headers.map { Array($0.utf8) }, payload: Array(json.utf8))
+        }
+        #expect(
+            JetStreamPubAck.outcome(reply(#"{"stream":"S","seq":4}"#), timeout: .seconds(10)) == .outcome(.delivered))
+        #expect(
+            JetStreamPubAck.outcome(reply(#"{"stream":"S","seq":4,"duplicate":true}"#), timeout: .seconds(10))
+                == .outcome(.delivered))
         #expect(JetStreamPubAck.outcome(reply("", headers: "NATS/1.0 503\r\n\r\n"), timeout: .seconds(10)) == .noStream)
-        #expect(JetStreamPubAck.outcome(reply(#"{"error":{"code":503,"err_code":10039,"description":"jetstream not enabled"}}"#), timeout: .seconds(10)) == .noStream)
-        #expect(JetStreamPubAck.outcome(reply(#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#), timeout: .seconds(10))
-                == .outcome(.permanent("nats JetStream: message size exceeds maximum allowed (code 400, err_code 10054)")))
-        #expect(JetStreamPubAck.outcome(reply(#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#), timeout: .seconds(10))
+        #expect(
+            JetStreamPubAck.outcome(
+                reply(#"{"error":{"code":503,"err_code":10039,"description":"jetstream not enabled"}}"#),
+                timeout: .seconds(10)) == .noStream)
+        #expect(
+            JetStreamPubAck.outcome(
+                reply(#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#),
+                timeout: .seconds(10))
+                == .outcome(
+                    .permanent("nats JetStream: message size exceeds maximum allowed (code 400, err_code 10054)")))
+        #expect(
+            JetStreamPubAck.outcome(
+                reply(#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#),
+                timeout: .seconds(10))
                 == .outcome(.retryable("nats JetStream: maximum messages exceeded (code 503, err_code 10077)")))
-        #expect(JetStreamPubAck.outcome(reply(#"{"error":{"code":500,"err_code":10047,"description":"insufficient resources"}}"#), timeout: .seconds(10))
+        #expect(
+            JetStreamPubAck.outcome(
+                reply(#"{"error":{"code":500,"err_code":10047,"description":"insufficient resources"}}"#),
+                timeout: .seconds(10))
                 == .outcome(.retryable("nats JetStream: insufficient resources (code 500, err_code 10047)")))
-        #expect(JetStreamPubAck.outcome(nil, timeout: .seconds(10)) == .outcome(.retryable("nats: no JetStream PubAck within 10 s")))
+        #expect(
+            JetStreamPubAck.outcome(nil, timeout: .seconds(10))
+                == .outcome(.retryable("nats: no JetStream PubAck within 10 s")))
     }
 
     @Test(arguments: [
@@ -247,7 +301,9 @@ import NIOTestUtils
     }
 
     @Test func serverListRotatesAfterTheLastUsedAndLearnsClusterMembers() throws {
-        let list = NATSServerList([try NATSServerAddress(parsing: "nats://a:1"), try NATSServerAddress(parsing: "nats://b:2")])
+        let list = NATSServerList([
+            try NATSServerAddress(parsing: "nats://a:1"), try NATSServerAddress(parsing: "nats://b:2"),
+        ])
         #expect(list.rotation().map(\.host) == ["a", "b"])
         list.used(try NATSServerAddress(parsing: "nats://a:1"))
         #expect(list.rotation().map(\.host) == ["b", "a"], "the server used last is tried last")
@@ -273,7 +329,9 @@ import NIOTestUtils
     @Test func badSeedsAreRefusedWithoutEchoingThem() {
         var mistyped = Array(Self.seed)
         mistyped[20] = mistyped[20] == "A" ? "B" : "A"
-        #expect(throws: NKeyError("the NKey's checksum does not match (mistyped or truncated)")) { try NKeyPair(seed: String(mistyped)) }
+        #expect(throws: NKeyError("the NKey's checksum does not match (mistyped or truncated)")) {
+            try NKeyPair(seed: String(mistyped))
+        }
         #expect(throws: NKeyError("an NKey is base32 text (A-Z, 2-7)")) { try NKeyPair(seed: "not-a-seed!") }
         #expect(throws: NKeyError("not an NKey seed (seeds start with 'S')")) { try NKeyPair(seed: Self.publicKey) }
     }

@@ -31,10 +31,13 @@ final class NATSServer: @unchecked Sendable {
     init(config: String = "", jetStream: Bool = true) throws {
         self.jetStream = jetStream
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            throw Failure(description: "nats-server is not installed (scripts/test installs it: apt-get install nats-server)")
+            throw Failure(
+                description: "nats-server is not installed (scripts/test installs it: apt-get install nats-server)")
         }
         port = LoopbackTCP.freePort()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-\(UUID().uuidString.prefix(8))")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         extraConfig = config
         try start()
@@ -71,7 +74,10 @@ final class NATSServer: @unchecked Sendable {
             if LoopbackTCP.canConnect(port: port) { return }
             usleep(20_000)
         }
-        throw Failure(description: "nats-server did not start on port \(port): \((try? String(contentsOfFile: directory + "/nats.log", encoding: .utf8)) ?? "")")
+        throw Failure(
+            description:
+                "nats-server did not start on port \(port): \((try? String(contentsOfFile: directory + "/nats.log", encoding: .utf8)) ?? "")"
+        )
     }
 
     func kill() {
@@ -95,7 +101,9 @@ final class NATSServer: @unchecked Sendable {
         return try await NATSAdmin.connect(config)
     }
 
-    func jetStream(_ subject: String, _ body: String = "", authenticated: NATSSinkConfig? = nil) async throws -> [String: Any] {
+    func jetStream(
+        _ subject: String, _ body: String = "", authenticated: NATSSinkConfig? = nil
+    ) async throws -> [String: Any] {
         let admin = try await admin(authenticated)
         defer { Task { await admin.close() } }
         return try await admin.jetStream(subject, body)
@@ -117,14 +125,22 @@ final class NATSServer: @unchecked Sendable {
     /// Message `seq` of a stream: its payload and headers block.
     func streamMessage(_ name: String, seq: Int) async throws -> (data: String, headers: String) {
         let reply = try await jetStream("$JS.API.STREAM.MSG.GET.\(name)", #"{"seq":\#(seq)}"#)
-        guard let message = reply["message"] as? [String: Any] else { throw Failure(description: "no message \(seq) in \(name): \(reply)") }
-        let data = (message["data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let headers = (message["hdrs"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        guard let message = reply["message"] as? [String: Any] else {
+            throw Failure(description: "no message \(seq) in \(name): \(reply)")
+        }
+        let data =
+            (message["data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
+            ?? ""
+        let headers =
+            (message["hdrs"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
+            ?? ""
         return (data, headers)
     }
 
     /// Waits until `name` holds at least `count` messages; returns what it holds.
-    func waitForStream(_ name: String, count: Int, timeout: Duration = .seconds(30), authenticated: NATSSinkConfig? = nil) async throws -> Int {
+    func waitForStream(
+        _ name: String, count: Int, timeout: Duration = .seconds(30), authenticated: NATSSinkConfig? = nil
+    ) async throws -> Int {
         let deadline = ContinuousClock.now + timeout
         var n = (try? await streamCount(name, authenticated: authenticated)) ?? 0
         while n < count, ContinuousClock.now < deadline {
@@ -150,16 +166,22 @@ final class NATSSubscriber: @unchecked Sendable {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        guard connected == 0 else { throw NATSServer.Failure(description: "cannot connect the subscriber to port \(port)") }
+        guard connected == 0 else {
+            throw NATSServer.Failure(description: "cannot connect the subscriber to port \(port)")
+        }
         let hello = "CONNECT \(connect)\r\nSUB \(subject) 1\r\nPING\r\n"
         _ = hello.withCString { write(fd, $0, strlen($0)) }
         let ready = DispatchSemaphore(value: 0)
         let t = Thread { [self] in readLoop(ready: ready) }
         t.start()
         thread = t
-        guard ready.wait(timeout: .now() + 5) == .success else { throw NATSServer.Failure(description: "the subscriber got no PONG") }
+        guard ready.wait(timeout: .now() + 5) == .success else {
+            throw NATSServer.Failure(description: "the subscriber got no PONG")
+        }
     }
 
     deinit { close(fd) }

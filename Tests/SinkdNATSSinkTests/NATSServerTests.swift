@@ -24,7 +24,9 @@ import SinkdTestSupport
     }
 
     static func engine(_ nats: NATSSinkConfig, family: NATSSinkFamily? = nil) throws -> RunningEngine {
-        try RunningEngine(families: [.nats: family ?? NATSSinkFamily(config: nats, ackTimeout: .seconds(3))]) { $0.sinks.nats = nats }
+        try RunningEngine(families: [.nats: family ?? NATSSinkFamily(config: nats, ackTimeout: .seconds(3))]) {
+            $0.sinks.nats = nats
+        }
     }
 
     @Test func corePublishReachesASubscriber() async throws {
@@ -48,7 +50,9 @@ import SinkdTestSupport
         try await server.createStream("ORDERED", subjects: ["ordered.js"])
         let subscriber = try NATSSubscriber(port: server.port, subject: "ordered.core")
         let nats = Self.config(server) { $0.options.batchSize = 16 }  // many batches, so that an overtaking one shows
-        #expect(nats.options.poolSize == 1 && nats.options.maxInFlight > nats.options.batchSize, "the defaults this is about: one connection, several batches")
+        #expect(
+            nats.options.poolSize == 1 && nats.options.maxInFlight > nats.options.batchSize,
+            "the defaults this is about: one connection, several batches")
         let engine = try Self.engine(nats)
         let total = 2000
         for chunk in 0..<(total / 100) {
@@ -58,13 +62,20 @@ import SinkdTestSupport
         let core = await subscriber.waitFor(count: total)
         #expect(core.count == total)
         let coreOutOfOrder = core.indices.first { core[$0] != #"{"n":\#($0)}"# }
-        #expect(coreOutOfOrder == nil, "core: message \(coreOutOfOrder ?? 0) is \(coreOutOfOrder.map { core[$0] } ?? ""), not record \(coreOutOfOrder ?? 0)")
+        #expect(
+            coreOutOfOrder == nil,
+            "core: message \(coreOutOfOrder ?? 0) is \(coreOutOfOrder.map { core[$0] } ?? ""), not record \(coreOutOfOrder ?? 0)"
+        )
         #expect(try await server.waitForStream("ORDERED", count: total) == total)
         var firstOutOfOrder: Int?
         for seq in 1...total where firstOutOfOrder == nil {
-            if try await server.streamMessage("ORDERED", seq: seq).data != #"{"n":\#(seq - 1)}"# { firstOutOfOrder = seq }
+            if try await server.streamMessage("ORDERED", seq: seq).data != #"{"n":\#(seq - 1)}"# {
+                firstOutOfOrder = seq
+            }
         }
-        #expect(firstOutOfOrder == nil, "JetStream: stream sequence \(firstOutOfOrder ?? 0) is not record \((firstOutOfOrder ?? 1) - 1)")
+        #expect(
+            firstOutOfOrder == nil,
+            "JetStream: stream sequence \(firstOutOfOrder ?? 0) is not record \((firstOutOfOrder ?? 1) - 1)")
         await engine.stop()
     }
 
@@ -164,7 +175,9 @@ import SinkdTestSupport
         let nats = Self.config(server)
         let family = NATSSinkFamily(config: nats, logger: logs.logger(), ackTimeout: .seconds(3))
         let engine = try Self.engine(nats, family: family)
-        for chunk in 0..<3 { await engine.append(Self.records("nats_stream:legacy", (chunk * 10)..<((chunk + 1) * 10))) }
+        for chunk in 0..<3 {
+            await engine.append(Self.records("nats_stream:legacy", (chunk * 10)..<((chunk + 1) * 10)))
+        }
         #expect(try await server.waitForStream("LEGACY", count: 30) == 30)
         await engine.stop()
         // A second client for the same sink (a restarted pipeline) does not warn again.
@@ -184,7 +197,9 @@ import SinkdTestSupport
             if chunk == 14 { try server.start() }
             try await Task.sleep(for: .milliseconds(30))
         }
-        #expect(try await server.waitForStream("EVENTS", count: total, timeout: .seconds(60)) == total, "every record stored exactly once (deduplicated)")
+        #expect(
+            try await server.waitForStream("EVENTS", count: total, timeout: .seconds(60)) == total,
+            "every record stored exactly once (deduplicated)")
         #expect(try engine.deadLetters.entries().isEmpty, "an outage dead-letters nothing")
         await engine.stop()
     }
@@ -198,7 +213,9 @@ import SinkdTestSupport
         await engine.append(records)
         #expect(await subscriber.waitFor(count: 4).count == 4)
         let deadline = ContinuousClock.now + .seconds(10)
-        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while try engine.deadLetters.entries().isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let dead = try engine.deadLetters.entries(sink: "nats:big")
         #expect(dead.map(\.record.id) == ["r-2"])
         #expect(dead.first?.error.contains("more than the server's max_payload of 2048 bytes") == true)
@@ -227,7 +244,9 @@ import SinkdTestSupport
         case "token": subscriberConnect = #"{"auth_token":"t0ken"}"#
         default: subscriberConnect = ""
         }
-        let subscriber = method == "nkey" ? nil : try NATSSubscriber(port: server.port, subject: "secure", connect: subscriberConnect)
+        let subscriber =
+            method == "nkey"
+            ? nil : try NATSSubscriber(port: server.port, subject: "secure", connect: subscriberConnect)
         try await server.createStream("SECURE", subjects: ["secure.js"], authenticated: nats)
         let engine = try Self.engine(nats)
         await engine.append(Self.records("jsm:secure.js", 0..<10))
@@ -241,7 +260,10 @@ import SinkdTestSupport
 
     @Test func refusedCredentialsPauseTheSinkAndSayWhy() async throws {
         let server = try NATSServer(config: #"authorization { user: "sinkd", password: "s3cret" }"#)
-        let engine = try Self.engine(Self.config(server) { $0.user = "sinkd"; $0.password = "wrong" })
+        let engine = try Self.engine(
+            Self.config(server) {
+                $0.user = "sinkd"; $0.password = "wrong"
+            })
         await engine.append(Self.records("nats:x", 0..<3))
         #expect(await engine.wait(for: "nats:x", state: .down))
         let error = engine.snapshot(of: "nats:x")?.lastError ?? ""
@@ -278,11 +300,14 @@ import SinkdTestSupport
     }
 
     @Test func tlsWithTheConfiguredCAAndVerificationOn() async throws {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-tls-\(UUID().uuidString.prefix(8))").path
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-nats-tls-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let certificates = try TestCertificates(in: scratch)
-        let server = try NATSServer(config: #"tls { cert_file: "\#(certificates.certificateFile)", key_file: "\#(certificates.keyFile)" }"#)
+        let server = try NATSServer(
+            config: #"tls { cert_file: "\#(certificates.certificateFile)", key_file: "\#(certificates.keyFile)" }"#)
         // Verified against the configured CA: delivered.
         let trusted = Self.config(server) {
             $0.servers = ["tls://127.0.0.1:\(server.port)"]
@@ -304,11 +329,16 @@ import SinkdTestSupport
     }
 
     @Test func mutualTLSWithAClientCertificate() async throws {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-mtls-\(UUID().uuidString.prefix(8))").path
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "sinkd-nats-mtls-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let c = try TestCertificates(in: scratch)
-        let server = try NATSServer(config: #"tls { cert_file: "\#(c.certificateFile)", key_file: "\#(c.keyFile)", ca_file: "\#(c.caFile)", verify: true }"#)
+        let server = try NATSServer(
+            config:
+                #"tls { cert_file: "\#(c.certificateFile)", key_file: "\#(c.keyFile)", ca_file: "\#(c.caFile)", verify: true }"#
+        )
         let withCertificate = Self.config(server) {
             $0.servers = ["tls://127.0.0.1:\(server.port)"]
             $0.tls = TLSConfig(caFile: c.caFile, certificateFile: c.clientCertificateFile, keyFile: c.clientKeyFile)
@@ -334,8 +364,14 @@ import SinkdTestSupport
     @Test func discoversClusterMembersFromINFOAndFailsOverToThem() async throws {
         let routeA = LoopbackTCP.freePort()
         let routeB = LoopbackTCP.freePort()
-        let a = try NATSServer(config: "server_name: a\ncluster { name: sinkd, listen: 127.0.0.1:\(routeA), routes: [nats-route://127.0.0.1:\(routeB)] }")
-        let b = try NATSServer(config: "server_name: b\ncluster { name: sinkd, listen: 127.0.0.1:\(routeB), routes: [nats-route://127.0.0.1:\(routeA)] }")
+        let a = try NATSServer(
+            config:
+                "server_name: a\ncluster { name: sinkd, listen: 127.0.0.1:\(routeA), routes: [nats-route://127.0.0.1:\(routeB)] }"
+        )
+        let b = try NATSServer(
+            config:
+                "server_name: b\ncluster { name: sinkd, listen: 127.0.0.1:\(routeB), routes: [nats-route://127.0.0.1:\(routeA)] }"
+        )
         let onB = try NATSSubscriber(port: b.port, subject: "clustered")
         let family = NATSSinkFamily(config: Self.config(a), ackTimeout: .seconds(3))
         let engine = try Self.engine(Self.config(a), family: family)
@@ -347,18 +383,23 @@ import SinkdTestSupport
             n += 1
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(family.servers.servers.map(\.port).contains(b.port), "b was learnt from connect_urls: \(family.servers.servers)")
+        #expect(
+            family.servers.servers.map(\.port).contains(b.port),
+            "b was learnt from connect_urls: \(family.servers.servers)")
         a.kill()
         await engine.append(Self.records("nats:clustered", 1000..<1010))
         let got = await onB.waitFor(count: 10, timeout: .seconds(30))
-        #expect(Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }), "published through the discovered server")
+        #expect(
+            Set(got).isSuperset(of: (1000..<1010).map { #"{"n":\#($0)}"# }), "published through the discovered server")
         await engine.stop()
     }
 
     /// Decentralized auth: an operator-mode server (memory resolver) and a user credentials file
     /// (user JWT + seed): sinkd presents the JWT and signs the nonce with the seed.
     @Test func authenticatesWithACredentialsFile() async throws {
-        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/operator_jwts.py").path
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "Fixtures/operator_jwts.py"
+        ).path
         let made = try await offThePool { () throws -> [String: String] in
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -368,25 +409,29 @@ import SinkdTestSupport
             try p.run()
             let data = out.fileHandleForReading.readDataToEndOfFile()
             p.waitUntilExit()
-            guard p.terminationStatus == 0, let json = try JSONSerialization.jsonObject(with: data) as? [String: String] else {
+            guard p.terminationStatus == 0, let json = try JSONSerialization.jsonObject(with: data) as? [String: String]
+            else {
                 throw NATSServer.Failure(description: "operator_jwts.py failed (pip install nkeys)")
             }
             return json
         }
-        let server = try NATSServer(config: "operator: \(made["operator"]!)\nresolver: MEMORY\nresolver_preload: { \(made["account_pub"]!): \(made["account"]!) }", jetStream: false)
+        let server = try NATSServer(
+            config:
+                "operator: \(made["operator"]!)\nresolver: MEMORY\nresolver_preload: { \(made["account_pub"]!): \(made["account"]!) }",
+            jetStream: false)
         let creds = server.directory + "/user.creds"
         try """
-            -----BEGIN NATS USER JWT-----
-            \(made["user"]!)
-            ------END NATS USER JWT------
+        -----BEGIN NATS USER JWT-----
+        \(made["user"]!)
+        ------END NATS USER JWT------
 
-            ************************* IMPORTANT *************************
-            NKEY Seed printed below can be used to sign and prove identity.
+        ************************* IMPORTANT *************************
+        NKEY Seed printed below can be used to sign and prove identity.
 
-            -----BEGIN USER NKEY SEED-----
-            \(made["seed"]!)
-            ------END USER NKEY SEED------
-            """.write(toFile: creds, atomically: true, encoding: .utf8)
+        -----BEGIN USER NKEY SEED-----
+        \(made["seed"]!)
+        ------END USER NKEY SEED------
+        """.write(toFile: creds, atomically: true, encoding: .utf8)
         let nats = Self.config(server) { $0.credentialsFile = creds }
         let received = LockedCounter()
         let admin = try await NATSAdmin.connect(nats) { _, _ in received.increment() }

@@ -17,7 +17,9 @@ import SinkdTestSupport
 
         let total = 3000
         for chunk in 0..<30 {
-            let records = (0..<100).map { EventRecord(id: "k\(chunk)-\($0)", sink: "redis:events", payload: Array(#"{"c":\#(chunk)}"#.utf8)) }
+            let records = (0..<100).map {
+                EventRecord(id: "k\(chunk)-\($0)", sink: "redis:events", payload: Array(#"{"c":\#(chunk)}"#.utf8))
+            }
             await engine.append(records)
             if chunk == 10 { server.stop() }
             if chunk == 20 { try server.start() }
@@ -28,10 +30,13 @@ import SinkdTestSupport
         let deadline = ContinuousClock.now + .seconds(60)
         while ids.count < total, ContinuousClock.now < deadline {
             if case .array(let entries?)? = try? await server.command(["XRANGE", "events", "-", "+"]) {
-                ids = Set(entries.compactMap { entry -> String? in
-                    guard case .array(let e?) = entry, case .array(let fields?) = e[1], case .bulkString(let id?) = fields[1] else { return nil }
-                    return String(decoding: id, as: UTF8.self)
-                })
+                ids = Set(
+                    entries.compactMap { entry -> String? in
+                        guard case .array(let e?) = entry, case .array(let fields?) = e[1],
+                            case .bulkString(let id?) = fields[1]
+                        else { return nil }
+                        return String(decoding: id, as: UTF8.self)
+                    })
             }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -53,14 +58,19 @@ import SinkdTestSupport
         let engine = try RunningEngine(families: [.redis: RedisSinkFamily(config: redis)]) { $0.sinks.redis = redis }
         let total = 5000
         for chunk in 0..<50 {
-            await engine.append((0..<100).map { EventRecord(id: "o\(chunk * 100 + $0)", sink: "redis:ordered", payload: Array("{}".utf8)) })
+            await engine.append(
+                (0..<100).map {
+                    EventRecord(id: "o\(chunk * 100 + $0)", sink: "redis:ordered", payload: Array("{}".utf8))
+                })
         }
         var ids: [String] = []
         let deadline = ContinuousClock.now + .seconds(60)
         while ids.count < total, ContinuousClock.now < deadline {
             if case .array(let entries?)? = try? await server.command(["XRANGE", "ordered", "-", "+"]) {
                 ids = entries.compactMap { entry -> String? in
-                    guard case .array(let e?) = entry, case .array(let fields?) = e[1], case .bulkString(let id?) = fields[1] else { return nil }
+                    guard case .array(let e?) = entry, case .array(let fields?) = e[1],
+                        case .bulkString(let id?) = fields[1]
+                    else { return nil }
                     return String(decoding: id, as: UTF8.self)
                 }
             }
@@ -68,7 +78,9 @@ import SinkdTestSupport
         }
         #expect(ids.count == total)
         let firstOutOfOrder = ids.indices.first { ids[$0] != "o\($0)" }
-        #expect(firstOutOfOrder == nil, "entry \(firstOutOfOrder ?? 0) is \(firstOutOfOrder.map { ids[$0] } ?? ""), not o\(firstOutOfOrder ?? 0)")
+        #expect(
+            firstOutOfOrder == nil,
+            "entry \(firstOutOfOrder ?? 0) is \(firstOutOfOrder.map { ids[$0] } ?? ""), not o\(firstOutOfOrder ?? 0)")
         await engine.stop()
     }
 }

@@ -13,15 +13,22 @@ import SinkdTestSupport
 // .timeLimit: a guard against a hang, not a measurement. It counts the wait for a blocking test
 // slot (BlockingThreads) too, which on a loaded CI machine has taken over a minute.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct RedisHostileServerTests {
-    static func client(_ server: ScriptedTCPServer, replyTimeout: Duration = .milliseconds(500)) throws -> RedisStreamClient {
-        RedisStreamClient(stream: "s", endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(server.port)/0"), maxlen: 0,
-                          replyTimeout: replyTimeout, poolSize: 1, group: .singletonMultiThreadedEventLoopGroup)
+    static func client(
+        _ server: ScriptedTCPServer, replyTimeout: Duration = .milliseconds(500)
+    ) throws -> RedisStreamClient {
+        RedisStreamClient(
+            stream: "s", endpoint: try RedisEndpoint(url: "redis://127.0.0.1:\(server.port)/0"), maxlen: 0,
+            replyTimeout: replyTimeout, poolSize: 1, group: .singletonMultiThreadedEventLoopGroup)
     }
 
-    static let record = [SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "redis:s", payload: Array("{}".utf8)))]
+    static let record = [
+        SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "redis:s", payload: Array("{}".utf8)))
+    ]
 
     /// Sends one record; returns the connection error's text and how long it took.
-    static func failure(_ server: ScriptedTCPServer, replyTimeout: Duration = .milliseconds(500)) async throws -> (String, Duration) {
+    static func failure(
+        _ server: ScriptedTCPServer, replyTimeout: Duration = .milliseconds(500)
+    ) async throws -> (String, Duration) {
         let client = try client(server, replyTimeout: replyTimeout)
         defer { Task { await client.close() } }
         let start = ContinuousClock.now
@@ -71,7 +78,10 @@ import SinkdTestSupport
 
     @Test func aReplyTricklingInIsCutAtTheReplyTimeout() async throws {
         let server = try ScriptedTCPServer { connection, received in
-            if !received.isEmpty { connection.trickle(Array("$100\r\n".utf8) + Array(repeating: 0x61, count: 100), every: .milliseconds(50)) }
+            if !received.isEmpty {
+                connection.trickle(
+                    Array("$100\r\n".utf8) + Array(repeating: 0x61, count: 100), every: .milliseconds(50))
+            }
         }
         let (error, took) = try await Self.failure(server)
         #expect(error.contains("no reply within 500 ms"), "\(error)")
@@ -119,7 +129,8 @@ import SinkdTestSupport
         #expect(error.contains("answered XADD with +PONG, not an entry id or an error"), "\(error)")
         #expect(RedisStreamClient.outcome(.simpleString("OK")) == nil)
         #expect(RedisStreamClient.outcome(.integer(1)) == nil)
-        #expect(RedisStreamClient.outcome(.bulkString(Array("hello".utf8))) == nil, "a bulk string that is not an entry id")
+        #expect(
+            RedisStreamClient.outcome(.bulkString(Array("hello".utf8))) == nil, "a bulk string that is not an entry id")
         #expect(RedisStreamClient.outcome(.bulkString(nil)) == nil)
         #expect(RedisStreamClient.outcome(.bulkString(Array("1733560000000-0".utf8))) == .delivered)
     }
@@ -135,14 +146,17 @@ import SinkdTestSupport
         #expect(try channel.readInbound(as: RESPValue.self) == .error("ERR " + String(repeating: "x", count: 3000)))
         var decoder = RESPDecoder(limits: .xaddReplies)
         var buffer = ByteBuffer(string: "-ERR abc")
-        let context = try EmbeddedChannel(handler: ByteToMessageHandler(RESPDecoder(limits: .xaddReplies))).pipeline.syncOperations.context(handlerType: ByteToMessageHandler<RESPDecoder>.self)
+        let context = try EmbeddedChannel(handler: ByteToMessageHandler(RESPDecoder(limits: .xaddReplies))).pipeline
+            .syncOperations.context(handlerType: ByteToMessageHandler<RESPDecoder>.self)
         #expect(try decoder.decode(context: context, buffer: &buffer) == .needMoreData)
         #expect(decoder.searchedBytes == 7, "remembers how far it looked")
         buffer.writeString("def")
         #expect(try decoder.decode(context: context, buffer: &buffer) == .needMoreData)
         #expect(decoder.searchedBytes == 10)
         let tooLong = EmbeddedChannel(handler: ByteToMessageHandler(RESPDecoder(limits: .xaddReplies)))
-        #expect(throws: (any Error).self) { try tooLong.writeInbound(tooLong.allocator.buffer(string: "+" + String(repeating: "y", count: 5000))) }
+        #expect(throws: (any Error).self) {
+            try tooLong.writeInbound(tooLong.allocator.buffer(string: "+" + String(repeating: "y", count: 5000)))
+        }
     }
 
     /// Through the engine: a server that accepts and never answers leaves the sink `down` with

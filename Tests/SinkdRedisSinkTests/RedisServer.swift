@@ -22,7 +22,9 @@ final class RedisServer: @unchecked Sendable {
     init(arguments: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else { throw Missing() }
         port = Self.freePort()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-redis-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-redis-\(UUID().uuidString.prefix(8))")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         extraArguments = arguments
         try start()
@@ -36,8 +38,12 @@ final class RedisServer: @unchecked Sendable {
     func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                       "--dir", directory, "--daemonize", "no", "--logfile", directory + "/redis.log"] + extraArguments
+        p.arguments =
+            [
+                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync",
+                "always",
+                "--dir", directory, "--daemonize", "no", "--logfile", directory + "/redis.log",
+            ] + extraArguments
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         process = p
@@ -60,7 +66,9 @@ final class RedisServer: @unchecked Sendable {
 
     /// A plain connection for the test's own commands (XRANGE, XLEN, SET, ...).
     func command(_ parts: [String], password: String? = nil) async throws -> RESPValue {
-        let c = try await RedisConnection.connect(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5), replyTimeout: .seconds(30), limits: .protocolMaximum)
+        let c = try await RedisConnection.connect(
+            host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton, timeout: .seconds(5),
+            replyTimeout: .seconds(30), limits: .protocolMaximum)
         defer { Task { await c.close() } }
         if let password { _ = try await c.send([[Array("AUTH".utf8), Array(password.utf8)]]) }
         return try await c.send([parts.map { Array($0.utf8) }])[0]

@@ -15,7 +15,9 @@ import NIOTestUtils
             ("-ERR no such key\r\n:7\r\n", [.error("ERR no such key"), .integer(7)]),
             ("$-1\r\n", [.bulkString(nil)]),
         ]
-        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: pairs) { RESPDecoder(limits: .xaddReplies) }
+        try ByteToMessageDecoderVerifier.verifyDecoder(stringInputOutputPairs: pairs) {
+            RESPDecoder(limits: .xaddReplies)
+        }
     }
 
     static func parse(_ text: String) throws -> RESPValue? {
@@ -28,7 +30,8 @@ import NIOTestUtils
         #expect(try Self.parse(":42\r\n") == .integer(42))
         #expect(try Self.parse("$5\r\nhe\r\no\r\n") == .bulkString(Array("he\r\no".utf8)), "binary-safe")
         #expect(try Self.parse("$-1\r\n") == .bulkString(nil))
-        #expect(try Self.parse("*2\r\n$1\r\na\r\n*1\r\n:1\r\n") == .array([.bulkString([0x61]), .array([.integer(1)])]))
+        #expect(
+            try Self.parse("*2\r\n$1\r\na\r\n*1\r\n:1\r\n") == .array([.bulkString([0x61]), .array([.integer(1)])]))
         #expect(try Self.parse("*-1\r\n") == .array(nil))
     }
 
@@ -55,7 +58,12 @@ import NIOTestUtils
 
     @Test func urls() throws {
         let e = try RedisEndpoint(url: "redis://user:p%40ss@redis.local:6380/3")
-        #expect(e == { var x = try! RedisEndpoint(url: "redis://x"); x.host = "redis.local"; x.port = 6380; x.user = "user"; x.password = "p@ss"; x.database = 3; return x }())
+        #expect(
+            e
+                == {
+                    var x = try! RedisEndpoint(url: "redis://x"); x.host = "redis.local"; x.port = 6380;
+                    x.user = "user"; x.password = "p@ss"; x.database = 3; return x
+                }())
         let plain = try RedisEndpoint(url: "redis://127.0.0.1:6379/0")
         #expect(plain.password == nil && plain.database == 0)
         #expect(throws: SinkConnectionError.self) { try RedisEndpoint(url: "redis://h:99999") }
@@ -65,18 +73,28 @@ import NIOTestUtils
         var r = EventRecord(id: "t-1", sink: "redis:s", payload: Array(#"{"a":1}"#.utf8))
         r.workflowType = "wf"
         r.workflowVersion = 3
-        let client = RedisStreamClient(stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 100, poolSize: 1, group: .singletonMultiThreadedEventLoopGroup)
+        let client = RedisStreamClient(
+            stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 100, poolSize: 1,
+            group: .singletonMultiThreadedEventLoopGroup)
         var fast: [UInt8] = []
         client.encodeXADD(r, into: &fast)
         var expected: [UInt8] = []
-        RESP.encodeCommand(["XADD", "s", "MAXLEN", "~", "100", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowType", "wf", "workflowVersion", "3"].map { Array($0.utf8) }, into: &expected)
+        RESP.encodeCommand(
+            [
+                "XADD", "s", "MAXLEN", "~", "100", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowType", "wf",
+                "workflowVersion", "3",
+            ].map { Array($0.utf8) }, into: &expected)
         #expect(fast == expected)
     }
 
     @Test func replyOutcomes() {
         #expect(RedisStreamClient.outcome(.bulkString(Array("1-0".utf8))) == .delivered)
-        #expect(RedisStreamClient.outcome(.error("LOADING Redis is loading")) == .retryable("redis: LOADING Redis is loading"))
-        #expect(RedisStreamClient.outcome(.error("WRONGTYPE Operation against a key holding the wrong kind of value")) == .permanent("redis: WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(
+            RedisStreamClient.outcome(.error("LOADING Redis is loading"))
+                == .retryable("redis: LOADING Redis is loading"))
+        #expect(
+            RedisStreamClient.outcome(.error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+                == .permanent("redis: WRONGTYPE Operation against a key holding the wrong kind of value"))
     }
 }
 
@@ -90,12 +108,15 @@ import NIOTestUtils
         }
     }
 
-    static func client(_ server: RedisServer, url: String? = nil, stream: String = "orders", maxlen: Int = 0) throws -> any SinkClient {
+    static func client(
+        _ server: RedisServer, url: String? = nil, stream: String = "orders", maxlen: Int = 0
+    ) throws -> any SinkClient {
         var config = RedisSinkConfig()
         config.url = url ?? server.url
         config.maxlen = maxlen
         let family = RedisSinkFamily(config: config)
-        return try family.makeClient(for: try SinkAddress.parse(identity: "redis:\(stream)"), options: ConfigFamily.redis.defaultOptions)
+        return try family.makeClient(
+            for: try SinkAddress.parse(identity: "redis:\(stream)"), options: ConfigFamily.redis.defaultOptions)
     }
 
     @Test func xaddsEveryRecordWithItsFields() async throws {
@@ -112,7 +133,9 @@ import NIOTestUtils
             Issue.record("unexpected entry shape")
             return
         }
-        let strings = fields.compactMap { if case .bulkString(let b?) = $0 { String(decoding: b, as: UTF8.self) } else { nil } }
+        let strings = fields.compactMap {
+            if case .bulkString(let b?) = $0 { String(decoding: b, as: UTF8.self) } else { nil }
+        }
         #expect(strings == ["id", "r1", "payload", #"{"n": 1}"#, "workflowInstanceId", "wf-1", "correlationId", "c"])
         await client.close()
     }
@@ -143,12 +166,18 @@ import NIOTestUtils
         let server = try RedisServer(arguments: ["--requirepass", "s3cret"])
         let good = try Self.client(server, url: "redis://:s3cret@127.0.0.1:\(server.port)/2")
         #expect(try await good.send(Self.records(2)) == [.delivered, .delivered])
-        let c = try await RedisConnection.connect(host: "127.0.0.1", port: server.port, group: .singletonMultiThreadedEventLoopGroup, timeout: .seconds(5), replyTimeout: .seconds(30), limits: .protocolMaximum)
-        let replies = try await c.send([[Array("AUTH".utf8), Array("s3cret".utf8)], [Array("SELECT".utf8), Array("2".utf8)], [Array("XLEN".utf8), Array("orders".utf8)]])
+        let c = try await RedisConnection.connect(
+            host: "127.0.0.1", port: server.port, group: .singletonMultiThreadedEventLoopGroup, timeout: .seconds(5),
+            replyTimeout: .seconds(30), limits: .protocolMaximum)
+        let replies = try await c.send([
+            [Array("AUTH".utf8), Array("s3cret".utf8)], [Array("SELECT".utf8), Array("2".utf8)],
+            [Array("XLEN".utf8), Array("orders".utf8)],
+        ])
         #expect(replies.last == .integer(2), "written to database 2")
         await c.close()
         let bad = try Self.client(server, url: "redis://:wrong@127.0.0.1:\(server.port)/0")
-        await #expect(throws: SinkConnectionError.self, "a refused password pauses the sink instead of failing records") {
+        await #expect(throws: SinkConnectionError.self, "a refused password pauses the sink instead of failing records")
+        {
             _ = try await bad.send(Self.records(1))
         }
         await good.close()

@@ -36,7 +36,8 @@ final class CredentialEndpoint: Sendable {
         channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(Handler(answer: answer, recorded: recorded, delay: delay))
+                    try channel.pipeline.syncOperations.addHandler(
+                        Handler(answer: answer, recorded: recorded, delay: delay))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).wait()
@@ -51,7 +52,10 @@ final class CredentialEndpoint: Sendable {
         let recorded: NIOLockedValueBox<[Request]>
         let delay: TimeAmount
         var head: HTTPRequestHead?
-        init(answer: @escaping @Sendable (Request) -> (status: Int, body: String), recorded: NIOLockedValueBox<[Request]>, delay: TimeAmount) {
+        init(
+            answer: @escaping @Sendable (Request) -> (status: Int, body: String),
+            recorded: NIOLockedValueBox<[Request]>, delay: TimeAmount
+        ) {
             self.answer = answer
             self.recorded = recorded
             self.delay = delay
@@ -71,11 +75,22 @@ final class CredentialEndpoint: Sendable {
                 var out = HTTPHeaders()
                 out.add(name: "Content-Length", value: "\(body.utf8.count)")
                 let respond = { [self] in
-                    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: out))), promise: nil)
-                    context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+                    context.write(
+                        wrapOutboundOut(
+                            .head(
+                                HTTPResponseHead(
+                                    version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: out))),
+                        promise: nil)
+                    context.write(
+                        wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))),
+                        promise: nil)
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 }
-                if delay == .zero { respond() } else { context.eventLoop.assumeIsolated().scheduleTask(in: delay, respond) }
+                if delay == .zero {
+                    respond()
+                } else {
+                    context.eventLoop.assumeIsolated().scheduleTask(in: delay, respond)
+                }
             }
         }
     }
@@ -84,14 +99,17 @@ final class CredentialEndpoint: Sendable {
     /// moto user's long-term keys, and moto refuses a session token it did not issue.
     static func credentialsJSON(key: String, secret: String, expiration: Date) -> String {
         let f = ISO8601DateFormatter()
-        return #"{"Code":"Success","Type":"AWS-HMAC","AccessKeyId":"\#(key)","SecretAccessKey":"\#(secret)","Expiration":"\#(f.string(from: expiration))"}"#
+        return
+            #"{"Code":"Success","Type":"AWS-HMAC","AccessKeyId":"\#(key)","SecretAccessKey":"\#(secret)","Expiration":"\#(f.string(from: expiration))"}"#
     }
 }
 
 /// The SDKs' credential chain, chosen without I/O: every source, its place in the order, and the
 /// profile forms of the shared files.
 @Suite(.blockingThreads) struct CredentialChainTests {
-    static func resolve(_ env: [String: String], files: [String: String] = [:], _ configure: (inout SQSSinkConfig) -> Void = { _ in }) -> Result<SQSCredentials.Source, SQSCredentials.ResolveError> {
+    static func resolve(
+        _ env: [String: String], files: [String: String] = [:], _ configure: (inout SQSSinkConfig) -> Void = { _ in }
+    ) -> Result<SQSCredentials.Source, SQSCredentials.ResolveError> {
         var config = SQSSinkConfig()
         configure(&config)
         return SQSCredentials.resolve(config: config, environment: env, readFile: { files[$0] })
@@ -140,7 +158,9 @@ final class CredentialEndpoint: Sendable {
         [profile base]
         region = eu-west-1
         """
-    static var files: [String: String] { ["/home/u/.aws/credentials": credentialsFile, "/home/u/.aws/config": configFile] }
+    static var files: [String: String] {
+        ["/home/u/.aws/credentials": credentialsFile, "/home/u/.aws/config": configFile]
+    }
 
     @Test func theOrderIsTheJavaSDKs() throws {
         let everything = Self.home.merging([
@@ -148,63 +168,125 @@ final class CredentialEndpoint: Sendable {
             "AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_ROLE_ARN": "arn:aws:iam::1:role/w",
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/x",
         ]) { $1 }
-        let fromConfig = try Self.resolve(everything, files: Self.files) { $0.accessKeyID = "CFG"; $0.secretAccessKey = "cfgsecret" }.get()
-        #expect(fromConfig == .fixed(.init(accessKeyID: "CFG", secretAccessKey: "cfgsecret"), origin: "sinks.sqs configuration"))
-        #expect(try Self.resolve(everything, files: Self.files).get() == .fixed(.init(accessKeyID: "ENV", secretAccessKey: "envsecret"), origin: "environment (AWS_ACCESS_KEY_ID)"))
+        let fromConfig = try Self.resolve(everything, files: Self.files) {
+            $0.accessKeyID = "CFG"; $0.secretAccessKey = "cfgsecret"
+        }.get()
+        #expect(
+            fromConfig
+                == .fixed(.init(accessKeyID: "CFG", secretAccessKey: "cfgsecret"), origin: "sinks.sqs configuration"))
+        #expect(
+            try Self.resolve(everything, files: Self.files).get()
+                == .fixed(
+                    .init(accessKeyID: "ENV", secretAccessKey: "envsecret"), origin: "environment (AWS_ACCESS_KEY_ID)"))
         var env = everything
         env["AWS_ACCESS_KEY_ID"] = nil
-        #expect(try Self.resolve(env, files: Self.files).get() == .webIdentity(roleARN: "arn:aws:iam::1:role/w", tokenFile: "/t", sessionName: "sinkd", origin: "environment"))
+        #expect(
+            try Self.resolve(env, files: Self.files).get()
+                == .webIdentity(
+                    roleARN: "arn:aws:iam::1:role/w", tokenFile: "/t", sessionName: "sinkd", origin: "environment"))
         env["AWS_WEB_IDENTITY_TOKEN_FILE"] = nil
-        #expect(try Self.resolve(env, files: Self.files).get() == .fixed(.init(accessKeyID: "DEF", secretAccessKey: "defsecret"), origin: "profile default in /home/u/.aws/credentials"))
-        #expect(try Self.resolve(env).get() == .container(url: "http://169.254.170.2/v2/credentials/x", tokenFile: nil, token: nil))
+        #expect(
+            try Self.resolve(env, files: Self.files).get()
+                == .fixed(
+                    .init(accessKeyID: "DEF", secretAccessKey: "defsecret"),
+                    origin: "profile default in /home/u/.aws/credentials"))
+        #expect(
+            try Self.resolve(env).get()
+                == .container(url: "http://169.254.170.2/v2/credentials/x", tokenFile: nil, token: nil))
         env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] = nil
         #expect(try Self.resolve(env).get() == .instanceMetadata(endpoint: "http://169.254.169.254"))
         env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = "http://127.0.0.1:9"
         #expect(try Self.resolve(env).get() == .instanceMetadata(endpoint: "http://127.0.0.1:9"))
         env["AWS_EC2_METADATA_DISABLED"] = "true"
-        guard case .failure(let none) = Self.resolve(env) else { Issue.record("nothing configured must be an error"); return }
-        #expect(none.description.contains("no AWS credentials") && none.description.contains("AWS_EC2_METADATA_DISABLED"))
+        guard case .failure(let none) = Self.resolve(env) else {
+            Issue.record("nothing configured must be an error"); return
+        }
+        #expect(
+            none.description.contains("no AWS credentials") && none.description.contains("AWS_EC2_METADATA_DISABLED"))
     }
 
     @Test func profilesOfTheSharedFiles() throws {
-        func profile(_ name: String, _ env: [String: String] = [:]) -> Result<SQSCredentials.Source, SQSCredentials.ResolveError> {
+        func profile(
+            _ name: String, _ env: [String: String] = [:]
+        ) -> Result<SQSCredentials.Source, SQSCredentials.ResolveError> {
             Self.resolve(Self.home.merging(env) { $1 }, files: Self.files) { $0.profile = name }
         }
-        let base = SQSCredentials.Source.fixed(.init(accessKeyID: "BASE", secretAccessKey: "basesecret", sessionToken: "tok"), origin: "profile base in /home/u/.aws/credentials and /home/u/.aws/config")
+        let base = SQSCredentials.Source.fixed(
+            .init(accessKeyID: "BASE", secretAccessKey: "basesecret", sessionToken: "tok"),
+            origin: "profile base in /home/u/.aws/credentials and /home/u/.aws/config")
         #expect(try profile("base").get() == base)
-        let app = SQSCredentials.Source.assumeRole(roleARN: "arn:aws:iam::123456789012:role/app", sessionName: "orders", externalID: "ext-1", durationSeconds: 1800,
-                                                   source: base, origin: "profile app in /home/u/.aws/config")
+        let app = SQSCredentials.Source.assumeRole(
+            roleARN: "arn:aws:iam::123456789012:role/app", sessionName: "orders", externalID: "ext-1",
+            durationSeconds: 1800,
+            source: base, origin: "profile app in /home/u/.aws/config")
         #expect(try profile("app").get() == app)
-        #expect(try profile("chained").get() == .assumeRole(roleARN: "arn:aws:iam::123456789012:role/second", sessionName: "sinkd", externalID: nil, durationSeconds: nil,
-                                                            source: app, origin: "profile chained in /home/u/.aws/config"))
+        #expect(
+            try profile("chained").get()
+                == .assumeRole(
+                    roleARN: "arn:aws:iam::123456789012:role/second", sessionName: "sinkd", externalID: nil,
+                    durationSeconds: nil,
+                    source: app, origin: "profile chained in /home/u/.aws/config"))
         guard case .failure(let loop) = profile("loop1") else { Issue.record("a loop must be refused"); return }
         #expect(loop.description.contains("loop1 -> loop2 -> loop1"))
-        guard case .assumeRole(_, _, _, _, .instanceMetadata, _) = try profile("onInstance").get() else { Issue.record("credential_source Ec2InstanceMetadata"); return }
-        guard case .failure(let noEnv) = profile("fromEnv") else { Issue.record("credential_source Environment without the variables"); return }
+        guard case .assumeRole(_, _, _, _, .instanceMetadata, _) = try profile("onInstance").get() else {
+            Issue.record("credential_source Ec2InstanceMetadata"); return
+        }
+        guard case .failure(let noEnv) = profile("fromEnv") else {
+            Issue.record("credential_source Environment without the variables"); return
+        }
         #expect(noEnv.description.contains("AWS_ACCESS_KEY_ID"))
-        guard case .assumeRole(_, _, _, _, .fixed(let keys, _), _) = try profile("fromEnv", ["AWS_ACCESS_KEY_ID": "E", "AWS_SECRET_ACCESS_KEY": "S"]).get() else {
+        guard
+            case .assumeRole(_, _, _, _, .fixed(let keys, _), _) = try profile(
+                "fromEnv", ["AWS_ACCESS_KEY_ID": "E", "AWS_SECRET_ACCESS_KEY": "S"]
+            ).get()
+        else {
             Issue.record("credential_source Environment"); return
         }
         #expect(keys.accessKeyID == "E")
-        #expect(try profile("irsa").get() == .webIdentity(roleARN: "arn:aws:iam::1:role/w", tokenFile: "/var/run/token", sessionName: "sinkd", origin: "profile irsa in /home/u/.aws/config"))
-        #expect(try profile("proc").get() == .process(command: "/usr/local/bin/get-creds --role x", origin: "profile proc in /home/u/.aws/config"))
-        guard case .failure(let sso) = profile("sso") else { Issue.record("SSO is not supported and must say so"); return }
+        #expect(
+            try profile("irsa").get()
+                == .webIdentity(
+                    roleARN: "arn:aws:iam::1:role/w", tokenFile: "/var/run/token", sessionName: "sinkd",
+                    origin: "profile irsa in /home/u/.aws/config"))
+        #expect(
+            try profile("proc").get()
+                == .process(command: "/usr/local/bin/get-creds --role x", origin: "profile proc in /home/u/.aws/config")
+        )
+        guard case .failure(let sso) = profile("sso") else {
+            Issue.record("SSO is not supported and must say so"); return
+        }
         #expect(sso.description.contains("SSO profile"))
         // AWS_PROFILE naming a profile that does not exist is an error, not a silent fall-through
         // to instance metadata.
-        guard case .failure(let missing) = Self.resolve(Self.home.merging(["AWS_PROFILE": "nope"]) { $1 }, files: Self.files) else { Issue.record("a missing profile"); return }
+        guard
+            case .failure(let missing) = Self.resolve(
+                Self.home.merging(["AWS_PROFILE": "nope"]) { $1 }, files: Self.files)
+        else { Issue.record("a missing profile"); return }
         #expect(missing.description.contains("AWS profile nope"))
         // The description logged never carries a secret.
         #expect(!"\(app)".contains("basesecret") && !"\(app)".contains("tok"))
     }
 
     @Test func containerURIsFollowTheSDKsRules() throws {
-        #expect(try Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/eks-token"]).get()
-            == .container(url: "http://169.254.170.23/v1/credentials", tokenFile: "/var/run/eks-token", token: nil))
-        #expect(try Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:8080/c", "AWS_CONTAINER_AUTHORIZATION_TOKEN": "abc"]).get()
-            == .container(url: "http://127.0.0.1:8080/c", tokenFile: nil, token: "abc"))
-        #expect(try Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "https://creds.example.com/c"]).get() == .container(url: "https://creds.example.com/c", tokenFile: nil, token: nil))
-        guard case .failure(let clear) = Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://creds.example.com/c"]) else { Issue.record("http to elsewhere must be refused"); return }
+        #expect(
+            try Self.resolve([
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/eks-token",
+            ]).get()
+                == .container(url: "http://169.254.170.23/v1/credentials", tokenFile: "/var/run/eks-token", token: nil))
+        #expect(
+            try Self.resolve([
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:8080/c",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "abc",
+            ]).get()
+                == .container(url: "http://127.0.0.1:8080/c", tokenFile: nil, token: "abc"))
+        #expect(
+            try Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "https://creds.example.com/c"]).get()
+                == .container(url: "https://creds.example.com/c", tokenFile: nil, token: nil))
+        guard
+            case .failure(let clear) = Self.resolve(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://creds.example.com/c"]
+            )
+        else { Issue.record("http to elsewhere must be refused"); return }
         #expect(clear.description.contains("must be https://"))
     }
 
@@ -239,14 +321,31 @@ final class CredentialEndpoint: Sendable {
     }
 
     @Test func answersOfTheSources() throws {
-        let expiring = try AWSCredentialFetcher.parseJSONCredentials(Array(#"{"Version":1,"AccessKeyId":"K","SecretAccessKey":"S","SessionToken":"T","Expiration":"2026-12-01T20:37:37Z"}"#.utf8),
-                                                                      what: "p", tokenKey: "SessionToken", requireVersion: true)
-        #expect(expiring == .init(credentials: .init(accessKeyID: "K", secretAccessKey: "S", sessionToken: "T"), expiration: Date(timeIntervalSince1970: 1_796_157_457)))
+        let expiring = try AWSCredentialFetcher.parseJSONCredentials(
+            Array(
+                #"{"Version":1,"AccessKeyId":"K","SecretAccessKey":"S","SessionToken":"T","Expiration":"2026-12-01T20:37:37Z"}"#
+                    .utf8),
+            what: "p", tokenKey: "SessionToken", requireVersion: true)
+        #expect(
+            expiring
+                == .init(
+                    credentials: .init(accessKeyID: "K", secretAccessKey: "S", sessionToken: "T"),
+                    expiration: Date(timeIntervalSince1970: 1_796_157_457)))
         #expect(AWSCredentialFetcher.parseDate("2026-12-01T20:37:37.758203Z") != nil)
-        #expect(throws: SinkConnectionError.self) { try AWSCredentialFetcher.parseJSONCredentials(Array(#"{"AccessKeyId":"K","SecretAccessKey":"S"}"#.utf8), what: "p", requireVersion: true) }
-        #expect(throws: SinkConnectionError.self) { try AWSCredentialFetcher.parseJSONCredentials(Array(#"{"Code":"Failure","Message":"no role"}"#.utf8), what: "imds") }
-        #expect(throws: SinkConnectionError.self) { try AWSCredentialFetcher.parseJSONCredentials(Array("not json".utf8), what: "container") }
-        #expect(AWSCredentialFetcher.xmlValue("SecretAccessKey", in: "<a><SecretAccessKey>x&amp;y/+z</SecretAccessKey></a>") == "x&y/+z")
+        #expect(throws: SinkConnectionError.self) {
+            try AWSCredentialFetcher.parseJSONCredentials(
+                Array(#"{"AccessKeyId":"K","SecretAccessKey":"S"}"#.utf8), what: "p", requireVersion: true)
+        }
+        #expect(throws: SinkConnectionError.self) {
+            try AWSCredentialFetcher.parseJSONCredentials(
+                Array(#"{"Code":"Failure","Message":"no role"}"#.utf8), what: "imds")
+        }
+        #expect(throws: SinkConnectionError.self) {
+            try AWSCredentialFetcher.parseJSONCredentials(Array("not json".utf8), what: "container")
+        }
+        #expect(
+            AWSCredentialFetcher.xmlValue("SecretAccessKey", in: "<a><SecretAccessKey>x&amp;y/+z</SecretAccessKey></a>")
+                == "x&y/+z")
     }
 }
 
@@ -257,7 +356,9 @@ final class CredentialEndpoint: Sendable {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 
     /// moto with authentication after the setup's `requests`, set up by Fixtures/moto_iam.py.
-    static func authenticatingMoto(_ mode: String, requests: Int, extraFree: Int = 0) throws -> (MotoServer, [String: String]) {
+    static func authenticatingMoto(
+        _ mode: String, requests: Int, extraFree: Int = 0
+    ) throws -> (MotoServer, [String: String]) {
         let moto = try MotoServer(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "\(requests + extraFree)"])
         let output = try Python.run([fixtures.appendingPathComponent("moto_iam.py").path, moto.endpoint, mode])
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: String] ?? [:]
@@ -269,7 +370,9 @@ final class CredentialEndpoint: Sendable {
         config.endpoint = moto.endpoint
         config.stsEndpoint = moto.endpoint
         config.region = "us-east-1"
-        return SQSSinkFamily(config: config, environment: environment.merging(["AWS_EC2_METADATA_DISABLED": "true"]) { old, _ in old }, logger: logs.logger())
+        return SQSSinkFamily(
+            config: config, environment: environment.merging(["AWS_EC2_METADATA_DISABLED": "true"]) { old, _ in old },
+            logger: logs.logger())
     }
 
     /// Runs `body` and shuts the family's HTTP client down whatever happens (AsyncHTTPClient traps
@@ -286,8 +389,11 @@ final class CredentialEndpoint: Sendable {
 
     static func deliver(_ family: SQSSinkFamily, queue: String, count: Int = 3) async throws {
         let sink = "sqs:\(queue)"
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: sink), options: ConfigFamily.sqs.defaultOptions)
-        #expect(try await client.send(MotoTests.records(queue, count, sink: sink)) == Array(repeating: .delivered, count: count))
+        let client = try family.makeClient(
+            for: try SinkAddress.parse(identity: sink), options: ConfigFamily.sqs.defaultOptions)
+        #expect(
+            try await client.send(MotoTests.records(queue, count, sink: sink))
+                == Array(repeating: .delivered, count: count))
         #expect(try await family.receiveAll(queue: queue, count: count).count == count)
     }
 
@@ -305,12 +411,21 @@ final class CredentialEndpoint: Sendable {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let tokenFile = dir.appendingPathComponent("token").path
-        try "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        try "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token".write(
+            toFile: tokenFile, atomically: true, encoding: .utf8)
         let logs = CapturedLogs()
-        try await Self.using(Self.family(moto, environment: ["AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile, "AWS_ROLE_ARN": try #require(setup["role_arn"])], logs: logs)) { family in
+        try await Self.using(
+            Self.family(
+                moto,
+                environment: [
+                    "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile, "AWS_ROLE_ARN": try #require(setup["role_arn"]),
+                ], logs: logs)
+        ) { family in
             try await Self.deliver(family, queue: "irsa")
             let provider = try family.credentials.get()
-            #expect(provider.cached?.value.credentials.accessKeyID.hasPrefix("ASIA") == true, "temporary credentials from STS")
+            #expect(
+                provider.cached?.value.credentials.accessKeyID.hasPrefix("ASIA") == true,
+                "temporary credentials from STS")
             #expect(provider.cached?.value.expiration != nil)
             let notices = logs.entries.filter { $0.message == "AWS credentials for the sqs family" }
             #expect(notices.count == 1, "the source is logged once")
@@ -327,21 +442,33 @@ final class CredentialEndpoint: Sendable {
         let (moto, setup) = try Self.authenticatingMoto("assume-user", requests: 5)
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try "[base]\naws_access_key_id = \(setup["access_key_id"]!)\naws_secret_access_key = \(setup["secret_access_key"]!)\n"
+        try
+            "[base]\naws_access_key_id = \(setup["access_key_id"]!)\naws_secret_access_key = \(setup["secret_access_key"]!)\n"
             .write(to: dir.appendingPathComponent("credentials"), atomically: true, encoding: .utf8)
         try "[profile app]\nrole_arn = \(setup["role_arn"]!)\nsource_profile = base\nrole_session_name = sinkd-test\n"
             .write(to: dir.appendingPathComponent("config"), atomically: true, encoding: .utf8)
-        let env = ["AWS_SHARED_CREDENTIALS_FILE": dir.appendingPathComponent("credentials").path, "AWS_CONFIG_FILE": dir.appendingPathComponent("config").path]
+        let env = [
+            "AWS_SHARED_CREDENTIALS_FILE": dir.appendingPathComponent("credentials").path,
+            "AWS_CONFIG_FILE": dir.appendingPathComponent("config").path,
+        ]
         let logs = CapturedLogs()
-        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "base"]) { $1 }, logs: logs)) { baseOnly in
+        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "base"]) { $1 }, logs: logs)) {
+            baseOnly in
             let refused = await #expect(throws: SinkConnectionError.self) {
-                _ = try await baseOnly.makeClient(for: try SinkAddress.parse(identity: "sqs:roles"), options: ConfigFamily.sqs.defaultOptions).send(MotoTests.records("b", 1, sink: "sqs:roles"))
+                _ = try await baseOnly.makeClient(
+                    for: try SinkAddress.parse(identity: "sqs:roles"), options: ConfigFamily.sqs.defaultOptions
+                ).send(MotoTests.records("b", 1, sink: "sqs:roles"))
             }
             #expect(refused?.message.contains("AccessDenied") == true, "\(refused?.message ?? "")")
         }
-        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "app"]) { $1 }, logs: logs)) { family in
+        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "app"]) { $1 }, logs: logs)) {
+            family in
             try await Self.deliver(family, queue: "roles")
-            #expect(logs.entries.contains { $0.message == "AWS credentials for the sqs family" && "\($0.metadata["source"] ?? "")".contains("assumed role \(setup["role_arn"]!)") })
+            #expect(
+                logs.entries.contains {
+                    $0.message == "AWS credentials for the sqs family"
+                        && "\($0.metadata["source"] ?? "")".contains("assumed role \(setup["role_arn"]!)")
+                })
         }
     }
 
@@ -361,17 +488,27 @@ final class CredentialEndpoint: Sendable {
         let (key, secret) = (setup["access_key_id"]!, setup["secret_access_key"]!)
         let delay = 1.5
         let endpoint = try CredentialEndpoint(delay: .milliseconds(Int64(delay * 1000))) { request in
-            guard request.uri == "/v1/credentials", request.headers["authorization"]?.hasPrefix("pod-identity-token") == true else { return (401, "{}") }
+            guard request.uri == "/v1/credentials",
+                request.headers["authorization"]?.hasPrefix("pod-identity-token") == true
+            else { return (401, "{}") }
             let expiry = Date().addingTimeInterval(lifetime)
             expirations.withLockedValue { $0.append(expiry) }
             return (200, CredentialEndpoint.credentialsJSON(key: key, secret: secret, expiration: expiry))
         }
         let logs = CapturedLogs()
-        try await Self.using(Self.family(moto, environment: ["AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.url + "/v1/credentials", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile], logs: logs)) { family in
+        try await Self.using(
+            Self.family(
+                moto,
+                environment: [
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.url + "/v1/credentials",
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile,
+                ], logs: logs)
+        ) { family in
             try await Self.deliver(family, queue: "pods", count: 1)
             try "pod-identity-token-2".write(toFile: tokenFile, atomically: true, encoding: .utf8)  // rotated by the agent
             let sink = "sqs:pods"
-            let client = try family.makeClient(for: try SinkAddress.parse(identity: sink), options: ConfigFamily.sqs.defaultOptions)
+            let client = try family.makeClient(
+                for: try SinkAddress.parse(identity: sink), options: ConfigFamily.sqs.defaultOptions)
             let deadline = Date().addingTimeInterval(30)
             var sent = 0
             while endpoint.requests.count < 3, Date() < deadline {
@@ -383,11 +520,15 @@ final class CredentialEndpoint: Sendable {
             let given = expirations.withLockedValue { $0 }
             #expect(requests.count >= 3, "fetched again before expiry, twice")
             for i in 1..<min(3, given.count) {
-                #expect(requests[i].at.addingTimeInterval(delay) < given[i - 1], "fetch \(i + 1) was answered before the credentials of fetch \(i) expired")
+                #expect(
+                    requests[i].at.addingTimeInterval(delay) < given[i - 1],
+                    "fetch \(i + 1) was answered before the credentials of fetch \(i) expired")
             }
-            #expect(requests.dropFirst().allSatisfy { $0.headers["authorization"] == "pod-identity-token-2" }, "the token file is read on every fetch")
+            #expect(
+                requests.dropFirst().allSatisfy { $0.headers["authorization"] == "pod-identity-token-2" },
+                "the token file is read on every fetch")
             #expect(logs.messages(at: .warning).isEmpty, "\(logs.messages(at: .warning))")
-            }
+        }
     }
 
     /// IMDSv2 only: a session token by PUT (with its TTL header), then the role's name and its
@@ -398,13 +539,20 @@ final class CredentialEndpoint: Sendable {
         let (key, secret) = (setup["access_key_id"]!, setup["secret_access_key"]!)
         let endpoint = try CredentialEndpoint { request in
             if request.method == "PUT", request.uri == "/latest/api/token" {
-                return request.headers["x-aws-ec2-metadata-token-ttl-seconds"] == "21600" ? (200, "imds-session-token") : (400, "")
+                return request.headers["x-aws-ec2-metadata-token-ttl-seconds"] == "21600"
+                    ? (200, "imds-session-token") : (400, "")
             }
-            guard request.method == "GET", request.headers["x-aws-ec2-metadata-token"] == "imds-session-token" else { return (401, "") }
+            guard request.method == "GET", request.headers["x-aws-ec2-metadata-token"] == "imds-session-token" else {
+                return (401, "")
+            }
             switch request.uri {
             case "/latest/meta-data/iam/security-credentials/": return (200, "sinkd-instance-role\n")
             case "/latest/meta-data/iam/security-credentials/sinkd-instance-role":
-                return (200, CredentialEndpoint.credentialsJSON(key: key, secret: secret, expiration: Date().addingTimeInterval(6 * 3600)))
+                return (
+                    200,
+                    CredentialEndpoint.credentialsJSON(
+                        key: key, secret: secret, expiration: Date().addingTimeInterval(6 * 3600))
+                )
             default: return (404, "")
             }
         }
@@ -412,10 +560,16 @@ final class CredentialEndpoint: Sendable {
         var config = SQSSinkConfig()
         config.endpoint = moto.endpoint
         config.region = "us-east-1"
-        try await Self.using(SQSSinkFamily(config: config, environment: ["AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint.url], logger: logs.logger())) { family in
+        try await Self.using(
+            SQSSinkFamily(
+                config: config, environment: ["AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint.url], logger: logs.logger())
+        ) { family in
             try await Self.deliver(family, queue: "ec2")
-            #expect(endpoint.requests.map { "\($0.method) \($0.uri)" } == ["PUT /latest/api/token", "GET /latest/meta-data/iam/security-credentials/",
-                                                                            "GET /latest/meta-data/iam/security-credentials/sinkd-instance-role"])
+            #expect(
+                endpoint.requests.map { "\($0.method) \($0.uri)" } == [
+                    "PUT /latest/api/token", "GET /latest/meta-data/iam/security-credentials/",
+                    "GET /latest/meta-data/iam/security-credentials/sinkd-instance-role",
+                ])
             #expect(logs.entries.contains { "\($0.metadata["source"] ?? "")".contains("IMDSv2") })
         }
     }
@@ -427,27 +581,36 @@ final class CredentialEndpoint: Sendable {
         defer { try? FileManager.default.removeItem(at: dir) }
         let script = dir.appendingPathComponent("get-creds").path
         try """
-            #!/bin/sh
-            echo run >> "\(dir.path)/runs"
-            printf '{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s"}' "$1" "$2"
-            """.write(toFile: script, atomically: true, encoding: .utf8)
+        #!/bin/sh
+        echo run >> "\(dir.path)/runs"
+        printf '{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s"}' "$1" "$2"
+        """.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
-        try "[profile tool]\ncredential_process = \(script) \(setup["access_key_id"]!) \(setup["secret_access_key"]!)\n[profile broken]\ncredential_process = sh -c 'echo vault is sealed >&2; exit 3'\n"
+        try
+            "[profile tool]\ncredential_process = \(script) \(setup["access_key_id"]!) \(setup["secret_access_key"]!)\n[profile broken]\ncredential_process = sh -c 'echo vault is sealed >&2; exit 3'\n"
             .write(to: dir.appendingPathComponent("config"), atomically: true, encoding: .utf8)
-        let env = ["AWS_CONFIG_FILE": dir.appendingPathComponent("config").path, "AWS_SHARED_CREDENTIALS_FILE": dir.appendingPathComponent("none").path]
+        let env = [
+            "AWS_CONFIG_FILE": dir.appendingPathComponent("config").path,
+            "AWS_SHARED_CREDENTIALS_FILE": dir.appendingPathComponent("none").path,
+        ]
         let logs = CapturedLogs()
-        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "tool"]) { $1 }, logs: logs)) { family in
+        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "tool"]) { $1 }, logs: logs)) {
+            family in
             try await Self.deliver(family, queue: "proc")
             try await Self.deliver(family, queue: "proc")
             let runs = try String(contentsOfFile: dir.appendingPathComponent("runs").path, encoding: .utf8)
             #expect(runs == "run\n", "credentials without an Expiration are fetched once")
         }
-        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "broken"]) { $1 }, logs: logs)) { broken in
+        try await Self.using(Self.family(moto, environment: env.merging(["AWS_PROFILE": "broken"]) { $1 }, logs: logs))
+        { broken in
             let error = await #expect(throws: SinkConnectionError.self) {
-                _ = try await broken.makeClient(for: try SinkAddress.parse(identity: "sqs:proc"), options: ConfigFamily.sqs.defaultOptions).send(MotoTests.records("x", 1, sink: "sqs:proc"))
+                _ = try await broken.makeClient(
+                    for: try SinkAddress.parse(identity: "sqs:proc"), options: ConfigFamily.sqs.defaultOptions
+                ).send(MotoTests.records("x", 1, sink: "sqs:proc"))
             }
             #expect(error?.message.contains("exited with status 3: vault is sealed") == true, "\(error?.message ?? "")")
-            #expect(logs.messages(at: .warning).contains("cannot get AWS credentials; the sqs sinks pause until they can"))
+            #expect(
+                logs.messages(at: .warning).contains("cannot get AWS credentials; the sqs sinks pause until they can"))
         }
     }
 
@@ -455,9 +618,15 @@ final class CredentialEndpoint: Sendable {
     @Test func anUnreachableSourcePausesTheSinkWithTheReason() async throws {
         var config = SQSSinkConfig()
         config.endpoint = "http://127.0.0.1:\(LoopbackTCP.freePort())"
-        try await Self.using(SQSSinkFamily(config: config, environment: ["AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:\(LoopbackTCP.freePort())"])) { family in
+        try await Self.using(
+            SQSSinkFamily(
+                config: config,
+                environment: ["AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:\(LoopbackTCP.freePort())"])
+        ) { family in
             let error = await #expect(throws: SinkConnectionError.self) {
-                _ = try await family.makeClient(for: try SinkAddress.parse(identity: "sqs:q"), options: ConfigFamily.sqs.defaultOptions).send(MotoTests.records("x", 1, sink: "sqs:q"))
+                _ = try await family.makeClient(
+                    for: try SinkAddress.parse(identity: "sqs:q"), options: ConfigFamily.sqs.defaultOptions
+                ).send(MotoTests.records("x", 1, sink: "sqs:q"))
             }
             #expect(error?.message.contains("/latest/api/token") == true, "\(error?.message ?? "")")
         }

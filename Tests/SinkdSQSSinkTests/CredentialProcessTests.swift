@@ -31,7 +31,8 @@ import SinkdTestSupport
     /// The review: 200 KB on stderr before the JSON blocked both sides (stdout was read to its end
     /// first). Both pipes are read together; 4 KiB of stderr is kept.
     @Test func muchStderrBeforeTheJSONDoesNotBlock() throws {
-        let out = try CredentialProcess.run("head -c 300000 /dev/zero | tr '\\\\0' e >&2; printf '%s' '\(Self.json)'", timeout: .seconds(10))
+        let out = try CredentialProcess.run(
+            "head -c 300000 /dev/zero | tr '\\\\0' e >&2; printf '%s' '\(Self.json)'", timeout: .seconds(10))
         #expect(out.status == 0)
         #expect(String(decoding: out.stdout, as: UTF8.self) == Self.json)
         #expect(out.stderr.count == 4096)
@@ -71,6 +72,7 @@ import SinkdTestSupport
         p.standardOutput = out
         try p.run()
         p.waitUntilExit()
-        return String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").map(String.init)
+        return String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+            .map(String.init)
     }
 }

@@ -65,12 +65,22 @@ final class MotoServer {
         try p.run()
         guard getpgid(p.processIdentifier) == p.processIdentifier else {
             p.terminate()
-            throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "moto_server is not in a process group of its own; stop() could not reach it"])
+            throw CocoaError(
+                .executableLoad,
+                userInfo: [
+                    NSLocalizedDescriptionKey:
+                        "moto_server is not in a process group of its own; stop() could not reach it"
+                ])
         }
         let deadline = Date().addingTimeInterval(30)
         while !canConnect(port: port) {
             guard p.isRunning, Date() < deadline else {
-                throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "moto_server did not start on port \(port) (is moto[server] installed? scripts/test installs it)"])
+                throw CocoaError(
+                    .executableLoad,
+                    userInfo: [
+                        NSLocalizedDescriptionKey:
+                            "moto_server did not start on port \(port) (is moto[server] installed? scripts/test installs it)"
+                    ])
             }
             usleep(50_000)
         }
@@ -105,16 +115,20 @@ extension SQSSinkFamily {
         let testSigner = try await signer()
         var url: String?
         while url == nil, Date() < deadline {  // sinkd may not have created it yet
-            let lookup = try? await call(.getQueueUrl, body: SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: testSigner)
+            let lookup = try? await call(
+                .getQueueUrl, body: SQSProtocol.getQueueUrl(name: queue, ownerAccountID: ""), signer: testSigner)
             url = lookup.flatMap { SQSProtocol.parseQueueURL($0.body) }
             if url == nil { try await Task.sleep(for: .milliseconds(50)) }
         }
         guard let url else { return [] }
         var out: [ReceivedMessage] = []
         while out.count < count, Date() < deadline {
-            let request = SQSProtocol.json(["QueueUrl": url, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"], "AttributeNames": ["All"],
-                                            "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 600])
-            let response = try await call(.receiveMessage, body: request, signer: testSigner, maxResponseBytes: 16 << 20)
+            let request = SQSProtocol.json([
+                "QueueUrl": url, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"], "AttributeNames": ["All"],
+                "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 600,
+            ])
+            let response = try await call(
+                .receiveMessage, body: request, signer: testSigner, maxResponseBytes: 16 << 20)
             let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
             let messages = object?["Messages"] as? [[String: Any]] ?? []
             if messages.isEmpty {
@@ -123,18 +137,26 @@ extension SQSSinkFamily {
             }
             var handles: [[String: String]] = []
             for (i, m) in messages.enumerated() {
-                let attributes = (m["MessageAttributes"] as? [String: [String: Any]] ?? [:]).compactMapValues { $0["StringValue"] as? String }
-                out.append(ReceivedMessage(body: m["Body"] as? String ?? "", attributes: attributes, system: m["Attributes"] as? [String: String] ?? [:]))
+                let attributes = (m["MessageAttributes"] as? [String: [String: Any]] ?? [:]).compactMapValues {
+                    $0["StringValue"] as? String
+                }
+                out.append(
+                    ReceivedMessage(
+                        body: m["Body"] as? String ?? "", attributes: attributes,
+                        system: m["Attributes"] as? [String: String] ?? [:]))
                 handles.append(["Id": "\(i)", "ReceiptHandle": m["ReceiptHandle"] as? String ?? ""])
             }
-            _ = try await call(.deleteMessageBatch, body: SQSProtocol.json(["QueueUrl": url, "Entries": handles]), signer: testSigner)
+            _ = try await call(
+                .deleteMessageBatch, body: SQSProtocol.json(["QueueUrl": url, "Entries": handles]), signer: testSigner)
         }
         return out
     }
 }
 
 @Suite(.serialized, .blockingThreads) struct MotoTests {
-    static func records(_ prefix: String, _ n: Int, sink: String, configure: (Int, inout EventRecord) -> Void = { _, _ in }) -> [SequencedRecord] {
+    static func records(
+        _ prefix: String, _ n: Int, sink: String, configure: (Int, inout EventRecord) -> Void = { _, _ in }
+    ) -> [SequencedRecord] {
         (0..<n).map { i in
             var r = EventRecord(id: "\(prefix)-\(i)", sink: sink, payload: Array(#"{"n":\#(i)}"#.utf8))
             configure(i, &r)
@@ -158,7 +180,8 @@ extension SQSSinkFamily {
         let received = try await family.receiveAll(queue: "orders", count: 10)
         #expect(Set(received.map(\.body)) == Set((0..<10).map { #"{"n":\#($0)}"# }))
         let first = try #require(received.first { $0.body == #"{"n":3}"# })
-        #expect(first.attributes == ["sinkd-message-id": "o-3", "workflowInstanceId": "wf-3", "workflowType": "checkout"])
+        #expect(
+            first.attributes == ["sinkd-message-id": "o-3", "workflowInstanceId": "wf-3", "workflowType": "checkout"])
         await family.shutdown()
     }
 
@@ -166,7 +189,9 @@ extension SQSSinkFamily {
         let moto = try MotoServer()
         let family = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
         let client = try Self.client(family, "sqs:audit.fifo")
-        let batch = Self.records("f", 6, sink: "sqs:audit.fifo") { i, r in r.workflowInstanceId = i % 2 == 0 ? "wf-even" : "wf-odd" }
+        let batch = Self.records("f", 6, sink: "sqs:audit.fifo") { i, r in
+            r.workflowInstanceId = i % 2 == 0 ? "wf-even" : "wf-odd"
+        }
         #expect(try await client.send(batch) == Array(repeating: .delivered, count: 6))
         // A retry of the same records (same ids): SQS drops them as duplicates.
         #expect(try await client.send(batch) == Array(repeating: .delivered, count: 6))
@@ -191,23 +216,33 @@ extension SQSSinkFamily {
         let moto = try MotoServer()
         #expect(SQSSinkConfig().createMissingQueues, "Conductor's behaviour is the default")
         let byDefault = SQSSinkFamily.forMoto(moto)
-        #expect(try await Self.client(byDefault, "sqs:fresh").send(Self.records("f", 2, sink: "sqs:fresh")) == [.delivered, .delivered])
+        #expect(
+            try await Self.client(byDefault, "sqs:fresh").send(Self.records("f", 2, sink: "sqs:fresh")) == [
+                .delivered, .delivered,
+            ])
         #expect(try await byDefault.receiveAll(queue: "fresh", count: 2).count == 2)
         await byDefault.shutdown()
         let strict = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = false }
         let outcomes = try await Self.client(strict, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere"))
         #expect(outcomes.count == 3)
         for outcome in outcomes {
-            guard case .permanent(let reason) = outcome else { Issue.record("expected permanent, got \(outcome)"); continue }
+            guard case .permanent(let reason) = outcome else {
+                Issue.record("expected permanent, got \(outcome)"); continue
+            }
             #expect(reason.contains("queue nowhere does not exist"))
             #expect(reason.contains("create_missing_queues is false"))
         }
         let creating = SQSSinkFamily.forMoto(moto) { $0.createMissingQueues = true }
-        #expect(try await Self.client(creating, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere")) == Array(repeating: .delivered, count: 3))
+        #expect(
+            try await Self.client(creating, "sqs:nowhere").send(Self.records("m", 3, sink: "sqs:nowhere"))
+                == Array(repeating: .delivered, count: 3))
         #expect(try await creating.receiveAll(queue: "nowhere", count: 3).count == 3)
         // A queue URL as the location is used as is.
         let url = "\(moto.endpoint)/123456789012/nowhere"
-        #expect(try await Self.client(strict, "sqs:\(url)").send(Self.records("u", 2, sink: "sqs:\(url)")) == [.delivered, .delivered])
+        #expect(
+            try await Self.client(strict, "sqs:\(url)").send(Self.records("u", 2, sink: "sqs:\(url)")) == [
+                .delivered, .delivered,
+            ])
         await strict.shutdown()
         await creating.shutdown()
     }
@@ -230,7 +265,9 @@ extension SQSSinkFamily {
         config.accessKeyID = "test"
         config.secretAccessKey = "test"
         let family = SQSSinkFamily(config: config, environment: [:])
-        await #expect(throws: SinkConnectionError.self) { try await Self.client(family, "sqs:x").send(Self.records("x", 1, sink: "sqs:x")) }
+        await #expect(throws: SinkConnectionError.self) {
+            try await Self.client(family, "sqs:x").send(Self.records("x", 1, sink: "sqs:x"))
+        }
         await family.shutdown()
     }
 
@@ -264,7 +301,9 @@ extension SQSSinkFamily {
         let engine = try RunningEngine(families: [.sqs: family]) { $0.sinks.sqs = sqs }
         let deadLetters = engine.deadLetters
         func append(_ records: [EventRecord]) async { await engine.append(records) }
-        var first = (0..<60).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) }
+        var first = (0..<60).map {
+            EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8))
+        }
         first[30].payload = Array(("\"" + String(repeating: "x", count: 5000) + "\"").utf8)
         await append(first)
         let before = try await family.receiveAll(queue: "engine", count: 59)
@@ -274,12 +313,15 @@ extension SQSSinkFamily {
         #expect(dead.first?.error.contains("this sink takes at most 4096") == true)
 
         moto.stop()
-        await append((60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
+        await append(
+            (60..<120).map { EventRecord(id: "e-\($0)", sink: "sqs:engine", payload: Array(#"{"n":\#($0)}"#.utf8)) })
         // The pipeline meets the dead server and pauses the sink before the server comes back.
         #expect(await engine.wait(for: "sqs:engine", state: .down), "the sink paused while the server was gone")
         try moto.restart()
         let after = try await family.receiveAll(queue: "engine", count: 60, timeout: 60)
-        #expect(Set(after.map(\.body)) == Set((60..<120).map { #"{"n":\#($0)}"# }), "every record sent while the server was down arrived")
+        #expect(
+            Set(after.map(\.body)) == Set((60..<120).map { #"{"n":\#($0)}"# }),
+            "every record sent while the server was down arrived")
         await engine.stop()
         await family.shutdown()
     }

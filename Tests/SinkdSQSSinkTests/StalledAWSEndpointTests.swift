@@ -53,7 +53,9 @@ import SinkdTestSupport
     @Test func instanceMetadata() async throws {
         let server = try Self.trickling()
         let (fetcher, client) = Self.fetcher()
-        await Self.expectCutAtTheDeadline("IMDSv2") { _ = try await fetcher.fetch(.instanceMetadata(endpoint: "http://127.0.0.1:\(server.port)")) }
+        await Self.expectCutAtTheDeadline("IMDSv2") {
+            _ = try await fetcher.fetch(.instanceMetadata(endpoint: "http://127.0.0.1:\(server.port)"))
+        }
         try await client.shutdown()
     }
 
@@ -61,7 +63,8 @@ import SinkdTestSupport
         let server = try Self.trickling()
         let (fetcher, client) = Self.fetcher()
         await Self.expectCutAtTheDeadline("container credentials") {
-            _ = try await fetcher.fetch(.container(url: "http://127.0.0.1:\(server.port)/v2/credentials/x", tokenFile: nil, token: nil))
+            _ = try await fetcher.fetch(
+                .container(url: "http://127.0.0.1:\(server.port)/v2/credentials/x", tokenFile: nil, token: nil))
         }
         try await client.shutdown()
     }
@@ -69,9 +72,13 @@ import SinkdTestSupport
     @Test func stsAssumeRole() async throws {
         let server = try Self.trickling()
         let (fetcher, client) = Self.fetcher(sts: "http://127.0.0.1:\(server.port)/")
-        let base = SQSCredentials.Source.fixed(.init(accessKeyID: "AKID", secretAccessKey: "secret", sessionToken: nil), origin: "test")
+        let base = SQSCredentials.Source.fixed(
+            .init(accessKeyID: "AKID", secretAccessKey: "secret", sessionToken: nil), origin: "test")
         await Self.expectCutAtTheDeadline("STS AssumeRole") {
-            _ = try await fetcher.fetch(.assumeRole(roleARN: "arn:aws:iam::123456789012:role/r", sessionName: "s", externalID: nil, durationSeconds: nil, source: base, origin: "test"))
+            _ = try await fetcher.fetch(
+                .assumeRole(
+                    roleARN: "arn:aws:iam::123456789012:role/r", sessionName: "s", externalID: nil,
+                    durationSeconds: nil, source: base, origin: "test"))
         }
         try await client.shutdown()
     }
@@ -83,9 +90,13 @@ import SinkdTestSupport
         config.accessKeyID = "k"
         config.secretAccessKey = "s"
         let family = SQSSinkFamily(config: config, environment: [:], timeouts: Self.timeouts)
-        let client = try family.makeClient(for: try SinkAddress.parse(identity: "sqs:http://127.0.0.1:\(server.port)/000000000000/q"), options: config.options)
+        let client = try family.makeClient(
+            for: try SinkAddress.parse(identity: "sqs:http://127.0.0.1:\(server.port)/000000000000/q"),
+            options: config.options)
         await Self.expectCutAtTheDeadline("SendMessageBatch") {
-            _ = try await client.send([SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "sqs:q", payload: Array("{}".utf8)))])
+            _ = try await client.send([
+                SequencedRecord(seq: 1, record: EventRecord(id: "r1", sink: "sqs:q", payload: Array("{}".utf8)))
+            ])
         }
         await client.close()
         await family.shutdown()
@@ -101,7 +112,8 @@ import SinkdTestSupport
         }
         let (fetcher, client) = Self.fetcher()
         do {
-            _ = try await fetcher.fetch(.container(url: "http://127.0.0.1:\(server.port)/creds", tokenFile: nil, token: nil))
+            _ = try await fetcher.fetch(
+                .container(url: "http://127.0.0.1:\(server.port)/creds", tokenFile: nil, token: nil))
             Issue.record("expected a failure")
         } catch {
             #expect("\(error)".contains("a response body larger than 1048576 bytes"), "\(error)")

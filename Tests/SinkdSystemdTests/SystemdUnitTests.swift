@@ -57,9 +57,12 @@ import Testing
     /// `journalctl -u sinkd` shows MESSAGE alone: it must say which sink and why (a reload's
     /// rejection read "reload rejected: invalid configuration" with the reason only in SINKD_ERROR).
     @Test func theMessageCarriesItsSinkAndItsError() {
-        #expect(JournalLogHandler.messageText("sink is down", ["sink": "http:audit", "error": "connection refused"])
+        #expect(
+            JournalLogHandler.messageText("sink is down", ["sink": "http:audit", "error": "connection refused"])
                 == "http:audit: sink is down: connection refused")
-        #expect(JournalLogHandler.messageText("reload rejected", ["error": "sinkd.yaml:3:5: wal.segment_size: expected a size"])
+        #expect(
+            JournalLogHandler.messageText(
+                "reload rejected", ["error": "sinkd.yaml:3:5: wal.segment_size: expected a size"])
                 == "reload rejected: sinkd.yaml:3:5: wal.segment_size: expected a size")
         #expect(JournalLogHandler.messageText("sinkd started", ["generation": "1"]) == "sinkd started")
     }

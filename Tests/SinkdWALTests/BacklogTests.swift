@@ -83,7 +83,9 @@ import Testing
         let first = try reader.next(maxRecords: 10)
         t.wal.markFinished(sink: "file:a", seqs: first.map(\.seq))
         try t.wal.checkpoint()
-        func slots() -> [[UInt8]?] { ProgressStore.slotNames.map { try? FileIO.readFile(t.directory + "/" + $0, noFollow: true) } }
+        func slots() -> [[UInt8]?] {
+            ProgressStore.slotNames.map { try? FileIO.readFile(t.directory + "/" + $0, noFollow: true) }
+        }
         let saved = slots()
         #expect(saved.contains { $0 != nil })
         for _ in 0..<5 {
@@ -99,13 +101,16 @@ import Testing
 
     // MARK: plain values
 
-    static func summary(_ spans: [(sink: String, first: UInt64, last: UInt64, records: UInt64)], minMillis: UInt64) -> SegmentSummary {
+    static func summary(
+        _ spans: [(sink: String, first: UInt64, last: UInt64, records: UInt64)], minMillis: UInt64
+    ) -> SegmentSummary {
         var s = SegmentSummary()
         s.minAcceptedMillis = minMillis
         s.firstSeq = spans.map(\.first).min() ?? 0
         s.lastSeq = spans.map(\.last).max() ?? 0
         for span in spans {
-            s.sinks[span.sink] = SegmentSummary.SinkSpan(firstSeq: span.first, lastSeq: span.last, records: span.records, bodyBytes: span.records * 100)
+            s.sinks[span.sink] = SegmentSummary.SinkSpan(
+                firstSeq: span.first, lastSeq: span.last, records: span.records, bodyBytes: span.records * 100)
         }
         return s
     }
@@ -132,7 +137,9 @@ import Testing
         tracker.appended(sink: "a", seq: 2, acceptedAtMillis: 200)
         tracker.appended(sink: "a", seq: 3, acceptedAtMillis: 300)
         let segments = [Self.summary([("a", 1, 3, 3)], minMillis: 100)]
-        #expect(tracker.backlog(summaries: segments, progress: progress)["a"] == .init(records: 3, bytes: 300, oldestMillis: 100))
+        #expect(
+            tracker.backlog(summaries: segments, progress: progress)["a"]
+                == .init(records: 3, bytes: 300, oldestMillis: 100))
         progress.handedOut(sink: "a", seqs: [1])
         tracker.handedOut(sink: "a", records: [(seq: 1, held: .init(bytes: 7, acceptedAtMillis: 100))], readUpTo: 1)
         progress.finished(sink: "a", seqs: [1])
@@ -142,8 +149,15 @@ import Testing
         #expect(b?.oldestMillis == 100)
         #expect(b?.records == 2)
         progress.handedOut(sink: "a", seqs: [2, 3])
-        tracker.handedOut(sink: "a", records: [(seq: 2, held: .init(bytes: 7, acceptedAtMillis: 200)), (seq: 3, held: .init(bytes: 7, acceptedAtMillis: 300))], readUpTo: 3)
-        #expect(tracker.backlog(summaries: segments, progress: progress)["a"] == .init(records: 2, bytes: 14, oldestMillis: 200))
+        tracker.handedOut(
+            sink: "a",
+            records: [
+                (seq: 2, held: .init(bytes: 7, acceptedAtMillis: 200)),
+                (seq: 3, held: .init(bytes: 7, acceptedAtMillis: 300)),
+            ], readUpTo: 3)
+        #expect(
+            tracker.backlog(summaries: segments, progress: progress)["a"]
+                == .init(records: 2, bytes: 14, oldestMillis: 200))
         progress.finished(sink: "a", seqs: [2, 3])
         tracker.finished(sink: "a", seqs: [2, 3])
         #expect(tracker.backlog(summaries: segments, progress: progress)["a"] == nil)

@@ -27,9 +27,13 @@ import SinkdCore
         #expect(try t.append([record("after")]) == [.accepted(seq: 12)])
         let crashed = try t.crashCopy()
         let ids = try readAll(crashed.wal, sink: "file:a").map(\.record.id)
-        #expect(ids == (0..<10).map { "a\($0)" } + ["after"], "acknowledged records are never cut off; the failed one is not there")
+        #expect(
+            ids == (0..<10).map { "a\($0)" } + ["after"],
+            "acknowledged records are never cut off; the failed one is not there")
         if mode == .interval {
-            #expect(t.wal.currentStats.rewrittenRecords == 10, "interval: the unsynced records were written again from sinkd's copy")
+            #expect(
+                t.wal.currentStats.rewrittenRecords == 10,
+                "interval: the unsynced records were written again from sinkd's copy")
         }
     }
 
@@ -73,14 +77,18 @@ import SinkdCore
         var description: String { "\(fsync)/\(whenFull)" }
     }
 
-    static let modes: [Mode] = [FsyncMode.always, .interval, .never].flatMap { f in [WhenFull.block, .reject].map { Mode(fsync: f, whenFull: $0) } }
+    static let modes: [Mode] = [FsyncMode.always, .interval, .never].flatMap { f in
+        [WhenFull.block, .reject].map { Mode(fsync: f, whenFull: $0) }
+    }
 
     /// Guards WAL invariant 2 (WriteAheadLog.swift).
     @Test(arguments: modes)
     func fullFileSystemLosesNoAcknowledgedRecord(_ mode: Mode) throws {
         let fs = try SmallFileSystem(bytes: 2 << 20)
         let filler = fs.fill(bytes: 512 << 10)
-        let t = try TestWAL(segmentSize: 256 << 10, maxSize: 64 << 20, whenFull: mode.whenFull, fsync: mode.fsync, directory: fs.path + "/wal")
+        let t = try TestWAL(
+            segmentSize: 256 << 10, maxSize: 64 << 20, whenFull: mode.whenFull, fsync: mode.fsync,
+            directory: fs.path + "/wal")
         var accepted: [String: UInt64] = [:]
         var failed = 0
         var timedOut: AppendTicket?
@@ -103,9 +111,13 @@ import SinkdCore
                 #expect(stats.pendingBytes <= t.options.pendingBudget + 2048, "memory held is bounded by the budget")
                 // Space returns: the held round is written, nothing is lost.
                 try FileManager.default.removeItem(atPath: filler)
-                #expect(done.wait(timeout: .now() + .seconds(10)) == .success, "the held round completes once space returns")
+                #expect(
+                    done.wait(timeout: .now() + .seconds(10)) == .success, "the held round completes once space returns"
+                )
                 if case .success = result.get() {
-                    for (i, o) in outcomes.enumerated() { if case .accepted(let seq) = o { accepted[records[i].id] = seq } }
+                    for (i, o) in outcomes.enumerated() {
+                        if case .accepted(let seq) = o { accepted[records[i].id] = seq }
+                    }
                 }
                 break outer
             }
@@ -186,8 +198,10 @@ import SinkdCore
         _ = fm.createFile(atPath: t.directory + "/leftover.tmp/x", contents: Data([1]))
         _ = fm.createFile(atPath: t.directory + "/quarantine", contents: Data("not a directory".utf8))
         // A segment with a bad header, which must go to quarantine/.
-        _ = fm.createFile(atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data(repeating: 0x41, count: 64))
-        try fm.createSymbolicLink(atPath: t.directory + "/" + SegmentFormat.summaryFileName(id: 98), withDestinationPath: "/etc/passwd")
+        _ = fm.createFile(
+            atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data(repeating: 0x41, count: 64))
+        try fm.createSymbolicLink(
+            atPath: t.directory + "/" + SegmentFormat.summaryFileName(id: 98), withDestinationPath: "/etc/passwd")
         try t.open()
         #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["kept"])
         var isDir: ObjCBool = false
@@ -263,7 +277,8 @@ import SinkdCore
         try t.append([record("A")], now: now - 23_000)
         try t.append([record("B")], now: now - 11_000)
         try t.restart()
-        #expect(try t.append([record("B")], now: now) == [.duplicate(seq: 2)], "B was accepted 11 s ago: within the window")
+        #expect(
+            try t.append([record("B")], now: now) == [.duplicate(seq: 2)], "B was accepted 11 s ago: within the window")
         #expect(try t.append([record("A")], now: now) == [.accepted(seq: 3)], "A was accepted 23 s ago: outside it")
     }
 
@@ -323,7 +338,8 @@ final class LockedResult: @unchecked Sendable {
         try Self.damage(t, id: "o2")
         let replayed = try readAll(t.wal, sink: "file:a")
         #expect(replayed.map(\.seq) == [1, 3])
-        #expect(!t.wal.progress(of: "file:a").outstanding.contains(2), "the lost seq is finished, not outstanding forever")
+        #expect(
+            !t.wal.progress(of: "file:a").outstanding.contains(2), "the lost seq is finished, not outstanding forever")
         #expect(t.wal.currentStats.corruptRecordsLost == 1)
         t.wal.markFinished(sink: "file:a", seqs: [1, 3])
         try t.restart()  // seals the active segment
@@ -493,7 +509,9 @@ final class LockedResult: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: victim) }
         // The summary sinkd writes at the next seal goes through <id>.idx.tmp.
         let active = t.segmentFiles().last!
-        try FileManager.default.createSymbolicLink(atPath: t.directory + "/" + active.replacingOccurrences(of: ".wal", with: ".idx.tmp"), withDestinationPath: victim)
+        try FileManager.default.createSymbolicLink(
+            atPath: t.directory + "/" + active.replacingOccurrences(of: ".wal", with: ".idx.tmp"),
+            withDestinationPath: victim)
         try t.open()
         try t.append([record("two")])
         try t.restart()
@@ -522,15 +540,17 @@ final class LockedResult: @unchecked Sendable {
         #expect(segments.count >= 4, "\(segments)")
         // A middle segment goes, summary and all; another leaves its summary behind.
         try FileManager.default.removeItem(atPath: t.directory + "/" + segments[0])
-        try FileManager.default.removeItem(atPath: t.directory + "/" + segments[0].replacingOccurrences(of: ".wal", with: ".idx"))
+        try FileManager.default.removeItem(
+            atPath: t.directory + "/" + segments[0].replacingOccurrences(of: ".wal", with: ".idx"))
         try FileManager.default.removeItem(atPath: t.directory + "/" + segments[2])
         try t.restart()
         let lost = t.wal.currentStats.missingRecordsLost
         #expect(lost > 0, "counted")
         #expect(t.wal.recoveryReport.missingRecords == lost)
-        #expect(t.wal.progress(of: "file:a").outstanding.allSatisfy { seq in
-            (try? readAll(t.wal, sink: "file:a").contains { $0.seq == seq }) ?? false
-        }, "what stays outstanding is still readable")
+        #expect(
+            t.wal.progress(of: "file:a").outstanding.allSatisfy { seq in
+                (try? readAll(t.wal, sink: "file:a").contains { $0.seq == seq }) ?? false
+            }, "what stays outstanding is still readable")
         let remaining = try readAll(t.wal, sink: "file:a").count + (try readAll(t.wal, sink: "file:b").count)
         #expect(UInt64(remaining) + lost <= 300)
     }
@@ -546,14 +566,18 @@ final class LockedResult: @unchecked Sendable {
         orphan.sinks["a"] = .init(firstSeq: 20, lastSeq: 29, records: 6, bodyBytes: 600)
         orphan.sinks["b"] = .init(firstSeq: 21, lastSeq: 28, records: 4, bodyBytes: 400)
         let losses = MissingRecords.find(progress: progress, present: [4...9, 10...11], orphanSummaries: [orphan])
-        #expect(losses == [
-            MissingRecords.Loss(sink: "a", outstanding: [3, 12], unread: 6, exact: true, firstSeq: 3, lastSeq: 29),
-            MissingRecords.Loss(sink: "b", outstanding: [], unread: 4, exact: true, firstSeq: 21, lastSeq: 28),
-        ])
+        #expect(
+            losses == [
+                MissingRecords.Loss(sink: "a", outstanding: [3, 12], unread: 6, exact: true, firstSeq: 3, lastSeq: 29),
+                MissingRecords.Loss(sink: "b", outstanding: [], unread: 4, exact: true, firstSeq: 21, lastSeq: 28),
+            ])
         progress.handedOut(sink: "b", seqs: [22])
         let straddling = MissingRecords.find(progress: progress, present: [1...12, 22...22], orphanSummaries: [orphan])
-        #expect(straddling.first { $0.sink == "b" }?.exact == false, "how many of b's span lie above its readUpTo is not known")
-        #expect(MissingRecords.find(progress: progress, present: [1...40], orphanSummaries: []).isEmpty, "nothing missing")
+        #expect(
+            straddling.first { $0.sink == "b" }?.exact == false,
+            "how many of b's span lie above its readUpTo is not known")
+        #expect(
+            MissingRecords.find(progress: progress, present: [1...40], orphanSummaries: []).isEmpty, "nothing missing")
     }
 }
 
@@ -571,7 +595,9 @@ final class LockedResult: @unchecked Sendable {
         t.wal.markFinished(sink: "file:a", seqs: seqs)
         try t.wal.checkpoint()
         try t.restart()  // the finished segment is deleted at recovery
-        #expect(t.segmentFiles() == [SegmentFormat.fileName(id: 12)], "the new active segment, empty, named by the next seq: \(t.segmentFiles())")
+        #expect(
+            t.segmentFiles() == [SegmentFormat.fileName(id: 12)],
+            "the new active segment, empty, named by the next seq: \(t.segmentFiles())")
         t.wal.shutdown()
         for name in ["progress.0", "progress.1"] {
             try Data(repeating: 0xAB, count: 4096).write(to: URL(fileURLWithPath: t.directory + "/" + name))

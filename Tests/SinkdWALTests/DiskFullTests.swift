@@ -15,7 +15,10 @@ import SinkdTestSupport
         let path: String
 
         init(megabytes: Int) throws {
-            path = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-full-\(UUID().uuidString.prefix(8))").path
+            path =
+                FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "sinkd-full-\(UUID().uuidString.prefix(8))"
+                ).path
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             let mount = Process()
             mount.executableURL = URL(fileURLWithPath: "/bin/mount")
@@ -60,7 +63,8 @@ import SinkdTestSupport
         var accepted: [String] = []
         var sawNoSpace = false
         for i in 0..<400 {
-            let (outcomes, ticket) = t.wal.append([record("r\(i)", payload: Self.payload)], nowMillis: WallClock.millis())
+            let (outcomes, ticket) = t.wal.append(
+                [record("r\(i)", payload: Self.payload)], nowMillis: WallClock.millis())
             switch t.wait(ticket) {
             case .success:
                 if case .accepted = outcomes[0] { accepted.append("r\(i)") }
@@ -84,7 +88,8 @@ import SinkdTestSupport
         let fs = try SmallFilesystem(megabytes: 4)
         let t = try TestWAL(segmentSize: 1 << 20, maxSize: 1 << 30, whenFull: .block, directory: fs.path + "/wal")
         fs.fill("ballast", bytes: 4 << 20)
-        let (outcomes, ticket) = t.wal.append((0..<50).map { record("b\($0)", payload: Self.payload) }, nowMillis: WallClock.millis())
+        let (outcomes, ticket) = t.wal.append(
+            (0..<50).map { record("b\($0)", payload: Self.payload) }, nowMillis: WallClock.millis())
         #expect(outcomes.count == 50)
         let done = DispatchSemaphore(value: 0)
         let box = ResultBox()
@@ -92,7 +97,8 @@ import SinkdTestSupport
             box.result = result
             done.signal()
         }
-        #expect(done.wait(timeout: .now() + .milliseconds(500)) == .timedOut, "nothing acknowledged while the disk is full")
+        #expect(
+            done.wait(timeout: .now() + .milliseconds(500)) == .timedOut, "nothing acknowledged while the disk is full")
         try FileManager.default.removeItem(atPath: fs.path + "/ballast")
         #expect(done.wait(timeout: .now() + .seconds(10)) == .success)
         #expect(box.result.map { (try? $0.get()) != nil } == true)

@@ -49,7 +49,9 @@ import SinkdCore
         #expect(c != a)
         #expect(DedupeKey(sink: "file:a", id: "t-1") == DedupeKey(sink: "file:a", id: "t-1"))
         #expect(DedupeKey(sink: "file:a", id: "t-1") != DedupeKey(sink: "file:a", id: "t-2"))
-        #expect(DedupeKey(sink: "file:a1", id: "") != DedupeKey(sink: "file:a", id: "1"), "the separator keeps sink and id apart")
+        #expect(
+            DedupeKey(sink: "file:a1", id: "") != DedupeKey(sink: "file:a", id: "1"),
+            "the separator keeps sink and id apart")
     }
 
     /// Dedupe keys are stored in segment summaries: hashing word by word must give exactly what
@@ -87,7 +89,9 @@ import SinkdCore
             let seq = UInt64(120_001 + 2 * round)
             p.finished(sink: "redis:up", seqs: p.sink("redis:up").outstanding.prefix(1))
             p.handedOut(sink: "redis:up", seqs: [seq])
-            if round % 50 == 49 { p.finished(sink: "kafka:down", seqs: [UInt64.random(in: 1...60_000, using: &generator) * 2]) }
+            if round % 50 == 49 {
+                p.finished(sink: "kafka:down", seqs: [UInt64.random(in: 1...60_000, using: &generator) * 2])
+            }
             let snapshot = p  // what the checkpoint encodes: a copy, as the WAL takes it
             let same = snapshot.encode(cache: cache) == snapshot.encode()
             #expect(same, "round \(round): the cached encoding differs from a full one")
@@ -118,21 +122,31 @@ import SinkdCore
         // Runs found from the set alone equal runs of the sorted seqs, for sets of every shape.
         var generator = SystemRandomNumberGenerator()
         for size in [0, 1, 2, 50, 3_000] {
-            let set = Set((0..<size).map { _ in UInt64.random(in: 1...UInt64(max(1, size * 2)), using: &generator) }).union(size > 0 ? [1] : [])
+            let set = Set((0..<size).map { _ in UInt64.random(in: 1...UInt64(max(1, size * 2)), using: &generator) })
+                .union(size > 0 ? [1] : [])
             var reference: [(first: UInt64, length: UInt32)] = []
             for seq in set.sorted() {
-                if let last = reference.last, last.first + UInt64(last.length) == seq { reference[reference.count - 1].length += 1 } else { reference.append((seq, 1)) }
+                if let last = reference.last, last.first + UInt64(last.length) == seq {
+                    reference[reference.count - 1].length += 1
+                } else {
+                    reference.append((seq, 1))
+                }
             }
             let runs = DeliveryProgress.runs(set)
-            #expect(runs.map(\.first) == reference.map(\.first) && runs.map(\.length) == reference.map(\.length), "\(size) seqs")
+            #expect(
+                runs.map(\.first) == reference.map(\.first) && runs.map(\.length) == reference.map(\.length),
+                "\(size) seqs")
         }
-        #expect(DeliveryProgress.runs([UInt64.max - 1, UInt64.max, 0]).map(\.length) == [1, 2], "no overflow at the top of the range")
+        #expect(
+            DeliveryProgress.runs([UInt64.max - 1, UInt64.max, 0]).map(\.length) == [1, 2],
+            "no overflow at the top of the range")
 
         // Version 1, written as sinkd wrote it before: every seq listed, any order.
         func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
         var v1 = Array("SINKDPRG".utf8) + le(UInt32(1)) + le(p.nextSeq) + le(UInt32(2))
         for (name, sink) in p.sinks.sorted(by: { $0.key < $1.key }) {
-            v1 += le(UInt16(name.utf8.count)) + Array(name.utf8) + le(sink.readUpTo) + le(UInt32(sink.outstanding.count))
+            v1 +=
+                le(UInt16(name.utf8.count)) + Array(name.utf8) + le(sink.readUpTo) + le(UInt32(sink.outstanding.count))
             for seq in sink.outstanding { v1 += le(seq) }
         }
         v1 += le(CRC32C.checksum(v1))
@@ -141,7 +155,10 @@ import SinkdCore
         // A checksummed version 2 file with a run past readUpTo, or of length 0, is refused.
         var bad = DeliveryProgress()
         bad.handedOut(sink: "s", seqs: [5])
-        for run in [(first: UInt64(5), length: UInt32(2)), (first: UInt64(5), length: UInt32(0)), (first: UInt64(0), length: UInt32(1))] {
+        for run in [
+            (first: UInt64(5), length: UInt32(2)), (first: UInt64(5), length: UInt32(0)),
+            (first: UInt64(0), length: UInt32(1)),
+        ] {
             var bytes = Array("SINKDPRG".utf8) + le(UInt32(2)) + le(UInt64(6)) + le(UInt32(1))
             bytes += le(UInt16(1)) + Array("s".utf8) + le(UInt64(5)) + le(UInt32(1)) + le(run.first) + le(run.length)
             bytes += le(CRC32C.checksum(bytes))
@@ -155,9 +172,10 @@ import SinkdCore
     }
 
     @Test func recordCodecRoundTrips() throws {
-        let full = EventRecord(id: "t-1", sink: "conductor:wf:q", payload: Array(#"{"a":[1,2,{"b":null}]}"#.utf8),
-                               workflowInstanceId: "wi", workflowType: "wf", workflowVersion: -3, correlationId: "c",
-                               taskRefName: "ref", priority: 99, acceptedAtMillis: 1_700_000_000_123)
+        let full = EventRecord(
+            id: "t-1", sink: "conductor:wf:q", payload: Array(#"{"a":[1,2,{"b":null}]}"#.utf8),
+            workflowInstanceId: "wi", workflowType: "wf", workflowVersion: -3, correlationId: "c",
+            taskRefName: "ref", priority: 99, acceptedAtMillis: 1_700_000_000_123)
         let minimal = EventRecord(id: String(repeating: "x", count: 255), sink: "s:x", payload: [], acceptedAtMillis: 1)
         for r in [full, minimal] {
             var bytes: [UInt8] = []
@@ -170,7 +188,9 @@ import SinkdCore
             #expect(Array(key.id) == Array(r.id.utf8))
             // Every truncation is an error, never a crash.
             for n in 0..<bytes.count {
-                #expect(throws: RecordCodec.DecodeError.self) { try Array(bytes[..<n]).withUnsafeBytes { try RecordCodec.decode($0) } }
+                #expect(throws: RecordCodec.DecodeError.self) {
+                    try Array(bytes[..<n]).withUnsafeBytes { try RecordCodec.decode($0) }
+                }
             }
         }
     }
@@ -245,7 +265,8 @@ import SinkdCore
 /// a last line without a newline, empty lines, stopping early.
 @Suite struct ForEachLineTests {
     @Test func linesOfEverySizeAcrossChunkBoundaries() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-lines-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-lines-\(UUID().uuidString)")
+            .path
         defer { unlink(path) }
         var expected: [[UInt8]] = []
         var content: [UInt8] = []
@@ -260,10 +281,14 @@ import SinkdCore
         content += Array("last, no newline".utf8)
         _ = FileManager.default.createFile(atPath: path, contents: Data(content))
         var seen: [[UInt8]] = []
-        try FileIO.forEachLine(path) { seen.append(Array($0)); return true }
+        try FileIO.forEachLine(path) {
+            seen.append(Array($0)); return true
+        }
         #expect(seen == expected)
         var count = 0
-        try FileIO.forEachLine(path) { _ in count += 1; return count < 3 }
+        try FileIO.forEachLine(path) { _ in
+            count += 1; return count < 3
+        }
         #expect(count == 3, "stops when asked")
     }
 }

@@ -113,7 +113,10 @@ import SinkdCore
         var seq: UInt64 = 1000
         while frames.count < 4 << 20 {
             var body: [UInt8] = []
-            RecordCodec.encode(EventRecord(id: "r\(seq)", sink: "file:a", payload: Array(#"{"pad":"\#(String(repeating: "x", count: 900))"}"#.utf8)), into: &body)
+            RecordCodec.encode(
+                EventRecord(
+                    id: "r\(seq)", sink: "file:a",
+                    payload: Array(#"{"pad":"\#(String(repeating: "x", count: 900))"}"#.utf8)), into: &body)
             var crc = CRC32C()
             crc.update(body)
             SegmentFormat.appendFrame(seq: seq, body: body, bodyCRC: crc, to: &frames)
@@ -133,6 +136,7 @@ import SinkdCore
         }
         #expect(records == Int(seq - 1000))
         #expect(corrupt == 1)
-        #expect(scanner.bytesRead <= 3 * bytes.count, "read \(scanner.bytesRead) bytes for a \(bytes.count)-byte segment")
+        #expect(
+            scanner.bytesRead <= 3 * bytes.count, "read \(scanner.bytesRead) bytes for a \(bytes.count)-byte segment")
     }
 }

@@ -10,9 +10,14 @@ final class TestWAL {
     private(set) var wal: WriteAheadLog!
     let ownsDirectory: Bool
 
-    init(segmentSize: Int = 1 << 20, maxSize: Int = 64 << 20, whenFull: WhenFull = .block, fsync: FsyncMode = .always, directory: String? = nil) throws {
+    init(
+        segmentSize: Int = 1 << 20, maxSize: Int = 64 << 20, whenFull: WhenFull = .block, fsync: FsyncMode = .always,
+        directory: String? = nil
+    ) throws {
         ownsDirectory = directory == nil
-        self.directory = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
+        self.directory =
+            directory
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
         var config = SinkdConfig()
         config.wal.directory = self.directory
         config.wal.segmentSize = segmentSize
@@ -52,7 +57,9 @@ final class TestWAL {
     func crashCopy() throws -> TestWAL {
         let copy = FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-wal-\(UUID().uuidString)").path
         try Self.copyAsACrashSeesIt(directory, to: copy)
-        let other = try TestWAL(segmentSize: options.segmentSize, maxSize: options.maxSize, whenFull: options.whenFull, fsync: options.fsync, directory: copy)
+        let other = try TestWAL(
+            segmentSize: options.segmentSize, maxSize: options.maxSize, whenFull: options.whenFull,
+            fsync: options.fsync, directory: copy)
         other.removeOnDeinit = true
         return other
     }

@@ -41,7 +41,8 @@ import SinkdCore
         let elapsed = ContinuousClock.now - started
         let saves = t.wal.currentStats.progressSaves - saves0
         let intervals = UInt64(elapsed / .milliseconds(250)) + 2
-        #expect(saves <= intervals, "\(saves) progress saves for 60 records in \(elapsed): at most one per 250 ms interval")
+        #expect(
+            saves <= intervals, "\(saves) progress saves for 60 records in \(elapsed): at most one per 250 ms interval")
     }
 
     /// A read that went to the end of what is durable says so, so that the pipeline waits for
@@ -118,14 +119,18 @@ import SinkdCore
     /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func duplicatesAreAnsweredWithTheOriginalSeqAcrossRestarts() throws {
         let t = try TestWAL()
-        #expect(try t.append([record("x"), record("x"), record("x", sink: "file:b")]) == [.accepted(seq: 1), .duplicate(seq: 1), .accepted(seq: 2)])
+        #expect(
+            try t.append([record("x"), record("x"), record("x", sink: "file:b")]) == [
+                .accepted(seq: 1), .duplicate(seq: 1), .accepted(seq: 2),
+            ])
         try t.restart()
         #expect(try t.append([record("x")]) == [.duplicate(seq: 1)])
         // After a crash too: the copy has no summary for its active segment and scans it.
         try t.append([record("y")])
         let crashed = try t.crashCopy()
         #expect(try crashed.append([record("y"), record("z")]) == [.duplicate(seq: 3), .accepted(seq: 4)])
-        #expect(try readAll(crashed.wal, sink: "file:a").map(\.record.id) == ["x", "y", "z"], "duplicates were not written")
+        #expect(
+            try readAll(crashed.wal, sink: "file:a").map(\.record.id) == ["x", "y", "z"], "duplicates were not written")
     }
 
     @Test func dedupeWindowExpires() throws {
@@ -140,7 +145,10 @@ import SinkdCore
     @Test func crashLeavesEveryAcknowledgedRecord() throws {
         let t = try TestWAL(segmentSize: 64 << 10)
         for batch in 0..<20 {
-            try t.append((0..<50).map { record("r-\(batch)-\($0)", payload: #"{"pad":"\#(String(repeating: "p", count: 200))"}"#) })
+            try t.append(
+                (0..<50).map {
+                    record("r-\(batch)-\($0)", payload: #"{"pad":"\#(String(repeating: "p", count: 200))"}"#)
+                })
         }
         #expect(t.segmentFiles().count > 3, "tiny segments rotate")
         let crashed = try t.crashCopy()
@@ -153,7 +161,8 @@ import SinkdCore
     /// Guards WAL invariant 4 (WriteAheadLog.swift).
     @Test func finishedRecordsAreNotReadAgainAndSegmentsAreDeleted() throws {
         let t = try TestWAL(segmentSize: 16 << 10)
-        try t.append((0..<300).map { record("a-\($0)", sink: "file:a", payload: "\"\(String(repeating: "x", count: 100))\"") })
+        try t.append(
+            (0..<300).map { record("a-\($0)", sink: "file:a", payload: "\"\(String(repeating: "x", count: 100))\"") })
         try t.append((0..<10).map { record("b-\($0)", sink: "file:b") })
         let before = t.segmentFiles().count
         let reader = t.wal.reader(for: "file:a")
@@ -223,7 +232,9 @@ import SinkdCore
         try t.append((1...5).map { record("r\($0)") })
         let copy = try t.crashCopy()
         copy.wal.shutdown()
-        let name = copy.segmentFiles().first(where: { (try? Data(contentsOf: URL(fileURLWithPath: copy.directory + "/" + $0)).count) ?? 0 > 100 })!
+        let name = copy.segmentFiles().first(where: {
+            (try? Data(contentsOf: URL(fileURLWithPath: copy.directory + "/" + $0)).count) ?? 0 > 100
+        })!
         let file = URL(fileURLWithPath: copy.directory + "/" + name)
         var bytes = try Data(contentsOf: file)
         let frameLength = SegmentFormat.frameHeaderSize + RecordCodec.encodedSize(record("r1"))
@@ -245,14 +256,18 @@ import SinkdCore
     /// Guards WAL invariant 6 (WriteAheadLog.swift).
     @Test(arguments: 0..<8)
     func randomBitFlipsInEveryFileNeverStopTheWALFromStarting(_ round: Int) throws {
-        let seed = ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64(UInt32.max))
+        let seed =
+            ProcessInfo.processInfo.environment["SINKD_TEST_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64(UInt32.max))
         var rng = SeededGenerator(seed: seed &+ UInt64(round))
         let t = try TestWAL(segmentSize: 64 << 10)
         let total = 300
-        try t.append((0..<total).map { record("r\($0)", payload: #"{"pad":"\#(String(repeating: "x", count: 400))"}"#) })
+        try t.append(
+            (0..<total).map { record("r\($0)", payload: #"{"pad":"\#(String(repeating: "x", count: 400))"}"#) })
         let copy = try t.crashCopy()
         copy.wal.shutdown()
-        let files = try FileManager.default.contentsOfDirectory(atPath: copy.directory).filter { !$0.hasPrefix(".") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: copy.directory).filter { !$0.hasPrefix(".") }
+            .sorted()
         var flipsInSegments = 0
         for _ in 0..<Int.random(in: 1...12, using: &rng) {
             let name = files.randomElement(using: &rng)!
@@ -268,10 +283,15 @@ import SinkdCore
         }
         try copy.open()
         let ids = Set(try readAll(copy.wal, sink: "file:a").map(\.record.id))
-        #expect(ids.count >= total - flipsInSegments, "seed \(seed &+ UInt64(round)): \(ids.count) of \(total) readable after \(flipsInSegments) flips in segments")
+        #expect(
+            ids.count >= total - flipsInSegments,
+            "seed \(seed &+ UInt64(round)): \(ids.count) of \(total) readable after \(flipsInSegments) flips in segments"
+        )
         #expect(ids.isSubset(of: Set((0..<total).map { "r\($0)" })), "seed \(seed &+ UInt64(round)): nothing invented")
         try copy.restart()
-        #expect(copy.wal.recoveryReport.corruptFrames.isEmpty && copy.wal.recoveryReport.quarantined.isEmpty, "the second start finds nothing new to repair")
+        #expect(
+            copy.wal.recoveryReport.corruptFrames.isEmpty && copy.wal.recoveryReport.quarantined.isEmpty,
+            "the second start finds nothing new to repair")
     }
 
     /// Guards WAL invariant 6 (WriteAheadLog.swift).
@@ -294,7 +314,8 @@ import SinkdCore
         let t = try TestWAL()
         try t.append([record("r1")])
         t.wal.shutdown()
-        _ = FileManager.default.createFile(atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data([0x53, 0x49]))
+        _ = FileManager.default.createFile(
+            atPath: t.directory + "/" + SegmentFormat.fileName(id: 99), contents: Data([0x53, 0x49]))
         try t.open()
         #expect(try readAll(t.wal, sink: "file:a").count == 1)
         #expect(!t.files().contains(SegmentFormat.fileName(id: 99)))
@@ -353,7 +374,9 @@ import SinkdCore
         #expect(result.isFailure)
         // The id can be sent again: the failed record left the dedupe table.
         #expect(try t.append([record("lost")]) == [.accepted(seq: 3)])
-        #expect(t.segmentFiles().count == segmentsBefore.count + 1, "the failed segment was closed; the next round opened a new one")
+        #expect(
+            t.segmentFiles().count == segmentsBefore.count + 1,
+            "the failed segment was closed; the next round opened a new one")
         try t.restart()
         #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == ["before", "lost"])
     }
@@ -429,7 +452,8 @@ import SinkdCore
         }
         progress.nextSeq = 101
         for slot in ProgressStore.slotNames {
-            try Data(ProgressStore.encodeSlot(generation: 1000, progress)).write(to: URL(fileURLWithPath: t.directory + "/" + slot))
+            try Data(ProgressStore.encodeSlot(generation: 1000, progress)).write(
+                to: URL(fileURLWithPath: t.directory + "/" + slot))
         }
         try t.open()
         #expect(t.wal.recoveryReport.deletedFinishedSegments == segments.count)
@@ -446,14 +470,16 @@ import SinkdCore
         try FileManager.default.removeItem(atPath: t.directory + "/" + first)  // the .idx stays behind
         try t.open()
         #expect(!t.files().contains(first.replacingOccurrences(of: ".wal", with: ".idx")))
-        #expect(try readAll(t.wal, sink: "file:a").count < 100, "the deleted segment's records are gone, the rest are read")
+        #expect(
+            try readAll(t.wal, sink: "file:a").count < 100, "the deleted segment's records are gone, the rest are read")
     }
 
     /// Guards WAL invariant 5 (WriteAheadLog.swift).
     @Test func startUpReadsSummariesNotSegments() throws {
         let t = try TestWAL(segmentSize: 16 << 10)
         for batch in 0..<10 {
-            try t.append((0..<100).map { record("b\(batch)-\($0)", payload: "\"\(String(repeating: "w", count: 100))\"") })
+            try t.append(
+                (0..<100).map { record("b\(batch)-\($0)", payload: "\"\(String(repeating: "w", count: 100))\"") })
         }
         try t.restart()
         #expect(t.segmentFiles().count >= 10)
