@@ -1,6 +1,7 @@
-"""Test brokers on 127.0.0.1 for the Python scripts (scripts/soak; the crash oracle keeps its own
-copies for now): free ports, waiting for a listener, Redis with an fsynced append-only file, and
-Tansu (the Kafka-compatible broker, memory storage only: see ../shared/reference/tansu.md)."""
+"""Test brokers on 127.0.0.1 for the Python scripts: free ports, waiting for a listener (both
+used by scripts/soak and scripts/crash-oracle), Redis with an fsynced append-only file, and Tansu
+(the Kafka-compatible broker, memory storage only: see ../shared/reference/tansu.md). The crash
+oracle's family launchers are still its own."""
 
 import os
 import signal
