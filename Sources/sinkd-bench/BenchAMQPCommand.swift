@@ -7,7 +7,7 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// `sinkd bench amqp`: socket → WAL (fsync always) → basic.publish with confirms into a durable
+/// `sinkd-bench amqp`: socket → WAL (fsync always) → basic.publish with confirms into a durable
 /// queue of a private RabbitMQ node, beside aio-pika publishing the same persistent messages with
 /// confirms and the same in-flight window, in the same run.
 struct BenchAMQP: ParsableCommand {

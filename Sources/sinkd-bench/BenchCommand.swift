@@ -26,7 +26,7 @@ struct SinkdBench: ParsableCommand {
     )
 }
 
-/// `sinkd bench ingest`: socket → WAL with fsync=always, beside the disk's own sequential
+/// `sinkd-bench ingest`: socket → WAL with fsync=always, beside the disk's own sequential
 /// write bandwidth with fdatasync (dd) on the same filesystem.
 struct BenchIngest: ParsableCommand {
     static let configuration = CommandConfiguration(

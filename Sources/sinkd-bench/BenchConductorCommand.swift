@@ -7,7 +7,7 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// `sinkd bench conductor`: socket → WAL (fsync always) → Conductor's queue tables in a private
+/// `sinkd-bench conductor`: socket → WAL (fsync always) → Conductor's queue tables in a private
 /// PostgreSQL, beside psycopg running the same upserts with executemany in batches of the same
 /// size, in the same run.
 struct BenchConductor: ParsableCommand {

@@ -7,7 +7,7 @@ import SinkdIngest
 import Glibc
 #endif
 
-/// `sinkd bench kafka`: socket → WAL (fsync always) → Produce (acks=all, idempotent) into a
+/// `sinkd-bench kafka`: socket → WAL (fsync always) → Produce (acks=all, idempotent) into a
 /// private Tansu broker, beside confluent-kafka's Producer (librdkafka; acks=all,
 /// enable.idempotence, linger.ms=5) producing the same records into the same broker in the same
 /// run; then delivery alone: a backlog accepted while the topic did not exist, drained once it does.

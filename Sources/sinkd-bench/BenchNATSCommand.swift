@@ -10,7 +10,7 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// `sinkd bench nats`: socket → WAL (fsync always) → a private nats-server with JetStream, beside
+/// `sinkd-bench nats`: socket → WAL (fsync always) → a private nats-server with JetStream, beside
 /// nats-py's async JetStream publish with the same in-flight window in the same run; then core
 /// NATS end to end, and the drain of a backlog accepted while the server was down.
 struct BenchNATS: ParsableCommand {

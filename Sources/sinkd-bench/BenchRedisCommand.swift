@@ -8,7 +8,7 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// `sinkd bench redis`: socket → WAL (fsync always) → redis XADD, beside redis-benchmark's own
+/// `sinkd-bench redis`: socket → WAL (fsync always) → redis XADD, beside redis-benchmark's own
 /// pipelined XADD of the same payload size against the same server, in the same run.
 struct BenchRedis: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -9,7 +9,7 @@ import SinkdWAL
 import Glibc
 #endif
 
-/// `sinkd bench sqs`: socket → WAL (fsync always) → SendMessageBatch into a standard queue of a
+/// `sinkd-bench sqs`: socket → WAL (fsync always) → SendMessageBatch into a standard queue of a
 /// private moto server, beside boto3 sending the same messages with SendMessageBatch sequentially
 /// from Python against the same server, in the same run.
 struct BenchSQS: ParsableCommand {

@@ -4,7 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// For `sinkd bench sqs --client-only`: an HTTP endpoint that answers every SendMessageBatch at
+/// For `sinkd-bench sqs --client-only`: an HTTP endpoint that answers every SendMessageBatch at
 /// once with all its entries successful, keeping nothing. moto spends about 8 ms of Python per 1 KiB
 /// message, so against moto both clients measure moto; against this they measure themselves
 /// (signing, encoding, HTTP, parsing). A stand-in for SQS only in this benchmark, never in tests.
