@@ -208,6 +208,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Test servers' helpers for the tests and sinkd-bench: loopback ports, python3 (the
+        // independent peers). Linked by no product.
+        .target(name: "SinkdTestServers"),
         // What the sink families' integration tests share: the delivery engine over a real WAL.
         .target(
             name: "SinkdTestSupport",
@@ -228,6 +231,7 @@ let package = Package(
         .executableTarget(
             name: "sinkd-bench",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdNATSSink", "SinkdSQSSink", "SinkdTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -263,6 +267,7 @@ let package = Package(
         .testTarget(
             name: "SinkdKafkaSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdKafkaSink", "SinkdCore", "SinkdDelivery", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -274,6 +279,7 @@ let package = Package(
         .testTarget(
             name: "SinkdHTTPSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdHTTPSink", "SinkdDelivery", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -284,6 +290,7 @@ let package = Package(
         .testTarget(
             name: "SinkdRedisSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdRedisSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -294,6 +301,7 @@ let package = Package(
         .testTarget(
             name: "SinkdDeliveryTests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdDelivery", "SinkdFileSink", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -303,6 +311,7 @@ let package = Package(
         .testTarget(
             name: "SinkdIngestTests",
             dependencies: [
+                "SinkdTestServers",
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdIngest", "SinkdWAL", "SinkdCore", "SinkdTestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -313,6 +322,7 @@ let package = Package(
         .testTarget(
             name: "SinkdSQSSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdSQSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -324,6 +334,7 @@ let package = Package(
         .testTarget(
             name: "SinkdNATSSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdNATSSink", "SinkdDelivery", "SinkdCore", "SinkdWAL", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -337,6 +348,7 @@ let package = Package(
         .testTarget(
             name: "SinkdAMQPSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 "SinkdAMQPSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -347,6 +359,7 @@ let package = Package(
         .testTarget(
             name: "SinkdConductorSinkTests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdConductorSink", "SinkdDelivery", "SinkdCore", "SinkdIngest", "SinkdTestSupport",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -356,6 +369,7 @@ let package = Package(
         .testTarget(
             name: "SinkdCLITests",
             dependencies: [
+                "SinkdTestServers",
                 "SinkdCLI", "SinkdControl", "SinkdSystemd", "SinkdIngest", "SinkdWAL", "SinkdDelivery", "SinkdCore",
                 "SinkdTestSupport", "sinkd",
             ]),

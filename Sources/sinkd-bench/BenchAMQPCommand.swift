@@ -6,6 +6,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench amqp`: socket → WAL (fsync always) → basic.publish with confirms into a durable
 /// queue of a private RabbitMQ node, beside aio-pika publishing the same persistent messages with

@@ -6,6 +6,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench`: the benchmarks, an executable of their own that the package does not install.
 /// Each starts the `sinkd` beside it (or --sinkd / $SINKD_BINARY) on a configuration of its own.

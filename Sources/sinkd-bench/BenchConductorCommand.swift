@@ -6,6 +6,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench conductor`: socket → WAL (fsync always) → Conductor's queue tables in a private
 /// PostgreSQL, beside psycopg running the same upserts with executemany in batches of the same

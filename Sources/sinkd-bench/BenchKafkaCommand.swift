@@ -6,6 +6,7 @@ import SinkdIngest
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench kafka`: socket → WAL (fsync always) → Produce (acks=all, idempotent) into a
 /// private Tansu broker, beside confluent-kafka's Producer (librdkafka; acks=all,

@@ -9,6 +9,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench nats`: socket → WAL (fsync always) → a private nats-server with JetStream, beside
 /// nats-py's async JetStream publish with the same in-flight window in the same run; then core

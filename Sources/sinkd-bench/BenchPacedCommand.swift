@@ -7,6 +7,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench paced`: the pace Conductor publishes at. Connections each send one record and
 /// wait for its answer before the next, at an even total rate; what sinkd spends per record
@@ -50,17 +51,14 @@ struct BenchPaced: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let counter = try HeapCounter.build(into: dir)
 
-        var redis: Process?
+        var redis: RedisProcess?
         var redisPort = 0
         if sink == "redis" {
             redisPort = LoopbackTCP.freePort()
             redis = try startRedisServer(port: redisPort, dir: dir)
         }
         defer {
-            if let redis {
-                kill(redis.processIdentifier, SIGKILL)
-                redis.waitUntilExit()
-            }
+            redis?.stop()
         }
         let sinks =
             sink == "redis"

@@ -7,6 +7,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench redis`: socket → WAL (fsync always) → redis XADD, beside redis-benchmark's own
 /// pipelined XADD of the same payload size against the same server, in the same run.
@@ -35,8 +36,7 @@ struct BenchRedis: ParsableCommand {
         let port = LoopbackTCP.freePort()
         var redis = try startRedisServer(port: port, dir: dir)
         defer {
-            kill(redis.processIdentifier, SIGKILL)
-            redis.waitUntilExit()
+            redis.stop()
         }
 
         // Baseline.
@@ -102,8 +102,7 @@ struct BenchRedis: ParsableCommand {
 
         guard backlogRecords > 0 else { return }
         // Backlog: Redis down while records pile up, then up again.
-        kill(redis.processIdentifier, SIGKILL)
-        redis.waitUntilExit()
+        redis.stop()
         sampler = RSSSampler(pid: daemon.processIdentifier)
         let perClient = backlogRecords / connections
         let b0 = monotonicSeconds()
@@ -141,24 +140,12 @@ struct BenchRedis: ParsableCommand {
     }
 }
 
-/// A private redis-server on 127.0.0.1:`port` (no persistence), once it answers.
-func startRedisServer(port: Int, dir: String) throws -> Process {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-    p.arguments = [
-        "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
-        dir + "/redis.log",
-    ]
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    let deadline = Date().addingTimeInterval(10)
-    while xlen(port: port, key: "none") < 0 {
-        guard Date() < deadline else { throw ValidationError("redis-server did not start") }
-        usleep(20_000)
-    }
-    return p
+/// A private redis-server on 127.0.0.1:`port` (no persistence), once it answers: SinkdTestServers'
+/// launcher, the one the tests use.
+func startRedisServer(port: Int, dir: String) throws -> RedisProcess {
+    let redis = try RedisProcess(directory: dir, port: port, persistent: false)
+    try redis.start()
+    return redis
 }
 
 /// XLEN through redis-cli: -1 when Redis cannot be reached.

@@ -8,6 +8,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd-bench sqs`: socket → WAL (fsync always) → SendMessageBatch into a standard queue of a
 /// private moto server, beside boto3 sending the same messages with SendMessageBatch sequentially

@@ -5,6 +5,7 @@ import SinkdTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 nonisolated(unsafe) private var sharedNodeProcessGroup: pid_t = 0
 

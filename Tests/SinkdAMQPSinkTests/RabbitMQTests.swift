@@ -6,6 +6,7 @@ import SinkdDelivery
 import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdAMQPSink
+import SinkdTestServers
 
 /// The AMQP sinks against a real RabbitMQ on 127.0.0.1, read back by an independent client (pika).
 @Suite(.serialized, .blockingThreads) struct RabbitMQTests {

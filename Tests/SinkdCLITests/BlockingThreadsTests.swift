@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SinkdTestSupport
+import SinkdTestServers
 
 /// The trait the blocking suites carry really moves their bodies off the cooperative pool: without
 /// it, CI's two cooperative threads were both held by daemon tests and an async engine test beside

@@ -7,6 +7,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// Hostile clients against the real daemon (issue 18): clients that never read their answers,
 /// descriptor exhaustion, many sinks of big records. Memory is read from /proc (VmHWM is the

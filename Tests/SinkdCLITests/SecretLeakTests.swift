@@ -6,6 +6,7 @@ import SinkdTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// An HTTP server that answers every request 400 with the request itself as the body: a hostile
 /// (or merely chatty) remote that echoes back the URL and headers sinkd sent, secrets included.

@@ -8,6 +8,7 @@ import SinkdDelivery
 #if canImport(Glibc)
 import Glibc
 import SinkdTestSupport
+import SinkdTestServers
 #endif
 
 @Suite(.serialized, .blockingThreads) struct StatusAndDLQCommandTests {

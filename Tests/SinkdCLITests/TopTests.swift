@@ -8,6 +8,7 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// `sinkd top` in a real terminal (tmux) against a running daemon with a failing and a healthy sink.
 @Suite(.serialized, .blockingThreads) struct TopInTmuxTests {

@@ -9,6 +9,7 @@ import SinkdTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// A private PostgreSQL (Debian's postgresql, installed by scripts/test): initdb into a temporary
 /// directory, started on a free 127.0.0.1 port, TLS on with a test CA, user `conductor` with a

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SinkdTestSupport
 @testable import SinkdKafkaSink
+import SinkdTestServers
 
 /// Metadata and Produce against kafka-python's encoder (generated from Kafka's own message
 /// definitions): sinkd's requests byte for byte, and kafka-python's responses parsed; every
@@ -11,22 +12,9 @@ import SinkdTestSupport
         "Fixtures/kafka_messages.py"
     ).path
 
+    /// kafka_messages.py's hex output as bytes.
     static func python(_ arguments: [String]) throws -> [UInt8] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script] + arguments
-        let output = Pipe(), errors = Pipe()
-        p.standardOutput = output
-        p.standardError = errors
-        try p.run()
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(
-            in: .whitespacesAndNewlines)
-        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw CocoaError(
-                .executableLoad, userInfo: [NSLocalizedDescriptionKey: "kafka_messages.py \(arguments): \(err)"])
-        }
+        let out = try Python.run([script] + arguments).trimmingCharacters(in: .whitespacesAndNewlines)
         var bytes: [UInt8] = []
         var index = out.startIndex
         while index < out.endIndex {

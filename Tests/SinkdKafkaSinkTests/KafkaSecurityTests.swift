@@ -5,6 +5,7 @@ import SinkdDelivery
 import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdKafkaSink
+import SinkdTestServers
 
 /// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and TLS. The exchanges as plain values first
 /// (RFC 7677's vector, the scramp library's, kafka-python's encoder, hostile answers), then end to

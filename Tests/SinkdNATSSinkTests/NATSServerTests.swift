@@ -6,6 +6,7 @@ import SinkdDelivery
 import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdNATSSink
+import SinkdTestServers
 
 /// The NATS sinks against a real nats-server (with JetStream) on 127.0.0.1.
 @Suite(.serialized, .blockingThreads) struct NATSServerTests {

@@ -6,27 +6,21 @@ import NIOPosix
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// A real redis-server on 127.0.0.1, started by the test on a free port (Debian's redis-server,
 /// installed by scripts/test). A missing binary fails the test: nothing is skipped.
 final class RedisServer: @unchecked Sendable {
-    let port: Int
     let directory: String
-    let extraArguments: [String]
-    private var process: Process?
-
-    struct Missing: Error, CustomStringConvertible {
-        var description = "redis-server is not installed (scripts/test installs it: apt-get install redis-server)"
-    }
+    private let process: RedisProcess
+    var port: Int { process.port }
 
     init(arguments: [String] = []) throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else { throw Missing() }
-        port = Self.freePort()
         directory =
             FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-redis-\(UUID().uuidString.prefix(8))")
             .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        extraArguments = arguments
+        process = try RedisProcess(directory: directory, persistent: true, extraArguments: arguments)
         try start()
     }
 
@@ -35,32 +29,9 @@ final class RedisServer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    func start() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        p.arguments =
-            [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync",
-                "always",
-                "--dir", directory, "--daemonize", "no", "--logfile", directory + "/redis.log",
-            ] + extraArguments
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        process = p
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if Self.canConnect(port) { return }
-            usleep(20_000)
-        }
-        throw Missing(description: "redis-server did not start on port \(port)")
-    }
+    func start() throws { try process.start() }
 
-    func stop() {
-        guard let p = process else { return }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        process = nil
-    }
+    func stop() { process.stop() }
 
     var url: String { "redis://127.0.0.1:\(port)/0" }
 

@@ -10,6 +10,7 @@ import SinkdDelivery
 import SinkdIngest
 import SinkdTestSupport
 @testable import SinkdSQSSink
+import SinkdTestServers
 
 /// A small HTTP server playing ECS's/EKS's container credentials endpoint or EC2's instance
 /// metadata service. Neither can run here (they are AWS's own agents on link-local addresses), so

@@ -12,6 +12,7 @@ import SinkdWAL
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdTestServers
 
 /// moto's server mode (PyPI moto[server]): an SQS-compatible server on a free 127.0.0.1 port,
 /// one per test. It does not check signatures (SigV4Tests does, against botocore).

@@ -4,6 +4,7 @@ import SinkdTestSupport
 import SinkdCore
 import SinkdDelivery
 @testable import SinkdSQSSink
+import SinkdTestServers
 
 @Suite(.blockingThreads) struct SigV4Tests {
     static let example = SigV4Signer.Credentials(
@@ -68,32 +69,6 @@ import SinkdDelivery
     @Test func canonicalQueryEncodesAndSorts() {
         #expect(SigV4Signer.canonicalQuery("b=2&a=x%20y&a=1") == "a=1&a=x%20y&b=2")
         #expect(SigV4Signer.uriEncode("a b/é~") == "a%20b%2F%C3%A9~")
-    }
-}
-
-enum Python {
-    /// Runs python3 with `arguments`; throws with stderr when it fails (a missing botocore fails the test).
-    static func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errors = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CocoaError(
-                .executableLoad,
-                userInfo: [
-                    NSLocalizedDescriptionKey:
-                        "python3 \(arguments.first ?? ""): \(String(decoding: errors, as: UTF8.self))"
-                ])
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 }
 
