@@ -41,7 +41,22 @@ final class TestWAL {
     }()
 
     func open() throws {
-        wal = try WriteAheadLog(options: options, logger: Self.logger)
+        // The directory's flock belongs to an open file description: a child another test spawns
+        // at that moment (posix_spawn: every descriptor until its exec closes the O_CLOEXEC ones)
+        // briefly holds it too, so a reopen right after a shutdown can find the lock still taken,
+        // by this very process (seen once in CI, with the whole suite spawning servers in
+        // parallel). That, and only that, is waited out; another holder fails at once.
+        let deadline = Date().addingTimeInterval(5)
+        while true {
+            do {
+                wal = try WriteAheadLog(options: options, logger: Self.logger)
+                break
+            } catch {
+                let ownLock = error.operation == "lock" && error.detail?.contains("(pid \(getpid()))") == true
+                guard ownLock, Date() < deadline else { throw error }
+                usleep(10_000)
+            }
+        }
         wal.start()
     }
 
