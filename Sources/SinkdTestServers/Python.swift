@@ -30,19 +30,19 @@ public enum Python {
     }
 }
 
-/// Reads a file handle to its end on a thread of its own.
-final class ReadToEnd: @unchecked Sendable {
+/// Reads a file handle to its end on a thread of its own (a child's stderr beside its stdout).
+public final class ReadToEnd: @unchecked Sendable {
     private var data = Data()
     private let done = DispatchSemaphore(value: 0)
 
-    init(_ handle: FileHandle) {
+    public init(_ handle: FileHandle) {
         Thread.detachNewThread { [self] in
             data = handle.readDataToEndOfFile()
             done.signal()
         }
     }
 
-    func wait() -> Data {
+    public func wait() -> Data {
         done.wait()
         return data
     }

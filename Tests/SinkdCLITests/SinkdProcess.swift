@@ -1,4 +1,5 @@
 import Foundation
+import SinkdTestServers
 
 /// Runs the built `sinkd` executable as a user would, capturing its exit code and output.
 /// `swift test` builds it beside the test bundle (the test target depends on it).
@@ -42,30 +43,12 @@ struct SinkdProcess {
         if let stdin { input.fileHandleForWriting.write(stdin) }
         try input.fileHandleForWriting.close()
         // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
-        let errData = ReadAll(err.fileHandleForReading)
+        let errData = ReadToEnd(err.fileHandleForReading)
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Output(
             status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
             stderr: String(decoding: errData.wait(), as: UTF8.self))
-    }
-}
-
-/// Reads a file handle to its end on a thread of its own.
-final class ReadAll: @unchecked Sendable {
-    private var data = Data()
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ handle: FileHandle) {
-        Thread.detachNewThread { [self] in
-            data = handle.readDataToEndOfFile()
-            done.signal()
-        }
-    }
-
-    func wait() -> Data {
-        done.wait()
-        return data
     }
 }
 
