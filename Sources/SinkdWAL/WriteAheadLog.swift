@@ -492,18 +492,6 @@ public final class WriteAheadLog: @unchecked Sendable {
         if now { callback() }
     }
 
-    /// `callback` once a record of `sink` (of any sink if nil) is durable; at once if any
-    /// record after `seq` is durable already (the caller reads and finds out whether one is its
-    /// sink's), or the WAL is stopping.
-    public func whenNewData(after seq: UInt64, sink: String?, _ callback: @escaping @Sendable () -> Void) {
-        guard let sink else {
-            whenNewData(after: seq, callback)
-            return
-        }
-        let watch = watchData(sink: sink, callback)
-        arm(watch, after: seq)
-    }
-
     /// A pipeline's standing watch for durable records of `sink`, replacing an earlier one of
     /// the sink: `arm` it each time the pipeline has read everything (no closure or array per
     /// wait), `forgetDataWatch` when the pipeline leaves.

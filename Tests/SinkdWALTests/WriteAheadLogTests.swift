@@ -72,7 +72,8 @@ import SinkdCore
         let seen = t.wal.currentStats.durableSeq
         let woken = WokenSinks()
         for sink in ["file:a", "file:b", "file:c"] {
-            t.wal.whenNewData(after: seen, sink: sink) { woken.add(sink) }
+            let watch = t.wal.watchData(sink: sink) { woken.add(sink) }
+            t.wal.arm(watch, after: seen)
         }
         t.wal.whenNewData(after: seen) { woken.add("any") }
         // Waiters run on the writer thread after the round's acknowledgements: a round that
@@ -89,7 +90,8 @@ import SinkdCore
         try afterWaiters()
         #expect(woken.all == ["any", "file:a", "file:b", "file:c"])
         // Registered when data after `seen` is already durable: called at once.
-        t.wal.whenNewData(after: seen, sink: "file:d") { woken.add("file:d") }
+        let late = t.wal.watchData(sink: "file:d") { woken.add("file:d") }
+        t.wal.arm(late, after: seen)
         #expect(woken.all.contains("file:d"))
         // A pipeline that left takes its watch with it.
         let watch = t.wal.watchData(sink: "file:e") { woken.add("file:e") }
