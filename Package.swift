@@ -208,9 +208,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Test servers' helpers for the tests and sinkd-bench: loopback ports, python3 (the
-        // independent peers). Linked by no product.
-        .target(name: "SinkdTestServers"),
+        // The test servers (redis, nats, rabbitmq, postgresql, tansu, moto) as the tests and
+        // sinkd-bench start them, loopback ports, test certificates, python3 (the independent
+        // peers). Linked by no product.
+        .target(
+            name: "SinkdTestServers",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
         // What the sink families' integration tests share: the delivery engine over a real WAL.
         .target(
             name: "SinkdTestSupport",

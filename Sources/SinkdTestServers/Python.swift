@@ -4,29 +4,9 @@ import Foundation
 /// implementations: boto's signer, kafka-python's message classes, confluent-kafka, pika): its
 /// stdout, or an error carrying its stderr. A missing module fails the test that needs it.
 public enum Python {
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
-
     /// Runs `python3 arguments...` and returns its standard output.
     public static func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Both pipes read to the end before waiting: a chatty script never blocks on a full pipe.
-        let errors = ReadToEnd(err.fileHandleForReading)
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(
-                description: "python3 \(arguments.first ?? ""): \(String(decoding: errors.wait(), as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
+        try ServerProcess.run("/usr/bin/env", ["python3"] + arguments)
     }
 }
 

@@ -30,9 +30,9 @@ struct BenchAMQP: ParsableCommand {
     func run() throws {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let node = try BenchRabbitMQ(directory: dir + "/rabbitmq")
-        defer { node.stop() }
-        let url = "amqp://guest:guest@127.0.0.1:\(node.port)/%2f"
+        let node = try RabbitMQProcess(directory: dir + "/rabbitmq")
+        defer { node.kill() }
+        let url = node.url
 
         let baselineScript = """
             import asyncio, sys, time, aio_pika
@@ -53,11 +53,9 @@ struct BenchAMQP: ParsableCommand {
                 await connection.close()
             asyncio.run(main())
             """
-        let baseline = try Double(
-            python(baselineScript, [url, "\(messages)", "\(window)", "\(payloadBytes)"]).trimmingCharacters(
-                in: .whitespacesAndNewlines)
-        )
-        .unwrap(orThrow: ValidationError("the aio-pika baseline failed (pip install aio-pika)"))
+        let baseline = try pythonFigures(
+            baselineScript, [url, "\(messages)", "\(window)", "\(payloadBytes)"],
+            failure: "the aio-pika baseline failed (pip install aio-pika)")[0]
         say(
             "baseline  aio-pika, \(messages) persistent messages of \(payloadBytes) B, confirms, \(window) unconfirmed at most: \(format(baseline)) messages/s"
         )
@@ -109,74 +107,5 @@ struct BenchAMQP: ParsableCommand {
         say(
             "          \(format(rate)) messages/s in the queue (\(format(rate / baseline))× aio-pika); sinkd peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
         )
-    }
-
-    private func python(_ script: String, _ arguments: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script] + arguments
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("python3 failed: \(script.prefix(60))…") }
-        return printed
-    }
-}
-
-extension Optional {
-    func unwrap(orThrow error: @autoclosure () -> Error) throws -> Wrapped {
-        guard let self else { throw error() }
-        return self
-    }
-}
-
-/// A private RabbitMQ node for the benchmark: own data directory, cookie, node name and ports.
-struct BenchRabbitMQ {
-    let port: Int
-    let process: Process
-    let node: String
-
-    init(directory: String) throws {
-        let bin = "/usr/lib/rabbitmq/bin"
-        guard FileManager.default.isExecutableFile(atPath: bin + "/rabbitmq-server") else {
-            throw ValidationError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
-        }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        port = LoopbackTCP.freePort()
-        node = "sinkdbench\(port)@localhost"
-        try "[].".write(toFile: directory + "/enabled_plugins", atomically: true, encoding: .utf8)
-        try "listeners.tcp.default = 127.0.0.1:\(port)\nloopback_users = none\n".write(
-            toFile: directory + "/rabbitmq.conf", atomically: true, encoding: .utf8)
-        var env = ProcessInfo.processInfo.environment
-        env["HOME"] = directory
-        env["RABBITMQ_NODENAME"] = node
-        env["RABBITMQ_NODE_PORT"] = "\(port)"
-        env["RABBITMQ_DIST_PORT"] = "\(LoopbackTCP.freePort())"
-        env["RABBITMQ_MNESIA_BASE"] = directory + "/mnesia"
-        env["RABBITMQ_LOG_BASE"] = directory + "/log"
-        env["RABBITMQ_CONFIG_FILE"] = directory + "/rabbitmq"
-        env["RABBITMQ_ENABLED_PLUGINS_FILE"] = directory + "/enabled_plugins"
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: bin + "/rabbitmq-server")
-        process.environment = env
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        // The AMQP listener opens once the node has booted.
-        while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, process.isRunning else {
-                throw ValidationError("rabbitmq-server did not start (logs in \(directory)/log)")
-            }
-            usleep(100_000)
-        }
-    }
-
-    func stop() {
-        kill(-process.processIdentifier, SIGKILL)
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
     }
 }

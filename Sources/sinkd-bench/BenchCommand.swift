@@ -319,6 +319,21 @@ func sinkdBinary() -> String {
         .appendingPathComponent("sinkd").path
 }
 
+/// A baseline client's figures: runs `python3 -c script arguments...`, which prints numbers
+/// separated by spaces; throws `failure` (what to install) when it fails or prints fewer than
+/// `count` of them.
+func pythonFigures(_ script: String, _ arguments: [String], count: Int = 1, failure: String) throws -> [Double] {
+    let printed: String
+    do {
+        printed = try Python.run(["-c", script] + arguments)
+    } catch {
+        throw ValidationError("\(failure): \(error)")
+    }
+    let figures = printed.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Double($0) }
+    guard figures.count >= count else { throw ValidationError("\(failure): it printed \(printed.prefix(200))") }
+    return figures
+}
+
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }
     return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]

@@ -29,9 +29,12 @@ struct BenchConductor: ParsableCommand {
     func run() throws {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let db = try BenchPostgres(directory: dir + "/pg")
-        defer { db.stop() }
-        let url = "postgresql://conductor:bench@127.0.0.1:\(db.port)/conductor"
+        let db = try PostgresProcess(user: "conductor", password: "bench", directory: dir + "/pg")
+        defer { db.kill() }
+        try db.createDatabase("conductor")
+        // The server has TLS on (the tests' launcher); both clients go without it.
+        let sinkdURL = db.url(database: "conductor")
+        let url = sinkdURL + "?sslmode=disable"
         let tables = """
             CREATE TABLE queue (queue_name varchar(255) PRIMARY KEY, created_on timestamp default current_timestamp);
             CREATE TABLE queue_message (created_on timestamp not null default current_timestamp,
@@ -58,18 +61,9 @@ struct BenchConductor: ParsableCommand {
                                 [("baseline", "b-%d" % i, 0, body) for i in range(start, min(n, start + batch))])
                 print(n / (time.monotonic() - t))
             """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, url, "\(messages)", "\(batchSize)", "\(payloadBytes)", tables]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0, let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
-        else {
-            throw ValidationError("the psycopg baseline failed (pip install 'psycopg[binary]')")
-        }
+        let baseline = try pythonFigures(
+            script, [url, "\(messages)", "\(batchSize)", "\(payloadBytes)", tables],
+            failure: "the psycopg baseline failed (pip install 'psycopg[binary]')")[0]
         say(
             "baseline  psycopg executemany upsert, \(messages) rows of \(payloadBytes) B, \(batchSize) per transaction: \(format(baseline)) rows/s"
         )
@@ -77,7 +71,7 @@ struct BenchConductor: ParsableCommand {
         let config = try writeBenchConfig(
             dir: dir,
             sinks:
-                #"{conductor: {postgres: {url: "\#(url)", sslmode: disable}, pool_size: \#(poolSize), max_in_flight: \#(poolSize), batch_size: \#(batchSize)}}"#
+                #"{conductor: {postgres: {url: "\#(sinkdURL)", sslmode: disable}, pool_size: \#(poolSize), max_in_flight: \#(poolSize), batch_size: \#(batchSize)}}"#
         )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
@@ -153,82 +147,10 @@ struct BenchConductor: ParsableCommand {
             ? "import sys, psycopg\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n"
                 + text.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
             : "import sys, psycopg\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n    c.execute(sys.argv[2])"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", code, url, text]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("psycopg failed: \(text.prefix(60))") }
-        return printed
-    }
-}
-
-/// A private PostgreSQL for the benchmark (initdb, user conductor/bench, database conductor).
-struct BenchPostgres {
-    let port: Int
-    let directory: String
-    let process: Process
-
-    init(directory: String) throws {
-        guard let version = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().last
-        else {
-            throw ValidationError("PostgreSQL is not installed (apt-get install postgresql)")
+        do {
+            return try Python.run(["-c", code, url, text])
+        } catch {
+            throw ValidationError("psycopg failed: \(text.prefix(60)): \(error)")
         }
-        let bin = "/usr/lib/postgresql/\(version)/bin"
-        self.directory = directory
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try "bench".write(toFile: directory + "/pwfile", atomically: true, encoding: .utf8)
-        let root = geteuid() == 0
-        func run(_ arguments: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: root ? "/usr/sbin/runuser" : arguments[0])
-            p.arguments = root ? ["-u", "postgres", "--"] + arguments : Array(arguments.dropFirst())
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw ValidationError("\(arguments[0]) failed") }
-        }
-        if root {
-            let chown = Process()
-            chown.executableURL = URL(fileURLWithPath: "/bin/chown")
-            chown.arguments = ["-R", "postgres:postgres", directory]
-            try chown.run()
-            chown.waitUntilExit()
-        }
-        try run([
-            bin + "/initdb", "-D", directory + "/data", "-U", "conductor", "--pwfile=" + directory + "/pwfile",
-            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
-        ])
-        port = LoopbackTCP.freePort()
-        let arguments = [
-            bin + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory, "-c",
-            "listen_addresses=127.0.0.1",
-        ]
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: root ? "/usr/sbin/runuser" : arguments[0])
-        process.arguments = root ? ["-u", "postgres", "--"] + arguments : Array(arguments.dropFirst())
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(30)
-        while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, process.isRunning else { throw ValidationError("postgres did not start") }
-            usleep(50_000)
-        }
-        usleep(300_000)
-        try run([bin + "/createdb", "-h", directory, "-p", "\(port)", "-U", "conductor", "conductor"])
-    }
-
-    func stop() {
-        if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
-            let first = text.split(separator: "\n").first, let pid = pid_t(first)
-        {
-            kill(pid, SIGQUIT)
-        }
-        process.waitUntilExit()
     }
 }

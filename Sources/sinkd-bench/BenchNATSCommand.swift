@@ -32,14 +32,9 @@ struct BenchNATS: ParsableCommand {
     func run() throws {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = LoopbackTCP.freePort()
-        var server = try startServer(port: port, dir: dir)
-        defer {
-            kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
-        }
+        let server = try NATSProcess(directory: dir + "/nats")
         var adminConfig = NATSSinkConfig()
-        adminConfig.servers = ["nats://127.0.0.1:\(port)"]
+        adminConfig.servers = [server.url]
         let admin = adminConfig
         let subscriber = CountingSubscriber()
         let tools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
@@ -70,21 +65,9 @@ struct BenchNATS: ParsableCommand {
                 await nc.close()
             asyncio.run(main())
             """
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = [
-            "python3", "-c", script, "nats://127.0.0.1:\(port)", "\(jsmMessages)", "\(window)", "\(payloadBytes)",
-        ]
-        let out = Pipe()
-        python.standardOutput = out
-        try python.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        python.waitUntilExit()
-        guard python.terminationStatus == 0,
-            let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
-        else {
-            throw ValidationError("the nats-py baseline failed (pip install nats-py)")
-        }
+        let baseline = try pythonFigures(
+            script, [server.url, "\(jsmMessages)", "\(window)", "\(payloadBytes)"],
+            failure: "the nats-py baseline failed (pip install nats-py)")[0]
         say(
             "baseline  nats-py publish_async, \(jsmMessages) messages of \(payloadBytes) B, \(window) pending at most: \(format(baseline)) messages/s"
         )
@@ -92,7 +75,7 @@ struct BenchNATS: ParsableCommand {
         let config = try writeBenchConfig(
             dir: dir,
             sinks:
-                #"{nats: {servers: ["nats://127.0.0.1:\#(port)"], jsm: {subject_prefix: ""}, pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#
+                #"{nats: {servers: ["\#(server.url)"], jsm: {subject_prefix: ""}, pool_size: 1, max_in_flight: \#(window), batch_size: \#(batchSize)}}"#
         )
         let daemon = try startBenchDaemon(config: config, socket: dir + "/ingest.sock")
         defer {
@@ -132,12 +115,11 @@ struct BenchNATS: ParsableCommand {
         )
 
         // Delivery alone: a backlog accepted with the server down, then drained.
-        kill(server.processIdentifier, SIGKILL)
-        server.waitUntilExit()
+        server.kill()
         sendThroughClients(
             socket: dir + "/ingest.sock", connections: connections, total: coreMessages, prefix: "d",
             payloadBytes: payloadBytes, sink: "nats:drain")
-        server = try startServer(port: port, dir: dir)
+        try server.start()
         let counter = CountingSubscriber()
         let drainTools = try BlockingAsync.run { () -> Result<NATSAdmin, Error> in
             do {
@@ -156,23 +138,6 @@ struct BenchNATS: ParsableCommand {
         say(
             "core drain \(coreTotal) records accepted with nats-server down: \(format(Double(coreTotal - first) / (monotonicSeconds() - d0))) messages/s once reconnected"
         )
-    }
-
-    private func startServer(port: Int, dir: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/nats-server")
-        p.arguments = ["-a", "127.0.0.1", "-p", "\(port)", "-js", "-sd", dir + "/nats"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(10)
-        while !LoopbackTCP.canConnect(port: port) {
-            guard Date() < deadline, p.isRunning else {
-                throw ValidationError("nats-server did not start (apt-get install nats-server)")
-            }
-            usleep(20_000)
-        }
-        return p
     }
 }
 

@@ -32,15 +32,8 @@ struct BenchSQS: ParsableCommand {
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // 1. Against moto: a real SQS implementation, but slow (Python): both clients wait for it.
-        let port = LoopbackTCP.freePort()
-        let moto = Process()
-        moto.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        moto.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
-        moto.standardOutput = FileHandle.nullDevice
-        moto.standardError = FileHandle.nullDevice
-        try moto.run()
-        defer { kill(-moto.processIdentifier, SIGKILL) }  // its own process group (pyenv may wrap it)
-        let endpoint = "http://127.0.0.1:\(port)"
+        let moto = try MotoProcess()
+        let endpoint = moto.endpoint
         var sqs = SQSSinkConfig()
         sqs.endpoint = endpoint
         sqs.accessKeyID = "bench"
@@ -84,19 +77,10 @@ struct BenchSQS: ParsableCommand {
                 c.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": body} for k in range(min(10, n - i))])
             print(n / (time.monotonic() - t))
             """
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "-c", script, endpoint, "\(messages)", "\(payloadBytes)"]
-        let out = Pipe()
-        python.standardOutput = out
-        try python.run()
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        python.waitUntilExit()
-        guard python.terminationStatus == 0,
-            let baseline = Double(printed.trimmingCharacters(in: .whitespacesAndNewlines))
-        else {
-            throw ValidationError("the boto3 baseline failed (pip install boto3)")
-        }
+        let baseline = try pythonFigures(
+            script, [endpoint, "\(messages)", "\(payloadBytes)"],
+            failure: "the boto3 baseline failed (pip install boto3)"
+        )[0]
         say(
             "\(label): baseline  boto3 send_message_batch (10 per call, sequential), \(messages) messages of \(payloadBytes) B: \(format(baseline)) messages/s"
         )

@@ -11,90 +11,11 @@ import Glibc
 #endif
 import SinkdTestServers
 
-/// A real nats-server on 127.0.0.1 (Debian's nats-server, installed by scripts/test), started by
-/// the test on a free port with JetStream and its store in a temporary directory. A missing
-/// binary fails the test: nothing is skipped.
-final class NATSServer: @unchecked Sendable {
-    static let binary = "/usr/sbin/nats-server"
-    let port: Int
-    let directory: String
-    /// Extra lines of the server's configuration file (authorization, max_payload, tls).
-    let extraConfig: String
-    private(set) var process: Process?
+/// The NATS tests' server: SinkdTestServers' launcher (a real nats-server on 127.0.0.1, JetStream
+/// on) with the JetStream requests the tests make through NATSAdmin.
+typealias NATSServer = NATSProcess
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    /// Operator-mode servers without a system account cannot run JetStream: `jetStream: false`.
-    let jetStream: Bool
-
-    init(config: String = "", jetStream: Bool = true) throws {
-        self.jetStream = jetStream
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            throw Failure(
-                description: "nats-server is not installed (scripts/test installs it: apt-get install nats-server)")
-        }
-        port = LoopbackTCP.freePort()
-        directory =
-            FileManager.default.temporaryDirectory.appendingPathComponent("sinkd-nats-\(UUID().uuidString.prefix(8))")
-            .path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        extraConfig = config
-        try start()
-    }
-
-    deinit {
-        kill()
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    var url: String { "nats://127.0.0.1:\(port)" }
-
-    func start() throws {
-        let conf = """
-            listen: 127.0.0.1:\(port)
-            \(jetStream ? "jetstream { store_dir: \"\(directory)/js\" }" : "")
-            lame_duck_grace_period: 1s
-            lame_duck_duration: 30s
-            \(extraConfig)
-            """
-        try conf.write(toFile: directory + "/nats.conf", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["-c", directory + "/nats.conf"]
-        _ = FileManager.default.createFile(atPath: directory + "/nats.log", contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/nats.log"))
-        log.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        process = p
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline, p.isRunning {
-            if LoopbackTCP.canConnect(port: port) { return }
-            usleep(20_000)
-        }
-        throw Failure(
-            description:
-                "nats-server did not start on port \(port): \((try? String(contentsOfFile: directory + "/nats.log", encoding: .utf8)) ?? "")"
-        )
-    }
-
-    func kill() {
-        guard let p = process else { return }
-        Glibc.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        process = nil
-    }
-
-    /// Lame-duck mode (SIGUSR2, as `nats-server --signal ldm` sends).
-    func enterLameDuckMode() {
-        guard let p = process else { return }
-        Glibc.kill(p.processIdentifier, SIGUSR2)
-    }
-
-    /// A plain connection for the test's own requests (JetStream API).
+extension NATSProcess {
     /// An admin connection; `client`: the sink configuration whose credentials, server and TLS to use.
     func admin(_ client: NATSSinkConfig? = nil) async throws -> NATSAdmin {
         var config = client ?? NATSSinkConfig()
@@ -127,7 +48,7 @@ final class NATSServer: @unchecked Sendable {
     func streamMessage(_ name: String, seq: Int) async throws -> (data: String, headers: String) {
         let reply = try await jetStream("$JS.API.STREAM.MSG.GET.\(name)", #"{"seq":\#(seq)}"#)
         guard let message = reply["message"] as? [String: Any] else {
-            throw Failure(description: "no message \(seq) in \(name): \(reply)")
+            throw TestServerFailure("no message \(seq) in \(name): \(reply)")
         }
         let data =
             (message["data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
@@ -172,7 +93,7 @@ final class NATSSubscriber: @unchecked Sendable {
             }
         }
         guard connected == 0 else {
-            throw NATSServer.Failure(description: "cannot connect the subscriber to port \(port)")
+            throw TestServerFailure("cannot connect the subscriber to port \(port)")
         }
         let hello = "CONNECT \(connect)\r\nSUB \(subject) 1\r\nPING\r\n"
         _ = hello.withCString { write(fd, $0, strlen($0)) }
@@ -181,7 +102,7 @@ final class NATSSubscriber: @unchecked Sendable {
         t.start()
         thread = t
         guard ready.wait(timeout: .now() + 5) == .success else {
-            throw NATSServer.Failure(description: "the subscriber got no PONG")
+            throw TestServerFailure("the subscriber got no PONG")
         }
     }
 

@@ -412,7 +412,7 @@ import SinkdTestServers
             p.waitUntilExit()
             guard p.terminationStatus == 0, let json = try JSONSerialization.jsonObject(with: data) as? [String: String]
             else {
-                throw NATSServer.Failure(description: "operator_jwts.py failed (pip install nkeys)")
+                throw TestServerFailure("operator_jwts.py failed (pip install nkeys)")
             }
             return json
         }

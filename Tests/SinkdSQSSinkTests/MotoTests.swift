@@ -14,84 +14,8 @@ import Glibc
 #endif
 import SinkdTestServers
 
-/// moto's server mode (PyPI moto[server]): an SQS-compatible server on a free 127.0.0.1 port,
-/// one per test. It does not check signatures (SigV4Tests does, against botocore).
-final class MotoServer {
-    let port: Int
-    private(set) var process: Process
-    var endpoint: String { "http://127.0.0.1:\(port)" }
-
-    let environment: [String: String]
-
-    init(port: Int? = nil, environment: [String: String] = [:]) throws {
-        self.port = port ?? Self.freePort()
-        self.environment = environment
-        process = try Self.launch(port: self.port, environment: environment)
-    }
-
-    deinit { stop() }
-
-    /// SIGTERM, then reaps it with waitpid (Foundation's waitUntilExit can hang when called from
-    /// a test's deinit on a concurrency thread); the port is free again when this returns.
-    func stop() {
-        guard process.isRunning else { return }
-        let pid = process.processIdentifier
-        // The whole process group: pyenv's shim may run the server as a child of its own.
-        kill(-pid, SIGKILL)  // a test server: nothing of its state matters, and it is quick
-        var status: Int32 = 0
-        for _ in 0..<500 {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r == -1 && errno == ECHILD) || !process.isRunning { break }
-            usleep(10_000)
-        }
-        while Self.canConnect(port: port) { usleep(10_000) }
-    }
-
-    func restart() throws {
-        stop()
-        process = try Self.launch(port: port, environment: environment)
-    }
-
-    static func launch(port: Int, environment: [String: String]) throws -> Process {
-        let p = Process()
-        if !environment.isEmpty {
-            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        // Foundation starts the child in a process group of its own (checked in launch), so
-        // stop() reaches the server through whatever wraps it (pyenv's shim runs it as a child).
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        guard getpgid(p.processIdentifier) == p.processIdentifier else {
-            p.terminate()
-            throw CocoaError(
-                .executableLoad,
-                userInfo: [
-                    NSLocalizedDescriptionKey:
-                        "moto_server is not in a process group of its own; stop() could not reach it"
-                ])
-        }
-        let deadline = Date().addingTimeInterval(30)
-        while !canConnect(port: port) {
-            guard p.isRunning, Date() < deadline else {
-                throw CocoaError(
-                    .executableLoad,
-                    userInfo: [
-                        NSLocalizedDescriptionKey:
-                            "moto_server did not start on port \(port) (is moto[server] installed? scripts/test installs it)"
-                    ])
-            }
-            usleep(50_000)
-        }
-        return p
-    }
-
-    static func canConnect(port: Int) -> Bool { LoopbackTCP.canConnect(port: port) }
-
-    static func freePort() -> Int { LoopbackTCP.freePort() }
-}
+/// moto's server mode on 127.0.0.1, one per test: SinkdTestServers' launcher.
+typealias MotoServer = MotoProcess
 
 struct ReceivedMessage {
     var body: String
@@ -262,7 +186,7 @@ extension SQSSinkFamily {
 
     @Test func noServerIsAConnectionFailure() async throws {
         var config = SQSSinkConfig()
-        config.endpoint = "http://127.0.0.1:\(MotoServer.freePort())"
+        config.endpoint = "http://127.0.0.1:\(LoopbackTCP.freePort())"
         config.accessKeyID = "test"
         config.secretAccessKey = "test"
         let family = SQSSinkFamily(config: config, environment: [:])

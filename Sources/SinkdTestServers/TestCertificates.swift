@@ -10,10 +10,6 @@ public struct TestCertificates: Sendable {
     public var clientCertificateFile: String { directory + "/client.pem" }
     public var clientKeyFile: String { directory + "/client-key.pem" }
 
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
-
     public init(in directory: String) throws {
         self.directory = directory
         let script = """
@@ -27,13 +23,10 @@ public struct TestCertificates: Sendable {
             printf 'extendedKeyUsage=clientAuth\\n' > client.ext
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
             """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", script]
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw Failure(description: "openssl could not make the test certificates (apt-get install openssl)")
+        do {
+            try ServerProcess.run("/bin/sh", ["-c", script])
+        } catch {
+            throw TestServerFailure("openssl could not make the test certificates (apt-get install openssl): \(error)")
         }
     }
 }
