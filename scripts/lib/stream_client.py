@@ -12,9 +12,10 @@ retryable; a retryable rejection is sent again),
 """
 import json
 import os
-import socket
 import sys
 import time
+
+import ingest  # scripts/lib/ingest.py, copied beside this file
 
 path, sink, prefix, stopfile, resultfile = sys.argv[1:6]
 accepted, rejected = set(), []
@@ -26,27 +27,16 @@ next_n = 0
 
 def connect():
     global connect_failures
-    deadline = time.monotonic() + 60
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            s.settimeout(0.2)
-            return s
-        except OSError:
-            s.close()
-            connect_failures += 1
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    c = ingest.Connection(path, connect_timeout=60, read_timeout=0.2)
+    connect_failures += c.connect_failures
+    return c
 
 
 def line(record_id):
-    return (json.dumps({"id": record_id, "sink": sink, "payload": {"id": record_id}}) + "\n").encode()
+    return ingest.record(record_id, sink, {"id": record_id})
 
 
-sock = connect()
-buffer = b""
+conn = connect()
 stopping_since = None
 while True:
     if stopping_since is None and os.path.exists(stopfile):
@@ -58,40 +48,30 @@ while True:
             record_id = f"{prefix}-{next_n}"
             next_n += 1
         try:
-            sock.sendall(line(record_id))
+            conn.send(line(record_id))
             unanswered.append(record_id)
         except OSError:
             pass  # the read below sees the end of the connection
     if stopping_since is not None and ((not unanswered and not to_resend) or time.monotonic() - stopping_since > 60):
         break
-    try:
-        data = sock.recv(65536)
-        closed = data == b""
-    except socket.timeout:
-        data, closed = b"", False
-    except OSError:
-        data, closed = b"", True
-    buffer += data
-    while b"\n" in buffer:
-        raw, buffer = buffer.split(b"\n", 1)
-        answer = json.loads(raw)
-        if answer["id"] in unanswered:
-            unanswered.remove(answer["id"])
-        if answer["status"] in ("accepted", "duplicate"):
-            accepted.add(answer["id"])
-        elif answer.get("retryable"):
-            to_resend.append(answer["id"])
+    answers = conn.answers()
+    for answer in answers or []:
+        if answer.id in unanswered:
+            unanswered.remove(answer.id)
+        if answer.ok:
+            accepted.add(answer.id)
+        elif answer.retryable:
+            to_resend.append(answer.id)
         else:
-            rejected.append([answer["id"], raw.decode()])
-    if closed:
+            rejected.append([answer.id, answer.line])
+    if answers is None:
         # sinkd went away (restart, upgrade): connect again and resend what it did not answer;
         # a resent record it had accepted is answered "duplicate".
-        sock.close()
+        conn.close()
         reconnects += 1
-        buffer = b""
-        sock = connect()
+        conn = connect()
         for record_id in list(unanswered):
-            sock.sendall(line(record_id))
+            conn.send(line(record_id))
     if stopping_since is None:
         time.sleep(0.002)
 
