@@ -240,8 +240,9 @@ public final class DeliveryService: Service, Sendable {
         }
     }
 
-    /// Fires `signal` once the WAL has records for a sink without a pipeline (checked on every
-    /// new durable batch), reading the WAL in the order the machine gives.
+    /// Fires `signal` once the WAL has records for a sink without a pipeline (checked after each
+    /// round that holds records of a sink no pipeline watches), reading the WAL in the order the
+    /// machine gives.
     private func watchNewSinks() {
         let signal = self.signal
         let pipelines = self.pipelines
@@ -260,7 +261,7 @@ public final class DeliveryService: Service, Sendable {
             if fresh {
                 signal.fire()
             } else {
-                wal.whenNewData(after: seen) { check() }
+                wal.whenUnwatchedData(after: seen) { check() }
             }
         }
         check()

@@ -238,14 +238,19 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func append(_ records: [EventRecord], _ numbers: [UInt64]) {
-        let (outcomes, ticket) = shared.wal.append(records, nowMillis: WallClock.millis())
-        var durable: [(UInt64, IngestResponse)] = []
+        // The answers of accepted and duplicate records are filled when the WAL says they are
+        // durable, on this loop (a task the callback queues: after this pass, whichever thread
+        // calls it); the refusals below at once.
+        let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
+        let outcomes = shared.wal.append(records, nowMillis: WallClock.millis()) { outcomes, result in
+            bound.execute { handler in handler.complete(records, numbers, outcomes, result) }
+        }
+        var accepted = 0
+        var duplicates = 0
         for (i, outcome) in outcomes.enumerated() {
             switch outcome {
-            case .accepted(let seq):
-                durable.append((numbers[i], .accepted(id: records[i].id, seq: seq)))
-            case .duplicate(let seq):
-                durable.append((numbers[i], .duplicate(id: records[i].id, seq: seq)))
+            case .accepted: accepted += 1
+            case .duplicate: duplicates += 1
             case .full, .busy:
                 if shared.whenFull == .block || outcome == .busy {
                     // Wait for room for this record (never at once while it does not fit, so
@@ -273,31 +278,28 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                             .shuttingDown, "sinkd is shutting down; send again after it restarts", id: records[i].id)))
             }
         }
-        var accepted = 0
-        for (_, response) in durable { if case .accepted = response { accepted += 1 } }
         if accepted > 0 { IngestMetrics.accepted.increment(by: accepted) }
-        if durable.count > accepted { IngestMetrics.duplicate.increment(by: durable.count - accepted) }
-        guard !durable.isEmpty else { return }
-        let bound = NIOLoopBound(self, eventLoop: context!.eventLoop)
-        let answers = durable
-        shared.wal.whenDurable(ticket) { result in
-            bound.execute { handler in handler.complete(answers, result) }
-        }
+        if duplicates > 0 { IngestMetrics.duplicate.increment(by: duplicates) }
     }
 
-    /// Fills the slots of a batch whose WAL round finished, then writes what is ready.
-    private func complete(_ answers: [(UInt64, IngestResponse)], _ result: Result<Void, WALWriteError>) {
-        for (number, response) in answers {
+    /// Fills the slots of a batch's accepted and duplicate records once the WAL round finished
+    /// (the refusals were filled at append), then writes what is ready.
+    private func complete(
+        _ records: [EventRecord], _ numbers: [UInt64], _ outcomes: [AppendOutcome],
+        _ result: Result<Void, WALWriteError>
+    ) {
+        for (i, outcome) in outcomes.enumerated() {
+            let response: IngestResponse
+            switch outcome {
+            case .accepted(let seq): response = .accepted(id: records[i].id, seq: seq)
+            case .duplicate(let seq): response = .duplicate(id: records[i].id, seq: seq)
+            case .full, .busy, .shuttingDown: continue
+            }
             switch result {
             case .success:
-                fill(number, response)
+                fill(numbers[i], response)
             case .failure(let error):
-                let id: String? =
-                    switch response {
-                    case .accepted(let id, _), .duplicate(let id, _): id
-                    case .rejected(let r): r.id
-                    case .queueTypes: nil
-                    }
+                let id = records[i].id
                 let rejection =
                     error.isNoSpace
                     ? IngestRejection(
@@ -306,7 +308,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
                         .internal, "the write-ahead log could not make the record durable (\(error)); send again",
                         id: id)
                 IngestMetrics.rejected(rejection.code).increment()
-                fill(number, .rejected(rejection))
+                fill(numbers[i], .rejected(rejection))
             }
         }
         if let context { pump(context: context) }

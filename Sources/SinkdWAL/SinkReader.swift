@@ -40,7 +40,7 @@ public final class SinkReader: @unchecked Sendable {
     }
 
     /// Up to `maxRecords` records (and about `maxBytes` of payload) after those returned before.
-    /// Empty when nothing unfinished is readable now: wait with `WriteAheadLog.whenNewData`.
+    /// Empty when nothing unfinished is readable now: wait with a data watch (`WriteAheadLog.watchData`, `arm`).
     public func next(maxRecords: Int, maxBytes: Int = 4 << 20) throws -> [SequencedRecord] {
         let (view, visibleSeq) = wal.readerView(sink: sink, after: position)
         var out: [SequencedRecord] = []

@@ -290,10 +290,10 @@ extension WriteAheadLog {
                 unsynced.append(round, from: round.durableEntries)
             }
         }
-        let (callbacks, waiters, space):
+        let (callbacks, failedEarlier, waiters, space):
             (
-                [(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)], [@Sendable () -> Void],
-                [@Sendable () -> Void]
+                [(ClosedRange<UInt64>, DurableCallback)], WALWriteError?,
+                [@Sendable () -> Void], [@Sendable () -> Void]
             ) = lock.withLock {
                 let keep: Int
                 switch result {
@@ -316,17 +316,22 @@ extension WriteAheadLog {
                 if keep > 0 {
                     stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
                     var last: String?
+                    var unwatched = false
                     for e in round.entries[..<keep] where e.sink != last {  // a round is mostly one sink's records after another's
                         newSinks.insert(e.sink)
                         last = e.sink
-                        if let watch = dataWatches[e.sink], watch.armed {
-                            watch.armed = false
-                            waiters.append(watch.callback)
+                        if let watch = dataWatches[e.sink] {
+                            if watch.armed {
+                                watch.armed = false
+                                waiters.append(watch.callback)
+                            }
+                        } else {
+                            unwatched = true
                         }
                     }
-                    if !dataWaiters.isEmpty {
-                        waiters += dataWaiters
-                        dataWaiters.removeAll()
+                    if unwatched, !unwatchedWaiters.isEmpty {
+                        waiters += unwatchedWaiters
+                        unwatchedWaiters.removeAll()
                     }
                 }
                 // Callbacks registered while the round was being written went to `writing`.
@@ -336,12 +341,14 @@ extension WriteAheadLog {
                 stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
                 stats.writingSinceNanos = 0
                 if case .success = result { recycleFrames(&round.frames) }
-                return (callbacks, waiters, takeSpaceWaiters())
+                // A ticket spanning an earlier round that failed fails too. Decided here, under
+                // the one lock: the loops these callbacks wake take the lock at once.
+                let failedEarlier = failedRanges.isEmpty ? nil : lastFailure
+                return (callbacks, failedEarlier, waiters, takeSpaceWaiters())
             }
         for (rounds, callback) in callbacks {
-            let failedEarlier = lock.withLock { anyFailed(rounds) }
-            if case .success = result, failedEarlier {
-                callback(.failure(lock.withLock { lastFailure! }))
+            if case .success = result, let failedEarlier, lock.withLock({ anyFailed(rounds) }) {
+                callback(.failure(failedEarlier))
             } else {
                 callback(result)
             }

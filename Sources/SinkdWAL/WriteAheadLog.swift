@@ -56,6 +56,21 @@ import SinkdCore
 // the rounds (write, fdatasync, rotate); one maintenance thread saves progress and deletes
 // finished segments. Sink readers do their own preads on the caller's thread.
 
+/// What a round calls once it is on disk (or failed): a `whenDurable` callback, or a combined
+/// append's with its outcomes, kept beside it rather than captured by a closure of their own (a
+/// heap call per batch).
+enum DurableCallback: Sendable {
+    case plain(@Sendable (Result<Void, WALWriteError>) -> Void)
+    case withOutcomes([AppendOutcome], @Sendable ([AppendOutcome], Result<Void, WALWriteError>) -> Void)
+
+    func callAsFunction(_ result: Result<Void, WALWriteError>) {
+        switch self {
+        case .plain(let callback): callback(result)
+        case .withOutcomes(let outcomes, let callback): callback(outcomes, result)
+        }
+    }
+}
+
 /// What one record's append turned into, decided at once under the lock.
 public enum AppendOutcome: Sendable, Equatable {
     /// Will be durable when its batch's ticket completes; `seq` is its sequence number.
@@ -173,7 +188,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         var number: UInt64
         var frames: [UInt8] = []
         var entries: [Entry] = []
-        var callbacks: [(ClosedRange<UInt64>, @Sendable (Result<Void, WALWriteError>) -> Void)] = []
+        var callbacks: [(ClosedRange<UInt64>, DurableCallback)] = []
         /// Entries before this index are durable in a segment (sealed during this round, before
         /// a failure): a retry starts here, a failure keeps them.
         var durableEntries = 0
@@ -214,8 +229,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Set when ingest stops: appends are refused and a write blocked on a full disk gives up.
     var appendsClosed = false
     var spaceWaiters: [(bytes: Int, callback: @Sendable () -> Void)] = []
-    /// Waiting for durable records of any sink (the dispatcher's watch).
-    var dataWaiters: [@Sendable () -> Void] = []
+    /// Waiting for durable records of a sink that no pipeline watches (the dispatcher's watch
+    /// for sinks that need a pipeline). Not woken by rounds of watched sinks only: at
+    /// Conductor's pace that was a callback, a re-registration and three heap calls per record.
+    var unwatchedWaiters: [@Sendable () -> Void] = []
     /// Each live pipeline's watch for durable records of its sink: a round wakes only the sinks
     /// it holds records of, not every idle pipeline; armed and fired without a heap call.
     var dataWatches: [String: DataWatch] = [:]
@@ -306,6 +323,27 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func append(
         _ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true
     ) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
+        append(records, nowMillis: nowMillis, checkDuplicates: checkDuplicates, durable: nil)
+    }
+
+    /// `append` and `whenDurable` in one step: `callback` gets the outcomes and runs once every
+    /// round they depend on is on disk (on the writer thread), or at once on the caller's thread
+    /// before this returns when they depend on none in progress (duplicates of durable records,
+    /// refusals). One critical section, not two: the writer this append wakes would otherwise find
+    /// the lock held by the caller's `whenDurable` (a futex wait and a context switch of the
+    /// caller per round, measured at Conductor's pace).
+    @discardableResult
+    public func append(
+        _ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool = true,
+        whenDurable callback: @escaping @Sendable ([AppendOutcome], Result<Void, WALWriteError>) -> Void
+    ) -> [AppendOutcome] {
+        append(records, nowMillis: nowMillis, checkDuplicates: checkDuplicates, durable: callback).outcomes
+    }
+
+    private func append(
+        _ records: [EventRecord], nowMillis: UInt64, checkDuplicates: Bool,
+        durable: (@Sendable ([AppendOutcome], Result<Void, WALWriteError>) -> Void)?
+    ) -> (outcomes: [AppendOutcome], ticket: AppendTicket) {
         // Encoding and the body checksum happen outside the lock, into one buffer for the batch.
         var bodies: [UInt8] = []
         bodies.reserveCapacity(records.reduce(0) { $0 + RecordCodec.encodedSize($1) })
@@ -318,7 +356,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             bodies.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[start...])) }
             items.append((start..<bodies.count, crc, DedupeKey(sink: r.sink, id: r.id)))
         }
-        return lock.withLock {
+        let (outcomes, ticket, wakeWriter, immediate) = lock.withLock {
             bodies.withUnsafeBytes { bodies in
                 var outcomes: [AppendOutcome] = []
                 outcomes.reserveCapacity(records.count)
@@ -365,12 +403,19 @@ public final class WriteAheadLog: @unchecked Sendable {
                     highRound = pending.number
                     stats.appendedRecords += 1
                 }
-                if !pending.entries.isEmpty { lock.broadcast() }
                 // Only the rounds this batch's outcomes depend on: a batch of duplicates of durable
                 // records, or of refusals, completes at once.
-                return (outcomes, AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound))
+                let ticket = AppendTicket(rounds: highRound == 0 ? 0...0 : lowRound...highRound)
+                var immediate: Result<Void, WALWriteError>?
+                if let durable { immediate = registerDurable(ticket, .withOutcomes(outcomes, durable)) }
+                return (outcomes, ticket, !pending.entries.isEmpty, immediate)
             }
         }
+        // After the lock is released: a writer woken while we held it would wake only to block on
+        // the mutex (a second context switch per round).
+        if wakeWriter { lock.broadcast() }
+        if let durable, let immediate { durable(outcomes, immediate) }
+        return (outcomes, ticket)
     }
 
     /// The bytes `record` takes in a segment: what `whenSpaceAvailable` must find room for.
@@ -409,23 +454,30 @@ public final class WriteAheadLog: @unchecked Sendable {
     public func whenDurable(
         _ ticket: AppendTicket, _ callback: @escaping @Sendable (Result<Void, WALWriteError>) -> Void
     ) {
-        let immediate: Result<Void, WALWriteError>? = lock.withLock {
-            if ticket.rounds.upperBound <= completedRound {
-                return anyFailed(ticket.rounds)
-                    ? .failure(
-                        lastFailure
-                            ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO)))
-                    : .success(())
-            }
-            if ticket.rounds.upperBound == pending.number {
-                pending.callbacks.append((ticket.rounds, callback))
-                lock.broadcast()
-            } else {
-                writing!.callbacks.append((ticket.rounds, callback))
-            }
-            return nil
+        let (immediate, wakeWriter): (Result<Void, WALWriteError>?, Bool) = lock.withLock {
+            let immediate = registerDurable(ticket, .plain(callback))
+            return (immediate, immediate == nil && ticket.rounds.upperBound == pending.number)
         }
+        if wakeWriter { lock.broadcast() }  // after the lock is released, as in append
         if let immediate { callback(immediate) }
+    }
+
+    /// Under `lock`: `ticket`'s result when it is complete already (call the callback then, after
+    /// the lock), else nil with `callback` registered with the round that completes it.
+    private func registerDurable(_ ticket: AppendTicket, _ callback: DurableCallback) -> Result<Void, WALWriteError>? {
+        if ticket.rounds.upperBound <= completedRound {
+            return anyFailed(ticket.rounds)
+                ? .failure(
+                    lastFailure ?? WALWriteError(underlying: FileError(operation: "write", path: directory, errno: EIO))
+                )
+                : .success(())
+        }
+        if ticket.rounds.upperBound == pending.number {
+            pending.callbacks.append((ticket.rounds, callback))
+        } else {
+            writing!.callbacks.append((ticket.rounds, callback))
+        }
+        return nil
     }
 
     var lastFailure: WALWriteError?
@@ -482,11 +534,14 @@ public final class WriteAheadLog: @unchecked Sendable {
         return ready
     }
 
-    /// Calls `callback` once after new records become readable.
-    public func whenNewData(after seq: UInt64, _ callback: @escaping @Sendable () -> Void) {
+    /// Calls `callback` once a round makes records durable of a sink without a data watch
+    /// (`watchData`: no live pipeline watches it); at once if any record after `seq` is durable
+    /// already, or the WAL is stopping. The caller re-checks what it waits for and registers
+    /// again: a round of watched sinks only does not call it.
+    public func whenUnwatchedData(after seq: UInt64, _ callback: @escaping @Sendable () -> Void) {
         let now: Bool = lock.withLock {
             if stopping || stats.durableSeq > seq { return true }
-            dataWaiters.append(callback)
+            unwatchedWaiters.append(callback)
             return false
         }
         if now { callback() }
@@ -559,8 +614,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         let waiters: [@Sendable () -> Void] = lock.withLock {
             let watches = dataWatches.values.filter(\.armed)
             for w in watches { w.armed = false }
-            defer { spaceWaiters.removeAll(); dataWaiters.removeAll() }
-            return spaceWaiters.map(\.callback) + dataWaiters + watches.map(\.callback)
+            defer { spaceWaiters.removeAll(); unwatchedWaiters.removeAll() }
+            return spaceWaiters.map(\.callback) + unwatchedWaiters + watches.map(\.callback)
         }
         for w in waiters { w() }
         progressStore.close()

@@ -63,9 +63,10 @@ import SinkdCore
         #expect(reader.reachedEnd)
     }
 
-    /// A round wakes the pipelines of the sinks it holds records of, and the any-sink watchers;
-    /// not every idle pipeline (each woken one read, found nothing and registered again: at
-    /// Conductor's pace with 50 live sinks, 50 wake-ups per record).
+    /// A round wakes the pipelines of the sinks it holds records of; not every idle pipeline
+    /// (each woken one read, found nothing and registered again: at Conductor's pace with 50 live
+    /// sinks, 50 wake-ups per record), and not the dispatcher's watch unless a sink in it has no
+    /// pipeline watching (it was woken by every round: a callback and three heap calls per record).
     @Test func newDataWakesOnlyTheSinksThatGotRecords() throws {
         let t = try TestWAL()
         try t.append([record("first", sink: "file:a")])
@@ -75,7 +76,9 @@ import SinkdCore
             let watch = t.wal.watchData(sink: sink) { woken.add(sink) }
             t.wal.arm(watch, after: seen)
         }
-        t.wal.whenNewData(after: seen) { woken.add("any") }
+        // The sink of the rounds that mark "after the waiters": watched, never armed.
+        _ = t.wal.watchData(sink: "file:z") { woken.add("file:z") }
+        t.wal.whenUnwatchedData(after: seen) { woken.add("unwatched") }
         // Waiters run on the writer thread after the round's acknowledgements: a round that
         // follows (its own acknowledgement) is after them.
         var n = 0
@@ -85,10 +88,15 @@ import SinkdCore
         }
         try t.append([record("second", sink: "file:b")])
         try afterWaiters()
-        #expect(woken.all == ["any", "file:b"])
+        #expect(woken.all == ["file:b"])
         try t.append([record("third", sink: "file:a"), record("fourth", sink: "file:c")])
         try afterWaiters()
-        #expect(woken.all == ["any", "file:a", "file:b", "file:c"])
+        #expect(woken.all == ["file:a", "file:b", "file:c"])
+        // A sink no pipeline watches: the dispatcher's watch, once.
+        try t.append([record("new", sink: "file:new"), record("again", sink: "file:z")])
+        try t.append([record("newer", sink: "file:new")])
+        try afterWaiters()
+        #expect(woken.all == ["file:a", "file:b", "file:c", "unwatched"])
         // Registered when data after `seen` is already durable: called at once.
         let late = t.wal.watchData(sink: "file:d") { woken.add("file:d") }
         t.wal.arm(late, after: seen)
@@ -100,6 +108,33 @@ import SinkdCore
         try t.append([record("fifth", sink: "file:e")])
         try afterWaiters()
         #expect(!woken.all.contains("file:e"))
+    }
+
+    /// Guards WAL invariant 1 (an acknowledgement only after fdatasync) through the combined
+    /// append: its callback gets the outcomes once their round is durable, and at once, before
+    /// append returns, when they depend on no round in progress.
+    @Test func appendWithADurableCallbackGetsItsOutcomesWhenDurable() throws {
+        let t = try TestWAL()
+        let done = DispatchSemaphore(value: 0)
+        let box = OutcomesBox()
+        let wal = t.wal!
+        let outcomes = wal.append([record("a"), record("b")], nowMillis: WallClock.millis()) { outcomes, result in
+            box.set(outcomes, result, durableSeq: wal.currentStats.durableSeq)
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(box.outcomes == outcomes)
+        #expect(outcomes == [.accepted(seq: 1), .accepted(seq: 2)])
+        #expect(box.succeeded)
+        #expect(box.durableSeq >= 2, "called only once both records are durable")
+        // Duplicates of durable records depend on no round: called before append returns.
+        let again = OutcomesBox()
+        let duplicates = t.wal.append([record("a")], nowMillis: WallClock.millis()) { outcomes, result in
+            again.set(outcomes, result, durableSeq: 0)
+        }
+        #expect(duplicates == [.duplicate(seq: 1)])
+        #expect(again.outcomes == duplicates)
+        #expect(again.succeeded)
     }
 
     /// Guards WAL invariant 3 (WriteAheadLog.swift).
@@ -491,6 +526,17 @@ import SinkdCore
 }
 
 /// Which waiters ran (callbacks run on the WAL's writer thread).
+final class OutcomesBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: (outcomes: [AppendOutcome], succeeded: Bool, durableSeq: UInt64)?
+    func set(_ outcomes: [AppendOutcome], _ result: Result<Void, WALWriteError>, durableSeq: UInt64) {
+        lock.withLock { value = (outcomes, (try? result.get()) != nil, durableSeq) }
+    }
+    var outcomes: [AppendOutcome]? { lock.withLock { value?.outcomes } }
+    var succeeded: Bool { lock.withLock { value?.succeeded ?? false } }
+    var durableSeq: UInt64 { lock.withLock { value?.durableSeq ?? 0 } }
+}
+
 final class WokenSinks: @unchecked Sendable {
     private let lock = NSLock()
     private var names: [String] = []
