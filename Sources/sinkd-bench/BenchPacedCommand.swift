@@ -24,7 +24,10 @@ struct BenchPaced: ParsableCommand {
             fdatasyncing them at that rate, its own CPU), then --warmup seconds unmeasured, then \
             --seconds measured: sinkd's utime+stime, heap calls and context switches over the window \
             (until every record of the window is delivered), divided by the records; system calls \
-            per record with perf (a second window, when perf is installed); ack latency p50/p99.
+            per record with perf (a second window, when perf is installed); ack latency p50/p99. \
+            With --peers, each peer (unpacked by scripts/unpack-peers) is then measured the same way \
+            at the same rate into the same redis-server, its clients writing records without \
+            waiting (a peer answers nothing).
             """
     )
 
@@ -40,6 +43,9 @@ struct BenchPaced: ParsableCommand {
         help:
             "Other sinks with one record each first, whose pipelines stay live and idle meanwhile (as a Conductor server's many queues)."
     ) var idleSinks = 0
+    @Option(help: "Peers measured beside sinkd at each rate, comma-separated: syslog-ng, rsyslog (--sink redis).")
+    var peers = ""
+    @Option(help: "Where scripts/unpack-peers unpacked the peers.") var peerRoot = ".sinkd-bench-peers"
 
     func run() throws {
         let rateList = rates.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter {
@@ -47,6 +53,13 @@ struct BenchPaced: ParsableCommand {
         }
         guard !rateList.isEmpty else { throw ValidationError("--rates: no positive rate in \(rates)") }
         guard sink == "redis" || sink == "file" else { throw ValidationError("--sink: redis or file, not \(sink)") }
+        let peerKinds = try peers.split(separator: ",").map { name in
+            guard let kind = PeerDaemon.Kind(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--peers: syslog-ng or rsyslog, not \(name)")
+            }
+            return kind
+        }
+        guard peerKinds.isEmpty || sink == "redis" else { throw ValidationError("--peers needs --sink redis") }
         let dir = try freshBenchDirectory(directory)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let counter = try HeapCounter.build(into: dir)
@@ -87,6 +100,12 @@ struct BenchPaced: ParsableCommand {
                 sinkForIndex: { "\(family):idle\($0)" })
             say("          \(idleSinks) other sinks given one record each: their pipelines are live and idle")
         }
+        let peerRootPath = URL(fileURLWithPath: peerRoot).standardizedFileURL.path
+        let peerDaemons = try peerKinds.map {
+            try PeerDaemon.start($0, root: peerRootPath, directory: dir + "/" + $0.rawValue, redisPort: redisPort)
+        }
+        defer { for peer in peerDaemons { peer.stop() } }
+        var peerDelivered = [Int](repeating: 0, count: peerDaemons.count)
         for rate in rateList {
             let floor = fdatasyncFloor(dir: dir, rate: rate, seconds: min(seconds, 5), bytes: recordBytes)
             say("floor     \(rate)/s, write + fdatasync of \(recordBytes) B: \(format(floor * 1e6)) µs CPU per record")
@@ -133,12 +152,63 @@ struct BenchPaced: ParsableCommand {
                     separator: ", ")
                 say("          system calls \(per("total")) per record (perf, \(counted) records): \(detail)")
             }
+            for (index, peer) in peerDaemons.enumerated() {
+                measure(peer, rate: rate, delivered: &peerDelivered[index], port: redisPort, dir: dir)
+            }
+        }
+    }
+
+    /// A peer at `rate`: warm-up, then the measured window (its CPU and context switches until
+    /// every record of the window is in redis), then its system calls in a second window.
+    private func measure(_ peer: PeerDaemon, rate: Int, delivered: inout Int, port: Int, dir: String) {
+        let name = peer.kind.rawValue
+        func waitPeer(_ count: Int) {
+            let deadline = monotonicSeconds() + 60
+            while peer.delivered(port: port) < count, monotonicSeconds() < deadline { usleep(20_000) }
+            if peer.delivered(port: port) < count { say("          (\(name): not every record arrived within 60 s)") }
+        }
+        delivered +=
+            pacedClients(
+                socket: peer.socket, prefix: "pw\(rate)-", sink: "redis:peer", rate: rate, seconds: warmup,
+                answered: false
+            ).count
+        waitPeer(delivered)
+        let cpu0 = cpuTimes(peer.pid), switches0 = contextSwitches(peer.pid), client0 = cpuSeconds(getpid())
+        let sent = pacedClients(
+            socket: peer.socket, prefix: "pm\(rate)-", sink: "redis:peer", rate: rate, seconds: seconds, answered: false
+        ).count
+        let clientCPU = cpuSeconds(getpid()) - client0
+        delivered += sent
+        waitPeer(delivered)
+        let cpu1 = cpuTimes(peer.pid), switches1 = contextSwitches(peer.pid)
+        let n = Double(max(1, sent))
+        let user = cpu1.user - cpu0.user, system = cpu1.system - cpu0.system
+        say(
+            "\(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(rate)/s for \(seconds) s: \(sent) records; CPU \(format((user + system) / n * 1e6)) µs per record (user \(format(user / n * 1e6)), system \(format(system / n * 1e6))), "
+                + "\(format(100 * (user + system) / Double(seconds))) % of a core; the client's \(format(100 * clientCPU / Double(seconds))) %"
+        )
+        say("          context switches \(format(Double(switches1 - switches0) / n)) per record")
+        if !noSyscalls, let perf = PerfSyscalls(pid: peer.pid, directory: dir) {
+            let counted = pacedClients(
+                socket: peer.socket, prefix: "ps\(rate)-", sink: "redis:peer", rate: rate, seconds: min(seconds, 5),
+                answered: false
+            ).count
+            delivered += counted
+            waitPeer(delivered)
+            let counts = perf.stop()
+            let per = { (name: String) in format(Double(counts[name] ?? 0) / Double(max(1, counted))) }
+            let detail = PerfSyscalls.calls.filter { (counts[$0] ?? 0) > 0 }.map { "\($0) \(per($0))" }.joined(
+                separator: ", ")
+            say("          system calls \(per("total")) per record (perf, \(counted) records): \(detail)")
         }
     }
 
     /// Every connection sends its share of `rate` records/s for `seconds`, one at a time; the
-    /// ack latencies of all of them.
-    private func pacedClients(socket: String, prefix: String, sink: String, rate: Int, seconds: Int) -> [Double] {
+    /// ack latencies of all of them. `answered: false` (a peer): each record is written at its
+    /// time and nothing is read; one zero latency per record written.
+    private func pacedClients(
+        socket: String, prefix: String, sink: String, rate: Int, seconds: Int, answered: Bool = true
+    ) -> [Double] {
         let collected = LatencyCollector()
         let group = DispatchGroup()
         let total = rate * seconds
@@ -162,7 +232,13 @@ struct BenchPaced: ParsableCommand {
                     request += Array(#"{"id":"\#(prefix)\#(i)"#.utf8)
                     request += tail
                     let sent = monotonicSeconds()
-                    guard client.write(request), let line = client.readLine(timeoutMillis: 30_000) else { break }
+                    guard client.write(request) else { break }
+                    guard answered else {
+                        latencies.append(0)
+                        i += connections
+                        continue
+                    }
+                    guard let line = client.readLine(timeoutMillis: 30_000) else { break }
                     if line.starts(with: Array(#"{"id""#.utf8)), line.count > 20 {
                         latencies.append(monotonicSeconds() - sent)
                     }

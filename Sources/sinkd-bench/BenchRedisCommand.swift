@@ -149,15 +149,4 @@ func startRedisServer(port: Int, dir: String) throws -> RedisProcess {
 }
 
 /// XLEN through redis-cli: -1 when Redis cannot be reached.
-func xlen(port: Int, key: String) -> Int {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-    p.arguments = ["-p", "\(port)", "XLEN", key]
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    guard (try? p.run()) != nil else { return -1 }
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    return p.terminationStatus == 0 ? Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 : -1
-}
+func xlen(port: Int, key: String) -> Int { redisCount(port: port, command: "XLEN", key: key) }
