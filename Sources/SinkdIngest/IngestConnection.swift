@@ -326,13 +326,13 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     /// Writes the ready responses at the head, in order, with one flush.
     private func flushReady(context: ChannelHandlerContext) {
-        guard let out = state.takeWritable() else { return }
+        guard let out = state.takeWritable(allocator: context.channel.allocator) else { return }
         guard context.channel.isActive else {
-            state.written(out.count)
+            state.written(out.readableBytes)
             return
         }
         // Counted until the kernel has them: a client that never reads keeps them owed.
-        let written = out.count
+        let written = out.readableBytes
         let promise = context.eventLoop.makePromise(of: Void.self)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         promise.futureResult.whenComplete { _ in
@@ -340,7 +340,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
             handler.state.written(written)
             if let context = handler.context { handler.pump(context: context) }
         }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: out)), promise: promise)
+        context.writeAndFlush(wrapOutboundOut(out), promise: promise)
     }
 
 }

@@ -1,3 +1,4 @@
+import NIOCore
 import SinkdCore
 
 /// An ingest connection's decisions, I/O-free (IngestConnectionHandler executes them): the answers
@@ -28,8 +29,10 @@ struct IngestConnectionState {
     private var head = 0
     /// Absolute number of `slots[head]`.
     private var firstNumber: UInt64 = 0
-    /// Encoded answers whose predecessors are all written, sent by the next `takeWritable`.
+    /// Encoded answers whose predecessors are all written, sent by the next `takeWritable`; its
+    /// buffer is kept between writes (up to `keptReadyCapacity`): no heap call per answer.
     private var ready: [UInt8] = []
+    private static let keptReadyCapacity = 4096
     /// Bytes of answers owed: estimated for records in the WAL, encoded for ready ones, and
     /// handed to the channel but not yet taken by the kernel.
     private(set) var answerBytes = 0
@@ -96,18 +99,28 @@ struct IngestConnectionState {
     mutating func fill(_ number: UInt64, _ response: IngestResponse) {
         guard number >= firstNumber, number - firstNumber < UInt64(slots.count - head) else { return }
         let index = head + Int(number - firstNumber)
+        guard case .waiting(let estimate) = slots[index] else { return }
+        if index == head {
+            // Every answer before it is written: straight into the bytes the next write sends
+            // (at Conductor's pace, every answer), not into an array of its own.
+            let before = ready.count
+            response.encode(into: &ready)
+            answerBytes += ready.count - before - estimate
+            slots[index] = .written
+            head += 1
+            firstNumber += 1
+            return
+        }
         let bytes = response.encoded()
-        if case .waiting(let estimate) = slots[index] { answerBytes += bytes.count - estimate }
+        answerBytes += bytes.count - estimate
         slots[index] = .ready(bytes)
     }
 
-    /// The answers that can be written now, in order, or nil. Their bytes stay counted until
-    /// `written` says the kernel took them.
-    mutating func takeWritable() -> [UInt8]? {
-        var out = ready
-        ready = []
+    /// The answers that can be written now, in order, in one buffer, or nil. Their bytes stay
+    /// counted until `written` says the kernel took them.
+    mutating func takeWritable(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
         while head < slots.count, case .ready(let bytes) = slots[head] {
-            out.append(contentsOf: bytes)
+            ready.append(contentsOf: bytes)
             slots[head] = .written  // the answer's bytes are freed now, not when the slots are compacted
             head += 1
             firstNumber += 1
@@ -119,7 +132,14 @@ struct IngestConnectionState {
             slots.removeFirst(head)
             head = 0
         }
-        return out.isEmpty ? nil : out
+        guard !ready.isEmpty else { return nil }
+        let out = allocator.buffer(bytes: ready)
+        if ready.capacity > Self.keptReadyCapacity {
+            ready = []  // a burst's answers: not kept per connection
+        } else {
+            ready.removeAll(keepingCapacity: true)
+        }
+        return out
     }
 
     /// `count` bytes of answers left sinkd's hands (the kernel took them, or the connection is

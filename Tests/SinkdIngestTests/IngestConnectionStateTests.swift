@@ -1,3 +1,4 @@
+import NIOCore
 import SinkdCore
 import Testing
 @testable import SinkdIngest
@@ -7,7 +8,7 @@ import Testing
 /// never reads can hold, the bounds on taking lines and reading, blocked records, the close after
 /// a half-close.
 @Suite struct IngestConnectionStateTests {
-    static func text(_ bytes: [UInt8]?) -> String { String(decoding: bytes ?? [], as: UTF8.self) }
+    static func text(_ bytes: ByteBuffer?) -> String { bytes.map { String(buffer: $0) } ?? "" }
     static let rejected = IngestResponse.rejected(IngestRejection(.malformed, "bad"))
 
     @Test func answersLeaveInRequestOrderWhateverOrderTheyAreKnownIn() {
@@ -28,6 +29,26 @@ import Testing
         #expect(s.takeWritable() == nil)
     }
 
+    /// At Conductor's pace every answer is the oldest one owed when its record is durable: it is
+    /// encoded into the bytes the next write sends (no array of its own), the answers after it
+    /// following in order.
+    @Test func anAnswerFilledAtTheHeadGoesStraightToTheNextWrite() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        let a = s.expectAnswer(estimate: 70)
+        let b = s.expectAnswer(estimate: 70)
+        s.fill(b, .accepted(id: "b", seq: 2))  // not at the head: waits behind a
+        s.fill(a, .accepted(id: "a", seq: 1))
+        #expect(s.owed == 1, "a is in the write's bytes; b still waits in its slot")
+        let exact = IngestResponse.accepted(id: "a", seq: 1).encoded().count * 2
+        #expect(s.answerBytes == exact)
+        #expect(
+            Self.text(s.takeWritable()) == #"{"id":"a","status":"accepted","seq":1}"# + "\n"
+                + #"{"id":"b","status":"accepted","seq":2}"# + "\n")
+        #expect(s.owed == 0)
+        s.fill(a, .accepted(id: "a", seq: 1))  // filled twice: nothing changes
+        #expect(s.takeWritable() == nil)
+    }
+
     @Test func answerBytesCountFromTheLineUntilTheKernelTookThem() {
         var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
         let n = s.expectAnswer(estimate: 70)
@@ -37,7 +58,7 @@ import Testing
         #expect(s.answerBytes == exact, "exact once encoded")
         let out = s.takeWritable()!
         #expect(s.answerBytes == exact, "still owed while the channel holds it")
-        s.written(out.count)
+        s.written(out.readableBytes)
         #expect(s.answerBytes == 0)
     }
 
