@@ -82,19 +82,10 @@ final class NATSSubscriber: @unchecked Sendable {
     private var thread: Thread?
 
     init(port: Int, subject: String, connect: String = "{}") throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else {
+        guard let fd = LoopbackTCP.connect(port: port) else {
             throw TestServerFailure("cannot connect the subscriber to port \(port)")
         }
+        self.fd = fd
         let hello = "CONNECT \(connect)\r\nSUB \(subject) 1\r\nPING\r\n"
         _ = hello.withCString { write(fd, $0, strlen($0)) }
         let ready = DispatchSemaphore(value: 0)
