@@ -74,35 +74,6 @@ extension SinkClient {
     }
 }
 
-/// A signal raised once (later raises do nothing); waiters resume when it is raised. The order of
-/// sends: each waits for the one before it to be queued.
-public final class QueuedSignal: Sendable {
-    private let state = NIOLockedValueBox<(raised: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
-
-    public init() {}
-
-    public func raise() {
-        let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
-            guard !s.raised else { return [] }
-            s.raised = true
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for w in waiters { w.resume() }
-    }
-
-    public func wait() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLockedValue { s -> Bool in
-                if s.raised { return true }
-                s.waiters.append(c)
-                return false
-            }
-            if resumeNow { c.resume() }
-        }
-    }
-}
-
 /// A sink family (`file`, `http`, `redis`, ...): makes the client of each of its sinks. A class:
 /// a reload keeps the running instance of an unchanged family (identity tells them apart).
 public protocol SinkFamily: AnyObject, Sendable {

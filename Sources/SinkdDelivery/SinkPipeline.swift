@@ -117,7 +117,7 @@ public final class SinkPipeline: Sendable {
             settings: .init(limits: limits, options: options, byteLimit: heldBytesPerSink))
         let reader = wal.reader(for: address.identity)
         var client: (any SinkClient)?
-        var lastQueued: QueuedSignal?
+        let order = SendOrder()
         // The reading decisions (PipelineReadState); this loop does the reads and waits.
         var reading = PipelineReadState()
         var timer = WakeTimer(loop: executor.loop)
@@ -307,17 +307,15 @@ public final class SinkPipeline: Sendable {
                     let continuation = self.continuation
                     // Each send starts once the one before it is queued on its connection: batches
                     // in flight at once still reach a one-connection broker in WAL order.
-                    let previous = lastQueued
-                    let queued = QueuedSignal()
-                    lastQueued = queued
+                    let ticket = order.issue()
                     spawn {
-                        await previous?.wait()
+                        await order.wait(for: ticket)
                         do throws(SinkConnectionError) {
-                            let outcomes = try await c.send(records, queued: { queued.raise() })
-                            queued.raise()
+                            let outcomes = try await c.send(records, queued: { order.queued(ticket) })
+                            order.queued(ticket)
                             continuation.yield(.completed(id, outcomes))
                         } catch {
-                            queued.raise()
+                            order.queued(ticket)
                             continuation.yield(.connectionFailed(id, error.message))
                         }
                     }
