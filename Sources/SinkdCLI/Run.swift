@@ -223,7 +223,7 @@ struct Daemon: Sendable {
         for family in delivery.allFamilies { await family.shutdown() }
         // Last: seal the active segment and save delivery progress.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            BlockingThread.detach { [wal] in
+            BlockingThread.detach(name: "sinkd-wal-stop") { [wal] in
                 wal.shutdown()
                 done.resume()
             }
@@ -240,7 +240,7 @@ final class StartupExtender: Sendable {
         guard notifier.isActive else { return }
         notifier.extendTimeout(microseconds: 30_000_000, status: status)
         let stopped = self.stopped
-        BlockingThread.detach {
+        BlockingThread.detach(name: "sinkd-startup") {
             var waited = 0
             while !stopped.withLockedValue({ $0 }) {
                 usleep(100_000)

@@ -21,6 +21,21 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:none").isEmpty)
     }
 
+    /// The WAL's threads carry names an operator can read in `top -H`, `ps -L` and perf (a
+    /// thread inherits its creator's otherwise: a Dispatch worker's "...oot.default-qos").
+    @Test func theWALsThreadsAreNamed() throws {
+        let t = try TestWAL()
+        _ = try t.append([record("named", sink: "file:named")])
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        let names = Set(
+            tasks.compactMap { tid in
+                (try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8))?
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            })
+        #expect(names.contains("sinkd-wal-write"), "thread names: \(names.sorted())")
+        #expect(names.contains("sinkd-wal-maint"), "thread names: \(names.sorted())")
+    }
+
     /// At Conductor's pace every record is a round of its own, and the writer's condition is
     /// broadcast at every append: the maintenance thread woke with it and saved progress (two
     /// writes, two fdatasyncs) once per delivered record instead of once per checkpoint interval.
