@@ -152,6 +152,45 @@ import SinkdCore
         #expect(again.succeeded)
     }
 
+    /// An appending thread keeps its encode buffers between appends (AppendScratch): a durable
+    /// callback that appends again on the same thread, while the outer append has not returned,
+    /// must not share them; a batch larger than what is kept (1 MiB) and the small one after it
+    /// are written whole. Each record is read back byte for byte.
+    @Test func appendsOnOneThreadKeepEachRecordTheirOwn() throws {
+        let t = try TestWAL(segmentSize: 8 << 20)
+        let wal = t.wal!
+        try t.append([record("first", payload: #"{"n":"first"}"#)])
+        let inner = OutcomesBox()
+        let innerDone = DispatchSemaphore(value: 0)
+        let outer = OutcomesBox()
+        // A duplicate of a durable record: its callback runs at once, on this thread, inside append.
+        let duplicate = wal.append([record("first")], nowMillis: WallClock.millis()) { outcomes, result in
+            outer.set(outcomes, result, durableSeq: 0)
+            let nested = wal.append(
+                [record("nested-1", payload: #"{"n":"nested one"}"#), record("nested-2", payload: #"{"n":"two"}"#)],
+                nowMillis: WallClock.millis()
+            ) { outcomes, result in
+                inner.set(outcomes, result, durableSeq: 0)
+                innerDone.signal()
+            }
+            #expect(nested == [.accepted(seq: 2), .accepted(seq: 3)])
+        }
+        #expect(duplicate == [.duplicate(seq: 1)])
+        #expect(outer.succeeded)
+        #expect(innerDone.wait(timeout: .now() + 30) == .success)
+        #expect(inner.succeeded)
+        let big = String(repeating: "b", count: 300_000)
+        let large = (0..<5).map { record("large-\($0)", payload: #"{"n":"\#(big)\#($0)"}"#) }
+        try t.append(large)
+        try t.append([record("after", payload: #"{"n":"after"}"#)])
+        let read = try readAll(wal, sink: "file:a")
+        #expect(read.map(\.record.id) == ["first", "nested-1", "nested-2"] + large.map(\.id) + ["after"])
+        let expected =
+            [#"{"n":"first"}"#, #"{"n":"nested one"}"#, #"{"n":"two"}"#]
+            + large.map { String(decoding: $0.payload, as: UTF8.self) } + [#"{"n":"after"}"#]
+        #expect(read.map { String(decoding: $0.record.payload, as: UTF8.self) } == expected)
+    }
+
     /// Guards WAL invariant 3 (WriteAheadLog.swift).
     @Test func seqsKeepGrowingAcrossRestarts() throws {
         let t = try TestWAL()
