@@ -6,7 +6,10 @@ import Logging
 /// Finished records, the progress file and segment deletion (invariant 4).
 extension WriteAheadLog {
     /// Records of `sink` were delivered or dead-lettered. Saved by the next checkpoint.
-    public func markFinished(sink: String, seqs: some Sequence<UInt64>) {
+    /// An array, not any sequence: a generic public method runs unspecialized in its callers'
+    /// modules, and iterating an unspecialized sequence allocated per element (two heap calls
+    /// per delivered record, one for progress and one for the backlog).
+    public func markFinished(sink: String, seqs: [UInt64]) {
         lock.withLock {
             progress.finished(sink: sink, seqs: seqs)
             backlogTracker.finished(sink: sink, seqs: seqs)
