@@ -158,7 +158,8 @@ public struct PipelineStateMachine: Sendable {
         }
         let maxInFlight = health == .up ? settings.maxInFlight : 1
         guard inFlight.count < maxInFlight, !waiting.isEmpty else { return .wait(untilMillis: nil) }
-        var picked: [Int] = []
+        // Usually one run from the front: no heap call for it.
+        var picked = IncreasingRun<Int>()
         var bytes = 0
         var earliest: UInt64?
         // While down, the probe starts one record further at each failure (relaxed ordering):
@@ -218,7 +219,7 @@ public struct PipelineStateMachine: Sendable {
             item.lastAttemptMillis = now
             batch.append(item)
         }
-        if picked.last! == head + picked.count - 1 {
+        if picked.isRun(from: head) {
             // The usual case, a run from the front: move the head; compact now and then.
             head += picked.count
             if head == queue.count {
@@ -232,10 +233,11 @@ public struct PipelineStateMachine: Sendable {
             // One pass, never one shift per picked record.
             var keep: [Item] = []
             keep.reserveCapacity(queue.count - head - picked.count)
-            var next = 0
+            var pickedIndices = picked.makeIterator()
+            var nextPicked = pickedIndices.next()
             for index in head..<queue.count {
-                if next < picked.count, picked[next] == index {
-                    next += 1
+                if index == nextPicked {
+                    nextPicked = pickedIndices.next()
                 } else {
                     keep.append(queue[index])
                 }
