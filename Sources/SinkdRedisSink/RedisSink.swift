@@ -182,16 +182,14 @@ final class RedisStreamClient: SinkClient, Sendable {
 
     /// The XADD of one record, appended to `out` (no intermediate arrays: this is the hot path).
     func encodeXADD(_ r: EventRecord, into out: inout [UInt8]) {
-        let context: [(StaticString, String?)] = [
-            ("workflowInstanceId", r.workflowInstanceId), ("workflowType", r.workflowType),
-            ("correlationId", r.correlationId), ("taskRefName", r.taskRefName),
-        ]
+        // The context fields one by one, not through an array of them: that array was a heap
+        // call per record.
         let version = r.workflowVersion.map { String($0) }
         let priority = r.priority.map { String($0) }
-        var parts = 7 + (maxlen > 0 ? 3 : 0)
-        for (_, v) in context where v != nil { parts += 2 }
-        if version != nil { parts += 2 }
-        if priority != nil { parts += 2 }
+        func count(_ value: String?) -> Int { value == nil ? 0 : 2 }
+        let parts =
+            7 + (maxlen > 0 ? 3 : 0) + count(r.workflowInstanceId) + count(r.workflowType) + count(r.correlationId)
+            + count(r.taskRefName) + count(version) + count(priority)
         RESP.appendHeader(UInt8(ascii: "*"), parts, into: &out)
         RESP.appendBulk("XADD".utf8, into: &out)
         RESP.appendBulk(stream, into: &out)
@@ -205,19 +203,17 @@ final class RedisStreamClient: SinkClient, Sendable {
         RESP.appendBulk(r.id.utf8, into: &out)
         RESP.appendBulk("payload".utf8, into: &out)
         RESP.appendBulk(r.payload, into: &out)
-        for (name, value) in context {
-            guard let value else { continue }
+        func field(_ name: StaticString, _ value: String?) {
+            guard let value else { return }
             RESP.appendBulk(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), into: &out)
             RESP.appendBulk(value.utf8, into: &out)
         }
-        if let version {
-            RESP.appendBulk("workflowVersion".utf8, into: &out)
-            RESP.appendBulk(version.utf8, into: &out)
-        }
-        if let priority {
-            RESP.appendBulk("priority".utf8, into: &out)
-            RESP.appendBulk(priority.utf8, into: &out)
-        }
+        field("workflowInstanceId", r.workflowInstanceId)
+        field("workflowType", r.workflowType)
+        field("correlationId", r.correlationId)
+        field("taskRefName", r.taskRefName)
+        field("workflowVersion", version)
+        field("priority", priority)
     }
 
     /// An XADD reply: an entry id (`MS-SEQ`) means delivered; errors that pass are retryable,

@@ -85,6 +85,25 @@ import NIOTestUtils
                 "workflowVersion", "3",
             ].map { Array($0.utf8) }, into: &expected)
         #expect(fast == expected)
+
+        // Every field, in its order, and no MAXLEN.
+        r.workflowInstanceId = "wi-1"
+        r.correlationId = "c-1"
+        r.taskRefName = "publish"
+        r.priority = 7
+        let unbounded = RedisStreamClient(
+            stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 0, poolSize: 1,
+            group: .singletonMultiThreadedEventLoopGroup)
+        var all: [UInt8] = []
+        unbounded.encodeXADD(r, into: &all)
+        var allExpected: [UInt8] = []
+        RESP.encodeCommand(
+            [
+                "XADD", "s", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowInstanceId", "wi-1", "workflowType",
+                "wf",
+                "correlationId", "c-1", "taskRefName", "publish", "workflowVersion", "3", "priority", "7",
+            ].map { Array($0.utf8) }, into: &allExpected)
+        #expect(all == allExpected)
     }
 
     @Test func replyOutcomes() {
