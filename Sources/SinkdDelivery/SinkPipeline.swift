@@ -35,8 +35,7 @@ public final class SinkPipeline: Sendable {
     let deadLetters: DeadLetterStore
     let logger: Logger
     let shutdownTimeout: Duration
-    private let events: AsyncStream<Event>
-    private let continuation: AsyncStream<Event>.Continuation
+    private let events = EventQueue<Event>()
     private let snapshotBox: NIOLockedValueBox<PipelineSnapshot>
     private let stopping = NIOLockedValueBox(false)
     private let metrics: PipelineMetrics
@@ -76,7 +75,6 @@ public final class SinkPipeline: Sendable {
         var logger = logger
         logger[metadataKey: "sink"] = "\(address.identity)"
         self.logger = logger
-        (events, continuation) = AsyncStream.makeStream(of: Event.self)
         snapshotBox = NIOLockedValueBox(PipelineSnapshot(sink: address.identity))
         metrics = PipelineMetrics(sink: address.identity)
         executor = EventLoopExecutor(loop: MultiThreadedEventLoopGroup.singleton.next())
@@ -92,14 +90,14 @@ public final class SinkPipeline: Sendable {
 
     /// Other sinks are waiting: an idle pipeline checks at once whether it can leave.
     public func nudge() {
-        continuation.yield(.nudge)
+        events.yield(.nudge)
     }
 
     /// Asks the pipeline to finish: no new batch is sent; in-flight batches get up to
     /// `delivery.shutdown_timeout`.
     public func stop() {
         stopping.withLockedValue { $0 = true }
-        continuation.yield(.stop)
+        events.yield(.stop)
     }
 
     /// Runs until stopped or idle, on the pipeline's event loop.
@@ -132,7 +130,7 @@ public final class SinkPipeline: Sendable {
         defer { heldBudget?.adjust(by: -reportedHeld) }
         var generator = SystemRandomNumberGenerator()
         let sink = address.identity
-        let newData = self.continuation
+        let newData = self.events
         let dataWatch = wal.watchData(sink: sink) { newData.yield(.newData) }
         defer {
             timer.cancel()
@@ -141,8 +139,8 @@ public final class SinkPipeline: Sendable {
 
         func now() -> UInt64 { WallClock.millis() }
         func wake(at millis: UInt64) {
-            let continuation = self.continuation
-            timer.arm(at: millis, now: now()) { continuation.yield(.wake(millis)) }
+            let events = self.events
+            timer.arm(at: millis, now: now()) { events.yield(.wake(millis)) }
         }
         // Dead letters are logged one by one up to 5 per 10 s, then as one summary line per
         // window: a sink refusing everything must not log a line per record.
@@ -244,7 +242,6 @@ public final class SinkPipeline: Sendable {
             }
         }
 
-        var iterator = events.makeAsyncIterator()
         loop: while true {
             let isStopping = stopping.withLockedValue { $0 }
             if isStopping || Task.isCancelled { break }
@@ -260,8 +257,8 @@ public final class SinkPipeline: Sendable {
             case .none:
                 break
             case .waitForBudget:
-                let continuation = self.continuation
-                heldBudget?.whenAvailable { continuation.yield(.nudge) }
+                let events = self.events
+                heldBudget?.whenAvailable { events.yield(.nudge) }
             case .inline(let maxBytes), .onPool(let maxBytes):
                 do {
                     // Told of new records while caught up: they were written a moment ago and are
@@ -304,7 +301,7 @@ public final class SinkPipeline: Sendable {
                         }
                     }
                     let c = client!
-                    let continuation = self.continuation
+                    let events = self.events
                     // Each send starts once the one before it is queued on its connection: batches
                     // in flight at once still reach a one-connection broker in WAL order.
                     let ticket = order.issue()
@@ -313,10 +310,10 @@ public final class SinkPipeline: Sendable {
                         do throws(SinkConnectionError) {
                             let outcomes = try await c.send(records, queued: { order.queued(ticket) })
                             order.queued(ticket)
-                            continuation.yield(.completed(id, outcomes))
+                            events.yield(.completed(id, outcomes))
                         } catch {
                             order.queued(ticket)
-                            continuation.yield(.connectionFailed(id, error.message))
+                            events.yield(.connectionFailed(id, error.message))
                         }
                     }
                 case .wait(let until):
@@ -339,7 +336,7 @@ public final class SinkPipeline: Sendable {
             // publishes). Only after records: a failing read waits for its retry time.
             if reading.readOn(readRecords: readRecords, wantsRecords: machine.wantsRecords) { continue loop }
             // Wait for something to happen.
-            guard let event = await iterator.next() else { break }
+            guard let event = await events.next() else { break }
             switch event {
             case .completed(let id, let outcomes):
                 await apply(
@@ -367,7 +364,7 @@ public final class SinkPipeline: Sendable {
         snapshotBox.withLockedValue { $0.state = .stopping }
         let deadline = now() + UInt64(max(0, shutdownTimeout.milliseconds))
         wake(at: deadline)
-        while !machine.inFlight.isEmpty, now() < deadline, let event = await iterator.next() {
+        while !machine.inFlight.isEmpty, now() < deadline, let event = await events.next() {
             switch event {
             case .completed(let id, let outcomes):
                 await apply(machine.completed(batchID: id, outcomes: outcomes, now: now(), random: { 0.5 }))
