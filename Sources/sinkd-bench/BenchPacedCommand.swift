@@ -135,7 +135,11 @@ struct BenchPaced: ParsableCommand {
             say(
                 "          heap calls \(format(Double(heap.calls) / n)) per record, \(format(Double(heap.bytes) / n)) B requested per record"
             )
-            say("          context switches \(format(Double(switches1 - switches0) / n)) per record")
+            let threads = switches1.byName(since: switches0)
+            let byThread = threads.prefix(5).map { "\($0.name) \(format(Double($0.count) / n))" }
+            say(
+                "          context switches \(format(Double(threads.reduce(0) { $0 + $1.count }) / n)) per record (by thread: \(byThread.joined(separator: ", ")))"
+            )
             say(
                 "          ack latency p50 \(format(percentile(latencies, 0.50) * 1000)) ms, p99 \(format(percentile(latencies, 0.99) * 1000)) ms; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
             )
@@ -187,7 +191,11 @@ struct BenchPaced: ParsableCommand {
             "\(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(rate)/s for \(seconds) s: \(sent) records; CPU \(format((user + system) / n * 1e6)) µs per record (user \(format(user / n * 1e6)), system \(format(system / n * 1e6))), "
                 + "\(format(100 * (user + system) / Double(seconds))) % of a core; the client's \(format(100 * clientCPU / Double(seconds))) %"
         )
-        say("          context switches \(format(Double(switches1 - switches0) / n)) per record")
+        let threads = switches1.byName(since: switches0)
+        let byThread = threads.prefix(5).map { "\($0.name) \(format(Double($0.count) / n))" }
+        say(
+            "          context switches \(format(Double(threads.reduce(0) { $0 + $1.count }) / n)) per record (by thread: \(byThread.joined(separator: ", ")))"
+        )
         if !noSyscalls, let perf = PerfSyscalls(pid: peer.pid, directory: dir) {
             let counted = pacedClients(
                 socket: peer.socket, prefix: "ps\(rate)-", sink: "redis:peer", rate: rate, seconds: min(seconds, 5),
@@ -354,19 +362,39 @@ func cpuTimes(_ pid: Int32) -> (user: Double, system: Double) {
     return (u / tick, s / tick)
 }
 
-/// Voluntary and involuntary context switches of every thread a process has now.
-func contextSwitches(_ pid: Int32) -> Int {
+/// Voluntary and involuntary context switches of every thread a process has now, by thread.
+struct ThreadSwitches {
+    var byThread: [String: (name: String, count: Int)] = [:]
+
+    /// Since `earlier`, summed by thread name, most first (a thread born meanwhile counts whole).
+    func byName(since earlier: ThreadSwitches) -> [(name: String, count: Int)] {
+        var sums: [String: Int] = [:]
+        for (tid, now) in byThread {
+            sums[now.name, default: 0] += now.count - (earlier.byThread[tid]?.count ?? 0)
+        }
+        return sums.filter { $0.value > 0 }.map { ($0.key, $0.value) }.sorted { $0.count > $1.count }
+    }
+}
+
+func contextSwitches(_ pid: Int32) -> ThreadSwitches {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-    var total = 0
+    var switches = ThreadSwitches()
     for task in tasks {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else {
             continue
         }
-        for line in status.split(separator: "\n") where line.contains("ctxt_switches:") {
-            total += Int(line.split(separator: "\t").last ?? "") ?? 0
+        var name = task
+        var count = 0
+        for line in status.split(separator: "\n") {
+            if line.hasPrefix("Name:") {
+                name = String(line.dropFirst(5).trimmingCharacters(in: .whitespaces))
+            } else if line.contains("ctxt_switches:") {
+                count += Int(line.split(separator: "\t").last ?? "") ?? 0
+            }
         }
+        switches.byThread[task] = (name, count)
     }
-    return total
+    return switches
 }
 
 /// The resident set of a process now, in KiB.
