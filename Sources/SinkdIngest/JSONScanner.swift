@@ -26,8 +26,11 @@ enum Field: String, CaseIterable {
 }
 
 /// The values of the known fields, by field.
+/// Inline storage, not an array: an array was a heap call per request line.
 struct FieldValues {
-    private var storage = [JSONScanner.Value?](repeating: nil, count: Field.allCases.count)
+    /// As many as `Field` has cases (FieldValuesTests checks).
+    static let capacity = 12
+    private var storage = InlineArray<12, JSONScanner.Value?>(repeating: nil)
     subscript(_ field: Field) -> JSONScanner.Value? {
         get { storage[field.index] }
         set { storage[field.index] = newValue }

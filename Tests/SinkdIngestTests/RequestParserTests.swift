@@ -245,6 +245,18 @@ extension Result where Failure == IngestRejection {
     }
 }
 
+/// FieldValues keeps one slot per field inline: a field added to `Field` needs a slot more.
+@Suite struct FieldValuesTests {
+    @Test func everyFieldHasASlotOfItsOwn() {
+        #expect(Field.allCases.count == FieldValues.capacity)
+        var values = FieldValues()
+        for (n, field) in Field.allCases.enumerated() {
+            values[field] = JSONScanner.Value(kind: .number, range: n..<(n + 1), string: nil)
+        }
+        #expect(Field.allCases.map { values[$0]?.range.lowerBound } == Array(0..<Field.allCases.count))
+    }
+}
+
 @Suite struct RequestLineTests {
     /// `requestLine(for:)` is what `parse` reads back as the same record (sinkd send and dlq
     /// replay's check build their lines with it).
