@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SinkdCore
 
 /// A failed system call on a path, with errno: what the operator needs to act.
 public struct FileError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -328,12 +329,80 @@ public final class FaultInjector: @unchecked Sendable {
         let prefix = directory.hasSuffix("/") ? directory : directory + "/"
         lock.withLock {
             armed.removeAll { $0.under == prefix }
-            anyArmed = !armed.isEmpty
+            holds.removeAll { $0.under == prefix }
+            anyArmed = !armed.isEmpty || !holds.isEmpty
         }
+    }
+
+    /// A test's hold on an operation: the next one of kind `operation` on a file under the
+    /// directory blocks, in the thread that makes it, until `release` (so a test can act while
+    /// the WAL's writer is inside a round), then fails with the errno given there, or goes
+    /// through.
+    public final class Hold: @unchecked Sendable {
+        let operation: Operation
+        let under: String
+        private let lock = Lock()
+        private var held = false
+        private var released: CInt?
+
+        init(_ operation: Operation, under: String) {
+            self.operation = operation
+            self.under = under
+        }
+
+        /// Whether an operation is held, waiting at most `seconds` for one.
+        public func waitUntilHeld(seconds: Int) -> Bool {
+            let deadline = MonotonicClock.nanos() + UInt64(max(0, seconds)) * 1_000_000_000
+            return lock.withLock {
+                while !held, MonotonicClock.nanos() < deadline { lock.wait(nanoseconds: 10_000_000) }
+                return held
+            }
+        }
+
+        /// Lets the held operation go on: it fails with `errno`, or goes through with 0.
+        public func release(failingWith errno: CInt = 0) {
+            lock.withLock {
+                released = errno
+                lock.broadcast()
+            }
+        }
+
+        /// In the operation's thread: marks it held and waits for `release`.
+        fileprivate func block() -> CInt? {
+            lock.withLock {
+                held = true
+                lock.broadcast()
+                while released == nil { lock.wait() }
+                return released == 0 ? nil : released
+            }
+        }
+    }
+
+    private var holds: [Hold] = []
+
+    /// Holds the next `operation` under `directory` until the returned hold is released.
+    public func hold(_ operation: Operation, under directory: String) -> Hold {
+        let hold = Hold(operation, under: directory.hasSuffix("/") ? directory : directory + "/")
+        lock.withLock {
+            holds.append(hold)
+            anyArmed = true
+        }
+        return hold
     }
 
     func failure(for operation: Operation, path: String) -> CInt? {
         guard lock.withLock({ anyArmed }) else { return nil }
+        let hold = lock.withLock { () -> Hold? in
+            guard let i = holds.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else {
+                return nil
+            }
+            defer {
+                holds.remove(at: i)
+                anyArmed = !armed.isEmpty || !holds.isEmpty
+            }
+            return holds[i]
+        }
+        if let hold { return hold.block() }
         return lock.withLock {
             guard let i = armed.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else {
                 return nil
@@ -345,7 +414,7 @@ public final class FaultInjector: @unchecked Sendable {
             let code = armed[i].errno
             armed[i].remaining -= 1
             if armed[i].remaining == 0 { armed.remove(at: i) }
-            anyArmed = !armed.isEmpty
+            anyArmed = !armed.isEmpty || !holds.isEmpty
             return code
         }
     }

@@ -69,6 +69,47 @@ import SinkdCore
         #expect(try readAll(t.wal, sink: "file:a").map(\.record.id) == (0..<6).map { "x\($0)" })
     }
 
+    /// A batch whose answers depend on a round that fails and on a later one that succeeds (a
+    /// duplicate of a record in the failing round, then a new record) is answered with the
+    /// failure: the duplicate's original never became durable. Both appends are the combined
+    /// append of ingest (`append(_:nowMillis:whenDurable:)`); the writer is held inside the first
+    /// round's fdatasync while the second batch is appended, then that fdatasync fails.
+    /// Guards WAL invariant 1 (WriteAheadLog.swift).
+    @Test func aTicketSpanningAFailedRoundAndALaterOneFails() throws {
+        let t = try TestWAL(whenFull: .reject, fsync: .always)
+        let wal = t.wal!
+        try t.append([record("before")])
+        let hold = FaultInjector.shared.hold(.fsync, under: t.directory)
+        defer { FaultInjector.shared.disarm(under: t.directory) }
+        let first = OutcomesBox()
+        let firstDone = DispatchSemaphore(value: 0)
+        let original = wal.append([record("original")], nowMillis: WallClock.millis()) { outcomes, result in
+            first.set(outcomes, result, durableSeq: 0)
+            firstDone.signal()
+        }
+        #expect(original == [.accepted(seq: 2)])
+        try #require(hold.waitUntilHeld(seconds: 30), "the writer reached the first round's fdatasync")
+        let second = OutcomesBox()
+        let secondDone = DispatchSemaphore(value: 0)
+        let spanning = wal.append([record("original"), record("new")], nowMillis: WallClock.millis()) {
+            outcomes, result in
+            second.set(outcomes, result, durableSeq: 0)
+            secondDone.signal()
+        }
+        #expect(
+            spanning == [.duplicate(seq: 2), .accepted(seq: 3)], "the duplicate depends on the round being written")
+        hold.release(failingWith: EIO)
+        #expect(firstDone.wait(timeout: .now() + 30) == .success)
+        #expect(!first.succeeded, "the first round failed")
+        #expect(secondDone.wait(timeout: .now() + 30) == .success)
+        #expect(!second.succeeded, "answered with the failure, although its own new record is durable")
+        // The failed record left the dedupe table: sent again, it is a new record.
+        let again = try t.append([record("original")])
+        #expect(again == [.accepted(seq: 4)])
+        let ids = try readAll(wal, sink: "file:a").map(\.record.id)
+        #expect(ids == ["before", "new", "original"])
+    }
+
     // MARK: items 1 and 2: a real full file system, every mode
 
     struct Mode: Sendable, CustomStringConvertible {
