@@ -6,6 +6,11 @@ closes the client's connection. Later connections are forwarded untouched. Print
 ready, and "cut N" when it cut, N being how many Produce requests of that connection were still
 unanswered by then (the cut one included: what the client had on the wire at once).
 
+The cut waits (holding that answer back, at most 5 s) until at least two Produce requests are
+unanswered: a client that keeps several batches in flight has them on the wire then whatever
+the timing, so a test of batches on the wire at the cut does not depend on how fast the broker
+answered the first ones.
+
   cut_proxy.py LISTEN_PORT BROKER_PORT [CUT_AT]
 """
 import asyncio
@@ -37,7 +42,13 @@ async def pipe_responses(reader, writer, api_keys):
                 state["answered"] += 1
             if api_keys.get(correlation) == 0 and not state["cut"] and state["answered"] == cut_at:
                 state["cut"] = True
-                outstanding = sum(1 for c, k in api_keys.items() if k == 0 and c >= correlation)
+                def unanswered():
+                    return sum(1 for c, k in list(api_keys.items()) if k == 0 and c >= correlation)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5
+                while unanswered() < 2 and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                outstanding = unanswered()
                 print("cut %d" % outstanding, flush=True)
                 writer.write(out)
                 writer.close()
