@@ -69,7 +69,7 @@ extension WriteAheadLog {
                     if pending.entries.isEmpty && pending.callbacks.isEmpty {
                         return nil
                     }
-                    var round = Round(number: pending.number + 1, frames: takeSpareFrames())
+                    var round = openRound()
                     swap(&round, &pending)
                     writing = round
                     return round
@@ -133,11 +133,22 @@ extension WriteAheadLog {
     private func takePendingRound() -> Round? {
         lock.withLock {
             guard !pending.entries.isEmpty || !pending.callbacks.isEmpty else { return nil }
-            var round = Round(number: pending.number + 1, frames: takeSpareFrames())
+            var round = openRound()
             swap(&round, &pending)
             writing = round
             return round
         }
+    }
+
+    /// The next pending round, in the buffers a finished round left (issue 30: three heap calls
+    /// per round at Conductor's pace, where every record is a round). Under `lock`, on the
+    /// writer's thread.
+    private func openRound() -> Round {
+        var entries: [Round.Entry] = []
+        swap(&entries, &spareEntries)
+        var callbacks: [(ClosedRange<UInt64>, DurableCallback)] = []
+        swap(&callbacks, &spareCallbacks)
+        return Round(number: pending.number + 1, frames: takeSpareFrames(), entries: entries, callbacks: callbacks)
     }
 
     /// Frame buffers of written rounds are used again by the next rounds: a new round's buffer
@@ -157,6 +168,8 @@ extension WriteAheadLog {
     }
 
     static let maxSpareFrameBytes = 8 << 20
+    /// The most entries (or callbacks) a kept array may hold room for.
+    static let maxSpareEntries = 1 << 16
 
     private func markDiskFull(_ error: FileError) {
         let first: Bool = lock.withLock {
@@ -290,7 +303,7 @@ extension WriteAheadLog {
                 unsynced.append(round, from: round.durableEntries)
             }
         }
-        let (callbacks, failedEarlier, waiters, space):
+        var (callbacks, failedEarlier, waiters, space):
             (
                 [(ClosedRange<UInt64>, DurableCallback)], WALWriteError?,
                 [@Sendable () -> Void], [@Sendable () -> Void]
@@ -338,9 +351,14 @@ extension WriteAheadLog {
                 let callbacks = writing?.number == round.number ? writing!.callbacks : round.callbacks
                 completedRound = round.number
                 writing = nil
+                round.callbacks = []  // `callbacks` holds the only reference: kept after they ran
                 stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
                 stats.writingSinceNanos = 0
                 if case .success = result { recycleFrames(&round.frames) }
+                if round.entries.capacity <= Self.maxSpareEntries, round.entries.capacity > spareEntries.capacity {
+                    round.entries.removeAll(keepingCapacity: true)
+                    swap(&round.entries, &spareEntries)
+                }
                 // A ticket spanning an earlier round that failed fails too. Decided here, under
                 // the one lock: the loops these callbacks wake take the lock at once.
                 let failedEarlier = failedRanges.isEmpty ? nil : lastFailure
@@ -352,6 +370,10 @@ extension WriteAheadLog {
             } else {
                 callback(result)
             }
+        }
+        if callbacks.capacity <= Self.maxSpareEntries, callbacks.capacity > spareCallbacks.capacity {
+            callbacks.removeAll(keepingCapacity: true)
+            swap(&callbacks, &spareCallbacks)
         }
         for w in waiters { w() }
         for w in space { w() }

@@ -211,6 +211,12 @@ public final class WriteAheadLog: @unchecked Sendable {
     var writing: Round?
     /// A written round's frame buffer kept for the next round (WALWriter.swift, `recycleFrames`).
     var spareFrames: [UInt8] = []
+    /// A finished round's entry array, kept (emptied) for the next round. Under `lock`.
+    var spareEntries: [Round.Entry] = []
+    /// A finished round's callback array, kept (emptied) for the next round: touched only by the
+    /// thread that writes rounds (the writer; `shutdown` when it never started), which runs the
+    /// callbacks outside the lock and then opens the next round.
+    var spareCallbacks: [(ClosedRange<UInt64>, DurableCallback)] = []
     var completedRound: UInt64
     /// Every round that failed, as coalesced ranges: exact, whatever the history (a ticket may
     /// span any number of rounds).
