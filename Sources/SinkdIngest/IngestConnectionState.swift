@@ -33,6 +33,11 @@ struct IngestConnectionState {
     /// buffer is kept between writes (up to `keptReadyCapacity`): no heap call per answer.
     private var ready: [UInt8] = []
     private static let keptReadyCapacity = 4096
+    /// The buffer the last write sent, kept: once the channel let go of it (at this pace the
+    /// write completes before `writeAndFlush` returns) the next write reuses its storage, no
+    /// heap call; while the channel still holds it, writing into it copies it first (ByteBuffer
+    /// is copy-on-write), so bytes on their way out are never overwritten.
+    private var sent: ByteBuffer?
     /// Bytes of answers owed: estimated for records in the WAL, encoded for ready ones, and
     /// handed to the channel but not yet taken by the kernel.
     private(set) var answerBytes = 0
@@ -133,7 +138,11 @@ struct IngestConnectionState {
             head = 0
         }
         guard !ready.isEmpty else { return nil }
-        let out = allocator.buffer(bytes: ready)
+        var out = sent ?? allocator.buffer(capacity: max(ready.count, 256))
+        sent = nil  // one reference fewer: the storage is ours alone if the channel let go of it
+        out.clear()
+        out.writeBytes(ready)
+        if out.capacity <= Self.keptReadyCapacity { sent = out }
         if ready.capacity > Self.keptReadyCapacity {
             ready = []  // a burst's answers: not kept per connection
         } else {

@@ -49,6 +49,32 @@ import Testing
         #expect(s.takeWritable() == nil)
     }
 
+    /// The buffer a write sent is used again by the next write once the channel let go of it (no
+    /// heap call per write at Conductor's pace); while the channel still holds it, the next write
+    /// gets a copy and the held bytes stay as they were sent.
+    @Test func aSentBufferIsReusedOnlyOnceTheChannelLetGoOfIt() {
+        var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
+        func address(_ b: ByteBuffer) -> UInt { b.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+        s.answer(.accepted(id: "first", seq: 1))
+        let first = s.takeWritable()!
+        let firstAddress = address(first)
+        // The channel still holds `first` (a client that does not read): the next write must not
+        // write into its bytes.
+        s.answer(.accepted(id: "second", seq: 2))
+        let second = s.takeWritable()!
+        #expect(String(buffer: first) == #"{"id":"first","status":"accepted","seq":1}"# + "\n")
+        #expect(String(buffer: second) == #"{"id":"second","status":"accepted","seq":2}"# + "\n")
+        #expect(address(second) != firstAddress)
+        // The channel let go of both: the next write reuses the last one's storage.
+        let secondAddress = address(second)
+        _ = consume first
+        _ = consume second
+        s.answer(.accepted(id: "third", seq: 3))
+        let third = s.takeWritable()!
+        #expect(String(buffer: third) == #"{"id":"third","status":"accepted","seq":3}"# + "\n")
+        #expect(address(third) == secondAddress, "the kept buffer's storage, no new one")
+    }
+
     @Test func answerBytesCountFromTheLineUntilTheKernelTookThem() {
         var s = IngestConnectionState(maxPendingResponses: 100, maxAnswerBytes: 1 << 20)
         let n = s.expectAnswer(estimate: 70)
