@@ -326,6 +326,7 @@ extension WriteAheadLog {
                     }
                 }
                 var waiters: [@Sendable () -> Void] = []
+                swap(&waiters, &spareWaiters)
                 if keep > 0 {
                     stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
                     var last: String?
@@ -376,6 +377,10 @@ extension WriteAheadLog {
             swap(&callbacks, &spareCallbacks)
         }
         for w in waiters { w() }
+        if waiters.capacity <= Self.maxSpareEntries {
+            waiters.removeAll(keepingCapacity: true)
+            spareWaiters = waiters
+        }
         for w in space { w() }
     }
 

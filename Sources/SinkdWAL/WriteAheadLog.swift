@@ -217,6 +217,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// thread that writes rounds (the writer; `shutdown` when it never started), which runs the
     /// callbacks outside the lock and then opens the next round.
     var spareCallbacks: [(ClosedRange<UInt64>, DurableCallback)] = []
+    /// The data watches a finished round woke, emptied, for the next round's: under `lock` while
+    /// a round fills it, the writing thread's alone while it runs them.
+    var spareWaiters: [@Sendable () -> Void] = []
     var completedRound: UInt64
     /// Every round that failed, as coalesced ranges: exact, whatever the history (a ticket may
     /// span any number of rounds).
