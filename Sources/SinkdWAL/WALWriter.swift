@@ -144,31 +144,16 @@ extension WriteAheadLog {
     /// per round at Conductor's pace, where every record is a round). Under `lock`, on the
     /// writer's thread.
     private func openRound() -> Round {
-        var entries: [Round.Entry] = []
-        swap(&entries, &spareEntries)
-        var callbacks: [(ClosedRange<UInt64>, DurableCallback)] = []
-        swap(&callbacks, &spareCallbacks)
-        return Round(number: pending.number + 1, frames: takeSpareFrames(), entries: entries, callbacks: callbacks)
+        Round(
+            number: pending.number + 1, frames: takeSpare(&spareFrames), entries: takeSpare(&spareEntries),
+            callbacks: takeSpare(&spareCallbacks))
     }
 
     /// Frame buffers of written rounds are used again by the next rounds: a new round's buffer
     /// then neither grows by copying itself nor touches fresh pages. One is kept, of at most
-    /// `maxSpareFrameBytes` (a burst's larger buffer is freed). Under `lock`, after `writing` let go.
-    func recycleFrames(_ frames: inout [UInt8]) {
-        guard frames.capacity <= Self.maxSpareFrameBytes, frames.capacity > spareFrames.capacity else { return }
-        frames.removeAll(keepingCapacity: true)
-        swap(&frames, &spareFrames)
-    }
-
-    /// The spare frame buffer (empty), or a new one. Under `lock`.
-    func takeSpareFrames() -> [UInt8] {
-        var frames: [UInt8] = []
-        swap(&frames, &spareFrames)
-        return frames
-    }
-
+    /// `maxSpareFrameBytes` (a burst's larger buffer is freed).
     static let maxSpareFrameBytes = 8 << 20
-    /// The most entries (or callbacks) a kept array may hold room for.
+    /// The most entries (or callbacks, or data watches) a kept array may hold room for.
     static let maxSpareEntries = 1 << 16
 
     private func markDiskFull(_ error: FileError) {
@@ -325,8 +310,7 @@ extension WriteAheadLog {
                         reservedBytes -= e.frameLength
                     }
                 }
-                var waiters: [@Sendable () -> Void] = []
-                swap(&waiters, &spareWaiters)
+                var waiters = takeSpare(&spareWaiters)
                 if keep > 0 {
                     stats.durableSeq = max(stats.durableSeq, round.entries[keep - 1].seq)
                     var last: String?
@@ -355,11 +339,10 @@ extension WriteAheadLog {
                 round.callbacks = []  // `callbacks` holds the only reference: kept after they ran
                 stats.lastProgressNanos = UInt64(MonotonicClock.nanos())
                 stats.writingSinceNanos = 0
-                if case .success = result { recycleFrames(&round.frames) }
-                if round.entries.capacity <= Self.maxSpareEntries, round.entries.capacity > spareEntries.capacity {
-                    round.entries.removeAll(keepingCapacity: true)
-                    swap(&round.entries, &spareEntries)
+                if case .success = result {
+                    keepForReuse(&round.frames, as: &spareFrames, maxCapacity: Self.maxSpareFrameBytes)
                 }
+                keepForReuse(&round.entries, as: &spareEntries, maxCapacity: Self.maxSpareEntries)
                 // A ticket spanning an earlier round that failed fails too. Decided here, under
                 // the one lock: the loops these callbacks wake take the lock at once.
                 let failedEarlier = failedRanges.isEmpty ? nil : lastFailure
@@ -372,15 +355,9 @@ extension WriteAheadLog {
                 callback(result)
             }
         }
-        if callbacks.capacity <= Self.maxSpareEntries, callbacks.capacity > spareCallbacks.capacity {
-            callbacks.removeAll(keepingCapacity: true)
-            swap(&callbacks, &spareCallbacks)
-        }
+        keepForReuse(&callbacks, as: &spareCallbacks, maxCapacity: Self.maxSpareEntries)
         for w in waiters { w() }
-        if waiters.capacity <= Self.maxSpareEntries {
-            waiters.removeAll(keepingCapacity: true)
-            spareWaiters = waiters
-        }
+        keepForReuse(&waiters, as: &spareWaiters, maxCapacity: Self.maxSpareEntries)
         for w in space { w() }
     }
 
@@ -706,4 +683,21 @@ extension WriteAheadLog {
         }
         lock.withLock { stopped = true }
     }
+}
+
+/// Keeps `used`, emptied, as `spare` for the next round when it holds room for at most
+/// `maxCapacity` elements and for more than `spare` already does; `used` is left with what
+/// `spare` held. A round's arrays are reused this way (issue 30: fresh ones were heap calls per
+/// round, per record at Conductor's pace).
+func keepForReuse<T>(_ used: inout [T], as spare: inout [T], maxCapacity: Int) {
+    guard used.capacity <= maxCapacity, used.capacity > spare.capacity else { return }
+    used.removeAll(keepingCapacity: true)
+    swap(&used, &spare)
+}
+
+/// The kept array (empty), or a new one; none is left kept.
+func takeSpare<T>(_ spare: inout [T]) -> [T] {
+    var taken: [T] = []
+    swap(&taken, &spare)
+    return taken
 }

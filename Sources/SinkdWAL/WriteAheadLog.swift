@@ -209,7 +209,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     var nextSeq: UInt64 = 1
     var pending: Round
     var writing: Round?
-    /// A written round's frame buffer kept for the next round (WALWriter.swift, `recycleFrames`).
+    /// A written round's frame buffer kept for the next round (WALWriter.swift, `keepForReuse`).
     var spareFrames: [UInt8] = []
     /// A finished round's entry array, kept (emptied) for the next round. Under `lock`.
     var spareEntries: [Round.Entry] = []
@@ -675,29 +675,14 @@ final class AppendScratch {
         return scratch
     }
 
-    func takeBodies() -> [UInt8] {
-        defer { bodies = [] }
-        return bodies
-    }
+    func takeBodies() -> [UInt8] { takeSpare(&bodies) }
 
-    func takeItems() -> [Item] {
-        defer { items = [] }
-        return items
-    }
+    func takeItems() -> [Item] { takeSpare(&items) }
 
     /// Gives the buffers back, emptied (the second call of an append's two does nothing).
     func keep(_ bodies: inout [UInt8], _ items: inout [Item]) {
-        guard bodies.capacity > 0 || items.capacity > 0 else { return }
-        if bodies.capacity <= Self.maxKeptBytes {
-            bodies.removeAll(keepingCapacity: true)
-            self.bodies = bodies
-        }
-        if items.capacity <= Self.maxKeptBytes / 64 {
-            items.removeAll(keepingCapacity: true)
-            self.items = items
-        }
-        bodies = []
-        items = []
+        keepForReuse(&bodies, as: &self.bodies, maxCapacity: Self.maxKeptBytes)
+        keepForReuse(&items, as: &self.items, maxCapacity: Self.maxKeptBytes / 64)
     }
 }
 
