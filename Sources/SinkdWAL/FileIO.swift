@@ -314,23 +314,20 @@ public final class FaultInjector: @unchecked Sendable {
 
     private let lock = Lock()
     private var armed: [(operation: Operation, errno: CInt, remaining: Int, skip: Int, under: String)] = []
-    private var anyArmed = false
 
     /// After `skipping` operations of kind `operation` on files under `directory` have gone
     /// through, the next `times` fail with `errno`.
     public func arm(_ operation: Operation, errno: CInt, times: Int = 1, skipping: Int = 0, under directory: String) {
         lock.withLock {
-            armed.append((operation, errno, times, skipping, directory.hasSuffix("/") ? directory : directory + "/"))
-            anyArmed = true
+            armed.append((operation, errno, times, skipping, Self.prefix(directory)))
         }
     }
 
     public func disarm(under directory: String) {
-        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        let prefix = Self.prefix(directory)
         lock.withLock {
             armed.removeAll { $0.under == prefix }
             holds.removeAll { $0.under == prefix }
-            anyArmed = !armed.isEmpty || !holds.isEmpty
         }
     }
 
@@ -382,25 +379,23 @@ public final class FaultInjector: @unchecked Sendable {
 
     /// Holds the next `operation` under `directory` until the returned hold is released.
     public func hold(_ operation: Operation, under directory: String) -> Hold {
-        let hold = Hold(operation, under: directory.hasSuffix("/") ? directory : directory + "/")
-        lock.withLock {
-            holds.append(hold)
-            anyArmed = true
-        }
+        let hold = Hold(operation, under: Self.prefix(directory))
+        lock.withLock { holds.append(hold) }
         return hold
     }
 
+    /// Paths under `directory` start with this.
+    private static func prefix(_ directory: String) -> String {
+        directory.hasSuffix("/") ? directory : directory + "/"
+    }
+
     func failure(for operation: Operation, path: String) -> CInt? {
-        guard lock.withLock({ anyArmed }) else { return nil }
+        guard lock.withLock({ !armed.isEmpty || !holds.isEmpty }) else { return nil }
         let hold = lock.withLock { () -> Hold? in
             guard let i = holds.firstIndex(where: { $0.operation == operation && path.hasPrefix($0.under) }) else {
                 return nil
             }
-            defer {
-                holds.remove(at: i)
-                anyArmed = !armed.isEmpty || !holds.isEmpty
-            }
-            return holds[i]
+            return holds.remove(at: i)
         }
         if let hold { return hold.block() }
         return lock.withLock {
@@ -414,7 +409,6 @@ public final class FaultInjector: @unchecked Sendable {
             let code = armed[i].errno
             armed[i].remaining -= 1
             if armed[i].remaining == 0 { armed.remove(at: i) }
-            anyArmed = !armed.isEmpty || !holds.isEmpty
             return code
         }
     }

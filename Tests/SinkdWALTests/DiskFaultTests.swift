@@ -80,7 +80,10 @@ import SinkdCore
         let wal = t.wal!
         try t.append([record("before")])
         let hold = FaultInjector.shared.hold(.fsync, under: t.directory)
-        defer { FaultInjector.shared.disarm(under: t.directory) }
+        defer {
+            hold.release()  // an expectation that stopped the test early must not leave the writer held
+            FaultInjector.shared.disarm(under: t.directory)
+        }
         let first = OutcomesBox()
         let firstDone = DispatchSemaphore(value: 0)
         let original = wal.append([record("original")], nowMillis: WallClock.millis()) { outcomes, result in
