@@ -8,6 +8,11 @@ public struct IncreasingRun<Element: FixedWidthInteger & Sendable>: RandomAccess
 
     public init() {}
 
+    /// `elements`, increasing, appended in order.
+    public init(_ elements: some Sequence<Element>) {
+        for element in elements { append(element) }
+    }
+
     public var startIndex: Int { 0 }
     public var endIndex: Int { list?.count ?? runCount }
 

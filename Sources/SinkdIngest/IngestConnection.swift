@@ -320,9 +320,7 @@ final class IngestConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func retryBlocked() {
         guard let context, let (records, numbers) = state.unblock() else { return }
-        var slots = IncreasingRun<UInt64>()
-        for n in numbers { slots.append(n) }
-        append(records, slots)
+        append(records, IncreasingRun(numbers))
         pump(context: context)
     }
 

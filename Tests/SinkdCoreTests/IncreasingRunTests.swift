@@ -26,9 +26,8 @@ struct IncreasingRunTests {
         #expect(run[2] == 7)
         #expect(!run.isRun(from: 3))
         #expect(Array(run[3...]) == [8, 12])
-        var broken = IncreasingRun<Int>()
-        broken.append(9)
-        broken.append(11)
+        let broken = IncreasingRun<Int>([9, 11])
         #expect(Array(broken) == [9, 11])
+        #expect(IncreasingRun<Int>(4..<7).isRun(from: 4), "a run given whole stays a run")
     }
 }
