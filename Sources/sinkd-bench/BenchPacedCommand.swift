@@ -135,11 +135,7 @@ struct BenchPaced: ParsableCommand {
             say(
                 "          heap calls \(format(Double(heap.calls) / n)) per record, \(format(Double(heap.bytes) / n)) B requested per record"
             )
-            let threads = switches1.byName(since: switches0)
-            let byThread = threads.prefix(5).map { "\($0.name) \(format(Double($0.count) / n))" }
-            say(
-                "          context switches \(format(Double(threads.reduce(0) { $0 + $1.count }) / n)) per record (by thread: \(byThread.joined(separator: ", ")))"
-            )
+            say("          context switches \(switches1.perRecord(since: switches0, records: n))")
             say(
                 "          ack latency p50 \(format(percentile(latencies, 0.50) * 1000)) ms, p99 \(format(percentile(latencies, 0.99) * 1000)) ms; peak RSS \(format(Double(sampler.stop()) / 1024)) MiB"
             )
@@ -191,11 +187,7 @@ struct BenchPaced: ParsableCommand {
             "\(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(rate)/s for \(seconds) s: \(sent) records; CPU \(format((user + system) / n * 1e6)) µs per record (user \(format(user / n * 1e6)), system \(format(system / n * 1e6))), "
                 + "\(format(100 * (user + system) / Double(seconds))) % of a core; the client's \(format(100 * clientCPU / Double(seconds))) %"
         )
-        let threads = switches1.byName(since: switches0)
-        let byThread = threads.prefix(5).map { "\($0.name) \(format(Double($0.count) / n))" }
-        say(
-            "          context switches \(format(Double(threads.reduce(0) { $0 + $1.count }) / n)) per record (by thread: \(byThread.joined(separator: ", ")))"
-        )
+        say("          context switches \(switches1.perRecord(since: switches0, records: n))")
         if !noSyscalls, let perf = PerfSyscalls(pid: peer.pid, directory: dir) {
             let counted = pacedClients(
                 socket: peer.socket, prefix: "ps\(rate)-", sink: "redis:peer", rate: rate, seconds: min(seconds, 5),
@@ -373,6 +365,15 @@ struct ThreadSwitches {
             sums[now.name, default: 0] += now.count - (earlier.byThread[tid]?.count ?? 0)
         }
         return sums.filter { $0.value > 0 }.map { ($0.key, $0.value) }.sorted { $0.count > $1.count }
+    }
+
+    /// "8.21 per record (by thread: sinkd-wal-write 4.54, ...)": the total since `earlier` and the
+    /// five busiest thread names, per record.
+    func perRecord(since earlier: ThreadSwitches, records n: Double) -> String {
+        let threads = byName(since: earlier)
+        let busiest = threads.prefix(5).map { "\($0.name) \(format(Double($0.count) / n))" }
+        let total = threads.reduce(0) { $0 + $1.count }
+        return "\(format(Double(total) / n)) per record (by thread: \(busiest.joined(separator: ", ")))"
     }
 }
 
