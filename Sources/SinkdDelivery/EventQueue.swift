@@ -8,8 +8,8 @@ import NIOCore
 /// keeps its events in a ring buffer and resumes its one waiter directly.
 ///
 /// `next()` returns nil once the consumer's task is cancelled and nothing is buffered, as an
-/// AsyncStream's iterator does (from then on, whenever the queue is empty). One consumer at a time: a second concurrent `next()` is a
-/// programming error (AsyncStream traps on it as well).
+/// AsyncStream's iterator does (from then on, whenever the queue is empty). One consumer at a
+/// time: a second concurrent `next()` is a programming error (AsyncStream traps on it as well).
 final class EventQueue<Element: Sendable>: Sendable {
     private struct State {
         var buffer = CircularBuffer<Element>(initialCapacity: 8)

@@ -70,40 +70,39 @@ import NIOTestUtils
     }
 
     @Test func xaddEncodingIsTheBulkArrayOfItsParts() throws {
+        func encoded(_ r: EventRecord, maxlen: Int) throws -> [UInt8] {
+            let client = RedisStreamClient(
+                stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: maxlen, poolSize: 1,
+                group: .singletonMultiThreadedEventLoopGroup)
+            var out: [UInt8] = []
+            client.encodeXADD(r, into: &out)
+            return out
+        }
+        func command(_ parts: [String]) -> [UInt8] {
+            var out: [UInt8] = []
+            RESP.encodeCommand(parts.map { Array($0.utf8) }, into: &out)
+            return out
+        }
         var r = EventRecord(id: "t-1", sink: "redis:s", payload: Array(#"{"a":1}"#.utf8))
         r.workflowType = "wf"
         r.workflowVersion = 3
-        let client = RedisStreamClient(
-            stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 100, poolSize: 1,
-            group: .singletonMultiThreadedEventLoopGroup)
-        var fast: [UInt8] = []
-        client.encodeXADD(r, into: &fast)
-        var expected: [UInt8] = []
-        RESP.encodeCommand(
-            [
-                "XADD", "s", "MAXLEN", "~", "100", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowType", "wf",
-                "workflowVersion", "3",
-            ].map { Array($0.utf8) }, into: &expected)
-        #expect(fast == expected)
-
+        #expect(
+            try encoded(r, maxlen: 100)
+                == command([
+                    "XADD", "s", "MAXLEN", "~", "100", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowType", "wf",
+                    "workflowVersion", "3",
+                ]))
         // Every field, in its order, and no MAXLEN.
         r.workflowInstanceId = "wi-1"
         r.correlationId = "c-1"
         r.taskRefName = "publish"
         r.priority = 7
-        let unbounded = RedisStreamClient(
-            stream: "s", endpoint: try RedisEndpoint(url: "redis://x"), maxlen: 0, poolSize: 1,
-            group: .singletonMultiThreadedEventLoopGroup)
-        var all: [UInt8] = []
-        unbounded.encodeXADD(r, into: &all)
-        var allExpected: [UInt8] = []
-        RESP.encodeCommand(
-            [
-                "XADD", "s", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowInstanceId", "wi-1", "workflowType",
-                "wf",
-                "correlationId", "c-1", "taskRefName", "publish", "workflowVersion", "3", "priority", "7",
-            ].map { Array($0.utf8) }, into: &allExpected)
-        #expect(all == allExpected)
+        #expect(
+            try encoded(r, maxlen: 0)
+                == command([
+                    "XADD", "s", "*", "id", "t-1", "payload", #"{"a":1}"#, "workflowInstanceId", "wi-1", "workflowType",
+                    "wf", "correlationId", "c-1", "taskRefName", "publish", "workflowVersion", "3", "priority", "7",
+                ]))
     }
 
     @Test func replyOutcomes() {
