@@ -5,14 +5,14 @@ import NIOCore
 /// global concurrency pool and back at every await (each hop a futex wake and a context switch
 /// per record at Conductor's pace; issue 30). A job enqueued from the loop's own thread needs no
 /// wake-up at all.
-final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
-    let loop: any EventLoop
+public final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
+    public let loop: any EventLoop
 
-    init(loop: any EventLoop) {
+    public init(loop: any EventLoop) {
         self.loop = loop
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         loop.execute { [self] in
             job.runSynchronously(on: asUnownedTaskExecutor())

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// RESP2, the Redis protocol: values, their encoding, and an I/O-free incremental parser.
 public enum RESPValue: Sendable, Equatable {
     case simpleString(String)
@@ -29,33 +31,55 @@ public struct RESPLimits: Sendable, Equatable {
     public static let xaddReplies = RESPLimits(maxLineBytes: 4096, maxBulkBytes: 256, maxArrayCount: 0)
 }
 
+/// Where RESP is encoded: a byte array (tests, commands built once) or a ByteBuffer (the hot path
+/// writes a batch's commands straight into the buffer the channel sends).
+public protocol RESPOutput {
+    mutating func appendRESP(byte: UInt8)
+    mutating func appendRESP<C: Collection>(bytes: C) where C.Element == UInt8
+}
+
+extension Array: RESPOutput where Element == UInt8 {
+    @inline(__always)
+    public mutating func appendRESP(byte: UInt8) { append(byte) }
+    @inline(__always)
+    public mutating func appendRESP<C: Collection>(bytes: C) where C.Element == UInt8 { append(contentsOf: bytes) }
+}
+
+extension ByteBuffer: RESPOutput {
+    @inline(__always)
+    public mutating func appendRESP(byte: UInt8) { writeInteger(byte) }
+    @inline(__always)
+    public mutating func appendRESP<C: Collection>(bytes: C) where C.Element == UInt8 { writeBytes(bytes) }
+}
+
 public enum RESP {
     /// A command as an array of bulk strings.
-    public static func encodeCommand(_ parts: [[UInt8]], into out: inout [UInt8]) {
+    public static func encodeCommand<Out: RESPOutput>(_ parts: [[UInt8]], into out: inout Out) {
         appendHeader(UInt8(ascii: "*"), parts.count, into: &out)
         for p in parts { appendBulk(p, into: &out) }
     }
 
     /// `*N\r\n` or `$N\r\n`, without going through String.
     @inline(__always)
-    public static func appendHeader(_ type: UInt8, _ n: Int, into out: inout [UInt8]) {
-        out.append(type)
+    public static func appendHeader<Out: RESPOutput>(_ type: UInt8, _ n: Int, into out: inout Out) {
+        out.appendRESP(byte: type)
         appendDecimal(n, into: &out)
-        out.append(0x0D)
-        out.append(0x0A)
+        out.appendRESP(byte: 0x0D)
+        out.appendRESP(byte: 0x0A)
     }
 
     @inline(__always)
-    public static func appendBulk<C: Collection>(_ bytes: C, into out: inout [UInt8]) where C.Element == UInt8 {
+    public static func appendBulk<C: Collection, Out: RESPOutput>(_ bytes: C, into out: inout Out)
+    where C.Element == UInt8 {
         appendHeader(UInt8(ascii: "$"), bytes.count, into: &out)
-        out.append(contentsOf: bytes)
-        out.append(0x0D)
-        out.append(0x0A)
+        out.appendRESP(bytes: bytes)
+        out.appendRESP(byte: 0x0D)
+        out.appendRESP(byte: 0x0A)
     }
 
-    static func appendDecimal(_ n: Int, into out: inout [UInt8]) {
+    static func appendDecimal<Out: RESPOutput>(_ n: Int, into out: inout Out) {
         if n >= 10 { appendDecimal(n / 10, into: &out) }
-        out.append(UInt8(ascii: "0") + UInt8(n % 10))
+        out.appendRESP(byte: UInt8(ascii: "0") + UInt8(n % 10))
     }
 
     public struct ProtocolError: Error, Equatable, CustomStringConvertible {

@@ -47,34 +47,107 @@ struct RESPDecoder: NIOSingleStepByteToMessageDecoder {
 /// per send: at Conductor's pace that was four heap calls per record). Past a deadline every
 /// waiting send fails with `RedisReplyTimeout` and the connection is closed (the replies still
 /// owed on it could no longer be matched).
+///
+/// Commands come two ways: as an outbound write with a promise for their replies (from any
+/// thread), or, from a task on the channel's own loop (a sink pipeline's), through `send`, which
+/// resumes the task's continuation: no promise, no write promise, no callback (issue 30: four
+/// heap calls per batch), and the buffer the last send was encoded into is encoded into again.
 final class RESPClientHandler: ChannelDuplexHandler {
     typealias InboundIn = RESPValue
-    typealias OutboundIn = (bytes: [UInt8], replies: Int, promise: EventLoopPromise<[RESPValue]>)
+    typealias OutboundIn = (bytes: ByteBuffer, replies: Int, promise: EventLoopPromise<[RESPValue]>)
     typealias OutboundOut = ByteBuffer
+
+    /// Who is told a write's replies.
+    enum Answer {
+        case promise(EventLoopPromise<[RESPValue]>)
+        case continuation(UnsafeContinuation<[RESPValue], any Error>)
+
+        func succeed(_ replies: [RESPValue]) {
+            switch self {
+            case .promise(let p): p.succeed(replies)
+            case .continuation(let c): c.resume(returning: replies)
+            }
+        }
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .promise(let p): p.fail(error)
+            case .continuation(let c): c.resume(throwing: error)
+            }
+        }
+    }
 
     private struct Waiting {
         var count: Int
         var collected: [RESPValue]
-        var promise: EventLoopPromise<[RESPValue]>
+        var answer: Answer
         var deadline: NIODeadline
     }
+
+    /// A kept send buffer larger than this is let go (a bulk batch's), not held for the next.
+    static let maxSpareBytes = 256 << 10
 
     private let replyTimeout: TimeAmount
     private var waiting: [Waiting] = []
     private var head = 0
     /// Armed for a deadline no later than the head's, while anything may be owed.
     private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    /// Closed, failed or taken out of the pipeline: a send now fails at once (its replies could
+    /// never come, and nothing would fail it before its deadline).
+    private var closed = false
+    /// The last send's buffer: once the channel has written it, it is this handler's alone again
+    /// and `takeBuffer` reuses its storage (while a write still holds it, clearing copies).
+    private var spare: ByteBuffer?
 
     init(replyTimeout: TimeAmount) {
         self.replyTimeout = replyTimeout
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closed = true
+        self.context = nil
+        spare = nil
+        failAll(ChannelError.ioOnClosedChannel)
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
+        enqueue(request.bytes, replies: request.replies, answer: .promise(request.promise), writePromise: promise)
+    }
+
+    /// A buffer to encode the next send into, on the channel's loop.
+    func takeBuffer() -> ByteBuffer {
+        guard var buffer = spare else {
+            return context?.channel.allocator.buffer(capacity: 1024) ?? ByteBufferAllocator().buffer(capacity: 1024)
+        }
+        spare = nil
+        buffer.clear()
+        return buffer
+    }
+
+    /// Writes `bytes` and resumes `continuation` with their `replies` replies (or the error that
+    /// ends the connection). On the channel's loop.
+    func send(_ bytes: ByteBuffer, replies: Int, continuation: UnsafeContinuation<[RESPValue], any Error>) {
+        if bytes.capacity <= Self.maxSpareBytes { spare = bytes }
+        enqueue(bytes, replies: replies, answer: .continuation(continuation), writePromise: nil)
+    }
+
+    private func enqueue(_ bytes: ByteBuffer, replies: Int, answer: Answer, writePromise: EventLoopPromise<Void>?) {
+        guard !closed, let context else {
+            answer.fail(ChannelError.ioOnClosedChannel)
+            writePromise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
         let deadline = context.eventLoop.now + replyTimeout
-        waiting.append(Waiting(count: request.replies, collected: [], promise: request.promise, deadline: deadline))
+        // Waiting before the write: a write that fails closes the channel, which fails it.
+        waiting.append(Waiting(count: replies, collected: [], answer: answer, deadline: deadline))
         if timer == nil { arm(context: context, at: deadline) }
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: request.bytes)), promise: promise)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: writePromise)
     }
 
     /// The timer fires at `deadline`; then the head's own deadline decides (an earlier send may
@@ -106,6 +179,7 @@ final class RESPClientHandler: ChannelDuplexHandler {
             context.fireErrorCaught(RESP.ProtocolError(description: "a reply nobody asked for"))
             return
         }
+        if waiting[head].collected.isEmpty { waiting[head].collected.reserveCapacity(waiting[head].count) }
         waiting[head].collected.append(value)
         if waiting[head].collected.count == waiting[head].count {
             let done = waiting[head]
@@ -117,11 +191,12 @@ final class RESPClientHandler: ChannelDuplexHandler {
                 waiting.removeFirst(head)
                 head = 0
             }
-            done.promise.succeed(done.collected)
+            done.answer.succeed(done.collected)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed = true
         timer?.cancel()
         timer = nil
         failAll(ChannelError.ioOnClosedChannel)
@@ -129,6 +204,7 @@ final class RESPClientHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        closed = true
         failAll(error)
         context.close(promise: nil)
     }
@@ -137,7 +213,7 @@ final class RESPClientHandler: ChannelDuplexHandler {
         let pending = waiting[head...]
         waiting.removeAll()
         head = 0
-        for p in pending { p.promise.fail(error) }
+        for p in pending { p.answer.fail(error) }
     }
 }
 
@@ -153,12 +229,14 @@ struct RedisReplyTimeout: Error, CustomStringConvertible {
 /// One connection to a Redis server, pipelining commands.
 final class RedisConnection: Sendable {
     let channel: Channel
+    private let handler: NIOLoopBound<RESPClientHandler>
 
     /// How long a command's replies may take, all of them, from the write.
     let replyTimeout: TimeAmount
 
-    init(channel: Channel, replyTimeout: TimeAmount) {
+    init(channel: Channel, handler: NIOLoopBound<RESPClientHandler>, replyTimeout: TimeAmount) {
         self.channel = channel
+        self.handler = handler
         self.replyTimeout = replyTimeout
     }
 
@@ -180,29 +258,48 @@ final class RedisConnection: Sendable {
                 }
             }
             .connect(host: host, port: port).get()
-        return RedisConnection(channel: channel, replyTimeout: replyTimeout)
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: RESPClientHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        return RedisConnection(channel: channel, handler: handler, replyTimeout: replyTimeout)
     }
 
     var isActive: Bool { channel.isActive }
 
     /// Sends the commands in one write and returns their replies, in order.
     func send(_ commands: [[[UInt8]]]) async throws -> [RESPValue] {
-        var bytes: [UInt8] = []
-        for c in commands { RESP.encodeCommand(c, into: &bytes) }
-        return try await send(encoded: bytes, replies: commands.count)
+        try await send(replies: commands.count) { out in
+            for c in commands { RESP.encodeCommand(c, into: &out) }
+        }
     }
 
-    /// Sends already encoded commands and returns their `replies` replies, in order, within
+    /// Sends the commands `encode` writes and returns their `replies` replies, in order, within
     /// `replyTimeout`: past it the connection is closed (the replies still owed on it could no
     /// longer be matched) and the wait fails with `RedisReplyTimeout`.
     /// `queued` is called once the write is queued on the channel (writes queued one after the
     /// other reach redis in that order).
-    func send(encoded bytes: [UInt8], replies: Int, queued: () -> Void = {}) async throws -> [RESPValue] {
-        let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        let written = channel.eventLoop.makePromise(of: Void.self)
+    func send(
+        replies: Int, queued: () -> Void = {}, encode: (inout ByteBuffer) -> Void
+    ) async throws -> [RESPValue] {
+        let loop = channel.eventLoop
+        if loop.inEventLoop {
+            // A pipeline's task on this connection's loop: straight into the handler.
+            let handler = self.handler.value
+            var buffer = handler.takeBuffer()
+            encode(&buffer)
+            return try await withUnsafeThrowingContinuation { continuation in
+                handler.send(buffer, replies: replies, continuation: continuation)
+                queued()
+            }
+        }
+        var buffer = channel.allocator.buffer(capacity: 1024)
+        encode(&buffer)
+        let promise = loop.makePromise(of: [RESPValue].self)
+        let written = loop.makePromise(of: Void.self)
         written.futureResult.whenFailure { promise.fail($0) }  // closed before the write: never left
         // The reply deadline is the handler's (RESPClientHandler): from the write, replyTimeout.
-        channel.writeAndFlush((bytes: bytes, replies: replies, promise: promise), promise: written)
+        channel.writeAndFlush((bytes: buffer, replies: replies, promise: promise), promise: written)
         queued()
         return try await promise.futureResult.get()
     }

@@ -117,12 +117,12 @@ final class RedisStreamClient: SinkClient, Sendable {
             connection = try await connect()
             pool.withLockedValue { $0.connections[slot] = connection }
         }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(batch.reduce(0) { $0 + $1.record.payload.count + 160 })
-        for item in batch { encodeXADD(item.record, into: &bytes) }
         let replies: [RESPValue]
         do {
-            replies = try await connection.send(encoded: bytes, replies: batch.count, queued: queued)
+            replies = try await connection.send(replies: batch.count, queued: queued) { out in
+                out.reserveCapacity(minimumWritableBytes: batch.reduce(0) { $0 + $1.record.payload.count + 160 })
+                for item in batch { encodeXADD(item.record, into: &out) }
+            }
         } catch {
             await drop(connection, slot: slot)
             throw SinkConnectionError("redis \(endpoint.host):\(endpoint.port): \(error)")
@@ -181,7 +181,7 @@ final class RedisStreamClient: SinkClient, Sendable {
     }
 
     /// The XADD of one record, appended to `out` (no intermediate arrays: this is the hot path).
-    func encodeXADD(_ r: EventRecord, into out: inout [UInt8]) {
+    func encodeXADD<Out: RESPOutput>(_ r: EventRecord, into out: inout Out) {
         // The context fields one by one, not through an array of them: that array was a heap
         // call per record.
         let version = r.workflowVersion.map { String($0) }

@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Debian's redis-server on 127.0.0.1: the one launcher the tests and sinkd-bench share. A missing
 /// binary is an error (scripts/test installs it): nothing is skipped.
 public final class RedisProcess: @unchecked Sendable {
@@ -36,6 +40,15 @@ public final class RedisProcess: @unchecked Sendable {
         process = p
         try ServerProcess.waitForPort(
             port, of: p, seconds: 10, "redis-server did not start on port \(port) (its log: \(directory)/redis.log)")
+    }
+
+    /// Stops it from running (SIGSTOP): it holds its connections and reads nothing until `resume`.
+    public func pause() {
+        if let p = process { Glibc.kill(p.processIdentifier, SIGSTOP) }
+    }
+
+    public func resume() {
+        if let p = process { Glibc.kill(p.processIdentifier, SIGCONT) }
     }
 
     /// Kills it (SIGKILL) and waits until it is gone.

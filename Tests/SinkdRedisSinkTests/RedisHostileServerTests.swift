@@ -49,7 +49,7 @@ import SinkdTestSupport
         try channel.connect(to: .init(unixDomainSocketPath: "/none")).wait()
         let loop = channel.embeddedEventLoop
         let first = loop.makePromise(of: [RESPValue].self)
-        try channel.writeOutbound((bytes: Array("A".utf8), replies: 1, promise: first))
+        try channel.writeOutbound((bytes: ByteBuffer(string: "A"), replies: 1, promise: first))
         loop.advanceTime(by: .milliseconds(100))
         try channel.writeInbound(RESPValue.simpleString("1-0"))
         #expect(try first.futureResult.wait() == [.simpleString("1-0")])
@@ -58,7 +58,7 @@ import SinkdTestSupport
         let second = loop.makePromise(of: [RESPValue].self)
         let failure = FailureBox()  // the embedded loop runs callbacks on this thread
         second.futureResult.whenFailure { failure.error = $0 }
-        try channel.writeOutbound((bytes: Array("B".utf8), replies: 1, promise: second))
+        try channel.writeOutbound((bytes: ByteBuffer(string: "B"), replies: 1, promise: second))
         loop.advanceTime(by: .milliseconds(400))  // t = 1000: the first send's deadline
         #expect(failure.error == nil, "the second send's deadline is 1600, not the first one's")
         #expect(channel.isActive)

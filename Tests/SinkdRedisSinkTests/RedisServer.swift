@@ -33,6 +33,10 @@ final class RedisServer: @unchecked Sendable {
 
     func stop() { process.stop() }
 
+    func pause() { process.pause() }
+
+    func resume() { process.resume() }
+
     var url: String { "redis://127.0.0.1:\(port)/0" }
 
     /// A plain connection for the test's own commands (XRANGE, XLEN, SET, ...).

@@ -5,6 +5,9 @@ import SinkdDelivery
 @testable import SinkdRedisSink
 import SinkdTestSupport
 import NIOTestUtils
+import NIOCore
+import NIOPosix
+import NIOConcurrencyHelpers
 
 @Suite struct RESPTests {
     /// The reply decoder (XADD replies: no arrays) in every split NIO's verifier tries.
@@ -215,5 +218,96 @@ import NIOTestUtils
         }
         #expect(delivered)
         await client.close()
+    }
+
+    /// A pipeline's sends run on their connection's loop and go straight into its handler,
+    /// encoded into the buffer the send before used (issue 30). With redis paused and the socket
+    /// full, writes are still queued while the next batches are encoded: every record must arrive
+    /// whole, each batch's in its order, and every send get its own replies.
+    @Test func sendsOnTheConnectionsLoopKeepTheBytesInFlightIntact() async throws {
+        let server = try RedisServer()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let batches = 20
+        let perBatch = 25
+        func payload(_ batch: Int, _ i: Int) -> [UInt8] {
+            (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ batch &* 7 &+ i) }
+        }
+        try await withTaskExecutorPreference(EventLoopExecutor(loop: loop)) {
+            let c = try await RedisConnection.connect(
+                host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                timeout: .seconds(5), replyTimeout: .seconds(60))
+            #expect(c.channel.eventLoop === loop, "connected on the loop the task runs on")
+            let queued = NIOLockedValueBox(0)
+            server.pause()
+            try await withThrowingTaskGroup(of: [RESPValue].self) { group in
+                for b in 0..<batches {
+                    group.addTask {
+                        #expect(loop.inEventLoop, "the send runs on the connection's loop")
+                        return try await c.send(replies: perBatch, queued: { queued.withLockedValue { $0 += 1 } }) {
+                            out in
+                            for i in 0..<perBatch {
+                                RESP.encodeCommand(
+                                    [
+                                        Array("XADD".utf8), Array("orders".utf8), Array("*".utf8), Array("id".utf8),
+                                        Array("\(b)-\(i)".utf8), Array("payload".utf8), payload(b, i),
+                                    ],
+                                    into: &out)
+                            }
+                        }
+                    }
+                }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while queued.withLockedValue({ $0 }) < batches, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(queued.withLockedValue { $0 } == batches)
+                let unwritten = try await c.channel.getOption(.bufferedWritableBytes).get()
+                #expect(unwritten > 0, "writes were still queued behind the paused server while batches were encoded")
+                server.resume()
+                for try await replies in group {
+                    #expect(replies.count == perBatch)
+                    #expect(replies.allSatisfy { RedisStreamClient.outcome($0) == .delivered }, "\(replies.prefix(2))")
+                }
+            }
+            await c.close()
+        }
+        guard case .array(let entries?) = try await server.command(["XRANGE", "orders", "-", "+"]) else {
+            Issue.record("no stream")
+            return
+        }
+        #expect(entries.count == batches * perBatch)
+        var nextInBatch = [Int](repeating: 0, count: batches)
+        for entry in entries {
+            guard case .array(let pair?) = entry, case .array(let fields?) = pair[1],
+                case .bulkString(let id?) = fields[1], case .bulkString(let body?) = fields[3]
+            else {
+                Issue.record("unexpected entry \(entry)")
+                return
+            }
+            let parts = String(decoding: id, as: UTF8.self).split(separator: "-").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] < batches else {
+                Issue.record("unexpected id \(String(decoding: id, as: UTF8.self))")
+                return
+            }
+            #expect(parts[1] == nextInBatch[parts[0]], "batch \(parts[0]) in its order")
+            nextInBatch[parts[0]] = parts[1] + 1
+            #expect(body == payload(parts[0], parts[1]), "record \(parts[0])-\(parts[1]) arrived whole")
+        }
+    }
+
+    /// A send on the loop of a connection that is gone fails at once, not at its reply timeout.
+    @Test func aSendOnTheLoopOfAClosedConnectionFailsAtOnce() async throws {
+        let server = try RedisServer()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        try await withTaskExecutorPreference(EventLoopExecutor(loop: loop)) {
+            let c = try await RedisConnection.connect(
+                host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                timeout: .seconds(5), replyTimeout: .seconds(60))
+            #expect(try await c.send([[Array("PING".utf8)]]) == [.simpleString("PONG")])
+            await c.close()
+            let start = ContinuousClock.now
+            await #expect(throws: ChannelError.self) { _ = try await c.send([[Array("PING".utf8)]]) }
+            #expect(ContinuousClock.now - start < .seconds(10), "failed at once, not at the 60 s reply timeout")
+        }
     }
 }
