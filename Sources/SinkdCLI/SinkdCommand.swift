@@ -59,7 +59,13 @@ struct Version: ParsableCommand {
         abstract: "Print sinkd's version and the configuration schema it reads.")
 
     func run() {
-        print("sinkd \(SinkdVersion.version) (config schema v\(SinkdVersion.configSchema))")
+        #if DEBUG
+        // Said so that a figure measured on a debug build is not taken for the daemon's.
+        let build = ", debug build"
+        #else
+        let build = ""
+        #endif
+        print("sinkd \(SinkdVersion.version) (config schema v\(SinkdVersion.configSchema)\(build))")
     }
 }
 
