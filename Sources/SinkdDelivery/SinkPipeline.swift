@@ -173,7 +173,13 @@ public final class SinkPipeline: Sendable {
                     ])
             }
         }
-        func apply(_ effects: PipelineStateMachine.Effects) async {
+        func apply(_ effects: consuming PipelineStateMachine.Effects) async {
+            await act(on: effects)
+            // Its arrays back to the machine, for the next completion (act's copies are gone).
+            var used = consume effects
+            machine.recycle(&used)
+        }
+        func act(on effects: PipelineStateMachine.Effects) async {
             var finished = effects.finished
             if !effects.deadLetters.isEmpty {
                 let entries = effects.deadLetters.map { d in

@@ -684,20 +684,3 @@ extension WriteAheadLog {
         lock.withLock { stopped = true }
     }
 }
-
-/// Keeps `used`, emptied, as `spare` for the next round when it holds room for at most
-/// `maxCapacity` elements and for more than `spare` already does; `used` is left with what
-/// `spare` held. A round's arrays are reused this way (issue 30: fresh ones were heap calls per
-/// round, per record at Conductor's pace).
-func keepForReuse<T>(_ used: inout [T], as spare: inout [T], maxCapacity: Int) {
-    guard used.capacity <= maxCapacity, used.capacity > spare.capacity else { return }
-    used.removeAll(keepingCapacity: true)
-    swap(&used, &spare)
-}
-
-/// The kept array (empty), or a new one; none is left kept.
-func takeSpare<T>(_ spare: inout [T]) -> [T] {
-    var taken: [T] = []
-    swap(&taken, &spare)
-    return taken
-}

@@ -37,6 +37,25 @@ import SinkdCore
         return 0
     }
 
+    /// A completion's effects come in the arrays the last one's recycle gave back (no heap calls
+    /// per batch for them), holding only this completion's records.
+    @Test func recycledEffectsArraysCarryOnlyTheNextCompletionsRecords() {
+        var m = Self.machine(batch: 3, inFlight: 2)
+        _ = m.add(Self.records(1...6))
+        let first = Self.id(m.next(now: 1))
+        let second = Self.id(m.next(now: 1))
+        var effects = m.completed(
+            batchID: first, outcomes: Array(repeating: .delivered, count: 3), now: 2, random: { 0 })
+        #expect(effects.finished == [1, 2, 3])
+        let storage = effects.finished.withUnsafeBufferPointer { $0.baseAddress }
+        m.recycle(&effects)
+        let next = m.completed(
+            batchID: second, outcomes: [.delivered, .permanent("no"), .retryable("later")], now: 3, random: { 0 })
+        #expect(next.finished == [4, 5], "the delivered and the dead-lettered record, nothing of the first batch")
+        #expect(next.deliveredAcceptedAt.count == 1)
+        #expect(next.finished.withUnsafeBufferPointer { $0.baseAddress } == storage, "the recycled array")
+    }
+
     /// linger: a batch that is not full waits for company only while another is in flight, for at
     /// most `linger` from when it was first found not full; a full one and an idle sink never wait.
     @Test func aBatchThatIsNotFullLingersOnlyWhileAnotherIsInFlight() {
