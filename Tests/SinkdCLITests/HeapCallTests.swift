@@ -27,14 +27,18 @@ import SinkdTestServers
         "file, debug": Bound(
             calls: 330, bytes: 25_500,
             measured:
-                "309 - 314 calls, 23,060 - 23,840 bytes (2026-12-07 evening; 319 - 324 that afternoon, 334 - 343 before 4eed896)"
+                "303 - 308 calls, 23,090 - 23,460 bytes (2026-12-07 night; 309 - 314 that evening, 319 - 324 that afternoon, 334 - 343 before 4eed896)"
         ),
         "redis, debug": Bound(
-            calls: 375, bytes: 27_000, measured: "352 - 364 calls, 23,200 - 25,900 bytes (2026-12-07 night)"),
+            calls: 375, bytes: 27_000,
+            measured: "347 - 351 calls, 23,100 - 23,400 bytes (2026-12-07 night; 352 - 364 before 941497d)"),
         "file, release": Bound(
-            calls: 37, bytes: 10_000, measured: "33.5 - 33.6 calls, 8,930 - 9,200 bytes (2026-12-07 night)"),
+            calls: 29, bytes: 10_000,
+            measured: "26.0 calls, 8,660 - 8,940 bytes (2026-12-07 night; 33.5 - 33.6 before 941497d and 7085411)"),
         "redis, release": Bound(
-            calls: 34, bytes: 9_000, measured: "30.8 - 31.1 calls, 7,850 - 8,160 bytes (2026-12-07 night)"),
+            calls: 26, bytes: 9_000,
+            measured:
+                "23.05 - 23.1 calls, 7,580 - 7,860 bytes (2026-12-07 night; 30.8 - 31.1 before 941497d and 7085411)"),
     ]
 
     /// "debug" or "release", as `sinkd version` says.
