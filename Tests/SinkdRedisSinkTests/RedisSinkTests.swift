@@ -227,7 +227,7 @@ import NIOConcurrencyHelpers
     @Test func sendsOnTheConnectionsLoopKeepTheBytesInFlightIntact() async throws {
         let server = try RedisServer()
         let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let batches = 20
+        let batches = 48
         let perBatch = 25
         func payload(_ batch: Int, _ i: Int) -> [UInt8] {
             (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ batch &* 7 &+ i) }
@@ -237,6 +237,10 @@ import NIOConcurrencyHelpers
                 host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton,
                 timeout: .seconds(5), replyTimeout: .seconds(60))
             #expect(c.channel.eventLoop === loop, "connected on the loop the task runs on")
+            // A small send buffer (no autotuning) and more bytes (9.8 MB) than a paused receiver's
+            // buffer can take: writes stay queued in the channel (a CI machine's kernel took the
+            // whole 4 MB this test first sent).
+            try await c.channel.setOption(.socketOption(.so_sndbuf), value: 32 << 10).get()
             let queued = NIOLockedValueBox(0)
             server.pause()
             try await withThrowingTaskGroup(of: [RESPValue].self) { group in
