@@ -133,7 +133,8 @@ final class RESPClientHandler: ChannelDuplexHandler {
     /// Writes `bytes` and resumes `continuation` with their `replies` replies (or the error that
     /// ends the connection). On the channel's loop.
     func send(_ bytes: ByteBuffer, replies: Int, continuation: UnsafeContinuation<[RESPValue], any Error>) {
-        if bytes.capacity <= Self.maxSpareBytes { spare = bytes }
+        // Kept for the next send only while there can be one (a closed handler lets it go).
+        if !closed, bytes.capacity <= Self.maxSpareBytes { spare = bytes }
         enqueue(bytes, replies: replies, answer: .continuation(continuation), writePromise: nil)
     }
 
